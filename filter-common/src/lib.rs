@@ -1,0 +1,8 @@
+//! Types and constants shared by the XDP program and the controller, plus the
+//! packet decisions that never touch packet memory.
+#![no_std]
+
+pub mod decide;
+pub mod maps;
+
+pub use maps::*;

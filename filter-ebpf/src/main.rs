@@ -1,0 +1,37 @@
+//! XDP filter: drops UDP reflection traffic before the kernel allocates
+//! anything for it. The entry point only wires parse, decide and count.
+#![no_std]
+#![no_main]
+
+mod decide;
+mod maps;
+mod parse;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use filter_common::decide::{Outcome, outcome};
+
+#[xdp]
+pub fn filter(ctx: XdpContext) -> u32 {
+    let frame_len = (ctx.data_end() - ctx.data()) as u64;
+    let config = maps::config_flags();
+    let reason = decide::reason(&ctx, config, frame_len);
+    maps::count_reason(reason, frame_len);
+    match outcome(reason, config) {
+        Outcome::Pass => xdp_action::XDP_PASS,
+        Outcome::Drop => xdp_action::XDP_DROP,
+        Outcome::MonitoredPass => {
+            maps::count_monitored(frame_len);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,257 @@
+//! Bounds-checked header parsing: Ethernet, up to two VLAN tags, IPv4 with its
+//! real header length, IPv6 with a bounded walk over extension headers, and
+//! the UDP, TCP or ICMP header. Every read goes through `ptr_at`.
+
+use aya_ebpf::programs::XdpContext;
+use core::mem::size_of;
+use filter_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+
+const ETH_HDR_LEN: usize = 14;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const MAX_VLAN_TAGS: usize = 2;
+
+/// IPv6 extension headers walked before the chain counts as malformed.
+pub const MAX_EXT_HEADERS: usize = 6;
+/// Furthest offset at which an L4 header may start. Keeps every packet offset
+/// provably bounded for the verifier; real headers end far earlier.
+pub const MAX_L4_OFFSET: usize = 1024;
+
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_AUTH: u8 = 51;
+const NEXTHDR_DEST: u8 = 60;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Frag {
+    /// Not a fragment.
+    None,
+    /// Offset 0 with more fragments to come: carries the L4 header.
+    First,
+    /// Offset > 0: payload bytes only, no ports.
+    Later,
+}
+
+/// What the decision needs to know about an IP packet.
+pub struct Summary {
+    pub proto: u8,
+    pub frag: Frag,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Offset of the L4 payload from the start of the frame.
+    pub payload_off: usize,
+    /// L4 payload length as the headers declare it (for a first fragment,
+    /// the whole datagram's UDP payload).
+    pub payload_len: u16,
+}
+
+pub enum Parsed {
+    NonIp,
+    Malformed,
+    Ip(Summary),
+}
+
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + off) as *const T)
+}
+
+#[inline(always)]
+pub fn u8_at(ctx: &XdpContext, off: usize) -> Option<u8> {
+    // SAFETY: ptr_at checked that the byte lies inside the frame.
+    Some(unsafe { *ptr_at::<u8>(ctx, off)? })
+}
+
+#[inline(always)]
+fn be16_at(ctx: &XdpContext, off: usize) -> Option<u16> {
+    // SAFETY: ptr_at checked both bytes; [u8; 2] has no alignment needs.
+    Some(u16::from_be_bytes(unsafe { *ptr_at::<[u8; 2]>(ctx, off)? }))
+}
+
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Parsed {
+    let frame_len = ctx.data_end() - ctx.data();
+    let Some(mut ethertype) = be16_at(ctx, 12) else {
+        return Parsed::Malformed;
+    };
+    let mut off = ETH_HDR_LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        // Tag: 2 bytes TCI, then the inner ethertype.
+        let Some(inner) = be16_at(ctx, off + 2) else {
+            return Parsed::Malformed;
+        };
+        ethertype = inner;
+        off += 4;
+    }
+    match ethertype {
+        ETH_P_IPV4 => parse_ipv4(ctx, off, frame_len),
+        ETH_P_IPV6 => parse_ipv6(ctx, off, frame_len),
+        // A third tag hides what it carries: refuse rather than pass unseen.
+        ETH_P_8021Q | ETH_P_8021AD => Parsed::Malformed,
+        _ => Parsed::NonIp,
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
+    let Some(ver_ihl) = u8_at(ctx, off) else {
+        return Parsed::Malformed;
+    };
+    let hdr_len = (ver_ihl & 0x0f) as usize * 4;
+    if ver_ihl >> 4 != 4 || hdr_len < 20 {
+        return Parsed::Malformed;
+    }
+    let (Some(total_len), Some(frag_field), Some(proto)) = (
+        be16_at(ctx, off + 2),
+        be16_at(ctx, off + 6),
+        u8_at(ctx, off + 9),
+    ) else {
+        return Parsed::Malformed;
+    };
+    let total_len = total_len as usize;
+    if total_len < hdr_len || off + total_len > frame_len {
+        return Parsed::Malformed;
+    }
+    let more_fragments = frag_field & 0x2000 != 0;
+    let frag = if frag_field & 0x1fff != 0 {
+        Frag::Later
+    } else if more_fragments {
+        Frag::First
+    } else {
+        Frag::None
+    };
+    parse_l4(ctx, proto, frag, off + hdr_len, off + total_len)
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
+    let (Some(ver), Some(payload_len), Some(mut next)) = (
+        u8_at(ctx, off),
+        be16_at(ctx, off + 4),
+        u8_at(ctx, off + 6),
+    ) else {
+        return Parsed::Malformed;
+    };
+    let ip_end = off + 40 + payload_len as usize;
+    if ver >> 4 != 6 || ip_end > frame_len {
+        return Parsed::Malformed;
+    }
+    let mut cur = off + 40;
+    let mut frag = Frag::None;
+    for _ in 0..MAX_EXT_HEADERS {
+        let hdr_len = match next {
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH => {
+                let Some(units) = u8_at(ctx, cur + 1) else {
+                    return Parsed::Malformed;
+                };
+                if next == NEXTHDR_AUTH {
+                    (units as usize + 2) * 4
+                } else {
+                    (units as usize + 1) * 8
+                }
+            }
+            NEXTHDR_FRAGMENT => {
+                let Some(field) = be16_at(ctx, cur + 2) else {
+                    return Parsed::Malformed;
+                };
+                if field & 0xfff8 != 0 {
+                    frag = Frag::Later;
+                } else if field & 1 != 0 {
+                    frag = Frag::First;
+                }
+                8
+            }
+            _ => return parse_l4(ctx, next, frag, cur, ip_end),
+        };
+        let Some(n) = u8_at(ctx, cur) else {
+            return Parsed::Malformed;
+        };
+        next = n;
+        cur += hdr_len;
+        if cur > ip_end || cur > MAX_L4_OFFSET {
+            return Parsed::Malformed;
+        }
+        if frag == Frag::Later {
+            // What follows is the middle of a datagram, not headers.
+            return parse_l4(ctx, next, frag, cur, ip_end);
+        }
+    }
+    match next {
+        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT => {
+            Parsed::Malformed
+        }
+        _ => parse_l4(ctx, next, frag, cur, ip_end),
+    }
+}
+
+#[inline(always)]
+fn parse_l4(ctx: &XdpContext, proto: u8, frag: Frag, l4: usize, ip_end: usize) -> Parsed {
+    let mut s = Summary {
+        proto,
+        frag,
+        src_port: 0,
+        dst_port: 0,
+        payload_off: 0,
+        payload_len: 0,
+    };
+    if frag == Frag::Later {
+        return Parsed::Ip(s);
+    }
+    if l4 > MAX_L4_OFFSET {
+        return Parsed::Malformed;
+    }
+    let have = ip_end - l4;
+    match proto {
+        IPPROTO_UDP => {
+            let (Some(sport), Some(dport), Some(ulen)) =
+                (be16_at(ctx, l4), be16_at(ctx, l4 + 2), be16_at(ctx, l4 + 4))
+            else {
+                return Parsed::Malformed;
+            };
+            let ulen = ulen as usize;
+            // A first fragment's UDP length covers the whole datagram.
+            if have < 8 || ulen < 8 || (frag == Frag::None && ulen > have) {
+                return Parsed::Malformed;
+            }
+            s.src_port = sport;
+            s.dst_port = dport;
+            s.payload_off = l4 + 8;
+            s.payload_len = (ulen - 8) as u16;
+        }
+        IPPROTO_TCP => {
+            let (Some(sport), Some(dport), Some(doff)) =
+                (be16_at(ctx, l4), be16_at(ctx, l4 + 2), u8_at(ctx, l4 + 12))
+            else {
+                return Parsed::Malformed;
+            };
+            let doff = (doff >> 4) as usize * 4;
+            if have < 20 || doff < 20 || doff > have {
+                return Parsed::Malformed;
+            }
+            s.src_port = sport;
+            s.dst_port = dport;
+            s.payload_off = l4 + doff;
+            s.payload_len = (have - doff) as u16;
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            if have < 4 || u8_at(ctx, l4 + 3).is_none() {
+                return Parsed::Malformed;
+            }
+            s.payload_off = l4 + 4;
+            s.payload_len = (have - 4) as u16;
+        }
+        _ => {}
+    }
+    Parsed::Ip(s)
+}

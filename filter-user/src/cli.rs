@@ -1,0 +1,149 @@
+//! Command line of filterctl and what each command does.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::{
+    loader::{self, AttachMode},
+    pins::{DEFAULT_ROOT, PinRoot},
+    rules::{self, RuleSet},
+    stats,
+};
+
+/// The rule file used when `load` gets no --rules.
+pub const DEFAULT_RULES: &str = include_str!("../../rules/default.toml");
+const DEFAULT_RULES_NAME: &str = "(built-in rules/default.toml)";
+
+/// Host-level XDP filter against UDP reflection floods.
+#[derive(Parser, Debug)]
+#[command(name = "filterctl", version)]
+pub struct Cli {
+    /// Folder on bpffs that holds one subfolder of pins per interface.
+    #[arg(long, global = true, env = "FILTERCTL_PIN_ROOT", default_value = DEFAULT_ROOT)]
+    pub pin_root: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load the filter on an interface with a rule file, pin it and exit;
+    /// the filter keeps running without filterctl.
+    Load {
+        #[arg(long)]
+        iface: String,
+        /// Rule file (TOML); the built-in default profile when absent.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+        mode: AttachMode,
+    },
+    /// Detach the filter from an interface and remove its pins.
+    Unload {
+        #[arg(long)]
+        iface: String,
+    },
+    /// Show which interfaces carry the filter and which rules they run.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-reason and per-rule packet and byte counters.
+    Stats {
+        #[arg(long)]
+        iface: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate rule files without loading them (no root needed). Exit status
+    /// 1 if any is invalid: usable in a pre-commit hook or CI.
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+fn rules_for(path: Option<&Path>) -> anyhow::Result<(RuleSet, PathBuf)> {
+    match path {
+        Some(p) => Ok((rules::load_file(p)?, p.to_path_buf())),
+        None => Ok((
+            rules::parse(DEFAULT_RULES_NAME, DEFAULT_RULES)?,
+            PathBuf::from(DEFAULT_RULES_NAME),
+        )),
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let root = PinRoot::new(&cli.pin_root);
+    match cli.command {
+        Command::Load { iface, rules, mode } => {
+            let (set, source) = rules_for(rules.as_deref())?;
+            let used = loader::load(&root, &iface, &set, &source, mode)
+                .with_context(|| format!("failed to load the filter on {iface}"))?;
+            println!(
+                "loaded on {iface} ({used} mode): {} rules from {}, digest {}",
+                set.rules.len(),
+                source.display(),
+                &set.digest_hex()[..16]
+            );
+        }
+        Command::Unload { iface } => {
+            loader::unload(&root, &iface)?;
+            println!("unloaded from {iface}");
+        }
+        Command::Status { json } => {
+            let mut all = Vec::new();
+            for iface in root.interfaces()? {
+                all.push(
+                    loader::status(&root, &iface)
+                        .with_context(|| format!("cannot read the state of {iface}"))?,
+                );
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                println!("no filter loaded");
+            } else {
+                for s in all {
+                    println!(
+                        "{}: program {} ({} mode, {}), {} rules from {} (sha256 {}), fragments {}",
+                        s.interface,
+                        s.program_id.map_or("?".into(), |id| id.to_string()),
+                        s.attach_mode,
+                        s.mode,
+                        s.rule_count,
+                        s.rules_source,
+                        s.rules_digest,
+                        s.fragments
+                    );
+                }
+            }
+        }
+        Command::Stats { iface, json } => {
+            let snap = stats::snapshot(&root, iface.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&snap)?);
+            } else {
+                print!("{}", stats::render_table(&snap));
+            }
+        }
+        Command::Check { paths } => {
+            let mut bad = 0;
+            for p in &paths {
+                match rules::load_file(p) {
+                    Ok(set) => println!("{}: ok, {} rules", p.display(), set.rules.len()),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        bad += 1;
+                    }
+                }
+            }
+            if bad > 0 {
+                anyhow::bail!("{bad} of {} rule files invalid", paths.len());
+            }
+        }
+    }
+    Ok(())
+}

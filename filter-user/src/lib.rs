@@ -1,0 +1,10 @@
+//! filterctl: loads the XDP filter, feeds it rule files and reads its counters.
+
+pub mod cli;
+pub mod loader;
+pub mod pins;
+pub mod rules;
+pub mod stats;
+
+/// The XDP object built from filter-ebpf, embedded so filterctl is one binary.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filter"));
