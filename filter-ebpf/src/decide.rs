@@ -44,18 +44,30 @@ fn match_rules(ctx: &XdpContext, s: &Summary, frame_len: u64) -> Option<Reason> 
 }
 
 /// The payload bytes a rule compares; bytes past the frame read as zero and
-/// `rule_matches` checks the payload really holds them.
+/// `rule_matches` checks the payload really holds them. Near the end of the
+/// frame the four bytes are read ending at the frame's end and shifted, so
+/// that every read stays a bounds-checked four-byte read.
 #[inline(always)]
 fn payload_head(ctx: &XdpContext, payload_off: usize, offset: u16, len: u8) -> [u8; MATCH_MAX] {
-    let mut head = [0u8; MATCH_MAX];
     if len == 0 || offset > MATCH_OFFSET_MAX {
-        return head;
+        return [0; MATCH_MAX];
     }
     let start = payload_off + offset as usize;
-    for (i, b) in head.iter_mut().enumerate() {
-        if let Some(v) = parse::u8_at(ctx, start + i) {
-            *b = v;
-        }
+    if let Some(b) = parse::bytes_at::<MATCH_MAX>(ctx, start) {
+        return b;
+    }
+    let frame_len = ctx.data_end() - ctx.data();
+    let shift = start.wrapping_sub(frame_len.saturating_sub(MATCH_MAX));
+    let mut head = [0u8; MATCH_MAX];
+    if shift == 0 || shift >= MATCH_MAX || start < shift {
+        return head;
+    }
+    // Derived from the bounded `start`, not from the frame length, so the
+    // verifier knows its range.
+    if let Some(tail) = parse::bytes_at::<MATCH_MAX>(ctx, start - shift) {
+        // Shift in a register: indexing the array by `shift` would be a
+        // variable stack offset, which the verifier refuses.
+        head = (u32::from_be_bytes(tail) << (8 * shift as u32)).to_be_bytes();
     }
     head
 }

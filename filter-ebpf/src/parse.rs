@@ -1,6 +1,6 @@
 //! Bounds-checked header parsing: Ethernet, up to two VLAN tags, IPv4 with its
 //! real header length, IPv6 with a bounded walk over extension headers, and
-//! the UDP, TCP or ICMP header. Every read goes through `ptr_at`.
+//! the UDP, TCP or ICMP header. Every read goes through `bytes_at`.
 
 use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
@@ -54,44 +54,43 @@ pub enum Parsed {
     Ip(Summary),
 }
 
+/// The one accessor for packet memory: `N` bytes at `off`, bounds-checked.
+/// Reads are at least two bytes wide on purpose: for a one-byte check LLVM
+/// emits `ptr >= end`, from which the verifier derives no range.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
+pub fn bytes_at<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
     let start = ctx.data();
     let end = ctx.data_end();
-    if start + off + size_of::<T>() > end {
+    if start + off + N > end {
         return None;
     }
-    Some((start + off) as *const T)
+    // SAFETY: the N bytes at start + off lie inside the frame; [u8; N] has
+    // no alignment requirement.
+    Some(unsafe { *((start + off) as *const [u8; N]) })
 }
 
 #[inline(always)]
-pub fn u8_at(ctx: &XdpContext, off: usize) -> Option<u8> {
-    // SAFETY: ptr_at checked that the byte lies inside the frame.
-    Some(unsafe { *ptr_at::<u8>(ctx, off)? })
-}
-
-#[inline(always)]
-fn be16_at(ctx: &XdpContext, off: usize) -> Option<u16> {
-    // SAFETY: ptr_at checked both bytes; [u8; 2] has no alignment needs.
-    Some(u16::from_be_bytes(unsafe { *ptr_at::<[u8; 2]>(ctx, off)? }))
+fn be16(b: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([b[i], b[i + 1]])
 }
 
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Parsed {
     let frame_len = ctx.data_end() - ctx.data();
-    let Some(mut ethertype) = be16_at(ctx, 12) else {
+    let Some(eth) = bytes_at::<ETH_HDR_LEN>(ctx, 0) else {
         return Parsed::Malformed;
     };
+    let mut ethertype = be16(&eth, 12);
     let mut off = ETH_HDR_LEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
         // Tag: 2 bytes TCI, then the inner ethertype.
-        let Some(inner) = be16_at(ctx, off + 2) else {
+        let Some(tag) = bytes_at::<4>(ctx, off) else {
             return Parsed::Malformed;
         };
-        ethertype = inner;
+        ethertype = be16(&tag, 2);
         off += 4;
     }
     match ethertype {
@@ -105,20 +104,14 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
 
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
-    let Some(ver_ihl) = u8_at(ctx, off) else {
+    let Some(h) = bytes_at::<20>(ctx, off) else {
         return Parsed::Malformed;
     };
-    let hdr_len = (ver_ihl & 0x0f) as usize * 4;
-    if ver_ihl >> 4 != 4 || hdr_len < 20 {
+    let hdr_len = (h[0] & 0x0f) as usize * 4;
+    if h[0] >> 4 != 4 || hdr_len < 20 {
         return Parsed::Malformed;
     }
-    let (Some(total_len), Some(frag_field), Some(proto)) = (
-        be16_at(ctx, off + 2),
-        be16_at(ctx, off + 6),
-        u8_at(ctx, off + 9),
-    ) else {
-        return Parsed::Malformed;
-    };
+    let (total_len, frag_field, proto) = (be16(&h, 2), be16(&h, 6), h[9]);
     let total_len = total_len as usize;
     if total_len < hdr_len || off + total_len > frame_len {
         return Parsed::Malformed;
@@ -136,35 +129,29 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
 
 #[inline(always)]
 fn parse_ipv6(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
-    let (Some(ver), Some(payload_len), Some(mut next)) = (
-        u8_at(ctx, off),
-        be16_at(ctx, off + 4),
-        u8_at(ctx, off + 6),
-    ) else {
+    let Some(h) = bytes_at::<8>(ctx, off) else {
         return Parsed::Malformed;
     };
-    let ip_end = off + 40 + payload_len as usize;
-    if ver >> 4 != 6 || ip_end > frame_len {
+    let mut next = h[6];
+    let ip_end = off + 40 + be16(&h, 4) as usize;
+    if h[0] >> 4 != 6 || ip_end > frame_len {
         return Parsed::Malformed;
     }
     let mut cur = off + 40;
     let mut frag = Frag::None;
     for _ in 0..MAX_EXT_HEADERS {
+        if !is_extension(next) {
+            return parse_l4(ctx, next, frag, cur, ip_end);
+        }
+        // Every extension header starts with next-header and length bytes;
+        // the fragment header keeps its offset and M flag in bytes 2..4.
+        let Some(e) = bytes_at::<4>(ctx, cur) else {
+            return Parsed::Malformed;
+        };
         let hdr_len = match next {
-            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH => {
-                let Some(units) = u8_at(ctx, cur + 1) else {
-                    return Parsed::Malformed;
-                };
-                if next == NEXTHDR_AUTH {
-                    (units as usize + 2) * 4
-                } else {
-                    (units as usize + 1) * 8
-                }
-            }
+            NEXTHDR_AUTH => (e[1] as usize + 2) * 4,
             NEXTHDR_FRAGMENT => {
-                let Some(field) = be16_at(ctx, cur + 2) else {
-                    return Parsed::Malformed;
-                };
+                let field = be16(&e, 2);
                 if field & 0xfff8 != 0 {
                     frag = Frag::Later;
                 } else if field & 1 != 0 {
@@ -172,12 +159,9 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
                 }
                 8
             }
-            _ => return parse_l4(ctx, next, frag, cur, ip_end),
+            _ => (e[1] as usize + 1) * 8,
         };
-        let Some(n) = u8_at(ctx, cur) else {
-            return Parsed::Malformed;
-        };
-        next = n;
+        next = e[0];
         cur += hdr_len;
         if cur > ip_end || cur > MAX_L4_OFFSET {
             return Parsed::Malformed;
@@ -187,12 +171,19 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
             return parse_l4(ctx, next, frag, cur, ip_end);
         }
     }
-    match next {
-        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT => {
-            Parsed::Malformed
-        }
-        _ => parse_l4(ctx, next, frag, cur, ip_end),
+    if is_extension(next) {
+        // Longer chain than we walk: what it hides stays unexamined.
+        return Parsed::Malformed;
     }
+    parse_l4(ctx, next, frag, cur, ip_end)
+}
+
+#[inline(always)]
+fn is_extension(next: u8) -> bool {
+    matches!(
+        next,
+        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT
+    )
 }
 
 #[inline(always)]
@@ -214,12 +205,10 @@ fn parse_l4(ctx: &XdpContext, proto: u8, frag: Frag, l4: usize, ip_end: usize) -
     let have = ip_end - l4;
     match proto {
         IPPROTO_UDP => {
-            let (Some(sport), Some(dport), Some(ulen)) =
-                (be16_at(ctx, l4), be16_at(ctx, l4 + 2), be16_at(ctx, l4 + 4))
-            else {
+            let Some(h) = bytes_at::<8>(ctx, l4) else {
                 return Parsed::Malformed;
             };
-            let ulen = ulen as usize;
+            let (sport, dport, ulen) = (be16(&h, 0), be16(&h, 2), be16(&h, 4) as usize);
             // A first fragment's UDP length covers the whole datagram.
             if have < 8 || ulen < 8 || (frag == Frag::None && ulen > have) {
                 return Parsed::Malformed;
@@ -230,12 +219,10 @@ fn parse_l4(ctx: &XdpContext, proto: u8, frag: Frag, l4: usize, ip_end: usize) -
             s.payload_len = (ulen - 8) as u16;
         }
         IPPROTO_TCP => {
-            let (Some(sport), Some(dport), Some(doff)) =
-                (be16_at(ctx, l4), be16_at(ctx, l4 + 2), u8_at(ctx, l4 + 12))
-            else {
+            let Some(h) = bytes_at::<20>(ctx, l4) else {
                 return Parsed::Malformed;
             };
-            let doff = (doff >> 4) as usize * 4;
+            let (sport, dport, doff) = (be16(&h, 0), be16(&h, 2), (h[12] >> 4) as usize * 4);
             if have < 20 || doff < 20 || doff > have {
                 return Parsed::Malformed;
             }
@@ -245,7 +232,7 @@ fn parse_l4(ctx: &XdpContext, proto: u8, frag: Frag, l4: usize, ip_end: usize) -
             s.payload_len = (have - doff) as u16;
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            if have < 4 || u8_at(ctx, l4 + 3).is_none() {
+            if have < 4 || bytes_at::<4>(ctx, l4).is_none() {
                 return Parsed::Malformed;
             }
             s.payload_off = l4 + 4;

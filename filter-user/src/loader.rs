@@ -100,20 +100,12 @@ pub fn load(
         );
     }
 
-    let mut ebpf = EbpfLoader::new()
-        .load(EBPF_OBJECT)
-        .context("failed to load the eBPF object into the kernel")?;
     let compiled = set.compile();
-    write_rules(&mut ebpf, &compiled)?;
-
+    let mut ebpf = prepare(&compiled)?;
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
-        .ok_or_else(|| anyhow!("program {PROGRAM_NAME} missing from the eBPF object"))?
+        .expect("prepare checked it")
         .try_into()?;
-    program
-        .load()
-        .context("the kernel verifier rejected the XDP program")?;
-
     let (link_id, meta_mode) = attach(program, iface, index, mode)?;
     write_meta(&mut ebpf, set, source, meta_mode, compiled.rules.len())?;
 
@@ -124,9 +116,9 @@ pub fn load(
         .expect("checked above")
         .try_into()?;
     let link = program.take_link(link_id)?;
-    let link: FdLink = link
-        .try_into()
-        .context("the kernel attached XDP without a bpf_link; filterctl needs Linux 5.9 or later")?;
+    let link: FdLink = link.try_into().context(
+        "the kernel attached XDP without a bpf_link; filterctl needs Linux 5.9 or later",
+    )?;
     program
         .pin(dir.join(pins::PROG))
         .context("failed to pin the program")?;
@@ -178,6 +170,24 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Map> {
         .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
 }
 
+/// Loads the embedded object into the kernel with `compiled` in its rule
+/// maps and the program verified, but attached nowhere. `load` attaches it;
+/// tests and `replay` run frames through it with BPF_PROG_TEST_RUN.
+pub fn prepare(compiled: &Compiled) -> anyhow::Result<Ebpf> {
+    let mut ebpf = EbpfLoader::new()
+        .load(EBPF_OBJECT)
+        .context("failed to load the eBPF object into the kernel")?;
+    write_rules(&mut ebpf, compiled)?;
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| anyhow!("program {PROGRAM_NAME} missing from the eBPF object"))?
+        .try_into()?;
+    program
+        .load()
+        .context("the kernel verifier rejected the XDP program")?;
+    Ok(ebpf)
+}
+
 /// Writes the compiled rule set into a freshly loaded program's maps.
 fn write_rules(ebpf: &mut Ebpf, c: &Compiled) -> anyhow::Result<()> {
     let mut rules: Array<_, Rule> = Array::try_from(map_mut(ebpf, MAP_RULES)?)?;
@@ -186,7 +196,9 @@ fn write_rules(ebpf: &mut Ebpf, c: &Compiled) -> anyhow::Result<()> {
     }
     let mut chains: Array<_, Chain> = Array::try_from(map_mut(ebpf, MAP_CHAINS)?)?;
     for (i, ch) in c.chains.iter().enumerate() {
-        chains.set(i as u32, ch, 0).context("failed to write CHAINS")?;
+        chains
+            .set(i as u32, ch, 0)
+            .context("failed to write CHAINS")?;
     }
     let mut ports: Array<_, u32> = Array::try_from(map_mut(ebpf, MAP_PORT_CHAINS)?)?;
     for &(slot, chain) in &c.port_chains {
@@ -195,7 +207,9 @@ fn write_rules(ebpf: &mut Ebpf, c: &Compiled) -> anyhow::Result<()> {
             .context("failed to write PORT_CHAINS")?;
     }
     let mut config: Array<_, Config> = Array::try_from(map_mut(ebpf, MAP_CONFIG)?)?;
-    config.set(0, c.config, 0).context("failed to write CONFIG")?;
+    config
+        .set(0, c.config, 0)
+        .context("failed to write CONFIG")?;
     Ok(())
 }
 
@@ -229,10 +243,7 @@ pub fn unload(root: &PinRoot, iface: &str) -> anyhow::Result<()> {
     require_root("unload")?;
     let dir = root.iface_dir(iface);
     if !dir.is_dir() {
-        bail!(
-            "no filter loaded on {iface} (no pins in {})",
-            dir.display()
-        );
+        bail!("no filter loaded on {iface} (no pins in {})", dir.display());
     }
     let link_path = dir.join(pins::LINK);
     if link_path.exists() {
@@ -293,7 +304,11 @@ pub fn status(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
         .ok()
         .and_then(|l| FdLink::from(l).info().ok())
         .map(|i| i.id());
-    let source_len = meta.source.iter().position(|&b| b == 0).unwrap_or(META_SOURCE_LEN);
+    let source_len = meta
+        .source
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(META_SOURCE_LEN);
     Ok(Status {
         interface: iface.to_string(),
         program_id,

@@ -466,7 +466,10 @@ fn compile_chains(set: &RuleSet) -> Result<(Vec<Chain>, Vec<(u32, u32)>), ChainO
             }
         }
     }
-    assert!(chains.len() <= MAX_CHAINS as usize, "bounded by 2N+1 pieces per protocol");
+    assert!(
+        chains.len() <= MAX_CHAINS as usize,
+        "bounded by 2N+1 pieces per protocol"
+    );
     Ok((chains, port_chains))
 }
 
@@ -572,7 +575,9 @@ action = "drop"
             c.port_chains
                 .iter()
                 .find(|(s, _)| *s == slot)
-                .map(|(_, id)| c.chains[*id as usize].rules[..c.chains[*id as usize].len as usize].to_vec())
+                .map(|(_, id)| {
+                    c.chains[*id as usize].rules[..c.chains[*id as usize].len as usize].to_vec()
+                })
         };
         assert_eq!(chain_of(99), None);
         assert_eq!(chain_of(100), Some(vec![0]));
@@ -595,7 +600,9 @@ action = "drop"
 
     #[test]
     fn errors_name_file_line_and_column() {
-        let e = err("[[rule]]\nname = \"x\"\nprotocol = \"udp\"\nsrc_port = 70000\naction = \"drop\"\n");
+        let e = err(
+            "[[rule]]\nname = \"x\"\nprotocol = \"udp\"\nsrc_port = 70000\naction = \"drop\"\n",
+        );
         assert_eq!((e.file.as_str(), e.line, e.column), ("t.toml", 4, 12));
         assert!(e.message.contains("out of range"), "{e}");
         assert!(e.to_string().starts_with("t.toml:4:12: "), "{e}");
@@ -608,27 +615,84 @@ action = "drop"
             ("empty", String::new(), 1, "empty rule file"),
             ("only comments", "# nothing\n".into(), 1, "empty rule file"),
             ("no rules", "mode = \"enforce\"\n".into(), 1, "no [[rule]]"),
-            ("unknown key", format!("{base}colour = \"red\"\n"), 5, "unknown field"),
-            ("unknown top key", format!("speed = 1\n{base}"), 1, "unknown field"),
-            ("bad protocol", base.replace("udp", "sctp"), 3, "unknown protocol"),
-            ("bad action", base.replace("\"drop\"", "\"reject\""), 4, "unknown action"),
-            ("bad mode", format!("mode = \"loud\"\n{base}"), 1, "unknown mode"),
-            ("bad fragments", format!("fragments = \"eat\"\n{base}"), 1, "fragment policy"),
-            ("inverted range", format!("{base}src_port = \"200-100\"\n"), 5, "empty"),
-            ("text port", format!("{base}dst_port = \"ntp\"\n"), 5, "not a number"),
-            ("negative length", format!("{base}payload_len = -1\n"), 5, "out of range"),
-            ("bad name", base.replace("\"x\"", "\"no spaces\""), 2, "bad rule name"),
+            (
+                "unknown key",
+                format!("{base}colour = \"red\"\n"),
+                5,
+                "unknown field",
+            ),
+            (
+                "unknown top key",
+                format!("speed = 1\n{base}"),
+                1,
+                "unknown field",
+            ),
+            (
+                "bad protocol",
+                base.replace("udp", "sctp"),
+                3,
+                "unknown protocol",
+            ),
+            (
+                "bad action",
+                base.replace("\"drop\"", "\"reject\""),
+                4,
+                "unknown action",
+            ),
+            (
+                "bad mode",
+                format!("mode = \"loud\"\n{base}"),
+                1,
+                "unknown mode",
+            ),
+            (
+                "bad fragments",
+                format!("fragments = \"eat\"\n{base}"),
+                1,
+                "fragment policy",
+            ),
+            (
+                "inverted range",
+                format!("{base}src_port = \"200-100\"\n"),
+                5,
+                "empty",
+            ),
+            (
+                "text port",
+                format!("{base}dst_port = \"ntp\"\n"),
+                5,
+                "not a number",
+            ),
+            (
+                "negative length",
+                format!("{base}payload_len = -1\n"),
+                5,
+                "out of range",
+            ),
+            (
+                "bad name",
+                base.replace("\"x\"", "\"no spaces\""),
+                2,
+                "bad rule name",
+            ),
             (
                 "duplicate name",
                 format!("{base}{base}"),
                 6,
                 "already used on line 2",
             ),
-            ("missing action", "[[rule]]\nname = \"x\"\nprotocol = \"udp\"\n".into(), 1, "missing field `action`"),
+            (
+                "missing action",
+                "[[rule]]\nname = \"x\"\nprotocol = \"udp\"\n".into(),
+                1,
+                "missing field `action`",
+            ),
             ("syntax", format!("{base}src_port = \n"), 5, ""),
             (
                 "mask too long",
-                format!("{base}payload = {{ offset = 0, mask = \"0102030405\", value = \"0102030405\" }}\n"),
+                format!(
+                    "{base}payload = {{ offset = 0, mask = \"0102030405\", value = \"0102030405\" }}\n"
+                ),
                 5,
                 "1 to 4 bytes",
             ),

@@ -66,7 +66,10 @@ pub struct Snapshot {
     pub interfaces: Vec<InterfaceStats>,
 }
 
-fn sum_per_cpu(array: &PerCpuArray<aya::maps::MapData, Counter>, index: u32) -> anyhow::Result<Totals> {
+fn sum_per_cpu(
+    array: &PerCpuArray<aya::maps::MapData, Counter>,
+    index: u32,
+) -> anyhow::Result<Totals> {
     let values = array.get(&index, 0)?;
     let mut t = Totals::default();
     for c in values.iter() {
@@ -81,7 +84,13 @@ fn sum_per_cpu(array: &PerCpuArray<aya::maps::MapData, Counter>, index: u32) -> 
 pub fn read_interface(root: &PinRoot, iface: &str) -> anyhow::Result<InterfaceStats> {
     let dir = root.iface_dir(iface);
     let status = loader::status(root, iface)?;
-    read_counters(&dir, iface, status.mode, status.rules_digest, status.rule_count)
+    read_counters(
+        &dir,
+        iface,
+        status.mode,
+        status.rules_digest,
+        status.rule_count,
+    )
 }
 
 fn read_counters(
@@ -133,10 +142,18 @@ fn read_counters(
     for i in 0..rule_count {
         let rule = rules.get(&i, 0)?;
         let t = sum_per_cpu(&rule_stats, i)?;
-        let name_len = rule.name.iter().position(|&b| b == 0).unwrap_or(rule.name.len());
+        let name_len = rule
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(rule.name.len());
         out.rules.push(RuleStats {
             name: String::from_utf8_lossy(&rule.name[..name_len]).into_owned(),
-            action: if rule.action == ACTION_DROP { "drop" } else { "pass" },
+            action: if rule.action == ACTION_DROP {
+                "drop"
+            } else {
+                "pass"
+            },
             packets: t.packets,
             bytes: t.bytes,
         });
@@ -156,7 +173,9 @@ pub fn snapshot(root: &PinRoot, iface: Option<&str>) -> anyhow::Result<Snapshot>
     };
     let mut interfaces = Vec::new();
     for name in names {
-        interfaces.push(read_interface(root, &name).with_context(|| format!("cannot read stats of {name}"))?);
+        interfaces.push(
+            read_interface(root, &name).with_context(|| format!("cannot read stats of {name}"))?,
+        );
     }
     Ok(Snapshot {
         timestamp_unix_ms: SystemTime::now()
@@ -176,11 +195,24 @@ pub fn render_table(s: &Snapshot) -> String {
         let _ = writeln!(
             out,
             "{} ({}): seen {} pkts, dropped {} pkts / {} bytes, passed {} pkts",
-            i.interface, i.mode, i.seen.packets, i.dropped.packets, i.dropped.bytes, i.passed.packets
+            i.interface,
+            i.mode,
+            i.seen.packets,
+            i.dropped.packets,
+            i.dropped.bytes,
+            i.passed.packets
         );
-        let _ = writeln!(out, "  {:<16} {:>7} {:>12} {:>14}", "reason", "verdict", "packets", "bytes");
+        let _ = writeln!(
+            out,
+            "  {:<16} {:>7} {:>12} {:>14}",
+            "reason", "verdict", "packets", "bytes"
+        );
         for (name, r) in &i.reasons {
-            let _ = writeln!(out, "  {:<16} {:>7} {:>12} {:>14}", name, r.verdict, r.packets, r.bytes);
+            let _ = writeln!(
+                out,
+                "  {:<16} {:>7} {:>12} {:>14}",
+                name, r.verdict, r.packets, r.bytes
+            );
         }
         if i.monitor_passed.packets > 0 {
             let _ = writeln!(
@@ -189,9 +221,17 @@ pub fn render_table(s: &Snapshot) -> String {
                 i.monitor_passed.packets
             );
         }
-        let _ = writeln!(out, "  {:<24} {:>7} {:>12} {:>14}", "rule", "action", "packets", "bytes");
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>7} {:>12} {:>14}",
+            "rule", "action", "packets", "bytes"
+        );
         for r in &i.rules {
-            let _ = writeln!(out, "  {:<24} {:>7} {:>12} {:>14}", r.name, r.action, r.packets, r.bytes);
+            let _ = writeln!(
+                out,
+                "  {:<24} {:>7} {:>12} {:>14}",
+                r.name, r.action, r.packets, r.bytes
+            );
         }
     }
     out

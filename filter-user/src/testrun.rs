@@ -1,0 +1,91 @@
+//! Runs frames through the real XDP program with BPF_PROG_TEST_RUN, attached
+//! to no interface: for verdict tests, `replay` and benchmarks.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf,
+    maps::PerCpuArray,
+    programs::{TestRun as _, TestRunOptions, Xdp},
+};
+use filter_common::{
+    Counter, MAP_RULE_STATS, MAP_STATS, PROGRAM_NAME, REASON_COUNT, Reason, STATS_MONITOR_SLOT,
+};
+
+use crate::{loader, rules::RuleSet, stats::Totals};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// A loaded, unattached copy of the filter with its own maps.
+pub struct Runner {
+    ebpf: Ebpf,
+}
+
+impl Runner {
+    pub fn new(set: &RuleSet) -> anyhow::Result<Self> {
+        Ok(Runner {
+            ebpf: loader::prepare(&set.compile())?,
+        })
+    }
+
+    fn program(&self) -> anyhow::Result<&Xdp> {
+        Ok(self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("no program {PROGRAM_NAME}"))?
+            .try_into()?)
+    }
+
+    /// The XDP action for one frame (frames shorter than 14 bytes are
+    /// refused by the kernel's test harness itself).
+    pub fn run(&self, frame: &[u8]) -> anyhow::Result<u32> {
+        Ok(self.run_repeat(frame, 1)?.0)
+    }
+
+    /// Runs `frame` `repeat` times; returns the action and the kernel's
+    /// own mean time per run.
+    pub fn run_repeat(&self, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, Duration)> {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::new()
+        };
+        let r = self
+            .program()?
+            .test_run(opts)
+            .with_context(|| format!("BPF_PROG_TEST_RUN failed on a {}-byte frame", frame.len()))?;
+        Ok((r.return_value, r.duration))
+    }
+
+    fn per_cpu_sum(&self, map: &str, index: u32) -> anyhow::Result<Totals> {
+        let array: PerCpuArray<_, Counter> =
+            PerCpuArray::try_from(self.ebpf.map(map).ok_or_else(|| anyhow!("no map {map}"))?)?;
+        let mut t = Totals::default();
+        for c in array.get(&index, 0)?.iter() {
+            t.packets += c.packets;
+            t.bytes += c.bytes;
+        }
+        Ok(t)
+    }
+
+    pub fn reason(&self, reason: Reason) -> anyhow::Result<Totals> {
+        self.per_cpu_sum(MAP_STATS, reason as u32)
+    }
+
+    /// Counters of every reason, in [`Reason::ALL`] order.
+    pub fn reasons(&self) -> anyhow::Result<Vec<Totals>> {
+        (0..REASON_COUNT)
+            .map(|i| self.per_cpu_sum(MAP_STATS, i))
+            .collect()
+    }
+
+    pub fn monitor_passed(&self) -> anyhow::Result<Totals> {
+        self.per_cpu_sum(MAP_STATS, STATS_MONITOR_SLOT)
+    }
+
+    pub fn rule(&self, index: u32) -> anyhow::Result<Totals> {
+        self.per_cpu_sum(MAP_RULE_STATS, index)
+    }
+}
