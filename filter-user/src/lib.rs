@@ -5,6 +5,7 @@ pub mod loader;
 pub mod pins;
 pub mod rules;
 pub mod stats;
+pub mod testnet;
 pub mod testrun;
 
 /// The XDP object built from filter-ebpf, embedded so filterctl is one binary.

@@ -1,0 +1,227 @@
+//! Test hosts for the end-to-end tests, the demo and the benchmarks: a victim
+//! and an attacker network namespace joined by a veth pair, documentation
+//! addresses only, and a bpffs pin root of their own. Everything is removed
+//! when the value drops, on panics too.
+
+use std::{
+    fs::File,
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{Context as _, bail};
+
+pub const VICTIM_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const ATTACKER_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+pub const VICTIM_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+pub const ATTACKER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// Prefixes the attacker can send from with ordinary sockets (they are
+/// local to its namespace), standing in for spoofed and reflector sources.
+pub const SPOOFED_V4: [&str; 2] = ["198.51.100.0/24", "203.0.113.0/24"];
+pub const SPOOFED_V6: &str = "2001:db8:bad::/48";
+
+/// Prefix of every namespace this module makes: the test runner checks
+/// that none is left after the suite.
+pub const NS_PREFIX: &str = "flt-";
+/// Prefix of every pin root this module makes under /sys/fs/bpf.
+pub const PIN_PREFIX: &str = "filterctl-test-";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+pub struct TestNet {
+    pub victim_ns: String,
+    pub attacker_ns: String,
+    pub victim_if: String,
+    pub attacker_if: String,
+    pub pin_root: PathBuf,
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run `ip` (install iproute2: cargo xtask setup)")?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl TestNet {
+    /// Creates the two hosts; `tag` (a few letters) makes names readable.
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let id = format!(
+            "{}{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        // Interface names are limited to 15 bytes.
+        let tag: String = tag.chars().take(3).collect();
+        let net = TestNet {
+            victim_ns: format!("{NS_PREFIX}{tag}-{id}-v"),
+            attacker_ns: format!("{NS_PREFIX}{tag}-{id}-a"),
+            victim_if: format!("{tag}{id}v"),
+            attacker_if: format!("{tag}{id}a"),
+            pin_root: PathBuf::from(format!("/sys/fs/bpf/{PIN_PREFIX}{tag}-{id}")),
+        };
+        anyhow::ensure!(net.victim_if.len() <= 15, "interface name too long");
+        // From here on, Drop cleans up whatever part was made.
+        net.build()?;
+        Ok(net)
+    }
+
+    fn build(&self) -> anyhow::Result<()> {
+        let (v, a) = (self.victim_ns.as_str(), self.attacker_ns.as_str());
+        let (vi, ai) = (self.victim_if.as_str(), self.attacker_if.as_str());
+        ip(&["netns", "add", v])?;
+        ip(&["netns", "add", a])?;
+        // Before the veth exists: no duplicate address detection, so
+        // link-local addresses (and neighbour discovery) work at once; and
+        // IPv6, unlike IPv4, refuses to bind addresses that a local route
+        // covers but no interface holds unless told otherwise.
+        for ns in [v, a] {
+            let set = Self::command_in(ns, "sh")
+                .args([
+                    "-c",
+                    "echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad && \
+                     echo 1 > /proc/sys/net/ipv6/ip_nonlocal_bind",
+                ])
+                .status()
+                .context("cannot run nsenter (install util-linux: cargo xtask setup)")?;
+            anyhow::ensure!(set.success(), "cannot set IPv6 sysctls in {ns}");
+        }
+        ip(&[
+            "link", "add", vi, "netns", v, "type", "veth", "peer", "name", ai, "netns", a,
+        ])?;
+        let v4 = |addr: Ipv4Addr| format!("{addr}/24");
+        let v6 = |addr: Ipv6Addr| format!("{addr}/64");
+        for (ns, dev, a4, a6) in [
+            (v, vi, v4(VICTIM_V4), v6(VICTIM_V6)),
+            (a, ai, v4(ATTACKER_V4), v6(ATTACKER_V6)),
+        ] {
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "addr", "add", &a4, "dev", dev])?;
+            ip(&["-n", ns, "-6", "addr", "add", &a6, "dev", dev, "nodad"])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        let (att4, att6) = (ATTACKER_V4.to_string(), ATTACKER_V6.to_string());
+        for net in SPOOFED_V4 {
+            ip(&["-n", a, "route", "add", "local", net, "dev", "lo"])?;
+            ip(&["-n", v, "route", "add", net, "via", &att4])?;
+        }
+        ip(&[
+            "-n", a, "-6", "route", "add", "local", SPOOFED_V6, "dev", "lo",
+        ])?;
+
+        ip(&["-n", v, "-6", "route", "add", SPOOFED_V6, "via", &att6])?;
+        Ok(())
+    }
+
+    /// Runs `f` on a thread that lives in namespace `ns`: sockets it opens
+    /// belong to that namespace, and bpffs stays visible (unlike with `ip
+    /// netns exec`, which remounts /sys).
+    pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+        let path = Path::new("/run/netns").join(ns);
+        let file = File::open(&path).with_context(|| format!("no namespace {}", path.display()))?;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: a valid namespace fd; setns only changes this thread.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!(
+                        "setns into {ns} failed: {}",
+                        std::io::Error::last_os_error()
+                    );
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// A command run in namespace `ns` through nsenter.
+    pub fn command_in(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{ns}"))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    /// Removes everything a TestNet named like this one made; safe to call
+    /// twice and from a signal handler's thread.
+    pub fn cleanup(&self) {
+        for ns in [&self.victim_ns, &self.attacker_ns] {
+            if Path::new("/run/netns").join(ns).exists() {
+                let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            }
+        }
+        // Deleting the namespaces deleted the veth pair and detached XDP;
+        // the pins would still hold the program and maps alive.
+        if self.pin_root.exists() {
+            let _ = std::fs::remove_dir_all(&self.pin_root);
+        }
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// Sends `count` datagrams of `payload` from `from` to `to` with an ordinary
+/// UDP socket (call it inside the sending namespace).
+pub fn send_udp(
+    from: std::net::SocketAddr,
+    to: std::net::SocketAddr,
+    payload: &[u8],
+    count: usize,
+) -> anyhow::Result<()> {
+    let sock = std::net::UdpSocket::bind(from).with_context(|| format!("cannot bind {from}"))?;
+    for _ in 0..count {
+        sock.send_to(payload, to)
+            .with_context(|| format!("cannot send from {from} to {to}"))?;
+    }
+    Ok(())
+}
+
+/// UDP sockets bound on the victim that count what reaches them.
+pub struct Sink {
+    sockets: Vec<(std::net::SocketAddr, std::net::UdpSocket)>,
+}
+
+impl Sink {
+    /// Binds every address (call it inside the receiving namespace).
+    pub fn bind(addrs: &[std::net::SocketAddr]) -> anyhow::Result<Sink> {
+        let mut sockets = Vec::new();
+        for &a in addrs {
+            let s = std::net::UdpSocket::bind(a).with_context(|| format!("cannot bind {a}"))?;
+            s.set_read_timeout(Some(std::time::Duration::from_millis(200)))?;
+            sockets.push((a, s));
+        }
+        Ok(Sink { sockets })
+    }
+
+    /// Datagrams received per bound address, reading until each socket has
+    /// been quiet for 200 ms.
+    pub fn drain(&self) -> std::collections::HashMap<std::net::SocketAddr, u64> {
+        let mut counts = std::collections::HashMap::new();
+        let mut buf = [0u8; 2048];
+        for (addr, sock) in &self.sockets {
+            let mut n = 0;
+            while sock.recv_from(&mut buf).is_ok() {
+                n += 1;
+            }
+            counts.insert(*addr, n);
+        }
+        counts
+    }
+}

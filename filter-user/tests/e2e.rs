@@ -1,0 +1,304 @@
+//! End to end on real interfaces: two network namespaces joined by veth, the
+//! filter loaded by the filterctl binary on the victim side, traffic sent
+//! with ordinary sockets from the attacker side. Needs root; never skips.
+
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::Output,
+    time::Duration,
+};
+
+use filterctl::testnet::{ATTACKER_V4, Sink, TestNet, VICTIM_V4, VICTIM_V6, send_udp};
+use serde_json::Value;
+
+const FILTERCTL: &str = env!("CARGO_BIN_EXE_filterctl");
+
+fn filterctl(net: &TestNet, args: &[&str]) -> Output {
+    TestNet::command_in(&net.victim_ns, FILTERCTL)
+        .arg("--pin-root")
+        .arg(&net.pin_root)
+        .args(args)
+        .output()
+        .expect("run filterctl")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "filterctl failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn failed(out: Output) -> String {
+    assert!(!out.status.success(), "filterctl should have failed");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn rules_path(name: &str) -> String {
+    format!("{}/../rules/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ntp_monlist() -> Vec<u8> {
+    let mut p = vec![0x97, 0x00, 0x03, 0x2a];
+    p.resize(468, 0x11);
+    p
+}
+
+fn ntp_time_reply() -> Vec<u8> {
+    let mut p = vec![0x24, 0x02, 0x00, 0xe7];
+    p.resize(48, 0);
+    p
+}
+
+fn xdp_attached(net: &TestNet) -> bool {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &net.victim_ns, "link", "show", "dev", &net.victim_if])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+#[test]
+fn reflection_dropped_benign_delivered_and_unload_leaves_nothing() {
+    common::require_bpf();
+    let net = TestNet::new("e2e").expect("create test namespaces");
+
+    // Refusals that must change nothing.
+    let err = failed(filterctl(&net, &["load", "--iface", "nosuch0"]));
+    assert!(err.contains("no such interface: nosuch0"), "{err}");
+    let bad = std::env::temp_dir().join(format!("flt-bad-{}.toml", std::process::id()));
+    std::fs::write(
+        &bad,
+        "[[rule]]\nname = \"x\"\nprotocol = \"udp\"\nsrc_port = 99999\naction = \"drop\"\n",
+    )
+    .unwrap();
+    let err = failed(filterctl(
+        &net,
+        &[
+            "load",
+            "--iface",
+            &net.victim_if,
+            "--rules",
+            bad.to_str().unwrap(),
+        ],
+    ));
+    std::fs::remove_file(&bad).unwrap();
+    assert!(err.contains(":4:12: src_port 99999 out of range"), "{err}");
+    assert!(!net.pin_root.join(&net.victim_if).exists());
+    assert!(!xdp_attached(&net));
+
+    let out = ok(filterctl(
+        &net,
+        &[
+            "load",
+            "--iface",
+            &net.victim_if,
+            "--rules",
+            &rules_path("default.toml"),
+        ],
+    ));
+    assert!(
+        out.contains("native mode"),
+        "veth supports native XDP: {out}"
+    );
+    assert!(xdp_attached(&net));
+    let err = failed(filterctl(&net, &["load", "--iface", &net.victim_if]));
+    assert!(err.contains("already loaded"), "{err}");
+
+    let status: Value = serde_json::from_str(&ok(filterctl(&net, &["status", "--json"]))).unwrap();
+    let s = &status[0];
+    assert_eq!(s["interface"], net.victim_if.as_str());
+    assert_eq!(s["attach_mode"], "native");
+    assert_eq!(s["mode"], "enforce");
+    assert_eq!(s["rule_count"], 3);
+    assert!(s["program_id"].as_u64().unwrap() > 0);
+    assert!(
+        s["rules_source"]
+            .as_str()
+            .unwrap()
+            .ends_with("rules/default.toml")
+    );
+    assert_eq!(s["rules_digest"].as_str().unwrap().len(), 64);
+
+    let v4 = |port| SocketAddr::new(IpAddr::V4(VICTIM_V4), port);
+    let v6 = |port| SocketAddr::new(IpAddr::V6(VICTIM_V6), port);
+    let (reflect, time, ssdp, dns, reflect6, dns6) =
+        (v4(40000), v4(40001), v4(50000), v4(53), v6(40000), v6(53));
+    let sink = TestNet::in_ns(&net.victim_ns, || {
+        Sink::bind(&[reflect, time, ssdp, dns, reflect6, dns6])
+    })
+    .unwrap()
+    .unwrap();
+    let listener = TestNet::in_ns(&net.victim_ns, || TcpListener::bind(v4(8080)))
+        .unwrap()
+        .unwrap();
+
+    // 50 reflectors in each spoofed /24, 4 replies each; the host's own time
+    // sync and ordinary traffic alongside.
+    const PER_SOURCE: usize = 4;
+    let sources: Vec<Ipv4Addr> = (1..=50)
+        .flat_map(|i| {
+            [
+                Ipv4Addr::new(198, 51, 100, i),
+                Ipv4Addr::new(203, 0, 113, i),
+            ]
+        })
+        .collect();
+    let sources6: Vec<Ipv6Addr> = (1..=20)
+        .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, i))
+        .collect();
+    TestNet::in_ns(&net.attacker_ns, || {
+        for &s in &sources {
+            send_udp(
+                SocketAddr::new(s.into(), 123),
+                reflect,
+                &ntp_monlist(),
+                PER_SOURCE,
+            )
+            .unwrap();
+            send_udp(
+                SocketAddr::new(s.into(), 1900),
+                ssdp,
+                b"HTTP/1.1 200 OK\r\nST: upnp:rootdevice\r\n\r\n",
+                PER_SOURCE,
+            )
+            .unwrap();
+        }
+        for &s in &sources6 {
+            send_udp(
+                SocketAddr::new(s.into(), 123),
+                reflect6,
+                &ntp_monlist(),
+                PER_SOURCE,
+            )
+            .unwrap();
+        }
+        send_udp(
+            SocketAddr::new(ATTACKER_V4.into(), 123),
+            time,
+            &ntp_time_reply(),
+            10,
+        )
+        .unwrap();
+        send_udp(
+            SocketAddr::new(ATTACKER_V4.into(), 41000),
+            dns,
+            b"\x12\x34\x01\x00",
+            10,
+        )
+        .unwrap();
+        send_udp(
+            SocketAddr::new(sources6[0].into(), 41000),
+            dns6,
+            b"\x12\x34\x01\x00",
+            10,
+        )
+        .unwrap();
+        // Benign TCP: a connection and a few bytes each way.
+        let mut c = TcpStream::connect_timeout(&v4(8080), Duration::from_secs(5)).unwrap();
+        c.write_all(b"hello").unwrap();
+    })
+    .unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut got = [0u8; 5];
+    conn.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello");
+
+    let counts = sink.drain();
+    assert_eq!(counts[&reflect], 0, "NTP reflection delivered");
+    assert_eq!(counts[&ssdp], 0, "SSDP reflection delivered");
+    assert_eq!(counts[&reflect6], 0, "IPv6 NTP reflection delivered");
+    assert_eq!(counts[&time], 10, "NTP time replies (time sync) lost");
+    assert_eq!(counts[&dns], 10, "DNS lost");
+    assert_eq!(counts[&dns6], 10, "IPv6 DNS lost");
+
+    let stats: Value = serde_json::from_str(&ok(filterctl(
+        &net,
+        &["stats", "--json", "--iface", &net.victim_if],
+    )))
+    .unwrap();
+    let i = &stats["interfaces"][0];
+    let rule = |name: &str| {
+        i["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()["packets"]
+            .as_u64()
+            .unwrap()
+    };
+    let ntp_sent = ((sources.len() + sources6.len()) * PER_SOURCE) as u64;
+    let ssdp_sent = (sources.len() * PER_SOURCE) as u64;
+    assert_eq!(rule("ntp-reflection"), ntp_sent);
+    assert_eq!(rule("ssdp-reflection"), ssdp_sent);
+    assert_eq!(rule("ntp-time-replies"), 10);
+    assert_eq!(
+        i["reasons"]["rule_drop"]["packets"].as_u64().unwrap(),
+        ntp_sent + ssdp_sent
+    );
+    assert_eq!(
+        i["dropped"]["packets"].as_u64().unwrap(),
+        ntp_sent + ssdp_sent
+    );
+    assert!(
+        i["reasons"]["pass"]["packets"].as_u64().unwrap() >= 20 + 3,
+        "DNS and TCP counted as pass"
+    );
+    let seen = i["seen"]["packets"].as_u64().unwrap();
+    let by_reason: u64 = i["reasons"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|r| r["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(seen, by_reason);
+    assert_eq!(
+        seen,
+        i["dropped"]["packets"].as_u64().unwrap() + i["passed"]["packets"].as_u64().unwrap()
+    );
+    assert!(stats["timestamp_unix_ms"].as_u64().unwrap() > 0);
+
+    let table = ok(filterctl(&net, &["stats"]));
+    assert!(table.contains("ntp-reflection"), "{table}");
+
+    ok(filterctl(&net, &["unload", "--iface", &net.victim_if]));
+    assert!(!xdp_attached(&net), "XDP still attached after unload");
+    assert!(
+        !net.pin_root.join(&net.victim_if).exists(),
+        "pins left after unload"
+    );
+    assert!(std::fs::read_dir(&net.pin_root).unwrap().next().is_none());
+    let err = failed(filterctl(&net, &["unload", "--iface", &net.victim_if]));
+    assert!(err.contains("no filter loaded"), "{err}");
+    assert_eq!(ok(filterctl(&net, &["status"])).trim(), "no filter loaded");
+    drop(net);
+}
+
+#[test]
+fn test_hosts_are_removed_on_panic() {
+    common::require_bpf();
+    let names = std::panic::catch_unwind(|| {
+        let net = TestNet::new("pan").expect("create test namespaces");
+        std::fs::create_dir_all(&net.pin_root).unwrap();
+        let names = (
+            net.victim_ns.clone(),
+            net.attacker_ns.clone(),
+            net.pin_root.clone(),
+        );
+        std::panic::panic_any(names);
+    })
+    .expect_err("panicked")
+    .downcast::<(String, String, std::path::PathBuf)>()
+    .unwrap();
+    assert!(!Path::new("/run/netns").join(&names.0).exists());
+    assert!(!Path::new("/run/netns").join(&names.1).exists());
+    assert!(!names.2.exists());
+}
