@@ -30,6 +30,10 @@ pub const NS_PREFIX: &str = "flt-";
 pub const PIN_PREFIX: &str = "filterctl-test-";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
+static SENT: AtomicU32 = AtomicU32::new(0);
+
+const VICTIM_MAC: &str = "02:00:00:00:00:01";
+const ATTACKER_MAC: &str = "02:00:00:00:00:02";
 
 pub struct TestNet {
     pub victim_ns: String,
@@ -98,7 +102,8 @@ impl TestNet {
             anyhow::ensure!(set.success(), "cannot set IPv6 sysctls in {ns}");
         }
         ip(&[
-            "link", "add", vi, "netns", v, "type", "veth", "peer", "name", ai, "netns", a,
+            "link", "add", vi, "netns", v, "address", VICTIM_MAC, "type", "veth", "peer", "name", ai,
+            "netns", a, "address", ATTACKER_MAC,
         ])?;
         let v4 = |addr: Ipv4Addr| format!("{addr}/24");
         let v6 = |addr: Ipv6Addr| format!("{addr}/64");
@@ -110,6 +115,17 @@ impl TestNet {
             ip(&["-n", ns, "addr", "add", &a4, "dev", dev])?;
             ip(&["-n", ns, "-6", "addr", "add", &a6, "dev", dev, "nodad"])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        // Static neighbours: nothing waits on ARP or neighbour discovery
+        // (whose first packets could be lost behind a burst), so tests
+        // count exactly what they send.
+        for (ns, dev, peer4, peer6, mac) in [
+            (v, vi, ATTACKER_V4.to_string(), ATTACKER_V6.to_string(), ATTACKER_MAC),
+            (a, ai, VICTIM_V4.to_string(), VICTIM_V6.to_string(), VICTIM_MAC),
+        ] {
+            for peer in [&peer4, &peer6] {
+                ip(&["-n", ns, "neigh", "replace", peer, "lladdr", mac, "dev", dev, "nud", "permanent"])?;
+            }
         }
         let (att4, att6) = (ATTACKER_V4.to_string(), ATTACKER_V6.to_string());
         for net in SPOOFED_V4 {
@@ -155,10 +171,30 @@ impl TestNet {
         c
     }
 
-    /// Removes everything a TestNet named like this one made; safe to call
-    /// twice and from a signal handler's thread.
+    /// What removes these hosts, for a signal handler's thread.
+    pub fn cleanup_handle(&self) -> Cleanup {
+        Cleanup {
+            namespaces: vec![self.victim_ns.clone(), self.attacker_ns.clone()],
+            pin_root: self.pin_root.clone(),
+        }
+    }
+
     pub fn cleanup(&self) {
-        for ns in [&self.victim_ns, &self.attacker_ns] {
+        self.cleanup_handle().run();
+    }
+}
+
+/// Names of everything a TestNet made.
+#[derive(Clone, Debug)]
+pub struct Cleanup {
+    namespaces: Vec<String>,
+    pin_root: PathBuf,
+}
+
+impl Cleanup {
+    /// Removes it all; safe to run twice.
+    pub fn run(&self) {
+        for ns in &self.namespaces {
             if Path::new("/run/netns").join(ns).exists() {
                 let _ = Command::new("ip").args(["netns", "del", ns]).status();
             }
@@ -189,6 +225,11 @@ pub fn send_udp(
     for _ in 0..count {
         sock.send_to(payload, to)
             .with_context(|| format!("cannot send from {from} to {to}"))?;
+        // A veth with native XDP hands frames over through a 256-slot ring
+        // and drops when it is full: pace bursts so that tests count exactly.
+        if SENT.fetch_add(1, Ordering::Relaxed) % 32 == 31 {
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        }
     }
     Ok(())
 }
@@ -224,4 +265,73 @@ impl Sink {
         }
         counts
     }
+}
+
+/// Sends `count` ICMP echo requests to `dst` from a raw socket and returns
+/// how many replies came back (call it inside the sending namespace).
+pub fn ping(dst: Ipv4Addr, count: u16) -> anyhow::Result<u16> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    // SAFETY: plain socket(2) call; the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+    if fd < 0 {
+        bail!("cannot open a raw ICMP socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval { tv_sec: 0, tv_usec: 300_000 };
+    // SAFETY: valid fd and a timeval of the size given.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as u32,
+        )
+    };
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(dst.octets()) },
+        sin_zero: [0; 8],
+    };
+    let mut replies = 0;
+    for seq in 0..count {
+        let mut echo = [8u8, 0, 0, 0, 0x12, 0x34, 0, 0, b'f', b'l', b't', b'!'];
+        echo[6..8].copy_from_slice(&seq.to_be_bytes());
+        let mut sum: u32 = echo.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]]) as u32).sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        echo[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        // SAFETY: valid fd, buffer and address of the sizes given.
+        let sent = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                echo.as_ptr().cast(),
+                echo.len(),
+                0,
+                (&addr as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        if sent < 0 {
+            bail!("cannot send an echo request to {dst}: {}", std::io::Error::last_os_error());
+        }
+        let mut buf = [0u8; 256];
+        loop {
+            // SAFETY: valid fd and buffer.
+            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                break;
+            }
+            // A raw socket sees the IP header; the reply's ICMP type is 0.
+            let ihl = (buf[0] & 0x0f) as usize * 4;
+            if n as usize >= ihl + 8 && buf[ihl] == 0 && buf[ihl + 6..ihl + 8] == seq.to_be_bytes() {
+                replies += 1;
+                break;
+            }
+        }
+    }
+    Ok(replies)
 }

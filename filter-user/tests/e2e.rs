@@ -201,6 +201,7 @@ fn reflection_dropped_benign_delivered_and_unload_leaves_nothing() {
             10,
         )
         .unwrap();
+        assert_eq!(ping(VICTIM_V4, 3).unwrap(), 3, "ICMP echo lost");
         // Benign TCP: a connection and a few bytes each way.
         let mut c = TcpStream::connect_timeout(&v4(8080), Duration::from_secs(5)).unwrap();
         c.write_all(b"hello").unwrap();
