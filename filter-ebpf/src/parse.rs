@@ -3,7 +3,6 @@
 //! the UDP, TCP or ICMP header. Every read goes through `bytes_at`.
 
 use aya_ebpf::programs::XdpContext;
-use core::mem::size_of;
 use filter_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 const ETH_HDR_LEN: usize = 14;

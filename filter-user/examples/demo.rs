@@ -7,7 +7,6 @@ use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
-    process::Command,
     time::Duration,
 };
 
@@ -31,6 +30,9 @@ fn cleanup_on_signal(cleanup: Cleanup) {
     // SAFETY: sigset manipulation on a local set; called before any other
     // thread starts, so every thread inherits the mask.
     let set = unsafe {
+        // An ignored signal is discarded before sigwait could see it, and
+        // SIG_IGN is inherited: undo it in case our parent set it.
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
@@ -60,7 +62,10 @@ fn filterctl_path() -> anyhow::Result<PathBuf> {
         .map(|d| d.join("filterctl"))
         .context("cannot find filterctl next to the demo")?;
     if !p.exists() {
-        bail!("{} not found: build it with `cargo build -p filter-user`", p.display());
+        bail!(
+            "{} not found: build it with `cargo build -p filter-user`",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -71,7 +76,11 @@ fn filterctl(net: &TestNet, bin: &PathBuf, args: &[&str]) -> anyhow::Result<Stri
     println!("$ filterctl {}", args.join(" "));
     let out = cmd.output().context("cannot run filterctl")?;
     if !out.status.success() {
-        bail!("filterctl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "filterctl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -104,7 +113,14 @@ fn run() -> anyhow::Result<()> {
 
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/default.toml");
     println!("\n== loading the filter on the victim with rules/default.toml");
-    print!("{}", filterctl(&net, &bin, &["load", "--iface", &net.victim_if, "--rules", rules])?);
+    print!(
+        "{}",
+        filterctl(
+            &net,
+            &bin,
+            &["load", "--iface", &net.victim_if, "--rules", rules]
+        )?
+    );
     print!("{}", filterctl(&net, &bin, &["status"])?);
 
     let v4 = |port| SocketAddr::new(IpAddr::V4(VICTIM_V4), port);
@@ -114,10 +130,16 @@ fn run() -> anyhow::Result<()> {
     let listener = TestNet::in_ns(&net.victim_ns, || TcpListener::bind(v4(8080)))??;
 
     let sources: Vec<Ipv4Addr> = (1..=100)
-        .flat_map(|i| [Ipv4Addr::new(198, 51, 100, i), Ipv4Addr::new(203, 0, 113, i)])
+        .flat_map(|i| {
+            [
+                Ipv4Addr::new(198, 51, 100, i),
+                Ipv4Addr::new(203, 0, 113, i),
+            ]
+        })
         .collect();
-    let sources6: Vec<Ipv6Addr> =
-        (1..=50).map(|i| Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, i)).collect();
+    let sources6: Vec<Ipv6Addr> = (1..=50)
+        .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, i))
+        .collect();
     println!(
         "\n== attacker: NTP monlist and SSDP replies from {} spoofed IPv4 and {} IPv6 reflectors, {PER_SOURCE} each,",
         sources.len(),
@@ -126,7 +148,12 @@ fn run() -> anyhow::Result<()> {
     println!("   plus benign traffic: NTP time replies, DNS, a TCP connection, ping");
     let pings = TestNet::in_ns(&net.attacker_ns, || -> anyhow::Result<u16> {
         for &s in &sources {
-            send_udp(SocketAddr::new(s.into(), 123), ntp, &ntp_monlist(), PER_SOURCE)?;
+            send_udp(
+                SocketAddr::new(s.into(), 123),
+                ntp,
+                &ntp_monlist(),
+                PER_SOURCE,
+            )?;
             send_udp(
                 SocketAddr::new(s.into(), 1900),
                 ssdp,
@@ -135,10 +162,25 @@ fn run() -> anyhow::Result<()> {
             )?;
         }
         for &s in &sources6 {
-            send_udp(SocketAddr::new(s.into(), 123), ntp6, &ntp_monlist(), PER_SOURCE)?;
+            send_udp(
+                SocketAddr::new(s.into(), 123),
+                ntp6,
+                &ntp_monlist(),
+                PER_SOURCE,
+            )?;
         }
-        send_udp(SocketAddr::new(ATTACKER_V4.into(), 123), time, &ntp_time_reply(), 20)?;
-        send_udp(SocketAddr::new(ATTACKER_V4.into(), 41000), dns, b"\x12\x34\x01\x00", 100)?;
+        send_udp(
+            SocketAddr::new(ATTACKER_V4.into(), 123),
+            time,
+            &ntp_time_reply(),
+            20,
+        )?;
+        send_udp(
+            SocketAddr::new(ATTACKER_V4.into(), 41000),
+            dns,
+            b"\x12\x34\x01\x00",
+            100,
+        )?;
         let mut c = TcpStream::connect_timeout(&v4(8080), Duration::from_secs(5))?;
         c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
         ping(VICTIM_V4, 5)
@@ -154,28 +196,45 @@ fn run() -> anyhow::Result<()> {
     for (what, sent, addr) in [
         ("NTP monlist replies (reflection)", reflection, ntp),
         ("SSDP replies (reflection)", reflection, ssdp),
-        ("NTP monlist replies over IPv6", (sources6.len() * PER_SOURCE) as u64, ntp6),
+        (
+            "NTP monlist replies over IPv6",
+            (sources6.len() * PER_SOURCE) as u64,
+            ntp6,
+        ),
         ("NTP time replies (time sync)", 20, time),
         ("DNS queries", 100, dns),
     ] {
         println!("   {what:<34} {sent:>6} {:>10}", got[&addr]);
     }
-    println!("   {:<34} {:>6} {:>10}", "TCP connection (bytes)", 18, req.len());
+    println!(
+        "   {:<34} {:>6} {:>10}",
+        "TCP connection (bytes)",
+        18,
+        req.len()
+    );
     println!("   {:<34} {:>6} {:>10}", "ping", 5, pings);
 
     println!("\n== what the filter counted");
-    print!("{}", filterctl(&net, &bin, &["stats", "--iface", &net.victim_if])?);
+    print!(
+        "{}",
+        filterctl(&net, &bin, &["stats", "--iface", &net.victim_if])?
+    );
 
     let json: serde_json::Value = serde_json::from_str(&filterctl(
         &net,
         &bin,
         &["stats", "--json", "--iface", &net.victim_if],
     )?)?;
-    let dropped = json["interfaces"][0]["dropped"]["packets"].as_u64().unwrap_or(0);
+    let dropped = json["interfaces"][0]["dropped"]["packets"]
+        .as_u64()
+        .unwrap_or(0);
     let flood = 2 * reflection + (sources6.len() * PER_SOURCE) as u64;
 
     println!("\n== unloading and removing the test hosts");
-    print!("{}", filterctl(&net, &bin, &["unload", "--iface", &net.victim_if])?);
+    print!(
+        "{}",
+        filterctl(&net, &bin, &["unload", "--iface", &net.victim_if])?
+    );
     let dropped_ok = got[&ntp] == 0 && got[&ssdp] == 0 && got[&ntp6] == 0 && dropped == flood;
     let benign_ok = got[&time] == 20 && got[&dns] == 100 && pings == 5;
     drop(net);

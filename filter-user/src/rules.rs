@@ -200,7 +200,7 @@ pub fn parse(file: &str, text: &str) -> Result<RuleSet, RuleError> {
     let mut names: HashMap<String, usize> = HashMap::new();
     for r in &schema.rules {
         let spec = rule_spec(&cx, r.get_ref())?;
-        if let Some(first) = names.insert(spec.name.clone(), r.span().start) {
+        if let Some(first) = names.insert(spec.name.clone(), r.get_ref().name.span().start) {
             let (line, _) = line_col(text, first);
             return Err(cx.err(
                 r.get_ref().name.span(),
@@ -375,7 +375,7 @@ fn hex_bytes(cx: &Ctx<'_>, s: &Spanned<String>, what: &str) -> Result<Vec<u8>, R
             ),
         )
     };
-    if t.is_empty() || t.len() % 2 != 0 || t.len() / 2 > MATCH_MAX {
+    if t.is_empty() || !t.len().is_multiple_of(2) || t.len() / 2 > MATCH_MAX {
         return Err(bad());
     }
     (0..t.len())
@@ -403,7 +403,13 @@ struct ChainOverflow {
 /// Splits each protocol's source-port space at every rule boundary; each
 /// piece gets the list of rules covering it, in file order. Identical lists
 /// share one chain.
-fn compile_chains(set: &RuleSet) -> Result<(Vec<Chain>, Vec<(u32, u32)>), ChainOverflow> {
+/// Chains and the port slots that lead to them.
+struct Chains {
+    chains: Vec<Chain>,
+    port_chains: Vec<(u32, u32)>,
+}
+
+fn compile_chains(set: &RuleSet) -> Result<Chains, ChainOverflow> {
     let mut chains = vec![Chain::default()];
     let mut ids: HashMap<Vec<u16>, u32> = HashMap::new();
     let mut port_chains = Vec::new();
@@ -470,12 +476,18 @@ fn compile_chains(set: &RuleSet) -> Result<(Vec<Chain>, Vec<(u32, u32)>), ChainO
         chains.len() <= MAX_CHAINS as usize,
         "bounded by 2N+1 pieces per protocol"
     );
-    Ok((chains, port_chains))
+    Ok(Chains {
+        chains,
+        port_chains,
+    })
 }
 
 impl RuleSet {
     pub fn compile(&self) -> Compiled {
-        let (chains, port_chains) = match compile_chains(self) {
+        let Chains {
+            chains,
+            port_chains,
+        } = match compile_chains(self) {
             Ok(c) => c,
             Err(e) => unreachable!("parse() already checked chain limits: {}", e.message),
         };
@@ -613,7 +625,7 @@ action = "drop"
         let base = "[[rule]]\nname = \"x\"\nprotocol = \"udp\"\naction = \"drop\"\n";
         let cases: &[(&str, String, usize, &str)] = &[
             ("empty", String::new(), 1, "empty rule file"),
-            ("only comments", "# nothing\n".into(), 1, "empty rule file"),
+            ("only comments", "# nothing\n".into(), 1, "no [[rule]]"),
             ("no rules", "mode = \"enforce\"\n".into(), 1, "no [[rule]]"),
             (
                 "unknown key",

@@ -102,8 +102,22 @@ impl TestNet {
             anyhow::ensure!(set.success(), "cannot set IPv6 sysctls in {ns}");
         }
         ip(&[
-            "link", "add", vi, "netns", v, "address", VICTIM_MAC, "type", "veth", "peer", "name", ai,
-            "netns", a, "address", ATTACKER_MAC,
+            "link",
+            "add",
+            vi,
+            "netns",
+            v,
+            "address",
+            VICTIM_MAC,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ai,
+            "netns",
+            a,
+            "address",
+            ATTACKER_MAC,
         ])?;
         let v4 = |addr: Ipv4Addr| format!("{addr}/24");
         let v6 = |addr: Ipv6Addr| format!("{addr}/64");
@@ -120,11 +134,35 @@ impl TestNet {
         // (whose first packets could be lost behind a burst), so tests
         // count exactly what they send.
         for (ns, dev, peer4, peer6, mac) in [
-            (v, vi, ATTACKER_V4.to_string(), ATTACKER_V6.to_string(), ATTACKER_MAC),
-            (a, ai, VICTIM_V4.to_string(), VICTIM_V6.to_string(), VICTIM_MAC),
+            (
+                v,
+                vi,
+                ATTACKER_V4.to_string(),
+                ATTACKER_V6.to_string(),
+                ATTACKER_MAC,
+            ),
+            (
+                a,
+                ai,
+                VICTIM_V4.to_string(),
+                VICTIM_V6.to_string(),
+                VICTIM_MAC,
+            ),
         ] {
             for peer in [&peer4, &peer6] {
-                ip(&["-n", ns, "neigh", "replace", peer, "lladdr", mac, "dev", dev, "nud", "permanent"])?;
+                ip(&[
+                    "-n",
+                    ns,
+                    "neigh",
+                    "replace",
+                    peer,
+                    "lladdr",
+                    mac,
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                ])?;
             }
         }
         let (att4, att6) = (ATTACKER_V4.to_string(), ATTACKER_V6.to_string());
@@ -274,11 +312,17 @@ pub fn ping(dst: Ipv4Addr, count: u16) -> anyhow::Result<u16> {
     // SAFETY: plain socket(2) call; the fd is owned right away.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
     if fd < 0 {
-        bail!("cannot open a raw ICMP socket: {}", std::io::Error::last_os_error());
+        bail!(
+            "cannot open a raw ICMP socket: {}",
+            std::io::Error::last_os_error()
+        );
     }
     // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 300_000 };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 300_000,
+    };
     // SAFETY: valid fd and a timeval of the size given.
     unsafe {
         libc::setsockopt(
@@ -292,14 +336,19 @@ pub fn ping(dst: Ipv4Addr, count: u16) -> anyhow::Result<u16> {
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: 0,
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(dst.octets()) },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(dst.octets()),
+        },
         sin_zero: [0; 8],
     };
     let mut replies = 0;
     for seq in 0..count {
         let mut echo = [8u8, 0, 0, 0, 0x12, 0x34, 0, 0, b'f', b'l', b't', b'!'];
         echo[6..8].copy_from_slice(&seq.to_be_bytes());
-        let mut sum: u32 = echo.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]]) as u32).sum();
+        let mut sum: u32 = echo
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+            .sum();
         while sum > 0xffff {
             sum = (sum & 0xffff) + (sum >> 16);
         }
@@ -316,7 +365,10 @@ pub fn ping(dst: Ipv4Addr, count: u16) -> anyhow::Result<u16> {
             )
         };
         if sent < 0 {
-            bail!("cannot send an echo request to {dst}: {}", std::io::Error::last_os_error());
+            bail!(
+                "cannot send an echo request to {dst}: {}",
+                std::io::Error::last_os_error()
+            );
         }
         let mut buf = [0u8; 256];
         loop {
@@ -327,7 +379,8 @@ pub fn ping(dst: Ipv4Addr, count: u16) -> anyhow::Result<u16> {
             }
             // A raw socket sees the IP header; the reply's ICMP type is 0.
             let ihl = (buf[0] & 0x0f) as usize * 4;
-            if n as usize >= ihl + 8 && buf[ihl] == 0 && buf[ihl + 6..ihl + 8] == seq.to_be_bytes() {
+            if n as usize >= ihl + 8 && buf[ihl] == 0 && buf[ihl + 6..ihl + 8] == seq.to_be_bytes()
+            {
                 replies += 1;
                 break;
             }

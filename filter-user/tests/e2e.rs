@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use filterctl::testnet::{ATTACKER_V4, Sink, TestNet, VICTIM_V4, VICTIM_V6, send_udp};
+use filterctl::testnet::{ATTACKER_V4, Sink, TestNet, VICTIM_V4, VICTIM_V6, ping, send_udp};
 use serde_json::Value;
 
 const FILTERCTL: &str = env!("CARGO_BIN_EXE_filterctl");
