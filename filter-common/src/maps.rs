@@ -19,10 +19,34 @@ pub const MAP_PORT_CHAINS: &str = "PORT_CHAINS";
 /// [`Chain`] by chain index; chain 0 is always empty.
 pub const MAP_CHAINS: &str = "CHAINS";
 
+/// Source prefixes (IPv4, IPv6) passed with no further checks.
+pub const MAP_ALLOW_V4: &str = "ALLOW_V4";
+pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
+/// Source prefixes dropped.
+pub const MAP_DENY_V4: &str = "DENY_V4";
+pub const MAP_DENY_V6: &str = "DENY_V6";
+/// [`SrcKey`] -> ban deadline (ns, CLOCK_MONOTONIC coarse).
+pub const MAP_BANS: &str = "BANS";
+/// [`SrcKey`] -> [`SourceState`]: per-source rate limiter, an LRU.
+pub const MAP_SOURCES: &str = "SOURCES";
+/// [`Limit`] by limit id; id 0 means "no limit".
+pub const MAP_LIMITS: &str = "LIMITS";
+/// Theoretical arrival time (u64 ns) of each rule's aggregate limit.
+pub const MAP_AGGREGATE: &str = "AGGREGATE";
+/// [`FragKey`] -> deadline: datagrams whose first fragment was dropped.
+pub const MAP_FRAGS: &str = "FRAGS";
+
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "filter";
 
 pub const MAX_RULES: u32 = 256;
+pub const MAX_LIMITS: u32 = 64;
+/// Entries of each allow or deny trie (a published blocklist fits).
+pub const MAX_PREFIXES: u32 = 262_144;
+/// Default size of the per-source limiter LRU; the rule file can change it.
+pub const DEFAULT_SOURCES: u32 = 65_536;
+pub const MAX_BANS: u32 = 65_536;
+pub const MAX_FRAGS: u32 = 16_384;
 /// Longest list of candidate rules one (protocol, source port) leads to. The
 /// program walks at most this many, whatever the total number of rules.
 pub const MAX_CHAIN: usize = 8;
@@ -51,26 +75,39 @@ pub fn port_slot(proto: u8, src_port: u16) -> Option<u32> {
 /// Why a packet got its verdict; the index of its counter in [`MAP_STATS`].
 /// The counters of all reasons add up to the frames the program saw.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
-    /// IP packet that no rule dropped.
+    /// IP packet that no step dropped.
     Pass = 0,
     /// ARP, LLDP and everything else that is not IPv4 or IPv6.
     NonIp = 1,
+    /// Source in the allow list: passed with no further checks.
+    AllowPass = 2,
+    /// Source in the deny list.
+    DenyDrop = 3,
+    /// Source banned (by the limiter or by the operator) until a deadline.
+    BanDrop = 4,
     /// A rule with action `pass` matched.
-    RulePass = 2,
+    RulePass = 5,
     /// A rule with action `drop` matched.
-    RuleDrop = 3,
-    /// Truncated frame, IPv4 IHL < 5, lying length fields, IPv6 extension
-    /// chain longer than we walk: dropped, the kernel would drop most anyway.
-    Malformed = 4,
+    RuleDrop = 6,
+    /// Source over its per-source packet or bit rate.
+    RateLimitDrop = 7,
+    /// Over a rule's aggregate packet rate across all sources.
+    AggregateDrop = 8,
+    /// Truncated frame, IPv4 IHL < 5, lying length fields, a third VLAN tag,
+    /// IPv6 extension chain longer than we walk: dropped, the kernel would
+    /// drop most anyway.
+    Malformed = 9,
     /// Non-first fragment (no ports to match), passed by the fragment policy.
-    FragmentPass = 5,
+    FragmentPass = 10,
     /// Non-first fragment dropped by the fragment policy.
-    FragmentDrop = 6,
+    FragmentDrop = 11,
+    /// Non-first fragment of a datagram whose first fragment was dropped.
+    FragmentFollowDrop = 12,
 }
 
-pub const REASON_COUNT: u32 = 7;
+pub const REASON_COUNT: u32 = 13;
 /// Extra slot in [`MAP_STATS`]: packets that a reason said to drop but that
 /// passed because the filter runs in monitor mode. Not a reason of its own,
 /// so the reason counters still add up to the frames seen.
@@ -81,11 +118,17 @@ impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
         Reason::Pass,
         Reason::NonIp,
+        Reason::AllowPass,
+        Reason::DenyDrop,
+        Reason::BanDrop,
         Reason::RulePass,
         Reason::RuleDrop,
+        Reason::RateLimitDrop,
+        Reason::AggregateDrop,
         Reason::Malformed,
         Reason::FragmentPass,
         Reason::FragmentDrop,
+        Reason::FragmentFollowDrop,
     ];
 
     /// Stable name used in JSON and Prometheus labels.
@@ -93,18 +136,31 @@ impl Reason {
         match self {
             Reason::Pass => "pass",
             Reason::NonIp => "non_ip",
+            Reason::AllowPass => "allow_pass",
+            Reason::DenyDrop => "deny_drop",
+            Reason::BanDrop => "ban_drop",
             Reason::RulePass => "rule_pass",
             Reason::RuleDrop => "rule_drop",
+            Reason::RateLimitDrop => "rate_limit_drop",
+            Reason::AggregateDrop => "aggregate_drop",
             Reason::Malformed => "malformed",
             Reason::FragmentPass => "fragment_pass",
             Reason::FragmentDrop => "fragment_drop",
+            Reason::FragmentFollowDrop => "fragment_follow_drop",
         }
     }
 
     pub const fn drops(self) -> bool {
         matches!(
             self,
-            Reason::RuleDrop | Reason::Malformed | Reason::FragmentDrop
+            Reason::DenyDrop
+                | Reason::BanDrop
+                | Reason::RuleDrop
+                | Reason::RateLimitDrop
+                | Reason::AggregateDrop
+                | Reason::Malformed
+                | Reason::FragmentDrop
+                | Reason::FragmentFollowDrop
         )
     }
 }
@@ -120,6 +176,8 @@ const _: () = assert!(size_of::<Counter>() == 16);
 
 pub const ACTION_PASS: u8 = 0;
 pub const ACTION_DROP: u8 = 1;
+/// Rate-limit per source with the rule's named limit, then pass.
+pub const ACTION_LIMIT: u8 = 2;
 
 /// Longest payload match, in bytes.
 pub const MATCH_MAX: usize = 4;
@@ -133,6 +191,9 @@ pub const MATCH_OFFSET_MAX: u16 = 64;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rule {
+    /// Aggregate limit across all sources: ns between packets, 0 = none.
+    pub agg_interval_ns: u64,
+    pub agg_tolerance_ns: u64,
     pub dst_port_lo: u16,
     pub dst_port_hi: u16,
     /// L4 payload length range, inclusive.
@@ -142,12 +203,15 @@ pub struct Rule {
     /// 0 means no payload match.
     pub match_len: u8,
     pub action: u8,
+    /// Limit id for [`ACTION_LIMIT`].
+    pub limit: u8,
+    pub _pad: [u8; 3],
     pub match_mask: [u8; MATCH_MAX],
     pub match_value: [u8; MATCH_MAX],
     /// Rule name, NUL-padded; only the controller reads it (for stats).
     pub name: [u8; RULE_NAME_LEN],
 }
-const _: () = assert!(size_of::<Rule>() == 52);
+const _: () = assert!(size_of::<Rule>() == 72);
 
 /// Candidate rules for one (protocol, source port), in priority order.
 #[repr(C)]
@@ -168,9 +232,76 @@ pub const CONFIG_MONITOR: u32 = 1 << 1;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub flags: u32,
-    pub _pad: u32,
+    /// Prefix lengths that key a source in the limiter and the ban list.
+    pub src_prefix_v4: u8,
+    pub src_prefix_v6: u8,
+    pub _pad: [u8; 2],
+    /// A source over its limit for this long is banned; 0 = never.
+    pub ban_after_ns: u64,
+    pub ban_for_ns: u64,
+    /// How long a dropped first fragment's datagram is remembered.
+    pub frag_track_ns: u64,
+    /// Limit id every packet that reaches the per-source step meets; 0 = none.
+    pub default_limit: u32,
+    pub _pad2: u32,
 }
-const _: () = assert!(size_of::<Config>() == 8);
+const _: () = assert!(size_of::<Config>() == 40);
+
+/// A rate limit as the program applies it (GCRA: spacing and tolerance).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limit {
+    /// ns between packets at the limit rate; 0 = no packet limit.
+    pub pkt_interval_ns: u64,
+    /// How far ahead of the rate a source may run: (burst - 1) intervals.
+    pub pkt_tolerance_ns: u64,
+    /// Picoseconds each byte costs at the bit rate; 0 = no bit limit.
+    pub byte_cost_ps: u64,
+    pub byte_tolerance_ns: u64,
+}
+const _: () = assert!(size_of::<Limit>() == 32);
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// A source as the limiter and the ban list see it: its address masked to
+/// the configured prefix length, and the limit it is counted against (0
+/// for bans).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SrcKey {
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub limit: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<SrcKey>() == 20);
+
+/// Per-source limiter state, shared by all CPUs (updated with atomics).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceState {
+    pub pkt_tat: u64,
+    pub byte_tat: u64,
+    /// When the source started exceeding its limit without a break; 0 if
+    /// it is within its limit.
+    pub over_since: u64,
+    pub dropped: u64,
+}
+const _: () = assert!(size_of::<SourceState>() == 32);
+
+/// One datagram, for remembering that its first fragment was dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FragKey>() == 40);
 
 pub const META_SOURCE_LEN: usize = 256;
 
@@ -210,6 +341,10 @@ mod pod {
     unsafe impl aya::Pod for Chain {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Meta {}
+    unsafe impl aya::Pod for Limit {}
+    unsafe impl aya::Pod for SrcKey {}
+    unsafe impl aya::Pod for SourceState {}
+    unsafe impl aya::Pod for FragKey {}
 }
 
 #[cfg(test)]

@@ -2,21 +2,26 @@
 //! anything for it. The entry point only wires parse, decide and count.
 #![no_std]
 #![no_main]
+// LLVM's atomic read-modify-write, which core does not expose for BPF.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
-mod decide;
+mod env;
 mod maps;
 mod parse;
+mod shared;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use filter_common::decide::{Outcome, outcome};
+use filter_common::decide::{Outcome, decide, outcome};
 
 #[xdp]
 pub fn filter(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
-    let config = maps::config_flags();
-    let reason = decide::reason(&ctx, config, frame_len);
+    let config = maps::config();
+    let mut env = env::KernelEnv { ctx: &ctx, config };
+    let reason = decide(&mut env, parse::parse(&ctx));
     maps::count_reason(reason, frame_len);
-    match outcome(reason, config) {
+    match outcome(reason, config.flags) {
         Outcome::Pass => xdp_action::XDP_PASS,
         Outcome::Drop => xdp_action::XDP_DROP,
         Outcome::MonitoredPass => {

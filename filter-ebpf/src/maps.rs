@@ -1,42 +1,72 @@
-//! The program's maps and the small helpers that read and count through them.
+//! The program's maps and the counters kept in them.
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
 };
 use filter_common::{
-    Chain, Config, Counter, MAX_CHAINS, MAX_RULES, Meta, PORT_SLOTS, Reason, Rule,
-    STATS_MONITOR_SLOT, STATS_SLOTS,
+    Chain, Config, Counter, FragKey, Limit, MAX_BANS, MAX_CHAINS, MAX_FRAGS, MAX_LIMITS,
+    MAX_PREFIXES, MAX_RULES, Meta, PORT_SLOTS, Reason, Rule, STATS_MONITOR_SLOT, STATS_SLOTS,
+    SourceState, SrcKey, DEFAULT_SOURCES,
 };
 
 #[map(name = "STATS")]
-static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);
+pub static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);
 
 #[map(name = "RULE_STATS")]
-static RULE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_RULES, 0);
+pub static RULE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_RULES, 0);
 
 #[map(name = "CONFIG")]
-static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
 // Only the controller reads and writes it; declared here so that it lives
 // and dies with the program's other maps.
 #[map(name = "META")]
-static META: Array<Meta> = Array::with_max_entries(1, 0);
+pub static META: Array<Meta> = Array::with_max_entries(1, 0);
 
 #[map(name = "RULES")]
-static RULES: Array<Rule> = Array::with_max_entries(MAX_RULES, 0);
+pub static RULES: Array<Rule> = Array::with_max_entries(MAX_RULES, 0);
 
 #[map(name = "PORT_CHAINS")]
-static PORT_CHAINS: Array<u32> = Array::with_max_entries(PORT_SLOTS, 0);
+pub static PORT_CHAINS: Array<u32> = Array::with_max_entries(PORT_SLOTS, 0);
 
 #[map(name = "CHAINS")]
-static CHAINS: Array<Chain> = Array::with_max_entries(MAX_CHAINS, 0);
+pub static CHAINS: Array<Chain> = Array::with_max_entries(MAX_CHAINS, 0);
+
+#[map(name = "ALLOW_V4")]
+pub static ALLOW_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+
+#[map(name = "ALLOW_V6")]
+pub static ALLOW_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+
+#[map(name = "DENY_V4")]
+pub static DENY_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+
+#[map(name = "DENY_V6")]
+pub static DENY_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+
+#[map(name = "BANS")]
+pub static BANS: LruHashMap<SrcKey, u64> = LruHashMap::with_max_entries(MAX_BANS, 0);
+
+// Sized at load time from the rule file (limiter table size).
+#[map(name = "SOURCES")]
+pub static SOURCES: LruHashMap<SrcKey, SourceState> =
+    LruHashMap::with_max_entries(DEFAULT_SOURCES, 0);
+
+#[map(name = "LIMITS")]
+pub static LIMITS: Array<Limit> = Array::with_max_entries(MAX_LIMITS, 0);
+
+#[map(name = "AGGREGATE")]
+pub static AGGREGATE: Array<u64> = Array::with_max_entries(MAX_RULES, 0);
+
+#[map(name = "FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, u64> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
 
 #[inline(always)]
-pub fn config_flags() -> u32 {
-    // Touch META so the linker keeps it; reading one word costs nothing.
+pub fn config() -> Config {
+    // Touch META so the linker keeps it; reading one pointer costs nothing.
     let _ = META.get_ptr(0);
-    CONFIG.get(0).map_or(0, |c| c.flags)
+    CONFIG.get(0).copied().unwrap_or_default()
 }
 
 #[inline(always)]
@@ -63,15 +93,4 @@ pub fn count_monitored(bytes: u64) {
 #[inline(always)]
 pub fn count_rule(index: u32, bytes: u64) {
     add(RULE_STATS.get_ptr_mut(index), bytes);
-}
-
-#[inline(always)]
-pub fn chain_for(slot: u32) -> Option<&'static Chain> {
-    let index = *PORT_CHAINS.get(slot)?;
-    CHAINS.get(index)
-}
-
-#[inline(always)]
-pub fn rule(index: u32) -> Option<&'static Rule> {
-    RULES.get(index)
 }

@@ -3,7 +3,10 @@
 //! the UDP, TCP or ICMP header. Every read goes through `bytes_at`.
 
 use aya_ebpf::programs::XdpContext;
-use filter_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+use filter_common::{
+    FAMILY_V4, FAMILY_V6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+    decide::{Frag, Packet, Parsed},
+};
 
 const ETH_HDR_LEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
@@ -23,35 +26,6 @@ const NEXTHDR_ROUTING: u8 = 43;
 const NEXTHDR_FRAGMENT: u8 = 44;
 const NEXTHDR_AUTH: u8 = 51;
 const NEXTHDR_DEST: u8 = 60;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Frag {
-    /// Not a fragment.
-    None,
-    /// Offset 0 with more fragments to come: carries the L4 header.
-    First,
-    /// Offset > 0: payload bytes only, no ports.
-    Later,
-}
-
-/// What the decision needs to know about an IP packet.
-pub struct Summary {
-    pub proto: u8,
-    pub frag: Frag,
-    pub src_port: u16,
-    pub dst_port: u16,
-    /// Offset of the L4 payload from the start of the frame.
-    pub payload_off: usize,
-    /// L4 payload length as the headers declare it (for a first fragment,
-    /// the whole datagram's UDP payload).
-    pub payload_len: u16,
-}
-
-pub enum Parsed {
-    NonIp,
-    Malformed,
-    Ip(Summary),
-}
 
 /// The one accessor for packet memory: `N` bytes at `off`, bounds-checked.
 /// Reads are at least two bytes wide on purpose: for a one-byte check LLVM
@@ -102,6 +76,23 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
 }
 
 #[inline(always)]
+fn packet(family: u8, proto: u8, frame_len: usize) -> Packet {
+    Packet {
+        family,
+        src: [0; 16],
+        dst: [0; 16],
+        proto,
+        frag: Frag::None,
+        frag_id: 0,
+        src_port: 0,
+        dst_port: 0,
+        payload_off: 0,
+        payload_len: 0,
+        frame_len: frame_len as u64,
+    }
+}
+
+#[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
     let Some(h) = bytes_at::<20>(ctx, off) else {
         return Parsed::Malformed;
@@ -110,41 +101,47 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
     if h[0] >> 4 != 4 || hdr_len < 20 {
         return Parsed::Malformed;
     }
-    let (total_len, frag_field, proto) = (be16(&h, 2), be16(&h, 6), h[9]);
-    let total_len = total_len as usize;
+    let total_len = be16(&h, 2) as usize;
     if total_len < hdr_len || off + total_len > frame_len {
         return Parsed::Malformed;
     }
-    let more_fragments = frag_field & 0x2000 != 0;
-    let frag = if frag_field & 0x1fff != 0 {
+    let frag_field = be16(&h, 6);
+    let mut p = packet(FAMILY_V4, h[9], frame_len);
+    p.frag = if frag_field & 0x1fff != 0 {
         Frag::Later
-    } else if more_fragments {
+    } else if frag_field & 0x2000 != 0 {
         Frag::First
     } else {
         Frag::None
     };
-    parse_l4(ctx, proto, frag, off + hdr_len, off + total_len)
+    p.frag_id = be16(&h, 4) as u32;
+    p.src[..4].copy_from_slice(&h[12..16]);
+    p.dst[..4].copy_from_slice(&h[16..20]);
+    parse_l4(ctx, p, off + hdr_len, off + total_len)
 }
 
 #[inline(always)]
 fn parse_ipv6(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
-    let Some(h) = bytes_at::<8>(ctx, off) else {
+    let Some(h) = bytes_at::<40>(ctx, off) else {
         return Parsed::Malformed;
     };
-    let mut next = h[6];
     let ip_end = off + 40 + be16(&h, 4) as usize;
     if h[0] >> 4 != 6 || ip_end > frame_len {
         return Parsed::Malformed;
     }
+    let mut next = h[6];
+    let mut p = packet(FAMILY_V6, next, frame_len);
+    p.src.copy_from_slice(&h[8..24]);
+    p.dst.copy_from_slice(&h[24..40]);
     let mut cur = off + 40;
-    let mut frag = Frag::None;
     for _ in 0..MAX_EXT_HEADERS {
         if !is_extension(next) {
-            return parse_l4(ctx, next, frag, cur, ip_end);
+            break;
         }
-        // Every extension header starts with next-header and length bytes;
-        // the fragment header keeps its offset and M flag in bytes 2..4.
-        let Some(e) = bytes_at::<4>(ctx, cur) else {
+        // Every extension header is at least 8 bytes and starts with
+        // next-header and length; the fragment header keeps offset and M
+        // flag in bytes 2..4 and the identification in bytes 4..8.
+        let Some(e) = bytes_at::<8>(ctx, cur) else {
             return Parsed::Malformed;
         };
         let hdr_len = match next {
@@ -152,10 +149,11 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
             NEXTHDR_FRAGMENT => {
                 let field = be16(&e, 2);
                 if field & 0xfff8 != 0 {
-                    frag = Frag::Later;
+                    p.frag = Frag::Later;
                 } else if field & 1 != 0 {
-                    frag = Frag::First;
+                    p.frag = Frag::First;
                 }
+                p.frag_id = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
                 8
             }
             _ => (e[1] as usize + 1) * 8,
@@ -165,16 +163,17 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
         if cur > ip_end || cur > MAX_L4_OFFSET {
             return Parsed::Malformed;
         }
-        if frag == Frag::Later {
+        if p.frag == Frag::Later {
             // What follows is the middle of a datagram, not headers.
-            return parse_l4(ctx, next, frag, cur, ip_end);
+            break;
         }
     }
-    if is_extension(next) {
+    if p.frag != Frag::Later && is_extension(next) {
         // Longer chain than we walk: what it hides stays unexamined.
         return Parsed::Malformed;
     }
-    parse_l4(ctx, next, frag, cur, ip_end)
+    p.proto = next;
+    parse_l4(ctx, p, cur, ip_end)
 }
 
 #[inline(always)]
@@ -186,58 +185,50 @@ fn is_extension(next: u8) -> bool {
 }
 
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, proto: u8, frag: Frag, l4: usize, ip_end: usize) -> Parsed {
-    let mut s = Summary {
-        proto,
-        frag,
-        src_port: 0,
-        dst_port: 0,
-        payload_off: 0,
-        payload_len: 0,
-    };
-    if frag == Frag::Later {
-        return Parsed::Ip(s);
+fn parse_l4(ctx: &XdpContext, mut p: Packet, l4: usize, ip_end: usize) -> Parsed {
+    if p.frag == Frag::Later {
+        return Parsed::Ip(p);
     }
     if l4 > MAX_L4_OFFSET {
         return Parsed::Malformed;
     }
     let have = ip_end - l4;
-    match proto {
+    match p.proto {
         IPPROTO_UDP => {
             let Some(h) = bytes_at::<8>(ctx, l4) else {
                 return Parsed::Malformed;
             };
-            let (sport, dport, ulen) = (be16(&h, 0), be16(&h, 2), be16(&h, 4) as usize);
+            let ulen = be16(&h, 4) as usize;
             // A first fragment's UDP length covers the whole datagram.
-            if have < 8 || ulen < 8 || (frag == Frag::None && ulen > have) {
+            if have < 8 || ulen < 8 || (p.frag == Frag::None && ulen > have) {
                 return Parsed::Malformed;
             }
-            s.src_port = sport;
-            s.dst_port = dport;
-            s.payload_off = l4 + 8;
-            s.payload_len = (ulen - 8) as u16;
+            p.src_port = be16(&h, 0);
+            p.dst_port = be16(&h, 2);
+            p.payload_off = l4 + 8;
+            p.payload_len = (ulen - 8) as u16;
         }
         IPPROTO_TCP => {
             let Some(h) = bytes_at::<20>(ctx, l4) else {
                 return Parsed::Malformed;
             };
-            let (sport, dport, doff) = (be16(&h, 0), be16(&h, 2), (h[12] >> 4) as usize * 4);
+            let doff = (h[12] >> 4) as usize * 4;
             if have < 20 || doff < 20 || doff > have {
                 return Parsed::Malformed;
             }
-            s.src_port = sport;
-            s.dst_port = dport;
-            s.payload_off = l4 + doff;
-            s.payload_len = (have - doff) as u16;
+            p.src_port = be16(&h, 0);
+            p.dst_port = be16(&h, 2);
+            p.payload_off = l4 + doff;
+            p.payload_len = (have - doff) as u16;
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             if have < 4 || bytes_at::<4>(ctx, l4).is_none() {
                 return Parsed::Malformed;
             }
-            s.payload_off = l4 + 4;
-            s.payload_len = (have - 4) as u16;
+            p.payload_off = l4 + 4;
+            p.payload_len = (have - 4) as u16;
         }
         _ => {}
     }
-    Parsed::Ip(s)
+    Parsed::Ip(p)
 }

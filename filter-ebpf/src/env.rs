@@ -1,0 +1,173 @@
+//! The decision's view of the kernel: maps, the clock, and the payload bytes
+//! a rule compares. The decision itself lives in filter-common.
+
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key, programs::XdpContext};
+use aya_log_ebpf::info;
+use filter_common::{
+    Chain, Config, FAMILY_V4, FragKey, Limit, MATCH_MAX, MATCH_OFFSET_MAX, Rule, SourceState,
+    SrcKey,
+    decide::{Env, Packet, SourceCell},
+    port_slot,
+};
+
+use crate::{maps::*, parse, shared::BpfU64};
+
+pub struct KernelEnv<'a> {
+    pub ctx: &'a XdpContext,
+    pub config: Config,
+}
+
+impl Env for KernelEnv<'_> {
+    type Cell = BpfU64;
+
+    #[inline(always)]
+    fn now(&self) -> u64 {
+        // Coarse time (jiffies) is ~17 ns cheaper and exact enough for
+        // limits measured in packets per second.
+        unsafe { bpf_ktime_get_coarse_ns() }
+    }
+
+    #[inline(always)]
+    fn config(&self) -> Config {
+        self.config
+    }
+
+    #[inline(always)]
+    fn allowed(&self, p: &Packet) -> bool {
+        lookup_prefix(p, &ALLOW_V4, &ALLOW_V6)
+    }
+
+    #[inline(always)]
+    fn denied(&self, p: &Packet) -> bool {
+        lookup_prefix(p, &DENY_V4, &DENY_V6)
+    }
+
+    #[inline(always)]
+    fn ban_deadline(&self, key: &SrcKey) -> Option<u64> {
+        // SAFETY: the value is a plain u64 copied out at once.
+        unsafe { BANS.get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn set_ban(&mut self, key: &SrcKey, until: u64) {
+        if BANS.insert(key, until, 0).is_ok() {
+            // Rare by construction: once per ban, never per packet.
+            info!(
+                self.ctx,
+                "banned source {:i}/{} (family {}) for exceeding its limit",
+                u32::from_be_bytes([key.addr[0], key.addr[1], key.addr[2], key.addr[3]]),
+                key.addr[4],
+                key.family
+            );
+        }
+    }
+
+    #[inline(always)]
+    fn chain(&self, proto: u8, src_port: u16) -> Option<&Chain> {
+        let index = *PORT_CHAINS.get(port_slot(proto, src_port)?)?;
+        CHAINS.get(index)
+    }
+
+    #[inline(always)]
+    fn rule(&self, index: u32) -> Option<&Rule> {
+        RULES.get(index)
+    }
+
+    #[inline(always)]
+    fn payload_head(&self, p: &Packet, offset: u16, len: u8) -> [u8; MATCH_MAX] {
+        payload_head(self.ctx, p.payload_off, offset, len)
+    }
+
+    #[inline(always)]
+    fn count_rule(&mut self, index: u32, bytes: u64) {
+        count_rule(index, bytes);
+    }
+
+    #[inline(always)]
+    fn limit(&self, id: u32) -> Option<Limit> {
+        LIMITS.get(id).copied()
+    }
+
+    #[inline(always)]
+    fn with_source<R>(
+        &mut self,
+        key: &SrcKey,
+        f: impl FnOnce(&SourceCell<BpfU64>) -> R,
+    ) -> Option<R> {
+        let ptr = match SOURCES.get_ptr_mut(key) {
+            Some(p) => p,
+            None => {
+                // BPF_NOEXIST: if another CPU created it meanwhile, keep
+                // theirs and use it.
+                let _ = SOURCES.insert(key, SourceState::default(), 1);
+                SOURCES.get_ptr_mut(key)?
+            }
+        };
+        // SAFETY: SourceCell has SourceState's layout; the map value stays
+        // valid for the program's run (RCU), and every access is atomic
+        // because all CPUs share it.
+        Some(f(unsafe { &*(ptr as *const SourceCell<BpfU64>) }))
+    }
+
+    #[inline(always)]
+    fn with_aggregate<R>(&mut self, rule: u32, f: impl FnOnce(&BpfU64) -> R) -> Option<R> {
+        let ptr = AGGREGATE.get_ptr_mut(rule)?;
+        // SAFETY: BpfU64 is a transparent u64; the slot is shared by all
+        // CPUs, so it is only touched atomically.
+        Some(f(unsafe { &*(ptr as *const BpfU64) }))
+    }
+
+    #[inline(always)]
+    fn frag_dropped(&self, key: &FragKey, now: u64) -> bool {
+        // SAFETY: the value is a plain u64 copied out at once.
+        unsafe { FRAGS.get(key).is_some_and(|until| now < *until) }
+    }
+
+    #[inline(always)]
+    fn remember_frag_drop(&mut self, key: &FragKey, until: u64) {
+        let _ = FRAGS.insert(key, until, 0);
+    }
+}
+
+#[inline(always)]
+fn lookup_prefix(
+    p: &Packet,
+    v4: &aya_ebpf::maps::LpmTrie<[u8; 4], u8>,
+    v6: &aya_ebpf::maps::LpmTrie<[u8; 16], u8>,
+) -> bool {
+    if p.family == FAMILY_V4 {
+        v4.get(Key::new(32, [p.src[0], p.src[1], p.src[2], p.src[3]]))
+            .is_some()
+    } else {
+        v6.get(Key::new(128, p.src)).is_some()
+    }
+}
+
+/// The payload bytes a rule compares; bytes past the frame read as zero and
+/// `rule_matches` checks the payload really holds them. Near the end of the
+/// frame the four bytes are read ending at the frame's end and shifted, so
+/// that every read stays a bounds-checked four-byte read.
+#[inline(always)]
+fn payload_head(ctx: &XdpContext, payload_off: usize, offset: u16, len: u8) -> [u8; MATCH_MAX] {
+    if len == 0 || offset > MATCH_OFFSET_MAX {
+        return [0; MATCH_MAX];
+    }
+    let start = payload_off + offset as usize;
+    if let Some(b) = parse::bytes_at::<MATCH_MAX>(ctx, start) {
+        return b;
+    }
+    let frame_len = ctx.data_end() - ctx.data();
+    let shift = start.wrapping_sub(frame_len.saturating_sub(MATCH_MAX));
+    let mut head = [0u8; MATCH_MAX];
+    if shift == 0 || shift >= MATCH_MAX || start < shift {
+        return head;
+    }
+    // Derived from the bounded `start`, not from the frame length, so the
+    // verifier knows its range.
+    if let Some(tail) = parse::bytes_at::<MATCH_MAX>(ctx, start - shift) {
+        // Shift in a register: indexing the array by `shift` would be a
+        // variable stack offset, which the verifier refuses.
+        head = (u32::from_be_bytes(tail) << (8 * shift as u32)).to_be_bytes();
+    }
+    head
+}
