@@ -3,10 +3,9 @@
 //! same pipeline, each behind its own [`Env`] (kernel maps, or plain
 //! collections).
 
-
 use crate::maps::{
-    ACTION_DROP, ACTION_LIMIT, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, Chain, Config,
-    FAMILY_V4, FragKey, Limit, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, Reason, Rule, SrcKey,
+    ACTION_DROP, ACTION_LIMIT, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, Chain, Config, FAMILY_V4,
+    FragKey, Limit, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, Reason, Rule, SrcKey,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,11 +40,28 @@ pub struct Packet {
     pub frame_len: u64,
 }
 
-/// What parsing a frame gave.
+/// What parsing a frame gave; for `Ip`, the parser filled a [`Packet`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Parsed {
     NonIp,
     Malformed,
-    Ip(Packet),
+    Ip,
+}
+
+impl Packet {
+    pub const EMPTY: Packet = Packet {
+        family: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        proto: 0,
+        frag: Frag::None,
+        frag_id: 0,
+        src_port: 0,
+        dst_port: 0,
+        payload_off: 0,
+        payload_len: 0,
+        frame_len: 0,
+    };
 }
 
 /// A u64 that all CPUs update: `AtomicU64` on the host; in the XDP program
@@ -114,23 +130,23 @@ pub trait Env {
 /// fragments: follow-drop, per-source limit, fragment policy), rules,
 /// per-source limit, aggregate limit, pass.
 #[inline(always)]
-pub fn decide<E: Env>(env: &mut E, parsed: Parsed) -> Reason {
-    let p = match parsed {
+pub fn decide<E: Env>(env: &mut E, parsed: Parsed, p: &Packet) -> Reason {
+    match parsed {
         Parsed::NonIp => return Reason::NonIp,
         Parsed::Malformed => return Reason::Malformed,
-        Parsed::Ip(p) => p,
-    };
-    if env.allowed(&p) {
+        Parsed::Ip => {}
+    }
+    if env.allowed(p) {
         return Reason::AllowPass;
     }
     let cfg = env.config();
-    let reason = decide_ip(env, &p, &cfg);
+    let reason = decide_ip(env, p, &cfg);
     if reason.drops() && p.frag == Frag::First {
         // Its later fragments carry no ports: remember the datagram so
         // they follow it, instead of reaching a reassembly that can never
         // complete.
         let until = env.now().saturating_add(cfg.frag_track_ns);
-        env.remember_frag_drop(&frag_key(&p), until);
+        env.remember_frag_drop(&frag_key(p), until);
     }
     reason
 }
@@ -141,10 +157,11 @@ fn decide_ip<E: Env>(env: &mut E, p: &Packet, cfg: &Config) -> Reason {
         return Reason::DenyDrop;
     }
     let now = env.now();
-    if let Some(until) = env.ban_deadline(&src_key(p, cfg, 0)) {
-        if now < until {
-            return Reason::BanDrop;
-        }
+    if env
+        .ban_deadline(&src_key(p, cfg, 0))
+        .is_some_and(|until| now < until)
+    {
+        return Reason::BanDrop;
     }
     if p.frag == Frag::Later {
         if env.frag_dropped(&frag_key(p), now) {
@@ -240,7 +257,10 @@ fn admit_source<E: Env>(env: &mut E, p: &Packet, cfg: &Config, limit: u32, now: 
             cell.over_since.store(now);
             return (false, false);
         }
-        (false, ban_after != 0 && now.saturating_sub(since) >= ban_after)
+        (
+            false,
+            ban_after != 0 && now.saturating_sub(since) >= ban_after,
+        )
     });
     match verdict {
         // No room in the limiter: fail open rather than drop unknowns.
@@ -320,23 +340,37 @@ pub fn src_key(p: &Packet, cfg: &Config, limit: u8) -> SrcKey {
     }
 }
 
-/// `addr` with every bit past `prefix` cleared.
+/// `addr` with every bit past `prefix` cleared. Works on two u64 halves
+/// rather than 16 bytes: a handful of branches for the verifier to walk
+/// instead of three per byte.
 #[inline(always)]
 pub fn mask(addr: &[u8; 16], prefix: u8) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        let bits = (prefix as usize).saturating_sub(i * 8);
-        out[i] = if bits >= 8 {
-            addr[i]
-        } else if bits == 0 {
-            0
-        } else {
-            addr[i] & (0xffu8 << (8 - bits))
-        };
-        i += 1;
+    let hi = u64::from_be_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]);
+    let lo = u64::from_be_bytes([
+        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+    ]);
+    let prefix = prefix as u32;
+    let hi = hi & half_mask(prefix);
+    let lo = lo & half_mask(prefix.saturating_sub(64));
+    let (h, l) = (hi.to_be_bytes(), lo.to_be_bytes());
+    [
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
+        l[7],
+    ]
+}
+
+/// The top `bits` bits of a u64 set (all of them from 64 on).
+#[inline(always)]
+fn half_mask(bits: u32) -> u64 {
+    if bits == 0 {
+        0
+    } else if bits >= 64 {
+        u64::MAX
+    } else {
+        u64::MAX << (64 - bits)
     }
-    out
 }
 
 #[inline(always)]
@@ -517,7 +551,9 @@ mod tests {
         let (interval, burst) = (1_000u64, 5u64);
         let tolerance = (burst - 1) * interval;
         let now = 1_000_000;
-        let admitted = (0..20).filter(|_| gcra(&tat, now, interval, tolerance)).count();
+        let admitted = (0..20)
+            .filter(|_| gcra(&tat, now, interval, tolerance))
+            .count();
         assert_eq!(admitted as u64, burst, "a burst at one instant");
         // One second later at 10 packets per interval: exactly the rate
         // (plus the burst that refilled while idle... none: still in debt).
@@ -581,6 +617,9 @@ mod tests {
         let m = mask(&a, 20);
         assert_eq!(&m[..4], &[0xff, 0xff, 0xf0, 0]);
         let m = mask(&a, 64);
-        assert_eq!(&m[..9], &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0]);
+        assert_eq!(
+            &m[..9],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0]
+        );
     }
 }

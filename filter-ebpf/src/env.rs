@@ -75,6 +75,11 @@ impl Env for KernelEnv<'_> {
 
     #[inline(always)]
     fn payload_head(&self, p: &Packet, offset: u16, len: u8) -> [u8; MATCH_MAX] {
+        // Read back from map memory, the offset is unknown to the verifier:
+        // restate the bound the parser proved.
+        if p.payload_off > parse::MAX_L4_OFFSET + 60 {
+            return [0; MATCH_MAX];
+        }
         payload_head(self.ctx, p.payload_off, offset, len)
     }
 

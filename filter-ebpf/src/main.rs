@@ -18,8 +18,19 @@ use filter_common::decide::{Outcome, decide, outcome};
 pub fn filter(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     let config = maps::config();
+    // The parsed packet lives in a per-CPU map slot, not on the stack: the
+    // verifier does not track what a program stores in map memory, so the
+    // decision is verified once instead of once per parsing path (VLAN tags
+    // x IP versions x extension chains x fragment kinds), which would
+    // exceed its budget; and the 512-byte stack stays free.
+    let Some(slot) = maps::SCRATCH.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: a per-CPU slot that only this CPU's run of the program uses.
+    let packet = unsafe { &mut *slot };
+    let parsed = parse::parse(&ctx, packet);
     let mut env = env::KernelEnv { ctx: &ctx, config };
-    let reason = decide(&mut env, parse::parse(&ctx));
+    let reason = decide(&mut env, parsed, packet);
     maps::count_reason(reason, frame_len);
     match outcome(reason, config.flags) {
         Outcome::Pass => xdp_action::XDP_PASS,

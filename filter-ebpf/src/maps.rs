@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
 };
 use filter_common::{
-    Chain, Config, Counter, FragKey, Limit, MAX_BANS, MAX_CHAINS, MAX_FRAGS, MAX_LIMITS,
-    MAX_PREFIXES, MAX_RULES, Meta, PORT_SLOTS, Reason, Rule, STATS_MONITOR_SLOT, STATS_SLOTS,
-    SourceState, SrcKey, DEFAULT_SOURCES,
+    Chain, Config, Counter, DEFAULT_SOURCES, FragKey, Limit, MAX_BANS, MAX_CHAINS, MAX_FRAGS,
+    MAX_LIMITS, MAX_PREFIXES, MAX_RULES, Meta, PORT_SLOTS, Reason, Rule, STATS_MONITOR_SLOT,
+    STATS_SLOTS, SourceState, SrcKey, decide::Packet,
 };
 
 #[map(name = "STATS")]
@@ -61,6 +61,11 @@ pub static AGGREGATE: Array<u64> = Array::with_max_entries(MAX_RULES, 0);
 
 #[map(name = "FRAGS")]
 pub static FRAGS: LruHashMap<FragKey, u64> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
+
+// One per CPU: the parsed packet passes through it on its way to the
+// decision (see main.rs for why).
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn config() -> Config {

@@ -47,8 +47,10 @@ fn be16(b: &[u8], i: usize) -> u16 {
     u16::from_be_bytes([b[i], b[i + 1]])
 }
 
+/// Parses the frame; for IP packets fills `p`, which lives in a map (see
+/// main.rs), every field written on every path.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Parsed {
+pub fn parse(ctx: &XdpContext, p: &mut Packet) -> Parsed {
     let frame_len = ctx.data_end() - ctx.data();
     let Some(eth) = bytes_at::<ETH_HDR_LEN>(ctx, 0) else {
         return Parsed::Malformed;
@@ -67,33 +69,33 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
         off += 4;
     }
     match ethertype {
-        ETH_P_IPV4 => parse_ipv4(ctx, off, frame_len),
-        ETH_P_IPV6 => parse_ipv6(ctx, off, frame_len),
+        ETH_P_IPV4 => parse_ipv4(ctx, p, off, frame_len),
+        ETH_P_IPV6 => parse_ipv6(ctx, p, off, frame_len),
         // A third tag hides what it carries: refuse rather than pass unseen.
         ETH_P_8021Q | ETH_P_8021AD => Parsed::Malformed,
         _ => Parsed::NonIp,
     }
 }
 
+/// Field by field: a whole-struct store would become a memset, which the
+/// BPF backend emits as a byte loop.
 #[inline(always)]
-fn packet(family: u8, proto: u8, frame_len: usize) -> Packet {
-    Packet {
-        family,
-        src: [0; 16],
-        dst: [0; 16],
-        proto,
-        frag: Frag::None,
-        frag_id: 0,
-        src_port: 0,
-        dst_port: 0,
-        payload_off: 0,
-        payload_len: 0,
-        frame_len: frame_len as u64,
-    }
+fn reset(p: &mut Packet, family: u8, proto: u8, frame_len: usize) {
+    p.family = family;
+    p.src = [0; 16];
+    p.dst = [0; 16];
+    p.proto = proto;
+    p.frag = Frag::None;
+    p.frag_id = 0;
+    p.src_port = 0;
+    p.dst_port = 0;
+    p.payload_off = 0;
+    p.payload_len = 0;
+    p.frame_len = frame_len as u64;
 }
 
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
+fn parse_ipv4(ctx: &XdpContext, p: &mut Packet, off: usize, frame_len: usize) -> Parsed {
     let Some(h) = bytes_at::<20>(ctx, off) else {
         return Parsed::Malformed;
     };
@@ -106,7 +108,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
         return Parsed::Malformed;
     }
     let frag_field = be16(&h, 6);
-    let mut p = packet(FAMILY_V4, h[9], frame_len);
+    reset(p, FAMILY_V4, h[9], frame_len);
     p.frag = if frag_field & 0x1fff != 0 {
         Frag::Later
     } else if frag_field & 0x2000 != 0 {
@@ -121,7 +123,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
+fn parse_ipv6(ctx: &XdpContext, p: &mut Packet, off: usize, frame_len: usize) -> Parsed {
     let Some(h) = bytes_at::<40>(ctx, off) else {
         return Parsed::Malformed;
     };
@@ -130,7 +132,7 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, frame_len: usize) -> Parsed {
         return Parsed::Malformed;
     }
     let mut next = h[6];
-    let mut p = packet(FAMILY_V6, next, frame_len);
+    reset(p, FAMILY_V6, next, frame_len);
     p.src.copy_from_slice(&h[8..24]);
     p.dst.copy_from_slice(&h[24..40]);
     let mut cur = off + 40;
@@ -185,9 +187,9 @@ fn is_extension(next: u8) -> bool {
 }
 
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, mut p: Packet, l4: usize, ip_end: usize) -> Parsed {
+fn parse_l4(ctx: &XdpContext, p: &mut Packet, l4: usize, ip_end: usize) -> Parsed {
     if p.frag == Frag::Later {
-        return Parsed::Ip(p);
+        return Parsed::Ip;
     }
     if l4 > MAX_L4_OFFSET {
         return Parsed::Malformed;
@@ -230,5 +232,5 @@ fn parse_l4(ctx: &XdpContext, mut p: Packet, l4: usize, ip_end: usize) -> Parsed
         }
         _ => {}
     }
-    Parsed::Ip(p)
+    Parsed::Ip
 }

@@ -3,10 +3,12 @@
 pub mod cli;
 pub mod loader;
 pub mod pins;
+pub mod prefixes;
 pub mod rules;
 pub mod stats;
 pub mod testnet;
 pub mod testrun;
+pub mod units;
 
 /// The XDP object built from filter-ebpf, embedded so filterctl is one binary.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filter"));

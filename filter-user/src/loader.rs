@@ -11,7 +11,10 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, Map, MapData},
+    maps::{
+        Array, Map, MapData,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{
         ProgramInfo, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -19,13 +22,15 @@ use aya::{
     },
 };
 use filter_common::{
-    Chain, Config, MAP_CHAINS, MAP_CONFIG, MAP_META, MAP_PORT_CHAINS, MAP_RULES, META_SOURCE_LEN,
-    Meta, PROGRAM_NAME, Rule,
+    Chain, Config, FAMILY_V4, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CHAINS, MAP_CONFIG,
+    MAP_DENY_V4, MAP_DENY_V6, MAP_LIMITS, MAP_META, MAP_PORT_CHAINS, MAP_RULES, MAP_SOURCES,
+    META_SOURCE_LEN, Meta, PROGRAM_NAME, Rule,
 };
 
 use crate::{
     EBPF_OBJECT,
     pins::{self, PinRoot},
+    prefixes::Prefix,
     rules::{Compiled, RuleSet},
 };
 
@@ -100,14 +105,13 @@ pub fn load(
         );
     }
 
-    let compiled = set.compile();
-    let mut ebpf = prepare(&compiled)?;
+    let mut ebpf = prepare(set)?;
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .expect("prepare checked it")
         .try_into()?;
     let (link_id, meta_mode) = attach(program, iface, index, mode)?;
-    write_meta(&mut ebpf, set, source, meta_mode, compiled.rules.len())?;
+    write_meta(&mut ebpf, set, source, meta_mode, set.rules.len())?;
 
     std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut guard = PinDirGuard(Some(dir.clone()));
@@ -122,7 +126,9 @@ pub fn load(
     program
         .pin(dir.join(pins::PROG))
         .context("failed to pin the program")?;
-    for (name, map) in ebpf.maps() {
+    // Section maps (.rodata and friends) hold constants the program keeps
+    // alive itself; bpffs refuses names with dots anyway.
+    for (name, map) in ebpf.maps().filter(|(name, _)| !name.starts_with('.')) {
         map.pin(dir.join(name))
             .with_context(|| format!("failed to pin map {name}"))?;
     }
@@ -173,11 +179,14 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Map> {
 /// Loads the embedded object into the kernel with `compiled` in its rule
 /// maps and the program verified, but attached nowhere. `load` attaches it;
 /// tests and `replay` run frames through it with BPF_PROG_TEST_RUN.
-pub fn prepare(compiled: &Compiled) -> anyhow::Result<Ebpf> {
+pub fn prepare(set: &RuleSet) -> anyhow::Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
+        .map_max_entries(MAP_SOURCES, set.table_size)
         .load(EBPF_OBJECT)
         .context("failed to load the eBPF object into the kernel")?;
-    write_rules(&mut ebpf, compiled)?;
+    write_rules(&mut ebpf, &set.compile())?;
+    write_prefixes(&mut ebpf, MAP_ALLOW_V4, MAP_ALLOW_V6, &set.allow)?;
+    write_prefixes(&mut ebpf, MAP_DENY_V4, MAP_DENY_V6, &set.deny)?;
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .ok_or_else(|| anyhow!("program {PROGRAM_NAME} missing from the eBPF object"))?
@@ -206,10 +215,32 @@ fn write_rules(ebpf: &mut Ebpf, c: &Compiled) -> anyhow::Result<()> {
             .set(slot, chain, 0)
             .context("failed to write PORT_CHAINS")?;
     }
+    let mut limits: Array<_, Limit> = Array::try_from(map_mut(ebpf, MAP_LIMITS)?)?;
+    for (i, l) in c.limits.iter().enumerate() {
+        limits
+            .set(i as u32, l, 0)
+            .context("failed to write LIMITS")?;
+    }
     let mut config: Array<_, Config> = Array::try_from(map_mut(ebpf, MAP_CONFIG)?)?;
     config
         .set(0, c.config, 0)
         .context("failed to write CONFIG")?;
+    Ok(())
+}
+
+/// Fills an allow or deny pair of tries.
+fn write_prefixes(ebpf: &mut Ebpf, v4: &str, v6: &str, list: &[Prefix]) -> anyhow::Result<()> {
+    let mut t4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(map_mut(ebpf, v4)?)?;
+    for p in list.iter().filter(|p| p.family == FAMILY_V4) {
+        let key = Key::new(p.len as u32, [p.addr[0], p.addr[1], p.addr[2], p.addr[3]]);
+        t4.insert(&key, 1, 0)
+            .with_context(|| format!("failed to add {p} to {v4}"))?;
+    }
+    let mut t6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(map_mut(ebpf, v6)?)?;
+    for p in list.iter().filter(|p| p.family != FAMILY_V4) {
+        t6.insert(&Key::new(p.len as u32, p.addr), 1, 0)
+            .with_context(|| format!("failed to add {p} to {v6}"))?;
+    }
     Ok(())
 }
 

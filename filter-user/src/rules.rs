@@ -2,12 +2,22 @@
 //! file, line and column in every message, and its compilation into the
 //! values the XDP program's maps hold.
 
-use std::{collections::HashMap, fmt, ops::Range, path::Path};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    ops::Range,
+    path::Path,
+};
 
 use filter_common::{
-    ACTION_DROP, ACTION_PASS, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, Chain, Config, IPPROTO_TCP,
-    IPPROTO_UDP, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, MAX_CHAINS, MAX_RULES, RULE_NAME_LEN,
-    Rule, port_slot,
+    ACTION_DROP, ACTION_LIMIT, ACTION_PASS, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, Chain, Config,
+    DEFAULT_SOURCES, IPPROTO_TCP, IPPROTO_UDP, Limit, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN,
+    MAX_CHAINS, MAX_LIMITS, MAX_PREFIXES, MAX_RULES, RULE_NAME_LEN, Rule, port_slot,
+};
+
+use crate::{
+    prefixes::{Prefix, parse_list, parse_prefix},
+    units::{parse_bitrate, parse_duration},
 };
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -21,8 +31,58 @@ struct FileSchema {
     mode: Option<Spanned<String>>,
     #[serde(default)]
     fragments: Option<Spanned<String>>,
+    #[serde(default)]
+    fragment_memory: Option<Spanned<String>>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_files: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny_files: Vec<Spanned<String>>,
+    #[serde(default)]
+    sources: Option<SourcesSchema>,
+    #[serde(default)]
+    per_source: Option<Spanned<LimitSchema>>,
+    #[serde(default)]
+    limits: BTreeMap<Spanned<String>, Spanned<LimitSchema>>,
+    #[serde(default)]
+    ban: Option<BanSchema>,
     #[serde(default, rename = "rule")]
     rules: Vec<Spanned<RuleSchema>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourcesSchema {
+    #[serde(default)]
+    ipv4_prefix: Option<Spanned<i64>>,
+    #[serde(default)]
+    ipv6_prefix: Option<Spanned<i64>>,
+    #[serde(default)]
+    table_size: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitSchema {
+    #[serde(default)]
+    pps: Option<Spanned<i64>>,
+    #[serde(default)]
+    bps: Option<Spanned<String>>,
+    #[serde(default)]
+    burst_packets: Option<Spanned<i64>>,
+    #[serde(default)]
+    burst_bytes: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanSchema {
+    after: Spanned<String>,
+    #[serde(rename = "for")]
+    duration: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +99,12 @@ struct RuleSchema {
     #[serde(default)]
     payload: Option<Spanned<PayloadSchema>>,
     action: Spanned<String>,
+    #[serde(default)]
+    limit: Option<Spanned<String>>,
+    #[serde(default)]
+    aggregate_pps: Option<Spanned<i64>>,
+    #[serde(default)]
+    aggregate_burst: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -85,8 +151,22 @@ pub struct RuleSpec {
 pub struct RuleSet {
     pub mode: Mode,
     pub fragments: FragmentPolicy,
+    pub fragment_memory_ns: u64,
+    pub allow: Vec<Prefix>,
+    pub deny: Vec<Prefix>,
+    pub src_prefix_v4: u8,
+    pub src_prefix_v6: u8,
+    /// Entries of the per-source limiter LRU.
+    pub table_size: u32,
+    /// Named limits; limit id = index + 1. The `[per_source]` limit, when
+    /// present, is first and named "per_source".
+    pub limits: Vec<(String, Limit)>,
+    /// Limit id every packet meets at the per-source step; 0 = none.
+    pub default_limit: u32,
+    pub ban_after_ns: u64,
+    pub ban_for_ns: u64,
     pub rules: Vec<RuleSpec>,
-    /// SHA-256 of the file's bytes.
+    /// SHA-256 of the file's bytes and of every list file it reads.
     pub digest: [u8; 32],
 }
 
@@ -137,15 +217,24 @@ impl Ctx<'_> {
     }
 }
 
-/// Reads and validates a rule file.
+/// Reads and validates a rule file; list files are read relative to it.
 pub fn load_file(path: &Path) -> anyhow::Result<RuleSet> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read rule file {}: {e}", path.display()))?;
-    Ok(parse(&path.display().to_string(), &text)?)
+    Ok(parse_in(
+        &path.display().to_string(),
+        &text,
+        path.parent().unwrap_or(Path::new(".")),
+    )?)
 }
 
-/// Validates rule-file text; `file` names it in errors.
+/// Validates rule-file text; `file` names it in errors; list files are
+/// read relative to the current directory.
 pub fn parse(file: &str, text: &str) -> Result<RuleSet, RuleError> {
+    parse_in(file, text, Path::new("."))
+}
+
+fn parse_in(file: &str, text: &str, base: &Path) -> Result<RuleSet, RuleError> {
     let cx = Ctx { file, text };
     if text.trim().is_empty() {
         return Err(cx.err(
@@ -185,8 +274,81 @@ pub fn parse(file: &str, text: &str) -> Result<RuleSet, RuleError> {
         },
     };
 
-    if schema.rules.is_empty() {
-        return Err(cx.err(0..0, "no [[rule]] in the file: nothing to enforce"));
+    let fragment_memory_ns = match &schema.fragment_memory {
+        None => 30_000_000_000,
+        Some(d) => parse_duration(d.get_ref()).map_err(|e| cx.err(d.span(), e))?,
+    };
+
+    let mut hasher = Sha256::new();
+    hasher.update(text.as_bytes());
+    let allow = prefix_lists(&cx, &schema.allow, &schema.allow_files, base, &mut hasher)?;
+    let deny = prefix_lists(&cx, &schema.deny, &schema.deny_files, base, &mut hasher)?;
+    for d in &schema.deny {
+        if let Ok(p) = parse_prefix(d.get_ref())
+            && allow.contains(&p)
+        {
+            return Err(cx.err(
+                d.span(),
+                format!(
+                    "{p} is in both allow and deny: allow wins, so the deny entry does nothing; remove one"
+                ),
+            ));
+        }
+    }
+
+    let (mut src_prefix_v4, mut src_prefix_v6, mut table_size) = (32u8, 64u8, DEFAULT_SOURCES);
+    if let Some(src) = &schema.sources {
+        if let Some(v) = &src.ipv4_prefix {
+            src_prefix_v4 = int_in(&cx, v, "ipv4_prefix", 1, 32)? as u8;
+        }
+        if let Some(v) = &src.ipv6_prefix {
+            src_prefix_v6 = int_in(&cx, v, "ipv6_prefix", 1, 128)? as u8;
+        }
+        if let Some(v) = &src.table_size {
+            table_size = int_in(&cx, v, "table_size", 1024, 16 * 1024 * 1024)? as u32;
+        }
+    }
+
+    let mut limits = Vec::new();
+    if let Some(l) = &schema.per_source {
+        limits.push(("per_source".to_string(), limit(&cx, l)?));
+    }
+    for (name, l) in &schema.limits {
+        if !valid_name(name.get_ref()) {
+            return Err(cx.err(
+                name.span(),
+                format!(
+                    "bad limit name {:?}: use a-z, A-Z, 0-9, '-' and '_'",
+                    name.get_ref()
+                ),
+            ));
+        }
+        limits.push((name.get_ref().clone(), limit(&cx, l)?));
+    }
+    if limits.len() >= MAX_LIMITS as usize {
+        return Err(cx.err(0..0, format!("too many limits: at most {}", MAX_LIMITS - 1)));
+    }
+    let default_limit = u32::from(schema.per_source.is_some());
+
+    let (ban_after_ns, ban_for_ns) = match &schema.ban {
+        None => (0, 0),
+        Some(b) => (
+            parse_duration(b.after.get_ref()).map_err(|e| cx.err(b.after.span(), e))?,
+            parse_duration(b.duration.get_ref()).map_err(|e| cx.err(b.duration.span(), e))?,
+        ),
+    };
+    if schema.ban.is_some() && limits.is_empty() {
+        return Err(cx.err(
+            schema.ban.as_ref().map_or(0..0, |b| b.after.span()),
+            "[ban] bans sources that exceed a limit, but no [per_source] or [limits] is set",
+        ));
+    }
+
+    if schema.rules.is_empty() && allow.is_empty() && deny.is_empty() && limits.is_empty() {
+        return Err(cx.err(
+            0..0,
+            "no [[rule]], allow, deny or limit in the file: nothing to enforce",
+        ));
     }
     if schema.rules.len() > MAX_RULES as usize {
         let span = schema.rules[MAX_RULES as usize].span();
@@ -199,7 +361,7 @@ pub fn parse(file: &str, text: &str) -> Result<RuleSet, RuleError> {
     let mut rules = Vec::with_capacity(schema.rules.len());
     let mut names: HashMap<String, usize> = HashMap::new();
     for r in &schema.rules {
-        let spec = rule_spec(&cx, r.get_ref())?;
+        let spec = rule_spec(&cx, r.get_ref(), &limits, default_limit)?;
         if let Some(first) = names.insert(spec.name.clone(), r.get_ref().name.span().start) {
             let (line, _) = line_col(text, first);
             return Err(cx.err(
@@ -215,8 +377,18 @@ pub fn parse(file: &str, text: &str) -> Result<RuleSet, RuleError> {
     let set = RuleSet {
         mode,
         fragments,
+        fragment_memory_ns,
+        allow,
+        deny,
+        src_prefix_v4,
+        src_prefix_v6,
+        table_size,
+        limits,
+        default_limit,
+        ban_after_ns,
+        ban_for_ns,
         rules,
-        digest: Sha256::digest(text.as_bytes()).into(),
+        digest: hasher.finalize().into(),
     };
     // Chain limits depend on the whole set: report them at the rule that
     // overflows.
@@ -227,14 +399,106 @@ pub fn parse(file: &str, text: &str) -> Result<RuleSet, RuleError> {
     Ok(set)
 }
 
-fn rule_spec(cx: &Ctx<'_>, r: &RuleSchema) -> Result<RuleSpec, RuleError> {
-    let name = r.name.get_ref();
-    if name.is_empty()
-        || name.len() >= RULE_NAME_LEN
-        || !name
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < RULE_NAME_LEN
+        && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+}
+
+fn int_in(cx: &Ctx<'_>, v: &Spanned<i64>, what: &str, lo: i64, hi: i64) -> Result<i64, RuleError> {
+    let n = *v.get_ref();
+    if !(lo..=hi).contains(&n) {
+        return Err(cx.err(
+            v.span(),
+            format!("{what} {n} out of range: allowed is {lo} to {hi}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// A limit in the program's terms: GCRA spacing and tolerance. The burst
+/// defaults to a tenth of a second at the rate (at least one packet).
+fn limit(cx: &Ctx<'_>, l: &Spanned<LimitSchema>) -> Result<Limit, RuleError> {
+    let s = l.get_ref();
+    if s.pps.is_none() && s.bps.is_none() {
+        return Err(cx.err(l.span(), "a limit needs pps, bps or both"));
+    }
+    let mut out = Limit::default();
+    if let Some(p) = &s.pps {
+        let pps = int_in(cx, p, "pps", 1, 100_000_000)? as u64;
+        let burst = match &s.burst_packets {
+            Some(b) => int_in(cx, b, "burst_packets", 1, 100_000_000)? as u64,
+            None => (pps / 10).max(1),
+        };
+        out.pkt_interval_ns = 1_000_000_000 / pps;
+        out.pkt_tolerance_ns = (burst - 1) * out.pkt_interval_ns;
+    } else if let Some(b) = &s.burst_packets {
+        return Err(cx.err(b.span(), "burst_packets needs pps"));
+    }
+    if let Some(b) = &s.bps {
+        let bps = parse_bitrate(b.get_ref()).map_err(|e| cx.err(b.span(), e))?;
+        let burst_bytes = match &s.burst_bytes {
+            Some(v) => int_in(cx, v, "burst_bytes", 64, 1 << 32)? as u64,
+            None => (bps / 80).max(1514),
+        };
+        out.byte_cost_ps = 8_000_000_000_000 / bps;
+        out.byte_tolerance_ns = burst_bytes * out.byte_cost_ps / 1000;
+    } else if let Some(b) = &s.burst_bytes {
+        return Err(cx.err(b.span(), "burst_bytes needs bps"));
+    }
+    Ok(out)
+}
+
+/// Inline prefixes plus those of the list files, each error at its place.
+fn prefix_lists(
+    cx: &Ctx<'_>,
+    inline: &[Spanned<String>],
+    files: &[Spanned<String>],
+    base: &Path,
+    hasher: &mut Sha256,
+) -> Result<Vec<Prefix>, RuleError> {
+    let mut out = Vec::new();
+    for p in inline {
+        out.push(parse_prefix(p.get_ref()).map_err(|e| cx.err(p.span(), e))?);
+    }
+    for f in files {
+        let path = base.join(f.get_ref());
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            cx.err(
+                f.span(),
+                format!("cannot read list file {}: {e}", path.display()),
+            )
+        })?;
+        hasher.update(text.as_bytes());
+        let list = parse_list(&text).map_err(|(line, e)| RuleError {
+            file: path.display().to_string(),
+            line,
+            column: 1,
+            message: e,
+        })?;
+        out.extend(list);
+    }
+    out.sort();
+    out.dedup();
+    if out.len() > MAX_PREFIXES as usize {
+        return Err(cx.err(
+            files.first().map_or(0..0, |f| f.span()),
+            format!("{} prefixes: at most {MAX_PREFIXES} per list", out.len()),
+        ));
+    }
+    Ok(out)
+}
+
+fn rule_spec(
+    cx: &Ctx<'_>,
+    r: &RuleSchema,
+    limits: &[(String, Limit)],
+    default_limit: u32,
+) -> Result<RuleSpec, RuleError> {
+    let name = r.name.get_ref();
+    if !valid_name(name) {
         return Err(cx.err(
             r.name.span(),
             format!(
@@ -256,18 +520,67 @@ fn rule_spec(cx: &Ctx<'_>, r: &RuleSchema) -> Result<RuleSpec, RuleError> {
     let action = match r.action.get_ref().as_str() {
         "drop" => ACTION_DROP,
         "pass" => ACTION_PASS,
+        "limit" => ACTION_LIMIT,
         other => {
             return Err(cx.err(
                 r.action.span(),
-                format!("unknown action {other:?}: allowed are \"drop\" and \"pass\""),
+                format!("unknown action {other:?}: allowed are \"drop\", \"pass\" and \"limit\""),
             ));
         }
     };
+    let mut limit_id = 0u8;
+    if let Some(l) = &r.limit {
+        if action != ACTION_LIMIT {
+            return Err(cx.err(l.span(), "limit = ... needs action = \"limit\""));
+        }
+        let Some(i) = limits.iter().position(|(n, _)| n == l.get_ref()) else {
+            let known: Vec<&str> = limits.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(cx.err(
+                l.span(),
+                format!(
+                    "no limit named {:?}: defined are {}",
+                    l.get_ref(),
+                    if known.is_empty() {
+                        "none (add [limits.NAME])".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        };
+        limit_id = (i + 1) as u8;
+    } else if action == ACTION_LIMIT {
+        limit_id = default_limit as u8;
+    }
+    let (mut agg_interval_ns, mut agg_tolerance_ns) = (0, 0);
+    if let Some(a) = &r.aggregate_pps {
+        if action != ACTION_LIMIT {
+            return Err(cx.err(a.span(), "aggregate_pps needs action = \"limit\""));
+        }
+        let pps = int_in(cx, a, "aggregate_pps", 1, 100_000_000)? as u64;
+        let burst = match &r.aggregate_burst {
+            Some(b) => int_in(cx, b, "aggregate_burst", 1, 100_000_000)? as u64,
+            None => (pps / 10).max(1),
+        };
+        agg_interval_ns = 1_000_000_000 / pps;
+        agg_tolerance_ns = (burst - 1) * agg_interval_ns;
+    } else if let Some(b) = &r.aggregate_burst {
+        return Err(cx.err(b.span(), "aggregate_burst needs aggregate_pps"));
+    }
+    if action == ACTION_LIMIT && limit_id == 0 && agg_interval_ns == 0 {
+        return Err(cx.err(
+            r.action.span(),
+            "action \"limit\" needs a limit: name one (limit = ...), set [per_source], or give aggregate_pps",
+        ));
+    }
     let src_ports = range(cx, r.src_port.as_ref(), "src_port", 65535)?;
     let dst_ports = range(cx, r.dst_port.as_ref(), "dst_port", 65535)?;
     let lens = range(cx, r.payload_len.as_ref(), "payload_len", 65535)?;
 
     let mut rule = Rule {
+        agg_interval_ns,
+        agg_tolerance_ns,
+        limit: limit_id,
         dst_port_lo: dst_ports.0,
         dst_port_hi: dst_ports.1,
         len_lo: lens.0,
@@ -393,6 +706,8 @@ pub struct Compiled {
     pub chains: Vec<Chain>,
     /// (port slot, chain index) for every slot whose chain is not empty.
     pub port_chains: Vec<(u32, u32)>,
+    /// By limit id; id 0 is "no limit".
+    pub limits: Vec<Limit>,
 }
 
 struct ChainOverflow {
@@ -499,10 +814,22 @@ impl RuleSet {
             flags |= CONFIG_FRAGMENT_DROP;
         }
         Compiled {
-            config: Config { flags, _pad: 0 },
+            config: Config {
+                flags,
+                src_prefix_v4: self.src_prefix_v4,
+                src_prefix_v6: self.src_prefix_v6,
+                ban_after_ns: self.ban_after_ns,
+                ban_for_ns: self.ban_for_ns,
+                frag_track_ns: self.fragment_memory_ns,
+                default_limit: self.default_limit,
+                ..Config::default()
+            },
             rules: self.rules.iter().map(|r| r.rule).collect(),
             chains,
             port_chains,
+            limits: std::iter::once(Limit::default())
+                .chain(self.limits.iter().map(|(_, l)| *l))
+                .collect(),
         }
     }
 

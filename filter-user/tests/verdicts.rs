@@ -345,11 +345,21 @@ fn cases() -> Vec<Case> {
             Some("ntp-reflection"),
         ),
         case(
-            "ipv6 later fragment",
+            "ipv6 later fragment of the dropped datagram",
             ether(
                 &[],
                 ETH_IPV6,
                 &ipv6(UDP, &[(44, ext_fragment(25, false))], &[0x7b; 100]),
+            ),
+            FragmentFollowDrop,
+            None,
+        ),
+        case(
+            "ipv6 later fragment of another datagram",
+            ether(
+                &[],
+                ETH_IPV6,
+                &ipv6(UDP, &[(44, ext_fragment_id(25, false, 77))], &[0x7b; 100]),
             ),
             FragmentPass,
             None,
@@ -371,12 +381,32 @@ fn cases() -> Vec<Case> {
                     Frag {
                         more: true,
                         offset: 0,
+                        id: 7,
                     },
                     &ntp7()[..200],
                 ),
             ),
             RuleDrop,
             Some("ntp-reflection"),
+        ),
+        case(
+            "ipv4 later fragment of the dropped datagram",
+            ether(
+                &[],
+                ETH_IPV4,
+                &ipv4(
+                    UDP,
+                    &[],
+                    Frag {
+                        more: false,
+                        offset: 25,
+                        id: 7,
+                    },
+                    &[0; 64],
+                ),
+            ),
+            FragmentFollowDrop,
+            None,
         ),
         case(
             "ipv4 later fragment with port-123-looking bytes",
@@ -389,6 +419,7 @@ fn cases() -> Vec<Case> {
                     Frag {
                         more: false,
                         offset: 25,
+                        id: 8,
                     },
                     &udp(123, 123, &[0; 64]),
                 ),
@@ -407,6 +438,7 @@ fn cases() -> Vec<Case> {
                     Frag {
                         more: true,
                         offset: 0,
+                        id: 9,
                     },
                     &[0, 123, 0],
                 ),
@@ -553,6 +585,7 @@ fn fragment_drop_policy() {
                 Frag {
                     more: true,
                     offset: 100,
+                    id: 1,
                 },
                 &[1; 64],
             ),
@@ -581,6 +614,7 @@ fn fragment_drop_policy() {
                 Frag {
                     more: true,
                     offset: 0,
+                    id: 2,
                 },
                 &udp(53, 4000, &[0; 100]),
             ),

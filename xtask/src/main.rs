@@ -1,64 +1,106 @@
-//! The project's build and run tool: `cargo xtask setup|build|test|demo`.
+//! The project's task runner (`cargo xtask setup|build|test|demo`), so that a
+//! fresh Debian 12 machine with rustup needs nothing else typed.
 
 use std::{
+    ffi::OsStr,
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, ExitCode, Stdio},
 };
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+/// Build, test and demo tasks for the XDP reflection filter.
 #[derive(Parser)]
 #[command(name = "xtask")]
 struct Cli {
     #[command(subcommand)]
-    command: Cmd,
+    task: Task,
 }
 
 #[derive(Subcommand)]
-enum Cmd {
-    /// Install what a fresh machine lacks (idempotent).
+enum Task {
+    /// Install what this machine lacks, each only when missing (a second run is a no-op).
     Setup,
-    /// Build filterctl with the XDP object embedded.
+    /// Set up, then build filterctl with the XDP object embedded.
     Build {
+        /// Build with the release profile.
         #[arg(long)]
         release: bool,
     },
-    /// fmt, clippy per package, and every test (the privileged ones too).
+    /// Set up, then run fmt, clippy per package and every test (the privileged ones too).
     Test {
-        /// Extra arguments for `cargo test` (a name filter, say).
+        /// Extra arguments for `cargo test`, after `--` (a name filter, say).
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Two test hosts, a reflection flood, and what the filter did with it.
+    /// Set up, then run the demo: two test hosts, a reflection flood, and what the filter did.
     Demo,
 }
 
 const DEBIAN_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "nftables", "util-linux"];
-/// Prefixes of what tests may create; none may be left after a run.
-const NS_PREFIX: &str = "flt-";
-const PIN_PREFIXES: &[&str] = &["filterctl-test-", "filterctl-demo"];
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// Prefix of the network namespaces tests and the demo create.
+const NETNS_PREFIX: &str = "flt-";
+/// Prefixes of the pins under /sys/fs/bpf that tests and the demo create.
+const PIN_PREFIXES: &[&str] = &["filterctl-test", "filterctl-demo"];
 
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
+        Task::Setup => setup(),
+        Task::Build { release } => build(release),
+        Task::Test { args } => test(&args),
+        Task::Demo => demo(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: every command runs there, wherever xtask was started.
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("xtask lives in the workspace")
+        .expect("xtask lives in the workspace root")
         .to_path_buf()
 }
 
-fn show(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
+/// A command to run in the workspace root.
+fn cmd<S: AsRef<OsStr>>(program: &str, args: impl IntoIterator<Item = S>) -> Command {
+    let mut c = Command::new(program);
+    c.args(args).current_dir(root());
+    c
 }
 
-/// Runs a command in the workspace root, echoing it first.
+/// The command as a shell line, with the variables it sets in front.
+fn shell_line(cmd: &Command) -> String {
+    let outer_path = std::env::var("PATH").unwrap_or_default();
+    let mut words = Vec::new();
+    for (key, value) in cmd.get_envs() {
+        let Some(value) = value else { continue };
+        let mut value = value.to_string_lossy().into_owned();
+        // A prepended PATH would otherwise print the whole inherited PATH.
+        if key == "PATH"
+            && !outer_path.is_empty()
+            && let Some(added) = value.strip_suffix(&outer_path)
+        {
+            value = format!("{added}$PATH");
+        }
+        words.push(format!("{}={value}", key.to_string_lossy()));
+    }
+    words.push(cmd.get_program().to_string_lossy().into_owned());
+    words.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    words.join(" ")
+}
+
+/// Echoes a command, runs it, and fails unless it succeeds.
 fn run(mut cmd: Command) -> anyhow::Result<()> {
-    cmd.current_dir(root());
-    let line = show(&cmd);
+    let line = shell_line(&cmd);
     println!("$ {line}");
     let status = cmd
         .status()
@@ -69,116 +111,143 @@ fn run(mut cmd: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cmd(program: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(program);
-    c.args(args);
-    c
-}
-
-/// Output of a command that may legitimately fail (a probe).
+/// Stdout of a quiet check; `None` when it cannot start or fails, which is
+/// the answer the caller is after, not an error.
 fn probe(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
+    let out = cmd(program, args).stderr(Stdio::null()).output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn setup() -> anyhow::Result<()> {
+    debian_packages().context("setup: Debian packages")?;
+    rust_components().context("setup: Rust toolchains")?;
+    bpf_linker().context("setup: bpf-linker")?;
+    Ok(())
+}
+
+fn debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .copied()
-        .filter(|p| {
-            probe("dpkg-query", &["-W", "-f=${Status}", p])
-                .is_none_or(|s| !s.contains("install ok installed"))
+        .filter(|pkg| {
+            probe("dpkg-query", &["-W", "-f=${Status}", pkg])
+                .is_none_or(|status| !status.contains("install ok installed"))
         })
         .collect();
     if missing.is_empty() {
         println!(
-            "setup: Debian packages present ({})",
+            "setup: Debian packages installed: {}",
             DEBIAN_PACKAGES.join(", ")
         );
-    } else {
-        println!("setup: installing Debian packages {}", missing.join(", "));
-        run(cmd("apt-get", &["update"]))?;
-        let mut install = cmd("apt-get", &["install", "-y", "--no-install-recommends"]);
-        install
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        run(install)?;
+        return Ok(());
     }
+    println!("setup: installing Debian packages: {}", missing.join(", "));
+    // A fresh machine's package lists may be empty or stale.
+    run(cmd("apt-get", ["update"]))?;
+    let mut install = cmd("apt-get", ["install", "-y"]);
+    // CI has no stdin: no package may stop to ask a question.
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(&missing);
+    run(install)
+}
 
-    let toolchains = probe("rustup", &["toolchain", "list"]).unwrap_or_default();
+fn rust_components() -> anyhow::Result<()> {
+    let toolchains = probe("rustup", &["toolchain", "list"]).context("`rustup` does not run")?;
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
         bail!(
-            "no nightly Rust toolchain: the eBPF crate needs one (with rust-src) and it cannot be \
-             downloaded on this machine"
+            "no nightly toolchain: the eBPF crate needs one (`-Z build-std`), and it cannot be \
+             downloaded here; install it with `rustup toolchain install nightly`"
         );
     }
-    let components = probe(
+    println!("setup: nightly toolchain installed");
+
+    let installed = probe(
         "rustup",
         &["component", "list", "--toolchain", "nightly", "--installed"],
     )
     .unwrap_or_default();
-    if components.lines().any(|l| l.starts_with("rust-src")) {
-        println!("setup: nightly rust-src present");
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        println!("setup: nightly rust-src installed");
     } else {
+        // build-std compiles core for bpfel-unknown-none from these sources.
         println!("setup: adding rust-src to the nightly toolchain");
         run(cmd(
             "rustup",
-            &["component", "add", "rust-src", "--toolchain", "nightly"],
+            ["component", "add", "rust-src", "--toolchain", "nightly"],
         ))?;
     }
-    for (tool, component) in [("clippy", "clippy"), ("fmt", "rustfmt")] {
-        if probe("cargo", &[tool, "--version"]).is_none() {
-            println!("setup: adding {component} to the stable toolchain");
-            run(cmd("rustup", &["component", "add", component]))?;
-        }
-    }
 
-    if let Some(v) = probe("bpf-linker", &["--version"]) {
-        println!("setup: {} present", v.trim());
+    let has_clippy = probe("cargo", &["clippy", "--version"]).is_some();
+    let has_rustfmt = probe("cargo", &["fmt", "--version"]).is_some();
+    if has_clippy && has_rustfmt {
+        println!("setup: stable clippy and rustfmt installed");
     } else {
-        println!("setup: building bpf-linker against LLVM 22 (about a minute)");
-        let path = format!(
-            "/usr/lib/llvm-22/bin:{}",
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut install = cmd(
-            "cargo",
-            &[
-                "install",
-                "bpf-linker",
-                "--no-default-features",
-                "--features",
-                "llvm-22",
+        println!("setup: adding clippy and rustfmt to the stable toolchain");
+        // Best effort: only `test` needs them, and it names the step that fails.
+        if let Err(e) = run(cmd(
+            "rustup",
+            [
+                "component",
+                "add",
+                "clippy",
+                "rustfmt",
+                "--toolchain",
+                "stable",
             ],
-        );
-        install
-            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
-            .env("PATH", path);
-        run(install)?;
+        )) {
+            eprintln!("setup: warning: {e:#}");
+        }
     }
     Ok(())
 }
 
-fn clippy(package: &str, extra: &[&str]) -> Command {
-    let mut c = cmd("cargo", &["clippy", "-p", package, "--all-targets"]);
-    c.args(extra).args(["--", "-D", "warnings"]);
+fn bpf_linker() -> anyhow::Result<()> {
+    if let Some(version) = probe("bpf-linker", &["--version"]) {
+        println!("setup: {} installed", version.trim());
+        return Ok(());
+    }
+    println!("setup: building bpf-linker against LLVM 22 (a few minutes)");
+    let mut install = cmd(
+        "cargo",
+        [
+            "install",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ],
+    );
+    // Link against Debian's llvm-22-dev rather than a downloaded LLVM.
+    let path = format!(
+        "{LLVM_PREFIX}/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    install.env("LLVM_PREFIX", LLVM_PREFIX).env("PATH", path);
+    run(install)
+}
+
+fn build(release: bool) -> anyhow::Result<()> {
+    setup()?;
+    let mut build = cmd("cargo", ["build", "-p", "filter-user"]);
+    if release {
+        build.arg("--release");
+    }
+    run(build)
+}
+
+fn clippy(package: &str, features: &[&str]) -> Command {
+    let mut c = cmd("cargo", ["clippy", "-p", package, "--all-targets"]);
+    c.args(features).args(["--", "-D", "warnings"]);
     c
 }
 
-fn test(args: &[String]) -> anyhow::Result<()> {
-    setup()?;
-    run(cmd("cargo", &["fmt", "--all", "--", "--check"])).context("formatting: run `cargo fmt`")?;
-    // Per package: a workspace-wide clippy unifies features and drags std
-    // into the eBPF crate.
-    run(clippy("filter-common", &[]))?;
-    run(clippy("filter-common", &["--features", "user"]))?;
-    run(clippy("filter-user", &[]))?;
-    run(clippy("xtask", &[]))?;
-    let mut ebpf = cmd(
+fn ebpf_clippy() -> Command {
+    let mut c = cmd(
         "cargo",
-        &[
+        [
             "+nightly",
             "clippy",
             "-p",
@@ -193,12 +262,34 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             "warnings",
         ],
     );
-    ebpf.env("CARGO_TARGET_DIR", root().join("target/ebpf-clippy"));
-    run(ebpf)?;
+    // Its own target dir: sharing the host's would make the stable and
+    // nightly builds invalidate each other's cache.
+    c.env("CARGO_TARGET_DIR", "target/ebpf-clippy");
+    c
+}
 
-    let mut t = cmd(
+fn test(args: &[String]) -> anyhow::Result<()> {
+    setup()?;
+    // Clippy per package: a workspace-wide run unifies features and drags
+    // std into the eBPF crate.
+    let checks = [
+        ("fmt", cmd("cargo", ["fmt", "--all", "--", "--check"])),
+        ("clippy filter-common", clippy("filter-common", &[])),
+        (
+            "clippy filter-common (user)",
+            clippy("filter-common", &["--features", "user"]),
+        ),
+        ("clippy filter-user", clippy("filter-user", &[])),
+        ("clippy xtask", clippy("xtask", &[])),
+        ("clippy filter-ebpf", ebpf_clippy()),
+    ];
+    for (step, check) in checks {
+        run(check).with_context(|| format!("test step `{step}` failed"))?;
+    }
+
+    let mut tests = cmd(
         "cargo",
-        &[
+        [
             "test",
             "-p",
             "filter-common",
@@ -209,11 +300,11 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         ],
     );
     if !args.is_empty() {
-        t.arg("--").args(args);
+        tests.arg("--").args(args);
     }
-    let (passed, failed) = run_counting_tests(t)?;
-    check_leftovers()?;
-    // One plain closing line for whoever reads the log's end.
+    let (passed, failed) = run_counting_tests(tests).context("test step `cargo test` failed")?;
+    check_leftovers().context("test step `leftovers` failed")?;
+    // One closing line for whoever reads only the end of the log.
     println!("{passed} passed, {failed} failed");
     Ok(())
 }
@@ -232,20 +323,21 @@ fn result_counts(line: &str) -> Option<(u64, u64)> {
     Some((count("passed"), count("failed")))
 }
 
-/// Runs `cargo test`, echoing its output, and adds up its result lines.
+/// Runs `cargo test`, echoing its output, and adds up its result lines; a
+/// run that tests nothing fails, since tests must never silently vanish.
 fn run_counting_tests(mut cmd: Command) -> anyhow::Result<(u64, u64)> {
-    use std::io::{BufRead as _, BufReader};
-    cmd.current_dir(root()).stdout(std::process::Stdio::piped());
-    let line = show(&cmd);
+    let line = shell_line(&cmd);
     println!("$ {line}");
     let mut child = cmd
+        .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start `{line}`"))?;
     let (mut passed, mut failed) = (0, 0);
-    for l in BufReader::new(child.stdout.take().expect("piped")).lines() {
-        let l = l?;
-        println!("{l}");
-        if let Some((p, f)) = result_counts(&l) {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    for out in BufReader::new(stdout).lines() {
+        let out = out.context("reading the test output")?;
+        println!("{out}");
+        if let Some((p, f)) = result_counts(&out) {
             passed += p;
             failed += f;
         }
@@ -261,28 +353,30 @@ fn run_counting_tests(mut cmd: Command) -> anyhow::Result<(u64, u64)> {
     Ok((passed, failed))
 }
 
-/// Fails when a test left a namespace or a pin behind: every test must
-/// clean up on every path.
+/// Fails when a namespace or a pin outlived the tests: every test must clean
+/// up on every path, or the next run (or the machine) inherits the mess.
 fn check_leftovers() -> anyhow::Result<()> {
     let mut left = Vec::new();
-    let netns = probe("ip", &["netns", "list"]).unwrap_or_default();
+    let netns = probe("ip", &["netns", "list"]).context("`ip netns list` failed")?;
+    // Lines look like `flt-victim-1234 (id: 3)`.
     left.extend(
         netns
             .lines()
             .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(NS_PREFIX))
-            .map(|n| format!("namespace {n}")),
+            .filter(|name| name.starts_with(NETNS_PREFIX))
+            .map(|name| format!("namespace {name}")),
     );
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if PIN_PREFIXES.iter().any(|p| name.starts_with(p)) {
-                left.push(format!("pin /sys/fs/bpf/{name}"));
-            }
+    let bpffs = Path::new("/sys/fs/bpf");
+    let entries =
+        std::fs::read_dir(bpffs).with_context(|| format!("cannot list {}", bpffs.display()))?;
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if PIN_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            left.push(format!("pin {}", bpffs.join(name).display()));
         }
     }
     if !left.is_empty() {
-        bail!("tests left behind: {}", left.join(", "));
+        bail!("left behind: {}", left.join(", "));
     }
     println!("no namespace or pin left behind");
     Ok(())
@@ -290,57 +384,38 @@ fn check_leftovers() -> anyhow::Result<()> {
 
 fn demo() -> anyhow::Result<()> {
     setup()?;
-    run(cmd(
-        "cargo",
-        &["build", "-p", "filter-user", "--bins", "--examples"],
-    ))?;
-    let demo = root().join("target/debug/examples/demo");
-    println!("$ {}", demo.display());
-    let mut child = Command::new(&demo)
-        .current_dir(root())
+    // The demo runs target/<profile>/filterctl, which building an example
+    // alone does not produce.
+    run(cmd("cargo", ["build", "-p", "filter-user", "--bins"]))?;
+    let mut demo = cmd("cargo", ["run", "-p", "filter-user", "--example", "demo"]);
+    let line = shell_line(&demo);
+    println!("$ {line}");
+    let mut child = demo
         .spawn()
-        .with_context(|| format!("cannot start {}", demo.display()))?;
-    // Ctrl-C reaches the whole process group: ignore it here (after the
-    // spawn, so the demo does not inherit SIG_IGN) and let the demo, which
-    // removes its test hosts on SIGINT, decide when to exit.
-    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+        .with_context(|| format!("cannot start `{line}`"))?;
+    // Ctrl-C reaches the whole process group. The demo handles it by removing
+    // its test hosts; xtask must outlive that, not die and hand the terminal
+    // back mid-cleanup. Ignored after the spawn so the child starts with the
+    // default disposition.
+    // SAFETY: setting SIGINT's disposition to SIG_IGN has no preconditions.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-    let status = child.wait()?;
+    let status = child.wait().context("waiting for the demo")?;
     if !status.success() {
-        bail!("the demo failed ({status})");
+        bail!("`{line}` failed ({status})");
     }
     Ok(())
 }
 
-fn main() -> std::process::ExitCode {
-    match dispatch(Cli::parse().command) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xtask: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-fn dispatch(command: Cmd) -> anyhow::Result<()> {
-    match command {
-        Cmd::Setup => setup(),
-        Cmd::Build { release } => {
-            setup()?;
-            let mut c = cmd("cargo", &["build", "-p", "filter-user"]);
-            if release {
-                c.arg("--release");
-            }
-            run(c)
-        }
-        Cmd::Test { args } => test(&args),
-        Cmd::Demo => demo(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::result_counts;
+    use super::{ebpf_clippy, result_counts, shell_line};
+
+    #[test]
+    fn echoes_variables_before_the_command() {
+        assert!(shell_line(&ebpf_clippy()).starts_with(
+            "CARGO_TARGET_DIR=target/ebpf-clippy cargo +nightly clippy -p filter-ebpf"
+        ));
+    }
 
     #[test]
     fn reads_libtest_result_lines() {

@@ -45,6 +45,8 @@ pub struct Frag {
     pub more: bool,
     /// In 8-byte units.
     pub offset: u16,
+    /// IPv4 identification.
+    pub id: u16,
 }
 
 /// IPv4 header (with `options`, padded to 4 bytes by the caller) + `l4`.
@@ -54,7 +56,7 @@ pub fn ipv4(proto: u8, options: &[u8], frag: Frag, l4: &[u8]) -> Vec<u8> {
     let total = (hdr_len + l4.len()) as u16;
     let mut h = vec![0x40 | (hdr_len / 4) as u8, 0];
     h.extend_from_slice(&total.to_be_bytes());
-    h.extend_from_slice(&0x1234u16.to_be_bytes());
+    h.extend_from_slice(&frag.id.to_be_bytes());
     let frag_field = (if frag.more { 0x2000 } else { 0 }) | frag.offset;
     h.extend_from_slice(&frag_field.to_be_bytes());
     h.extend_from_slice(&[64, proto, 0, 0]);
@@ -94,10 +96,14 @@ pub fn ext_options() -> Vec<u8> {
 
 /// Fragment extension header body (7 bytes after next-header).
 pub fn ext_fragment(offset_units: u16, more: bool) -> Vec<u8> {
+    ext_fragment_id(offset_units, more, 0xabcd_0001)
+}
+
+pub fn ext_fragment_id(offset_units: u16, more: bool, id: u32) -> Vec<u8> {
     let field = (offset_units << 3) | more as u16;
     let mut b = vec![0];
     b.extend_from_slice(&field.to_be_bytes());
-    b.extend_from_slice(&0xabcd_0001u32.to_be_bytes());
+    b.extend_from_slice(&id.to_be_bytes());
     b
 }
 

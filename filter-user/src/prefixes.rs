@@ -1,0 +1,140 @@
+//! Source prefixes for allow and deny lists: "192.0.2.0/24", "2001:db8::/32"
+//! or a bare address, inline or one a line in a plain list file, so that
+//! published blocklists can be used as they are.
+
+use std::net::IpAddr;
+
+use filter_common::{FAMILY_V4, FAMILY_V6};
+
+/// A prefix with its host bits cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Prefix {
+    pub family: u8,
+    /// IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+    pub len: u8,
+}
+
+impl Prefix {
+    pub fn contains(&self, family: u8, addr: &[u8; 16]) -> bool {
+        family == self.family && filter_common::decide::mask(addr, self.len) == self.addr
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ip: IpAddr = if self.family == FAMILY_V4 {
+            IpAddr::from([self.addr[0], self.addr[1], self.addr[2], self.addr[3]])
+        } else {
+            IpAddr::from(self.addr)
+        };
+        write!(f, "{ip}/{}", self.len)
+    }
+}
+
+pub fn parse_prefix(text: &str) -> Result<Prefix, String> {
+    let t = text.trim();
+    let (addr, len) = match t.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (t, None),
+    };
+    let ip: IpAddr = addr.parse().map_err(|_| {
+        format!(
+            "{t:?} is not an IP prefix: write \"192.0.2.0/24\", \"2001:db8::/32\" or an address"
+        )
+    })?;
+    let (family, max, bytes) = match ip {
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&v4.octets());
+            (FAMILY_V4, 32, b)
+        }
+        IpAddr::V6(v6) => (FAMILY_V6, 128, v6.octets()),
+    };
+    let len = match len {
+        None => max,
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("prefix length in {t:?} must be 0 to {max}"))?,
+    };
+    let masked = filter_common::decide::mask(&bytes, len);
+    if masked != bytes {
+        return Err(format!(
+            "{t:?} has bits set past its prefix length: did you mean {}?",
+            Prefix {
+                family,
+                addr: masked,
+                len
+            }
+        ));
+    }
+    Ok(Prefix {
+        family,
+        addr: masked,
+        len,
+    })
+}
+
+/// Prefixes of a list file: one per line; blank lines and text after '#'
+/// or ';' are ignored. Errors carry the 1-based line number.
+pub fn parse_list(text: &str) -> Result<Vec<Prefix>, (usize, String)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let body = line.split(['#', ';']).next().unwrap_or("").trim();
+        if body.is_empty() {
+            continue;
+        }
+        // Published lists often carry extra columns after the prefix.
+        let first = body.split_whitespace().next().unwrap_or(body);
+        out.push(parse_prefix(first).map_err(|e| (i + 1, e))?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        let p = parse_prefix("192.0.2.0/24").unwrap();
+        assert_eq!(
+            (p.family, p.len, &p.addr[..4]),
+            (FAMILY_V4, 24, &[192, 0, 2, 0][..])
+        );
+        assert_eq!(parse_prefix("198.51.100.7").unwrap().len, 32);
+        assert_eq!(parse_prefix("2001:db8::/32").unwrap().len, 32);
+        assert_eq!(
+            parse_prefix("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert!(
+            parse_prefix("192.0.2.1/24")
+                .unwrap_err()
+                .contains("did you mean 192.0.2.0/24")
+        );
+        assert!(
+            parse_prefix("192.0.2.0/33")
+                .unwrap_err()
+                .contains("0 to 32")
+        );
+        assert!(
+            parse_prefix("example.com")
+                .unwrap_err()
+                .contains("not an IP prefix")
+        );
+        assert!(p.contains(FAMILY_V4, &parse_prefix("192.0.2.77").unwrap().addr));
+        assert!(!p.contains(FAMILY_V4, &parse_prefix("192.0.3.1").unwrap().addr));
+    }
+
+    #[test]
+    fn list_files() {
+        let text =
+            "# blocklist\n\n203.0.113.0/24 ; SBL123\n198.51.100.9\t# one host\n2001:db8:bad::/48\n";
+        let l = parse_list(text).unwrap();
+        assert_eq!(l.len(), 3);
+        assert_eq!(parse_list("192.0.2.0/24\nnot-a-prefix\n").unwrap_err().0, 2);
+    }
+}
