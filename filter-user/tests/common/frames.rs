@@ -161,3 +161,15 @@ pub fn arp() -> Vec<u8> {
     a.extend_from_slice(&DST4);
     ether(&[], ETH_ARP, &a)
 }
+
+/// `frame` (Ethernet + IPv4, no VLAN tag) with another source address.
+pub fn with_src4(mut frame: Vec<u8>, src: [u8; 4]) -> Vec<u8> {
+    frame[26..30].copy_from_slice(&src);
+    frame
+}
+
+/// `frame` (Ethernet + IPv6, no VLAN tag) with another source address.
+pub fn with_src6(mut frame: Vec<u8>, src: [u8; 16]) -> Vec<u8> {
+    frame[22..38].copy_from_slice(&src);
+    frame
+}
