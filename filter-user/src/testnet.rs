@@ -292,12 +292,27 @@ impl Sink {
     /// Datagrams received per bound address, reading until each socket has
     /// been quiet for 200 ms.
     pub fn drain(&self) -> std::collections::HashMap<std::net::SocketAddr, u64> {
+        self.drain_after(std::time::Duration::ZERO)
+    }
+
+    /// Like `drain`, but a socket's quiet time only ends its reading once
+    /// it has received something or `first` has passed: for readers started
+    /// before the sender.
+    pub fn drain_after(
+        &self,
+        first: std::time::Duration,
+    ) -> std::collections::HashMap<std::net::SocketAddr, u64> {
+        let start = std::time::Instant::now();
         let mut counts = std::collections::HashMap::new();
         let mut buf = [0u8; 2048];
         for (addr, sock) in &self.sockets {
             let mut n = 0;
-            while sock.recv_from(&mut buf).is_ok() {
-                n += 1;
+            loop {
+                match sock.recv_from(&mut buf) {
+                    Ok(_) => n += 1,
+                    Err(_) if n == 0 && start.elapsed() < first => {}
+                    Err(_) => break,
+                }
             }
             counts.insert(*addr, n);
         }

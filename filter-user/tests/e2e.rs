@@ -303,3 +303,89 @@ fn test_hosts_are_removed_on_panic() {
     assert!(!Path::new("/run/netns").join(&names.1).exists());
     assert!(!names.2.exists());
 }
+
+#[test]
+fn rate_limit_on_a_veth_cuts_a_source_to_its_limit() {
+    common::require_bpf();
+    let net = TestNet::new("rl").expect("create test namespaces");
+    let rules = std::env::temp_dir().join(format!("flt-rl-{}.toml", std::process::id()));
+    std::fs::write(&rules, "[per_source]\npps = 1000\nburst_packets = 100\n").unwrap();
+    ok(filterctl(
+        &net,
+        &[
+            "load",
+            "--iface",
+            &net.victim_if,
+            "--rules",
+            rules.to_str().unwrap(),
+        ],
+    ));
+    std::fs::remove_file(&rules).unwrap();
+
+    let (fast, slow) = (
+        SocketAddr::new(IpAddr::V4(VICTIM_V4), 7000),
+        SocketAddr::new(IpAddr::V4(VICTIM_V4), 7001),
+    );
+    // One receiving thread per socket, reading while the test sends, so no
+    // socket buffer overflows and every admitted packet is counted.
+    let sinks: Vec<Sink> = [fast, slow]
+        .iter()
+        .map(|a| {
+            TestNet::in_ns(&net.victim_ns, || Sink::bind(&[*a]))
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let (fast_src, slow_src) = (
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)), 5000),
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11)), 5000),
+    );
+    let (counts, sent, seconds) = std::thread::scope(|s| {
+        let readers: Vec<_> = sinks
+            .iter()
+            .map(|k| s.spawn(move || k.drain_after(Duration::from_secs(5))))
+            .collect();
+        // 3000 packets/s from one source (three times its limit), 500/s
+        // from another (half its limit), for 1.5 seconds, in 10 ms steps.
+        let (sent, seconds) = TestNet::in_ns(&net.attacker_ns, || {
+            let f = std::net::UdpSocket::bind(fast_src).unwrap();
+            let w = std::net::UdpSocket::bind(slow_src).unwrap();
+            let t0 = std::time::Instant::now();
+            let (mut nf, mut nw) = (0u64, 0u64);
+            for step in 1..=150u32 {
+                for _ in 0..30 {
+                    f.send_to(b"flood", fast).unwrap();
+                    nf += 1;
+                }
+                for _ in 0..5 {
+                    w.send_to(b"fine", slow).unwrap();
+                    nw += 1;
+                }
+                let next = t0 + Duration::from_millis(10 * step as u64);
+                std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+            }
+            ((nf, nw), t0.elapsed().as_secs_f64())
+        })
+        .unwrap();
+        let counts: Vec<u64> = readers
+            .into_iter()
+            .map(|h| h.join().unwrap().into_values().sum())
+            .collect();
+        (counts, sent, seconds)
+    });
+    let expected = 100.0 + 1000.0 * seconds;
+    let got = counts[0] as f64;
+    assert!(
+        (got - expected).abs() <= 0.10 * expected,
+        "source over its limit: {got} delivered of {} sent in {seconds:.2}s, expected {expected:.0} +-10%",
+        sent.0
+    );
+    assert_eq!(counts[1], sent.1, "source under its limit lost packets");
+
+    let stats: Value = serde_json::from_str(&ok(filterctl(&net, &["stats", "--json"]))).unwrap();
+    let limited = stats["interfaces"][0]["reasons"]["rate_limit_drop"]["packets"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(limited, sent.0 - counts[0], "rate_limit_drop counter");
+    ok(filterctl(&net, &["unload", "--iface", &net.victim_if]));
+}
