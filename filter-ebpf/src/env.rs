@@ -52,13 +52,15 @@ impl Env for KernelEnv<'_> {
     fn set_ban(&mut self, key: &SrcKey, until: u64) {
         if BANS.insert(key, until, 0).is_ok() {
             // Rare by construction: once per ban, never per packet.
-            info!(
-                self.ctx,
-                "banned source {:i}/{} (family {}) for exceeding its limit",
-                u32::from_be_bytes([key.addr[0], key.addr[1], key.addr[2], key.addr[3]]),
-                key.addr[4],
-                key.family
-            );
+            if key.family == FAMILY_V4 {
+                let v4 = u32::from_be_bytes([key.addr[0], key.addr[1], key.addr[2], key.addr[3]]);
+                info!(self.ctx, "banned source {:i} for exceeding its limit", v4);
+            } else {
+                info!(
+                    self.ctx,
+                    "banned source {:i} for exceeding its limit", key.addr
+                );
+            }
         }
     }
 
