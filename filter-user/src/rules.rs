@@ -101,6 +101,9 @@ struct RuleSchema {
     action: Spanned<String>,
     #[serde(default)]
     limit: Option<Spanned<String>>,
+    /// Validated either way; only enabled rules are loaded.
+    #[serde(default)]
+    enabled: Option<bool>,
     #[serde(default)]
     aggregate_pps: Option<Spanned<i64>>,
     #[serde(default)]
@@ -360,7 +363,9 @@ fn parse_in(file: &str, text: &str, base: &Path) -> Result<RuleSet, RuleError> {
 
     let mut rules = Vec::with_capacity(schema.rules.len());
     let mut names: HashMap<String, usize> = HashMap::new();
-    for r in &schema.rules {
+    // Index in the file of each loaded rule, to place errors found later.
+    let mut loaded = Vec::new();
+    for (i, r) in schema.rules.iter().enumerate() {
         let spec = rule_spec(&cx, r.get_ref(), &limits, default_limit)?;
         if let Some(first) = names.insert(spec.name.clone(), r.get_ref().name.span().start) {
             let (line, _) = line_col(text, first);
@@ -372,7 +377,10 @@ fn parse_in(file: &str, text: &str, base: &Path) -> Result<RuleSet, RuleError> {
                 ),
             ));
         }
-        rules.push(spec);
+        if r.get_ref().enabled != Some(false) {
+            rules.push(spec);
+            loaded.push(i);
+        }
     }
     let set = RuleSet {
         mode,
@@ -393,7 +401,7 @@ fn parse_in(file: &str, text: &str, base: &Path) -> Result<RuleSet, RuleError> {
     // Chain limits depend on the whole set: report them at the rule that
     // overflows.
     if let Err(overflow) = compile_chains(&set) {
-        let r = &schema.rules[overflow.rule];
+        let r = &schema.rules[loaded[overflow.rule]];
         return Err(cx.err(r.get_ref().name.span(), overflow.message));
     }
     Ok(set)
