@@ -27,6 +27,10 @@ pub const MAP_DENY_V4: &str = "DENY_V4";
 pub const MAP_DENY_V6: &str = "DENY_V6";
 /// [`SrcKey`] -> ban deadline (ns, CLOCK_MONOTONIC coarse).
 pub const MAP_BANS: &str = "BANS";
+/// Prefix bans set by the operator (`filterctl ban PREFIX`): prefix ->
+/// deadline (ns, CLOCK_MONOTONIC coarse).
+pub const MAP_BAN_V4: &str = "BAN_V4";
+pub const MAP_BAN_V6: &str = "BAN_V6";
 /// [`SrcKey`] -> [`SourceState`]: per-source rate limiter, an LRU.
 pub const MAP_SOURCES: &str = "SOURCES";
 /// [`Limit`] by limit id; id 0 means "no limit".
@@ -46,6 +50,8 @@ pub const MAX_PREFIXES: u32 = 262_144;
 /// Default size of the per-source limiter LRU; the rule file can change it.
 pub const DEFAULT_SOURCES: u32 = 65_536;
 pub const MAX_BANS: u32 = 65_536;
+/// Prefix bans the operator may set.
+pub const MAX_PREFIX_BANS: u32 = 16_384;
 pub const MAX_FRAGS: u32 = 16_384;
 /// Longest list of candidate rules one (protocol, source port) leads to. The
 /// program walks at most this many, whatever the total number of rules.
@@ -305,21 +311,27 @@ const _: () = assert!(size_of::<FragKey>() == 40);
 
 pub const META_SOURCE_LEN: usize = 256;
 
-/// What is loaded, written by the controller next to the pins so that a
-/// restarted controller or a second operator sees which rules run.
+/// Which rule set a generation of the program enforces, written by the
+/// controller into that generation's maps, so that a restarted controller or
+/// a second operator sees exactly which rules run.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meta {
-    /// SHA-256 of the rule file's bytes.
+    /// SHA-256 of the rule file's bytes and of the list files it reads.
     pub digest: [u8; 32],
     pub loaded_at_unix: u64,
     /// 1 native, 2 generic (skb), 3 offload.
     pub attach_mode: u32,
     pub rule_count: u32,
+    pub generation: u32,
+    /// 0 not in a git work tree, 1 committed as is, 2 modified since.
+    pub git_state: u32,
+    /// Commit (hex) of the work tree holding the rule file.
+    pub git_commit: [u8; 40],
     /// Rule file path, NUL-padded, truncated if longer.
     pub source: [u8; META_SOURCE_LEN],
 }
-const _: () = assert!(size_of::<Meta>() == 304);
+const _: () = assert!(size_of::<Meta>() == 352);
 
 impl Default for Meta {
     fn default() -> Self {
@@ -328,10 +340,26 @@ impl Default for Meta {
             loaded_at_unix: 0,
             attach_mode: 0,
             rule_count: 0,
+            generation: 0,
+            git_state: 0,
+            git_commit: [0; 40],
             source: [0; META_SOURCE_LEN],
         }
     }
 }
+
+/// Maps whose contents outlive a reload: counters, limiter and ban state,
+/// fragment memory. A new program generation reuses their pins; every other
+/// map belongs to one generation and is built anew with each rule set.
+pub const STATE_MAPS: [&str; 7] = [
+    MAP_STATS,
+    MAP_SOURCES,
+    MAP_BANS,
+    MAP_BAN_V4,
+    MAP_BAN_V6,
+    MAP_FRAGS,
+    "AYA_LOGS",
+];
 
 #[cfg(feature = "user")]
 mod pod {

@@ -45,7 +45,16 @@ impl Env for KernelEnv<'_> {
     #[inline(always)]
     fn ban_deadline(&self, key: &SrcKey) -> Option<u64> {
         // SAFETY: the value is a plain u64 copied out at once.
-        unsafe { BANS.get(key).copied() }
+        if let Some(until) = unsafe { BANS.get(key).copied() } {
+            return Some(until);
+        }
+        // Operator bans of whole prefixes.
+        if key.family == FAMILY_V4 {
+            let k = Key::new(32, [key.addr[0], key.addr[1], key.addr[2], key.addr[3]]);
+            BAN_V4.get(k).copied()
+        } else {
+            BAN_V6.get(Key::new(128, key.addr)).copied()
+        }
     }
 
     #[inline(always)]

@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use filter_common::{
     Chain, Config, Counter, DEFAULT_SOURCES, FragKey, Limit, MAX_BANS, MAX_CHAINS, MAX_FRAGS,
-    MAX_LIMITS, MAX_PREFIXES, MAX_RULES, Meta, PORT_SLOTS, Reason, Rule, STATS_MONITOR_SLOT,
-    STATS_SLOTS, SourceState, SrcKey, decide::Packet,
+    MAX_LIMITS, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_RULES, Meta, PORT_SLOTS, Reason, Rule,
+    STATS_MONITOR_SLOT, STATS_SLOTS, SourceState, SrcKey, decide::Packet,
 };
 
 #[map(name = "STATS")]
@@ -44,6 +44,12 @@ pub static DENY_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_PREFIXE
 
 #[map(name = "DENY_V6")]
 pub static DENY_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+
+#[map(name = "BAN_V4")]
+pub static BAN_V4: LpmTrie<[u8; 4], u64> = LpmTrie::with_max_entries(MAX_PREFIX_BANS, 0);
+
+#[map(name = "BAN_V6")]
+pub static BAN_V6: LpmTrie<[u8; 16], u64> = LpmTrie::with_max_entries(MAX_PREFIX_BANS, 0);
 
 #[map(name = "BANS")]
 pub static BANS: LruHashMap<SrcKey, u64> = LruHashMap::with_max_entries(MAX_BANS, 0);

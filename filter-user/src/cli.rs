@@ -9,7 +9,7 @@ use crate::{
     loader::{self, AttachMode},
     pins::{DEFAULT_ROOT, PinRoot},
     rules::{self, RuleSet},
-    stats,
+    stats, status,
 };
 
 /// The rule file used when `load` gets no --rules.
@@ -40,10 +40,29 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
         mode: AttachMode,
     },
-    /// Detach the filter from an interface and remove its pins.
-    Unload {
+    /// Replace the rule set of a loaded filter in one atomic step; rate
+    /// limit, ban and counter state carry over. If the new rules fail to
+    /// load, the old ones keep enforcing.
+    Reload {
         #[arg(long)]
         iface: String,
+        #[arg(long)]
+        rules: PathBuf,
+    },
+    /// Switch between enforcing and only counting (monitor) at once,
+    /// without reloading; the next load or reload uses the file's mode.
+    Mode {
+        #[arg(long)]
+        iface: String,
+        #[arg(value_enum)]
+        mode: ModeArg,
+    },
+    /// Detach the filter from an interface (or all) and remove its pins.
+    Unload {
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        iface: Option<String>,
+        #[arg(long)]
+        all: bool,
     },
     /// Show which interfaces carry the filter and which rules they run.
     Status {
@@ -63,6 +82,12 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Enforce,
+    Monitor,
 }
 
 fn rules_for(path: Option<&Path>) -> anyhow::Result<(RuleSet, PathBuf)> {
@@ -89,15 +114,47 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 &set.digest_hex()[..16]
             );
         }
-        Command::Unload { iface } => {
-            loader::unload(&root, &iface)?;
-            println!("unloaded from {iface}");
+        Command::Reload { iface, rules } => {
+            let set = rules::load_file(&rules)?;
+            let generation = loader::reload(&root, &iface, &set, &rules).with_context(|| {
+                format!("failed to reload {iface}; the previous rules are still enforcing")
+            })?;
+            println!(
+                "reloaded {iface}: generation {generation}, {} rules from {}, digest {}",
+                set.rules.len(),
+                rules.display(),
+                &set.digest_hex()[..16]
+            );
+        }
+        Command::Mode { iface, mode } => {
+            loader::set_mode(&root, &iface, mode == ModeArg::Monitor)?;
+            println!(
+                "{iface}: {}",
+                if mode == ModeArg::Monitor {
+                    "monitor"
+                } else {
+                    "enforce"
+                }
+            );
+        }
+        Command::Unload { iface, all } => {
+            let targets = match iface {
+                Some(i) => vec![i],
+                None => root.interfaces()?,
+            };
+            if all && targets.is_empty() {
+                println!("no filter loaded");
+            }
+            for iface in targets {
+                loader::unload(&root, &iface)?;
+                println!("unloaded from {iface}");
+            }
         }
         Command::Status { json } => {
             let mut all = Vec::new();
             for iface in root.interfaces()? {
                 all.push(
-                    loader::status(&root, &iface)
+                    status::status(&root, &iface)
                         .with_context(|| format!("cannot read the state of {iface}"))?,
                 );
             }
@@ -107,10 +164,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("no filter loaded");
             } else {
                 for s in all {
+                    let git = match (&s.git_commit, s.git_modified) {
+                        (Some(c), false) => format!(", git {}", &c[..12]),
+                        (Some(c), true) => format!(", git {} + local changes", &c[..12]),
+                        (None, _) => String::new(),
+                    };
                     println!(
-                        "{}: program {} ({} mode, {}), {} rules from {} (sha256 {}), fragments {}",
+                        "{}: program {} generation {} ({} mode, {}), {} rules from {} (sha256 {}{git}), fragments {}",
                         s.interface,
-                        s.program_id.map_or("?".into(), |id| id.to_string()),
+                        s.program_id,
+                        s.generation,
                         s.attach_mode,
                         s.mode,
                         s.rule_count,
@@ -118,6 +181,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         s.rules_digest,
                         s.fragments
                     );
+                    if !s.stale_generations.is_empty() {
+                        println!(
+                            "  stale generations {:?} from an interrupted reload (removed by the next reload)",
+                            s.stale_generations
+                        );
+                    }
                 }
             }
         }

@@ -6,6 +6,7 @@ pub mod pins;
 pub mod prefixes;
 pub mod rules;
 pub mod stats;
+pub mod status;
 pub mod testnet;
 pub mod testrun;
 pub mod units;

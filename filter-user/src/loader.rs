@@ -1,6 +1,6 @@
-//! Loading, attaching, pinning and unloading the XDP filter, and reading back
-//! what is loaded. Rule maps are filled before the program is attached, so an
-//! interface never runs the filter with a partial rule set.
+//! Loading, reloading and unloading the XDP filter. A program generation is
+//! always built aside, rule maps filled and verified, before anything points
+//! to it, so an interface never runs a partial rule set.
 
 use std::{
     ffi::CString,
@@ -12,19 +12,19 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, Map, MapData,
+        Array, Map,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
-        ProgramInfo, Xdp, XdpMode,
+        Xdp, XdpMode,
         links::{FdLink, PinnedLink},
-        xdp::XdpLinkId,
+        xdp::{XdpLink, XdpLinkId},
     },
 };
 use filter_common::{
-    Chain, Config, FAMILY_V4, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CHAINS, MAP_CONFIG,
-    MAP_DENY_V4, MAP_DENY_V6, MAP_LIMITS, MAP_META, MAP_PORT_CHAINS, MAP_RULES, MAP_SOURCES,
-    META_SOURCE_LEN, Meta, PROGRAM_NAME, Rule,
+    CONFIG_MONITOR, Chain, Config, FAMILY_V4, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CHAINS,
+    MAP_CONFIG, MAP_DENY_V4, MAP_DENY_V6, MAP_LIMITS, MAP_META, MAP_PORT_CHAINS, MAP_RULES,
+    MAP_SOURCES, META_SOURCE_LEN, Meta, PROGRAM_NAME, Rule, STATE_MAPS,
 };
 
 use crate::{
@@ -72,8 +72,8 @@ fn ifindex(iface: &str) -> anyhow::Result<u32> {
     Ok(index)
 }
 
-/// Removes a half-made pin folder unless disarmed: a failed load leaves
-/// nothing behind.
+/// Removes a half-made pin folder unless disarmed: a failed load or reload
+/// leaves nothing behind.
 struct PinDirGuard(Option<PathBuf>);
 
 impl Drop for PinDirGuard {
@@ -100,44 +100,121 @@ pub fn load(
     let dir = root.iface_dir(iface);
     if dir.exists() {
         bail!(
-            "a filter is already loaded on {iface} (pins in {}): use `filterctl unload --iface {iface}` first",
+            "a filter is already loaded on {iface} (pins in {}): use `filterctl reload` to change its rules, or `filterctl unload --iface {iface}` first",
             dir.display()
         );
     }
+    std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut guard = PinDirGuard(Some(dir.clone()));
 
-    let mut ebpf = prepare(set)?;
+    let mut ebpf = prepare(set, Some(&dir))?;
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .expect("prepare checked it")
         .try_into()?;
     let (link_id, meta_mode) = attach(program, iface, index, mode)?;
-    write_meta(&mut ebpf, set, source, meta_mode, set.rules.len())?;
-
-    std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut guard = PinDirGuard(Some(dir.clone()));
-    let program: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
-        .expect("checked above")
-        .try_into()?;
     let link = program.take_link(link_id)?;
     let link: FdLink = link.try_into().context(
         "the kernel attached XDP without a bpf_link; filterctl needs Linux 5.9 or later",
     )?;
-    program
-        .pin(dir.join(pins::PROG))
-        .context("failed to pin the program")?;
-    // Section maps (.rodata and friends) hold constants the program keeps
-    // alive itself; bpffs refuses names with dots anyway.
-    for (name, map) in ebpf.maps().filter(|(name, _)| !name.starts_with('.')) {
-        map.pin(dir.join(name))
-            .with_context(|| format!("failed to pin map {name}"))?;
-    }
+    let generation = 1;
+    write_meta(&mut ebpf, set, source, meta_mode, generation)?;
+    pin_generation(&mut ebpf, &pins::generation_dir(&dir, generation))?;
     // The link is pinned last: once it is, the filter stays attached after
     // we exit, and everything it needs is already pinned beside it.
     link.pin(dir.join(pins::LINK))
         .context("failed to pin the XDP link")?;
     guard.0 = None;
     Ok(mode_name(meta_mode))
+}
+
+/// Replaces the rule set of the filter on `iface` in one atomic step: a new
+/// program generation is built aside with its own rule maps and the state
+/// maps (counters, limiter, bans, fragment memory) of the running one, then
+/// the XDP link is switched to it. Every packet sees either the old or the
+/// new rule set, never a mix. Any failure before the switch leaves the old
+/// generation enforcing.
+pub fn reload(root: &PinRoot, iface: &str, set: &RuleSet, source: &Path) -> anyhow::Result<u32> {
+    require_root("reload")?;
+    let dir = root.iface_dir(iface);
+    let current = crate::status::current_generation(&dir)
+        .with_context(|| format!("no filter running on {iface}: use `filterctl load` first"))?;
+    let old_meta = crate::status::read_meta(&current.dir)?;
+
+    let mut ebpf = prepare(set, Some(&dir))?;
+    failpoint("after-prepare")?;
+    let generation = pins::generations(&dir)?.into_iter().max().unwrap_or(0) + 1;
+    write_meta(&mut ebpf, set, source, old_meta.attach_mode, generation)?;
+    let gen_dir = pins::generation_dir(&dir, generation);
+    let mut guard = PinDirGuard(Some(gen_dir.clone()));
+    pin_generation(&mut ebpf, &gen_dir)?;
+
+    let link_path = dir.join(pins::LINK);
+    let link: FdLink = PinnedLink::from_pin(&link_path)
+        .with_context(|| format!("cannot open the pinned link {}", link_path.display()))?
+        .into();
+    let link = XdpLink::try_from(link).context("the pinned link is not an XDP link")?;
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .expect("prepare checked it")
+        .try_into()?;
+    failpoint("before-switch")?;
+    // The one step that changes what the interface runs.
+    program
+        .attach_to_link(link)
+        .context("failed to switch the XDP link to the new program")?;
+    guard.0 = None;
+    failpoint("after-switch")?;
+
+    // The old generation is no longer referenced by the link: its pins are
+    // all that keep it, and crashed reloads may have left others.
+    for g in pins::generations(&dir)? {
+        if g != generation {
+            let _ = std::fs::remove_dir_all(pins::generation_dir(&dir, g));
+        }
+    }
+    Ok(generation)
+}
+
+/// Test hook for the crash-safety tests: FILTERCTL_FAILPOINT=NAME:fail makes
+/// step NAME fail, NAME:pause makes it sleep so a test can kill the process
+/// right there. Unset in normal use.
+fn failpoint(name: &str) -> anyhow::Result<()> {
+    let Ok(spec) = std::env::var("FILTERCTL_FAILPOINT") else {
+        return Ok(());
+    };
+    match spec.split_once(':') {
+        Some((n, "fail")) if n == name => bail!("failpoint {name} triggered"),
+        Some((n, "pause")) if n == name => {
+            eprintln!("failpoint {name}: pausing");
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Pins a generation's program and its own maps (not the state maps, which
+/// are pinned once, beside the link).
+fn pin_generation(ebpf: &mut Ebpf, gen_dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir(gen_dir).with_context(|| format!("cannot create {}", gen_dir.display()))?;
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .expect("prepare checked it")
+        .try_into()?;
+    program
+        .pin(gen_dir.join(pins::PROG))
+        .context("failed to pin the program")?;
+    // Section maps (.rodata and friends) live as long as the program that
+    // uses them; bpffs refuses names with dots anyway.
+    for (name, map) in ebpf
+        .maps()
+        .filter(|(name, _)| !name.starts_with('.') && !STATE_MAPS.contains(name))
+    {
+        map.pin(gen_dir.join(name))
+            .with_context(|| format!("failed to pin map {name}"))?;
+    }
+    Ok(())
 }
 
 fn attach(
@@ -176,12 +253,21 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Map> {
         .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
 }
 
-/// Loads the embedded object into the kernel with `compiled` in its rule
-/// maps and the program verified, but attached nowhere. `load` attaches it;
-/// tests and `replay` run frames through it with BPF_PROG_TEST_RUN.
-pub fn prepare(set: &RuleSet) -> anyhow::Result<Ebpf> {
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries(MAP_SOURCES, set.table_size)
+/// Loads the embedded object into the kernel with `set` in its rule maps and
+/// the program verified, but attached nowhere: `load` and `reload` attach
+/// it; tests and `replay` run frames through it with BPF_PROG_TEST_RUN.
+pub fn prepare(set: &RuleSet, state_dir: Option<&Path>) -> anyhow::Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(MAP_SOURCES, set.table_size);
+    // State maps come from the pins of the running generation when there is
+    // one (and are pinned there when there is not).
+    let state_pins: Vec<(&str, PathBuf)> = state_dir
+        .map(|d| STATE_MAPS.iter().map(|n| (*n, d.join(n))).collect())
+        .unwrap_or_default();
+    for (name, path) in &state_pins {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader
         .load(EBPF_OBJECT)
         .context("failed to load the eBPF object into the kernel")?;
     write_rules(&mut ebpf, &set.compile())?;
@@ -249,7 +335,7 @@ fn write_meta(
     set: &RuleSet,
     source: &Path,
     attach_mode: u32,
-    rule_count: usize,
+    generation: u32,
 ) -> anyhow::Result<()> {
     let mut meta = Meta {
         digest: set.digest,
@@ -257,15 +343,62 @@ fn write_meta(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         attach_mode,
-        rule_count: rule_count as u32,
+        rule_count: set.rules.len() as u32,
+        generation,
         ..Meta::default()
     };
     let source = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
     let bytes = source.as_os_str().as_encoded_bytes();
     let n = bytes.len().min(META_SOURCE_LEN - 1);
     meta.source[..n].copy_from_slice(&bytes[..n]);
+    if let Some((commit, modified)) = git_state(&source) {
+        meta.git_commit.copy_from_slice(commit.as_bytes());
+        meta.git_state = if modified { 2 } else { 1 };
+    }
     let mut map: Array<_, Meta> = Array::try_from(map_mut(ebpf, MAP_META)?)?;
     map.set(0, meta, 0).context("failed to write META")?;
+    Ok(())
+}
+
+/// The commit of the git work tree holding `file`, and whether the file
+/// differs from it; None outside a work tree.
+fn git_state(file: &Path) -> Option<(String, bool)> {
+    let dir = file.parent()?;
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    let commit = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    if !out.status.success() || commit.len() != 40 {
+        return None;
+    }
+    let status = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["status", "--porcelain", "--"])
+        .arg(file)
+        .output()
+        .ok()?;
+    Some((commit, !status.stdout.is_empty()))
+}
+
+/// Flips monitor mode in the running generation's config: the program reads
+/// it per packet, so it applies at once.
+pub fn set_mode(root: &PinRoot, iface: &str, monitor: bool) -> anyhow::Result<()> {
+    require_root("mode")?;
+    let current = crate::status::current_generation(&root.iface_dir(iface))
+        .with_context(|| format!("no filter running on {iface}"))?;
+    let mut config: Array<_, Config> =
+        Array::try_from(crate::status::open_map(&current.dir, MAP_CONFIG)?)?;
+    let mut c = config.get(&0, 0)?;
+    if monitor {
+        c.flags |= CONFIG_MONITOR;
+    } else {
+        c.flags &= !CONFIG_MONITOR;
+    }
+    config.set(0, c, 0).context("failed to write CONFIG")?;
     Ok(())
 }
 
@@ -288,76 +421,4 @@ pub fn unload(root: &PinRoot, iface: &str) -> anyhow::Result<()> {
         drop(fd_link);
     }
     std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))
-}
-
-/// What `status` reports for one interface.
-#[derive(Debug, serde::Serialize)]
-pub struct Status {
-    pub interface: String,
-    pub program_id: Option<u32>,
-    pub link_id: Option<u32>,
-    pub attach_mode: &'static str,
-    pub rules_digest: String,
-    pub rules_source: String,
-    pub rule_count: u32,
-    pub mode: &'static str,
-    pub fragments: &'static str,
-    pub loaded_at_unix: u64,
-}
-
-pub fn read_meta(dir: &Path) -> anyhow::Result<Meta> {
-    let map = open_map(dir, MAP_META)?;
-    let array: Array<_, Meta> = Array::try_from(map)?;
-    Ok(array.get(&0, 0)?)
-}
-
-pub fn read_config(dir: &Path) -> anyhow::Result<Config> {
-    let map = open_map(dir, MAP_CONFIG)?;
-    let array: Array<_, Config> = Array::try_from(map)?;
-    Ok(array.get(&0, 0)?)
-}
-
-pub fn open_map(dir: &Path, name: &str) -> anyhow::Result<Map> {
-    let path = dir.join(name);
-    let data = MapData::from_pin(&path)
-        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
-    Ok(Map::from_map_data(data)?)
-}
-
-pub fn status(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
-    let dir = root.iface_dir(iface);
-    let meta = read_meta(&dir)?;
-    let config = read_config(&dir)?;
-    let program_id = ProgramInfo::from_pin(dir.join(pins::PROG))
-        .ok()
-        .map(|i| i.id());
-    let link_id = PinnedLink::from_pin(dir.join(pins::LINK))
-        .ok()
-        .and_then(|l| FdLink::from(l).info().ok())
-        .map(|i| i.id());
-    let source_len = meta
-        .source
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(META_SOURCE_LEN);
-    Ok(Status {
-        interface: iface.to_string(),
-        program_id,
-        link_id,
-        attach_mode: mode_name(meta.attach_mode),
-        rules_digest: crate::rules::hex(&meta.digest),
-        rules_source: String::from_utf8_lossy(&meta.source[..source_len]).into_owned(),
-        rule_count: meta.rule_count,
-        mode: if config.flags & filter_common::CONFIG_MONITOR != 0 {
-            "monitor"
-        } else {
-            "enforce"
-        },
-        fragments: if config.flags & filter_common::CONFIG_FRAGMENT_DROP != 0 {
-            "drop"
-        } else {
-            "pass"
-        },
-        loaded_at_unix: meta.loaded_at_unix,
-    })
 }

@@ -116,3 +116,27 @@ fn mount_bpffs(at: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Folder of program generation `n` inside an interface folder.
+pub fn generation_dir(iface_dir: &Path, n: u32) -> PathBuf {
+    iface_dir.join(format!("gen-{n}"))
+}
+
+/// Generations that have pins in an interface folder, sorted.
+pub fn generations(iface_dir: &Path) -> anyhow::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(iface_dir)
+        .with_context(|| format!("cannot list {}", iface_dir.display()))?;
+    for e in entries.flatten() {
+        if let Some(n) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("gen-"))
+            .and_then(|n| n.parse().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}

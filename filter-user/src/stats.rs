@@ -14,7 +14,10 @@ use filter_common::{
 };
 use serde::Serialize;
 
-use crate::{loader, pins::PinRoot};
+use crate::{
+    pins::{self, PinRoot},
+    status,
+};
 
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Totals {
@@ -83,9 +86,11 @@ fn sum_per_cpu(
 
 pub fn read_interface(root: &PinRoot, iface: &str) -> anyhow::Result<InterfaceStats> {
     let dir = root.iface_dir(iface);
-    let status = loader::status(root, iface)?;
+    let status = status::status(root, iface)?;
+    let gen_dir = pins::generation_dir(&dir, status.generation);
     read_counters(
         &dir,
+        &gen_dir,
         iface,
         status.mode,
         status.rules_digest,
@@ -93,14 +98,17 @@ pub fn read_interface(root: &PinRoot, iface: &str) -> anyhow::Result<InterfaceSt
     )
 }
 
+/// Counters of an interface: reasons from its state maps (they survive
+/// reloads), rules from the running generation.
 fn read_counters(
     dir: &Path,
+    gen_dir: &Path,
     iface: &str,
     mode: &'static str,
     rules_digest: String,
     rule_count: u32,
 ) -> anyhow::Result<InterfaceStats> {
-    let stats: PerCpuArray<_, Counter> = PerCpuArray::try_from(loader::open_map(dir, MAP_STATS)?)?;
+    let stats: PerCpuArray<_, Counter> = PerCpuArray::try_from(status::open_map(dir, MAP_STATS)?)?;
     let mut out = InterfaceStats {
         interface: iface.to_string(),
         mode,
@@ -136,9 +144,9 @@ fn read_counters(
         packets: out.seen.packets - out.dropped.packets,
         bytes: out.seen.bytes - out.dropped.bytes,
     };
-    let rules: Array<_, Rule> = Array::try_from(loader::open_map(dir, MAP_RULES)?)?;
+    let rules: Array<_, Rule> = Array::try_from(status::open_map(gen_dir, MAP_RULES)?)?;
     let rule_stats: PerCpuArray<_, Counter> =
-        PerCpuArray::try_from(loader::open_map(dir, MAP_RULE_STATS)?)?;
+        PerCpuArray::try_from(status::open_map(gen_dir, MAP_RULE_STATS)?)?;
     for i in 0..rule_count {
         let rule = rules.get(&i, 0)?;
         let t = sum_per_cpu(&rule_stats, i)?;

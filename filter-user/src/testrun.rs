@@ -26,7 +26,7 @@ pub struct Runner {
 impl Runner {
     pub fn new(set: &RuleSet) -> anyhow::Result<Self> {
         Ok(Runner {
-            ebpf: loader::prepare(set)?,
+            ebpf: loader::prepare(set, None)?,
         })
     }
 
