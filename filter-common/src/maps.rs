@@ -40,6 +40,13 @@ pub const MAP_AGGREGATE: &str = "AGGREGATE";
 /// [`FragKey`] -> deadline: datagrams whose first fragment was dropped.
 pub const MAP_FRAGS: &str = "FRAGS";
 
+/// The loaded rule set in canonical JSON (rules and settings, not the
+/// prefix lists), NUL-padded over [`RULESET_CHUNKS`] chunks: what `diff`
+/// compares a rule file against. Only the controller uses it.
+pub const MAP_RULESET: &str = "RULESET";
+pub const RULESET_CHUNK: usize = 4096;
+pub const RULESET_CHUNKS: u32 = 32;
+
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "filter";
 

@@ -6,8 +6,9 @@ use aya_ebpf::{
 };
 use filter_common::{
     Chain, Config, Counter, DEFAULT_SOURCES, FragKey, Limit, MAX_BANS, MAX_CHAINS, MAX_FRAGS,
-    MAX_LIMITS, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_RULES, Meta, PORT_SLOTS, Reason, Rule,
-    STATS_MONITOR_SLOT, STATS_SLOTS, SourceState, SrcKey, decide::Packet,
+    MAX_LIMITS, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_RULES, Meta, PORT_SLOTS, RULESET_CHUNK,
+    RULESET_CHUNKS, Reason, Rule, STATS_MONITOR_SLOT, STATS_SLOTS, SourceState, SrcKey,
+    decide::Packet,
 };
 
 #[map(name = "STATS")]
@@ -23,6 +24,10 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 // and dies with the program's other maps.
 #[map(name = "META")]
 pub static META: Array<Meta> = Array::with_max_entries(1, 0);
+
+// Like META: the controller's record of the rule set, kept with the maps.
+#[map(name = "RULESET")]
+pub static RULESET: Array<[u8; RULESET_CHUNK]> = Array::with_max_entries(RULESET_CHUNKS, 0);
 
 #[map(name = "RULES")]
 pub static RULES: Array<Rule> = Array::with_max_entries(MAX_RULES, 0);
@@ -75,8 +80,6 @@ pub static SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn config() -> Config {
-    // Touch META so the linker keeps it; reading one pointer costs nothing.
-    let _ = META.get_ptr(0);
     CONFIG.get(0).copied().unwrap_or_default()
 }
 

@@ -6,10 +6,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::{
+    bans,
     loader::{self, AttachMode},
     pins::{DEFAULT_ROOT, PinRoot},
     rules::{self, RuleSet},
-    stats, status,
+    stats, status, units,
 };
 
 /// The rule file used when `load` gets no --rules.
@@ -75,6 +76,35 @@ pub enum Command {
         iface: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Print rates (per second over this many seconds) until stopped.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<u64>,
+    },
+    /// Ban a source address or prefix at once (on every loaded interface
+    /// unless --iface); bans expire by themselves and survive reloads.
+    Ban {
+        /// 198.51.100.7, 2001:db8::/48, ...
+        target: String,
+        /// How long: 30s, 10m, 2h, 1d.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// Lift a ban set with `ban` (or by the limiter).
+    Unban {
+        target: String,
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// Sources over their limit or banned right now, most dropped first.
+    Top {
+        #[arg(long)]
+        iface: Option<String>,
+        #[arg(short, default_value_t = 20)]
+        n: usize,
+        #[arg(long)]
+        json: bool,
     },
     /// Validate rule files without loading them (no root needed). Exit status
     /// 1 if any is invalid: usable in a pre-commit hook or CI.
@@ -98,6 +128,18 @@ fn rules_for(path: Option<&Path>) -> anyhow::Result<(RuleSet, PathBuf)> {
             PathBuf::from(DEFAULT_RULES_NAME),
         )),
     }
+}
+
+/// The named interface, or every loaded one.
+fn interfaces(root: &PinRoot, iface: Option<String>) -> anyhow::Result<Vec<String>> {
+    let all = match iface {
+        Some(i) => vec![i],
+        None => root.interfaces()?,
+    };
+    if all.is_empty() {
+        anyhow::bail!("no filter loaded");
+    }
+    Ok(all)
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -190,12 +232,62 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Stats { iface, json } => {
-            let snap = stats::snapshot(&root, iface.as_deref())?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&snap)?);
-            } else {
-                print!("{}", stats::render_table(&snap));
+        Command::Stats { iface, json, watch } => match watch {
+            None => {
+                let snap = stats::snapshot(&root, iface.as_deref())?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&snap)?);
+                } else {
+                    print!("{}", stats::render_table(&snap));
+                }
+            }
+            Some(secs) => stats::watch(&root, iface.as_deref(), secs.max(1), json)?,
+        },
+        Command::Ban {
+            target,
+            duration,
+            iface,
+        } => {
+            let target = bans::parse_target(&target)?;
+            let ns = units::parse_duration(&duration).map_err(|e| anyhow::anyhow!(e))?;
+            for iface in interfaces(&root, iface)? {
+                let banned = bans::ban(&root, &iface, target, std::time::Duration::from_nanos(ns))?;
+                println!("{iface}: banned {banned} for {duration}");
+            }
+        }
+        Command::Unban { target, iface } => {
+            let target = bans::parse_target(&target)?;
+            for iface in interfaces(&root, iface)? {
+                let lifted = bans::unban(&root, &iface, target)?;
+                println!("{iface}: lifted the ban on {lifted}");
+            }
+        }
+        Command::Top { iface, n, json } => {
+            for iface in interfaces(&root, iface)? {
+                let entries = bans::top(&root, &iface, n)?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "interface": iface, "sources": entries })
+                    );
+                    continue;
+                }
+                println!("{iface}:");
+                println!(
+                    "  {:<44} {:>5} {:>10} {:>10} {:>10}",
+                    "source", "limit", "dropped", "over (s)", "banned (s)"
+                );
+                for e in entries {
+                    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+                    println!(
+                        "  {:<44} {:>5} {:>10} {:>10} {:>10}",
+                        e.source,
+                        e.limit,
+                        e.dropped,
+                        opt(e.over_for_s),
+                        opt(e.banned_for_s)
+                    );
+                }
             }
         }
         Command::Check { paths } => {

@@ -1,5 +1,6 @@
 //! filterctl: loads the XDP filter, feeds it rule files and reads its counters.
 
+pub mod bans;
 pub mod cli;
 pub mod loader;
 pub mod pins;

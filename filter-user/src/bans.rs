@@ -1,0 +1,233 @@
+//! Operator bans (`filterctl ban` / `unban`) and the view of who is limited
+//! or banned right now (`filterctl top`). Bans live in the state maps, so
+//! they take effect at once and survive reloads.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use aya::maps::{
+    HashMap,
+    lpm_trie::{Key, LpmTrie},
+};
+use filter_common::{
+    FAMILY_V4, MAP_BAN_V4, MAP_BAN_V6, MAP_BANS, MAP_SOURCES, SourceState, SrcKey, decide::mask,
+};
+
+use crate::{
+    pins::PinRoot,
+    prefixes::Prefix,
+    status::{self, open_map},
+};
+
+/// CLOCK_MONOTONIC_COARSE in ns: the clock the program's deadlines use.
+pub fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Prefix length by which the running filter keys sources of `family`.
+fn source_prefix(root: &PinRoot, iface: &str, family: u8) -> anyhow::Result<u8> {
+    let current = status::current_generation(&root.iface_dir(iface))?;
+    let c = status::read_config(&current.dir)?;
+    Ok(if family == FAMILY_V4 {
+        c.src_prefix_v4
+    } else {
+        c.src_prefix_v6
+    })
+}
+
+/// Where a ban on `target` lives: as one source key when the prefix is at
+/// least as long as sources are keyed (widened to that length), otherwise
+/// as a prefix in the ban tries.
+enum Place {
+    Source(SrcKey, Prefix),
+    Prefix(Prefix),
+}
+
+fn place(target: Prefix, keyed_by: u8) -> Place {
+    if target.len >= keyed_by {
+        let widened = Prefix {
+            len: keyed_by,
+            addr: mask(&target.addr, keyed_by),
+            ..target
+        };
+        let key = SrcKey {
+            addr: widened.addr,
+            family: target.family,
+            limit: 0,
+            _pad: [0; 2],
+        };
+        Place::Source(key, widened)
+    } else {
+        Place::Prefix(target)
+    }
+}
+
+/// Bans `target` on `iface` for `duration`; returns the prefix really
+/// banned (sources are banned by the prefix length they are keyed by).
+pub fn ban(
+    root: &PinRoot,
+    iface: &str,
+    target: Prefix,
+    duration: Duration,
+) -> anyhow::Result<Prefix> {
+    crate::loader::require_root("ban")?;
+    let dir = root.iface_dir(iface);
+    let until = monotonic_coarse_ns() + duration.as_nanos() as u64;
+    match place(target, source_prefix(root, iface, target.family)?) {
+        Place::Source(key, banned) => {
+            let mut bans: HashMap<_, SrcKey, u64> = HashMap::try_from(open_map(&dir, MAP_BANS)?)?;
+            bans.insert(key, until, 0).context("failed to write BANS")?;
+            Ok(banned)
+        }
+        Place::Prefix(p) => {
+            write_prefix_ban(&dir, p, Some(until))?;
+            Ok(p)
+        }
+    }
+}
+
+/// Lifts a ban; fails if there was none.
+pub fn unban(root: &PinRoot, iface: &str, target: Prefix) -> anyhow::Result<Prefix> {
+    crate::loader::require_root("unban")?;
+    let dir = root.iface_dir(iface);
+    match place(target, source_prefix(root, iface, target.family)?) {
+        Place::Source(key, banned) => {
+            let mut bans: HashMap<_, SrcKey, u64> = HashMap::try_from(open_map(&dir, MAP_BANS)?)?;
+            bans.remove(&key)
+                .map_err(|_| anyhow::anyhow!("{banned} is not banned on {iface}"))?;
+            Ok(banned)
+        }
+        Place::Prefix(p) => {
+            write_prefix_ban(&dir, p, None)
+                .map_err(|_| anyhow::anyhow!("{p} is not banned on {iface}"))?;
+            Ok(p)
+        }
+    }
+}
+
+fn write_prefix_ban(dir: &std::path::Path, p: Prefix, until: Option<u64>) -> anyhow::Result<()> {
+    if p.family == FAMILY_V4 {
+        let mut t: LpmTrie<_, [u8; 4], u64> = LpmTrie::try_from(open_map(dir, MAP_BAN_V4)?)?;
+        let key = Key::new(p.len as u32, [p.addr[0], p.addr[1], p.addr[2], p.addr[3]]);
+        match until {
+            Some(u) => t.insert(&key, u, 0)?,
+            None => t.remove(&key)?,
+        }
+    } else {
+        let mut t: LpmTrie<_, [u8; 16], u64> = LpmTrie::try_from(open_map(dir, MAP_BAN_V6)?)?;
+        let key = Key::new(p.len as u32, p.addr);
+        match until {
+            Some(u) => t.insert(&key, u, 0)?,
+            None => t.remove(&key)?,
+        }
+    }
+    Ok(())
+}
+
+fn show(family: u8, addr: &[u8; 16], len: u8) -> String {
+    Prefix {
+        family,
+        addr: *addr,
+        len,
+    }
+    .to_string()
+}
+
+/// One line of `top`.
+#[derive(Debug, serde::Serialize)]
+pub struct Entry {
+    pub source: String,
+    /// Limit id the source is counted against (0 for bans).
+    pub limit: u8,
+    pub dropped: u64,
+    /// Seconds the source has been over its limit without a break.
+    pub over_for_s: Option<f64>,
+    /// Seconds left of a ban.
+    pub banned_for_s: Option<f64>,
+}
+
+/// Sources over their limit or banned now, most dropped first; `n` at most.
+pub fn top(root: &PinRoot, iface: &str, n: usize) -> anyhow::Result<Vec<Entry>> {
+    let dir = root.iface_dir(iface);
+    if !dir.is_dir() {
+        bail!("no filter loaded on {iface}");
+    }
+    let now = monotonic_coarse_ns();
+    let v4 = source_prefix(root, iface, FAMILY_V4)?;
+    let v6 = source_prefix(root, iface, filter_common::FAMILY_V6)?;
+    let keyed = |f: u8| if f == FAMILY_V4 { v4 } else { v6 };
+    let mut out = Vec::new();
+    let sources: HashMap<_, SrcKey, SourceState> = HashMap::try_from(open_map(&dir, MAP_SOURCES)?)?;
+    for item in sources.iter() {
+        let (k, s) = item?;
+        if s.over_since == 0 && s.dropped == 0 {
+            continue;
+        }
+        out.push(Entry {
+            source: show(k.family, &k.addr, keyed(k.family)),
+            limit: k.limit,
+            dropped: s.dropped,
+            over_for_s: (s.over_since != 0).then(|| now.saturating_sub(s.over_since) as f64 / 1e9),
+            banned_for_s: None,
+        });
+    }
+    let bans: HashMap<_, SrcKey, u64> = HashMap::try_from(open_map(&dir, MAP_BANS)?)?;
+    for item in bans.iter() {
+        let (k, until) = item?;
+        if until > now {
+            out.push(Entry {
+                source: show(k.family, &k.addr, keyed(k.family)),
+                limit: 0,
+                dropped: 0,
+                over_for_s: None,
+                banned_for_s: Some((until - now) as f64 / 1e9),
+            });
+        }
+    }
+    let t4: LpmTrie<_, [u8; 4], u64> = LpmTrie::try_from(open_map(&dir, MAP_BAN_V4)?)?;
+    for item in t4.iter() {
+        let (k, until) = item?;
+        if until > now {
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&k.data());
+            out.push(Entry {
+                source: show(FAMILY_V4, &a, k.prefix_len() as u8),
+                limit: 0,
+                dropped: 0,
+                over_for_s: None,
+                banned_for_s: Some((until - now) as f64 / 1e9),
+            });
+        }
+    }
+    let t6: LpmTrie<_, [u8; 16], u64> = LpmTrie::try_from(open_map(&dir, MAP_BAN_V6)?)?;
+    for item in t6.iter() {
+        let (k, until) = item?;
+        if until > now {
+            out.push(Entry {
+                source: show(filter_common::FAMILY_V6, &k.data(), k.prefix_len() as u8),
+                limit: 0,
+                dropped: 0,
+                over_for_s: None,
+                banned_for_s: Some((until - now) as f64 / 1e9),
+            });
+        }
+    }
+    out.sort_by(|a, b| {
+        b.dropped
+            .cmp(&a.dropped)
+            .then(b.banned_for_s.is_some().cmp(&a.banned_for_s.is_some()))
+    });
+    out.truncate(n);
+    Ok(out)
+}
+
+/// Parses "198.51.100.7", "2001:db8::/48" as a ban target.
+pub fn parse_target(text: &str) -> anyhow::Result<Prefix> {
+    crate::prefixes::parse_prefix(text).map_err(|e| anyhow::anyhow!(e))
+}

@@ -1,0 +1,149 @@
+//! What an operator does under fire, on a live interface: ban and unban
+//! sources and prefixes, see who is limited or banned, switch to monitor mode
+//! and back without a reload. Needs root.
+
+mod common;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    process::Output,
+};
+
+use filterctl::testnet::{Sink, TestNet, VICTIM_V4, send_udp};
+use serde_json::Value;
+
+const FILTERCTL: &str = env!("CARGO_BIN_EXE_filterctl");
+
+fn run(net: &TestNet, args: &[&str]) -> Output {
+    TestNet::command_in(&net.victim_ns, FILTERCTL)
+        .arg("--pin-root")
+        .arg(&net.pin_root)
+        .args(args)
+        .output()
+        .expect("run filterctl")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "filterctl failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Sends 10 datagrams from `src` and returns how many arrived.
+fn delivered(net: &TestNet, src: Ipv4Addr, sport: u16) -> u64 {
+    let target = SocketAddr::new(IpAddr::V4(VICTIM_V4), 9000);
+    let sink = TestNet::in_ns(&net.victim_ns, || Sink::bind(&[target]))
+        .unwrap()
+        .unwrap();
+    TestNet::in_ns(&net.attacker_ns, || {
+        send_udp(SocketAddr::new(src.into(), sport), target, b"hello", 10)
+    })
+    .unwrap()
+    .unwrap();
+    sink.drain()[&target]
+}
+
+fn reason(net: &TestNet, name: &str) -> u64 {
+    let v: Value = serde_json::from_str(&ok(run(net, &["stats", "--json"]))).unwrap();
+    v["interfaces"][0]["reasons"][name]["packets"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn bans_apply_at_once_survive_reloads_and_lift() {
+    common::require_bpf();
+    let net = TestNet::new("ban").expect("create test namespaces");
+    let rules = format!("{}/../rules/default.toml", env!("CARGO_MANIFEST_DIR"));
+    ok(run(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &rules],
+    ));
+    let host = Ipv4Addr::new(198, 51, 100, 77);
+    let in_prefix = Ipv4Addr::new(203, 0, 113, 5);
+    assert_eq!(delivered(&net, host, 5000), 10);
+
+    let out = ok(run(&net, &["ban", "198.51.100.77", "--for", "10m"]));
+    assert!(out.contains("banned 198.51.100.77/32 for 10m"), "{out}");
+    ok(run(&net, &["ban", "203.0.113.0/24", "--for", "1h"]));
+    assert_eq!(delivered(&net, host, 5000), 0);
+    assert_eq!(delivered(&net, in_prefix, 5000), 0);
+    assert_eq!(reason(&net, "ban_drop"), 20);
+    assert_eq!(delivered(&net, Ipv4Addr::new(198, 51, 100, 78), 5000), 10);
+
+    let top: Value = serde_json::from_str(&ok(run(&net, &["top", "--json"]))).unwrap();
+    let sources: Vec<&str> = top["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["source"].as_str().unwrap())
+        .collect();
+    assert!(sources.contains(&"198.51.100.77/32"), "{top}");
+    assert!(sources.contains(&"203.0.113.0/24"), "{top}");
+    let left = top["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["source"] == "198.51.100.77/32")
+        .unwrap()["banned_for_s"]
+        .as_f64()
+        .unwrap();
+    assert!(left > 590.0 && left <= 600.0, "{left}");
+
+    // Bans are state: a reload keeps them.
+    ok(run(
+        &net,
+        &["reload", "--iface", &net.victim_if, "--rules", &rules],
+    ));
+    assert_eq!(delivered(&net, host, 5000), 0);
+
+    ok(run(&net, &["unban", "198.51.100.77"]));
+    assert_eq!(delivered(&net, host, 5000), 10);
+    ok(run(&net, &["unban", "203.0.113.0/24"]));
+    assert_eq!(delivered(&net, in_prefix, 5000), 10);
+    let err = run(&net, &["unban", "203.0.113.0/24"]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("is not banned"));
+    let bad = run(&net, &["ban", "203.0.113.0/24", "--for", "forever"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("needs a unit"));
+    ok(run(&net, &["unload", "--all"]));
+}
+
+#[test]
+fn monitor_mode_switches_at_once_without_a_reload() {
+    common::require_bpf();
+    let net = TestNet::new("mon").expect("create test namespaces");
+    let rules = format!("{}/../rules/default.toml", env!("CARGO_MANIFEST_DIR"));
+    ok(run(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &rules],
+    ));
+    let st = |net: &TestNet| -> Value {
+        serde_json::from_str::<Value>(&ok(run(net, &["status", "--json"]))).unwrap()[0].clone()
+    };
+    let generation = st(&net)["generation"].clone();
+    let reflector = Ipv4Addr::new(198, 51, 100, 9);
+    assert_eq!(delivered(&net, reflector, 1900), 0);
+
+    ok(run(&net, &["mode", "--iface", &net.victim_if, "monitor"]));
+    assert_eq!(st(&net)["mode"], "monitor");
+    assert_eq!(st(&net)["generation"], generation, "mode switch reloaded");
+    assert_eq!(delivered(&net, reflector, 1900), 10);
+    let v: Value = serde_json::from_str(&ok(run(&net, &["stats", "--json"]))).unwrap();
+    let i = &v["interfaces"][0];
+    assert_eq!(i["monitor_passed"]["packets"], 10);
+    assert_eq!(
+        i["reasons"]["rule_drop"]["packets"], 20,
+        "would-drops counted"
+    );
+    assert_eq!(i["dropped"]["packets"], 10);
+
+    ok(run(&net, &["mode", "--iface", &net.victim_if, "enforce"]));
+    assert_eq!(delivered(&net, reflector, 1900), 0);
+    ok(run(&net, &["unload", "--iface", &net.victim_if]));
+}
