@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     bans,
     loader::{self, AttachMode},
+    lockout,
     pins::{DEFAULT_ROOT, PinRoot},
     rules::{self, RuleSet},
     stats, status, units,
@@ -40,6 +41,10 @@ pub enum Command {
         rules: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
         mode: AttachMode,
+        /// Load even if the rules would drop traffic from this host's own
+        /// addresses or from your SSH session.
+        #[arg(long)]
+        force: bool,
     },
     /// Replace the rule set of a loaded filter in one atomic step; rate
     /// limit, ban and counter state carry over. If the new rules fail to
@@ -49,6 +54,9 @@ pub enum Command {
         iface: String,
         #[arg(long)]
         rules: PathBuf,
+        /// Reload even if the rules would lock you out (see `load --force`).
+        #[arg(long)]
+        force: bool,
     },
     /// Switch between enforcing and only counting (monitor) at once,
     /// without reloading; the next load or reload uses the file's mode.
@@ -130,6 +138,14 @@ fn rules_for(path: Option<&Path>) -> anyhow::Result<(RuleSet, PathBuf)> {
     }
 }
 
+/// The lockout guard, unless forced.
+fn guard(set: &RuleSet, force: bool) -> anyhow::Result<()> {
+    if force {
+        return Ok(());
+    }
+    lockout::check(set, &lockout::protected_addresses()).map_err(|e| anyhow::anyhow!(e))
+}
+
 /// The named interface, or every loaded one.
 fn interfaces(root: &PinRoot, iface: Option<String>) -> anyhow::Result<Vec<String>> {
     let all = match iface {
@@ -145,8 +161,14 @@ fn interfaces(root: &PinRoot, iface: Option<String>) -> anyhow::Result<Vec<Strin
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let root = PinRoot::new(&cli.pin_root);
     match cli.command {
-        Command::Load { iface, rules, mode } => {
+        Command::Load {
+            iface,
+            rules,
+            mode,
+            force,
+        } => {
             let (set, source) = rules_for(rules.as_deref())?;
+            guard(&set, force)?;
             let used = loader::load(&root, &iface, &set, &source, mode)
                 .with_context(|| format!("failed to load the filter on {iface}"))?;
             println!(
@@ -156,8 +178,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 &set.digest_hex()[..16]
             );
         }
-        Command::Reload { iface, rules } => {
+        Command::Reload {
+            iface,
+            rules,
+            force,
+        } => {
             let set = rules::load_file(&rules)?;
+            guard(&set, force)?;
             let generation = loader::reload(&root, &iface, &set, &rules).with_context(|| {
                 format!("failed to reload {iface}; the previous rules are still enforcing")
             })?;

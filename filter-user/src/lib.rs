@@ -3,6 +3,7 @@
 pub mod bans;
 pub mod cli;
 pub mod loader;
+pub mod lockout;
 pub mod pins;
 pub mod prefixes;
 pub mod rules;

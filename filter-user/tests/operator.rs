@@ -147,3 +147,106 @@ fn monitor_mode_switches_at_once_without_a_reload() {
     assert_eq!(delivered(&net, reflector, 1900), 0);
     ok(run(&net, &["unload", "--iface", &net.victim_if]));
 }
+
+#[test]
+fn lockout_guard_refuses_rules_that_cut_off_the_host_or_the_operator() {
+    common::require_bpf();
+    let net = TestNet::new("lck").expect("create test namespaces");
+    let dir = std::env::temp_dir().join(format!("flt-lockout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(dir.clone());
+    let rule = "[[rule]]\nname = \"ntp\"\nprotocol = \"udp\"\nsrc_port = 123\naction = \"drop\"\n";
+    // The victim's own address is 192.0.2.1.
+    let own = dir.join("own.toml");
+    std::fs::write(&own, format!("deny = [\"192.0.2.0/24\"]\n{rule}")).unwrap();
+    let out = run(
+        &net,
+        &[
+            "load",
+            "--iface",
+            &net.victim_if,
+            "--rules",
+            own.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lock you out") && err.contains("192.0.2.1"),
+        "{err}"
+    );
+    assert!(
+        !net.pin_root.join(&net.victim_if).exists(),
+        "a refused load left pins"
+    );
+
+    // An operator connected over SSH from 198.51.100.50.
+    let ssh = dir.join("ssh.toml");
+    std::fs::write(
+        &ssh,
+        format!("{rule}[[rule]]\nname = \"no-ssh\"\nprotocol = \"tcp\"\ndst_port = 22\naction = \"drop\"\n"),
+    )
+    .unwrap();
+    let out = TestNet::command_in(&net.victim_ns, FILTERCTL)
+        .arg("--pin-root")
+        .arg(&net.pin_root)
+        .args([
+            "load",
+            "--iface",
+            &net.victim_if,
+            "--rules",
+            ssh.to_str().unwrap(),
+        ])
+        .env("SSH_CONNECTION", "198.51.100.50 51234 192.0.2.1 22")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rule \"no-ssh\"") && err.contains("SSH session"),
+        "{err}"
+    );
+
+    // Forced, it loads; a reload is guarded the same way.
+    ok(run(
+        &net,
+        &[
+            "load",
+            "--iface",
+            &net.victim_if,
+            "--rules",
+            own.to_str().unwrap(),
+            "--force",
+        ],
+    ));
+    let safe = dir.join("safe.toml");
+    std::fs::write(&safe, rule).unwrap();
+    ok(run(
+        &net,
+        &[
+            "reload",
+            "--iface",
+            &net.victim_if,
+            "--rules",
+            safe.to_str().unwrap(),
+        ],
+    ));
+    let out = run(
+        &net,
+        &[
+            "reload",
+            "--iface",
+            &net.victim_if,
+            "--rules",
+            own.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    ok(run(&net, &["unload", "--iface", &net.victim_if]));
+}
