@@ -58,6 +58,16 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Show what reloading an interface with a rule file would change:
+    /// settings, rules added, removed and changed, prefixes.
+    Diff {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        rules: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Switch between enforcing and only counting (monitor) at once,
     /// without reloading; the next load or reload uses the file's mode.
     Mode {
@@ -194,6 +204,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 rules.display(),
                 &set.digest_hex()[..16]
             );
+        }
+        Command::Diff { iface, rules, json } => {
+            let set = rules::load_file(&rules)?;
+            let plan = crate::diff::plan(&root, &iface, &set)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print!("{}", plan.render());
+            }
         }
         Command::Mode { iface, mode } => {
             loader::set_mode(&root, &iface, mode == ModeArg::Monitor)?;

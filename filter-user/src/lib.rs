@@ -2,6 +2,7 @@
 
 pub mod bans;
 pub mod cli;
+pub mod diff;
 pub mod loader;
 pub mod lockout;
 pub mod pins;

@@ -24,7 +24,7 @@ use aya::{
 use filter_common::{
     CONFIG_MONITOR, Chain, Config, FAMILY_V4, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CHAINS,
     MAP_CONFIG, MAP_DENY_V4, MAP_DENY_V6, MAP_LIMITS, MAP_META, MAP_PORT_CHAINS, MAP_RULES,
-    MAP_SOURCES, META_SOURCE_LEN, Meta, PROGRAM_NAME, Rule, STATE_MAPS,
+    MAP_RULESET, MAP_SOURCES, META_SOURCE_LEN, Meta, PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS,
 };
 
 use crate::{
@@ -273,6 +273,17 @@ pub fn prepare(set: &RuleSet, state_dir: Option<&Path>) -> anyhow::Result<Ebpf> 
     write_rules(&mut ebpf, &set.compile())?;
     write_prefixes(&mut ebpf, MAP_ALLOW_V4, MAP_ALLOW_V6, &set.allow)?;
     write_prefixes(&mut ebpf, MAP_DENY_V4, MAP_DENY_V6, &set.deny)?;
+    let mut record: Array<_, [u8; RULESET_CHUNK]> =
+        Array::try_from(map_mut(&mut ebpf, MAP_RULESET)?)?;
+    for (i, chunk) in crate::diff::Canonical::of(set)
+        .to_chunks()?
+        .iter()
+        .enumerate()
+    {
+        record
+            .set(i as u32, chunk, 0)
+            .context("failed to write RULESET")?;
+    }
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .ok_or_else(|| anyhow!("program {PROGRAM_NAME} missing from the eBPF object"))?

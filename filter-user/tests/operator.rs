@@ -250,3 +250,98 @@ fn lockout_guard_refuses_rules_that_cut_off_the_host_or_the_operator() {
     assert!(!out.status.success());
     ok(run(&net, &["unload", "--iface", &net.victim_if]));
 }
+
+#[test]
+fn diff_plans_a_reload_and_interfaces_keep_their_own_rules() {
+    common::require_bpf();
+    let net = TestNet::new("dif").expect("create test namespaces");
+    // A second interface on the victim, with a rule set of its own.
+    let second = format!("{}x", net.victim_if);
+    let peer = format!("{}x", net.attacker_if);
+    let ip = |args: &[&str]| {
+        assert!(
+            std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap()
+                .success(),
+            "ip {args:?}"
+        );
+    };
+    ip(&[
+        "link",
+        "add",
+        &second,
+        "netns",
+        &net.victim_ns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer,
+        "netns",
+        &net.attacker_ns,
+    ]);
+    ip(&["-n", &net.victim_ns, "link", "set", &second, "up"]);
+    ip(&["-n", &net.attacker_ns, "link", "set", &peer, "up"]);
+
+    let dir = std::env::temp_dir().join(format!("flt-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(dir.clone());
+    let a = dir.join("a.toml");
+    let b = dir.join("b.toml");
+    std::fs::write(&a, "allow = [\"198.51.100.0/28\"]\n[[rule]]\nname = \"ntp\"\nprotocol = \"udp\"\nsrc_port = 123\naction = \"drop\"\n[[rule]]\nname = \"ssdp\"\nprotocol = \"udp\"\nsrc_port = 1900\naction = \"drop\"\n").unwrap();
+    std::fs::write(&b, "mode = \"monitor\"\ndeny = [\"203.0.113.0/24\"]\n[[rule]]\nname = \"ssdp\"\nprotocol = \"udp\"\nsrc_port = 1900\naction = \"pass\"\n[[rule]]\nname = \"chargen\"\nprotocol = \"udp\"\nsrc_port = 19\naction = \"drop\"\n").unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    ok(run(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", a],
+    ));
+    ok(run(&net, &["load", "--iface", &second, "--rules", b]));
+
+    let plan = ok(run(
+        &net,
+        &["diff", "--iface", &net.victim_if, "--rules", b],
+    ));
+    for line in [
+        "~ mode: enforce -> monitor",
+        "- rule ntp",
+        "+ rule chargen",
+        "~ rule ssdp: action drop -> pass",
+        "- allow 198.51.100.0/28",
+        "+ deny 203.0.113.0/24",
+    ] {
+        assert!(plan.contains(line), "missing {line:?} in:\n{plan}");
+    }
+    assert_eq!(
+        ok(run(&net, &["diff", "--iface", &second, "--rules", b])),
+        "no changes\n"
+    );
+
+    let status: Value = serde_json::from_str(&ok(run(&net, &["status", "--json"]))).unwrap();
+    let by_iface = |i: &str| {
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["interface"] == i)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_iface(&net.victim_if)["mode"], "enforce");
+    assert_eq!(by_iface(&second)["mode"], "monitor");
+    assert_eq!(by_iface(&second)["rule_count"], 2);
+
+    let out = ok(run(&net, &["unload", "--all"]));
+    assert!(
+        out.contains(&net.victim_if) && out.contains(&second),
+        "{out}"
+    );
+    assert_eq!(ok(run(&net, &["status"])).trim(), "no filter loaded");
+}

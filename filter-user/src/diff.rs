@@ -1,0 +1,375 @@
+//! `filterctl diff`: what a reload would change, as a plan. The running rule
+//! set is read back from the pins (its canonical form in the RULESET map,
+//! its prefix lists from the tries), not from whatever file it came from.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{
+    Array,
+    lpm_trie::{Key, LpmTrie},
+};
+use filter_common::{
+    FAMILY_V4, FAMILY_V6, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_DENY_V4, MAP_DENY_V6, MAP_RULESET,
+    RULESET_CHUNK, RULESET_CHUNKS,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    pins::PinRoot,
+    prefixes::Prefix,
+    rules::RuleSet,
+    status::{current_generation, open_map},
+};
+
+/// A rule set as `diff` compares it: every setting and every rule's fields
+/// as text, rules in file order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canonical {
+    pub settings: BTreeMap<String, String>,
+    pub rules: Vec<(String, BTreeMap<String, String>)>,
+}
+
+fn range(lo: u16, hi: u16) -> String {
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
+    }
+}
+
+impl Canonical {
+    pub fn of(set: &RuleSet) -> Canonical {
+        let mut settings = BTreeMap::new();
+        settings.insert("mode".into(), format!("{:?}", set.mode).to_lowercase());
+        settings.insert(
+            "fragments".into(),
+            format!("{:?}", set.fragments).to_lowercase(),
+        );
+        settings.insert(
+            "fragment_memory_ns".into(),
+            set.fragment_memory_ns.to_string(),
+        );
+        settings.insert("sources.ipv4_prefix".into(), set.src_prefix_v4.to_string());
+        settings.insert("sources.ipv6_prefix".into(), set.src_prefix_v6.to_string());
+        settings.insert("sources.table_size".into(), set.table_size.to_string());
+        settings.insert("ban.after_ns".into(), set.ban_after_ns.to_string());
+        settings.insert("ban.for_ns".into(), set.ban_for_ns.to_string());
+        for (name, l) in &set.limits {
+            settings.insert(format!("limit {name}"), format!("{l:?}"));
+        }
+        let limit_name = |id: u8| {
+            set.limits
+                .get((id as usize).wrapping_sub(1))
+                .map_or("none".to_string(), |(n, _)| n.clone())
+        };
+        let rules = set
+            .rules
+            .iter()
+            .map(|r| {
+                let mut f = BTreeMap::new();
+                let x = &r.rule;
+                let proto = if r.proto == filter_common::IPPROTO_TCP {
+                    "tcp"
+                } else {
+                    "udp"
+                };
+                f.insert("protocol".into(), proto.into());
+                f.insert("src_port".into(), range(r.src_ports.0, r.src_ports.1));
+                f.insert("dst_port".into(), range(x.dst_port_lo, x.dst_port_hi));
+                f.insert("payload_len".into(), range(x.len_lo, x.len_hi));
+                let action = match x.action {
+                    filter_common::ACTION_DROP => "drop",
+                    filter_common::ACTION_LIMIT => "limit",
+                    _ => "pass",
+                };
+                f.insert("action".into(), action.into());
+                if x.match_len > 0 {
+                    let n = x.match_len as usize;
+                    f.insert(
+                        "payload".into(),
+                        format!(
+                            "offset {} mask {} value {}",
+                            x.match_offset,
+                            crate::rules::hex(&x.match_mask[..n]),
+                            crate::rules::hex(&x.match_value[..n])
+                        ),
+                    );
+                }
+                if x.action == filter_common::ACTION_LIMIT {
+                    f.insert("limit".into(), limit_name(x.limit));
+                }
+                if x.agg_interval_ns != 0 {
+                    f.insert(
+                        "aggregate".into(),
+                        format!(
+                            "{} ns tolerance {} ns",
+                            x.agg_interval_ns, x.agg_tolerance_ns
+                        ),
+                    );
+                }
+                (r.name.clone(), f)
+            })
+            .collect();
+        Canonical { settings, rules }
+    }
+
+    /// The chunks the RULESET map holds.
+    pub fn to_chunks(&self) -> anyhow::Result<Vec<[u8; RULESET_CHUNK]>> {
+        let json = serde_json::to_vec(self)?;
+        if json.len() > RULESET_CHUNK * RULESET_CHUNKS as usize {
+            bail!("rule set too large to record ({} bytes)", json.len());
+        }
+        Ok(json
+            .chunks(RULESET_CHUNK)
+            .map(|c| {
+                let mut chunk = [0u8; RULESET_CHUNK];
+                chunk[..c.len()].copy_from_slice(c);
+                chunk
+            })
+            .collect())
+    }
+
+    pub fn from_chunks(chunks: &[[u8; RULESET_CHUNK]]) -> anyhow::Result<Canonical> {
+        let mut bytes: Vec<u8> = chunks.iter().flatten().copied().collect();
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        bytes.truncate(end);
+        serde_json::from_slice(&bytes).context("the recorded rule set is unreadable")
+    }
+}
+
+/// What a reload would change.
+#[derive(Debug, Default, Serialize)]
+pub struct Plan {
+    pub settings: Vec<(String, String, String)>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<(String, Vec<(String, String, String)>)>,
+    /// Rules present in both whose relative order changed (first match
+    /// decides, so order is behaviour).
+    pub reordered: bool,
+    pub allow_added: Vec<String>,
+    pub allow_removed: Vec<String>,
+    pub deny_added: Vec<String>,
+    pub deny_removed: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.settings.is_empty()
+            && self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.reordered
+            && self.allow_added.is_empty()
+            && self.allow_removed.is_empty()
+            && self.deny_added.is_empty()
+            && self.deny_removed.is_empty()
+    }
+
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut o = String::new();
+        for (k, a, b) in &self.settings {
+            let _ = writeln!(o, "~ {k}: {a} -> {b}");
+        }
+        for n in &self.removed {
+            let _ = writeln!(o, "- rule {n}");
+        }
+        for n in &self.added {
+            let _ = writeln!(o, "+ rule {n}");
+        }
+        for (n, fields) in &self.changed {
+            for (f, a, b) in fields {
+                let _ = writeln!(o, "~ rule {n}: {f} {a} -> {b}");
+            }
+        }
+        if self.reordered {
+            let _ = writeln!(o, "~ rule order changed (the first matching rule decides)");
+        }
+        for (sign, what, list) in [
+            ("-", "allow", &self.allow_removed),
+            ("+", "allow", &self.allow_added),
+            ("-", "deny", &self.deny_removed),
+            ("+", "deny", &self.deny_added),
+        ] {
+            for p in list.iter().take(50) {
+                let _ = writeln!(o, "{sign} {what} {p}");
+            }
+            if list.len() > 50 {
+                let _ = writeln!(o, "{sign} {what} ... and {} more", list.len() - 50);
+            }
+        }
+        if self.is_empty() {
+            o.push_str("no changes\n");
+        }
+        o
+    }
+}
+
+pub fn compare(old: &Canonical, new: &Canonical) -> Plan {
+    let mut plan = Plan::default();
+    let keys: BTreeSet<&String> = old.settings.keys().chain(new.settings.keys()).collect();
+    for k in keys {
+        let (a, b) = (old.settings.get(k), new.settings.get(k));
+        if a != b {
+            let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(none)".into());
+            plan.settings.push((k.clone(), show(a), show(b)));
+        }
+    }
+    let old_rules: BTreeMap<&String, &BTreeMap<String, String>> =
+        old.rules.iter().map(|(n, f)| (n, f)).collect();
+    let new_rules: BTreeMap<&String, &BTreeMap<String, String>> =
+        new.rules.iter().map(|(n, f)| (n, f)).collect();
+    for (n, f) in &new.rules {
+        match old_rules.get(n) {
+            None => plan.added.push(n.clone()),
+            Some(of) => {
+                let fields: BTreeSet<&String> = of.keys().chain(f.keys()).collect();
+                let diffs: Vec<_> = fields
+                    .into_iter()
+                    .filter(|k| of.get(*k) != f.get(*k))
+                    .map(|k| {
+                        let show =
+                            |v: Option<&String>| v.cloned().unwrap_or_else(|| "(none)".into());
+                        (k.clone(), show(of.get(k)), show(f.get(k)))
+                    })
+                    .collect();
+                if !diffs.is_empty() {
+                    plan.changed.push((n.clone(), diffs));
+                }
+            }
+        }
+    }
+    for (n, _) in &old.rules {
+        if !new_rules.contains_key(n) {
+            plan.removed.push(n.clone());
+        }
+    }
+    let common_old: Vec<&String> = old
+        .rules
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| new_rules.contains_key(n))
+        .collect();
+    let common_new: Vec<&String> = new
+        .rules
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| old_rules.contains_key(n))
+        .collect();
+    plan.reordered = common_old != common_new;
+    plan
+}
+
+fn read_trie(dir: &std::path::Path, v4: &str, v6: &str) -> anyhow::Result<BTreeSet<Prefix>> {
+    let mut out = BTreeSet::new();
+    let t4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(open_map(dir, v4)?)?;
+    for k in t4.keys() {
+        let k: Key<[u8; 4]> = k?;
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&k.data());
+        out.insert(Prefix {
+            family: FAMILY_V4,
+            addr,
+            len: k.prefix_len() as u8,
+        });
+    }
+    let t6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(open_map(dir, v6)?)?;
+    for k in t6.keys() {
+        let k: Key<[u8; 16]> = k?;
+        out.insert(Prefix {
+            family: FAMILY_V6,
+            addr: k.data(),
+            len: k.prefix_len() as u8,
+        });
+    }
+    Ok(out)
+}
+
+fn list_diff(old: &BTreeSet<Prefix>, new: &[Prefix]) -> (Vec<String>, Vec<String>) {
+    let new: BTreeSet<Prefix> = new.iter().copied().collect();
+    (
+        new.difference(old).map(|p| p.to_string()).collect(),
+        old.difference(&new).map(|p| p.to_string()).collect(),
+    )
+}
+
+/// The plan for reloading `iface` with `set`.
+pub fn plan(root: &PinRoot, iface: &str, set: &RuleSet) -> anyhow::Result<Plan> {
+    let current = current_generation(&root.iface_dir(iface))
+        .with_context(|| format!("no filter running on {iface}"))?;
+    let array: Array<_, [u8; RULESET_CHUNK]> =
+        Array::try_from(open_map(&current.dir, MAP_RULESET)?)?;
+    let chunks = (0..RULESET_CHUNKS)
+        .map(|i| array.get(&i, 0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let old = Canonical::from_chunks(&chunks)?;
+    let mut plan = compare(&old, &Canonical::of(set));
+    (plan.allow_added, plan.allow_removed) = list_diff(
+        &read_trie(&current.dir, MAP_ALLOW_V4, MAP_ALLOW_V6)?,
+        &set.allow,
+    );
+    (plan.deny_added, plan.deny_removed) = list_diff(
+        &read_trie(&current.dir, MAP_DENY_V4, MAP_DENY_V6)?,
+        &set.deny,
+    );
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::parse;
+
+    const A: &str = "mode = \"enforce\"\n[[rule]]\nname = \"ntp\"\nprotocol = \"udp\"\nsrc_port = 123\naction = \"drop\"\n[[rule]]\nname = \"ssdp\"\nprotocol = \"udp\"\nsrc_port = 1900\naction = \"drop\"\n";
+
+    #[test]
+    fn canonical_form_round_trips_through_chunks() {
+        let c = Canonical::of(&parse("a.toml", A).unwrap());
+        let chunks = c.to_chunks().unwrap();
+        assert_eq!(Canonical::from_chunks(&chunks).unwrap(), c);
+    }
+
+    #[test]
+    fn plan_names_every_kind_of_change() {
+        let old = Canonical::of(&parse("a.toml", A).unwrap());
+        let b = A.replace("enforce", "monitor").replace(
+            "src_port = 1900\naction = \"drop\"",
+            "src_port = 1900\naction = \"pass\"",
+        ) + "[[rule]]\nname = \"dns\"\nprotocol = \"udp\"\nsrc_port = 53\naction = \"drop\"\n";
+        let b = b.replace("name = \"ntp\"", "name = \"ntp2\"");
+        let plan = compare(&old, &Canonical::of(&parse("b.toml", &b).unwrap()));
+        assert_eq!(
+            plan.settings,
+            vec![("mode".into(), "enforce".into(), "monitor".into())]
+        );
+        assert_eq!(plan.added, vec!["ntp2".to_string(), "dns".to_string()]);
+        assert_eq!(plan.removed, vec!["ntp".to_string()]);
+        assert_eq!(
+            plan.changed,
+            vec![(
+                "ssdp".into(),
+                vec![("action".into(), "drop".into(), "pass".into())]
+            )]
+        );
+        let text = plan.render();
+        assert!(text.contains("~ rule ssdp: action drop -> pass"), "{text}");
+        assert!(text.contains("+ rule dns"), "{text}");
+        assert!(text.contains("- rule ntp\n"), "{text}");
+        let same = compare(&old, &old);
+        assert!(same.is_empty());
+        assert_eq!(same.render(), "no changes\n");
+    }
+
+    #[test]
+    fn order_is_behaviour() {
+        let a = parse("a.toml", A).unwrap();
+        let swapped = "[[rule]]\nname = \"ssdp\"\nprotocol = \"udp\"\nsrc_port = 1900\naction = \"drop\"\n[[rule]]\nname = \"ntp\"\nprotocol = \"udp\"\nsrc_port = 123\naction = \"drop\"\n";
+        let plan = compare(
+            &Canonical::of(&a),
+            &Canonical::of(&parse("b.toml", swapped).unwrap()),
+        );
+        assert!(plan.reordered);
+    }
+}
