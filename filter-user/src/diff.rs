@@ -138,13 +138,16 @@ impl Canonical {
     }
 }
 
+/// A field that changes: (name, old value, new value).
+pub type Change = (String, String, String);
+
 /// What a reload would change.
 #[derive(Debug, Default, Serialize)]
 pub struct Plan {
-    pub settings: Vec<(String, String, String)>,
+    pub settings: Vec<Change>,
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    pub changed: Vec<(String, Vec<(String, String, String)>)>,
+    pub changed: Vec<(String, Vec<Change>)>,
     /// Rules present in both whose relative order changed (first match
     /// decides, so order is behaviour).
     pub reordered: bool,
