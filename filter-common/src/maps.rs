@@ -45,12 +45,12 @@ pub const MAP_FRAGS: &str = "FRAGS";
 /// compares a rule file against. Only the controller uses it.
 pub const MAP_RULESET: &str = "RULESET";
 pub const RULESET_CHUNK: usize = 4096;
-pub const RULESET_CHUNKS: u32 = 32;
+pub const RULESET_CHUNKS: u32 = 128;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "filter";
 
-pub const MAX_RULES: u32 = 256;
+pub const MAX_RULES: u32 = 1024;
 pub const MAX_LIMITS: u32 = 64;
 /// Entries of each allow or deny trie (a published blocklist fits).
 pub const MAX_PREFIXES: u32 = 262_144;

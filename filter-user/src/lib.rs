@@ -16,3 +16,7 @@ pub mod units;
 
 /// The XDP object built from filter-ebpf, embedded so filterctl is one binary.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filter"));
+
+/// Floor programs (drop all, pass all, transmit all) for the benchmarks.
+pub static FLOORS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floors"));
