@@ -30,7 +30,7 @@ impl Runner {
         })
     }
 
-    fn program(&self) -> anyhow::Result<&Xdp> {
+    pub fn program(&self) -> anyhow::Result<&Xdp> {
         Ok(self
             .ebpf
             .program(PROGRAM_NAME)

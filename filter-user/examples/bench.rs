@@ -1,0 +1,457 @@
+//! `cargo xtask bench`: what the filter costs, measured side by side with
+//! floors in the same run (these machines are shared and noisy, so figures
+//! are reported as differences and ratios against a baseline of the same
+//! run, never alone).
+//!
+//! 1. In-kernel ns per frame (BPF_PROG_TEST_RUN, large repeat counts, median
+//!    and spread of several runs) per frame kind, against XDP_DROP and
+//!    XDP_PASS floor programs.
+//! 2. A spoofed flood: frames from a million distinct sources through the
+//!    limiter, against the same number from one source.
+//! 3. Rules at scale: 100,000 deny prefixes and 1,000 rules against the
+//!    default file.
+//! 4. Control plane: load and reload with 100,000 prefixes, reading all
+//!    counters.
+
+use std::{
+    fmt::Write as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf,
+    programs::{TestRun as _, TestRunOptions, Xdp},
+};
+use filterctl::{rules, testrun::Runner};
+use serde_json::{Value, json};
+
+struct Opts {
+    quick: bool,
+    json: Option<PathBuf>,
+}
+
+fn opts() -> anyhow::Result<Opts> {
+    let mut o = Opts {
+        quick: false,
+        json: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--json" => o.json = Some(args.next().context("--json needs a file")?.into()),
+            other => anyhow::bail!("unknown argument {other}: use --quick, --json FILE"),
+        }
+    }
+    Ok(o)
+}
+
+// ---- frames ---------------------------------------------------------------
+
+fn ether(tags: &[u16], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    for t in tags {
+        f.extend_from_slice(&t.to_be_bytes());
+        f.extend_from_slice(&[0, 100]);
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn ipv4(proto: u8, options: &[u8], frag: u16, src: [u8; 4], l4: &[u8]) -> Vec<u8> {
+    let hl = 20 + options.len();
+    let mut h = vec![0x40 | (hl / 4) as u8, 0];
+    h.extend_from_slice(&((hl + l4.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&[0x12, 0x34]);
+    h.extend_from_slice(&frag.to_be_bytes());
+    h.extend_from_slice(&[64, proto, 0, 0]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&[192, 0, 2, 1]);
+    h.extend_from_slice(options);
+    h.extend_from_slice(l4);
+    h
+}
+
+fn ipv6(proto: u8, ext: &[(u8, Vec<u8>)], l4: &[u8]) -> Vec<u8> {
+    let mut rest = Vec::new();
+    for (i, (_, body)) in ext.iter().enumerate() {
+        rest.push(ext.get(i + 1).map_or(proto, |e| e.0));
+        rest.extend_from_slice(body);
+    }
+    rest.extend_from_slice(l4);
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend_from_slice(&(rest.len() as u16).to_be_bytes());
+    h.extend_from_slice(&[ext.first().map_or(proto, |e| e.0), 64]);
+    h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+    h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    h.extend_from_slice(&rest);
+    h
+}
+
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+fn monlist() -> Vec<u8> {
+    let mut p = vec![0x97, 0, 3, 0x2a];
+    p.resize(468, 0x11);
+    p
+}
+
+const SRC: [u8; 4] = [203, 0, 113, 7];
+
+fn frame_kinds() -> Vec<(&'static str, Vec<u8>)> {
+    let ntp = udp(123, 40000, &monlist());
+    let ssdp = udp(
+        1900,
+        40000,
+        b"HTTP/1.1 200 OK\r\nST: upnp:rootdevice\r\n\r\n",
+    );
+    let tcp_syn = {
+        let mut t = vec![
+            0xc3, 0x50, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff,
+        ];
+        t.extend_from_slice(&[0, 0, 0, 0]);
+        t
+    };
+    let dns = udp(
+        53000,
+        53,
+        &[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1],
+    );
+    let frag_opts = vec![0, 1, 4, 0, 0, 0, 0];
+    vec![
+        ("ntp_ipv4", ether(&[], 0x0800, &ipv4(17, &[], 0, SRC, &ntp))),
+        (
+            "ssdp_ipv4",
+            ether(&[], 0x0800, &ipv4(17, &[], 0, SRC, &ssdp)),
+        ),
+        ("ntp_ipv6", ether(&[], 0x86dd, &ipv6(17, &[], &ntp))),
+        (
+            "ntp_ipv6_ext",
+            ether(
+                &[],
+                0x86dd,
+                &ipv6(17, &[(0, frag_opts.clone()), (60, frag_opts)], &ntp),
+            ),
+        ),
+        (
+            "ntp_vlan",
+            ether(&[0x8100], 0x0800, &ipv4(17, &[], 0, SRC, &ntp)),
+        ),
+        (
+            "ntp_ipv4_options",
+            ether(&[], 0x0800, &ipv4(17, &[1; 12], 0, SRC, &ntp)),
+        ),
+        (
+            "ntp_first_fragment",
+            ether(&[], 0x0800, &ipv4(17, &[], 0x2000, SRC, &ntp[..200])),
+        ),
+        (
+            "later_fragment",
+            ether(&[], 0x0800, &ipv4(17, &[], 25, SRC, &[0; 200])),
+        ),
+        (
+            "dns_query_benign",
+            ether(&[], 0x0800, &ipv4(17, &[], 0, SRC, &dns)),
+        ),
+        (
+            "tcp_syn_benign",
+            ether(&[], 0x0800, &ipv4(6, &[], 0, SRC, &tcp_syn)),
+        ),
+        (
+            "truncated",
+            ether(&[], 0x0800, &ipv4(17, &[], 0, SRC, &ntp))[..40].to_vec(),
+        ),
+    ]
+}
+
+// ---- measuring ------------------------------------------------------------
+
+/// Median and spread (min, max) of `runs` kernel-timed runs of `repeat`.
+fn measure(prog: &Xdp, frame: &[u8], repeat: u32, runs: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let mut v = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::new()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        v.push(r.duration.as_nanos() as f64);
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Ok((v[v.len() / 2], v[0], v[v.len() - 1]))
+}
+
+fn program<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a Xdp> {
+    Ok(ebpf
+        .program(name)
+        .ok_or_else(|| anyhow!("no program {name}"))?
+        .try_into()?)
+}
+
+fn load_floors() -> anyhow::Result<Ebpf> {
+    let mut floors = Ebpf::load(filterctl::FLOORS_OBJECT)?;
+    for name in ["drop_all", "pass_all"] {
+        let p: &mut Xdp = floors
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("no {name}"))?
+            .try_into()?;
+        p.load()?;
+    }
+    Ok(floors)
+}
+
+fn default_rules() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rules/default.toml"
+    ))
+    .expect("rules/default.toml")
+}
+
+/// The default profile with a per-source limit far above what the test
+/// loop can send, so benign frames take the whole pass path every time.
+fn bench_rules() -> String {
+    default_rules()
+        .replace("pps = 20000", "pps = 100000000")
+        .replace("bps = \"200Mbit\"", "bps = \"10Tbit\"")
+}
+
+fn filter_prog(runner: &Runner) -> anyhow::Result<&Xdp> {
+    runner.program()
+}
+
+struct Report {
+    text: String,
+    json: serde_json::Map<String, Value>,
+}
+
+fn per_frame(report: &mut Report, o: &Opts) -> anyhow::Result<(f64, f64)> {
+    let (repeat, runs) = if o.quick {
+        (200_000, 3)
+    } else {
+        (2_000_000, 5)
+    };
+    let floors = load_floors()?;
+    let set = rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?;
+    let runner = Runner::new(&set)?;
+    let kinds = frame_kinds();
+    let (drop_floor, dmin, dmax) =
+        measure(program(&floors, "drop_all")?, &kinds[0].1, repeat, runs)?;
+    let (pass_floor, pmin, pmax) =
+        measure(program(&floors, "pass_all")?, &kinds[0].1, repeat, runs)?;
+    let _ = writeln!(
+        report.text,
+        "\n1. in-kernel cost per frame (BPF_PROG_TEST_RUN, {repeat} repeats, median of {runs})\n   floor XDP_DROP {drop_floor:.1} ns [{dmin:.1}-{dmax:.1}], floor XDP_PASS {pass_floor:.1} ns [{pmin:.1}-{pmax:.1}]\n   {:<20} {:>8} {:>17} {:>12} {:>9}",
+        "frame", "ns", "spread", "- drop floor", "x floor"
+    );
+    let mut rows = Vec::new();
+    for (name, frame) in &kinds {
+        let (med, lo, hi) = measure(filter_prog(&runner)?, frame, repeat, runs)?;
+        let _ = writeln!(
+            report.text,
+            "   {name:<20} {med:>8.1} {:>17} {:>+12.1} {:>9.2}",
+            format!("[{lo:.1}-{hi:.1}]"),
+            med - drop_floor,
+            med / drop_floor
+        );
+        rows.push(json!({"frame": name, "ns": med, "min": lo, "max": hi, "above_drop_floor_ns": med - drop_floor, "ratio_to_drop_floor": med / drop_floor}));
+    }
+    report.json.insert(
+        "per_frame".into(),
+        json!({"repeat": repeat, "runs": runs, "drop_floor_ns": drop_floor, "pass_floor_ns": pass_floor, "frames": rows}),
+    );
+    Ok((drop_floor, pass_floor))
+}
+
+/// ns per frame, from the kernel's own timing, over `frames` single runs.
+fn stream(prog: &Xdp, frames: impl Iterator<Item = Vec<u8>>) -> anyhow::Result<(f64, usize)> {
+    let (mut total, mut n) = (Duration::ZERO, 0usize);
+    for f in frames {
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(&f),
+            repeat: 1,
+            ..TestRunOptions::new()
+        })?;
+        total += r.duration;
+        n += 1;
+    }
+    Ok((total.as_nanos() as f64 / n as f64, n))
+}
+
+fn spoofed_flood(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
+    let n: u32 = if o.quick { 100_000 } else { 1_000_000 };
+    let set = rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?;
+    let dns = udp(
+        53000,
+        53,
+        &[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1],
+    );
+    let base = ether(&[], 0x0800, &ipv4(17, &[], 0, SRC, &dns));
+    // Each run gets a fresh program, so neither starts with a warm limiter.
+    let one = Runner::new(&set)?;
+    let (single, _) = stream(filter_prog(&one)?, (0..n).map(|_| base.clone()))?;
+    let many = Runner::new(&set)?;
+    // Distinct sources in 198.18.0.0/15 (the benchmarking range), then the
+    // IPv4 space above it: map keys only, never sent anywhere.
+    let (random, count) = stream(
+        filter_prog(&many)?,
+        (0..n).map(|i| {
+            let mut f = base.clone();
+            let a = (u32::from_be_bytes([198, 18, 0, 0])
+                .wrapping_add(i.wrapping_mul(2_654_435_761) >> 8))
+            .to_be_bytes();
+            f[26..30].copy_from_slice(&a);
+            f
+        }),
+    )?;
+    let _ = writeln!(
+        report.text,
+        "\n2. spoofed flood through the limiter ({count} frames, one test run each, kernel timing)\n   one source {single:.1} ns/frame, {count} distinct sources {random:.1} ns/frame: ratio {:.2} (goal <= 2)",
+        random / single
+    );
+    report.json.insert(
+        "spoofed_flood".into(),
+        json!({"frames": count, "single_source_ns": single, "distinct_sources_ns": random, "ratio": random / single}),
+    );
+    Ok(())
+}
+
+/// Default rules plus 100,000 deny prefixes (198.18.0.0/15 /32s: map keys
+/// only) and 1,000 extra rules.
+fn big_rules() -> String {
+    let mut t = bench_rules();
+    let deny: Vec<String> = (0..100_000u32)
+        .map(|i| {
+            let a = (u32::from_be_bytes([198, 18, 0, 0]) + i).to_be_bytes();
+            format!("\"{}.{}.{}.{}\"", a[0], a[1], a[2], a[3])
+        })
+        .collect();
+    t = t.replace("deny = []", &format!("deny = [{}]", deny.join(",")));
+    for i in 0..1000u16 {
+        let _ = write!(
+            t,
+            "\n[[rule]]\nname = \"bulk-{i}\"\nprotocol = \"udp\"\nsrc_port = {}\naction = \"drop\"\n",
+            20000 + i
+        );
+    }
+    t
+}
+
+fn at_scale(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
+    let (repeat, runs) = if o.quick {
+        (200_000, 3)
+    } else {
+        (2_000_000, 5)
+    };
+    let small =
+        Runner::new(&rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?)?;
+    let big = Runner::new(&rules::parse("big.toml", &big_rules()).map_err(|e| anyhow!("{e}"))?)?;
+    let kinds = frame_kinds();
+    let _ = writeln!(
+        report.text,
+        "\n3. rules at scale: default file vs +100,000 deny prefixes and +1,000 rules\n   {:<20} {:>10} {:>10} {:>8}",
+        "frame", "default", "large", "change"
+    );
+    let mut rows = Vec::new();
+    for name in ["ntp_ipv4", "dns_query_benign", "tcp_syn_benign"] {
+        let frame = &kinds.iter().find(|k| k.0 == name).expect("frame kind").1;
+        let (a, _, _) = measure(filter_prog(&small)?, frame, repeat, runs)?;
+        let (b, _, _) = measure(filter_prog(&big)?, frame, repeat, runs)?;
+        let _ = writeln!(
+            report.text,
+            "   {name:<20} {a:>8.1}ns {b:>8.1}ns {:>+7.1}%",
+            100.0 * (b - a) / a
+        );
+        rows.push(json!({"frame": name, "default_ns": a, "large_ns": b, "change": (b - a) / a}));
+    }
+    report.json.insert("at_scale".into(), json!(rows));
+    Ok(())
+}
+
+fn control_plane(report: &mut Report) -> anyhow::Result<()> {
+    let text = big_rules();
+    let t0 = Instant::now();
+    let set = rules::parse("big.toml", &text).map_err(|e| anyhow!("{e}"))?;
+    let parse = t0.elapsed();
+    let t0 = Instant::now();
+    let runner = Runner::new(&set)?;
+    let build = t0.elapsed();
+    let t0 = Instant::now();
+    let reads = 20;
+    for _ in 0..reads {
+        runner.reasons()?;
+    }
+    let stats_read = t0.elapsed() / reads;
+    let _ = writeln!(
+        report.text,
+        "\n4. control plane (100,000 prefixes, 1,003 rules)\n   parse and validate {:.0} ms, build and verify a generation {:.0} ms (a reload = both + one link switch; goal < 1 s)\n   read all reason counters {:.2} ms (goal < 10 ms)",
+        parse.as_secs_f64() * 1e3,
+        build.as_secs_f64() * 1e3,
+        stats_read.as_secs_f64() * 1e3
+    );
+    report.json.insert(
+        "control_plane".into(),
+        json!({"parse_ms": parse.as_secs_f64() * 1e3, "build_ms": build.as_secs_f64() * 1e3, "stats_read_ms": stats_read.as_secs_f64() * 1e3}),
+    );
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench failed: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("the benchmarks load XDP programs: run them as root");
+    }
+    let o = opts()?;
+    let started = Instant::now();
+    let mut report = Report {
+        text: String::new(),
+        json: serde_json::Map::new(),
+    };
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let _ = write!(
+        report.text,
+        "filter benchmarks, {} cores, kernel {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel.trim()
+    );
+    per_frame(&mut report, &o)?;
+    spoofed_flood(&mut report, &o)?;
+    at_scale(&mut report, &o)?;
+    control_plane(&mut report)?;
+    let _ = writeln!(
+        report.text,
+        "\ndone in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", report.text);
+    if let Some(path) = &o.json {
+        report.json.insert("kernel".into(), json!(kernel.trim()));
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&Value::Object(report.json))?,
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
