@@ -106,6 +106,10 @@ pub trait Env {
     fn config(&self) -> Config;
     fn allowed(&self, p: &Packet) -> bool;
     fn denied(&self, p: &Packet) -> bool;
+    /// Whether any ban can exist; when not, the ban lookup is skipped.
+    fn may_ban(&self) -> bool {
+        true
+    }
     fn ban_deadline(&self, key: &SrcKey) -> Option<u64>;
     fn set_ban(&mut self, key: &SrcKey, until: u64);
     fn chain(&self, proto: u8, src_port: u16) -> Option<&Chain>;
@@ -151,23 +155,33 @@ pub fn decide<E: Env>(env: &mut E, parsed: Parsed, p: &Packet) -> Reason {
     reason
 }
 
+/// The clock read at most once per packet, and only by steps that need it.
+struct Clock(Option<u64>);
+
+impl Clock {
+    #[inline(always)]
+    fn now<E: Env>(&mut self, env: &E) -> u64 {
+        *self.0.get_or_insert_with(|| env.now())
+    }
+}
+
 #[inline(always)]
 fn decide_ip<E: Env>(env: &mut E, p: &Packet, cfg: &Config) -> Reason {
     if env.denied(p) {
         return Reason::DenyDrop;
     }
-    let now = env.now();
-    if env
-        .ban_deadline(&src_key(p, cfg, 0))
-        .is_some_and(|until| now < until)
+    let mut clock = Clock(None);
+    if env.may_ban()
+        && let Some(until) = env.ban_deadline(&src_key(p, cfg, 0))
+        && clock.now(env) < until
     {
         return Reason::BanDrop;
     }
     if p.frag == Frag::Later {
-        if env.frag_dropped(&frag_key(p), now) {
+        if env.frag_dropped(&frag_key(p), clock.now(env)) {
             return Reason::FragmentFollowDrop;
         }
-        if !admit_source(env, p, cfg, cfg.default_limit, now) {
+        if !admit_source(env, p, cfg, cfg.default_limit, &mut clock) {
             return Reason::RateLimitDrop;
         }
         return later_fragment_reason(cfg.flags);
@@ -187,10 +201,11 @@ fn decide_ip<E: Env>(env: &mut E, p: &Packet, cfg: &Config) -> Reason {
             _ => return Reason::RulePass,
         }
     }
-    if !admit_source(env, p, cfg, limit, now) {
+    if !admit_source(env, p, cfg, limit, &mut clock) {
         return Reason::RateLimitDrop;
     }
     if let Some((index, interval, tolerance)) = aggregate {
+        let now = clock.now(env);
         let ok = env.with_aggregate(index, |tat| gcra(tat, now, interval, tolerance));
         if ok == Some(false) {
             return Reason::AggregateDrop;
@@ -237,13 +252,20 @@ fn match_rule<E: Env>(env: &E, p: &Packet) -> Option<Hit> {
 /// Charges the packet to its source under `limit`; false if over. A source
 /// that stays over for `ban_after_ns` is banned for `ban_for_ns`.
 #[inline(always)]
-fn admit_source<E: Env>(env: &mut E, p: &Packet, cfg: &Config, limit: u32, now: u64) -> bool {
+fn admit_source<E: Env>(
+    env: &mut E,
+    p: &Packet,
+    cfg: &Config,
+    limit: u32,
+    clock: &mut Clock,
+) -> bool {
     if limit == 0 {
         return true;
     }
     let Some(l) = env.limit(limit) else {
         return true;
     };
+    let now = clock.now(env);
     let key = src_key(p, cfg, limit as u8);
     let ban_after = cfg.ban_after_ns;
     let verdict = env.with_source(&key, |cell| {

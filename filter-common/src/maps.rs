@@ -240,6 +240,12 @@ const _: () = assert!(size_of::<Chain>() == 24);
 pub const CONFIG_FRAGMENT_DROP: u32 = 1 << 0;
 /// Count what would be dropped, but pass it.
 pub const CONFIG_MONITOR: u32 = 1 << 1;
+/// The allow (deny) tries hold entries: empty ones are not even looked up.
+pub const CONFIG_HAS_ALLOW: u32 = 1 << 2;
+pub const CONFIG_HAS_DENY: u32 = 1 << 3;
+/// Bans may exist (the limiter bans, or the operator banned something):
+/// without it the ban maps are not looked up.
+pub const CONFIG_HAS_BANS: u32 = 1 << 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

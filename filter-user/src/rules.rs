@@ -10,9 +10,10 @@ use std::{
 };
 
 use filter_common::{
-    ACTION_DROP, ACTION_LIMIT, ACTION_PASS, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, Chain, Config,
-    DEFAULT_SOURCES, IPPROTO_TCP, IPPROTO_UDP, Limit, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN,
-    MAX_CHAINS, MAX_LIMITS, MAX_PREFIXES, MAX_RULES, RULE_NAME_LEN, Rule, port_slot,
+    ACTION_DROP, ACTION_LIMIT, ACTION_PASS, CONFIG_FRAGMENT_DROP, CONFIG_HAS_ALLOW,
+    CONFIG_HAS_BANS, CONFIG_HAS_DENY, CONFIG_MONITOR, Chain, Config, DEFAULT_SOURCES, IPPROTO_TCP,
+    IPPROTO_UDP, Limit, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, MAX_CHAINS, MAX_LIMITS,
+    MAX_PREFIXES, MAX_RULES, RULE_NAME_LEN, Rule, port_slot,
 };
 
 use crate::{
@@ -820,6 +821,15 @@ impl RuleSet {
         }
         if self.fragments == FragmentPolicy::Drop {
             flags |= CONFIG_FRAGMENT_DROP;
+        }
+        if !self.allow.is_empty() {
+            flags |= CONFIG_HAS_ALLOW;
+        }
+        if !self.deny.is_empty() {
+            flags |= CONFIG_HAS_DENY;
+        }
+        if self.ban_after_ns != 0 {
+            flags |= CONFIG_HAS_BANS;
         }
         Compiled {
             config: Config {
