@@ -37,6 +37,16 @@ enum Task {
     },
     /// Set up, then run the demo: two test hosts, a reflection flood, and what the filter did.
     Demo,
+    /// Set up, then measure: per-frame kernel cost against floor programs,
+    /// a spoofed flood, rules at scale, veth rates, the control plane.
+    Bench {
+        /// Fewer repeats and frames: under two minutes.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 const DEBIAN_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "nftables", "util-linux"];
@@ -52,6 +62,7 @@ fn main() -> ExitCode {
         Task::Build { release } => build(release),
         Task::Test { args } => test(&args),
         Task::Demo => demo(),
+        Task::Bench { quick, json } => bench(quick, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -404,6 +415,32 @@ fn demo() -> anyhow::Result<()> {
         bail!("`{line}` failed ({status})");
     }
     Ok(())
+}
+
+fn bench(quick: bool, json: Option<PathBuf>) -> anyhow::Result<()> {
+    setup()?;
+    run(cmd(
+        "cargo",
+        [
+            "build",
+            "--release",
+            "-p",
+            "filter-user",
+            "--example",
+            "bench",
+        ],
+    ))?;
+    let mut bench = Command::new(root().join("target/release/examples/bench"));
+    if quick {
+        bench.arg("--quick");
+    }
+    if let Some(j) = json {
+        // Relative to where the user stands, not to the workspace root.
+        let j = std::env::current_dir()?.join(j);
+        bench.arg("--json").arg(j);
+    }
+    run(bench)?;
+    check_leftovers()
 }
 
 #[cfg(test)]
