@@ -49,7 +49,13 @@ enum Task {
     },
 }
 
-const DEBIAN_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "nftables", "util-linux"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "iproute2",
+    "nftables",
+    "util-linux",
+    "ethtool",
+];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Prefix of the network namespaces tests and the demo create.
 const NETNS_PREFIX: &str = "flt-";
