@@ -212,13 +212,13 @@ pub fn render_table(s: &Snapshot) -> String {
         );
         let _ = writeln!(
             out,
-            "  {:<16} {:>7} {:>12} {:>14}",
+            "  {:<22} {:>7} {:>12} {:>14}",
             "reason", "verdict", "packets", "bytes"
         );
         for (name, r) in &i.reasons {
             let _ = writeln!(
                 out,
-                "  {:<16} {:>7} {:>12} {:>14}",
+                "  {:<22} {:>7} {:>12} {:>14}",
                 name, r.verdict, r.packets, r.bytes
             );
         }
