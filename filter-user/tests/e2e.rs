@@ -8,38 +8,13 @@ use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
     path::Path,
-    process::Output,
     time::Duration,
 };
 
 use filterctl::testnet::{ATTACKER_V4, Sink, TestNet, VICTIM_V4, VICTIM_V6, ping, send_udp};
 use serde_json::Value;
 
-const FILTERCTL: &str = env!("CARGO_BIN_EXE_filterctl");
-
-fn filterctl(net: &TestNet, args: &[&str]) -> Output {
-    TestNet::command_in(&net.victim_ns, FILTERCTL)
-        .arg("--pin-root")
-        .arg(&net.pin_root)
-        .args(args)
-        .output()
-        .expect("run filterctl")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "filterctl failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn failed(out: Output) -> String {
-    assert!(!out.status.success(), "filterctl should have failed");
-    String::from_utf8(out.stderr).unwrap()
-}
+use common::cli::{TempDir, failed, ok, run as filterctl};
 
 fn rules_path(name: &str) -> String {
     format!("{}/../rules/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -73,23 +48,15 @@ fn reflection_dropped_benign_delivered_and_unload_leaves_nothing() {
     // Refusals that must change nothing.
     let err = failed(filterctl(&net, &["load", "--iface", "nosuch0"]));
     assert!(err.contains("no such interface: nosuch0"), "{err}");
-    let bad = std::env::temp_dir().join(format!("flt-bad-{}.toml", std::process::id()));
-    std::fs::write(
-        &bad,
+    let files = TempDir::new("e2e");
+    let bad = files.write(
+        "bad.toml",
         "[[rule]]\nname = \"x\"\nprotocol = \"udp\"\nsrc_port = 99999\naction = \"drop\"\n",
-    )
-    .unwrap();
+    );
     let err = failed(filterctl(
         &net,
-        &[
-            "load",
-            "--iface",
-            &net.victim_if,
-            "--rules",
-            bad.to_str().unwrap(),
-        ],
+        &["load", "--iface", &net.victim_if, "--rules", &bad],
     ));
-    std::fs::remove_file(&bad).unwrap();
     assert!(err.contains(":4:12: src_port 99999 out of range"), "{err}");
     assert!(!net.pin_root.join(&net.victim_if).exists());
     assert!(!xdp_attached(&net));
@@ -308,19 +275,12 @@ fn test_hosts_are_removed_on_panic() {
 fn rate_limit_on_a_veth_cuts_a_source_to_its_limit() {
     common::require_bpf();
     let net = TestNet::new("rl").expect("create test namespaces");
-    let rules = std::env::temp_dir().join(format!("flt-rl-{}.toml", std::process::id()));
-    std::fs::write(&rules, "[per_source]\npps = 1000\nburst_packets = 100\n").unwrap();
+    let files = TempDir::new("rl");
+    let rules = files.write("rl.toml", "[per_source]\npps = 1000\nburst_packets = 100\n");
     ok(filterctl(
         &net,
-        &[
-            "load",
-            "--iface",
-            &net.victim_if,
-            "--rules",
-            rules.to_str().unwrap(),
-        ],
+        &["load", "--iface", &net.victim_if, "--rules", &rules],
     ));
-    std::fs::remove_file(&rules).unwrap();
 
     let (fast, slow) = (
         SocketAddr::new(IpAddr::V4(VICTIM_V4), 7000),

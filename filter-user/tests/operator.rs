@@ -4,34 +4,12 @@
 
 mod common;
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    process::Output,
-};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use filterctl::testnet::{Sink, TestNet, VICTIM_V4, send_udp};
 use serde_json::Value;
 
-const FILTERCTL: &str = env!("CARGO_BIN_EXE_filterctl");
-
-fn run(net: &TestNet, args: &[&str]) -> Output {
-    TestNet::command_in(&net.victim_ns, FILTERCTL)
-        .arg("--pin-root")
-        .arg(&net.pin_root)
-        .args(args)
-        .output()
-        .expect("run filterctl")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "filterctl failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::cli::{FILTERCTL, TempDir, ok, run};
 
 /// Sends 10 datagrams from `src` and returns how many arrived.
 fn delivered(net: &TestNet, src: Ipv4Addr, sport: u16) -> u64 {
@@ -152,15 +130,8 @@ fn monitor_mode_switches_at_once_without_a_reload() {
 fn lockout_guard_refuses_rules_that_cut_off_the_host_or_the_operator() {
     common::require_bpf();
     let net = TestNet::new("lck").expect("create test namespaces");
-    let dir = std::env::temp_dir().join(format!("flt-lockout-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    struct Rm(std::path::PathBuf);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _rm = Rm(dir.clone());
+    let files = TempDir::new("lockout");
+    let dir = files.path();
     let rule = "[[rule]]\nname = \"ntp\"\nprotocol = \"udp\"\nsrc_port = 123\naction = \"drop\"\n";
     // The victim's own address is 192.0.2.1.
     let own = dir.join("own.toml");
@@ -285,20 +256,10 @@ fn diff_plans_a_reload_and_interfaces_keep_their_own_rules() {
     ip(&["-n", &net.victim_ns, "link", "set", &second, "up"]);
     ip(&["-n", &net.attacker_ns, "link", "set", &peer, "up"]);
 
-    let dir = std::env::temp_dir().join(format!("flt-diff-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    struct Rm(std::path::PathBuf);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _rm = Rm(dir.clone());
-    let a = dir.join("a.toml");
-    let b = dir.join("b.toml");
-    std::fs::write(&a, "allow = [\"198.51.100.0/28\"]\n[[rule]]\nname = \"ntp\"\nprotocol = \"udp\"\nsrc_port = 123\naction = \"drop\"\n[[rule]]\nname = \"ssdp\"\nprotocol = \"udp\"\nsrc_port = 1900\naction = \"drop\"\n").unwrap();
-    std::fs::write(&b, "mode = \"monitor\"\ndeny = [\"203.0.113.0/24\"]\n[[rule]]\nname = \"ssdp\"\nprotocol = \"udp\"\nsrc_port = 1900\naction = \"pass\"\n[[rule]]\nname = \"chargen\"\nprotocol = \"udp\"\nsrc_port = 19\naction = \"drop\"\n").unwrap();
-    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let files = TempDir::new("diff");
+    let a = files.write("a.toml", "allow = [\"198.51.100.0/28\"]\n[[rule]]\nname = \"ntp\"\nprotocol = \"udp\"\nsrc_port = 123\naction = \"drop\"\n[[rule]]\nname = \"ssdp\"\nprotocol = \"udp\"\nsrc_port = 1900\naction = \"drop\"\n");
+    let b = files.write("b.toml", "mode = \"monitor\"\ndeny = [\"203.0.113.0/24\"]\n[[rule]]\nname = \"ssdp\"\nprotocol = \"udp\"\nsrc_port = 1900\naction = \"pass\"\n[[rule]]\nname = \"chargen\"\nprotocol = \"udp\"\nsrc_port = 19\naction = \"drop\"\n");
+    let (a, b) = (a.as_str(), b.as_str());
     ok(run(
         &net,
         &["load", "--iface", &net.victim_if, "--rules", a],

@@ -6,8 +6,7 @@ mod common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
-    process::{Command, Output},
+    path::Path,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -15,27 +14,7 @@ use std::{
 use filterctl::testnet::{Sink, TestNet, VICTIM_V4};
 use serde_json::Value;
 
-const FILTERCTL: &str = env!("CARGO_BIN_EXE_filterctl");
-
-fn filterctl_cmd(net: &TestNet, args: &[&str]) -> Command {
-    let mut c = TestNet::command_in(&net.victim_ns, FILTERCTL);
-    c.arg("--pin-root").arg(&net.pin_root).args(args);
-    c
-}
-
-fn run(net: &TestNet, args: &[&str]) -> Output {
-    filterctl_cmd(net, args).output().expect("run filterctl")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "filterctl failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::cli::{TempDir as Files, command as filterctl_cmd, ok, run};
 
 fn status(net: &TestNet) -> Value {
     serde_json::from_str::<Value>(&ok(run(net, &["status", "--json"])))
@@ -43,29 +22,6 @@ fn status(net: &TestNet) -> Value {
         .as_array()
         .unwrap()[0]
         .clone()
-}
-
-/// Rule files of this test, removed when it ends.
-struct Files(PathBuf);
-
-impl Files {
-    fn new(tag: &str) -> Files {
-        let d = std::env::temp_dir().join(format!("flt-reload-{}-{tag}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Files(d)
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Two rule sets that agree on what is reflection and what is benign but

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod frames;
 
 /// Fails the test, with what to do, when the machine cannot load BPF

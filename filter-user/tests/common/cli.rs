@@ -1,0 +1,67 @@
+//! Running the real filterctl binary on a test host, and the temporary
+//! files the tests give it.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use filterctl::testnet::TestNet;
+
+pub const FILTERCTL: &str = env!("CARGO_BIN_EXE_filterctl");
+
+/// filterctl in the victim's namespace, on the test's own pin root.
+pub fn command(net: &TestNet, args: &[&str]) -> Command {
+    let mut c = TestNet::command_in(&net.victim_ns, FILTERCTL);
+    c.arg("--pin-root").arg(&net.pin_root).args(args);
+    c
+}
+
+pub fn run(net: &TestNet, args: &[&str]) -> Output {
+    command(net, args).output().expect("run filterctl")
+}
+
+/// Stdout of a command that must succeed.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "filterctl failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Stderr of a command that must fail.
+pub fn failed(out: Output) -> String {
+    assert!(!out.status.success(), "filterctl should have failed");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// A folder of rule files, removed on every exit path.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("flt-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+
+    /// Writes `name` and returns its path as a string for the command line.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
