@@ -12,7 +12,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use filterctl::testnet::{
-    ATTACKER_V4, Cleanup, Sink, TestNet, VICTIM_V4, VICTIM_V6, ping, send_udp,
+    ATTACKER_V4, Cleanup, Sink, TestNet, VICTIM_V4, VICTIM_V6, ntp_monlist_reply, ntp_time_reply,
+    ping, send_udp,
 };
 
 const PER_SOURCE: usize = 20;
@@ -85,18 +86,6 @@ fn filterctl(net: &TestNet, bin: &PathBuf, args: &[&str]) -> anyhow::Result<Stri
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn ntp_monlist() -> Vec<u8> {
-    let mut p = vec![0x97, 0x00, 0x03, 0x2a];
-    p.resize(468, 0x11);
-    p
-}
-
-fn ntp_time_reply() -> Vec<u8> {
-    let mut p = vec![0x24, 0x02, 0x00, 0xe7];
-    p.resize(48, 0);
-    p
-}
-
 fn run() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -151,7 +140,7 @@ fn run() -> anyhow::Result<()> {
             send_udp(
                 SocketAddr::new(s.into(), 123),
                 ntp,
-                &ntp_monlist(),
+                &ntp_monlist_reply(),
                 PER_SOURCE,
             )?;
             send_udp(
@@ -165,7 +154,7 @@ fn run() -> anyhow::Result<()> {
             send_udp(
                 SocketAddr::new(s.into(), 123),
                 ntp6,
-                &ntp_monlist(),
+                &ntp_monlist_reply(),
                 PER_SOURCE,
             )?;
         }

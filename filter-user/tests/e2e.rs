@@ -11,25 +11,16 @@ use std::{
     time::Duration,
 };
 
-use filterctl::testnet::{ATTACKER_V4, Sink, TestNet, VICTIM_V4, VICTIM_V6, ping, send_udp};
+use filterctl::testnet::{
+    ATTACKER_V4, Sink, TestNet, VICTIM_V4, VICTIM_V6, ntp_monlist_reply, ntp_time_reply, ping,
+    send_udp,
+};
 use serde_json::Value;
 
 use common::cli::{TempDir, failed, ok, run as filterctl};
 
 fn rules_path(name: &str) -> String {
     format!("{}/../rules/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn ntp_monlist() -> Vec<u8> {
-    let mut p = vec![0x97, 0x00, 0x03, 0x2a];
-    p.resize(468, 0x11);
-    p
-}
-
-fn ntp_time_reply() -> Vec<u8> {
-    let mut p = vec![0x24, 0x02, 0x00, 0xe7];
-    p.resize(48, 0);
-    p
 }
 
 fn xdp_attached(net: &TestNet) -> bool {
@@ -126,7 +117,7 @@ fn reflection_dropped_benign_delivered_and_unload_leaves_nothing() {
             send_udp(
                 SocketAddr::new(s.into(), 123),
                 reflect,
-                &ntp_monlist(),
+                &ntp_monlist_reply(),
                 PER_SOURCE,
             )
             .unwrap();
@@ -142,7 +133,7 @@ fn reflection_dropped_benign_delivered_and_unload_leaves_nothing() {
             send_udp(
                 SocketAddr::new(s.into(), 123),
                 reflect6,
-                &ntp_monlist(),
+                &ntp_monlist_reply(),
                 PER_SOURCE,
             )
             .unwrap();
