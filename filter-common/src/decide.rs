@@ -29,6 +29,11 @@ pub struct Packet {
     pub frag: Frag,
     /// IPv4 identification or IPv6 fragment identification.
     pub frag_id: u32,
+    /// The protocol every fragment of the datagram names: the IPv4
+    /// protocol, or the IPv6 fragment header's next header (for a first
+    /// fragment that may differ from `proto`, which follows any extension
+    /// headers after the fragment header).
+    pub frag_proto: u8,
     /// Zero for protocols without ports and for later fragments.
     pub src_port: u16,
     pub dst_port: u16,
@@ -56,6 +61,7 @@ impl Packet {
         proto: 0,
         frag: Frag::None,
         frag_id: 0,
+        frag_proto: 0,
         src_port: 0,
         dst_port: 0,
         payload_off: 0,
@@ -401,7 +407,7 @@ pub fn frag_key(p: &Packet) -> FragKey {
         src: p.src,
         dst: p.dst,
         id: p.frag_id,
-        proto: p.proto,
+        proto: p.frag_proto,
         family: p.family,
         _pad: [0; 2],
     }

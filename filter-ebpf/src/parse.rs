@@ -87,6 +87,7 @@ fn reset(p: &mut Packet, family: u8, proto: u8, frame_len: usize) {
     p.proto = proto;
     p.frag = Frag::None;
     p.frag_id = 0;
+    p.frag_proto = proto;
     p.src_port = 0;
     p.dst_port = 0;
     p.payload_off = 0;
@@ -156,6 +157,7 @@ fn parse_ipv6(ctx: &XdpContext, p: &mut Packet, off: usize, frame_len: usize) ->
                     p.frag = Frag::First;
                 }
                 p.frag_id = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
+                p.frag_proto = e[0];
                 8
             }
             _ => (e[1] as usize + 1) * 8,
