@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod frames;
+pub mod model;
 
 /// Fails the test, with what to do, when the machine cannot load BPF
 /// programs: these tests must never pass by skipping.

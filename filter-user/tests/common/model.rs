@@ -1,0 +1,337 @@
+//! The reference model: an independent parser built on etherparse's header
+//! slices, applying the rules README.md states ("What the XDP program
+//! parses"), feeding the same decision pipeline the kernel runs
+//! (`filter_common::decide::decide`) through an `Env` of plain collections.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::atomic::AtomicU64,
+};
+
+use etherparse::{
+    Ethernet2HeaderSlice, IpAuthHeaderSlice, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice,
+    Ipv6HeaderSlice, Ipv6RawExtHeaderSlice, SingleVlanHeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
+};
+use filter_common::{
+    Chain, Config, FAMILY_V4, FAMILY_V6, FragKey, Limit, MATCH_MAX, Rule, SrcKey,
+    decide::{Env, Frag, Packet, Parsed, SourceCell, decide},
+    port_slot,
+};
+use filterctl::{
+    prefixes::Prefix,
+    rules::{Compiled, RuleSet},
+};
+
+/// Spec limits (README.md).
+const MAX_VLAN_TAGS: usize = 2;
+const MAX_EXT_HEADERS: usize = 6;
+const MAX_L4_OFFSET: usize = 1024;
+
+/// Parses `frame` as the spec says; fills `p` for IP packets.
+pub fn parse(frame: &[u8]) -> (Parsed, Packet) {
+    let mut p = Packet::EMPTY;
+    p.frame_len = frame.len() as u64;
+    let parsed = parse_into(frame, &mut p);
+    (parsed, p)
+}
+
+fn parse_into(frame: &[u8], p: &mut Packet) -> Parsed {
+    let Ok(eth) = Ethernet2HeaderSlice::from_slice(frame) else {
+        return Parsed::Malformed;
+    };
+    let mut ethertype = eth.ether_type().0;
+    let mut off = eth.slice().len();
+    let is_vlan = |t: u16| t == 0x8100 || t == 0x88a8;
+    let mut tags = 0;
+    while is_vlan(ethertype) {
+        if tags == MAX_VLAN_TAGS {
+            // A third tag: what it carries stays unexamined.
+            return Parsed::Malformed;
+        }
+        let Ok(tag) = SingleVlanHeaderSlice::from_slice(&frame[off..]) else {
+            return Parsed::Malformed;
+        };
+        ethertype = tag.ether_type().0;
+        off += tag.slice().len();
+        tags += 1;
+    }
+    match ethertype {
+        0x0800 => ipv4(frame, off, p),
+        0x86dd => ipv6(frame, off, p),
+        _ => Parsed::NonIp,
+    }
+}
+
+fn ipv4(frame: &[u8], off: usize, p: &mut Packet) -> Parsed {
+    let Ok(h) = Ipv4HeaderSlice::from_slice(&frame[off..]) else {
+        return Parsed::Malformed;
+    };
+    let hdr_len = h.slice().len();
+    let total = h.total_len() as usize;
+    if total < hdr_len || off + total > frame.len() {
+        return Parsed::Malformed;
+    }
+    p.family = FAMILY_V4;
+    p.src[..4].copy_from_slice(&h.source());
+    p.dst[..4].copy_from_slice(&h.destination());
+    p.proto = h.protocol().0;
+    p.frag_proto = p.proto;
+    p.frag_id = h.identification() as u32;
+    p.frag = if h.fragments_offset().value() != 0 {
+        Frag::Later
+    } else if h.more_fragments() {
+        Frag::First
+    } else {
+        Frag::None
+    };
+    l4(frame, off + hdr_len, off + total, p)
+}
+
+fn ipv6(frame: &[u8], off: usize, p: &mut Packet) -> Parsed {
+    let Ok(h) = Ipv6HeaderSlice::from_slice(&frame[off..]) else {
+        return Parsed::Malformed;
+    };
+    let ip_end = off + 40 + h.payload_length() as usize;
+    if ip_end > frame.len() {
+        return Parsed::Malformed;
+    }
+    p.family = FAMILY_V6;
+    p.src = h.source();
+    p.dst = h.destination();
+    let mut next = h.next_header().0;
+    p.frag_proto = next;
+    let mut cur = off + 40;
+    let mut walked = 0;
+    while matches!(next, 0 | 43 | 44 | 51 | 60) {
+        if walked == MAX_EXT_HEADERS {
+            return Parsed::Malformed;
+        }
+        walked += 1;
+        let rest = &frame[cur..ip_end];
+        let (len, following) = match next {
+            44 => {
+                let Ok(f) = Ipv6FragmentHeaderSlice::from_slice(rest) else {
+                    return Parsed::Malformed;
+                };
+                p.frag_id = f.identification();
+                p.frag_proto = f.next_header().0;
+                // RFC 8200: a 13-bit offset over bits 15..3 of bytes 2..4,
+                // the M flag in bit 0. etherparse 0.19's fragment_offset()
+                // and more_fragments() read another bit layout (M in bit 7
+                // of byte 3), which this test found: decode by the RFC.
+                let field = u16::from_be_bytes([f.slice()[2], f.slice()[3]]);
+                if field >> 3 != 0 {
+                    p.frag = Frag::Later;
+                } else if field & 1 != 0 {
+                    p.frag = Frag::First;
+                }
+                (8, f.next_header().0)
+            }
+            51 => {
+                // The length byte counts 4-byte units beyond the first two.
+                if rest.len() < 8 || rest.len() < (rest[1] as usize + 2) * 4 {
+                    return Parsed::Malformed;
+                }
+                match IpAuthHeaderSlice::from_slice(rest) {
+                    Ok(a) => (a.slice().len(), a.next_header().0),
+                    // etherparse refuses a zero-length ICV area; the spec
+                    // only walks lengths, so read those two bytes as is.
+                    Err(_) => ((rest[1] as usize + 2) * 4, rest[0]),
+                }
+            }
+            _ => {
+                let Ok(x) = Ipv6RawExtHeaderSlice::from_slice(rest) else {
+                    return Parsed::Malformed;
+                };
+                (x.slice().len(), x.next_header().0)
+            }
+        };
+        cur += len;
+        next = following;
+        if cur > MAX_L4_OFFSET {
+            return Parsed::Malformed;
+        }
+        if p.frag == Frag::Later {
+            break;
+        }
+    }
+    p.proto = next;
+    l4(frame, cur, ip_end, p)
+}
+
+fn l4(frame: &[u8], l4: usize, ip_end: usize, p: &mut Packet) -> Parsed {
+    if p.frag == Frag::Later {
+        return Parsed::Ip;
+    }
+    if l4 > MAX_L4_OFFSET {
+        return Parsed::Malformed;
+    }
+    let body = &frame[l4..ip_end];
+    match p.proto {
+        17 => {
+            let Ok(u) = UdpHeaderSlice::from_slice(body) else {
+                return Parsed::Malformed;
+            };
+            let ulen = u.length() as usize;
+            // A first fragment's UDP length covers the whole datagram.
+            if ulen < 8 || (p.frag == Frag::None && ulen > body.len()) {
+                return Parsed::Malformed;
+            }
+            p.src_port = u.source_port();
+            p.dst_port = u.destination_port();
+            p.payload_off = l4 + 8;
+            p.payload_len = (ulen - 8) as u16;
+        }
+        6 => {
+            let Ok(t) = TcpHeaderSlice::from_slice(body) else {
+                return Parsed::Malformed;
+            };
+            let doff = t.data_offset() as usize * 4;
+            p.src_port = t.source_port();
+            p.dst_port = t.destination_port();
+            p.payload_off = l4 + doff;
+            p.payload_len = (body.len() - doff) as u16;
+        }
+        1 | 58 => {
+            if body.len() < 4 {
+                return Parsed::Malformed;
+            }
+            p.payload_off = l4 + 4;
+            p.payload_len = (body.len() - 4) as u16;
+        }
+        _ => {}
+    }
+    Parsed::Ip
+}
+
+/// The maps, as plain collections.
+pub struct Model {
+    config: Config,
+    rules: Vec<Rule>,
+    chains: Vec<Chain>,
+    port_chains: HashMap<u32, u32>,
+    limits: Vec<Limit>,
+    allow: Vec<Prefix>,
+    deny: Vec<Prefix>,
+    bans: HashMap<SrcKey, u64>,
+    sources: HashMap<SrcKey, SourceCell<AtomicU64>>,
+    aggregate: HashMap<u32, AtomicU64>,
+    frags: HashSet<FragKey>,
+    pub rule_hits: Vec<u64>,
+    /// The frame being decided.
+    frame: Vec<u8>,
+    now: u64,
+}
+
+impl Model {
+    pub fn new(set: &RuleSet) -> Model {
+        let Compiled {
+            config,
+            rules,
+            chains,
+            port_chains,
+            limits,
+        } = set.compile();
+        Model {
+            config,
+            rules: rules.clone(),
+            chains,
+            port_chains: port_chains.into_iter().collect(),
+            limits,
+            allow: set.allow.clone(),
+            deny: set.deny.clone(),
+            bans: HashMap::new(),
+            sources: HashMap::new(),
+            aggregate: HashMap::new(),
+            frags: HashSet::new(),
+            rule_hits: vec![0; rules.len()],
+            frame: Vec::new(),
+            now: 1_000_000_000,
+        }
+    }
+
+    /// The reason the filter gives `frame`.
+    pub fn decide(&mut self, frame: &[u8]) -> filter_common::Reason {
+        self.frame.clear();
+        self.frame.extend_from_slice(frame);
+        let (parsed, p) = parse(frame);
+        decide(self, parsed, &p)
+    }
+}
+
+fn in_list(list: &[Prefix], p: &Packet) -> bool {
+    list.iter().any(|x| x.contains(p.family, &p.src))
+}
+
+impl Env for Model {
+    type Cell = AtomicU64;
+
+    fn now(&self) -> u64 {
+        self.now
+    }
+    fn config(&self) -> Config {
+        self.config
+    }
+    fn allowed(&self, p: &Packet) -> bool {
+        in_list(&self.allow, p)
+    }
+    fn denied(&self, p: &Packet) -> bool {
+        in_list(&self.deny, p)
+    }
+    fn ban_deadline(&self, key: &SrcKey) -> Option<u64> {
+        self.bans.get(key).copied()
+    }
+    fn set_ban(&mut self, key: &SrcKey, until: u64) {
+        self.bans.insert(*key, until);
+    }
+    fn chain(&self, proto: u8, src_port: u16) -> Option<&Chain> {
+        let slot = port_slot(proto, src_port)?;
+        self.chains
+            .get(*self.port_chains.get(&slot).unwrap_or(&0) as usize)
+    }
+    fn rule(&self, index: u32) -> Option<&Rule> {
+        self.rules.get(index as usize)
+    }
+    fn payload_head(&self, p: &Packet, offset: u16, len: u8) -> [u8; MATCH_MAX] {
+        let mut head = [0u8; MATCH_MAX];
+        if len == 0 {
+            return head;
+        }
+        let start = p.payload_off + offset as usize;
+        for (i, b) in head.iter_mut().enumerate() {
+            *b = self.frame.get(start + i).copied().unwrap_or(0);
+        }
+        head
+    }
+    fn count_rule(&mut self, index: u32, _bytes: u64) {
+        self.rule_hits[index as usize] += 1;
+    }
+    fn limit(&self, id: u32) -> Option<Limit> {
+        self.limits.get(id as usize).copied()
+    }
+    fn with_source<R>(
+        &mut self,
+        key: &SrcKey,
+        f: impl FnOnce(&SourceCell<AtomicU64>) -> R,
+    ) -> Option<R> {
+        let cell = self.sources.entry(*key).or_insert_with(|| SourceCell {
+            pkt_tat: AtomicU64::new(0),
+            byte_tat: AtomicU64::new(0),
+            over_since: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        });
+        Some(f(cell))
+    }
+    fn with_aggregate<R>(&mut self, rule: u32, f: impl FnOnce(&AtomicU64) -> R) -> Option<R> {
+        Some(f(self
+            .aggregate
+            .entry(rule)
+            .or_insert_with(|| AtomicU64::new(0))))
+    }
+    fn frag_dropped(&self, key: &FragKey, _now: u64) -> bool {
+        self.frags.contains(key)
+    }
+    fn remember_frag_drop(&mut self, key: &FragKey, _until: u64) {
+        self.frags.insert(*key);
+    }
+}
