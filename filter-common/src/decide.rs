@@ -37,6 +37,8 @@ pub struct Packet {
     /// Zero for protocols without ports and for later fragments.
     pub src_port: u16,
     pub dst_port: u16,
+    /// ICMP or ICMPv6 type; 0 for other protocols.
+    pub icmp_type: u8,
     /// Offset of the L4 payload in the frame (used only to read it).
     pub payload_off: usize,
     /// L4 payload length as the headers declare it (for a first fragment,
@@ -63,6 +65,7 @@ impl Packet {
         frag_id: 0,
         frag_proto: 0,
         src_port: 0,
+        icmp_type: 0,
         dst_port: 0,
         payload_off: 0,
         payload_len: 0,
@@ -136,6 +139,16 @@ pub trait Env {
     fn remember_frag_drop(&mut self, key: &FragKey, until: u64);
 }
 
+/// ICMPv6 router and neighbour solicitations and advertisements, and
+/// redirects (types 133 to 137), unfragmented.
+#[inline(always)]
+pub fn is_neighbour_discovery(p: &Packet) -> bool {
+    p.family == crate::maps::FAMILY_V6
+        && p.proto == crate::maps::IPPROTO_ICMPV6
+        && p.frag == Frag::None
+        && (133..=137).contains(&p.icmp_type)
+}
+
 /// The whole decision, in the documented order: allow, deny, ban, (later
 /// fragments: follow-drop, per-source limit, fragment policy), rules,
 /// per-source limit, aggregate limit, pass.
@@ -145,6 +158,10 @@ pub fn decide<E: Env>(env: &mut E, parsed: Parsed, p: &Packet) -> Reason {
         Parsed::NonIp => return Reason::NonIp,
         Parsed::Malformed => return Reason::Malformed,
         Parsed::Ip => {}
+    }
+    if is_neighbour_discovery(p) {
+        // IPv6's ARP: filtering it cuts the host off its own link.
+        return Reason::NonIp;
     }
     if env.allowed(p) {
         return Reason::AllowPass;

@@ -92,7 +92,8 @@ pub fn port_slot(proto: u8, src_port: u16) -> Option<u32> {
 pub enum Reason {
     /// IP packet that no step dropped.
     Pass = 0,
-    /// ARP, LLDP and everything else that is not IPv4 or IPv6.
+    /// ARP, LLDP and everything else that is not IPv4 or IPv6, and IPv6
+    /// neighbour discovery (IPv6's ARP).
     NonIp = 1,
     /// Source in the allow list: passed with no further checks.
     AllowPass = 2,

@@ -90,6 +90,7 @@ fn reset(p: &mut Packet, family: u8, proto: u8, frame_len: usize) {
     p.frag_proto = proto;
     p.src_port = 0;
     p.dst_port = 0;
+    p.icmp_type = 0;
     p.payload_off = 0;
     p.payload_len = 0;
     p.frame_len = frame_len as u64;
@@ -226,9 +227,13 @@ fn parse_l4(ctx: &XdpContext, p: &mut Packet, l4: usize, ip_end: usize) -> Parse
             p.payload_len = (have - doff) as u16;
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            if have < 4 || bytes_at::<4>(ctx, l4).is_none() {
+            let Some(h) = bytes_at::<4>(ctx, l4) else {
+                return Parsed::Malformed;
+            };
+            if have < 4 {
                 return Parsed::Malformed;
             }
+            p.icmp_type = h[0];
             p.payload_off = l4 + 4;
             p.payload_len = (have - 4) as u16;
         }

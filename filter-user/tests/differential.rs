@@ -162,7 +162,7 @@ fn l4(r: &mut Rng, proto: u8) -> Vec<u8> {
             t
         }
         1 | 58 => {
-            let mut i = vec![8, 0, 0, 0];
+            let mut i = vec![r.pick(&[8u8, 128, 133, 134, 135, 136, 137, 138]), 0, 0, 0];
             i.extend_from_slice(&r.some_bytes(30));
             i
         }

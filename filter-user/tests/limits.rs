@@ -109,7 +109,26 @@ action = "drop"
     assert_eq!(r.run(&dns6_from(v6)).unwrap(), XDP_DROP);
     v6[..6].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0x00, 0x01]);
     assert_eq!(r.run(&dns6_from(v6)).unwrap(), XDP_PASS);
-    assert_eq!(count(&r, Reason::DenyDrop), 3);
+    // Neighbour discovery is IPv6's ARP: it passes even from a denied
+    // source, or the host loses its link.
+    let mut ns_src = [0u8; 16];
+    ns_src[..6].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0x0b, 0xad]);
+    let solicit = with_src6(
+        ether(&[], ETH_IPV6, &ipv6(58, &[], &[135, 0, 0, 0, 0, 0, 0, 0])),
+        ns_src,
+    );
+    assert_eq!(r.run(&solicit).unwrap(), XDP_PASS);
+    assert_eq!(count(&r, Reason::NonIp), 1);
+    let echo = with_src6(
+        ether(&[], ETH_IPV6, &ipv6(58, &[], &[128, 0, 0, 0, 0, 0, 0, 0])),
+        ns_src,
+    );
+    assert_eq!(
+        r.run(&echo).unwrap(),
+        XDP_DROP,
+        "ICMPv6 echo from a denied source"
+    );
+    assert_eq!(count(&r, Reason::DenyDrop), 4);
     assert_eq!(count(&r, Reason::AllowPass), 2);
     assert_eq!(count(&r, Reason::Pass), 2);
 }

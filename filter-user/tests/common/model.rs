@@ -196,6 +196,7 @@ fn l4(frame: &[u8], l4: usize, ip_end: usize, p: &mut Packet) -> Parsed {
             if body.len() < 4 {
                 return Parsed::Malformed;
             }
+            p.icmp_type = body[0];
             p.payload_off = l4 + 4;
             p.payload_len = (body.len() - 4) as u16;
         }
