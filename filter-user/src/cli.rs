@@ -124,6 +124,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run every frame of a capture (pcap or pcapng, Ethernet) through the
+    /// filter with a rule file, in the kernel but attached nowhere, and show
+    /// what each frame would get: test a rule change against a recorded
+    /// attack. Rate limits, bans and fragment memory run at replay speed,
+    /// not at the capture's timestamps. Needs root.
+    Replay {
+        /// Rule file (TOML) to test.
+        #[arg(long)]
+        rules: PathBuf,
+        /// Capture file (.pcap or .pcapng).
+        capture: PathBuf,
+        /// Print the report as JSON (every frame, totals per reason and rule).
+        #[arg(long)]
+        json: bool,
+        /// List every frame in the human report.
+        #[arg(long, short)]
+        verbose: bool,
+    },
     /// Validate rule files without loading them (no root needed). Exit status
     /// 1 if any is invalid: usable in a pre-commit hook or CI.
     Check {
@@ -336,6 +354,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Replay {
+            rules,
+            capture,
+            json,
+            verbose,
+        } => crate::replay::command(&rules, &capture, json, verbose)?,
         Command::Check { paths } => {
             let mut bad = 0;
             for p in &paths {

@@ -7,6 +7,7 @@ pub mod loader;
 pub mod lockout;
 pub mod pins;
 pub mod prefixes;
+pub mod replay;
 pub mod rules;
 pub mod stats;
 pub mod status;

@@ -1,0 +1,322 @@
+//! `filterctl replay`: the verdict table written to a pcap file by hand and
+//! replayed by the real binary through the real XDP program; truncated and
+//! too-short frames; and the errors for files it cannot replay. Needs root
+//! and BPF; fails (never skips) without them.
+
+mod common;
+
+use std::process::Output;
+
+use common::{
+    cases,
+    cli::{FILTERCTL, TempDir},
+    frames::*,
+};
+use filterctl::testrun::XDP_DROP;
+use serde_json::Value;
+
+const DEFAULT_RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/default.toml");
+
+/// A classic pcap written with std only, so the test does not depend on the
+/// crate it tests: little-endian, microseconds, version 2.4, snaplen 65535.
+/// Records are (timestamp in µs, bytes captured, length on the wire).
+fn pcap(linktype: u32, records: &[(u64, &[u8], u32)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes()); // thiszone
+    out.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&linktype.to_le_bytes());
+    for (us, data, len) in records {
+        out.extend_from_slice(&((us / 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&((us % 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+fn replay(args: &[&str]) -> Output {
+    std::process::Command::new(FILTERCTL)
+        .arg("replay")
+        .args(args)
+        .output()
+        .expect("run filterctl")
+}
+
+/// The JSON report of a replay that must succeed.
+fn replay_json(rules: &str, capture: &str) -> Value {
+    let out = replay(&["--rules", rules, capture, "--json"]);
+    assert!(
+        out.status.success(),
+        "filterctl replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("replay --json prints JSON")
+}
+
+/// Stderr of a replay that must fail.
+fn replay_error(args: &[&str]) -> String {
+    let out = replay(args);
+    assert!(
+        !out.status.success(),
+        "filterctl replay should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Totals per reason add up to the frames, packets and bytes.
+fn check_totals(report: &Value, frames: usize) {
+    let totals = report["totals"].as_object().expect("totals");
+    let packets: u64 = totals
+        .values()
+        .map(|t| t["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(packets, frames as u64, "totals add up to the frames");
+    let bytes: u64 = totals.values().map(|t| t["bytes"].as_u64().unwrap()).sum();
+    let wire: u64 = report["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["len"].as_u64().unwrap())
+        .sum();
+    assert_eq!(bytes, wire, "total bytes");
+    let s = &report["summary"];
+    assert_eq!(s["frames"].as_u64(), Some(frames as u64));
+    assert_eq!(
+        s["dropped"]["packets"].as_u64().unwrap() + s["passed"]["packets"].as_u64().unwrap(),
+        frames as u64
+    );
+}
+
+#[test]
+fn replay_gives_every_frame_of_the_verdict_table_its_verdict() {
+    common::require_bpf();
+    let dir = TempDir::new("replay-table");
+    let cases = cases::cases();
+    let records: Vec<(u64, &[u8], u32)> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                1_795_000_000_000_000 + i as u64 * 1000,
+                c.frame.as_slice(),
+                c.frame.len() as u32,
+            )
+        })
+        .collect();
+    let path = dir.path().join("table.pcap");
+    std::fs::write(&path, pcap(1, &records)).unwrap();
+
+    let report = replay_json(DEFAULT_RULES, path.to_str().unwrap());
+    let frames = report["frames"].as_array().expect("frames");
+    assert_eq!(frames.len(), cases.len());
+    for (i, (c, f)) in cases.iter().zip(frames).enumerate() {
+        let want_action = if c.action == XDP_DROP { "drop" } else { "pass" };
+        assert_eq!(f["index"].as_u64(), Some(i as u64 + 1), "{}: index", c.name);
+        assert_eq!(
+            f["action"].as_str(),
+            Some(want_action),
+            "{}: action",
+            c.name
+        );
+        assert_eq!(
+            f["reason"].as_str(),
+            Some(c.reason.name()),
+            "{}: reason",
+            c.name
+        );
+        assert_eq!(f["rule"].as_str(), c.rule, "{}: rule", c.name);
+        assert_eq!(f["len"].as_u64(), Some(c.frame.len() as u64), "{}", c.name);
+        assert_eq!(f["truncated"], false, "{}", c.name);
+        assert_eq!(f["ran"], true, "{}", c.name);
+        let ts = f["timestamp"].as_f64().unwrap();
+        let want = 1_795_000_000.0 + i as f64 * 0.001;
+        assert!((ts - want).abs() < 1e-5, "{}: timestamp {ts}", c.name);
+    }
+    check_totals(&report, cases.len());
+    for c in &cases {
+        let n = cases.iter().filter(|o| o.reason == c.reason).count() as u64;
+        assert_eq!(
+            report["totals"][c.reason.name()]["packets"].as_u64(),
+            Some(n),
+            "total of {}",
+            c.reason.name()
+        );
+    }
+    for r in report["rules"].as_array().expect("rules") {
+        let name = r["name"].as_str().unwrap();
+        let n = cases.iter().filter(|c| c.rule == Some(name)).count() as u64;
+        assert_eq!(r["packets"].as_u64(), Some(n), "rule {name}");
+    }
+    let digest = report["rules_digest"].as_str().unwrap();
+    assert_eq!(digest.len(), 64, "rules_digest is a SHA-256 in hex");
+    assert_eq!(report["mode"], "enforce");
+}
+
+#[test]
+fn truncated_and_too_short_frames_are_reported() {
+    common::require_bpf();
+    let dir = TempDir::new("replay-cut");
+    let ntp = ether(
+        &[],
+        ETH_IPV4,
+        &ipv4(UDP, &[], Frag::default(), &cases::ntp7()),
+    );
+    let dns = ether(
+        &[],
+        ETH_IPV4,
+        &ipv4(UDP, &[], Frag::default(), &udp(53000, 53, &dns_query())),
+    );
+    let records: Vec<(u64, &[u8], u32)> = vec![
+        // Cut after the UDP header: the IP length runs past the cut.
+        (0, &ntp[..42], ntp.len() as u32),
+        (1, &ntp, ntp.len() as u32),
+        (2, &ntp[..10], 10),
+        (3, &dns, dns.len() as u32),
+    ];
+    let path = dir.path().join("cut.pcap");
+    std::fs::write(&path, pcap(1, &records)).unwrap();
+
+    let report = replay_json(DEFAULT_RULES, path.to_str().unwrap());
+    let f = report["frames"].as_array().unwrap();
+    assert_eq!(f.len(), 4);
+    assert_eq!(f[0]["truncated"], true);
+    assert_eq!(f[0]["ran"], true);
+    assert_eq!(f[0]["captured"].as_u64(), Some(42));
+    assert_eq!(f[0]["len"].as_u64(), Some(ntp.len() as u64));
+    assert_eq!(f[0]["reason"], "malformed");
+    assert_eq!(f[1]["truncated"], false);
+    assert_eq!(f[1]["reason"], "rule_drop");
+    assert_eq!(f[1]["rule"], "ntp-reflection");
+    assert_eq!(f[2]["ran"], false, "a 10-byte frame is not run");
+    assert_eq!(f[2]["reason"], "malformed");
+    assert_eq!(f[2]["action"], "drop");
+    assert_eq!(f[3]["reason"], "pass");
+    assert_eq!(f[3]["action"], "pass");
+    check_totals(&report, 4);
+    assert_eq!(report["summary"]["truncated"].as_u64(), Some(1));
+    assert_eq!(report["summary"]["not_run"].as_u64(), Some(1));
+
+    // The human report says so too.
+    let out = replay(&["--rules", DEFAULT_RULES, path.to_str().unwrap(), "-v"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("replay speed"), "{text}");
+    assert!(text.contains("truncated: 42 of"), "{text}");
+    assert!(text.contains("not run"), "{text}");
+}
+
+#[test]
+fn files_it_cannot_replay_are_refused_with_a_reason() {
+    let dir = TempDir::new("replay-errors");
+    let missing = dir.path().join("missing.pcap");
+    let e = replay_error(&["--rules", DEFAULT_RULES, missing.to_str().unwrap()]);
+    assert!(
+        e.contains("missing.pcap") && e.contains("No such file"),
+        "missing file: {e}"
+    );
+
+    let text = dir.path().join("notes.pcap");
+    std::fs::write(&text, "these are my notes, not a capture\n").unwrap();
+    let e = replay_error(&["--rules", DEFAULT_RULES, text.to_str().unwrap(), "--json"]);
+    assert!(
+        e.contains("notes.pcap") && e.contains("not a pcap or pcapng"),
+        "not a pcap: {e}"
+    );
+
+    // Linux cooked capture (`tcpdump -i any`): link type 113.
+    let sll = dir.path().join("sll.pcap");
+    let frame = arp();
+    std::fs::write(&sll, pcap(113, &[(0, &frame, frame.len() as u32)])).unwrap();
+    let e = replay_error(&["--rules", DEFAULT_RULES, sll.to_str().unwrap()]);
+    assert!(
+        e.contains("sll.pcap") && e.contains("link type 113") && e.contains("Ethernet"),
+        "link type: {e}"
+    );
+
+    // A capture cut in the middle of its second record.
+    let cut = dir.path().join("cut.pcap");
+    let mut bytes = pcap(1, &[(0, &frame, frame.len() as u32), (1, &frame, 42)]);
+    bytes.truncate(bytes.len() - 5);
+    std::fs::write(&cut, bytes).unwrap();
+    let e = replay_error(&["--rules", DEFAULT_RULES, cut.to_str().unwrap()]);
+    assert!(
+        e.contains("cut.pcap") && e.contains("frame 2"),
+        "cut file: {e}"
+    );
+
+    // Invalid rules: FILE:LINE:COLUMN from the rule parser.
+    let rules = dir.path().join("bad.toml");
+    std::fs::write(&rules, "mode = \"enforce\"\nbogus = 1\n").unwrap();
+    let e = replay_error(&["--rules", rules.to_str().unwrap(), sll.to_str().unwrap()]);
+    assert!(e.contains("bad.toml:2:1"), "invalid rules: {e}");
+}
+
+#[test]
+fn limit_rules_are_named_and_monitor_mode_passes_everything() {
+    common::require_bpf();
+    let dir = TempDir::new("replay-limit");
+    let rules = dir.path().join("limit.toml");
+    std::fs::write(
+        &rules,
+        r#"
+mode = "monitor"
+[limits.tiny]
+pps = 1
+burst_packets = 3
+[[rule]]
+name = "dns-limit"
+protocol = "udp"
+src_port = 53
+action = "limit"
+limit = "tiny"
+[[rule]]
+name = "ntp-reflection"
+protocol = "udp"
+src_port = 123
+action = "drop"
+"#,
+    )
+    .unwrap();
+    let dns = ether(
+        &[],
+        ETH_IPV4,
+        &ipv4(UDP, &[], Frag::default(), &udp(53, 40000, &dns_query())),
+    );
+    let ntp = ether(
+        &[],
+        ETH_IPV4,
+        &ipv4(UDP, &[], Frag::default(), &cases::ntp7()),
+    );
+    let mut records: Vec<(u64, &[u8], u32)> = (0..20)
+        .map(|i| (i, dns.as_slice(), dns.len() as u32))
+        .collect();
+    records.push((20, &ntp, ntp.len() as u32));
+    let path = dir.path().join("dns.pcap");
+    std::fs::write(&path, pcap(1, &records)).unwrap();
+
+    let report = replay_json(rules.to_str().unwrap(), path.to_str().unwrap());
+    assert_eq!(report["mode"], "monitor");
+    let f = report["frames"].as_array().unwrap();
+    assert_eq!(f.len(), 21);
+    for x in f {
+        assert_eq!(x["action"], "pass", "monitor mode passes every frame");
+    }
+    // A limit rule that matched is named, whether the limiter passed the
+    // frame or (would have) dropped it.
+    assert_eq!(f[0]["reason"], "pass");
+    assert_eq!(f[0]["rule"], "dns-limit");
+    assert_eq!(f[19]["reason"], "rate_limit_drop");
+    assert_eq!(f[19]["rule"], "dns-limit");
+    assert_eq!(f[20]["reason"], "rule_drop");
+    assert_eq!(f[20]["rule"], "ntp-reflection");
+    check_totals(&report, 21);
+    assert_eq!(report["rules"][0]["packets"].as_u64(), Some(20));
+    assert_eq!(report["rules"][0]["action"], "limit");
+    assert_eq!(report["summary"]["dropped"]["packets"].as_u64(), Some(0));
+}
