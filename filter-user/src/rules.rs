@@ -770,7 +770,7 @@ fn compile_chains(set: &RuleSet) -> Result<Chains, ChainOverflow> {
                 return Err(ChainOverflow {
                     rule: culprit,
                     message: format!(
-                        "more than {MAX_CHAIN} rules apply to {} source port {lo}: {}; narrow their src_port ranges",
+                        "more than {MAX_CHAIN} rules apply to {} source port {lo}: {}; use fewer rules on that port, or narrow their src_port ranges",
                         if proto == IPPROTO_UDP { "udp" } else { "tcp" },
                         names.join(", ")
                     ),

@@ -6,8 +6,16 @@ pub fn parse_bitrate(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let lower = t.to_ascii_lowercase();
     let Some(num) = lower.strip_suffix("bit") else {
+        let unit = t
+            .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.')
+            .trim();
+        let what = if unit.is_empty() {
+            "needs a unit".to_string()
+        } else {
+            format!("has an unknown unit {unit:?} (rates are in bits, not bytes)")
+        };
         return Err(format!(
-            "bit rate {t:?} needs a unit: write e.g. \"64000bit\", \"800kbit\", \"50Mbit\" or \"1Gbit\""
+            "bit rate {t:?} {what}: write e.g. \"64000bit\", \"800kbit\", \"50Mbit\" or \"1Gbit\""
         ));
     };
     let (num, mult) = match num.chars().last() {
@@ -43,9 +51,14 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         "m" => 60e9,
         "h" => 3600e9,
         "d" => 86400e9,
-        _ => {
+        "" => {
             return Err(format!(
                 "duration {t:?} needs a unit: ms, s, m, h or d (e.g. \"30s\", \"10m\")"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "duration {t:?} has an unknown unit {other:?}: use ms, s, m, h or d (e.g. \"30s\", \"10m\")"
             ));
         }
     };
@@ -71,7 +84,11 @@ mod tests {
         assert_eq!(parse_bitrate("1.5Gbit"), Ok(1_500_000_000));
         assert_eq!(parse_bitrate("800kbit"), Ok(800_000));
         assert_eq!(parse_bitrate("64000bit"), Ok(64_000));
-        assert!(parse_bitrate("50MB").unwrap_err().contains("needs a unit"));
+        assert!(
+            parse_bitrate("50MB")
+                .unwrap_err()
+                .contains("unknown unit \"MB\" (rates are in bits, not bytes)")
+        );
         assert!(parse_bitrate("50").unwrap_err().contains("needs a unit"));
         assert!(
             parse_bitrate("fastbit")
@@ -91,7 +108,7 @@ mod tests {
         assert!(
             parse_duration("10 minutes")
                 .unwrap_err()
-                .contains("needs a unit")
+                .contains("unknown unit \"minutes\"")
         );
         assert!(parse_duration("0s").unwrap_err().contains("out of range"));
     }

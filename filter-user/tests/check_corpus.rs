@@ -103,13 +103,18 @@ const CASES: &[Case] = &[
         22,
         "payload offset 65 out of range: allowed is 0 to 64",
     ),
-    case("bps-megabytes.toml", 2, 7, "bit rate \"50MB\" needs a unit"),
+    case(
+        "bps-megabytes.toml",
+        2,
+        7,
+        "bit rate \"50MB\" has an unknown unit \"MB\"",
+    ),
     case("bps-no-unit.toml", 2, 7, "bit rate \"50\" needs a unit"),
     case(
         "ban-after-words.toml",
         5,
         9,
-        "duration \"10 minutes\" needs a unit: ms, s, m, h or d",
+        "duration \"10 minutes\" has an unknown unit \"minutes\": use ms, s, m, h or d",
     ),
     case(
         "fragment-memory-no-unit.toml",

@@ -88,7 +88,7 @@ fn bans_apply_at_once_survive_reloads_and_lift() {
     assert!(String::from_utf8_lossy(&err.stderr).contains("is not banned"));
     let bad = run(&net, &["ban", "203.0.113.0/24", "--for", "forever"]);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("needs a unit"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown unit \"forever\""));
     ok(run(&net, &["unload", "--all"]));
 }
 
