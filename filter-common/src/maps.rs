@@ -27,6 +27,9 @@ pub const MAP_DENY_V4: &str = "DENY_V4";
 pub const MAP_DENY_V6: &str = "DENY_V6";
 /// [`SrcKey`] -> ban deadline (ns, CLOCK_MONOTONIC coarse).
 pub const MAP_BANS: &str = "BANS";
+/// One u32, set to 1 the first time anything is banned (by the limiter or
+/// the operator): until then the ban maps are not looked up at all.
+pub const MAP_BAN_FLAG: &str = "BAN_FLAG";
 /// Prefix bans set by the operator (`filterctl ban PREFIX`): prefix ->
 /// deadline (ns, CLOCK_MONOTONIC coarse).
 pub const MAP_BAN_V4: &str = "BAN_V4";
@@ -244,9 +247,6 @@ pub const CONFIG_MONITOR: u32 = 1 << 1;
 /// The allow (deny) tries hold entries: empty ones are not even looked up.
 pub const CONFIG_HAS_ALLOW: u32 = 1 << 2;
 pub const CONFIG_HAS_DENY: u32 = 1 << 3;
-/// Bans may exist (the limiter bans, or the operator banned something):
-/// without it the ban maps are not looked up.
-pub const CONFIG_HAS_BANS: u32 = 1 << 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -365,10 +365,11 @@ impl Default for Meta {
 /// Maps whose contents outlive a reload: counters, limiter and ban state,
 /// fragment memory. A new program generation reuses their pins; every other
 /// map belongs to one generation and is built anew with each rule set.
-pub const STATE_MAPS: [&str; 7] = [
+pub const STATE_MAPS: [&str; 8] = [
     MAP_STATS,
     MAP_SOURCES,
     MAP_BANS,
+    MAP_BAN_FLAG,
     MAP_BAN_V4,
     MAP_BAN_V6,
     MAP_FRAGS,

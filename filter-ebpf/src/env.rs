@@ -4,8 +4,8 @@
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key, programs::XdpContext};
 use aya_log_ebpf::info;
 use filter_common::{
-    CONFIG_HAS_ALLOW, CONFIG_HAS_BANS, CONFIG_HAS_DENY, Chain, Config, FAMILY_V4, FragKey, Limit,
-    MATCH_MAX, MATCH_OFFSET_MAX, Rule, SourceState, SrcKey,
+    CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, Chain, Config, FAMILY_V4, FragKey, Limit, MATCH_MAX,
+    MATCH_OFFSET_MAX, Rule, SourceState, SrcKey,
     decide::{Env, Packet, SourceCell},
     port_slot,
 };
@@ -32,8 +32,9 @@ impl Env for KernelEnv<'_> {
         self.config
     }
 
-    // Empty tries and ban maps are skipped on the controller's word (config
-    // flags): the same answer as a lookup, without its cost.
+    // Empty tries are skipped on the controller's word (config flags), ban
+    // maps until anything was ever banned: the same answer as a lookup,
+    // without its cost.
     #[inline(always)]
     fn allowed(&self, p: &Packet) -> bool {
         self.config.flags & CONFIG_HAS_ALLOW != 0 && lookup_prefix(p, &ALLOW_V4, &ALLOW_V6)
@@ -46,7 +47,7 @@ impl Env for KernelEnv<'_> {
 
     #[inline(always)]
     fn may_ban(&self) -> bool {
-        self.config.flags & CONFIG_HAS_BANS != 0
+        BAN_FLAG.get(0).is_some_and(|f| *f != 0)
     }
 
     #[inline(always)]
@@ -67,6 +68,10 @@ impl Env for KernelEnv<'_> {
     #[inline(always)]
     fn set_ban(&mut self, key: &SrcKey, until: u64) {
         if BANS.insert(key, until, 0).is_ok() {
+            if let Some(flag) = BAN_FLAG.get_ptr_mut(0) {
+                // SAFETY: a live map slot; every writer stores the same 1.
+                unsafe { *flag = 1 };
+            }
             // Rare by construction: once per ban, never per packet.
             if key.family == FAMILY_V4 {
                 let v4 = u32::from_be_bytes([key.addr[0], key.addr[1], key.addr[2], key.addr[3]]);

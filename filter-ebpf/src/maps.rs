@@ -56,6 +56,9 @@ pub static BAN_V4: LpmTrie<[u8; 4], u64> = LpmTrie::with_max_entries(MAX_PREFIX_
 #[map(name = "BAN_V6")]
 pub static BAN_V6: LpmTrie<[u8; 16], u64> = LpmTrie::with_max_entries(MAX_PREFIX_BANS, 0);
 
+#[map(name = "BAN_FLAG")]
+pub static BAN_FLAG: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map(name = "BANS")]
 pub static BANS: LruHashMap<SrcKey, u64> = LruHashMap::with_max_entries(MAX_BANS, 0);
 

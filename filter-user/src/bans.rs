@@ -79,13 +79,10 @@ pub fn ban(
     crate::loader::require_root("ban")?;
     let dir = root.iface_dir(iface);
     let until = monotonic_coarse_ns() + duration.as_nanos() as u64;
-    // The running program skips ban lookups until told bans exist.
-    let current = status::current_generation(&dir)?;
-    let mut config: aya::maps::Array<_, filter_common::Config> =
-        aya::maps::Array::try_from(open_map(&current.dir, filter_common::MAP_CONFIG)?)?;
-    let mut c = config.get(&0, 0)?;
-    c.flags |= filter_common::CONFIG_HAS_BANS;
-    config.set(0, c, 0).context("failed to write CONFIG")?;
+    // The program skips ban lookups until something was ever banned.
+    let mut flag: aya::maps::Array<_, u32> =
+        aya::maps::Array::try_from(open_map(&dir, filter_common::MAP_BAN_FLAG)?)?;
+    flag.set(0, 1, 0).context("failed to write BAN_FLAG")?;
     match place(target, source_prefix(root, iface, target.family)?) {
         Place::Source(key, banned) => {
             let mut bans: HashMap<_, SrcKey, u64> = HashMap::try_from(open_map(&dir, MAP_BANS)?)?;

@@ -22,10 +22,9 @@ use aya::{
     },
 };
 use filter_common::{
-    CONFIG_HAS_BANS, CONFIG_MONITOR, Chain, Config, FAMILY_V4, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6,
-    MAP_BAN_V4, MAP_BAN_V6, MAP_BANS, MAP_CHAINS, MAP_CONFIG, MAP_DENY_V4, MAP_DENY_V6, MAP_LIMITS,
-    MAP_META, MAP_PORT_CHAINS, MAP_RULES, MAP_RULESET, MAP_SOURCES, META_SOURCE_LEN, Meta,
-    PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS,
+    CONFIG_MONITOR, Chain, Config, FAMILY_V4, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CHAINS,
+    MAP_CONFIG, MAP_DENY_V4, MAP_DENY_V6, MAP_LIMITS, MAP_META, MAP_PORT_CHAINS, MAP_RULES,
+    MAP_RULESET, MAP_SOURCES, META_SOURCE_LEN, Meta, PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS,
 };
 
 use crate::{
@@ -271,12 +270,7 @@ pub fn prepare(set: &RuleSet, state_dir: Option<&Path>) -> anyhow::Result<Ebpf> 
     let mut ebpf = loader
         .load(EBPF_OBJECT)
         .context("failed to load the eBPF object into the kernel")?;
-    let mut compiled = set.compile();
-    if bans_exist(&mut ebpf)? {
-        // Operator bans (or an earlier generation's limiter bans) carry over.
-        compiled.config.flags |= CONFIG_HAS_BANS;
-    }
-    write_rules(&mut ebpf, &compiled)?;
+    write_rules(&mut ebpf, &set.compile())?;
     write_prefixes(&mut ebpf, MAP_ALLOW_V4, MAP_ALLOW_V6, &set.allow)?;
     write_prefixes(&mut ebpf, MAP_DENY_V4, MAP_DENY_V6, &set.deny)?;
     let mut record: Array<_, [u8; RULESET_CHUNK]> =
@@ -329,21 +323,6 @@ fn write_rules(ebpf: &mut Ebpf, c: &Compiled) -> anyhow::Result<()> {
         .set(0, c.config, 0)
         .context("failed to write CONFIG")?;
     Ok(())
-}
-
-/// Whether the (possibly inherited) ban maps hold anything.
-fn bans_exist(ebpf: &mut Ebpf) -> anyhow::Result<bool> {
-    let bans: aya::maps::HashMap<_, filter_common::SrcKey, u64> =
-        aya::maps::HashMap::try_from(map_mut(ebpf, MAP_BANS)?)?;
-    if bans.keys().next().is_some() {
-        return Ok(true);
-    }
-    let t4: LpmTrie<_, [u8; 4], u64> = LpmTrie::try_from(map_mut(ebpf, MAP_BAN_V4)?)?;
-    if t4.keys().next().is_some() {
-        return Ok(true);
-    }
-    let t6: LpmTrie<_, [u8; 16], u64> = LpmTrie::try_from(map_mut(ebpf, MAP_BAN_V6)?)?;
-    Ok(t6.keys().next().is_some())
 }
 
 /// Fills an allow or deny pair of tries.

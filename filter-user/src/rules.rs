@@ -11,9 +11,9 @@ use std::{
 
 use filter_common::{
     ACTION_DROP, ACTION_LIMIT, ACTION_PASS, CONFIG_FRAGMENT_DROP, CONFIG_HAS_ALLOW,
-    CONFIG_HAS_BANS, CONFIG_HAS_DENY, CONFIG_MONITOR, Chain, Config, DEFAULT_SOURCES, IPPROTO_TCP,
-    IPPROTO_UDP, Limit, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, MAX_CHAINS, MAX_LIMITS,
-    MAX_PREFIXES, MAX_RULES, RULE_NAME_LEN, Rule, port_slot,
+    CONFIG_HAS_DENY, CONFIG_MONITOR, Chain, Config, DEFAULT_SOURCES, IPPROTO_TCP, IPPROTO_UDP,
+    Limit, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, MAX_CHAINS, MAX_LIMITS, MAX_PREFIXES, MAX_RULES,
+    RULE_NAME_LEN, Rule, port_slot,
 };
 
 use crate::{
@@ -827,9 +827,6 @@ impl RuleSet {
         }
         if !self.deny.is_empty() {
             flags |= CONFIG_HAS_DENY;
-        }
-        if self.ban_after_ns != 0 {
-            flags |= CONFIG_HAS_BANS;
         }
         Compiled {
             config: Config {
