@@ -122,19 +122,21 @@ impl Env for KernelEnv<'_> {
         key: &SrcKey,
         f: impl FnOnce(&SourceCell<BpfU64>) -> R,
     ) -> Option<R> {
-        let ptr = match SOURCES.get_ptr_mut(key) {
-            Some(p) => p,
-            None => {
-                // BPF_NOEXIST: if another CPU created it meanwhile, keep
-                // theirs and use it.
-                let _ = SOURCES.insert(key, SourceState::default(), 1);
-                SOURCES.get_ptr_mut(key)?
-            }
-        };
-        // SAFETY: SourceCell has SourceState's layout; the map value stays
-        // valid for the program's run (RCU), and every access is atomic
-        // because all CPUs share it.
-        Some(f(unsafe { &*(ptr as *const SourceCell<BpfU64>) }))
+        if let Some(ptr) = SOURCES.get_ptr_mut(key) {
+            // SAFETY: SourceCell has SourceState's layout; the map value
+            // stays valid for the program's run (RCU), and every access is
+            // atomic because all CPUs share it.
+            return Some(f(unsafe { &*(ptr as *const SourceCell<BpfU64>) }));
+        }
+        // A new source: decide on a fresh state here and insert the result,
+        // one hash operation instead of an insert and a second lookup. If
+        // another CPU inserted the same source in between (BPF_NOEXIST
+        // fails), its entry stays and this one packet was judged fresh.
+        let mut fresh = SourceState::default();
+        // SAFETY: as above, on a local value.
+        let r = f(unsafe { &*(&mut fresh as *mut SourceState as *const SourceCell<BpfU64>) });
+        let _ = SOURCES.insert(key, fresh, 1);
+        Some(r)
     }
 
     #[inline(always)]

@@ -62,10 +62,14 @@ pub static BAN_FLAG: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "BANS")]
 pub static BANS: LruHashMap<SrcKey, u64> = LruHashMap::with_max_entries(MAX_BANS, 0);
 
+/// LRU lists per CPU rather than one shared list: a flood of new sources
+/// inserts on every CPU at once, and a common list serialises them.
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
 // Sized at load time from the rule file (limiter table size).
 #[map(name = "SOURCES")]
 pub static SOURCES: LruHashMap<SrcKey, SourceState> =
-    LruHashMap::with_max_entries(DEFAULT_SOURCES, 0);
+    LruHashMap::with_max_entries(DEFAULT_SOURCES, BPF_F_NO_COMMON_LRU);
 
 #[map(name = "LIMITS")]
 pub static LIMITS: Array<Limit> = Array::with_max_entries(MAX_LIMITS, 0);
