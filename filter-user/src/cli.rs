@@ -142,6 +142,18 @@ pub enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Serve Prometheus metrics on /metrics and the stats JSON on /stats,
+    /// reload watched rule files when they change or on SIGHUP, stop on
+    /// SIGTERM leaving the filter attached.
+    Serve {
+        /// Address to listen on (loopback by default).
+        #[arg(long, default_value = "127.0.0.1:9419")]
+        listen: std::net::SocketAddr,
+        /// Keep an interface's rules in step with a file: IFACE=RULES_FILE
+        /// (repeatable).
+        #[arg(long = "watch", value_name = "IFACE=RULES_FILE", value_parser = crate::serve::parse_watch)]
+        watches: Vec<crate::serve::Watch>,
+    },
     /// Validate rule files without loading them (no root needed). Exit status
     /// 1 if any is invalid: usable in a pre-commit hook or CI.
     Check {
@@ -186,9 +198,10 @@ fn interfaces(root: &PinRoot, iface: Option<String>) -> anyhow::Result<Vec<Strin
     Ok(all)
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let root = PinRoot::new(&cli.pin_root);
     match cli.command {
+        Command::Serve { listen, watches } => crate::serve::serve(root, listen, watches).await?,
         Command::Load {
             iface,
             rules,

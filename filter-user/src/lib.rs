@@ -9,6 +9,7 @@ pub mod pins;
 pub mod prefixes;
 pub mod replay;
 pub mod rules;
+pub mod serve;
 pub mod stats;
 pub mod status;
 pub mod testnet;

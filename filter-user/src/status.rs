@@ -105,6 +105,19 @@ pub struct Status {
 }
 
 pub fn status(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
+    // A reload that lands between reading the link and reading the
+    // generation's maps removes the generation we were about to read: look
+    // again, the link then names the new one.
+    let mut tries = 0;
+    loop {
+        match status_once(root, iface) {
+            Err(_) if tries < 3 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
     let current = current_generation(&root.iface_dir(iface))?;
     let meta = read_meta(&current.dir)?;
     let config = read_config(&current.dir)?;
