@@ -142,17 +142,29 @@ pub enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
-    /// Serve Prometheus metrics on /metrics and the stats JSON on /stats,
-    /// reload watched rule files when they change or on SIGHUP, stop on
-    /// SIGTERM leaving the filter attached.
+    /// Run as a daemon: metrics on /metrics, stats on /stats, rule files
+    /// followed.
+    ///
+    /// Prometheus metrics (OpenMetrics text) on /metrics and the `stats
+    /// --json` document on /stats, read from the pins at each request. Each
+    /// watched rule file is reloaded when its content changes (checked
+    /// every second) and on SIGHUP, behind the lockout guard; a broken one
+    /// is logged and not loaded. SIGTERM or SIGINT stops the daemon and
+    /// leaves the filter attached. Logs at info unless RUST_LOG says else.
     Serve {
-        /// Address to listen on (loopback by default).
-        #[arg(long, default_value = "127.0.0.1:9419")]
+        /// Address to listen on (loopback only by default).
+        #[arg(long, default_value = crate::serve::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
-        /// Keep an interface's rules in step with a file: IFACE=RULES_FILE
-        /// (repeatable).
-        #[arg(long = "watch", value_name = "IFACE=RULES_FILE", value_parser = crate::serve::parse_watch)]
-        watches: Vec<crate::serve::Watch>,
+        /// Interface whose rules follow the --rules file given with it
+        /// (repeatable: --iface IF --rules FILE ...).
+        #[arg(long, requires = "rules")]
+        iface: Vec<String>,
+        /// Rule file watched for the --iface given with it.
+        #[arg(long, requires = "iface")]
+        rules: Vec<PathBuf>,
+        /// Same as --iface IF --rules FILE, in one argument (repeatable).
+        #[arg(long, value_name = "IF=FILE", value_parser = crate::serve::parse_watch)]
+        watch: Vec<crate::serve::Watch>,
     },
     /// Validate rule files without loading them (no root needed). Exit status
     /// 1 if any is invalid: usable in a pre-commit hook or CI.
@@ -201,7 +213,12 @@ fn interfaces(root: &PinRoot, iface: Option<String>) -> anyhow::Result<Vec<Strin
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let root = PinRoot::new(&cli.pin_root);
     match cli.command {
-        Command::Serve { listen, watches } => crate::serve::serve(root, listen, watches).await?,
+        Command::Serve {
+            listen,
+            iface,
+            rules,
+            watch,
+        } => crate::serve::serve(root, listen, crate::serve::watches(iface, rules, watch)?).await?,
         Command::Load {
             iface,
             rules,
