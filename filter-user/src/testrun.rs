@@ -38,8 +38,10 @@ impl Runner {
             .try_into()?)
     }
 
-    /// The XDP action for one frame (frames shorter than 14 bytes are
-    /// refused by the kernel's test harness itself).
+    /// The XDP action for one frame. The kernel's test harness refuses
+    /// frames shorter than 14 bytes, and hands the program only the first
+    /// 3520 bytes of longer frames (the rest as fragments it cannot read),
+    /// so frames over that size are judged as if truncated.
     pub fn run(&self, frame: &[u8]) -> anyhow::Result<u32> {
         Ok(self.run_repeat(frame, 1)?.0)
     }
