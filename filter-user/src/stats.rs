@@ -69,13 +69,13 @@ pub struct Snapshot {
     pub interfaces: Vec<InterfaceStats>,
 }
 
-fn sum_per_cpu(
-    array: &PerCpuArray<aya::maps::MapData, Counter>,
+/// One counter of a per-CPU array, summed over CPUs.
+pub fn sum_per_cpu<T: std::borrow::Borrow<aya::maps::MapData>>(
+    array: &PerCpuArray<T, Counter>,
     index: u32,
 ) -> anyhow::Result<Totals> {
-    let values = array.get(&index, 0)?;
     let mut t = Totals::default();
-    for c in values.iter() {
+    for c in array.get(&index, 0)?.iter() {
         t.add(Totals {
             packets: c.packets,
             bytes: c.bytes,

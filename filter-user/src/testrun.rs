@@ -13,7 +13,11 @@ use filter_common::{
     Counter, MAP_RULE_STATS, MAP_STATS, PROGRAM_NAME, REASON_COUNT, Reason, STATS_MONITOR_SLOT,
 };
 
-use crate::{loader, rules::RuleSet, stats::Totals};
+use crate::{
+    loader,
+    rules::RuleSet,
+    stats::{self, Totals},
+};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -64,12 +68,7 @@ impl Runner {
     fn per_cpu_sum(&self, map: &str, index: u32) -> anyhow::Result<Totals> {
         let array: PerCpuArray<_, Counter> =
             PerCpuArray::try_from(self.ebpf.map(map).ok_or_else(|| anyhow!("no map {map}"))?)?;
-        let mut t = Totals::default();
-        for c in array.get(&index, 0)?.iter() {
-            t.packets += c.packets;
-            t.bytes += c.bytes;
-        }
-        Ok(t)
+        stats::sum_per_cpu(&array, index)
     }
 
     pub fn reason(&self, reason: Reason) -> anyhow::Result<Totals> {

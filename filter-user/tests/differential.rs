@@ -619,14 +619,8 @@ fn frames(default: usize) -> usize {
         .unwrap_or(default)
 }
 
-#[test]
-fn a_million_frames_agree_with_the_reference_model() {
-    common::require_bpf();
-    let set = rules::parse("differential.toml", RULES).expect("valid rules");
-    let (seed, n) = (seed(), frames(1_000_000));
-    println!("seed {seed}, {n} frames (DIFF_SEED, DIFF_FRAMES to change)");
-    let (runner, cov) = run(&set, seed, n, false);
-    let counts = cov.counts;
+/// The kernel's reason counters equal the model's, and add up to the frames.
+fn assert_counters(runner: &Runner, counts: &[u64], frames: usize) {
     let kernel: Vec<u64> = runner
         .reasons()
         .unwrap()
@@ -636,9 +630,20 @@ fn a_million_frames_agree_with_the_reference_model() {
     assert_eq!(kernel, counts);
     assert_eq!(
         kernel.iter().sum::<u64>(),
-        n as u64,
+        frames as u64,
         "counters add up to the frames seen"
     );
+}
+
+#[test]
+fn a_million_frames_agree_with_the_reference_model() {
+    common::require_bpf();
+    let set = rules::parse("differential.toml", RULES).expect("valid rules");
+    let (seed, n) = (seed(), frames(1_000_000));
+    println!("seed {seed}, {n} frames (DIFF_SEED, DIFF_FRAMES to change)");
+    let (runner, cov) = run(&set, seed, n, false);
+    let counts = cov.counts;
+    assert_counters(&runner, &counts, n);
     // The run must have exercised every reason that does not need time
     // (FragmentDrop needs `fragments = "drop"`: the monitor run covers it).
     for r in Reason::ALL {
@@ -684,14 +689,7 @@ fn monitor_mode_and_fragment_drop_policy() {
     println!("monitor run: seed {seed}, {n} frames");
     let (runner, cov) = run(&set, seed, n, true);
     let counts = cov.counts;
-    let kernel: Vec<u64> = runner
-        .reasons()
-        .unwrap()
-        .iter()
-        .map(|t| t.packets)
-        .collect();
-    assert_eq!(kernel, counts);
-    assert_eq!(kernel.iter().sum::<u64>(), n as u64);
+    assert_counters(&runner, &counts, n);
     let would_drop: u64 = Reason::ALL
         .iter()
         .filter(|r| r.drops())
