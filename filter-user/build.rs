@@ -28,5 +28,10 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         }],
         Toolchain::default(),
-    )
+    )?;
+    // For filter-testkit (through `links`): the floor programs, built with
+    // the filter but not part of filterctl.
+    let out_dir = std::env::var("OUT_DIR").context("OUT_DIR")?;
+    println!("cargo:floors={out_dir}/floors");
+    Ok(())
 }

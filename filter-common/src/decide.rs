@@ -3,7 +3,7 @@
 //! same pipeline, each behind its own [`Env`] (kernel maps, or plain
 //! collections).
 
-use crate::maps::{
+use crate::abi::{
     ACTION_DROP, ACTION_LIMIT, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, Chain, Config, FAMILY_V4,
     FragKey, Limit, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, Reason, Rule, SrcKey,
 };
@@ -143,8 +143,8 @@ pub trait Env {
 /// redirects (types 133 to 137), unfragmented.
 #[inline(always)]
 pub fn is_neighbour_discovery(p: &Packet) -> bool {
-    p.family == crate::maps::FAMILY_V6
-        && p.proto == crate::maps::IPPROTO_ICMPV6
+    p.family == crate::abi::FAMILY_V6
+        && p.proto == crate::abi::IPPROTO_ICMPV6
         && p.frag == Frag::None
         && (133..=137).contains(&p.icmp_type)
 }
@@ -499,7 +499,7 @@ pub fn outcome(reason: Reason, config_flags: u32) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::maps::ACTION_PASS;
+    use crate::abi::ACTION_PASS;
     use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
     fn ntp_rule() -> Rule {

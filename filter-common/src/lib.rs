@@ -2,7 +2,7 @@
 //! packet decisions that never touch packet memory.
 #![no_std]
 
+pub mod abi;
 pub mod decide;
-pub mod maps;
 
-pub use maps::*;
+pub use abi::*;

@@ -29,7 +29,14 @@ use aya::{
     Ebpf,
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp},
 };
-use filterctl::{rules, testnet::TestNet, testrun::Runner};
+use filter_testkit::{
+    frames::{
+        ETH_IPV4, ETH_IPV6, Frag, TCP, TPID_8021Q, UDP, dns_query, ether, ext_options, ipv4, ipv6,
+        ntp_monlist_reply, tcp_syn, udp, with_src4,
+    },
+    net::TestNet,
+};
+use filterctl::{filter::simulator::Simulator, rules};
 use serde_json::{Value, json};
 
 struct Opts {
@@ -55,128 +62,67 @@ fn opts() -> anyhow::Result<Opts> {
 
 // ---- frames ---------------------------------------------------------------
 
-fn ether(tags: &[u16], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
-    for t in tags {
-        f.extend_from_slice(&t.to_be_bytes());
-        f.extend_from_slice(&[0, 100]);
-    }
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-fn ipv4(proto: u8, options: &[u8], frag: u16, src: [u8; 4], l4: &[u8]) -> Vec<u8> {
-    let hl = 20 + options.len();
-    let mut h = vec![0x40 | (hl / 4) as u8, 0];
-    h.extend_from_slice(&((hl + l4.len()) as u16).to_be_bytes());
-    h.extend_from_slice(&[0x12, 0x34]);
-    h.extend_from_slice(&frag.to_be_bytes());
-    h.extend_from_slice(&[64, proto, 0, 0]);
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&[192, 0, 2, 1]);
-    h.extend_from_slice(options);
-    h.extend_from_slice(l4);
-    h
-}
-
-fn ipv6(proto: u8, ext: &[(u8, Vec<u8>)], l4: &[u8]) -> Vec<u8> {
-    let mut rest = Vec::new();
-    for (i, (_, body)) in ext.iter().enumerate() {
-        rest.push(ext.get(i + 1).map_or(proto, |e| e.0));
-        rest.extend_from_slice(body);
-    }
-    rest.extend_from_slice(l4);
-    let mut h = vec![0x60, 0, 0, 0];
-    h.extend_from_slice(&(rest.len() as u16).to_be_bytes());
-    h.extend_from_slice(&[ext.first().map_or(proto, |e| e.0), 64]);
-    h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
-    h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-    h.extend_from_slice(&rest);
-    h
-}
-
-fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut u = Vec::new();
-    u.extend_from_slice(&sport.to_be_bytes());
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(payload);
-    u
-}
-
-fn monlist() -> Vec<u8> {
-    let mut p = vec![0x97, 0, 3, 0x2a];
-    p.resize(468, 0x11);
-    p
-}
-
-const SRC: [u8; 4] = [203, 0, 113, 7];
-
 fn frame_kinds() -> Vec<(&'static str, Vec<u8>)> {
-    let ntp = udp(123, 40000, &monlist());
+    let ntp = udp(123, 40000, &ntp_monlist_reply());
     let ssdp = udp(
         1900,
         40000,
         b"HTTP/1.1 200 OK\r\nST: upnp:rootdevice\r\n\r\n",
     );
-    let tcp_syn = {
-        let mut t = vec![
-            0xc3, 0x50, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff,
-        ];
-        t.extend_from_slice(&[0, 0, 0, 0]);
-        t
+    let dns = udp(53000, 53, &dns_query());
+    let v4 = |l4: &[u8]| ether(&[], ETH_IPV4, &ipv4(UDP, &[], Frag::default(), l4));
+    let first = Frag {
+        more: true,
+        offset: 0,
+        id: 0x1234,
     };
-    let dns = udp(
-        53000,
-        53,
-        &[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1],
-    );
-    let frag_opts = vec![0, 1, 4, 0, 0, 0, 0];
+    let later = Frag {
+        more: false,
+        offset: 25,
+        id: 0x1234,
+    };
     vec![
-        ("ntp_ipv4", ether(&[], 0x0800, &ipv4(17, &[], 0, SRC, &ntp))),
-        (
-            "ssdp_ipv4",
-            ether(&[], 0x0800, &ipv4(17, &[], 0, SRC, &ssdp)),
-        ),
-        ("ntp_ipv6", ether(&[], 0x86dd, &ipv6(17, &[], &ntp))),
+        ("ntp_ipv4", v4(&ntp)),
+        ("ssdp_ipv4", v4(&ssdp)),
+        ("ntp_ipv6", ether(&[], ETH_IPV6, &ipv6(UDP, &[], &ntp))),
         (
             "ntp_ipv6_ext",
             ether(
                 &[],
-                0x86dd,
-                &ipv6(17, &[(0, frag_opts.clone()), (60, frag_opts)], &ntp),
+                ETH_IPV6,
+                &ipv6(UDP, &[(0, ext_options()), (60, ext_options())], &ntp),
             ),
         ),
         (
             "ntp_vlan",
-            ether(&[0x8100], 0x0800, &ipv4(17, &[], 0, SRC, &ntp)),
+            ether(
+                &[TPID_8021Q],
+                ETH_IPV4,
+                &ipv4(UDP, &[], Frag::default(), &ntp),
+            ),
         ),
         (
             "ntp_ipv4_options",
-            ether(&[], 0x0800, &ipv4(17, &[1; 12], 0, SRC, &ntp)),
+            ether(&[], ETH_IPV4, &ipv4(UDP, &[1; 12], Frag::default(), &ntp)),
         ),
         (
             "ntp_first_fragment",
-            ether(&[], 0x0800, &ipv4(17, &[], 0x2000, SRC, &ntp[..200])),
+            ether(&[], ETH_IPV4, &ipv4(UDP, &[], first, &ntp[..200])),
         ),
         (
             "later_fragment",
-            ether(&[], 0x0800, &ipv4(17, &[], 25, SRC, &[0; 200])),
+            ether(&[], ETH_IPV4, &ipv4(UDP, &[], later, &[0; 200])),
         ),
-        (
-            "dns_query_benign",
-            ether(&[], 0x0800, &ipv4(17, &[], 0, SRC, &dns)),
-        ),
+        ("dns_query_benign", v4(&dns)),
         (
             "tcp_syn_benign",
-            ether(&[], 0x0800, &ipv4(6, &[], 0, SRC, &tcp_syn)),
+            ether(
+                &[],
+                ETH_IPV4,
+                &ipv4(TCP, &[], Frag::default(), &tcp_syn(50000, 80)),
+            ),
         ),
-        (
-            "truncated",
-            ether(&[], 0x0800, &ipv4(17, &[], 0, SRC, &ntp))[..40].to_vec(),
-        ),
+        ("truncated", v4(&ntp)[..40].to_vec()),
     ]
 }
 
@@ -207,7 +153,7 @@ fn program<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a Xdp> {
 }
 
 fn load_floors() -> anyhow::Result<Ebpf> {
-    let mut floors = Ebpf::load(filterctl::FLOORS_OBJECT)?;
+    let mut floors = Ebpf::load(filter_testkit::FLOORS_OBJECT)?;
     for name in ["drop_all", "pass_all"] {
         let p: &mut Xdp = floors
             .program_mut(name)
@@ -234,7 +180,7 @@ fn bench_rules() -> String {
         .replace("bps = \"200Mbit\"", "bps = \"10Tbit\"")
 }
 
-fn filter_prog(runner: &Runner) -> anyhow::Result<&Xdp> {
+fn filter_prog(runner: &Simulator) -> anyhow::Result<&Xdp> {
     runner.program()
 }
 
@@ -251,7 +197,7 @@ fn per_frame(report: &mut Report, o: &Opts) -> anyhow::Result<(f64, f64)> {
     };
     let floors = load_floors()?;
     let set = rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?;
-    let runner = Runner::new(&set)?;
+    let runner = Simulator::new(&set)?;
     let kinds = frame_kinds();
     let (drop_floor, dmin, dmax) =
         measure(program(&floors, "drop_all")?, &kinds[0].1, repeat, runs)?;
@@ -299,16 +245,12 @@ fn stream(prog: &Xdp, frames: impl Iterator<Item = Vec<u8>>) -> anyhow::Result<(
 fn spoofed_flood(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
     let n: u32 = if o.quick { 100_000 } else { 1_000_000 };
     let set = rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?;
-    let dns = udp(
-        53000,
-        53,
-        &[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1],
-    );
-    let base = ether(&[], 0x0800, &ipv4(17, &[], 0, SRC, &dns));
+    let dns = udp(53000, 53, &dns_query());
+    let base = ether(&[], ETH_IPV4, &ipv4(UDP, &[], Frag::default(), &dns));
     // Each run gets a fresh program, so neither starts with a warm limiter.
-    let one = Runner::new(&set)?;
+    let one = Simulator::new(&set)?;
     let (single, _) = stream(filter_prog(&one)?, (0..n).map(|_| base.clone()))?;
-    let many = Runner::new(&set)?;
+    let many = Simulator::new(&set)?;
     // Distinct sources in 198.18.0.0/15 (the benchmarking range), then the
     // IPv4 space above it: map keys only, never sent anywhere.
     let (random, count) = stream(
@@ -362,8 +304,8 @@ fn at_scale(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
         (2_000_000, 5)
     };
     let small =
-        Runner::new(&rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?)?;
-    let big = Runner::new(&rules::parse("big.toml", &big_rules()).map_err(|e| anyhow!("{e}"))?)?;
+        Simulator::new(&rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?)?;
+    let big = Simulator::new(&rules::parse("big.toml", &big_rules()).map_err(|e| anyhow!("{e}"))?)?;
     let kinds = frame_kinds();
     let _ = writeln!(
         report.text,
@@ -392,7 +334,7 @@ fn control_plane(report: &mut Report) -> anyhow::Result<()> {
     let set = rules::parse("big.toml", &text).map_err(|e| anyhow!("{e}"))?;
     let parse = t0.elapsed();
     let t0 = Instant::now();
-    let runner = Runner::new(&set)?;
+    let runner = Simulator::new(&set)?;
     let build = t0.elapsed();
     let t0 = Instant::now();
     let reads = 20;
@@ -465,7 +407,7 @@ fn sh(ns: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
 fn generate(net: &TestNet, frame: &[u8], secs: f64) -> anyhow::Result<u64> {
     let attacker_if = net.attacker_if.clone();
     TestNet::in_ns(&net.attacker_ns, || -> anyhow::Result<u64> {
-        let mut floors = Ebpf::load(filterctl::FLOORS_OBJECT)?;
+        let mut floors = Ebpf::load(filter_testkit::FLOORS_OBJECT)?;
         let p: &mut Xdp = floors
             .program_mut("tx_all")
             .ok_or_else(|| anyhow!("no tx_all"))?
@@ -500,8 +442,11 @@ fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
     let secs = if o.quick { 1.0 } else { 3.0 };
     let net = TestNet::new("bch")?;
     let (v, vi) = (net.victim_ns.clone(), net.victim_if.clone());
-    let ntp = udp(123, 40000, &monlist());
-    let mut frame = ether(&[], 0x0800, &ipv4(17, &[], 0, [198, 51, 100, 7], &ntp));
+    let ntp = udp(123, 40000, &ntp_monlist_reply());
+    let mut frame = with_src4(
+        ether(&[], ETH_IPV4, &ipv4(UDP, &[], Frag::default(), &ntp)),
+        [198, 51, 100, 7],
+    );
     frame[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
     frame[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
     let mut rates = Vec::new();
@@ -537,7 +482,7 @@ fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
     let floor = {
         let vi2 = vi.clone();
         let floors = TestNet::in_ns(&v, move || -> anyhow::Result<Ebpf> {
-            let mut floors = Ebpf::load(filterctl::FLOORS_OBJECT)?;
+            let mut floors = Ebpf::load(filter_testkit::FLOORS_OBJECT)?;
             let p: &mut Xdp = floors
                 .program_mut("drop_all")
                 .ok_or_else(|| anyhow!("no drop_all"))?
@@ -558,15 +503,15 @@ fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
 
     // The filter with the default rules.
     let set = rules::parse("default.toml", &default_rules()).map_err(|e| anyhow!("{e}"))?;
-    let root = filterctl::pins::PinRoot::new(&net.pin_root);
+    let root = filterctl::state::PinRoot::new(&net.pin_root);
     let vi3 = vi.clone();
     TestNet::in_ns(&v, || {
-        filterctl::loader::load(
+        filterctl::filter::load::load(
             &root,
             &vi3,
             &set,
             std::path::Path::new("default.toml"),
-            filterctl::loader::AttachMode::Native,
+            filterctl::filter::load::AttachMode::Native,
         )
     })??;
     let before = ethtool_stat(&v, &vi, "rx_queue_0_xdp_drops")?;
@@ -575,7 +520,7 @@ fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
     let ours = (ethtool_stat(&v, &vi, "rx_queue_0_xdp_drops")? - before) as f64
         / t0.elapsed().as_secs_f64();
     rates.push(("this filter (default rules)", ours, offered));
-    filterctl::loader::unload(&root, &vi)?;
+    filterctl::filter::load::unload(&root, &vi)?;
 
     // Control plane on a live interface: load, then reload, 100,000 prefixes.
     let big = rules::parse("big.toml", &big_rules()).map_err(|e| anyhow!("{e}"))?;
@@ -583,18 +528,18 @@ fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
     let (load_s, reload_s) = TestNet::in_ns(&v, || -> anyhow::Result<(f64, f64)> {
         let src = std::path::Path::new("big.toml");
         let t0 = Instant::now();
-        filterctl::loader::load(
+        filterctl::filter::load::load(
             &root,
             &vi4,
             &big,
             src,
-            filterctl::loader::AttachMode::Native,
+            filterctl::filter::load::AttachMode::Native,
         )?;
         let load = t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
-        filterctl::loader::reload(&root, &vi4, &big, src)?;
+        filterctl::filter::load::reload(&root, &vi4, &big, src)?;
         let reload = t0.elapsed().as_secs_f64();
-        filterctl::loader::unload(&root, &vi4)?;
+        filterctl::filter::load::unload(&root, &vi4)?;
         Ok((load, reload))
     })??;
     let _ = writeln!(

@@ -11,9 +11,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use filterctl::testnet::{
-    ATTACKER_V4, Cleanup, Sink, TestNet, VICTIM_V4, VICTIM_V6, ntp_monlist_reply, ntp_time_reply,
-    ping, send_udp,
+use filter_testkit::frames::{ntp_monlist_reply, ntp_time_reply};
+use filter_testkit::net::{
+    ATTACKER_V4, Cleanup, Sink, TestNet, VICTIM_V4, VICTIM_V6, ping, send_udp,
 };
 
 const PER_SOURCE: usize = 20;

@@ -1,23 +1,21 @@
 //! filterctl: loads the XDP filter, feeds it rule files and reads its counters.
+//!
+//! Layers, each importing only from the ones above it in this list:
+//! - `sys`: the few libc calls; `rules`: rule files, from text to map values;
+//! - `lockout`: the guard against rules that cut the operator off; `state`:
+//!   what lives on bpffs (pin layout, generations, their records);
+//! - `filter`: operations on a loaded filter, and the simulator;
+//! - `replay`, `serve`: the capture replayer and the daemon;
+//! - `commands`: the command line, one function per command.
 
-pub mod bans;
-pub mod cli;
-pub mod diff;
-pub mod loader;
+pub mod commands;
+pub mod filter;
 pub mod lockout;
-pub mod pins;
-pub mod prefixes;
 pub mod replay;
 pub mod rules;
 pub mod serve;
-pub mod stats;
-pub mod status;
-pub mod testnet;
-pub mod testrun;
-pub mod units;
+pub mod state;
+pub mod sys;
 
 /// The XDP object built from filter-ebpf, embedded so filterctl is one binary.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filter"));
-
-/// Floor programs (drop all, pass all, transmit all) for the benchmarks.
-pub static FLOORS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floors"));

@@ -3,11 +3,14 @@
 //! forced. Deny entries and TCP drop rules are what can cut an operator off;
 //! limits only slow a source down, and allow entries win over everything.
 
-use std::{ffi::CStr, net::IpAddr};
+use std::net::IpAddr;
 
 use filter_common::{ACTION_DROP, FAMILY_V4, FAMILY_V6, IPPROTO_TCP};
 
-use crate::{prefixes::Prefix, rules::RuleSet};
+use crate::{
+    rules::{RuleSet, prefixes::Prefix},
+    sys,
+};
 
 /// An address to protect and why.
 #[derive(Clone, Debug)]
@@ -32,47 +35,18 @@ fn as_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
 /// Addresses of this host's interfaces (in the current network namespace),
 /// loopback and link-local excluded, and the SSH session's client.
 pub fn protected_addresses() -> Vec<Protected> {
-    let mut out = Vec::new();
-    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills a list we free with freeifaddrs below.
-    if unsafe { libc::getifaddrs(&mut ifap) } == 0 {
-        let mut cur = ifap;
-        while !cur.is_null() {
-            // SAFETY: cur is a node of the list getifaddrs returned.
-            let ifa = unsafe { &*cur };
-            cur = ifa.ifa_next;
-            if ifa.ifa_addr.is_null() {
-                continue;
-            }
-            // SAFETY: ifa_addr points to a sockaddr of the family it says.
-            let addr = unsafe {
-                match (*ifa.ifa_addr).sa_family as i32 {
-                    libc::AF_INET => {
-                        let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                        IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes())
-                    }
-                    libc::AF_INET6 => {
-                        let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                        IpAddr::from(sin6.sin6_addr.s6_addr)
-                    }
-                    _ => continue,
-                }
-            };
+    let mut out: Vec<Protected> = sys::interface_addresses()
+        .into_iter()
+        .filter(|(_, addr)| {
             let link_local = matches!(addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
-            if addr.is_loopback() || link_local {
-                continue;
-            }
-            // SAFETY: ifa_name is a NUL-terminated interface name.
-            let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
-            out.push(Protected {
-                addr,
-                why: format!("an address of this host ({name})"),
-                ssh_ports: None,
-            });
-        }
-        // SAFETY: ifap came from getifaddrs.
-        unsafe { libc::freeifaddrs(ifap) };
-    }
+            !addr.is_loopback() && !link_local
+        })
+        .map(|(name, addr)| Protected {
+            addr,
+            why: format!("an address of this host ({name})"),
+            ssh_ports: None,
+        })
+        .collect();
     out.extend(ssh_client());
     out
 }
@@ -103,8 +77,18 @@ fn ssh_client() -> Option<Protected> {
     })
 }
 
+/// A rule set that would cut off the operator or this host, and how.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "refusing a rule set that would lock you out: {}. Add the address to `allow`, or use --force if you mean it",
+    .problems.join("; ")
+)]
+pub struct Lockout {
+    pub problems: Vec<String>,
+}
+
 /// Why `set` would cut off one of `protected`, if it would.
-pub fn check(set: &RuleSet, protected: &[Protected]) -> Result<(), String> {
+pub fn check(set: &RuleSet, protected: &[Protected]) -> Result<(), Lockout> {
     let mut problems = Vec::new();
     for p in protected {
         let (family, bytes) = as_bytes(p.addr);
@@ -133,10 +117,7 @@ pub fn check(set: &RuleSet, protected: &[Protected]) -> Result<(), String> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "refusing a rule set that would lock you out: {}. Add the address to `allow`, or use --force if you mean it",
-            problems.join("; ")
-        ))
+        Err(Lockout { problems })
     }
 }
 
@@ -167,13 +148,13 @@ mod tests {
     #[test]
     fn deny_covering_the_host_or_the_operator_is_refused() {
         let set = parse("t.toml", &format!("deny = [\"192.0.2.0/24\"]\n{RULE}")).unwrap();
-        let e = check(&set, &[host("192.0.2.1")]).unwrap_err();
+        let e = check(&set, &[host("192.0.2.1")]).unwrap_err().to_string();
         assert!(
             e.contains("deny entry 192.0.2.0/24 covers 192.0.2.1, an address of this host (eth0)"),
             "{e}"
         );
         assert!(check(&set, &[host("198.51.100.1")]).is_ok());
-        let e = check(&set, &[ssh("192.0.2.200")]).unwrap_err();
+        let e = check(&set, &[ssh("192.0.2.200")]).unwrap_err().to_string();
         assert!(e.contains("SSH session"), "{e}");
     }
 
@@ -194,7 +175,7 @@ mod tests {
             "[[rule]]\nname = \"no-ssh\"\nprotocol = \"tcp\"\ndst_port = 22\naction = \"drop\"\n",
         )
         .unwrap();
-        let e = check(&set, &[ssh("198.51.100.9")]).unwrap_err();
+        let e = check(&set, &[ssh("198.51.100.9")]).unwrap_err().to_string();
         assert!(
             e.contains("rule \"no-ssh\" drops TCP from port 51234 to port 22"),
             "{e}"

@@ -17,8 +17,8 @@ use filter_common::{
     decide::{Frag, Parsed, frag_key},
 };
 use filterctl::{
+    filter::simulator::{Simulator, XDP_DROP, XDP_PASS},
     rules::{self, RuleSet},
-    testrun::{Runner, XDP_DROP, XDP_PASS},
 };
 
 /// The rule set the run is judged against: every step that does not depend
@@ -506,8 +506,9 @@ struct Coverage {
 
 /// Runs `frames` frames of `seed` through kernel and model; panics at the
 /// first divergence with the frame in hex.
-fn run(set: &RuleSet, seed: u64, frames: usize, monitor: bool) -> (Runner, Coverage) {
-    let runner = Runner::new(set).unwrap_or_else(|e| panic!("cannot load the XDP program: {e:#}"));
+fn run(set: &RuleSet, seed: u64, frames: usize, monitor: bool) -> (Simulator, Coverage) {
+    let runner =
+        Simulator::new(set).unwrap_or_else(|e| panic!("cannot load the XDP program: {e:#}"));
     let mut model = Model::new(set);
     let mut rng = Rng(seed);
     let mut cov = Coverage {
@@ -572,7 +573,7 @@ fn run(set: &RuleSet, seed: u64, frames: usize, monitor: bool) -> (Runner, Cover
 /// the batch on a fresh program (the fragment memory depends on history),
 /// then reads the counters after each frame of the batch.
 fn report_batch(set: &RuleSet, seed: u64, first: usize, batch: &[(Vec<u8>, Reason)]) -> ! {
-    let runner = Runner::new(set).unwrap();
+    let runner = Simulator::new(set).unwrap();
     let mut rng = Rng(seed);
     for _ in 0..first {
         runner.run(&frame(&mut rng)).unwrap();
@@ -620,7 +621,7 @@ fn frames(default: usize) -> usize {
 }
 
 /// The kernel's reason counters equal the model's, and add up to the frames.
-fn assert_counters(runner: &Runner, counts: &[u64], frames: usize) {
+fn assert_counters(runner: &Simulator, counts: &[u64], frames: usize) {
     let kernel: Vec<u64> = runner
         .reasons()
         .unwrap()

@@ -11,10 +11,8 @@ use std::{
     time::Duration,
 };
 
-use filterctl::testnet::{
-    ATTACKER_V4, Sink, TestNet, VICTIM_V4, VICTIM_V6, ntp_monlist_reply, ntp_time_reply, ping,
-    send_udp,
-};
+use filter_testkit::frames::{ntp_monlist_reply, ntp_time_reply};
+use filter_testkit::net::{ATTACKER_V4, Sink, TestNet, VICTIM_V4, VICTIM_V6, ping, send_udp};
 use serde_json::Value;
 
 use common::cli::{TempDir, failed, ok, run as filterctl};

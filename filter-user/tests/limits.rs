@@ -9,14 +9,14 @@ use std::time::Duration;
 use common::frames::*;
 use filter_common::Reason;
 use filterctl::{
+    filter::simulator::{Simulator, XDP_DROP, XDP_PASS},
     rules,
-    testrun::{Runner, XDP_DROP, XDP_PASS},
 };
 
-fn runner(text: &str) -> Runner {
+fn runner(text: &str) -> Simulator {
     common::require_bpf();
     let set = rules::parse("test.toml", text).expect("valid rules");
-    Runner::new(&set).unwrap_or_else(|e| panic!("cannot load the XDP program: {e:#}"))
+    Simulator::new(&set).unwrap_or_else(|e| panic!("cannot load the XDP program: {e:#}"))
 }
 
 fn dns_from(src: [u8; 4]) -> Vec<u8> {
@@ -54,12 +54,12 @@ fn ntp_from(src: [u8; 4]) -> Vec<u8> {
     )
 }
 
-fn count(r: &Runner, reason: Reason) -> u64 {
+fn count(r: &Simulator, reason: Reason) -> u64 {
     r.reason(reason).unwrap().packets
 }
 
 /// Runs `frame` `n` times; returns how many passed.
-fn passed(r: &Runner, frame: &[u8], n: usize) -> usize {
+fn passed(r: &Simulator, frame: &[u8], n: usize) -> usize {
     (0..n).filter(|_| r.run(frame).unwrap() == XDP_PASS).count()
 }
 
@@ -71,7 +71,7 @@ fn most(burst: u64, rate: f64, elapsed: Duration) -> usize {
 }
 
 /// Like `passed`, with the bound on what may pass given the time it took.
-fn passed_within(r: &Runner, frame: &[u8], n: usize, burst: u64, rate: f64) -> (usize, usize) {
+fn passed_within(r: &Simulator, frame: &[u8], n: usize, burst: u64, rate: f64) -> (usize, usize) {
     let t0 = std::time::Instant::now();
     let ok = passed(r, frame, n);
     (ok, most(burst, rate, t0.elapsed()))

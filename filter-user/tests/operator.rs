@@ -6,7 +6,7 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use filterctl::testnet::{Sink, TestNet, VICTIM_V4, send_udp};
+use filter_testkit::net::{Sink, TestNet, VICTIM_V4, send_udp};
 use serde_json::Value;
 
 use common::cli::{FILTERCTL, TempDir, ok, run};

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use filterctl::testnet::{Sink, TestNet, VICTIM_V4};
+use filter_testkit::net::{Sink, TestNet, VICTIM_V4};
 use serde_json::Value;
 
 use common::cli::{TempDir as Files, command as filterctl_cmd, ok, run};
@@ -267,7 +267,7 @@ fn reflection_still_dropped(net: &TestNet) -> bool {
         .unwrap()
         .unwrap();
     TestNet::in_ns(&net.attacker_ns, || {
-        filterctl::testnet::send_udp(
+        filter_testkit::net::send_udp(
             (Ipv4Addr::new(198, 51, 100, 77), 123).into(),
             target,
             &[0x17; 100],

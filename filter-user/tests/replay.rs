@@ -12,7 +12,7 @@ use common::{
     cli::{FILTERCTL, TempDir},
     frames::*,
 };
-use filterctl::testrun::XDP_DROP;
+use filterctl::filter::simulator::XDP_DROP;
 use serde_json::Value;
 
 const DEFAULT_RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/default.toml");

@@ -18,7 +18,8 @@ use std::{
 };
 
 use common::cli::{TempDir, command, ok, run};
-use filterctl::testnet::{Sink, TestNet, VICTIM_V4, ntp_monlist_reply, ntp_time_reply, send_udp};
+use filter_testkit::frames::{ntp_monlist_reply, ntp_time_reply};
+use filter_testkit::net::{Sink, TestNet, VICTIM_V4, send_udp};
 use serde_json::Value;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

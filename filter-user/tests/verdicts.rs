@@ -11,14 +11,15 @@ use common::{
 };
 use filter_common::Reason;
 use filterctl::{
+    filter::simulator::{Simulator, XDP_DROP, XDP_PASS},
     rules,
-    testrun::{Runner, XDP_DROP, XDP_PASS},
 };
 
-fn runner(text: &str) -> (Runner, rules::RuleSet) {
+fn runner(text: &str) -> (Simulator, rules::RuleSet) {
     common::require_bpf();
     let set = rules::parse("test.toml", text).expect("valid rules");
-    let runner = Runner::new(&set).unwrap_or_else(|e| panic!("cannot load the XDP program: {e:#}"));
+    let runner =
+        Simulator::new(&set).unwrap_or_else(|e| panic!("cannot load the XDP program: {e:#}"));
     (runner, set)
 }
 
@@ -32,7 +33,7 @@ fn default_rules() -> String {
 
 /// Runs every case, checking that exactly the expected reason counter (and
 /// rule counter) moved by one packet of the frame's size.
-fn check(runner: &Runner, set: &rules::RuleSet, cases: &[Case], monitor: bool) {
+fn check(runner: &Simulator, set: &rules::RuleSet, cases: &[Case], monitor: bool) {
     for c in cases {
         let before = runner.reasons().unwrap();
         let rules_before: Vec<_> = (0..set.rules.len() as u32)

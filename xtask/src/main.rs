@@ -297,6 +297,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             clippy("filter-common", &["--features", "user"]),
         ),
         ("clippy filter-user", clippy("filter-user", &[])),
+        ("clippy filter-testkit", clippy("filter-testkit", &[])),
         ("clippy xtask", clippy("xtask", &[])),
         ("clippy filter-ebpf", ebpf_clippy()),
     ];

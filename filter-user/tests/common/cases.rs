@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use filter_common::Reason;
-use filterctl::testrun::{XDP_DROP, XDP_PASS};
+use filterctl::filter::simulator::{XDP_DROP, XDP_PASS};
 
 use crate::common::frames::*;
 

@@ -6,7 +6,7 @@ use std::{
     process::{Command, Output},
 };
 
-use filterctl::testnet::TestNet;
+use filter_testkit::net::TestNet;
 
 pub const FILTERCTL: &str = env!("CARGO_BIN_EXE_filterctl");
 

@@ -17,10 +17,7 @@ use filter_common::{
     decide::{Env, Frag, Packet, Parsed, SourceCell, decide},
     port_slot,
 };
-use filterctl::{
-    prefixes::Prefix,
-    rules::{Compiled, RuleSet},
-};
+use filterctl::rules::{Compiled, Prefix, RuleSet};
 
 /// Spec limits (README.md).
 const MAX_VLAN_TAGS: usize = 2;

@@ -6,6 +6,26 @@ use std::net::IpAddr;
 
 use filter_common::{FAMILY_V4, FAMILY_V6};
 
+/// Text that is not a prefix, and what would be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    #[error("{0:?} is not an IP prefix: write \"192.0.2.0/24\", \"2001:db8::/32\" or an address")]
+    NotPrefix(String),
+    #[error("prefix length in {text:?} must be 0 to {max}")]
+    Length { text: String, max: u8 },
+    #[error("{text:?} has bits set past its prefix length: did you mean {meant}?")]
+    HostBits { text: String, meant: Prefix },
+}
+
+/// A line of a list file that holds no prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {error}")]
+pub struct ListError {
+    /// 1-based.
+    pub line: usize,
+    pub error: PrefixError,
+}
+
 /// A prefix with its host bits cleared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Prefix {
@@ -32,17 +52,15 @@ impl std::fmt::Display for Prefix {
     }
 }
 
-pub fn parse_prefix(text: &str) -> Result<Prefix, String> {
+pub fn parse_prefix(text: &str) -> Result<Prefix, PrefixError> {
     let t = text.trim();
     let (addr, len) = match t.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (t, None),
     };
-    let ip: IpAddr = addr.parse().map_err(|_| {
-        format!(
-            "{t:?} is not an IP prefix: write \"192.0.2.0/24\", \"2001:db8::/32\" or an address"
-        )
-    })?;
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| PrefixError::NotPrefix(t.to_string()))?;
     let (family, max, bytes) = match ip {
         IpAddr::V4(v4) => {
             let mut b = [0u8; 16];
@@ -53,22 +71,26 @@ pub fn parse_prefix(text: &str) -> Result<Prefix, String> {
     };
     let len = match len {
         None => max,
-        Some(l) => l
-            .parse::<u8>()
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or_else(|| format!("prefix length in {t:?} must be 0 to {max}"))?,
+        Some(l) => {
+            l.parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| PrefixError::Length {
+                    text: t.to_string(),
+                    max,
+                })?
+        }
     };
     let masked = filter_common::decide::mask(&bytes, len);
     if masked != bytes {
-        return Err(format!(
-            "{t:?} has bits set past its prefix length: did you mean {}?",
-            Prefix {
+        return Err(PrefixError::HostBits {
+            text: t.to_string(),
+            meant: Prefix {
                 family,
                 addr: masked,
-                len
-            }
-        ));
+                len,
+            },
+        });
     }
     Ok(Prefix {
         family,
@@ -79,7 +101,7 @@ pub fn parse_prefix(text: &str) -> Result<Prefix, String> {
 
 /// Prefixes of a list file: one per line; blank lines and text after '#'
 /// or ';' are ignored. Errors carry the 1-based line number.
-pub fn parse_list(text: &str) -> Result<Vec<Prefix>, (usize, String)> {
+pub fn parse_list(text: &str) -> Result<Vec<Prefix>, ListError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let body = line.split(['#', ';']).next().unwrap_or("").trim();
@@ -88,7 +110,7 @@ pub fn parse_list(text: &str) -> Result<Vec<Prefix>, (usize, String)> {
         }
         // Published lists often carry extra columns after the prefix.
         let first = body.split_whitespace().next().unwrap_or(body);
-        out.push(parse_prefix(first).map_err(|e| (i + 1, e))?);
+        out.push(parse_prefix(first).map_err(|error| ListError { line: i + 1, error })?);
     }
     Ok(out)
 }
@@ -113,16 +135,19 @@ mod tests {
         assert!(
             parse_prefix("192.0.2.1/24")
                 .unwrap_err()
+                .to_string()
                 .contains("did you mean 192.0.2.0/24")
         );
         assert!(
             parse_prefix("192.0.2.0/33")
                 .unwrap_err()
+                .to_string()
                 .contains("0 to 32")
         );
         assert!(
             parse_prefix("example.com")
                 .unwrap_err()
+                .to_string()
                 .contains("not an IP prefix")
         );
         assert!(p.contains(FAMILY_V4, &parse_prefix("192.0.2.77").unwrap().addr));
@@ -135,6 +160,9 @@ mod tests {
             "# blocklist\n\n203.0.113.0/24 ; SBL123\n198.51.100.9\t# one host\n2001:db8:bad::/48\n";
         let l = parse_list(text).unwrap();
         assert_eq!(l.len(), 3);
-        assert_eq!(parse_list("192.0.2.0/24\nnot-a-prefix\n").unwrap_err().0, 2);
+        assert_eq!(
+            parse_list("192.0.2.0/24\nnot-a-prefix\n").unwrap_err().line,
+            2
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! or banned right now (`filterctl top`). Bans live in the state maps, so
 //! they take effect at once and survive reloads.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, bail};
 use aya::maps::{
@@ -10,30 +10,20 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use filter_common::{
-    FAMILY_V4, MAP_BAN_V4, MAP_BAN_V6, MAP_BANS, MAP_SOURCES, SourceState, SrcKey, decide::mask,
+    FAMILY_V4, FAMILY_V6, MAP_BAN_V4, MAP_BAN_V6, MAP_BANS, MAP_SOURCES, SourceState, SrcKey,
+    decide::mask,
 };
 
 use crate::{
-    pins::PinRoot,
-    prefixes::Prefix,
-    status::{self, open_map},
+    rules::{Prefix, prefixes::parse_prefix},
+    state::{PinRoot, current_generation, open_map, read_config},
+    sys::{self, monotonic_coarse_ns},
 };
-
-/// CLOCK_MONOTONIC_COARSE in ns: the clock the program's deadlines use.
-pub fn monotonic_coarse_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Prefix length by which the running filter keys sources of `family`.
 fn source_prefix(root: &PinRoot, iface: &str, family: u8) -> anyhow::Result<u8> {
-    let current = status::current_generation(&root.iface_dir(iface))?;
-    let c = status::read_config(&current.dir)?;
+    let current = current_generation(&root.iface_dir(iface))?;
+    let c = read_config(&current.dir)?;
     Ok(if family == FAMILY_V4 {
         c.src_prefix_v4
     } else {
@@ -76,7 +66,7 @@ pub fn ban(
     target: Prefix,
     duration: Duration,
 ) -> anyhow::Result<Prefix> {
-    crate::loader::require_root("ban")?;
+    sys::require_root("ban")?;
     let dir = root.iface_dir(iface);
     let until = monotonic_coarse_ns() + duration.as_nanos() as u64;
     // The program skips ban lookups until something was ever banned.
@@ -98,7 +88,7 @@ pub fn ban(
 
 /// Lifts a ban; fails if there was none.
 pub fn unban(root: &PinRoot, iface: &str, target: Prefix) -> anyhow::Result<Prefix> {
-    crate::loader::require_root("unban")?;
+    sys::require_root("unban")?;
     let dir = root.iface_dir(iface);
     match place(target, source_prefix(root, iface, target.family)?) {
         Place::Source(key, banned) => {
@@ -115,7 +105,7 @@ pub fn unban(root: &PinRoot, iface: &str, target: Prefix) -> anyhow::Result<Pref
     }
 }
 
-fn write_prefix_ban(dir: &std::path::Path, p: Prefix, until: Option<u64>) -> anyhow::Result<()> {
+fn write_prefix_ban(dir: &Path, p: Prefix, until: Option<u64>) -> anyhow::Result<()> {
     if p.family == FAMILY_V4 {
         let mut t: LpmTrie<_, [u8; 4], u64> = LpmTrie::try_from(open_map(dir, MAP_BAN_V4)?)?;
         let key = Key::new(p.len as u32, [p.addr[0], p.addr[1], p.addr[2], p.addr[3]]);
@@ -132,15 +122,6 @@ fn write_prefix_ban(dir: &std::path::Path, p: Prefix, until: Option<u64>) -> any
         }
     }
     Ok(())
-}
-
-fn show(family: u8, addr: &[u8; 16], len: u8) -> String {
-    Prefix {
-        family,
-        addr: *addr,
-        len,
-    }
-    .to_string()
 }
 
 /// One line of `top`.
@@ -164,57 +145,34 @@ pub fn top(root: &PinRoot, iface: &str, n: usize) -> anyhow::Result<Vec<Entry>> 
     }
     let now = monotonic_coarse_ns();
     let v4 = source_prefix(root, iface, FAMILY_V4)?;
-    let v6 = source_prefix(root, iface, filter_common::FAMILY_V6)?;
-    let keyed = |f: u8| if f == FAMILY_V4 { v4 } else { v6 };
+    let v6 = source_prefix(root, iface, FAMILY_V6)?;
+    let keyed = |k: &SrcKey| Prefix {
+        family: k.family,
+        addr: k.addr,
+        len: if k.family == FAMILY_V4 { v4 } else { v6 },
+    };
     let mut out = Vec::new();
     let sources: HashMap<_, SrcKey, SourceState> = HashMap::try_from(open_map(&dir, MAP_SOURCES)?)?;
     for item in sources.iter() {
         let (k, s) = item?;
-        if s.over_since == 0 && s.dropped == 0 {
+        // A source that stopped sending keeps its over_since until it
+        // sends again; it is over only while its allowance runs ahead.
+        let over = s.over_since != 0 && s.pkt_tat.max(s.byte_tat) > now;
+        if !over && s.dropped == 0 {
             continue;
         }
         out.push(Entry {
-            source: show(k.family, &k.addr, keyed(k.family)),
+            source: keyed(&k).to_string(),
             limit: k.limit,
             dropped: s.dropped,
-            over_for_s: (s.over_since != 0).then(|| now.saturating_sub(s.over_since) as f64 / 1e9),
+            over_for_s: over.then(|| now.saturating_sub(s.over_since) as f64 / 1e9),
             banned_for_s: None,
         });
     }
-    let bans: HashMap<_, SrcKey, u64> = HashMap::try_from(open_map(&dir, MAP_BANS)?)?;
-    for item in bans.iter() {
-        let (k, until) = item?;
+    for (prefix, until) in bans(&dir, keyed)? {
         if until > now {
             out.push(Entry {
-                source: show(k.family, &k.addr, keyed(k.family)),
-                limit: 0,
-                dropped: 0,
-                over_for_s: None,
-                banned_for_s: Some((until - now) as f64 / 1e9),
-            });
-        }
-    }
-    let t4: LpmTrie<_, [u8; 4], u64> = LpmTrie::try_from(open_map(&dir, MAP_BAN_V4)?)?;
-    for item in t4.iter() {
-        let (k, until) = item?;
-        if until > now {
-            let mut a = [0u8; 16];
-            a[..4].copy_from_slice(&k.data());
-            out.push(Entry {
-                source: show(FAMILY_V4, &a, k.prefix_len() as u8),
-                limit: 0,
-                dropped: 0,
-                over_for_s: None,
-                banned_for_s: Some((until - now) as f64 / 1e9),
-            });
-        }
-    }
-    let t6: LpmTrie<_, [u8; 16], u64> = LpmTrie::try_from(open_map(&dir, MAP_BAN_V6)?)?;
-    for item in t6.iter() {
-        let (k, until) = item?;
-        if until > now {
-            out.push(Entry {
-                source: show(filter_common::FAMILY_V6, &k.data(), k.prefix_len() as u8),
+                source: prefix.to_string(),
                 limit: 0,
                 dropped: 0,
                 over_for_s: None,
@@ -231,7 +189,39 @@ pub fn top(root: &PinRoot, iface: &str, n: usize) -> anyhow::Result<Vec<Entry>> 
     Ok(out)
 }
 
+/// Every ban with its deadline: sources banned by the limiter or by key,
+/// and the operator's prefix bans.
+fn bans(dir: &Path, keyed: impl Fn(&SrcKey) -> Prefix) -> anyhow::Result<Vec<(Prefix, u64)>> {
+    let mut out = Vec::new();
+    let by_key: HashMap<_, SrcKey, u64> = HashMap::try_from(open_map(dir, MAP_BANS)?)?;
+    for item in by_key.iter() {
+        let (k, until) = item?;
+        out.push((keyed(&k), until));
+    }
+    let t4: LpmTrie<_, [u8; 4], u64> = LpmTrie::try_from(open_map(dir, MAP_BAN_V4)?)?;
+    for item in t4.iter() {
+        let (k, until) = item?;
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&k.data());
+        out.push((prefix(FAMILY_V4, addr, k.prefix_len()), until));
+    }
+    let t6: LpmTrie<_, [u8; 16], u64> = LpmTrie::try_from(open_map(dir, MAP_BAN_V6)?)?;
+    for item in t6.iter() {
+        let (k, until) = item?;
+        out.push((prefix(FAMILY_V6, k.data(), k.prefix_len()), until));
+    }
+    Ok(out)
+}
+
+fn prefix(family: u8, addr: [u8; 16], len: u32) -> Prefix {
+    Prefix {
+        family,
+        addr,
+        len: len as u8,
+    }
+}
+
 /// Parses "198.51.100.7", "2001:db8::/48" as a ban target.
 pub fn parse_target(text: &str) -> anyhow::Result<Prefix> {
-    crate::prefixes::parse_prefix(text).map_err(|e| anyhow::anyhow!(e))
+    Ok(parse_prefix(text)?)
 }

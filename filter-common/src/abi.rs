@@ -325,6 +325,20 @@ const _: () = assert!(size_of::<FragKey>() == 40);
 
 pub const META_SOURCE_LEN: usize = 256;
 
+/// [`Meta::attach_mode`]: not known (a generation written before it was kept).
+pub const ATTACH_UNKNOWN: u32 = 0;
+/// [`Meta::attach_mode`]: in the driver (native XDP).
+pub const ATTACH_NATIVE: u32 = 1;
+/// [`Meta::attach_mode`]: generic (skb) mode, which every interface has.
+pub const ATTACH_GENERIC: u32 = 2;
+
+/// [`Meta::git_state`]: the rule file is not in a git work tree.
+pub const GIT_NONE: u32 = 0;
+/// [`Meta::git_state`]: the rule file is committed as it was loaded.
+pub const GIT_CLEAN: u32 = 1;
+/// [`Meta::git_state`]: the rule file differs from the commit.
+pub const GIT_MODIFIED: u32 = 2;
+
 /// Which rule set a generation of the program enforces, written by the
 /// controller into that generation's maps, so that a restarted controller or
 /// a second operator sees exactly which rules run.
@@ -334,11 +348,11 @@ pub struct Meta {
     /// SHA-256 of the rule file's bytes and of the list files it reads.
     pub digest: [u8; 32],
     pub loaded_at_unix: u64,
-    /// 1 native, 2 generic (skb), 3 offload.
+    /// One of the `ATTACH_*` values.
     pub attach_mode: u32,
     pub rule_count: u32,
     pub generation: u32,
-    /// 0 not in a git work tree, 1 committed as is, 2 modified since.
+    /// One of the `GIT_*` values.
     pub git_state: u32,
     /// Commit (hex) of the work tree holding the rule file.
     pub git_commit: [u8; 40],

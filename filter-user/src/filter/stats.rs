@@ -14,10 +14,8 @@ use filter_common::{
 };
 use serde::Serialize;
 
-use crate::{
-    pins::{self, PinRoot},
-    status,
-};
+use super::status::{self, Status};
+use crate::state::{PinRoot, generation_dir, open_map};
 
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Totals {
@@ -85,15 +83,19 @@ pub fn sum_per_cpu<T: std::borrow::Borrow<aya::maps::MapData>>(
 }
 
 pub fn read_interface(root: &PinRoot, iface: &str) -> anyhow::Result<InterfaceStats> {
-    let dir = root.iface_dir(iface);
-    let status = status::status(root, iface)?;
-    let gen_dir = pins::generation_dir(&dir, status.generation);
+    status::retry(|| counters(root, &status::status_once(root, iface)?))
+}
+
+/// The counters of the generation `status` names.
+pub fn counters(root: &PinRoot, status: &Status) -> anyhow::Result<InterfaceStats> {
+    let dir = root.iface_dir(&status.interface);
+    let gen_dir = generation_dir(&dir, status.generation);
     read_counters(
         &dir,
         &gen_dir,
-        iface,
+        &status.interface,
         status.mode,
-        status.rules_digest,
+        status.rules_digest.clone(),
         status.rule_count,
     )
 }
@@ -108,7 +110,7 @@ fn read_counters(
     rules_digest: String,
     rule_count: u32,
 ) -> anyhow::Result<InterfaceStats> {
-    let stats: PerCpuArray<_, Counter> = PerCpuArray::try_from(status::open_map(dir, MAP_STATS)?)?;
+    let stats: PerCpuArray<_, Counter> = PerCpuArray::try_from(open_map(dir, MAP_STATS)?)?;
     let mut out = InterfaceStats {
         interface: iface.to_string(),
         mode,
@@ -144,9 +146,9 @@ fn read_counters(
         packets: out.seen.packets - out.dropped.packets,
         bytes: out.seen.bytes - out.dropped.bytes,
     };
-    let rules: Array<_, Rule> = Array::try_from(status::open_map(gen_dir, MAP_RULES)?)?;
+    let rules: Array<_, Rule> = Array::try_from(open_map(gen_dir, MAP_RULES)?)?;
     let rule_stats: PerCpuArray<_, Counter> =
-        PerCpuArray::try_from(status::open_map(gen_dir, MAP_RULE_STATS)?)?;
+        PerCpuArray::try_from(open_map(gen_dir, MAP_RULE_STATS)?)?;
     for i in 0..rule_count {
         let rule = rules.get(&i, 0)?;
         let t = sum_per_cpu(&rule_stats, i)?;
@@ -191,117 +193,4 @@ pub fn snapshot(root: &PinRoot, iface: Option<&str>) -> anyhow::Result<Snapshot>
             .map_or(0, |d| d.as_millis() as u64),
         interfaces,
     })
-}
-
-pub fn render_table(s: &Snapshot) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    if s.interfaces.is_empty() {
-        out.push_str("no filter loaded\n");
-    }
-    for i in &s.interfaces {
-        let _ = writeln!(
-            out,
-            "{} ({}): seen {} pkts, dropped {} pkts / {} bytes, passed {} pkts",
-            i.interface,
-            i.mode,
-            i.seen.packets,
-            i.dropped.packets,
-            i.dropped.bytes,
-            i.passed.packets
-        );
-        let _ = writeln!(
-            out,
-            "  {:<22} {:>7} {:>12} {:>14}",
-            "reason", "verdict", "packets", "bytes"
-        );
-        for (name, r) in &i.reasons {
-            let _ = writeln!(
-                out,
-                "  {:<22} {:>7} {:>12} {:>14}",
-                name, r.verdict, r.packets, r.bytes
-            );
-        }
-        if i.monitor_passed.packets > 0 {
-            let _ = writeln!(
-                out,
-                "  monitor mode passed {} pkts that would have been dropped",
-                i.monitor_passed.packets
-            );
-        }
-        let _ = writeln!(
-            out,
-            "  {:<24} {:>7} {:>12} {:>14}",
-            "rule", "action", "packets", "bytes"
-        );
-        for r in &i.rules {
-            let _ = writeln!(
-                out,
-                "  {:<24} {:>7} {:>12} {:>14}",
-                r.name, r.action, r.packets, r.bytes
-            );
-        }
-    }
-    out
-}
-
-/// Prints per-second rates every `secs` seconds until interrupted: packets
-/// and bits per second per reason, from the difference of two snapshots.
-pub fn watch(root: &PinRoot, iface: Option<&str>, secs: u64, json: bool) -> anyhow::Result<()> {
-    let mut prev = snapshot(root, iface)?;
-    loop {
-        std::thread::sleep(std::time::Duration::from_secs(secs));
-        let next = snapshot(root, iface)?;
-        let dt = (next
-            .timestamp_unix_ms
-            .saturating_sub(prev.timestamp_unix_ms)) as f64
-            / 1000.0;
-        let mut out = Vec::new();
-        for i in &next.interfaces {
-            let Some(p) = prev.interfaces.iter().find(|p| p.interface == i.interface) else {
-                continue;
-            };
-            let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt.max(1e-3);
-            let reasons: BTreeMap<&str, serde_json::Value> = i
-                .reasons
-                .iter()
-                .map(|(name, r)| {
-                    let old = &p.reasons[name];
-                    (
-                        *name,
-                        serde_json::json!({
-                            "pps": rate(r.packets, old.packets),
-                            "bps": 8.0 * rate(r.bytes, old.bytes),
-                        }),
-                    )
-                })
-                .collect();
-            out.push(serde_json::json!({
-                "interface": i.interface,
-                "seen_pps": rate(i.seen.packets, p.seen.packets),
-                "dropped_pps": rate(i.dropped.packets, p.dropped.packets),
-                "dropped_bps": 8.0 * rate(i.dropped.bytes, p.dropped.bytes),
-                "passed_pps": rate(i.passed.packets, p.passed.packets),
-                "reasons": reasons,
-            }));
-        }
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({ "timestamp_unix_ms": next.timestamp_unix_ms, "interval_s": dt, "interfaces": out })
-            );
-        } else {
-            for o in &out {
-                println!(
-                    "{}: seen {:.0} pps, dropped {:.0} pps ({:.1} Mbit/s), passed {:.0} pps",
-                    o["interface"].as_str().unwrap_or("?"),
-                    o["seen_pps"].as_f64().unwrap_or(0.0),
-                    o["dropped_pps"].as_f64().unwrap_or(0.0),
-                    o["dropped_bps"].as_f64().unwrap_or(0.0) / 1e6,
-                    o["passed_pps"].as_f64().unwrap_or(0.0),
-                );
-            }
-        }
-        prev = next;
-    }
 }

@@ -3,7 +3,6 @@
 //! to it, so an interface never runs a partial rule set.
 
 use std::{
-    ffi::CString,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -22,16 +21,21 @@ use aya::{
     },
 };
 use filter_common::{
-    CONFIG_MONITOR, Chain, Config, FAMILY_V4, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CHAINS,
-    MAP_CONFIG, MAP_DENY_V4, MAP_DENY_V6, MAP_LIMITS, MAP_META, MAP_PORT_CHAINS, MAP_RULES,
-    MAP_RULESET, MAP_SOURCES, META_SOURCE_LEN, Meta, PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS,
+    ATTACH_GENERIC, ATTACH_NATIVE, CONFIG_MONITOR, Chain, Config, FAMILY_V4, GIT_CLEAN,
+    GIT_MODIFIED, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CHAINS, MAP_CONFIG, MAP_DENY_V4,
+    MAP_DENY_V6, MAP_LIMITS, MAP_META, MAP_PORT_CHAINS, MAP_RULES, MAP_RULESET, MAP_SOURCES,
+    META_SOURCE_LEN, Meta, PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS,
 };
 
+use super::{failpoint, provenance};
 use crate::{
     EBPF_OBJECT,
-    pins::{self, PinRoot},
-    prefixes::Prefix,
-    rules::{Compiled, RuleSet},
+    rules::{Compiled, Prefix, RuleSet},
+    state::{
+        LINK, PROG, PinRoot, current_generation, generation::attach_mode_name, generation_dir,
+        generations, open_map, read_meta, record::Canonical,
+    },
+    sys,
 };
 
 /// How to attach: `auto` tries the driver (native) first and falls back to
@@ -41,35 +45,6 @@ pub enum AttachMode {
     Auto,
     Native,
     Generic,
-}
-
-pub const META_MODE_NATIVE: u32 = 1;
-pub const META_MODE_GENERIC: u32 = 2;
-
-pub fn mode_name(meta_mode: u32) -> &'static str {
-    match meta_mode {
-        META_MODE_NATIVE => "native",
-        META_MODE_GENERIC => "generic",
-        _ => "unknown",
-    }
-}
-
-pub fn require_root(what: &str) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("filterctl {what} needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo");
-    }
-    Ok(())
-}
-
-fn ifindex(iface: &str) -> anyhow::Result<u32> {
-    let c = CString::new(iface).map_err(|_| anyhow!("bad interface name {iface:?}"))?;
-    // SAFETY: c is a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if index == 0 {
-        bail!("no such interface: {iface} (see `ip link` for the interfaces of this host)");
-    }
-    Ok(index)
 }
 
 /// Removes a half-made pin folder unless disarmed: a failed load or reload
@@ -94,8 +69,8 @@ pub fn load(
     source: &Path,
     mode: AttachMode,
 ) -> anyhow::Result<&'static str> {
-    require_root("load")?;
-    let index = ifindex(iface)?;
+    sys::require_root("load")?;
+    let index = sys::ifindex(iface)?;
     root.ensure_bpffs()?;
     let dir = root.iface_dir(iface);
     if dir.exists() {
@@ -119,13 +94,28 @@ pub fn load(
     )?;
     let generation = 1;
     write_meta(&mut ebpf, set, source, meta_mode, generation)?;
-    pin_generation(&mut ebpf, &pins::generation_dir(&dir, generation))?;
+    pin_generation(&mut ebpf, &generation_dir(&dir, generation))?;
     // The link is pinned last: once it is, the filter stays attached after
     // we exit, and everything it needs is already pinned beside it.
-    link.pin(dir.join(pins::LINK))
+    link.pin(dir.join(LINK))
         .context("failed to pin the XDP link")?;
     guard.0 = None;
-    Ok(mode_name(meta_mode))
+    Ok(attach_mode_name(meta_mode))
+}
+
+/// A reload that failed, and whether the new rules got to enforce.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("failed to reload {iface}; the previous rules are still enforcing: {cause:#}")]
+    NotSwitched { iface: String, cause: anyhow::Error },
+    #[error(
+        "{iface} runs the new rules (generation {generation}), but the reload did not finish: {cause:#}"
+    )]
+    AfterSwitch {
+        iface: String,
+        generation: u32,
+        cause: anyhow::Error,
+    },
 }
 
 /// Replaces the rule set of the filter on `iface` in one atomic step: a new
@@ -134,22 +124,53 @@ pub fn load(
 /// the XDP link is switched to it. Every packet sees either the old or the
 /// new rule set, never a mix. Any failure before the switch leaves the old
 /// generation enforcing.
-pub fn reload(root: &PinRoot, iface: &str, set: &RuleSet, source: &Path) -> anyhow::Result<u32> {
-    require_root("reload")?;
+pub fn reload(
+    root: &PinRoot,
+    iface: &str,
+    set: &RuleSet,
+    source: &Path,
+) -> Result<u32, ReloadError> {
+    let not_switched = |cause| ReloadError::NotSwitched {
+        iface: iface.to_string(),
+        cause,
+    };
     let dir = root.iface_dir(iface);
-    let current = crate::status::current_generation(&dir)
-        .with_context(|| format!("no filter running on {iface}: use `filterctl load` first"))?;
-    let old_meta = crate::status::read_meta(&current.dir)?;
+    let generation = switch(&dir, iface, set, source).map_err(not_switched)?;
+    let after = || -> anyhow::Result<()> {
+        failpoint::hit("after-switch")?;
+        // The old generation is no longer referenced by the link: its pins
+        // are all that keep it, and crashed reloads may have left others.
+        for g in generations(&dir)? {
+            if g != generation {
+                let _ = std::fs::remove_dir_all(generation_dir(&dir, g));
+            }
+        }
+        Ok(())
+    };
+    after().map_err(|cause| ReloadError::AfterSwitch {
+        iface: iface.to_string(),
+        generation,
+        cause,
+    })?;
+    Ok(generation)
+}
 
-    let mut ebpf = prepare(set, Some(&dir))?;
-    failpoint("after-prepare")?;
-    let generation = pins::generations(&dir)?.into_iter().max().unwrap_or(0) + 1;
+/// Builds, pins and switches to a new generation; returns its number.
+fn switch(dir: &Path, iface: &str, set: &RuleSet, source: &Path) -> anyhow::Result<u32> {
+    sys::require_root("reload")?;
+    let current = current_generation(dir)
+        .with_context(|| format!("no filter running on {iface}: use `filterctl load` first"))?;
+    let old_meta = read_meta(&current.dir)?;
+
+    let mut ebpf = prepare(set, Some(dir))?;
+    failpoint::hit("after-prepare")?;
+    let generation = generations(dir)?.into_iter().max().unwrap_or(0) + 1;
     write_meta(&mut ebpf, set, source, old_meta.attach_mode, generation)?;
-    let gen_dir = pins::generation_dir(&dir, generation);
+    let gen_dir = generation_dir(dir, generation);
     let mut guard = PinDirGuard(Some(gen_dir.clone()));
     pin_generation(&mut ebpf, &gen_dir)?;
 
-    let link_path = dir.join(pins::LINK);
+    let link_path = dir.join(LINK);
     let link: FdLink = PinnedLink::from_pin(&link_path)
         .with_context(|| format!("cannot open the pinned link {}", link_path.display()))?
         .into();
@@ -158,40 +179,13 @@ pub fn reload(root: &PinRoot, iface: &str, set: &RuleSet, source: &Path) -> anyh
         .program_mut(PROGRAM_NAME)
         .expect("prepare checked it")
         .try_into()?;
-    failpoint("before-switch")?;
+    failpoint::hit("before-switch")?;
     // The one step that changes what the interface runs.
     program
         .attach_to_link(link)
         .context("failed to switch the XDP link to the new program")?;
     guard.0 = None;
-    failpoint("after-switch")?;
-
-    // The old generation is no longer referenced by the link: its pins are
-    // all that keep it, and crashed reloads may have left others.
-    for g in pins::generations(&dir)? {
-        if g != generation {
-            let _ = std::fs::remove_dir_all(pins::generation_dir(&dir, g));
-        }
-    }
     Ok(generation)
-}
-
-/// Test hook for the crash-safety tests: FILTERCTL_FAILPOINT=NAME:fail makes
-/// step NAME fail, NAME:pause makes it sleep so a test can kill the process
-/// right there. Unset in normal use.
-fn failpoint(name: &str) -> anyhow::Result<()> {
-    let Ok(spec) = std::env::var("FILTERCTL_FAILPOINT") else {
-        return Ok(());
-    };
-    match spec.split_once(':') {
-        Some((n, "fail")) if n == name => bail!("failpoint {name} triggered"),
-        Some((n, "pause")) if n == name => {
-            eprintln!("failpoint {name}: pausing");
-            std::thread::sleep(std::time::Duration::from_secs(60));
-            Ok(())
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Pins a generation's program and its own maps (not the state maps, which
@@ -203,7 +197,7 @@ fn pin_generation(ebpf: &mut Ebpf, gen_dir: &Path) -> anyhow::Result<()> {
         .expect("prepare checked it")
         .try_into()?;
     program
-        .pin(gen_dir.join(pins::PROG))
+        .pin(gen_dir.join(PROG))
         .context("failed to pin the program")?;
     // Section maps (.rodata and friends) live as long as the program that
     // uses them; bpffs refuses names with dots anyway.
@@ -226,19 +220,19 @@ fn attach(
     match mode {
         AttachMode::Native => program
             .attach_to_if_index(index, XdpMode::Driver)
-            .map(|id| (id, META_MODE_NATIVE))
+            .map(|id| (id, ATTACH_NATIVE))
             .with_context(|| {
                 format!("failed to attach to {iface} in native mode (try --mode generic)")
             }),
         AttachMode::Generic => program
             .attach_to_if_index(index, XdpMode::Skb)
-            .map(|id| (id, META_MODE_GENERIC))
+            .map(|id| (id, ATTACH_GENERIC))
             .with_context(|| format!("failed to attach to {iface} in generic mode")),
         AttachMode::Auto => match program.attach_to_if_index(index, XdpMode::Driver) {
-            Ok(id) => Ok((id, META_MODE_NATIVE)),
+            Ok(id) => Ok((id, ATTACH_NATIVE)),
             Err(native_err) => program
                 .attach_to_if_index(index, XdpMode::Skb)
-                .map(|id| (id, META_MODE_GENERIC))
+                .map(|id| (id, ATTACH_GENERIC))
                 .map_err(|e| {
                     anyhow!(
                         "failed to attach to {iface}: native mode: {native_err}; generic mode: {e}"
@@ -275,11 +269,7 @@ pub fn prepare(set: &RuleSet, state_dir: Option<&Path>) -> anyhow::Result<Ebpf> 
     write_prefixes(&mut ebpf, MAP_DENY_V4, MAP_DENY_V6, &set.deny)?;
     let mut record: Array<_, [u8; RULESET_CHUNK]> =
         Array::try_from(map_mut(&mut ebpf, MAP_RULESET)?)?;
-    for (i, chunk) in crate::diff::Canonical::of(set)
-        .to_chunks()?
-        .iter()
-        .enumerate()
-    {
+    for (i, chunk) in Canonical::of(set).to_chunks()?.iter().enumerate() {
         record
             .set(i as u32, chunk, 0)
             .context("failed to write RULESET")?;
@@ -362,47 +352,22 @@ fn write_meta(
     let bytes = source.as_os_str().as_encoded_bytes();
     let n = bytes.len().min(META_SOURCE_LEN - 1);
     meta.source[..n].copy_from_slice(&bytes[..n]);
-    if let Some((commit, modified)) = git_state(&source) {
+    if let Some((commit, modified)) = provenance::git_state(&source) {
         meta.git_commit.copy_from_slice(commit.as_bytes());
-        meta.git_state = if modified { 2 } else { 1 };
+        meta.git_state = if modified { GIT_MODIFIED } else { GIT_CLEAN };
     }
     let mut map: Array<_, Meta> = Array::try_from(map_mut(ebpf, MAP_META)?)?;
     map.set(0, meta, 0).context("failed to write META")?;
     Ok(())
 }
 
-/// The commit of the git work tree holding `file`, and whether the file
-/// differs from it; None outside a work tree.
-fn git_state(file: &Path) -> Option<(String, bool)> {
-    let dir = file.parent()?;
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    let commit = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    if !out.status.success() || commit.len() != 40 {
-        return None;
-    }
-    let status = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["status", "--porcelain", "--"])
-        .arg(file)
-        .output()
-        .ok()?;
-    Some((commit, !status.stdout.is_empty()))
-}
-
 /// Flips monitor mode in the running generation's config: the program reads
 /// it per packet, so it applies at once.
 pub fn set_mode(root: &PinRoot, iface: &str, monitor: bool) -> anyhow::Result<()> {
-    require_root("mode")?;
-    let current = crate::status::current_generation(&root.iface_dir(iface))
+    sys::require_root("mode")?;
+    let current = current_generation(&root.iface_dir(iface))
         .with_context(|| format!("no filter running on {iface}"))?;
-    let mut config: Array<_, Config> =
-        Array::try_from(crate::status::open_map(&current.dir, MAP_CONFIG)?)?;
+    let mut config: Array<_, Config> = Array::try_from(open_map(&current.dir, MAP_CONFIG)?)?;
     let mut c = config.get(&0, 0)?;
     if monitor {
         c.flags |= CONFIG_MONITOR;
@@ -415,12 +380,12 @@ pub fn set_mode(root: &PinRoot, iface: &str, monitor: bool) -> anyhow::Result<()
 
 /// Detaches the filter from `iface` and removes every pin of it.
 pub fn unload(root: &PinRoot, iface: &str) -> anyhow::Result<()> {
-    require_root("unload")?;
+    sys::require_root("unload")?;
     let dir = root.iface_dir(iface);
     if !dir.is_dir() {
         bail!("no filter loaded on {iface} (no pins in {})", dir.display());
     }
-    let link_path = dir.join(pins::LINK);
+    let link_path = dir.join(LINK);
     if link_path.exists() {
         let link = PinnedLink::from_pin(&link_path)
             .with_context(|| format!("cannot open pinned link {}", link_path.display()))?;

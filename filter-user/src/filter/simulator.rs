@@ -1,5 +1,7 @@
-//! Runs frames through the real XDP program with BPF_PROG_TEST_RUN, attached
-//! to no interface: for verdict tests, `replay` and benchmarks.
+//! The simulator: runs frames through the real XDP program with
+//! BPF_PROG_TEST_RUN, loaded with a rule set into maps of its own and
+//! attached to no interface. `replay` is built on it, and so are the
+//! verdict tests and the benchmarks.
 
 use std::time::Duration;
 
@@ -13,24 +15,24 @@ use filter_common::{
     Counter, MAP_RULE_STATS, MAP_STATS, PROGRAM_NAME, REASON_COUNT, Reason, STATS_MONITOR_SLOT,
 };
 
-use crate::{
-    loader,
-    rules::RuleSet,
+use super::{
+    load,
     stats::{self, Totals},
 };
+use crate::rules::RuleSet;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 
 /// A loaded, unattached copy of the filter with its own maps.
-pub struct Runner {
+pub struct Simulator {
     ebpf: Ebpf,
 }
 
-impl Runner {
+impl Simulator {
     pub fn new(set: &RuleSet) -> anyhow::Result<Self> {
-        Ok(Runner {
-            ebpf: loader::prepare(set, None)?,
+        Ok(Simulator {
+            ebpf: load::prepare(set, None)?,
         })
     }
 

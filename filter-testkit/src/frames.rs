@@ -1,7 +1,6 @@
-//! Hand-built frames for the verdict tests: every header written out byte by
+//! Hand-built frames for the tests and benchmarks: every header written out byte by
 //! byte so a test can put exactly the wrapping (VLAN tags, IPv4 options, IPv6
 //! extension headers, fragments) or the lie (bad lengths) it means to test.
-#![allow(dead_code)]
 
 pub const ETH_IPV4: u16 = 0x0800;
 pub const ETH_IPV6: u16 = 0x86dd;
@@ -129,8 +128,19 @@ pub fn icmp_echo() -> Vec<u8> {
     vec![8, 0, 0xf7, 0xff, 0, 0, 0, 0]
 }
 
-#[allow(unused_imports)] // Not every test crate uses them.
-pub use filterctl::testnet::{ntp_monlist_reply, ntp_time_reply};
+/// An NTP mode 7 (monlist) reply: the amplified one, 468 bytes.
+pub fn ntp_monlist_reply() -> Vec<u8> {
+    let mut p = vec![0x97, 0x00, 0x03, 0x2a];
+    p.resize(468, 0x11);
+    p
+}
+
+/// An NTP mode 4 (server) time reply, 48 bytes: what time sync receives.
+pub fn ntp_time_reply() -> Vec<u8> {
+    let mut p = vec![0x24, 0x02, 0x00, 0xe7];
+    p.resize(48, 0);
+    p
+}
 
 pub fn ssdp_reply() -> Vec<u8> {
     b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nST: upnp:rootdevice\r\nUSN: uuid:0::upnp:rootdevice\r\n\r\n".to_vec()

@@ -251,20 +251,6 @@ impl Drop for TestNet {
     }
 }
 
-/// An NTP mode 7 (monlist) reply: the amplified one, 468 bytes.
-pub fn ntp_monlist_reply() -> Vec<u8> {
-    let mut p = vec![0x97, 0x00, 0x03, 0x2a];
-    p.resize(468, 0x11);
-    p
-}
-
-/// An NTP mode 4 (server) time reply, 48 bytes: what time sync receives.
-pub fn ntp_time_reply() -> Vec<u8> {
-    let mut p = vec![0x24, 0x02, 0x00, 0xe7];
-    p.resize(48, 0);
-    p
-}
-
 /// Sends `count` datagrams of `payload` from `from` to `to` with an ordinary
 /// UDP socket (call it inside the sending namespace).
 pub fn send_udp(

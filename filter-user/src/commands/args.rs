@@ -1,0 +1,176 @@
+//! The command line: clap's types, with the doc comments as help.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    filter::load::AttachMode,
+    serve::{
+        self,
+        watch::{Watch, parse_watch},
+    },
+    state::DEFAULT_ROOT,
+};
+
+/// Host-level XDP filter against UDP reflection floods.
+#[derive(Parser, Debug)]
+#[command(name = "filterctl", version)]
+pub struct Cli {
+    /// Folder on bpffs that holds one subfolder of pins per interface.
+    #[arg(long, global = true, env = "FILTERCTL_PIN_ROOT", default_value = DEFAULT_ROOT)]
+    pub pin_root: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load the filter on an interface with a rule file, pin it and exit;
+    /// the filter keeps running without filterctl.
+    Load {
+        #[arg(long)]
+        iface: String,
+        /// Rule file (TOML); the built-in default profile when absent.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+        mode: AttachMode,
+        /// Load even if the rules would drop traffic from this host's own
+        /// addresses or from your SSH session.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace the rule set of a loaded filter in one atomic step; rate
+    /// limit, ban and counter state carry over. If the new rules fail to
+    /// load, the old ones keep enforcing.
+    Reload {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        rules: PathBuf,
+        /// Reload even if the rules would lock you out (see `load --force`).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show what reloading an interface with a rule file would change:
+    /// settings, rules added, removed and changed, prefixes.
+    Diff {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        rules: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Switch between enforcing and only counting (monitor) at once,
+    /// without reloading; the next load or reload uses the file's mode.
+    Mode {
+        #[arg(long)]
+        iface: String,
+        #[arg(value_enum)]
+        mode: ModeArg,
+    },
+    /// Detach the filter from an interface (or all) and remove its pins.
+    Unload {
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        iface: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show which interfaces carry the filter and which rules they run.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-reason and per-rule packet and byte counters.
+    Stats {
+        #[arg(long)]
+        iface: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Print rates (per second over this many seconds) until stopped.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<u64>,
+    },
+    /// Ban a source address or prefix at once (on every loaded interface
+    /// unless --iface); bans expire by themselves and survive reloads.
+    Ban {
+        /// 198.51.100.7, 2001:db8::/48, ...
+        target: String,
+        /// How long: 30s, 10m, 2h, 1d.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// Lift a ban set with `ban` (or by the limiter).
+    Unban {
+        target: String,
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// Sources over their limit or banned right now, most dropped first.
+    Top {
+        #[arg(long)]
+        iface: Option<String>,
+        #[arg(short, default_value_t = 20)]
+        n: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every frame of a capture (pcap or pcapng, Ethernet) through the
+    /// filter with a rule file, in the kernel but attached nowhere, and show
+    /// what each frame would get: test a rule change against a recorded
+    /// attack. Rate limits, bans and fragment memory run at replay speed,
+    /// not at the capture's timestamps. Needs root.
+    Replay {
+        /// Rule file (TOML) to test.
+        #[arg(long)]
+        rules: PathBuf,
+        /// Capture file (.pcap or .pcapng).
+        capture: PathBuf,
+        /// Print the report as JSON (every frame, totals per reason and rule).
+        #[arg(long)]
+        json: bool,
+        /// List every frame in the human report.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Run as a daemon: metrics on /metrics, stats on /stats, rule files
+    /// followed.
+    ///
+    /// Prometheus metrics (OpenMetrics text) on /metrics and the `stats
+    /// --json` document on /stats, read from the pins at each request. Each
+    /// watched rule file is reloaded when its content changes (checked
+    /// every second) and on SIGHUP, behind the lockout guard; a broken one
+    /// is logged and not loaded. SIGTERM or SIGINT stops the daemon and
+    /// leaves the filter attached. Logs at info unless RUST_LOG says else.
+    Serve {
+        /// Address to listen on (loopback only by default).
+        #[arg(long, default_value = serve::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Interface whose rules follow the --rules file given with it
+        /// (repeatable: --iface IF --rules FILE ...).
+        #[arg(long, requires = "rules")]
+        iface: Vec<String>,
+        /// Rule file watched for the --iface given with it.
+        #[arg(long, requires = "iface")]
+        rules: Vec<PathBuf>,
+        /// Same as --iface IF --rules FILE, in one argument (repeatable).
+        #[arg(long, value_name = "IF=FILE", value_parser = parse_watch)]
+        watch: Vec<Watch>,
+    },
+    /// Validate rule files without loading them (no root needed). Exit status
+    /// 1 if any is invalid: usable in a pre-commit hook or CI.
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Enforce,
+    Monitor,
+}

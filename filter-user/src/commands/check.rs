@@ -1,0 +1,22 @@
+//! `check`: validates rule files without loading them.
+
+use std::path::PathBuf;
+
+use crate::rules;
+
+pub fn check(paths: &[PathBuf]) -> anyhow::Result<()> {
+    let mut bad = 0;
+    for p in paths {
+        match rules::load_file(p) {
+            Ok(set) => println!("{}: ok, {} rules", p.display(), set.rules.len()),
+            Err(e) => {
+                eprintln!("{e}");
+                bad += 1;
+            }
+        }
+    }
+    if bad > 0 {
+        anyhow::bail!("{bad} of {} rule files invalid", paths.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! The command layer: `args` holds the command line, each command is one
+//! function that does the work through the library and returns what it
+//! found, and a render function beside it turns that into text or JSON.
+//! `run` only dispatches.
+
+pub mod args;
+mod bans;
+mod check;
+mod diff;
+mod load;
+mod replay;
+mod stats;
+mod status;
+mod table;
+
+use self::args::{Cli, Command};
+use crate::state::PinRoot;
+
+pub use self::load::DEFAULT_RULES;
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let root = PinRoot::new(&cli.pin_root);
+    match cli.command {
+        Command::Serve {
+            listen,
+            iface,
+            rules,
+            watch,
+        } => {
+            let watches = crate::serve::watch::watches(iface, rules, watch)?;
+            crate::serve::serve(root, listen, watches).await
+        }
+        Command::Load {
+            iface,
+            rules,
+            mode,
+            force,
+        } => load::load(&root, &iface, rules.as_deref(), mode, force),
+        Command::Reload {
+            iface,
+            rules,
+            force,
+        } => load::reload(&root, &iface, &rules, force),
+        Command::Diff { iface, rules, json } => diff::diff(&root, &iface, &rules, json),
+        Command::Mode { iface, mode } => load::mode(&root, &iface, mode),
+        Command::Unload { iface, all } => load::unload(&root, iface, all),
+        Command::Status { json } => status::status(&root, json),
+        Command::Stats { iface, json, watch } => stats::stats(&root, iface.as_deref(), json, watch),
+        Command::Ban {
+            target,
+            duration,
+            iface,
+        } => bans::ban(&root, &target, &duration, iface),
+        Command::Unban { target, iface } => bans::unban(&root, &target, iface),
+        Command::Top { iface, n, json } => bans::top(&root, iface, n, json),
+        Command::Replay {
+            rules,
+            capture,
+            json,
+            verbose,
+        } => replay::replay(&rules, &capture, json, verbose),
+        Command::Check { paths } => check::check(&paths),
+    }
+}
+
+/// The named interface, or every loaded one.
+fn interfaces(root: &PinRoot, iface: Option<String>) -> anyhow::Result<Vec<String>> {
+    let all = match iface {
+        Some(i) => vec![i],
+        None => root.interfaces()?,
+    };
+    if all.is_empty() {
+        anyhow::bail!("no filter loaded");
+    }
+    Ok(all)
+}

@@ -1,0 +1,75 @@
+//! Bringing an interface in step with a rule file: read and validate the
+//! file, refuse it if it would lock the operator out, reload atomically.
+//! `filterctl reload` and `serve`'s watcher both go through here.
+
+use std::path::Path;
+
+use super::load;
+use crate::{
+    lockout::{self, Lockout},
+    rules::{self, RuleSet, RulesError},
+    state::PinRoot,
+};
+
+/// Whether the lockout guard applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guard {
+    Check,
+    /// The operator said --force.
+    Force,
+}
+
+/// What `apply_rules` did.
+#[derive(Debug)]
+pub enum Applied {
+    /// The file's digest is what runs already: nothing done.
+    Unchanged,
+    /// A new generation enforces the file.
+    Reloaded { generation: u32 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The file is unreadable or invalid: nothing was loaded.
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    /// The lockout guard refused it: nothing was loaded.
+    #[error(transparent)]
+    Lockout(#[from] Lockout),
+    /// The reload failed; the error says whether the switch happened.
+    #[error(transparent)]
+    Reload(#[from] load::ReloadError),
+}
+
+impl ApplyError {
+    /// True when the file itself was refused (not the kernel or the pins).
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, ApplyError::Rules(_) | ApplyError::Lockout(_))
+    }
+}
+
+/// The lockout guard, unless forced.
+pub fn guard(set: &RuleSet, guard: Guard) -> Result<(), Lockout> {
+    match guard {
+        Guard::Force => Ok(()),
+        Guard::Check => lockout::check(set, &lockout::protected_addresses()),
+    }
+}
+
+/// Reloads `iface` with the rules of `path`, unless `running` is already
+/// the file's digest. Returns the rule set read and what was done.
+pub fn apply_rules(
+    root: &PinRoot,
+    iface: &str,
+    path: &Path,
+    lockout_guard: Guard,
+    running: Option<&str>,
+) -> Result<(RuleSet, Applied), ApplyError> {
+    let set = rules::load_file(path)?;
+    if running == Some(set.digest_hex().as_str()) {
+        return Ok((set, Applied::Unchanged));
+    }
+    guard(&set, lockout_guard)?;
+    let generation = load::reload(root, iface, &set, path)?;
+    Ok((set, Applied::Reloaded { generation }))
+}

@@ -1,0 +1,14 @@
+//! Operations on a filter: loading, reloading and unloading it, and reading
+//! what it does (status, counters, bans, what a reload would change), on
+//! top of the pinned state; and the simulator that runs frames through an
+//! unattached copy.
+
+pub mod apply;
+pub mod bans;
+pub mod diff;
+pub mod failpoint;
+pub mod load;
+pub mod provenance;
+pub mod simulator;
+pub mod stats;
+pub mod status;

@@ -1,0 +1,86 @@
+//! `status`: what each interface runs, read from its pins: program,
+//! generation, attach mode, rule set and where it came from.
+
+use filter_common::{
+    CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, GIT_MODIFIED, GIT_NONE, META_SOURCE_LEN,
+};
+
+use crate::{
+    rules::hex,
+    state::{PinRoot, current_generation, generation::attach_mode_name, read_config, read_meta},
+};
+
+/// What `status` reports for one interface.
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    pub interface: String,
+    pub program_id: u32,
+    pub link_id: u32,
+    pub generation: u32,
+    pub stale_generations: Vec<u32>,
+    pub attach_mode: &'static str,
+    pub rules_digest: String,
+    pub rules_source: String,
+    /// Commit of the git work tree holding the rule file, if any.
+    pub git_commit: Option<String>,
+    /// Whether the file differed from that commit when it was loaded.
+    pub git_modified: bool,
+    pub rule_count: u32,
+    pub mode: &'static str,
+    pub fragments: &'static str,
+    pub loaded_at_unix: u64,
+}
+
+pub fn status(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
+    retry(|| status_once(root, iface))
+}
+
+/// Runs `read` again when it fails, at most twice more: a reload that lands
+/// between reading the link and reading the generation's maps removes the
+/// generation being read, and the link then names the new one.
+pub fn retry<T>(mut read: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut tries = 0;
+    loop {
+        match read() {
+            Err(_) if tries < 2 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+/// One read of an interface's status, without retrying.
+pub fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
+    let current = current_generation(&root.iface_dir(iface))?;
+    let meta = read_meta(&current.dir)?;
+    let config = read_config(&current.dir)?;
+    let source_len = meta
+        .source
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(META_SOURCE_LEN);
+    Ok(Status {
+        interface: iface.to_string(),
+        program_id: current.program_id,
+        link_id: current.link_id,
+        generation: current.generation,
+        stale_generations: current.stale,
+        attach_mode: attach_mode_name(meta.attach_mode),
+        rules_digest: hex(&meta.digest),
+        rules_source: String::from_utf8_lossy(&meta.source[..source_len]).into_owned(),
+        git_commit: (meta.git_state != GIT_NONE)
+            .then(|| String::from_utf8_lossy(&meta.git_commit).into_owned()),
+        git_modified: meta.git_state == GIT_MODIFIED,
+        rule_count: meta.rule_count,
+        mode: if config.flags & CONFIG_MONITOR != 0 {
+            "monitor"
+        } else {
+            "enforce"
+        },
+        fragments: if config.flags & CONFIG_FRAGMENT_DROP != 0 {
+            "drop"
+        } else {
+            "pass"
+        },
+        loaded_at_unix: meta.loaded_at_unix,
+    })
+}

@@ -1,0 +1,241 @@
+//! Reading captures: classic pcap (microsecond or nanosecond, either byte
+//! order) and pcapng, with Ethernet frames, one frame at a time.
+
+use std::{borrow::Cow, fs::File, io::Read as _, path::Path, time::Duration};
+
+use anyhow::{Context as _, anyhow, bail};
+use pcap_file::{
+    DataLink, TsResolution,
+    pcap::PcapReader,
+    pcapng::{Block, PcapNgReader, blocks::interface_description::InterfaceDescriptionOption},
+};
+
+/// Largest record a sane capture holds (libpcap's own limit, and then some).
+const MAX_RECORD: u32 = 256 * 1024;
+
+/// One frame read from a capture, borrowing the reader's buffer.
+pub struct RawFrame<'a> {
+    pub timestamp: Duration,
+    pub len: u32,
+    pub data: Cow<'a, [u8]>,
+}
+
+/// Per pcapng interface: link type and timestamp units.
+pub struct Interface {
+    linktype: DataLink,
+    /// Timestamp units per second (if_tsresol; 10^6 by default).
+    units: u64,
+    /// Seconds added to every timestamp (if_tsoffset).
+    offset: u64,
+}
+
+pub enum Capture {
+    Pcap {
+        reader: PcapReader<File>,
+        nanos: bool,
+    },
+    PcapNg {
+        reader: PcapNgReader<File>,
+        interfaces: Vec<Interface>,
+    },
+}
+
+impl Capture {
+    pub fn open(path: &Path) -> anyhow::Result<Capture> {
+        let name = path.display();
+        let mut magic = [0u8; 4];
+        let mut file = File::open(path).with_context(|| format!("cannot open capture {name}"))?;
+        let n = file
+            .read(&mut magic)
+            .with_context(|| format!("cannot read capture {name}"))?;
+        if n == 0 {
+            bail!("{name}: empty file, not a pcap or pcapng capture");
+        }
+        let file = File::open(path).with_context(|| format!("cannot open capture {name}"))?;
+        match magic {
+            [0xa1, 0xb2, 0xc3, 0xd4]
+            | [0xd4, 0xc3, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0x3c, 0x4d]
+            | [0x4d, 0x3c, 0xb2, 0xa1] => {
+                let reader = PcapReader::new(file)
+                    .map_err(|e| anyhow!("{name}: not a valid pcap file: {}", describe(e)))?;
+                let header = reader.header();
+                check_link(header.datalink).map_err(|e| anyhow!("{name}: {e}"))?;
+                Ok(Capture::Pcap {
+                    nanos: header.ts_resolution == TsResolution::NanoSecond,
+                    reader,
+                })
+            }
+            [0x0a, 0x0d, 0x0d, 0x0a] => {
+                let reader = PcapNgReader::new(file)
+                    .map_err(|e| anyhow!("{name}: not a valid pcapng file: {}", describe(e)))?;
+                Ok(Capture::PcapNg {
+                    reader,
+                    interfaces: Vec::new(),
+                })
+            }
+            [0x1f, 0x8b, ..] => bail!("{name}: gzip-compressed; decompress it first (gunzip)"),
+            _ => bail!(
+                "{name}: not a pcap or pcapng capture (it starts with {:02x}{:02x}{:02x}{:02x}; \
+                 a pcap starts with a1b2c3d4 or d4c3b2a1, a pcapng with 0a0d0d0a)",
+                magic[0],
+                magic[1],
+                magic[2],
+                magic[3]
+            ),
+        }
+    }
+
+    pub fn format(&self) -> &'static str {
+        match self {
+            Capture::Pcap { .. } => "pcap",
+            Capture::PcapNg { .. } => "pcapng",
+        }
+    }
+
+    /// The next frame, or None at the end.
+    pub fn next_frame(&mut self) -> anyhow::Result<Option<RawFrame<'_>>> {
+        match self {
+            Capture::Pcap { reader, nanos } => next_pcap(reader, *nanos),
+            Capture::PcapNg { reader, interfaces } => next_pcapng(reader, interfaces),
+        }
+    }
+}
+
+fn next_pcap(reader: &mut PcapReader<File>, nanos: bool) -> anyhow::Result<Option<RawFrame<'_>>> {
+    // Raw records: the validated ones refuse a frame longer on
+    // the wire than the snap length, which is what a capture
+    // with a short snap length is made of.
+    let Some(raw) = reader.next_raw_packet() else {
+        return Ok(None);
+    };
+    let raw = raw.map_err(|e| anyhow!("corrupt record: {}", describe(e)))?;
+    let ns = if nanos {
+        u64::from(raw.ts_frac)
+    } else {
+        u64::from(raw.ts_frac) * 1000
+    };
+    if ns >= 1_000_000_000 {
+        bail!("corrupt record: fraction of a second out of range");
+    }
+    if raw.incl_len > MAX_RECORD {
+        bail!("corrupt record: captured length {} bytes", raw.incl_len);
+    }
+    Ok(Some(RawFrame {
+        timestamp: Duration::new(u64::from(raw.ts_sec), ns as u32),
+        len: raw.orig_len,
+        data: raw.data,
+    }))
+}
+
+fn next_pcapng(
+    reader: &mut PcapNgReader<File>,
+    interfaces: &mut Vec<Interface>,
+) -> anyhow::Result<Option<RawFrame<'static>>> {
+    loop {
+        let Some(block) = reader.next_block() else {
+            return Ok(None);
+        };
+        let block = block.map_err(|e| anyhow!("corrupt block: {}", describe(e)))?;
+        let (iface, units, len, data) = match block {
+            Block::SectionHeader(_) => {
+                interfaces.clear();
+                continue;
+            }
+            Block::InterfaceDescription(idb) => {
+                let mut units = 1_000_000;
+                let mut offset = 0;
+                for o in &idb.options {
+                    match o {
+                        InterfaceDescriptionOption::IfTsResol(r) => {
+                            units = ts_units(*r)?;
+                        }
+                        InterfaceDescriptionOption::IfTsOffset(s) => offset = *s,
+                        _ => {}
+                    }
+                }
+                interfaces.push(Interface {
+                    linktype: idb.linktype,
+                    units,
+                    offset,
+                });
+                continue;
+            }
+            // pcap-file 2.0 turns the raw units into nanoseconds
+            // as if they were: take them back.
+            Block::EnhancedPacket(p) => (
+                p.interface_id,
+                Some(p.timestamp.as_nanos() as u64),
+                p.original_len,
+                p.data,
+            ),
+            Block::Packet(p) => (
+                u32::from(p.interface_id),
+                Some(p.timestamp),
+                p.original_len,
+                p.data,
+            ),
+            Block::SimplePacket(p) => (0, None, p.original_len, p.data),
+            _ => continue,
+        };
+        let iface_info = interfaces.get(iface as usize).ok_or_else(|| {
+            anyhow!("packet of interface {iface}, which no interface block described")
+        })?;
+        check_link(iface_info.linktype).map_err(|e| anyhow!("interface {iface}: {e}"))?;
+        let timestamp = units.map_or(Duration::ZERO, |u| {
+            let secs = u / iface_info.units + iface_info.offset;
+            let frac = u % iface_info.units;
+            let ns = (u128::from(frac) * 1_000_000_000 / u128::from(iface_info.units)) as u32;
+            Duration::new(secs, ns)
+        });
+        if data.len() > MAX_RECORD as usize {
+            bail!("corrupt block: captured length {} bytes", data.len());
+        }
+        // Owned: a borrow of the reader returned from inside the
+        // loop is more than today's borrow checker accepts.
+        return Ok(Some(RawFrame {
+            timestamp,
+            len,
+            data: Cow::Owned(data.into_owned()),
+        }));
+    }
+}
+
+/// Units per second of a pcapng if_tsresol option.
+fn ts_units(resol: u8) -> anyhow::Result<u64> {
+    let exp = u32::from(resol & 0x7f);
+    let units = if resol & 0x80 == 0 {
+        10u64.checked_pow(exp)
+    } else {
+        2u64.checked_pow(exp)
+    };
+    units
+        .filter(|u| *u > 0)
+        .ok_or_else(|| anyhow!("interface timestamp resolution {resol:#04x} out of range"))
+}
+
+fn check_link(link: DataLink) -> anyhow::Result<()> {
+    if link == DataLink::ETHERNET {
+        return Ok(());
+    }
+    let number = u32::from(link);
+    let hint = match number {
+        113 | 276 => {
+            " (Linux cooked capture, what `tcpdump -i any` records: capture on one interface, `tcpdump -i IFACE`)"
+        }
+        _ => "",
+    };
+    bail!(
+        "link type {number} ({link:?}) is not supported{hint}: replay runs Ethernet frames \
+         (link type 1, DLT_EN10MB) through the XDP program"
+    )
+}
+
+fn describe(e: pcap_file::PcapError) -> String {
+    match e {
+        pcap_file::PcapError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the file ends too early (cut short?)".to_string()
+        }
+        e => e.to_string(),
+    }
+}

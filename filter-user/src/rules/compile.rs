@@ -1,0 +1,173 @@
+//! Compilation of a validated rule set into what the XDP program's maps
+//! hold: the config, the rules, the per-port chains that find them, and
+//! the limits in GCRA terms.
+
+use std::collections::HashMap;
+
+use filter_common::{
+    CONFIG_FRAGMENT_DROP, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_MONITOR, Chain, Config,
+    IPPROTO_TCP, IPPROTO_UDP, Limit, MAX_CHAIN, MAX_CHAINS, Rule, port_slot,
+};
+
+use super::{FragmentPolicy, Mode, RuleSet, RuleSpec};
+
+/// GCRA spacing and tolerance (ns) of a packet rate with a burst (packets;
+/// by default a tenth of a second at the rate, at least one packet).
+pub fn gcra_packets(pps: u64, burst: Option<u64>) -> (u64, u64) {
+    let burst = burst.unwrap_or((pps / 10).max(1));
+    let interval = 1_000_000_000 / pps;
+    (interval, (burst - 1) * interval)
+}
+
+/// GCRA cost of a byte (ps) and tolerance (ns) of a bit rate with a burst
+/// (bytes; by default a tenth of a second at the rate, at least one
+/// full-size frame). None when the tolerance does not fit the limiter.
+pub fn gcra_bytes(bps: u64, burst_bytes: Option<u64>) -> Option<(u64, u64)> {
+    let burst = burst_bytes.unwrap_or((bps / 80).max(1514));
+    let cost_ps = 8_000_000_000_000 / bps;
+    Some((cost_ps, burst.checked_mul(cost_ps)? / 1000))
+}
+
+/// What the XDP program's rule maps hold for a rule set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiled {
+    pub config: Config,
+    pub rules: Vec<Rule>,
+    /// Index 0 is the empty chain.
+    pub chains: Vec<Chain>,
+    /// (port slot, chain index) for every slot whose chain is not empty.
+    pub port_chains: Vec<(u32, u32)>,
+    /// By limit id; id 0 is "no limit".
+    pub limits: Vec<Limit>,
+}
+
+pub struct ChainOverflow {
+    /// Index of the rule in the loaded rules.
+    pub rule: usize,
+    pub message: String,
+}
+
+/// Splits each protocol's source-port space at every rule boundary; each
+/// piece gets the list of rules covering it, in file order. Identical lists
+/// share one chain.
+/// Chains and the port slots that lead to them.
+pub struct Chains {
+    chains: Vec<Chain>,
+    port_chains: Vec<(u32, u32)>,
+}
+
+pub fn compile_chains(set: &RuleSet) -> Result<Chains, ChainOverflow> {
+    let mut chains = vec![Chain::default()];
+    let mut ids: HashMap<Vec<u16>, u32> = HashMap::new();
+    let mut port_chains = Vec::new();
+    for proto in [IPPROTO_UDP, IPPROTO_TCP] {
+        let rules: Vec<(usize, &RuleSpec)> = set
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.proto == proto)
+            .collect();
+        let mut cuts: Vec<u32> = vec![0, 65536];
+        for (_, r) in &rules {
+            cuts.push(r.src_ports.0 as u32);
+            cuts.push(r.src_ports.1 as u32 + 1);
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+        for w in cuts.windows(2) {
+            let (lo, hi) = (w[0], w[1]);
+            let list: Vec<u16> = rules
+                .iter()
+                .filter(|(_, r)| (r.src_ports.0 as u32) <= lo && lo <= r.src_ports.1 as u32)
+                .map(|(i, _)| *i as u16)
+                .collect();
+            if list.is_empty() {
+                continue;
+            }
+            if list.len() > MAX_CHAIN {
+                let culprit = list[MAX_CHAIN] as usize;
+                let names: Vec<&str> = list
+                    .iter()
+                    .map(|&i| set.rules[i as usize].name.as_str())
+                    .collect();
+                return Err(ChainOverflow {
+                    rule: culprit,
+                    message: format!(
+                        "more than {MAX_CHAIN} rules apply to {} source port {lo}: {}; use fewer rules on that port, or narrow their src_port ranges",
+                        if proto == IPPROTO_UDP { "udp" } else { "tcp" },
+                        names.join(", ")
+                    ),
+                });
+            }
+            let id = match ids.get(&list) {
+                Some(id) => *id,
+                None => {
+                    let id = chains.len() as u32;
+                    let mut chain = Chain {
+                        len: list.len() as u16,
+                        ..Chain::default()
+                    };
+                    chain.rules[..list.len()].copy_from_slice(&list);
+                    chains.push(chain);
+                    ids.insert(list, id);
+                    id
+                }
+            };
+            for port in lo..hi {
+                let slot = port_slot(proto, port as u16).expect("udp and tcp have ports");
+                port_chains.push((slot, id));
+            }
+        }
+    }
+    assert!(
+        chains.len() <= MAX_CHAINS as usize,
+        "bounded by 2N+1 pieces per protocol"
+    );
+    Ok(Chains {
+        chains,
+        port_chains,
+    })
+}
+
+impl RuleSet {
+    pub fn compile(&self) -> Compiled {
+        let Chains {
+            chains,
+            port_chains,
+        } = match compile_chains(self) {
+            Ok(c) => c,
+            Err(e) => unreachable!("parse() already checked chain limits: {}", e.message),
+        };
+        let mut flags = 0;
+        if self.mode == Mode::Monitor {
+            flags |= CONFIG_MONITOR;
+        }
+        if self.fragments == FragmentPolicy::Drop {
+            flags |= CONFIG_FRAGMENT_DROP;
+        }
+        if !self.allow.is_empty() {
+            flags |= CONFIG_HAS_ALLOW;
+        }
+        if !self.deny.is_empty() {
+            flags |= CONFIG_HAS_DENY;
+        }
+        Compiled {
+            config: Config {
+                flags,
+                src_prefix_v4: self.src_prefix_v4,
+                src_prefix_v6: self.src_prefix_v6,
+                ban_after_ns: self.ban_after_ns,
+                ban_for_ns: self.ban_for_ns,
+                frag_track_ns: self.fragment_memory_ns,
+                default_limit: self.default_limit,
+                ..Config::default()
+            },
+            rules: self.rules.iter().map(|r| r.rule).collect(),
+            chains,
+            port_chains,
+            limits: std::iter::once(Limit::default())
+                .chain(self.limits.iter().map(|(_, l)| *l))
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,629 @@
+//! Validation of a rule file, one step per part of the file (settings,
+//! prefix lists, sources, limits, ban, rules). Each step records what is
+//! wrong and goes on, so that one pass reports every error of a file.
+
+use std::{collections::HashMap, path::Path};
+
+use filter_common::{
+    ACTION_DROP, ACTION_LIMIT, ACTION_PASS, DEFAULT_SOURCES, IPPROTO_TCP, IPPROTO_UDP, Limit,
+    MATCH_MAX, MATCH_OFFSET_MAX, MAX_LIMITS, MAX_PREFIXES, MAX_RULES, RULE_NAME_LEN, Rule,
+};
+use sha2::{Digest as _, Sha256};
+use toml::Spanned;
+
+use super::{
+    FragmentPolicy, Mode, RuleSet, RuleSpec,
+    compile::{compile_chains, gcra_bytes, gcra_packets},
+    error::{Ctx, RuleError, line_col},
+    files,
+    prefixes::{Prefix, parse_list, parse_prefix},
+    schema::{FileSchema, LimitSchema, PayloadSchema, RangeValue, RuleSchema},
+    units::{parse_bitrate, parse_duration},
+};
+
+/// Validates `text` (named `file` in errors); list files are read relative
+/// to `base`. Every error found, in file order, or the rule set.
+pub fn parse_in(file: &str, text: &str, base: &Path) -> Result<RuleSet, Vec<RuleError>> {
+    let mut p = Parser {
+        cx: Ctx { file, text },
+        errors: Vec::new(),
+    };
+    let set = p.rule_set(base);
+    match set {
+        Some(set) if p.errors.is_empty() => Ok(set),
+        _ => {
+            p.errors.sort_by_key(|e| (e.file != file, e.line, e.column));
+            Err(p.errors)
+        }
+    }
+}
+
+struct Parser<'a> {
+    cx: Ctx<'a>,
+    errors: Vec<RuleError>,
+}
+
+/// The `[per_source]` limit and the named ones, by limit id - 1.
+type Limits = Vec<(String, Limit)>;
+
+impl Parser<'_> {
+    /// Keeps a step's value, or records its error.
+    fn keep<T>(&mut self, r: Result<T, RuleError>) -> Option<T> {
+        r.map_err(|e| self.errors.push(e)).ok()
+    }
+
+    fn rule_set(&mut self, base: &Path) -> Option<RuleSet> {
+        let cx = &self.cx;
+        if cx.text.trim().is_empty() {
+            let e = cx.err(
+                0..0,
+                "empty rule file: it needs at least one [[rule]] (see rules/default.toml)",
+            );
+            self.errors.push(e);
+            return None;
+        }
+        let schema: FileSchema = match toml::from_str(cx.text) {
+            Ok(s) => s,
+            Err(e) => {
+                let e = cx.err(e.span().unwrap_or(0..0), toml_message(&e));
+                self.errors.push(e);
+                return None;
+            }
+        };
+        let settings = self.settings(&schema);
+        let mut hasher = Sha256::new();
+        hasher.update(self.cx.text.as_bytes());
+        let allow = self.prefix_lists(&schema.allow, &schema.allow_files, base, &mut hasher);
+        let deny = self.prefix_lists(&schema.deny, &schema.deny_files, base, &mut hasher);
+        self.allow_and_deny(&schema, &allow);
+        let (src_prefix_v4, src_prefix_v6, table_size) = self.sources(&schema);
+        let (limits, default_limit) = self.limits(&schema);
+        let (ban_after_ns, ban_for_ns) = self.ban(&schema, &limits);
+        self.something_to_enforce(&schema, &allow, &deny, &limits);
+        let (rules, loaded) = self.rules(&schema, &limits, default_limit);
+        let (mode, fragments, fragment_memory_ns) = settings?;
+        let set = RuleSet {
+            mode,
+            fragments,
+            fragment_memory_ns,
+            allow,
+            deny,
+            src_prefix_v4,
+            src_prefix_v6,
+            table_size,
+            limits,
+            default_limit,
+            ban_after_ns,
+            ban_for_ns,
+            rules,
+            digest: hasher.finalize().into(),
+        };
+        // Chain limits depend on the whole set: report them at the rule
+        // that overflows.
+        if let Err(overflow) = compile_chains(&set) {
+            let r = &schema.rules[loaded[overflow.rule]];
+            let e = self.cx.err(r.get_ref().name.span(), overflow.message);
+            self.errors.push(e);
+        }
+        Some(set)
+    }
+
+    fn settings(&mut self, schema: &FileSchema) -> Option<(Mode, FragmentPolicy, u64)> {
+        let cx = &self.cx;
+        let mode = match schema.mode.as_ref() {
+            None => Ok(Mode::Enforce),
+            Some(m) => match m.get_ref().as_str() {
+                "enforce" => Ok(Mode::Enforce),
+                "monitor" => Ok(Mode::Monitor),
+                other => Err(cx.unknown(m.span(), "mode", other, &["enforce", "monitor"])),
+            },
+        };
+        let fragments = match schema.fragments.as_ref() {
+            None => Ok(FragmentPolicy::Pass),
+            Some(m) => match m.get_ref().as_str() {
+                "pass" => Ok(FragmentPolicy::Pass),
+                "drop" => Ok(FragmentPolicy::Drop),
+                other => Err(cx.unknown(m.span(), "fragment policy", other, &["pass", "drop"])),
+            },
+        };
+        let memory = match &schema.fragment_memory {
+            None => Ok(30_000_000_000),
+            Some(d) => duration(cx, d),
+        };
+        let (mode, fragments, memory) = (self.keep(mode), self.keep(fragments), self.keep(memory));
+        Some((mode?, fragments?, memory?))
+    }
+
+    /// Inline prefixes plus those of the list files, each error at its place.
+    fn prefix_lists(
+        &mut self,
+        inline: &[Spanned<String>],
+        lists: &[Spanned<String>],
+        base: &Path,
+        hasher: &mut Sha256,
+    ) -> Vec<Prefix> {
+        let mut out = Vec::new();
+        for p in inline {
+            let r = parse_prefix(p.get_ref()).map_err(|e| self.cx.err(p.span(), e.to_string()));
+            out.extend(self.keep(r));
+        }
+        for f in lists {
+            let path = base.join(f.get_ref());
+            let text = match files::read_list(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    let e = self.cx.err(f.span(), e.to_string());
+                    self.errors.push(e);
+                    continue;
+                }
+            };
+            hasher.update(text.as_bytes());
+            match parse_list(&text) {
+                Ok(list) => out.extend(list),
+                Err(e) => self.errors.push(RuleError {
+                    file: path.display().to_string(),
+                    line: e.line,
+                    column: 1,
+                    message: e.error.to_string(),
+                }),
+            }
+        }
+        out.sort();
+        out.dedup();
+        if out.len() > MAX_PREFIXES as usize {
+            let e = self.cx.err(
+                lists.first().map_or(0..0, |f| f.span()),
+                format!("{} prefixes: at most {MAX_PREFIXES} per list", out.len()),
+            );
+            self.errors.push(e);
+        }
+        out
+    }
+
+    fn allow_and_deny(&mut self, schema: &FileSchema, allow: &[Prefix]) {
+        for d in &schema.deny {
+            if let Ok(p) = parse_prefix(d.get_ref())
+                && allow.contains(&p)
+            {
+                let e = self.cx.err(
+                    d.span(),
+                    format!(
+                        "{p} is in both allow and deny: allow wins, so the deny entry does nothing; remove one"
+                    ),
+                );
+                self.errors.push(e);
+            }
+        }
+    }
+
+    fn sources(&mut self, schema: &FileSchema) -> (u8, u8, u32) {
+        let (mut v4, mut v6, mut table_size) = (32u8, 64u8, DEFAULT_SOURCES);
+        if let Some(src) = &schema.sources {
+            if let Some(v) = &src.ipv4_prefix {
+                let r = int_in(&self.cx, v, "ipv4_prefix", 1, 32);
+                v4 = self.keep(r).map_or(v4, |n| n as u8);
+            }
+            if let Some(v) = &src.ipv6_prefix {
+                let r = int_in(&self.cx, v, "ipv6_prefix", 1, 128);
+                v6 = self.keep(r).map_or(v6, |n| n as u8);
+            }
+            if let Some(v) = &src.table_size {
+                let r = int_in(&self.cx, v, "table_size", 1024, 16 * 1024 * 1024);
+                table_size = self.keep(r).map_or(table_size, |n| n as u32);
+            }
+        }
+        (v4, v6, table_size)
+    }
+
+    /// The limits and the id every packet meets at the per-source step.
+    fn limits(&mut self, schema: &FileSchema) -> (Limits, u32) {
+        let mut limits = Vec::new();
+        if let Some(l) = &schema.per_source {
+            let r = limit(&self.cx, l);
+            // A broken limit keeps its place, so later ids stay right.
+            limits.push(("per_source".to_string(), self.keep(r).unwrap_or_default()));
+        }
+        for (name, l) in &schema.limits {
+            if limits.len() + 1 >= MAX_LIMITS as usize {
+                let e = self.cx.err(
+                    name.span(),
+                    format!(
+                        "too many limits: at most {} ([per_source] included)",
+                        MAX_LIMITS - 1
+                    ),
+                );
+                self.errors.push(e);
+                break;
+            }
+            if !valid_name(name.get_ref()) {
+                let e = self.cx.err(
+                    name.span(),
+                    format!(
+                        "bad limit name {:?}: use a-z, A-Z, 0-9, '-' and '_'",
+                        name.get_ref()
+                    ),
+                );
+                self.errors.push(e);
+            }
+            let r = limit(&self.cx, l);
+            limits.push((name.get_ref().clone(), self.keep(r).unwrap_or_default()));
+        }
+        (limits, u32::from(schema.per_source.is_some()))
+    }
+
+    fn ban(&mut self, schema: &FileSchema, limits: &Limits) -> (u64, u64) {
+        let Some(b) = &schema.ban else {
+            return (0, 0);
+        };
+        if limits.is_empty() {
+            let e = self.cx.err(
+                b.after.span(),
+                "[ban] bans sources that exceed a limit, but no [per_source] or [limits] is set",
+            );
+            self.errors.push(e);
+        }
+        let after = duration(&self.cx, &b.after);
+        let duration = duration(&self.cx, &b.duration);
+        (
+            self.keep(after).unwrap_or(0),
+            self.keep(duration).unwrap_or(0),
+        )
+    }
+
+    fn something_to_enforce(
+        &mut self,
+        schema: &FileSchema,
+        allow: &[Prefix],
+        deny: &[Prefix],
+        limits: &Limits,
+    ) {
+        if schema.rules.is_empty() && allow.is_empty() && deny.is_empty() && limits.is_empty() {
+            let e = self.cx.err(
+                0..0,
+                "no [[rule]], allow, deny or limit in the file: nothing to enforce",
+            );
+            self.errors.push(e);
+        }
+        if schema.rules.len() > MAX_RULES as usize {
+            let e = self.cx.err(
+                schema.rules[MAX_RULES as usize].span(),
+                format!("too many rules: at most {MAX_RULES} are allowed"),
+            );
+            self.errors.push(e);
+        }
+    }
+
+    /// The enabled rules, and for each its index in the file.
+    fn rules(
+        &mut self,
+        schema: &FileSchema,
+        limits: &Limits,
+        default_limit: u32,
+    ) -> (Vec<RuleSpec>, Vec<usize>) {
+        let mut rules = Vec::with_capacity(schema.rules.len());
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut loaded = Vec::new();
+        for (i, r) in schema.rules.iter().enumerate().take(MAX_RULES as usize) {
+            let r = r.get_ref();
+            let name = &r.name;
+            if let Some(first) = names.insert(name.get_ref(), name.span().start) {
+                let (line, _) = line_col(self.cx.text, first);
+                let e = self.cx.err(
+                    name.span(),
+                    format!(
+                        "rule name {:?} is already used on line {line}: names must be unique",
+                        name.get_ref()
+                    ),
+                );
+                self.errors.push(e);
+            }
+            let spec = rule_spec(&self.cx, r, limits, default_limit);
+            if let Some(spec) = self.keep(spec)
+                && r.enabled != Some(false)
+            {
+                rules.push(spec);
+                loaded.push(i);
+            }
+        }
+        (rules, loaded)
+    }
+}
+
+/// The toml crate's message, never empty.
+fn toml_message(e: &toml::de::Error) -> String {
+    let m = e.message().trim();
+    if m.is_empty() {
+        "this is not valid TOML".to_string()
+    } else {
+        m.to_string()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < RULE_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn int_in(cx: &Ctx<'_>, v: &Spanned<i64>, what: &str, lo: i64, hi: i64) -> Result<i64, RuleError> {
+    let n = *v.get_ref();
+    if !(lo..=hi).contains(&n) {
+        return Err(cx.err(
+            v.span(),
+            format!("{what} {n} out of range: allowed is {lo} to {hi}"),
+        ));
+    }
+    Ok(n)
+}
+
+fn duration(cx: &Ctx<'_>, d: &Spanned<String>) -> Result<u64, RuleError> {
+    parse_duration(d.get_ref()).map_err(|e| cx.err(d.span(), e.to_string()))
+}
+
+/// A limit in the program's terms: GCRA spacing and tolerance. The burst
+/// defaults to a tenth of a second at the rate (at least one packet).
+fn limit(cx: &Ctx<'_>, l: &Spanned<LimitSchema>) -> Result<Limit, RuleError> {
+    let s = l.get_ref();
+    if s.pps.is_none() && s.bps.is_none() {
+        return Err(cx.err(l.span(), "a limit needs pps, bps or both"));
+    }
+    let mut out = Limit::default();
+    if let Some(p) = &s.pps {
+        let pps = int_in(cx, p, "pps", 1, 100_000_000)? as u64;
+        let burst = match &s.burst_packets {
+            Some(b) => Some(int_in(cx, b, "burst_packets", 1, 100_000_000)? as u64),
+            None => None,
+        };
+        (out.pkt_interval_ns, out.pkt_tolerance_ns) = gcra_packets(pps, burst);
+    } else if let Some(b) = &s.burst_packets {
+        return Err(cx.err(b.span(), "burst_packets needs pps"));
+    }
+    if let Some(b) = &s.bps {
+        let bps = parse_bitrate(b.get_ref()).map_err(|e| cx.err(b.span(), e.to_string()))?;
+        let burst = match &s.burst_bytes {
+            Some(v) => Some(int_in(cx, v, "burst_bytes", 64, 1 << 32)? as u64),
+            None => None,
+        };
+        (out.byte_cost_ps, out.byte_tolerance_ns) = gcra_bytes(bps, burst).ok_or_else(|| {
+            cx.err(
+                s.burst_bytes.as_ref().map_or(b.span(), |v| v.span()),
+                format!(
+                    "a burst of {} bytes at {} takes longer than the limiter can count: use a smaller burst_bytes or a higher bps",
+                    burst.unwrap_or_default(),
+                    b.get_ref()
+                ),
+            )
+        })?;
+    } else if let Some(b) = &s.burst_bytes {
+        return Err(cx.err(b.span(), "burst_bytes needs bps"));
+    }
+    Ok(out)
+}
+
+fn rule_spec(
+    cx: &Ctx<'_>,
+    r: &RuleSchema,
+    limits: &Limits,
+    default_limit: u32,
+) -> Result<RuleSpec, RuleError> {
+    let name = r.name.get_ref();
+    if !valid_name(name) {
+        return Err(cx.err(
+            r.name.span(),
+            format!(
+                "bad rule name {name:?}: use 1 to {} characters from a-z, A-Z, 0-9, '-' and '_'",
+                RULE_NAME_LEN - 1
+            ),
+        ));
+    }
+    let proto = match r.protocol.get_ref().as_str() {
+        "udp" => IPPROTO_UDP,
+        "tcp" => IPPROTO_TCP,
+        other => return Err(cx.unknown(r.protocol.span(), "protocol", other, &["udp", "tcp"])),
+    };
+    let action = match r.action.get_ref().as_str() {
+        "drop" => ACTION_DROP,
+        "pass" => ACTION_PASS,
+        "limit" => ACTION_LIMIT,
+        other => {
+            return Err(cx.unknown(r.action.span(), "action", other, &["drop", "pass", "limit"]));
+        }
+    };
+    let limit = limit_ref(cx, r, action, limits, default_limit)?;
+    let (agg_interval_ns, agg_tolerance_ns) = aggregate(cx, r, action)?;
+    if action == ACTION_LIMIT && limit == 0 && agg_interval_ns == 0 {
+        return Err(cx.err(
+            r.action.span(),
+            "action \"limit\" needs a limit: name one (limit = ...), set [per_source], or give aggregate_pps",
+        ));
+    }
+    let src_ports = range(cx, r.src_port.as_ref(), "src_port", 65535)?;
+    let dst_ports = range(cx, r.dst_port.as_ref(), "dst_port", 65535)?;
+    let lens = range(cx, r.payload_len.as_ref(), "payload_len", 65535)?;
+    let mut rule = Rule {
+        agg_interval_ns,
+        agg_tolerance_ns,
+        limit,
+        dst_port_lo: dst_ports.0,
+        dst_port_hi: dst_ports.1,
+        len_lo: lens.0,
+        len_hi: lens.1,
+        action,
+        ..Rule::default()
+    };
+    if let Some(p) = &r.payload {
+        payload(cx, p.get_ref(), &mut rule)?;
+    }
+    rule.name[..name.len()].copy_from_slice(name.as_bytes());
+    Ok(RuleSpec {
+        name: name.clone(),
+        proto,
+        src_ports,
+        rule,
+    })
+}
+
+/// The limit id a rule counts against: the one it names, or the per-source
+/// limit for a `limit` rule that names none; 0 for none.
+fn limit_ref(
+    cx: &Ctx<'_>,
+    r: &RuleSchema,
+    action: u8,
+    limits: &Limits,
+    default_limit: u32,
+) -> Result<u8, RuleError> {
+    let Some(l) = &r.limit else {
+        return Ok(if action == ACTION_LIMIT {
+            default_limit as u8
+        } else {
+            0
+        });
+    };
+    if action != ACTION_LIMIT {
+        return Err(cx.err(l.span(), "limit = ... needs action = \"limit\""));
+    }
+    let Some(i) = limits.iter().position(|(n, _)| n == l.get_ref()) else {
+        let known: Vec<&str> = limits.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(cx.err(
+            l.span(),
+            format!(
+                "no limit named {:?}: defined are {}",
+                l.get_ref(),
+                if known.is_empty() {
+                    "none (add [limits.NAME])".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    };
+    Ok((i + 1) as u8)
+}
+
+/// The aggregate limit of a `limit` rule: GCRA spacing and tolerance.
+fn aggregate(cx: &Ctx<'_>, r: &RuleSchema, action: u8) -> Result<(u64, u64), RuleError> {
+    let Some(a) = &r.aggregate_pps else {
+        if let Some(b) = &r.aggregate_burst {
+            return Err(cx.err(b.span(), "aggregate_burst needs aggregate_pps"));
+        }
+        return Ok((0, 0));
+    };
+    if action != ACTION_LIMIT {
+        return Err(cx.err(a.span(), "aggregate_pps needs action = \"limit\""));
+    }
+    let pps = int_in(cx, a, "aggregate_pps", 1, 100_000_000)? as u64;
+    let burst = match &r.aggregate_burst {
+        Some(b) => Some(int_in(cx, b, "aggregate_burst", 1, 100_000_000)? as u64),
+        None => None,
+    };
+    Ok(gcra_packets(pps, burst))
+}
+
+fn payload(cx: &Ctx<'_>, p: &PayloadSchema, rule: &mut Rule) -> Result<(), RuleError> {
+    let offset = *p.offset.get_ref();
+    if !(0..=MATCH_OFFSET_MAX as i64).contains(&offset) {
+        return Err(cx.err(
+            p.offset.span(),
+            format!("payload offset {offset} out of range: allowed is 0 to {MATCH_OFFSET_MAX}"),
+        ));
+    }
+    let mask = hex_bytes(cx, &p.mask, "mask")?;
+    let value = hex_bytes(cx, &p.value, "value")?;
+    if mask.len() != value.len() {
+        return Err(cx.err(
+            p.value.span(),
+            format!(
+                "payload value has {} bytes but mask has {}: they must be the same length",
+                value.len(),
+                mask.len()
+            ),
+        ));
+    }
+    if let Some(i) = (0..mask.len()).find(|&i| value[i] & !mask[i] != 0) {
+        return Err(cx.err(
+            p.value.span(),
+            format!(
+                "payload value byte {i} (0x{:02x}) has bits outside the mask (0x{:02x}): it could never match",
+                value[i], mask[i]
+            ),
+        ));
+    }
+    rule.match_offset = offset as u16;
+    rule.match_len = mask.len() as u8;
+    rule.match_mask[..mask.len()].copy_from_slice(&mask);
+    rule.match_value[..value.len()].copy_from_slice(&value);
+    Ok(())
+}
+
+/// An inclusive range; absent means everything.
+fn range(
+    cx: &Ctx<'_>,
+    v: Option<&Spanned<RangeValue>>,
+    what: &str,
+    max: i64,
+) -> Result<(u16, u16), RuleError> {
+    let Some(v) = v else {
+        return Ok((0, max as u16));
+    };
+    let bad = |msg: String| cx.err(v.span(), msg);
+    let (lo, hi) = match v.get_ref() {
+        RangeValue::One(n) => (*n, *n),
+        RangeValue::Text(t) => {
+            let parse_num = |s: &str| {
+                s.trim().parse::<i64>().map_err(|_| {
+                    bad(format!(
+                        "{what} {t:?} is not a number or a range: write 123 or \"1024-65535\""
+                    ))
+                })
+            };
+            match t.split_once('-') {
+                Some((a, b)) => (parse_num(a)?, parse_num(b)?),
+                None => {
+                    let n = parse_num(t)?;
+                    (n, n)
+                }
+            }
+        }
+    };
+    for n in [lo, hi] {
+        if !(0..=max).contains(&n) {
+            return Err(bad(format!(
+                "{what} {n} out of range: allowed is 0 to {max}"
+            )));
+        }
+    }
+    if lo > hi {
+        return Err(bad(format!(
+            "{what} range {lo}-{hi} is empty: the low end must come first"
+        )));
+    }
+    Ok((lo as u16, hi as u16))
+}
+
+fn hex_bytes(cx: &Ctx<'_>, s: &Spanned<String>, what: &str) -> Result<Vec<u8>, RuleError> {
+    let t = s.get_ref().trim_start_matches("0x");
+    let bad = || {
+        cx.err(
+            s.span(),
+            format!(
+                "payload {what} {:?} is not 1 to {MATCH_MAX} bytes of hex, like \"07\" or \"0x1700\"",
+                s.get_ref()
+            ),
+        )
+    };
+    // Checked as bytes first: slicing text with other characters could
+    // cut one in half.
+    if t.is_empty()
+        || !t.len().is_multiple_of(2)
+        || t.len() / 2 > MATCH_MAX
+        || !t.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(bad());
+    }
+    (0..t.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&t[i..i + 2], 16).map_err(|_| bad()))
+        .collect()
+}

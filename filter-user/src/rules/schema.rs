@@ -1,0 +1,130 @@
+//! A rule file as written: the TOML shape serde reads, before validation.
+//! Every value keeps its span, so that a later step can place its error.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A rule file as written, before validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSchema {
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
+    #[serde(default)]
+    pub fragments: Option<Spanned<String>>,
+    #[serde(default)]
+    pub fragment_memory: Option<Spanned<String>>,
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allow_files: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub deny_files: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub sources: Option<SourcesSchema>,
+    #[serde(default)]
+    pub per_source: Option<Spanned<LimitSchema>>,
+    #[serde(default)]
+    pub limits: BTreeMap<Spanned<String>, Spanned<LimitSchema>>,
+    #[serde(default)]
+    pub ban: Option<BanSchema>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Spanned<RuleSchema>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesSchema {
+    #[serde(default)]
+    pub ipv4_prefix: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub ipv6_prefix: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub table_size: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSchema {
+    #[serde(default)]
+    pub pps: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub bps: Option<Spanned<String>>,
+    #[serde(default)]
+    pub burst_packets: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub burst_bytes: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanSchema {
+    pub after: Spanned<String>,
+    #[serde(rename = "for")]
+    pub duration: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSchema {
+    pub name: Spanned<String>,
+    pub protocol: Spanned<String>,
+    #[serde(default)]
+    pub src_port: Option<Spanned<RangeValue>>,
+    #[serde(default)]
+    pub dst_port: Option<Spanned<RangeValue>>,
+    #[serde(default)]
+    pub payload_len: Option<Spanned<RangeValue>>,
+    #[serde(default)]
+    pub payload: Option<Spanned<PayloadSchema>>,
+    pub action: Spanned<String>,
+    #[serde(default)]
+    pub limit: Option<Spanned<String>>,
+    /// Validated either way; only enabled rules are loaded.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub aggregate_pps: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub aggregate_burst: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadSchema {
+    pub offset: Spanned<i64>,
+    pub mask: Spanned<String>,
+    pub value: Spanned<String>,
+}
+
+/// `123` or `"1024-65535"`.
+pub enum RangeValue {
+    One(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RangeValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RangeValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number like 123 or a range like \"1024-65535\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RangeValue, E> {
+                Ok(RangeValue::One(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RangeValue, E> {
+                Ok(RangeValue::One(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RangeValue, E> {
+                Ok(RangeValue::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}

@@ -1,0 +1,258 @@
+//! The Prometheus side of `serve`: a collector that reads the pinned maps
+//! at every scrape (the kernel's own counters, exposed as they are, never
+//! accumulated here) and writes them as OpenMetrics families.
+
+use std::fmt;
+
+use log::error;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+    },
+};
+
+use crate::{
+    filter::{stats, status},
+    state::PinRoot,
+};
+
+/// What the metrics show of one interface, read at one scrape.
+#[derive(Debug)]
+pub struct Reading {
+    pub stats: stats::InterfaceStats,
+    pub generation: u32,
+    pub digest: String,
+}
+
+/// Reads an interface's counters and the generation that runs. A reload
+/// landing in the middle removes the generation being read: read again.
+fn read_interface(root: &PinRoot, iface: &str) -> anyhow::Result<Reading> {
+    status::retry(|| {
+        let s = status::status_once(root, iface)?;
+        Ok(Reading {
+            stats: stats::counters(root, &s)?,
+            generation: s.generation,
+            digest: s.rules_digest,
+        })
+    })
+}
+
+fn counter_family<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut metric = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Writes every metric family of `readings` (prefixed `filterctl_` by the
+/// registry).
+pub fn encode_readings(
+    enc: &mut DescriptorEncoder,
+    readings: &[Reading],
+    scrape_errors: u64,
+) -> fmt::Result {
+    let reasons = || {
+        readings.iter().flat_map(|r| {
+            r.stats.reasons.iter().map(move |(reason, s)| {
+                (
+                    [
+                        ("interface", r.stats.interface.as_str()),
+                        ("reason", *reason),
+                        ("verdict", s.verdict),
+                    ],
+                    s,
+                )
+            })
+        })
+    };
+    let rules = || {
+        readings.iter().flat_map(|r| {
+            r.stats.rules.iter().map(move |s| {
+                (
+                    [
+                        ("interface", r.stats.interface.as_str()),
+                        ("rule", s.name.as_str()),
+                        ("action", s.action),
+                    ],
+                    s,
+                )
+            })
+        })
+    };
+    counter_family(
+        enc,
+        "packets",
+        "Frames the filter saw since load, by interface, reason and the reason's verdict in enforce mode.",
+        reasons().map(|(l, s)| (l, s.packets)),
+    )?;
+    counter_family(
+        enc,
+        "bytes",
+        "Bytes of the frames the filter saw since load (whole frames, Ethernet header included), by interface, reason and verdict.",
+        reasons().map(|(l, s)| (l, s.bytes)),
+    )?;
+    counter_family(
+        enc,
+        "rule_packets",
+        "Frames each rule of the running rule set matched since it was loaded.",
+        rules().map(|(l, s)| (l, s.packets)),
+    )?;
+    counter_family(
+        enc,
+        "rule_bytes",
+        "Bytes of the frames each rule of the running rule set matched since it was loaded.",
+        rules().map(|(l, s)| (l, s.bytes)),
+    )?;
+    counter_family(
+        enc,
+        "monitor_passed_packets",
+        "Frames a drop reason decided that passed because the filter was in monitor mode.",
+        readings.iter().map(|r| {
+            (
+                [("interface", r.stats.interface.as_str())],
+                r.stats.monitor_passed.packets,
+            )
+        }),
+    )?;
+    encode_info(enc, readings)?;
+    ConstCounter::new(scrape_errors).encode(enc.encode_descriptor(
+        "scrape_errors",
+        "Reads of the pinned maps that failed (a /metrics interface or a /stats request).",
+        None,
+        MetricType::Counter,
+    )?)
+}
+
+/// The rule set each interface runs, as an info family.
+fn encode_info(enc: &mut DescriptorEncoder, readings: &[Reading]) -> fmt::Result {
+    let mut info = enc.encode_descriptor(
+        "rules",
+        "The rule set each interface runs: SHA-256 of its files and program generation.",
+        None,
+        MetricType::Info,
+    )?;
+    for r in readings {
+        let generation = r.generation.to_string();
+        info.encode_info(&[
+            ("interface", r.stats.interface.as_str()),
+            ("digest", r.digest.as_str()),
+            ("generation", generation.as_str()),
+        ])?;
+    }
+    Ok(())
+}
+
+/// Reads the pinned maps at every scrape: the values are the kernel's own
+/// counters, exposed as they are, never accumulated here.
+#[derive(Debug)]
+pub struct FilterCollector {
+    pub root: PinRoot,
+    pub scrape_errors: Counter,
+}
+
+impl Collector for FilterCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let mut readings = Vec::new();
+        match self.root.interfaces() {
+            Ok(ifaces) => {
+                for iface in ifaces {
+                    match read_interface(&self.root, &iface) {
+                        Ok(r) => readings.push(r),
+                        Err(e) => {
+                            self.scrape_errors.inc();
+                            error!("{iface}: cannot read the counters: {e:#}");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                self.scrape_errors.inc();
+                error!("cannot list the loaded interfaces: {e:#}");
+            }
+        }
+        encode_readings(&mut enc, &readings, self.scrape_errors.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fixed(Vec<Reading>);
+
+    impl Collector for Fixed {
+        fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+            encode_readings(&mut enc, &self.0, 2)
+        }
+    }
+
+    #[test]
+    fn openmetrics_text() {
+        let mut reasons = std::collections::BTreeMap::new();
+        reasons.insert(
+            "rule_drop",
+            stats::ReasonStats {
+                verdict: "drop",
+                packets: 30,
+                bytes: 15480,
+            },
+        );
+        let t = stats::Totals::default();
+        let reading = Reading {
+            stats: stats::InterfaceStats {
+                interface: "eth0".into(),
+                mode: "enforce",
+                rules_digest: "ab".repeat(32),
+                seen: t,
+                dropped: t,
+                passed: t,
+                monitor_passed: stats::Totals {
+                    packets: 7,
+                    bytes: 70,
+                },
+                reasons,
+                rules: vec![stats::RuleStats {
+                    name: "ntp-reflection".into(),
+                    action: "drop",
+                    packets: 30,
+                    bytes: 15480,
+                }],
+            },
+            generation: 3,
+            digest: "ab".repeat(32),
+        };
+        let mut registry = Registry::with_prefix("filterctl");
+        registry.register_collector(Box::new(Fixed(vec![reading])));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "# TYPE filterctl_packets counter",
+            r#"filterctl_packets_total{interface="eth0",reason="rule_drop",verdict="drop"} 30"#,
+            r#"filterctl_bytes_total{interface="eth0",reason="rule_drop",verdict="drop"} 15480"#,
+            r#"filterctl_rule_packets_total{interface="eth0",rule="ntp-reflection",action="drop"} 30"#,
+            r#"filterctl_rule_bytes_total{interface="eth0",rule="ntp-reflection",action="drop"} 15480"#,
+            r#"filterctl_monitor_passed_packets_total{interface="eth0"} 7"#,
+            "# TYPE filterctl_rules info",
+            &format!(
+                r#"filterctl_rules_info{{interface="eth0",digest="{}",generation="3"}} 1"#,
+                "ab".repeat(32)
+            ),
+            "filterctl_scrape_errors_total 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

@@ -1,0 +1,358 @@
+//! The rule-file side of `serve`: each watched interface's rules follow a
+//! file. The file is checked every second (its bytes, and the size and
+//! times of the list files it names) and reloaded when its content digest
+//! differs from what runs; every watched file is reloaded on SIGHUP.
+//! Reloads go through the same `apply_rules` as `filterctl reload`.
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::bail;
+use log::{debug, error, info, warn};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+};
+use sha2::{Digest as _, Sha256};
+use tokio::signal::unix::Signal;
+
+use crate::{
+    filter::{
+        apply::{Applied, Guard, apply_rules},
+        status,
+    },
+    state::PinRoot,
+};
+
+/// How often the watched rule files are checked.
+const POLL: Duration = Duration::from_secs(1);
+
+/// An interface whose rules follow a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watch {
+    pub iface: String,
+    pub rules: PathBuf,
+}
+
+/// A `--watch` value that is not `IF=PATH`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: write IFACE=RULES_FILE, e.g. eth0=/etc/filterctl/rules.toml")]
+pub struct WatchSyntax(String);
+
+/// Parses `IF=PATH` (the `--watch` form).
+pub fn parse_watch(s: &str) -> Result<Watch, WatchSyntax> {
+    match s.split_once('=') {
+        Some((iface, path)) if !iface.is_empty() && !path.is_empty() => Ok(Watch {
+            iface: iface.to_string(),
+            rules: PathBuf::from(path),
+        }),
+        _ => Err(WatchSyntax(s.to_string())),
+    }
+}
+
+/// The watched pairs from `--iface IF --rules PATH` pairs (in the order
+/// given) and `--watch IF=PATH`; each interface at most once.
+pub fn watches(
+    ifaces: Vec<String>,
+    rules: Vec<PathBuf>,
+    more: Vec<Watch>,
+) -> anyhow::Result<Vec<Watch>> {
+    if ifaces.len() != rules.len() {
+        bail!(
+            "serve takes --iface and --rules in pairs (--iface IF --rules FILE, repeatable): got {} --iface and {} --rules",
+            ifaces.len(),
+            rules.len()
+        );
+    }
+    let all: Vec<Watch> = ifaces
+        .into_iter()
+        .zip(rules)
+        .map(|(iface, rules)| Watch { iface, rules })
+        .chain(more)
+        .collect();
+    for (i, w) in all.iter().enumerate() {
+        if all[..i].iter().any(|o| o.iface == w.iface) {
+            bail!("{} is watched twice: one rule file per interface", w.iface);
+        }
+    }
+    Ok(all)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    interface: String,
+    /// ok, invalid (the file did not parse or the lockout guard refused
+    /// it) or failed (the kernel or the pins refused it).
+    result: String,
+}
+
+/// What the poll compares: the rule file's bytes and, for each list file it
+/// names, its identity, size and times. Cheap: the rule file is only parsed
+/// when this changes.
+#[derive(Default)]
+struct Fingerprint {
+    file_hash: Option<[u8; 32]>,
+    lists: Vec<PathBuf>,
+    value: Option<[u8; 32]>,
+}
+
+impl Fingerprint {
+    /// Looks at the files again; true when anything changed since the last
+    /// look (or this is the first).
+    fn changed(&mut self, path: &Path) -> bool {
+        let mut h = Sha256::new();
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let file_hash: [u8; 32] = Sha256::digest(&bytes).into();
+                if self.file_hash != Some(file_hash) {
+                    self.file_hash = Some(file_hash);
+                    self.lists = list_files(&bytes, path.parent().unwrap_or(Path::new(".")));
+                }
+                h.update(file_hash);
+            }
+            Err(e) => {
+                self.file_hash = None;
+                self.lists.clear();
+                h.update(format!("unreadable: {:?}", e.kind()));
+            }
+        }
+        for l in &self.lists {
+            match std::fs::metadata(l) {
+                Ok(m) => h.update(format!(
+                    "{}:{}:{}:{}.{}:{}.{}",
+                    m.dev(),
+                    m.ino(),
+                    m.len(),
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.ctime(),
+                    m.ctime_nsec()
+                )),
+                Err(e) => h.update(format!("missing: {:?}", e.kind())),
+            }
+            h.update([0]);
+        }
+        let value: [u8; 32] = h.finalize().into();
+        let changed = self.value != Some(value);
+        self.value = Some(value);
+        changed
+    }
+}
+
+/// The list files (`allow_files`, `deny_files`) a rule file names, relative
+/// to its folder as the rule parser reads them; none when it is not TOML.
+fn list_files(bytes: &[u8], base: &Path) -> Vec<PathBuf> {
+    let Ok(table) = std::str::from_utf8(bytes)
+        .map_err(|_| ())
+        .and_then(|t| toml::from_str::<toml::Table>(t).map_err(|_| ()))
+    else {
+        return Vec::new();
+    };
+    ["allow_files", "deny_files"]
+        .iter()
+        .filter_map(|k| table.get(*k)?.as_array())
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .map(|f| base.join(f))
+        .collect()
+}
+
+/// What an attempt to bring an interface in step with its file did.
+enum Outcome {
+    /// The file's digest is what runs already.
+    Unchanged,
+    Reloaded {
+        digest: String,
+    },
+    /// Unreadable, invalid or refused by the lockout guard: nothing loaded.
+    Invalid,
+    /// The reload itself failed.
+    Failed,
+}
+
+/// Reloads `w` with its file unless the file's digest is `running` (or
+/// always, when `force`); logs what it did. Blocking: run it off the
+/// runtime.
+fn apply(root: &PinRoot, w: &Watch, running: Option<&str>, force: bool) -> Outcome {
+    let (iface, file) = (w.iface.as_str(), w.rules.display());
+    let running = if force { None } else { running };
+    match apply_rules(root, iface, &w.rules, Guard::Check, running) {
+        Ok((_, Applied::Unchanged)) => {
+            debug!("{iface}: {file} changed on disk but its content is what runs: nothing to do");
+            Outcome::Unchanged
+        }
+        Ok((set, Applied::Reloaded { generation })) => {
+            let digest = set.digest_hex();
+            info!(
+                "{iface}: reloaded {file}: generation {generation}, {} rules, digest {}",
+                set.rules.len(),
+                &digest[..16]
+            );
+            Outcome::Reloaded { digest }
+        }
+        Err(e) if e.is_invalid() => {
+            error!("{iface}: {file} not loaded, the running rules stay: {e}");
+            Outcome::Invalid
+        }
+        Err(e) => {
+            error!("{iface}: reload of {file} failed: {e}");
+            Outcome::Failed
+        }
+    }
+}
+
+struct Watched {
+    watch: Watch,
+    /// Digest of the rule set that runs, as far as this daemon knows.
+    running: Option<String>,
+    seen: Fingerprint,
+}
+
+/// Checks the watched files every second and reloads on change, and all
+/// of them on SIGHUP. Runs until aborted.
+pub async fn watch_rules(
+    root: PinRoot,
+    watches: Vec<Watch>,
+    mut hup: Signal,
+    reloads: Family<ReloadLabels, Counter>,
+) {
+    let mut watched: Vec<Watched> = watches
+        .into_iter()
+        .map(|watch| {
+            let running = match status::status(&root, &watch.iface) {
+                Ok(s) => Some(s.rules_digest),
+                Err(e) => {
+                    warn!(
+                        "{}: cannot read which rules run ({e:#}): the first check reloads {}",
+                        watch.iface,
+                        watch.rules.display()
+                    );
+                    None
+                }
+            };
+            for result in ["ok", "invalid", "failed"] {
+                // Every series from the start, at 0, so that rates work.
+                drop(reloads.get_or_create(&ReloadLabels {
+                    interface: watch.iface.clone(),
+                    result: result.to_string(),
+                }));
+            }
+            Watched {
+                watch,
+                running,
+                seen: Fingerprint::default(),
+            }
+        })
+        .collect();
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let force = tokio::select! {
+            _ = tick.tick() => false,
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading every watched rule file");
+                true
+            }
+        };
+        for w in &mut watched {
+            let first = w.seen.value.is_none();
+            if !w.seen.changed(&w.watch.rules) && !force {
+                continue;
+            }
+            if !force && !first {
+                info!("{}: {} changed", w.watch.iface, w.watch.rules.display());
+            }
+            let (root, watch, running) = (root.clone(), w.watch.clone(), w.running.clone());
+            let outcome = tokio::task::spawn_blocking(move || {
+                apply(&root, &watch, running.as_deref(), force)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                error!("{}: the reload task failed: {e}", w.watch.iface);
+                Outcome::Failed
+            });
+            let result = match outcome {
+                Outcome::Unchanged => continue,
+                Outcome::Reloaded { digest } => {
+                    w.running = Some(digest);
+                    "ok"
+                }
+                Outcome::Invalid => "invalid",
+                Outcome::Failed => "failed",
+            };
+            reloads
+                .get_or_create(&ReloadLabels {
+                    interface: w.watch.iface.clone(),
+                    result: result.to_string(),
+                })
+                .inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_pairs() {
+        let w = parse_watch("eth0=/etc/f/rules.toml").unwrap();
+        assert_eq!(
+            (w.iface.as_str(), w.rules.to_str().unwrap()),
+            ("eth0", "/etc/f/rules.toml")
+        );
+        for bad in ["eth0", "=x", "eth0="] {
+            assert!(
+                parse_watch(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("IFACE=RULES_FILE")
+            );
+        }
+        let all = watches(
+            vec!["a".into(), "b".into()],
+            vec!["ra".into(), "rb".into()],
+            vec![parse_watch("c=rc").unwrap()],
+        )
+        .unwrap();
+        let names: Vec<_> = all
+            .iter()
+            .map(|w| format!("{}={}", w.iface, w.rules.display()))
+            .collect();
+        assert_eq!(names, ["a=ra", "b=rb", "c=rc"]);
+        let err = watches(vec!["a".into()], vec![], vec![]).unwrap_err();
+        assert!(err.to_string().contains("in pairs"), "{err}");
+        let err = watches(
+            vec!["a".into()],
+            vec!["x".into()],
+            vec![parse_watch("a=y").unwrap()],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("watched twice"), "{err}");
+    }
+
+    #[test]
+    fn fingerprint_follows_bytes_and_list_files() {
+        let dir = std::env::temp_dir().join(format!("flt-fp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rules.toml");
+        let list = dir.join("deny.txt");
+        std::fs::write(&list, "203.0.113.0/24\n").unwrap();
+        std::fs::write(&file, "deny_files = [\"deny.txt\"]\n").unwrap();
+        let mut fp = Fingerprint::default();
+        assert!(fp.changed(&file), "the first look is a change");
+        assert!(!fp.changed(&file));
+        std::fs::write(&file, "deny_files = [\"deny.txt\"] \n").unwrap();
+        assert!(fp.changed(&file), "new bytes");
+        assert!(!fp.changed(&file));
+        std::fs::write(&list, "203.0.113.128/25\n").unwrap();
+        assert!(fp.changed(&file), "the list file was written");
+        std::fs::remove_file(&file).unwrap();
+        assert!(fp.changed(&file), "the file is gone");
+        assert!(!fp.changed(&file));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,90 @@
+//! The one owner of what lives on bpffs. A loaded filter is one folder per
+//! interface under the pin root, holding the XDP link, the state maps that
+//! outlive reloads, and one folder per program generation with the program,
+//! its rule maps and the records of what it enforces:
+//!
+//! ```text
+//! <root>/<iface>/link            the XDP link: names the generation that runs
+//! <root>/<iface>/STATS, BANS...  state maps, shared by every generation
+//! <root>/<iface>/gen-<n>/prog    a generation's program
+//! <root>/<iface>/gen-<n>/META    what it enforces (digest, source, git, attach mode)
+//! <root>/<iface>/gen-<n>/RULESET its rule set in canonical form (for diff)
+//! ```
+
+pub mod bpffs;
+pub mod generation;
+pub mod record;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+pub use self::generation::{
+    CurrentGeneration, current_generation, open_map, read_config, read_meta,
+};
+
+/// Default root of filterctl's pins.
+pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/filterctl";
+
+/// Pin file names inside an interface folder, besides the maps.
+pub const PROG: &str = "prog";
+pub const LINK: &str = "link";
+
+#[derive(Clone, Debug)]
+pub struct PinRoot(PathBuf);
+
+impl PinRoot {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        PinRoot(path.into())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn iface_dir(&self, iface: &str) -> PathBuf {
+        self.0.join(iface)
+    }
+
+    /// Interfaces that have a pin folder, sorted.
+    pub fn interfaces(&self) -> anyhow::Result<Vec<String>> {
+        let entries = match std::fs::read_dir(&self.0) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", self.0.display())),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", self.0.display()))?;
+            if entry.file_type()?.is_dir() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// Folder of program generation `n` inside an interface folder.
+pub fn generation_dir(iface_dir: &Path, n: u32) -> PathBuf {
+    iface_dir.join(format!("gen-{n}"))
+}
+
+/// Generations that have pins in an interface folder, sorted.
+pub fn generations(iface_dir: &Path) -> anyhow::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(iface_dir)
+        .with_context(|| format!("cannot list {}", iface_dir.display()))?;
+    for e in entries.flatten() {
+        if let Some(n) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("gen-"))
+            .and_then(|n| n.parse().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
