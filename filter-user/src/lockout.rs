@@ -121,6 +121,26 @@ pub fn check(set: &RuleSet, protected: &[Protected]) -> Result<(), Lockout> {
     }
 }
 
+/// Why a ban of `target` would cut off everyone, this host or the
+/// operator, if it would.
+pub fn check_ban(target: &Prefix, protected: &[Protected]) -> Result<(), Lockout> {
+    let mut problems = Vec::new();
+    if target.len == 0 {
+        problems.push(format!("a ban of {target} covers every source"));
+    }
+    for p in protected {
+        let (family, bytes) = as_bytes(p.addr);
+        if target.contains(family, &bytes) {
+            problems.push(format!("a ban of {target} covers {}, {}", p.addr, p.why));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Lockout { problems })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +204,21 @@ mod tests {
         assert!(check(&set, &[host("192.0.2.1")]).is_ok());
         let udp = parse("t.toml", RULE).unwrap();
         assert!(check(&udp, &[ssh("198.51.100.9")]).is_ok());
+    }
+
+    #[test]
+    fn bans_that_cover_everyone_or_the_operator_are_refused() {
+        let p = |t: &str| crate::rules::prefixes::parse_prefix(t).unwrap();
+        let e = check_ban(&p("0.0.0.0/0"), &[]).unwrap_err().to_string();
+        assert!(e.contains("covers every source"), "{e}");
+        let e = check_ban(&p("192.0.2.0/24"), &[ssh("192.0.2.9")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("covers 192.0.2.9, the client of your SSH session"),
+            "{e}"
+        );
+        assert!(check_ban(&p("198.51.100.7"), &[host("192.0.2.1")]).is_ok());
     }
 
     #[test]

@@ -27,8 +27,7 @@ pub enum SysError {
 
 /// Fails unless filterctl runs as root; `what` names the command.
 pub fn require_root(what: &str) -> Result<(), SysError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if euid() != 0 {
         return Err(SysError::NotRoot(what.to_string()));
     }
     Ok(())
@@ -95,6 +94,26 @@ pub fn mount_bpffs(at: &Path) -> Result<(), SysError> {
         });
     }
     Ok(())
+}
+
+/// Whether this process runs in the host's (PID 1's) mount namespace. A
+/// container or a service with private mounts does not: a bpffs mounted
+/// there vanishes with it. False when it cannot be told.
+pub fn in_initial_mount_namespace() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (
+        std::fs::metadata("/proc/self/ns/mnt"),
+        std::fs::metadata("/proc/1/ns/mnt"),
+    ) {
+        (Ok(me), Ok(init)) => me.dev() == init.dev() && me.ino() == init.ino(),
+        _ => false,
+    }
+}
+
+/// The effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
 }
 
 /// Addresses of this host's interfaces (in the current network namespace),

@@ -12,51 +12,19 @@ use std::{
     fs::File,
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
-    process::{Child, Stdio},
+    process::Stdio,
     time::{Duration, Instant, SystemTime},
 };
 
-use common::cli::{TempDir, command, ok, run};
+use common::{
+    cli::{TempDir, command, ok, run},
+    daemon::Daemon,
+};
 use filter_testkit::frames::{ntp_monlist_reply, ntp_time_reply};
 use filter_testkit::net::{Sink, TestNet, VICTIM_V4, send_udp};
 use serde_json::Value;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// The daemon, killed on every exit path; its log is printed when the test
-/// fails.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: a signal to our own child, which has not been reaped.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(st) = self.child.try_wait().unwrap() {
-            panic!("serve exited ({st}):\n{}", self.log());
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- filterctl serve log ---\n{}", self.log());
-        }
-    }
-}
 
 struct Reply {
     status: u16,

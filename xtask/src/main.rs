@@ -87,6 +87,12 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo builds: CARGO_TARGET_DIR (relative to the workspace root) or
+/// `target/`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), |d| root().join(d))
+}
+
 /// A command to run in the workspace root.
 fn cmd<S: AsRef<OsStr>>(program: &str, args: impl IntoIterator<Item = S>) -> Command {
     let mut c = Command::new(program);
@@ -437,7 +443,7 @@ fn bench(quick: bool, json: Option<PathBuf>) -> anyhow::Result<()> {
             "bench",
         ],
     ))?;
-    let mut bench = Command::new(root().join("target/release/examples/bench"));
+    let mut bench = Command::new(target_dir().join("release/examples/bench"));
     if quick {
         bench.arg("--quick");
     }

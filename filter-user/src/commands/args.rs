@@ -52,6 +52,10 @@ pub enum Command {
         /// Reload even if the rules would lock you out (see `load --force`).
         #[arg(long)]
         force: bool,
+        /// Accept state maps (counters, bans, limiter) whose pins were
+        /// removed: they start empty. Without it such a reload fails.
+        #[arg(long)]
+        reset_state: bool,
     },
     /// Show what reloading an interface with a rule file would change:
     /// settings, rules added, removed and changed, prefixes.
@@ -103,6 +107,10 @@ pub enum Command {
         duration: String,
         #[arg(long)]
         iface: Option<String>,
+        /// Ban even a prefix that covers everyone, this host's own addresses
+        /// or your SSH session.
+        #[arg(long)]
+        force: bool,
     },
     /// Lift a ban set with `ban` (or by the limiter).
     Unban {

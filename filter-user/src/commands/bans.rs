@@ -2,6 +2,7 @@
 
 use crate::{
     filter::bans::{self, Entry},
+    lockout,
     rules::units::parse_duration,
     state::PinRoot,
 };
@@ -11,8 +12,12 @@ pub fn ban(
     target: &str,
     duration: &str,
     iface: Option<String>,
+    force: bool,
 ) -> anyhow::Result<()> {
     let target = bans::parse_target(target)?;
+    if !force {
+        lockout::check_ban(&target, &lockout::protected_addresses())?;
+    }
     let ns = parse_duration(duration)?;
     for iface in super::interfaces(root, iface)? {
         let banned = bans::ban(root, &iface, target, std::time::Duration::from_nanos(ns))?;

@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use super::args::ModeArg;
 use crate::{
     filter::{
-        apply::{self, Applied, Guard, apply_rules},
-        load::{self as loader, AttachMode},
+        apply::{self, Applied, Guard, apply_rules_with},
+        load::{self as loader, AttachMode, ReloadOptions},
     },
     rules::{self, RuleSet},
     state::PinRoot,
@@ -52,8 +52,15 @@ pub fn load(
     Ok(())
 }
 
-pub fn reload(root: &PinRoot, iface: &str, rules: &Path, force: bool) -> anyhow::Result<()> {
-    let (set, applied) = apply_rules(root, iface, rules, guard_of(force), None)?;
+pub fn reload(
+    root: &PinRoot,
+    iface: &str,
+    rules: &Path,
+    force: bool,
+    reset_state: bool,
+) -> anyhow::Result<()> {
+    let opts = ReloadOptions { reset_state };
+    let (set, applied) = apply_rules_with(root, iface, rules, guard_of(force), None, opts)?;
     if let Applied::Reloaded { generation } = applied {
         println!(
             "reloaded {iface}: generation {generation}, {} rules from {}, digest {}",

@@ -48,6 +48,13 @@ fn render(all: &[Status]) -> String {
             s.rules_digest,
             s.fragments
         );
+        if !s.interface_present {
+            let _ = writeln!(
+                o,
+                "  interface {} is gone: the filter is attached to nothing (`filterctl unload --iface {}` removes its pins)",
+                s.interface, s.interface
+            );
+        }
         if !s.stale_generations.is_empty() {
             let _ = writeln!(
                 o,

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::load;
+use super::load::{self, ReloadOptions};
 use crate::{
     lockout::{self, Lockout},
     rules::{self, RuleSet, RulesError},
@@ -65,11 +65,30 @@ pub fn apply_rules(
     lockout_guard: Guard,
     running: Option<&str>,
 ) -> Result<(RuleSet, Applied), ApplyError> {
+    apply_rules_with(
+        root,
+        iface,
+        path,
+        lockout_guard,
+        running,
+        ReloadOptions::default(),
+    )
+}
+
+/// `apply_rules` with reload options.
+pub fn apply_rules_with(
+    root: &PinRoot,
+    iface: &str,
+    path: &Path,
+    lockout_guard: Guard,
+    running: Option<&str>,
+    opts: ReloadOptions,
+) -> Result<(RuleSet, Applied), ApplyError> {
     let set = rules::load_file(path)?;
     if running == Some(set.digest_hex().as_str()) {
         return Ok((set, Applied::Unchanged));
     }
     guard(&set, lockout_guard)?;
-    let generation = load::reload(root, iface, &set, path)?;
+    let generation = load::reload_with(root, iface, &set, path, opts)?;
     Ok((set, Applied::Reloaded { generation }))
 }

@@ -16,7 +16,11 @@ use filter_common::{
 
 use crate::{
     rules::{Prefix, prefixes::parse_prefix},
-    state::{PinRoot, current_generation, open_map, read_config},
+    state::{
+        PinRoot, current_generation,
+        lock::{IfaceLock, LOCK_WAIT},
+        open_map, read_config,
+    },
     sys::{self, monotonic_coarse_ns},
 };
 
@@ -68,6 +72,7 @@ pub fn ban(
 ) -> anyhow::Result<Prefix> {
     sys::require_root("ban")?;
     let dir = root.iface_dir(iface);
+    let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
     let until = monotonic_coarse_ns() + duration.as_nanos() as u64;
     // The program skips ban lookups until something was ever banned.
     let mut flag: aya::maps::Array<_, u32> =
@@ -90,6 +95,7 @@ pub fn ban(
 pub fn unban(root: &PinRoot, iface: &str, target: Prefix) -> anyhow::Result<Prefix> {
     sys::require_root("unban")?;
     let dir = root.iface_dir(iface);
+    let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
     match place(target, source_prefix(root, iface, target.family)?) {
         Place::Source(key, banned) => {
             let mut bans: HashMap<_, SrcKey, u64> = HashMap::try_from(open_map(&dir, MAP_BANS)?)?;

@@ -11,7 +11,7 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, Map,
+        Array, Map, MapData,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
@@ -32,8 +32,14 @@ use crate::{
     EBPF_OBJECT,
     rules::{Compiled, Prefix, RuleSet},
     state::{
-        LINK, PROG, PinRoot, current_generation, generation::attach_mode_name, generation_dir,
-        generations, open_map, read_meta, record::Canonical,
+        LINK, PROG, PinRoot,
+        bpffs::check_owner,
+        current_generation,
+        generation::attach_mode_name,
+        generation_dir, generations,
+        lock::{IfaceLock, LOCK_WAIT},
+        open_map, read_meta,
+        record::Canonical,
     },
     sys,
 };
@@ -74,6 +80,7 @@ pub fn load(
     root.ensure_bpffs()?;
     let dir = root.iface_dir(iface);
     if dir.exists() {
+        check_owner(&dir)?;
         bail!(
             "a filter is already loaded on {iface} (pins in {}): use `filterctl reload` to change its rules, or `filterctl unload --iface {iface}` first",
             dir.display()
@@ -81,8 +88,11 @@ pub fn load(
     }
     std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut guard = PinDirGuard(Some(dir.clone()));
+    // mkdir above is what makes a second `load` fail; the lock makes a
+    // reload, ban or unload that started meanwhile wait for this one.
+    let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
 
-    let mut ebpf = prepare(set, Some(&dir))?;
+    let mut ebpf = prepare(set, Some(&dir), SourcesTable::Reuse)?;
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .expect("prepare checked it")
@@ -118,51 +128,136 @@ pub enum ReloadError {
     },
 }
 
+/// How a reload treats the state maps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReloadOptions {
+    /// Accept state maps whose pins are missing: they start empty (counters
+    /// at zero, no bans). Without it such a reload fails.
+    pub reset_state: bool,
+}
+
 /// Replaces the rule set of the filter on `iface` in one atomic step: a new
 /// program generation is built aside with its own rule maps and the state
 /// maps (counters, limiter, bans, fragment memory) of the running one, then
 /// the XDP link is switched to it. Every packet sees either the old or the
 /// new rule set, never a mix. Any failure before the switch leaves the old
-/// generation enforcing.
+/// generation enforcing. One writer at a time: the interface is locked.
 pub fn reload(
     root: &PinRoot,
     iface: &str,
     set: &RuleSet,
     source: &Path,
 ) -> Result<u32, ReloadError> {
+    reload_with(root, iface, set, source, ReloadOptions::default())
+}
+
+pub fn reload_with(
+    root: &PinRoot,
+    iface: &str,
+    set: &RuleSet,
+    source: &Path,
+    opts: ReloadOptions,
+) -> Result<u32, ReloadError> {
     let not_switched = |cause| ReloadError::NotSwitched {
         iface: iface.to_string(),
         cause,
     };
     let dir = root.iface_dir(iface);
-    let generation = switch(&dir, iface, set, source).map_err(not_switched)?;
+    let lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT).map_err(|e| not_switched(e.into()))?;
+    let (generation, ebpf, sources) =
+        switch(&dir, iface, set, source, opts).map_err(not_switched)?;
     let after = || -> anyhow::Result<()> {
         failpoint::hit("after-switch")?;
-        // The old generation is no longer referenced by the link: its pins
-        // are all that keep it, and crashed reloads may have left others.
+        if sources == SourcesTable::Rebuild {
+            repin_sources(&ebpf, &dir)?;
+        }
+        // Older generations are no longer referenced by the link: their
+        // pins are all that keep them (crashed reloads may have left some).
+        // Nothing newer exists: this reload holds the lock.
         for g in generations(&dir)? {
-            if g != generation {
+            if g < generation {
                 let _ = std::fs::remove_dir_all(generation_dir(&dir, g));
             }
         }
         Ok(())
     };
-    after().map_err(|cause| ReloadError::AfterSwitch {
+    let result = after().map_err(|cause| ReloadError::AfterSwitch {
         iface: iface.to_string(),
         generation,
         cause,
-    })?;
-    Ok(generation)
+    });
+    drop(lock);
+    result.map(|()| generation)
 }
 
-/// Builds, pins and switches to a new generation; returns its number.
-fn switch(dir: &Path, iface: &str, set: &RuleSet, source: &Path) -> anyhow::Result<u32> {
+/// Whether the per-source limiter keeps its pinned map or gets a new one
+/// (its size is fixed when a map is made).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourcesTable {
+    Reuse,
+    Rebuild,
+}
+
+/// Checks the state pins of a running filter before a reload: a missing
+/// one would silently start empty.
+fn check_state_pins(
+    dir: &Path,
+    set: &RuleSet,
+    opts: ReloadOptions,
+) -> anyhow::Result<SourcesTable> {
+    let missing: Vec<&str> = STATE_MAPS
+        .iter()
+        .copied()
+        .filter(|n| !dir.join(n).exists())
+        .collect();
+    if !missing.is_empty() && !opts.reset_state {
+        bail!(
+            "state maps {} are missing from {} (deleted by hand?): a reload would start them empty (counters, bans, limiter state); use --reset-state to accept that",
+            missing.join(", "),
+            dir.display()
+        );
+    }
+    let sources = dir.join(MAP_SOURCES);
+    if sources.exists() {
+        let size = MapData::from_pin(&sources)
+            .and_then(|m| m.info())
+            .with_context(|| format!("cannot read {}", sources.display()))?
+            .max_entries();
+        if size != set.table_size {
+            return Ok(SourcesTable::Rebuild);
+        }
+    }
+    Ok(SourcesTable::Reuse)
+}
+
+/// Pins a rebuilt limiter map in place of the old one.
+fn repin_sources(ebpf: &Ebpf, dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join(MAP_SOURCES);
+    let map = ebpf
+        .map(MAP_SOURCES)
+        .ok_or_else(|| anyhow!("map {MAP_SOURCES} missing from the eBPF object"))?;
+    std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    map.pin(&path)
+        .with_context(|| format!("cannot pin the resized limiter at {}", path.display()))
+}
+
+/// Builds, pins and switches to a new generation; returns its number, the
+/// loaded object (its maps are needed after the switch) and whether the
+/// limiter map was rebuilt.
+fn switch(
+    dir: &Path,
+    iface: &str,
+    set: &RuleSet,
+    source: &Path,
+    opts: ReloadOptions,
+) -> anyhow::Result<(u32, Ebpf, SourcesTable)> {
     sys::require_root("reload")?;
     let current = current_generation(dir)
         .with_context(|| format!("no filter running on {iface}: use `filterctl load` first"))?;
     let old_meta = read_meta(&current.dir)?;
+    let sources = check_state_pins(dir, set, opts)?;
 
-    let mut ebpf = prepare(set, Some(dir))?;
+    let mut ebpf = prepare(set, Some(dir), sources)?;
     failpoint::hit("after-prepare")?;
     let generation = generations(dir)?.into_iter().max().unwrap_or(0) + 1;
     write_meta(&mut ebpf, set, source, old_meta.attach_mode, generation)?;
@@ -185,7 +280,7 @@ fn switch(dir: &Path, iface: &str, set: &RuleSet, source: &Path) -> anyhow::Resu
         .attach_to_link(link)
         .context("failed to switch the XDP link to the new program")?;
     guard.0 = None;
-    Ok(generation)
+    Ok((generation, ebpf, sources))
 }
 
 /// Pins a generation's program and its own maps (not the state maps, which
@@ -250,13 +345,24 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Map> {
 /// Loads the embedded object into the kernel with `set` in its rule maps and
 /// the program verified, but attached nowhere: `load` and `reload` attach
 /// it; tests and `replay` run frames through it with BPF_PROG_TEST_RUN.
-pub fn prepare(set: &RuleSet, state_dir: Option<&Path>) -> anyhow::Result<Ebpf> {
+pub fn prepare(
+    set: &RuleSet,
+    state_dir: Option<&Path>,
+    sources: SourcesTable,
+) -> anyhow::Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(MAP_SOURCES, set.table_size);
     // State maps come from the pins of the running generation when there is
-    // one (and are pinned there when there is not).
+    // one (and are pinned there when there is not); a limiter of another
+    // size is made anew and pinned after the switch.
     let state_pins: Vec<(&str, PathBuf)> = state_dir
-        .map(|d| STATE_MAPS.iter().map(|n| (*n, d.join(n))).collect())
+        .map(|d| {
+            STATE_MAPS
+                .iter()
+                .filter(|n| !(**n == MAP_SOURCES && sources == SourcesTable::Rebuild))
+                .map(|n| (*n, d.join(n)))
+                .collect()
+        })
         .unwrap_or_default();
     for (name, path) in &state_pins {
         loader.map_pin_path(name, path.as_path());
@@ -365,8 +471,10 @@ fn write_meta(
 /// it per packet, so it applies at once.
 pub fn set_mode(root: &PinRoot, iface: &str, monitor: bool) -> anyhow::Result<()> {
     sys::require_root("mode")?;
-    let current = current_generation(&root.iface_dir(iface))
-        .with_context(|| format!("no filter running on {iface}"))?;
+    let dir = root.iface_dir(iface);
+    let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
+    let current =
+        current_generation(&dir).with_context(|| format!("no filter running on {iface}"))?;
     let mut config: Array<_, Config> = Array::try_from(open_map(&current.dir, MAP_CONFIG)?)?;
     let mut c = config.get(&0, 0)?;
     if monitor {
@@ -382,6 +490,8 @@ pub fn set_mode(root: &PinRoot, iface: &str, monitor: bool) -> anyhow::Result<()
 pub fn unload(root: &PinRoot, iface: &str) -> anyhow::Result<()> {
     sys::require_root("unload")?;
     let dir = root.iface_dir(iface);
+    let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
+    // Another unload may have removed it while this one waited.
     if !dir.is_dir() {
         bail!("no filter loaded on {iface} (no pins in {})", dir.display());
     }

@@ -32,7 +32,7 @@ pub struct Simulator {
 impl Simulator {
     pub fn new(set: &RuleSet) -> anyhow::Result<Self> {
         Ok(Simulator {
-            ebpf: load::prepare(set, None)?,
+            ebpf: load::prepare(set, None, load::SourcesTable::Reuse)?,
         })
     }
 

@@ -8,12 +8,16 @@ use filter_common::{
 use crate::{
     rules::hex,
     state::{PinRoot, current_generation, generation::attach_mode_name, read_config, read_meta},
+    sys,
 };
 
 /// What `status` reports for one interface.
 #[derive(Debug, serde::Serialize)]
 pub struct Status {
     pub interface: String,
+    /// False when the interface no longer exists: the filter is attached to
+    /// nothing, whatever its mode says.
+    pub interface_present: bool,
     pub program_id: u32,
     pub link_id: u32,
     pub generation: u32,
@@ -60,6 +64,7 @@ pub fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
         .unwrap_or(META_SOURCE_LEN);
     Ok(Status {
         interface: iface.to_string(),
+        interface_present: sys::ifindex(iface).is_ok(),
         program_id: current.program_id,
         link_id: current.link_id,
         generation: current.generation,

@@ -164,34 +164,37 @@ fn list_files(bytes: &[u8], base: &Path) -> Vec<PathBuf> {
 enum Outcome {
     /// The file's digest is what runs already.
     Unchanged,
-    Reloaded {
-        digest: String,
-    },
+    Reloaded,
     /// Unreadable, invalid or refused by the lockout guard: nothing loaded.
     Invalid,
     /// The reload itself failed.
     Failed,
 }
 
-/// Reloads `w` with its file unless the file's digest is `running` (or
+/// Reloads `w` with its file unless the file's digest is what runs (or
 /// always, when `force`); logs what it did. Blocking: run it off the
 /// runtime.
-fn apply(root: &PinRoot, w: &Watch, running: Option<&str>, force: bool) -> Outcome {
+fn apply(root: &PinRoot, w: &Watch, force: bool) -> Outcome {
     let (iface, file) = (w.iface.as_str(), w.rules.display());
-    let running = if force { None } else { running };
-    match apply_rules(root, iface, &w.rules, Guard::Check, running) {
+    // What runs now, read from the pins: an operator's `filterctl reload`
+    // may have changed it since this daemon last looked.
+    let running = if force {
+        None
+    } else {
+        status::status(root, iface).ok().map(|s| s.rules_digest)
+    };
+    match apply_rules(root, iface, &w.rules, Guard::Check, running.as_deref()) {
         Ok((_, Applied::Unchanged)) => {
             debug!("{iface}: {file} changed on disk but its content is what runs: nothing to do");
             Outcome::Unchanged
         }
         Ok((set, Applied::Reloaded { generation })) => {
-            let digest = set.digest_hex();
             info!(
                 "{iface}: reloaded {file}: generation {generation}, {} rules, digest {}",
                 set.rules.len(),
-                &digest[..16]
+                &set.digest_hex()[..16]
             );
-            Outcome::Reloaded { digest }
+            Outcome::Reloaded
         }
         Err(e) if e.is_invalid() => {
             error!("{iface}: {file} not loaded, the running rules stay: {e}");
@@ -206,8 +209,6 @@ fn apply(root: &PinRoot, w: &Watch, running: Option<&str>, force: bool) -> Outco
 
 struct Watched {
     watch: Watch,
-    /// Digest of the rule set that runs, as far as this daemon knows.
-    running: Option<String>,
     seen: Fingerprint,
 }
 
@@ -222,17 +223,13 @@ pub async fn watch_rules(
     let mut watched: Vec<Watched> = watches
         .into_iter()
         .map(|watch| {
-            let running = match status::status(&root, &watch.iface) {
-                Ok(s) => Some(s.rules_digest),
-                Err(e) => {
-                    warn!(
-                        "{}: cannot read which rules run ({e:#}): the first check reloads {}",
-                        watch.iface,
-                        watch.rules.display()
-                    );
-                    None
-                }
-            };
+            if let Err(e) = status::status(&root, &watch.iface) {
+                warn!(
+                    "{}: cannot read which rules run ({e:#}): the first check reloads {}",
+                    watch.iface,
+                    watch.rules.display()
+                );
+            }
             for result in ["ok", "invalid", "failed"] {
                 // Every series from the start, at 0, so that rates work.
                 drop(reloads.get_or_create(&ReloadLabels {
@@ -242,7 +239,6 @@ pub async fn watch_rules(
             }
             Watched {
                 watch,
-                running,
                 seen: Fingerprint::default(),
             }
         })
@@ -265,21 +261,16 @@ pub async fn watch_rules(
             if !force && !first {
                 info!("{}: {} changed", w.watch.iface, w.watch.rules.display());
             }
-            let (root, watch, running) = (root.clone(), w.watch.clone(), w.running.clone());
-            let outcome = tokio::task::spawn_blocking(move || {
-                apply(&root, &watch, running.as_deref(), force)
-            })
-            .await
-            .unwrap_or_else(|e| {
-                error!("{}: the reload task failed: {e}", w.watch.iface);
-                Outcome::Failed
-            });
+            let (root, watch) = (root.clone(), w.watch.clone());
+            let outcome = tokio::task::spawn_blocking(move || apply(&root, &watch, force))
+                .await
+                .unwrap_or_else(|e| {
+                    error!("{}: the reload task failed: {e}", w.watch.iface);
+                    Outcome::Failed
+                });
             let result = match outcome {
                 Outcome::Unchanged => continue,
-                Outcome::Reloaded { digest } => {
-                    w.running = Some(digest);
-                    "ok"
-                }
+                Outcome::Reloaded => "ok",
                 Outcome::Invalid => "invalid",
                 Outcome::Failed => "failed",
             };

@@ -13,6 +13,7 @@
 
 pub mod bpffs;
 pub mod generation;
+pub mod lock;
 pub mod record;
 
 use std::path::{Path, PathBuf};
@@ -46,7 +47,9 @@ impl PinRoot {
         self.0.join(iface)
     }
 
-    /// Interfaces that have a pin folder, sorted.
+    /// Interfaces that have a pin folder, sorted. Folders this user does
+    /// not own are not filterctl's (a decoy someone made on a shared bpffs):
+    /// they are left out, with a warning.
     pub fn interfaces(&self) -> anyhow::Result<Vec<String>> {
         let entries = match std::fs::read_dir(&self.0) {
             Ok(e) => e,
@@ -56,9 +59,14 @@ impl PinRoot {
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.with_context(|| format!("cannot list {}", self.0.display()))?;
-            if entry.file_type()?.is_dir() {
-                names.push(entry.file_name().to_string_lossy().into_owned());
+            if !entry.file_type()?.is_dir() {
+                continue;
             }
+            if let Err(e) = bpffs::check_owner(&entry.path()) {
+                log::warn!("ignored: {e:#}");
+                continue;
+            }
+            names.push(entry.file_name().to_string_lossy().into_owned());
         }
         names.sort();
         Ok(names)

@@ -1,0 +1,435 @@
+//! The control plane under concurrent writers, tampered pins and careless
+//! commands: one writer at a time per interface, state that is never lost
+//! silently, bans behind the lockout guard, pin folders nobody else can
+//! plant, no bpffs mounted where it would vanish. Needs root.
+
+mod common;
+
+use std::{
+    fs::File,
+    os::unix::fs::chown,
+    path::Path,
+    process::{Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use aya::maps::MapData;
+use filter_testkit::net::TestNet;
+use serde_json::Value;
+
+use common::{
+    cli::{TempDir, command, failed, ok, run},
+    daemon::Daemon,
+};
+
+const RULES_A: &str = r#"
+[[rule]]
+name = "ntp-a"
+protocol = "udp"
+src_port = 123
+action = "drop"
+"#;
+
+const RULES_B: &str = r#"
+[per_source]
+pps = 100000
+[[rule]]
+name = "ssdp-b"
+protocol = "udp"
+src_port = 1900
+action = "drop"
+"#;
+
+fn status(net: &TestNet) -> Value {
+    serde_json::from_str::<Value>(&ok(run(net, &["status", "--json"])))
+        .unwrap()
+        .as_array()
+        .unwrap()[0]
+        .clone()
+}
+
+/// The generation folders of the interface's pins.
+fn generation_dirs(net: &TestNet) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(net.pin_root.join(&net.victim_if))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("gen-"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every command that reads or writes the interface works, and exactly one
+/// complete generation is pinned: the one the link runs.
+fn assert_one_complete_generation(net: &TestNet, rules: &str) {
+    let s = status(net);
+    assert_eq!(s["stale_generations"], Value::Array(vec![]), "{s}");
+    assert_eq!(
+        generation_dirs(net),
+        vec![format!("gen-{}", s["generation"])],
+        "{s}"
+    );
+    ok(run(net, &["stats", "--json"]));
+    ok(run(net, &["top"]));
+    ok(run(
+        net,
+        &["diff", "--iface", &net.victim_if, "--rules", rules],
+    ));
+    ok(run(net, &["ban", "198.51.100.77", "--for", "1m"]));
+    ok(run(net, &["unban", "198.51.100.77"]));
+    ok(run(net, &["mode", "--iface", &net.victim_if, "enforce"]));
+}
+
+/// A reload either ran or was told why not; never anything else.
+fn reload_outcome(out: &Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || err.contains("another filterctl"),
+        "a concurrent reload failed otherwise: {err}"
+    );
+}
+
+#[test]
+fn concurrent_writers_leave_exactly_one_complete_generation() {
+    common::require_bpf();
+    let net = TestNet::new("cnc").unwrap();
+    let files = TempDir::new("cnc");
+    let a = files.write("a.toml", RULES_A);
+    let b = files.write("b.toml", RULES_B);
+    let watched = files.write("watched.toml", RULES_A);
+    ok(run(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &a],
+    ));
+    let log = files.path().join("serve.log");
+    let mut daemon = Daemon {
+        child: command(
+            &net,
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--watch",
+                &format!("{}={watched}", net.victim_if),
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .expect("start filterctl serve"),
+        log,
+    };
+    for round in 0..6 {
+        // The watched file changes while operators reload by hand.
+        let next = if round % 2 == 0 { RULES_B } else { RULES_A };
+        std::fs::write(&watched, format!("{next}\n# round {round}\n")).unwrap();
+        let children: Vec<_> = (0..4)
+            .map(|i| {
+                let file = if i % 2 == 0 { &a } else { &b };
+                command(
+                    &net,
+                    &["reload", "--iface", &net.victim_if, "--rules", file],
+                )
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+            })
+            .collect();
+        for c in children {
+            reload_outcome(&c.wait_with_output().unwrap());
+        }
+        // Let serve's reload of the changed file land too.
+        std::thread::sleep(Duration::from_millis(1500));
+        daemon.assert_running();
+        assert_one_complete_generation(&net, &a);
+    }
+    drop(daemon);
+
+    // Unload racing reloads: either order is fine, a half state is not.
+    let racers: Vec<_> = (0..3)
+        .map(|i| {
+            let args: Vec<&str> = if i == 1 {
+                vec!["unload", "--iface", &net.victim_if]
+            } else {
+                vec!["reload", "--iface", &net.victim_if, "--rules", &b]
+            };
+            command(&net, &args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for r in racers {
+        let out = r.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || err.contains("no filter") || err.contains("another filterctl"),
+            "{err}"
+        );
+    }
+    assert!(
+        !net.pin_root.join(&net.victim_if).exists(),
+        "unload left pins behind"
+    );
+    let ip = TestNet::command_in(&net.victim_ns, "ip")
+        .args(["-d", "link", "show", &net.victim_if])
+        .output()
+        .unwrap();
+    let link = String::from_utf8_lossy(&ip.stdout);
+    assert!(
+        !link.contains("prog/xdp"),
+        "an XDP program stayed attached: {link}"
+    );
+    ok(run(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &a],
+    ));
+    assert_one_complete_generation(&net, &a);
+}
+
+#[test]
+fn lost_state_pins_and_resized_limiters_are_never_silent() {
+    common::require_bpf();
+    let net = TestNet::new("sta").unwrap();
+    let files = TempDir::new("sta");
+    let a = files.write("a.toml", RULES_A);
+    ok(run(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &a],
+    ));
+    let dir = net.pin_root.join(&net.victim_if);
+
+    // A reload after the STATS pin was deleted would start the counters
+    // from zero: refused unless asked for.
+    let before = status(&net)["generation"].clone();
+    std::fs::remove_file(dir.join("STATS")).unwrap();
+    let err = failed(run(
+        &net,
+        &["reload", "--iface", &net.victim_if, "--rules", &a],
+    ));
+    assert!(err.contains("state maps STATS are missing"), "{err}");
+    assert!(err.contains("previous rules are still enforcing"), "{err}");
+    assert_eq!(status(&net)["generation"], before);
+    ok(run(
+        &net,
+        &[
+            "reload",
+            "--iface",
+            &net.victim_if,
+            "--rules",
+            &a,
+            "--reset-state",
+        ],
+    ));
+    assert!(dir.join("STATS").exists());
+
+    // A new table size rebuilds the limiter, and diff says so first.
+    let size = |dir: &Path| {
+        MapData::from_pin(dir.join("SOURCES"))
+            .unwrap()
+            .info()
+            .unwrap()
+            .max_entries()
+    };
+    let resized = files.write(
+        "r.toml",
+        &format!("[sources]\ntable_size = 4096\n{RULES_A}"),
+    );
+    assert_ne!(size(&dir), 4096);
+    let plan = ok(run(
+        &net,
+        &["diff", "--iface", &net.victim_if, "--rules", &resized],
+    ));
+    assert!(plan.contains("~ sources.table_size:"), "{plan}");
+    assert!(plan.contains("-> 4096"), "{plan}");
+    ok(run(
+        &net,
+        &["reload", "--iface", &net.victim_if, "--rules", &resized],
+    ));
+    assert_eq!(size(&dir), 4096);
+    let plan = ok(run(
+        &net,
+        &["diff", "--iface", &net.victim_if, "--rules", &resized],
+    ));
+    assert_eq!(plan, "no changes\n");
+    ok(run(&net, &["top"]));
+}
+
+#[test]
+fn a_failure_after_the_switch_says_the_new_rules_run() {
+    common::require_bpf();
+    let net = TestNet::new("aft").unwrap();
+    let files = TempDir::new("aft");
+    let a = files.write("a.toml", RULES_A);
+    let b = files.write("b.toml", RULES_B);
+    ok(run(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &a],
+    ));
+    let out = command(&net, &["reload", "--iface", &net.victim_if, "--rules", &b])
+        .env("FILTERCTL_FAILPOINT", "after-switch:fail")
+        .output()
+        .unwrap();
+    let err = failed(out);
+    assert!(err.contains("runs the new rules"), "{err}");
+    assert!(!err.contains("previous rules are still enforcing"), "{err}");
+    assert_eq!(status(&net)["rules_source"].as_str().unwrap(), b);
+}
+
+#[test]
+fn bans_go_through_the_lockout_guard() {
+    common::require_bpf();
+    let net = TestNet::new("ban").unwrap();
+    ok(run(&net, &["load", "--iface", &net.victim_if]));
+    let err = failed(run(&net, &["ban", "0.0.0.0/0", "--for", "1m"]));
+    assert!(err.contains("covers every source"), "{err}");
+    // 192.0.2.1 is the victim's own address.
+    let err = failed(run(&net, &["ban", "192.0.2.0/24", "--for", "1m"]));
+    assert!(
+        err.contains("covers 192.0.2.1, an address of this host"),
+        "{err}"
+    );
+    assert!(ok(run(&net, &["top", "--json"])).contains("\"sources\":[]"));
+    ok(run(
+        &net,
+        &["ban", "192.0.2.0/24", "--for", "1m", "--force"],
+    ));
+    ok(run(&net, &["unban", "192.0.2.0/24"]));
+}
+
+#[test]
+fn status_says_when_the_interface_is_gone() {
+    common::require_bpf();
+    let net = TestNet::new("gon").unwrap();
+    ok(run(&net, &["load", "--iface", &net.victim_if]));
+    assert_eq!(status(&net)["interface_present"], true);
+    let del = TestNet::command_in(&net.victim_ns, "ip")
+        .args(["link", "del", &net.victim_if])
+        .status()
+        .unwrap();
+    assert!(del.success());
+    assert_eq!(status(&net)["interface_present"], false);
+    let text = ok(run(&net, &["status"]));
+    assert!(
+        text.contains("is gone: the filter is attached to nothing"),
+        "{text}"
+    );
+    ok(run(&net, &["unload", "--iface", &net.victim_if]));
+}
+
+#[test]
+fn serve_restores_the_watched_rules_after_an_out_of_band_reload() {
+    common::require_bpf();
+    let net = TestNet::new("oob").unwrap();
+    let files = TempDir::new("oob");
+    files.write("deny.txt", "203.0.113.0/24\n");
+    let watched = files.write("w.toml", &format!("deny_files = [\"deny.txt\"]\n{RULES_A}"));
+    let other = files.write("o.toml", RULES_B);
+    ok(run(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &watched],
+    ));
+    let digest = status(&net)["rules_digest"].clone();
+    let log = files.path().join("serve.log");
+    let mut daemon = Daemon {
+        child: command(
+            &net,
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--watch",
+                &format!("{}={watched}", net.victim_if),
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .expect("start filterctl serve"),
+        log,
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    ok(run(
+        &net,
+        &["reload", "--iface", &net.victim_if, "--rules", &other],
+    ));
+    assert_ne!(status(&net)["rules_digest"], digest);
+    // The list file is written again with the same content: the rule set's
+    // digest is the one serve loaded, but not the one that runs.
+    std::fs::write(files.path().join("deny.txt"), "203.0.113.0/24\n").unwrap();
+    wait_for("serve to restore the watched rules", 10, || {
+        daemon.assert_running();
+        status(&net)["rules_digest"] == digest
+    });
+}
+
+#[test]
+fn pin_folders_someone_else_made_are_refused_or_ignored() {
+    common::require_bpf();
+    let net = TestNet::new("sqt").unwrap();
+    // A pin root squatted by another user: load refuses it.
+    std::fs::create_dir_all(&net.pin_root).unwrap();
+    chown(&net.pin_root, Some(65534), Some(65534)).unwrap();
+    let err = failed(run(&net, &["load", "--iface", &net.victim_if]));
+    assert!(err.contains("belongs to user 65534"), "{err}");
+    assert!(!net.pin_root.join(&net.victim_if).exists());
+    chown(&net.pin_root, Some(0), Some(0)).unwrap();
+
+    // A decoy interface folder: every command still works for the real one.
+    ok(run(&net, &["load", "--iface", &net.victim_if]));
+    let decoy = net.pin_root.join("decoy0");
+    std::fs::create_dir(&decoy).unwrap();
+    chown(&decoy, Some(65534), Some(65534)).unwrap();
+    let all: Value = serde_json::from_str(&ok(run(&net, &["status", "--json"]))).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    ok(run(&net, &["stats"]));
+    ok(run(&net, &["ban", "198.51.100.9", "--for", "1m"]));
+    // A decoy planted where the interface's own folder would go.
+    ok(run(&net, &["unload", "--iface", &net.victim_if]));
+    let planted = net.pin_root.join(&net.victim_if);
+    std::fs::create_dir(&planted).unwrap();
+    chown(&planted, Some(65534), Some(65534)).unwrap();
+    let err = failed(run(&net, &["load", "--iface", &net.victim_if]));
+    assert!(err.contains("belongs to user 65534"), "{err}");
+}
+
+#[test]
+fn load_refuses_a_bpffs_that_would_vanish_with_its_mount_namespace() {
+    common::require_bpf();
+    let net = TestNet::new("mnt").unwrap();
+    // A private mount namespace without the host's bpffs, as in a container
+    // that was not given /sys/fs/bpf.
+    let script = format!(
+        "while mountpoint -q /sys/fs/bpf; do umount -l /sys/fs/bpf || exit 9; done; \
+         exec {} --pin-root {} load --iface {}",
+        common::cli::FILTERCTL,
+        net.pin_root.display(),
+        net.victim_if
+    );
+    let out = TestNet::command_in(&net.victim_ns, "unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let err = failed(out);
+    assert!(err.contains("in this mount namespace"), "{err}");
+    // Nothing was attached either.
+    let ip = TestNet::command_in(&net.victim_ns, "ip")
+        .args(["-d", "link", "show", &net.victim_if])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&ip.stdout).contains("prog/xdp"));
+}
