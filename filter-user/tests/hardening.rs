@@ -433,3 +433,48 @@ fn load_refuses_a_bpffs_that_would_vanish_with_its_mount_namespace() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&ip.stdout).contains("prog/xdp"));
 }
+
+#[test]
+fn top_stops_counting_the_over_time_of_a_source_that_stopped() {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use filter_testkit::net::{Sink, VICTIM_V4, send_udp};
+
+    common::require_bpf();
+    let net = TestNet::new("top").unwrap();
+    let files = TempDir::new("top");
+    let rules = files.write(
+        "r.toml",
+        &format!("[per_source]\npps = 10\nburst_packets = 1\n{RULES_A}"),
+    );
+    ok(run(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &rules],
+    ));
+    let target = SocketAddr::new(IpAddr::V4(VICTIM_V4), 9000);
+    let sink = TestNet::in_ns(&net.victim_ns, || Sink::bind(&[target]))
+        .unwrap()
+        .unwrap();
+    let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 80)), 5000);
+    TestNet::in_ns(&net.attacker_ns, || send_udp(src, target, b"x", 50))
+        .unwrap()
+        .unwrap();
+    assert!(sink.drain()[&target] < 50);
+    let entry = |net: &TestNet| -> Value {
+        let top: Value = serde_json::from_str(&ok(run(net, &["top", "--json"]))).unwrap();
+        top["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["source"] == "198.51.100.80/32")
+            .cloned()
+            .unwrap_or_else(|| panic!("no entry for the source: {top}"))
+    };
+    assert!(entry(&net)["over_for_s"].is_f64(), "{}", entry(&net));
+    // A tenth of a second per packet: a second after its allowance ran
+    // out, the source is no longer over; its drops stay counted.
+    std::thread::sleep(Duration::from_millis(2500));
+    let e = entry(&net);
+    assert!(e["over_for_s"].is_null(), "{e}");
+    assert!(e["dropped"].as_u64().unwrap() > 0, "{e}");
+}

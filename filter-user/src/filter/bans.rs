@@ -143,6 +143,9 @@ pub struct Entry {
     pub banned_for_s: Option<f64>,
 }
 
+/// How long after its allowance ran out a source still counts as over.
+const OVER_GRACE_NS: u64 = 1_000_000_000;
+
 /// Sources over their limit or banned now, most dropped first; `n` at most.
 pub fn top(root: &PinRoot, iface: &str, n: usize) -> anyhow::Result<Vec<Entry>> {
     let dir = root.iface_dir(iface);
@@ -162,8 +165,10 @@ pub fn top(root: &PinRoot, iface: &str, n: usize) -> anyhow::Result<Vec<Entry>> 
     for item in sources.iter() {
         let (k, s) = item?;
         // A source that stopped sending keeps its over_since until it
-        // sends again; it is over only while its allowance runs ahead.
-        let over = s.over_since != 0 && s.pkt_tat.max(s.byte_tat) > now;
+        // sends again: it counts as over only while its allowance (the
+        // theoretical arrival time) is within a second of now, which a
+        // source held at its limit keeps at or ahead of now.
+        let over = s.over_since != 0 && s.pkt_tat.max(s.byte_tat) + OVER_GRACE_NS > now;
         if !over && s.dropped == 0 {
             continue;
         }
