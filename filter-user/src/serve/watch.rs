@@ -21,10 +21,12 @@ use tokio::signal::unix::Signal;
 
 use crate::{
     filter::{
-        apply::{Applied, Guard, apply_rules},
+        apply::{Applied, ApplyError, Guard, apply_rules},
+        load::ReloadError,
         status,
     },
     state::PinRoot,
+    sys,
 };
 
 /// How often the watched rule files are checked.
@@ -171,6 +173,9 @@ enum Outcome {
     Invalid,
     /// The reload itself failed.
     Failed,
+    /// Out of file descriptors or memory: nothing loaded, and the next
+    /// check tries again even if the files stay as they are.
+    Retry,
 }
 
 /// Reloads `w` with its file unless the file's digest is `running` (or
@@ -193,6 +198,10 @@ fn apply(root: &PinRoot, w: &Watch, running: Option<&str>, force: bool) -> Outco
             );
             Outcome::Reloaded { digest }
         }
+        Err(e) if short_of_resources(&e) => {
+            error!("{iface}: reload of {file} failed, retried at the next check: {e}");
+            Outcome::Retry
+        }
         Err(e) if e.is_invalid() => {
             error!("{iface}: {file} not loaded, the running rules stay: {e}");
             Outcome::Invalid
@@ -201,6 +210,24 @@ fn apply(root: &PinRoot, w: &Watch, running: Option<&str>, force: bool) -> Outco
             error!("{iface}: reload of {file} failed: {e}");
             Outcome::Failed
         }
+    }
+}
+
+/// Whether `e` comes from running out of file descriptors or memory (at
+/// the fd limit, say) rather than from the file or the kernel's verdict.
+fn short_of_resources(e: &ApplyError) -> bool {
+    let io = |e: &(dyn std::error::Error + 'static)| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(sys::is_resource_shortage)
+    };
+    match e {
+        ApplyError::Reload(
+            ReloadError::NotSwitched { cause, .. } | ReloadError::AfterSwitch { cause, .. },
+        ) => cause.chain().any(io),
+        other => std::iter::successors(Some(other as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+        .any(io),
     }
 }
 
@@ -282,6 +309,10 @@ pub async fn watch_rules(
                 }
                 Outcome::Invalid => "invalid",
                 Outcome::Failed => "failed",
+                Outcome::Retry => {
+                    w.seen = Fingerprint::default();
+                    "failed"
+                }
             };
             reloads
                 .get_or_create(&ReloadLabels {
