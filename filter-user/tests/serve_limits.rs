@@ -9,12 +9,9 @@
 mod common;
 
 use std::{
-    fs::File,
     io::{ErrorKind, Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     os::unix::process::CommandExt as _,
-    path::PathBuf,
-    process::{Child, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -22,7 +19,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::cli::{TempDir, command, ok, run};
+use common::cli::{TempDir, load_default, ok, run};
+use common::daemon::{Daemon, free_port, serve_command, wait_until};
 use filter_testkit::net::TestNet;
 use serde_json::Value;
 
@@ -57,39 +55,13 @@ fn set_nofile(pid: libc::pid_t, lim: libc::rlimit) {
     );
 }
 
-/// The daemon, killed on every exit path; its log printed when the test
-/// fails.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
 impl Daemon {
     /// `serve` watching `rules` on a free loopback port, started with the
     /// usual soft limit of 1024 open files.
     fn start(net: &TestNet, files: &TempDir, rules: &str) -> (Daemon, u16) {
-        let port = TestNet::in_ns(&net.victim_ns, || {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .unwrap();
-        let log = files.path().join("serve.log");
+        let port = free_port(net);
         let hard = nofile(0).rlim_max;
-        let mut cmd = command(
-            net,
-            &[
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--iface",
-                &net.victim_if,
-                "--rules",
-                rules,
-            ],
-        );
+        let mut cmd = serve_command(net, port, rules);
         // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
         unsafe {
             cmd.pre_exec(move || {
@@ -103,13 +75,7 @@ impl Daemon {
                 }
             })
         };
-        let child = cmd
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("start filterctl serve");
-        let mut daemon = Daemon { child, log };
+        let mut daemon = Daemon::spawn(cmd, files.path().join("serve.log"));
         wait_until("serve to answer", 10, || {
             daemon.assert_running();
             scrape(net, port, "/").is_some()
@@ -119,16 +85,6 @@ impl Daemon {
 
     fn pid(&self) -> libc::pid_t {
         self.child.id() as libc::pid_t
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(st) = self.child.try_wait().unwrap() {
-            panic!("serve exited ({st}):\n{}", self.log());
-        }
     }
 
     /// User plus system CPU time so far, in clock ticks.
@@ -146,34 +102,12 @@ impl Daemon {
 
     /// SIGTERM: must exit with status 0 within a few seconds.
     fn stop(mut self) {
-        // SAFETY: a signal to our own child, which has not been reaped.
-        assert_eq!(unsafe { libc::kill(self.pid(), libc::SIGTERM) }, 0);
+        self.signal(libc::SIGTERM);
         wait_until("serve to stop on SIGTERM", 10, || {
             self.child.try_wait().unwrap().is_some()
         });
         let st = self.child.try_wait().unwrap().unwrap();
         assert!(st.success(), "serve exited with {st}:\n{}", self.log());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- filterctl serve log ---\n{}", self.log());
-        }
-    }
-}
-
-fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -276,22 +210,6 @@ fn status(net: &TestNet) -> Value {
 
 fn digest(net: &TestNet) -> String {
     status(net)["rules_digest"].as_str().unwrap().to_string()
-}
-
-/// The default rules, loaded on the victim's interface from a file in
-/// `files`; returns that file's path and the rules' text.
-fn load_default(net: &TestNet, files: &TempDir) -> (String, String) {
-    let default = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../rules/default.toml"
-    ))
-    .unwrap();
-    let rules = files.write("rules.toml", &default);
-    ok(run(
-        net,
-        &["load", "--iface", &net.victim_if, "--rules", &rules],
-    ));
-    (rules, default)
 }
 
 /// The default rules and one more: a new digest.
