@@ -4,7 +4,8 @@
 //! nor a reload of the watched rule file, and the server closes them; at
 //! the open-file limit (lowered on the running daemon) accepting pauses
 //! without spinning or dying and a reload that failed is retried once
-//! files are back. Needs root.
+//! files are back; and, on the accept loop itself with small limits, the
+//! connection cap, the lifetime cap and the bounded drain. Needs root.
 
 mod common;
 
@@ -368,4 +369,95 @@ fn accepts_pause_and_reloads_retry_at_the_file_limit() {
     });
     daemon.stop();
     ok(run(&net, &["unload", "--iface", &net.victim_if]));
+}
+
+/// Whether the server has not closed `s` (nothing to read yet).
+fn still_open(s: &mut TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let open = matches!(s.read(&mut [0; 1]), Err(e) if e.kind() == ErrorKind::WouldBlock);
+    s.set_nonblocking(false).unwrap();
+    open
+}
+
+/// The limits that the flood above cannot reach, on the library's own
+/// accept loop with small values and a handler that never answers: a
+/// connection over the cap is closed at once while the others stay, a
+/// request in progress is cut at the connection's lifetime, and a stop
+/// returns after the drain even with a request still in progress.
+#[test]
+fn connections_are_capped_cut_at_their_lifetime_and_drained() {
+    use axum::{Router, routing::get};
+    use filterctl::serve::http::{Limits, serve};
+    use std::sync::atomic::AtomicUsize;
+
+    let net = TestNet::new("cap").expect("create test namespaces");
+    // The socket belongs to the namespace it was made in, whichever thread
+    // then serves it.
+    let listener = TestNet::in_ns(&net.victim_ns, || {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+    })
+    .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hanging = Arc::new(AtomicUsize::new(0));
+    let entered = hanging.clone();
+    let router = Router::new().route("/", get(|| async { "ok" })).route(
+        "/hang",
+        get(move || async move {
+            entered.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<&'static str>().await
+        }),
+    );
+    let limits = Limits {
+        header_read: Duration::from_secs(5),
+        lifetime: Duration::from_secs(6),
+        max_connections: 2,
+        drain: Duration::from_secs(1),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            serve(listener, router, limits, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+    });
+
+    let mut held = connect(&net, port, 2);
+    for c in &mut held {
+        write!(c, "GET /hang HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    }
+    wait_until("two requests in progress", 10, || {
+        hanging.load(Ordering::SeqCst) == 2
+    });
+    let over = assert_closed_by_server(connect(&net, port, 1), "over-the-cap");
+    assert!(over[0].is_empty(), "no answer over the cap: {over:?}");
+    assert!(
+        held.iter_mut().all(still_open),
+        "the connections under the cap stay while a new one is refused"
+    );
+    for got in assert_closed_by_server(held, "in-progress") {
+        assert!(got.is_empty(), "a request that never ends gets no answer");
+    }
+    assert!(
+        scrape(&net, port, "/").is_some(),
+        "slots free once the connections were cut"
+    );
+
+    let mut last = connect(&net, port, 1).remove(0);
+    write!(last, "GET /hang HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    wait_until("a third request in progress", 10, || {
+        hanging.load(Ordering::SeqCst) == 3
+    });
+    stop.send(()).unwrap();
+    wait_until("serve to return after its drain", 10, || {
+        server.is_finished()
+    });
+    server.join().expect("the server thread");
 }
