@@ -197,9 +197,10 @@ pub fn is_resource_shortage(e: &std::io::Error) -> bool {
     )
 }
 
-/// True for the errors `accept` returns about one connection (reset or
-/// aborted before it was accepted), after which the next accept may work
-/// at once.
+/// True for the errors `accept` returns about one connection (aborted
+/// before it was accepted, refused by a firewall rule, or a network error
+/// the kernel passes on, see accept(2)), after which the next accept may
+/// work at once.
 pub fn is_connection_error(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -210,6 +211,13 @@ pub fn is_connection_error(e: &std::io::Error) -> bool {
                 | libc::EPERM
                 | libc::EINTR
                 | libc::EAGAIN
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
         )
     )
 }
