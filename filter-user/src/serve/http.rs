@@ -64,7 +64,8 @@ impl Limits {
 pub const FD_RESERVE: u64 = 256;
 
 /// How long the accept loop pauses after an error that is not about one
-/// connection (out of file descriptors or memory), rather than spin.
+/// connection (out of file descriptors or memory), rather than spin: the
+/// connection waits in the listen backlog meanwhile.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Events that come in bursts (refused connections, failed accepts): the

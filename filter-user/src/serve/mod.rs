@@ -23,7 +23,7 @@
 //! hard one, and the cap lowered when needed to leave 256 files for the
 //! rest, reloads above all. When `accept` fails for want of files or
 //! memory, the server pauses 100 ms between attempts and logs once per
-//! burst; a reload that fails for the same reason is retried at the next
+//! burst; a reload that fails for want of files is retried at the next
 //! check.
 
 pub mod http;

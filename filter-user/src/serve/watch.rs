@@ -173,8 +173,8 @@ enum Outcome {
     Invalid,
     /// The reload itself failed.
     Failed,
-    /// Out of file descriptors or memory: nothing loaded, and the next
-    /// check tries again even if the files stay as they are.
+    /// Out of file descriptors: nothing loaded, and the next check tries
+    /// again even if the files stay as they are.
     Retry,
 }
 
@@ -198,7 +198,7 @@ fn apply(root: &PinRoot, w: &Watch, running: Option<&str>, force: bool) -> Outco
             );
             Outcome::Reloaded { digest }
         }
-        Err(e) if short_of_resources(&e) => {
+        Err(e) if out_of_files(&e) => {
             error!("{iface}: reload of {file} failed, retried at the next check: {e}");
             Outcome::Retry
         }
@@ -213,12 +213,12 @@ fn apply(root: &PinRoot, w: &Watch, running: Option<&str>, force: bool) -> Outco
     }
 }
 
-/// Whether `e` comes from running out of file descriptors or memory (at
-/// the fd limit, say) rather than from the file or the kernel's verdict.
-fn short_of_resources(e: &ApplyError) -> bool {
+/// Whether `e` comes from running out of file descriptors (at the
+/// open-file limit) rather than from the file or the kernel's verdict.
+fn out_of_files(e: &ApplyError) -> bool {
     let io = |e: &(dyn std::error::Error + 'static)| {
         e.downcast_ref::<std::io::Error>()
-            .is_some_and(sys::is_resource_shortage)
+            .is_some_and(sys::is_out_of_files)
     };
     match e {
         ApplyError::Reload(
