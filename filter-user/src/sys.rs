@@ -1,6 +1,7 @@
 //! The few calls into libc that filterctl makes, each wrapped once in a safe
 //! function: privileges, interface indexes, the kernel's coarse clock,
-//! filesystem types and mounts, and this host's addresses.
+//! filesystem types and mounts, this host's addresses, and the open-file
+//! limit (with the errors that say a process is out of resources).
 
 use std::{
     ffi::{CStr, CString},
@@ -23,6 +24,12 @@ pub enum SysError {
     BadPath(String),
     #[error("mounting a bpffs at {at} failed: {source}")]
     Mount { at: String, source: std::io::Error },
+    #[error("cannot raise the open-file limit (RLIMIT_NOFILE) from {soft} to {hard}: {source}")]
+    NoFileLimit {
+        soft: u64,
+        hard: u64,
+        source: std::io::Error,
+    },
 }
 
 /// Fails unless filterctl runs as root; `what` names the command.
@@ -154,4 +161,135 @@ pub fn interface_addresses() -> Vec<(String, IpAddr)> {
     // SAFETY: ifap came from getifaddrs.
     unsafe { libc::freeifaddrs(ifap) };
     out
+}
+
+/// Raises the soft limit on open files to the hard limit (or to the
+/// kernel's `fs.nr_open` when the hard limit is unlimited); returns the soft
+/// limit now in force.
+pub fn raise_nofile_limit() -> Result<u64, SysError> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid resource and a writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(SysError::NoFileLimit {
+            soft: 0,
+            hard: 0,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // An unlimited soft limit on open files is refused (EPERM): nr_open is
+    // the most the kernel allows.
+    let hard = if lim.rlim_max == libc::RLIM_INFINITY {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1 << 20)
+    } else {
+        lim.rlim_max
+    };
+    if lim.rlim_cur >= hard {
+        return Ok(lim.rlim_cur);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: a valid resource and an initialised rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(SysError::NoFileLimit {
+            soft: lim.rlim_cur,
+            hard,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(hard)
+}
+
+/// True for the errors that say this process (EMFILE) or the host
+/// (ENFILE) has no file descriptor left: what closing others cures, not a
+/// bad input.
+pub fn is_out_of_files(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// True for the errors `accept` returns about one connection (aborted
+/// before it was accepted, refused by a firewall rule, or a network error
+/// the kernel passes on, see accept(2)), after which the next accept may
+/// work at once.
+pub fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::ECONNRESET
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::EINTR
+                | libc::EAGAIN
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_files_and_connection_errors() {
+        let os = std::io::Error::from_raw_os_error;
+        for errno in [libc::EMFILE, libc::ENFILE] {
+            assert!(is_out_of_files(&os(errno)), "{errno}");
+            assert!(!is_connection_error(&os(errno)), "{errno}");
+        }
+        for errno in [libc::ECONNABORTED, libc::ECONNRESET, libc::EINTR] {
+            assert!(is_connection_error(&os(errno)), "{errno}");
+            assert!(!is_out_of_files(&os(errno)), "{errno}");
+        }
+        let other = std::io::Error::other("not an errno");
+        // ENOMEM may be a map too large for this host: not retried.
+        assert!(!is_out_of_files(&os(libc::ENOMEM)));
+        assert!(!is_out_of_files(&other) && !is_connection_error(&other));
+    }
+
+    fn nofile() -> libc::rlimit {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: a valid resource and a writable rlimit.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        lim
+    }
+
+    #[test]
+    fn nofile_limit_raised_to_the_hard_limit() {
+        let hard = nofile().rlim_max;
+        // One under the hard limit, so that there is something to raise
+        // without starving the tests that run beside this one.
+        let lowered = libc::rlimit {
+            rlim_cur: hard.min(1 << 20) - 1,
+            rlim_max: hard,
+        };
+        // SAFETY: a valid resource and an initialised rlimit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+        let soft = raise_nofile_limit().expect("raise RLIMIT_NOFILE");
+        assert!(
+            soft > lowered.rlim_cur,
+            "not raised from {}",
+            lowered.rlim_cur
+        );
+        assert_eq!(nofile().rlim_cur, soft);
+        if hard != libc::RLIM_INFINITY {
+            assert_eq!(soft, hard, "the soft limit is the hard one");
+        }
+    }
 }

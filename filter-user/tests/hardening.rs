@@ -6,7 +6,6 @@
 mod common;
 
 use std::{
-    fs::File,
     os::unix::fs::chown,
     path::Path,
     process::{Output, Stdio},
@@ -113,9 +112,8 @@ fn concurrent_writers_leave_exactly_one_complete_generation() {
         &net,
         &["load", "--iface", &net.victim_if, "--rules", &a],
     ));
-    let log = files.path().join("serve.log");
-    let mut daemon = Daemon {
-        child: command(
+    let mut daemon = Daemon::spawn(
+        command(
             &net,
             &[
                 "serve",
@@ -124,13 +122,9 @@ fn concurrent_writers_leave_exactly_one_complete_generation() {
                 "--watch",
                 &format!("{}={watched}", net.victim_if),
             ],
-        )
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).unwrap())
-        .spawn()
-        .expect("start filterctl serve"),
-        log,
-    };
+        ),
+        files.path().join("serve.log"),
+    );
     for round in 0..6 {
         // The watched file changes while operators reload by hand.
         let next = if round % 2 == 0 { RULES_B } else { RULES_A };
@@ -344,9 +338,8 @@ fn serve_restores_the_watched_rules_after_an_out_of_band_reload() {
         &["load", "--iface", &net.victim_if, "--rules", &watched],
     ));
     let digest = status(&net)["rules_digest"].clone();
-    let log = files.path().join("serve.log");
-    let mut daemon = Daemon {
-        child: command(
+    let mut daemon = Daemon::spawn(
+        command(
             &net,
             &[
                 "serve",
@@ -355,13 +348,9 @@ fn serve_restores_the_watched_rules_after_an_out_of_band_reload() {
                 "--watch",
                 &format!("{}={watched}", net.victim_if),
             ],
-        )
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).unwrap())
-        .spawn()
-        .expect("start filterctl serve"),
-        log,
-    };
+        ),
+        files.path().join("serve.log"),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     ok(run(
         &net,

@@ -11,15 +11,12 @@ use std::{
     collections::BTreeMap,
     fs::File,
     io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    process::Stdio,
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
     time::{Duration, Instant, SystemTime},
 };
 
-use common::{
-    cli::{TempDir, command, ok, run},
-    daemon::Daemon,
-};
+use common::cli::{TempDir, load_default, ok, run};
+use common::daemon::{Daemon, free_port, serve_command, wait_until};
 use filter_testkit::frames::{ntp_monlist_reply, ntp_time_reply};
 use filter_testkit::net::{Sink, TestNet, VICTIM_V4, send_udp};
 use serde_json::Value;
@@ -58,18 +55,6 @@ fn get(net: &TestNet, port: u16, path: &str) -> Option<Reply> {
             content_type,
             body: body.to_string(),
         })
-    })
-    .unwrap()
-}
-
-/// A free loopback port in the victim's namespace.
-fn free_port(net: &TestNet) -> u16 {
-    TestNet::in_ns(&net.victim_ns, || {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
     })
     .unwrap()
 }
@@ -347,17 +332,6 @@ fn check_against_stats(net: &TestNet, port: u16, reloads: [u64; 3]) -> Expositio
     panic!("the counters never stood still for one scrape");
 }
 
-fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// filterctl_reloads_total of the interface: ok, invalid, failed.
 fn reloads(net: &TestNet, port: u16) -> [u64; 3] {
     let m = get(net, port, "/metrics").expect("/metrics answers");
@@ -375,16 +349,7 @@ fn serve_exposes_the_counters_and_follows_the_rule_file() {
     common::require_bpf();
     let net = TestNet::new("srv").expect("create test namespaces");
     let files = TempDir::new("serve");
-    let default = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../rules/default.toml"
-    ))
-    .unwrap();
-    let rules = files.write("rules.toml", &default);
-    ok(run(
-        &net,
-        &["load", "--iface", &net.victim_if, "--rules", &rules],
-    ));
+    let (rules, default) = load_default(&net, &files);
 
     // Reflection (NTP monlist, SSDP), NTP time replies and other traffic.
     let v4 = |port| SocketAddr::new(IpAddr::V4(VICTIM_V4), port);
@@ -410,28 +375,10 @@ fn serve_exposes_the_counters_and_follows_the_rule_file() {
     assert_eq!((got[&reflect], got[&time], got[&dns]), (0, 15, 20));
 
     let port = free_port(&net);
-    let log = files.path().join("serve.log");
-    let mut daemon = Daemon {
-        child: command(
-            &net,
-            &[
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--iface",
-                &net.victim_if,
-                "--rules",
-                &rules,
-            ],
-        )
-        // The daemon's own default log level (info) is under test.
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).unwrap())
-        .spawn()
-        .expect("start filterctl serve"),
-        log,
-    };
+    let mut daemon = Daemon::spawn(
+        serve_command(&net, port, &rules),
+        files.path().join("serve.log"),
+    );
     wait_until("serve to answer", 10, || {
         daemon.assert_running();
         get(&net, port, "/").is_some_and(|r| r.status == 200)

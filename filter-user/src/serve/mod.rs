@@ -9,15 +9,30 @@
 //!   runs, and every watched file is reloaded on SIGHUP; reloads go through
 //!   the same atomic `loader::reload` and lockout guard as `filterctl
 //!   reload`, so a broken file is logged (FILE:LINE:COLUMN) and not loaded;
-//! - stops on SIGTERM or SIGINT, finishing a reload in progress, and leaves
-//!   the filter attached with all its pins.
+//! - stops on SIGTERM or SIGINT, finishing a reload in progress and letting
+//!   open connections finish for at most 5 s, and leaves the filter
+//!   attached with all its pins.
+//!
+//! Limits, so that idle or slow clients cannot starve the scrapes or the
+//! reloads (`http::Limits`): a request header must arrive within 5 s of the
+//! connection (or of the previous response, on a kept-alive one), after
+//! which the connection is closed; no connection lives longer than 30 s; at
+//! most 64 connections are served at once, and the ones over that are
+//! closed as soon as they are accepted, so that a scrape fails at once
+//! rather than hangs. At start the soft open-file limit is raised to the
+//! hard one, and the cap lowered when needed to leave 256 files for the
+//! rest, reloads above all. When `accept` fails for want of files or
+//! memory, the server pauses 100 ms between attempts and logs once per
+//! burst; a reload that fails for want of files is retried at the next
+//! check.
 
+pub mod http;
 pub mod metrics;
 pub mod watch;
 
-use std::{future::IntoFuture as _, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
-use anyhow::{Context as _, anyhow};
+use anyhow::Context as _;
 use axum::{
     Router,
     extract::State,
@@ -45,9 +60,6 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9419";
 /// encoder writes OpenMetrics 1.0 (counters as `NAME_total`, a closing
 /// `# EOF`).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// How long open connections get to finish once SIGTERM arrives.
-const DRAIN: Duration = Duration::from_secs(5);
 
 struct App {
     root: PinRoot,
@@ -139,10 +151,14 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
         .route("/stats", get(stats_json))
         .with_state(app);
 
+    let limits = http::Limits::DEFAULT.within_files(open_file_limit());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    info!("serving /metrics and /stats on http://{listen}");
+    info!(
+        "serving /metrics and /stats on http://{listen}, at most {} connections at once",
+        limits.max_connections
+    );
     if !listen.ip().is_loopback() {
         warn!("{listen} is not a loopback address: whoever reaches it can read the counters");
     }
@@ -154,26 +170,33 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
     }
     let watcher = tokio::spawn(watch_rules(root, watches, hup, reloads));
 
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = drain_rx.await;
-        })
-        .into_future();
-    let mut server = std::pin::pin!(server);
-    let result = tokio::select! {
-        r = &mut server => r.map_err(|e| anyhow!("the HTTP server stopped: {e}")),
-        which = stop.recv() => {
-            info!("{which}: stopping; the filter stays attached");
-            let _ = drain_tx.send(());
-            if tokio::time::timeout(DRAIN, &mut server).await.is_err() {
-                warn!("connections still open after {DRAIN:?}: closing them");
-            }
-            Ok(())
-        }
+    let stopping = async move {
+        let which = stop.recv().await;
+        info!("{which}: stopping; the filter stays attached");
     };
+    http::serve(listener, router, limits, stopping).await;
     // A reload in progress runs on a blocking thread and finishes before
     // the process exits (the runtime waits for it): it is atomic either way.
     watcher.abort();
-    result
+    Ok(())
+}
+
+/// The open-file limit, raised to the hard one: idle clients are capped
+/// well under it, so that reloads always have files to open.
+fn open_file_limit() -> u64 {
+    match sys::raise_nofile_limit() {
+        Ok(n) => {
+            info!("open-file limit: {n}");
+            n
+        }
+        Err(e @ sys::SysError::NoFileLimit { soft, .. }) if soft > 0 => {
+            warn!("{e}: staying at {soft}");
+            soft
+        }
+        Err(e) => {
+            // The usual default: the cap then leaves room for reloads.
+            warn!("{e}: assuming 1024");
+            1024
+        }
+    }
 }

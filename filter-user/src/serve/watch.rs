@@ -21,10 +21,12 @@ use tokio::signal::unix::Signal;
 
 use crate::{
     filter::{
-        apply::{Applied, Guard, apply_rules},
+        apply::{Applied, ApplyError, Guard, apply_rules},
+        load::ReloadError,
         status,
     },
     state::PinRoot,
+    sys,
 };
 
 /// How often the watched rule files are checked.
@@ -169,6 +171,9 @@ enum Outcome {
     Invalid,
     /// The reload itself failed.
     Failed,
+    /// Out of file descriptors: nothing loaded, and the next check tries
+    /// again even if the files stay as they are.
+    Retry,
 }
 
 /// Reloads `w` with its file unless the file's digest is what runs (or
@@ -196,6 +201,10 @@ fn apply(root: &PinRoot, w: &Watch, force: bool) -> Outcome {
             );
             Outcome::Reloaded
         }
+        Err(e) if out_of_files(&e) => {
+            error!("{iface}: reload of {file} failed, retried at the next check: {e}");
+            Outcome::Retry
+        }
         Err(e) if e.is_invalid() => {
             error!("{iface}: {file} not loaded, the running rules stay: {e}");
             Outcome::Invalid
@@ -204,6 +213,24 @@ fn apply(root: &PinRoot, w: &Watch, force: bool) -> Outcome {
             error!("{iface}: reload of {file} failed: {e}");
             Outcome::Failed
         }
+    }
+}
+
+/// Whether `e` comes from running out of file descriptors (at the
+/// open-file limit) rather than from the file or the kernel's verdict.
+fn out_of_files(e: &ApplyError) -> bool {
+    let io = |e: &(dyn std::error::Error + 'static)| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(sys::is_out_of_files)
+    };
+    match e {
+        ApplyError::Reload(
+            ReloadError::NotSwitched { cause, .. } | ReloadError::AfterSwitch { cause, .. },
+        ) => cause.chain().any(io),
+        other => std::iter::successors(Some(other as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+        .any(io),
     }
 }
 
@@ -273,6 +300,10 @@ pub async fn watch_rules(
                 Outcome::Reloaded => "ok",
                 Outcome::Invalid => "invalid",
                 Outcome::Failed => "failed",
+                Outcome::Retry => {
+                    w.seen = Fingerprint::default();
+                    "failed"
+                }
             };
             reloads
                 .get_or_create(&ReloadLabels {

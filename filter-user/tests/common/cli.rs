@@ -38,6 +38,22 @@ pub fn failed(out: Output) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// The default rules, loaded on the victim's interface from a file in
+/// `files`; returns that file's path and the rules' text.
+pub fn load_default(net: &TestNet, files: &TempDir) -> (String, String) {
+    let default = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rules/default.toml"
+    ))
+    .unwrap();
+    let rules = files.write("rules.toml", &default);
+    ok(run(
+        net,
+        &["load", "--iface", &net.victim_if, "--rules", &rules],
+    ));
+    (rules, default)
+}
+
 /// A folder of rule files, removed on every exit path.
 pub struct TempDir(PathBuf);
 
