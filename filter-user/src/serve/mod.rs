@@ -184,6 +184,10 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
 /// The open-file limit, raised to the hard one: idle clients are capped
 /// well under it, so that reloads always have files to open.
 fn open_file_limit() -> u64 {
+    // aya probes the kernel's features once per process, on first use,
+    // and keeps the answer: probed while out of file descriptors, every
+    // later load would fail. Probe now, while there are descriptors.
+    let _ = aya::features();
     match sys::raise_nofile_limit() {
         Ok(n) => {
             info!("open-file limit: {n}");
