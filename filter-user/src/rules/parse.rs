@@ -163,7 +163,7 @@ impl Parser<'_> {
                 Err(e) => self.errors.push(RuleError {
                     file: path.display().to_string(),
                     line: e.line,
-                    column: 1,
+                    column: e.column,
                     message: e.error.to_string(),
                 }),
             }
