@@ -409,12 +409,10 @@ impl Drop for Temp {
 struct Bounded {
     code: Option<i32>,
     stderr: String,
-    max_rss_kb: i64,
+    max_rss_kb: u64,
 }
 
-/// Runs `check` and waits for it at most `limit`: a check that never ends
-/// is killed and reported as a hang rather than hanging the suite. The
-/// limit is a hang guard, far beyond any real run, not a speed goal.
+/// Runs `check`, killed and reported as a hang past `limit`.
 fn check_bounded(paths: &[&str], limit: std::time::Duration) -> Bounded {
     use std::io::Read as _;
     let mut child = Command::new(env!("CARGO_BIN_EXE_filterctl"))
@@ -425,25 +423,7 @@ fn check_bounded(paths: &[&str], limit: std::time::Duration) -> Bounded {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run filterctl check");
-    let pid = child.id() as libc::pid_t;
-    let start = std::time::Instant::now();
-    let (status, usage) = loop {
-        let mut status = 0;
-        // SAFETY: zeroed rusage is a valid value for wait4 to fill.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: pid is our own child, not yet waited for.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
-        if r == pid {
-            break (status, usage);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("filterctl check {paths:?} still running after {limit:?}: it hangs");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let waited = filter_testkit::child::wait_bounded(&mut child, limit);
     let mut stderr = String::new();
     child
         .stderr
@@ -452,9 +432,9 @@ fn check_bounded(paths: &[&str], limit: std::time::Duration) -> Bounded {
         .read_to_string(&mut stderr)
         .unwrap();
     Bounded {
-        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        code: waited.status.code(),
         stderr,
-        max_rss_kb: usage.ru_maxrss,
+        max_rss_kb: waited.max_rss_kb,
     }
 }
 
