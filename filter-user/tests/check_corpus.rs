@@ -4,10 +4,17 @@
 //! problem and say what is wrong. Every shipped rule file (rules/*.toml)
 //! must pass. No root needed.
 
+// For TempDir only: this test needs no root, so common's re-export of
+// require_bpf goes unused here.
+#[allow(unused_imports)]
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
 };
+
+use common::cli::TempDir;
 
 /// One broken file and what `check` must say about it.
 struct Case {
@@ -381,30 +388,6 @@ fn a_file_that_is_not_a_list_is_never_echoed() {
     assert!(all.contains("holds no IP prefix"), "{all}");
 }
 
-/// A temporary folder for rule files, removed on every exit path.
-struct Temp(PathBuf);
-
-impl Temp {
-    fn new(tag: &str) -> Temp {
-        let d = std::env::temp_dir().join(format!("flt-check-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Temp(d)
-    }
-
-    fn write(&self, name: &str, body: &str) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, body).unwrap();
-        p.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// What a bounded run of `check` gave: its output and its peak memory.
 struct Bounded {
     code: Option<i32>,
@@ -440,8 +423,8 @@ fn check_bounded(paths: &[&str], limit: std::time::Duration) -> Bounded {
 
 #[test]
 fn devices_and_fifos_as_list_files_are_refused_at_once() {
-    let dir = Temp::new("special");
-    let fifo = dir.0.join("list.fifo");
+    let dir = TempDir::new("check-special");
+    let fifo = dir.path().join("list.fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: a valid path; mkfifo has no other preconditions.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
@@ -477,7 +460,7 @@ fn devices_and_fifos_as_list_files_are_refused_at_once() {
 
 /// A valid file that `check` warns about: exit 0, and 1 with --strict.
 fn warns(name: &str, body: &str, want: &[&str]) {
-    let dir = Temp::new(name);
+    let dir = TempDir::new(&format!("check-{name}"));
     let file = dir.write(&format!("{name}.toml"), body);
     let out = check(&[&file]);
     let stderr = text(&out.stderr);

@@ -12,6 +12,10 @@
 //! FILTERCTL_FUZZ_SECONDS, FILTERCTL_FUZZ_SEED). A crashing input is kept
 //! under the test target folder; make it a regression case in tests/broken/.
 
+// For TempDir only: in-process, no BPF, so common's re-export of
+// require_bpf goes unused here.
+#[allow(unused_imports)]
+mod common;
 #[path = "fuzz/mutate.rs"]
 mod mutate;
 
@@ -21,6 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::cli::TempDir;
 use filterctl::{
     replay::capture::Capture,
     rules::{RuleError, files, lint, parse},
@@ -137,24 +142,6 @@ fn keep(name: &str, input: &[u8]) -> PathBuf {
 
 fn package_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A scratch folder for the file each case is written to.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("flt-fuzz-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A valid file that uses every part of the schema, so that mutations of
@@ -291,8 +278,8 @@ fn rule_case(path: &Path, base: &Path, input: &[u8]) -> Result<bool, String> {
 fn mutated_rule_files_get_placed_messages_and_never_panic() {
     let b = budget();
     let seeds = toml_seeds();
-    let scratch = Scratch::new("rules");
-    let path = scratch.0.join("case.toml");
+    let scratch = TempDir::new("fuzz-rules");
+    let path = scratch.path().join("case.toml");
     // List files named by the seeds (and by mutations) are found here.
     let base = package_dir().join("tests/broken");
     let mut rng = Rng::new(b.seed);
@@ -445,8 +432,8 @@ fn capture_case(path: &Path, input: &[u8]) -> Result<bool, String> {
 fn mutated_captures_get_clean_errors_and_never_panic() {
     let b = budget();
     let seeds = capture_seeds();
-    let scratch = Scratch::new("captures");
-    let path = scratch.0.join("case.pcap");
+    let scratch = TempDir::new("fuzz-captures");
+    let path = scratch.path().join("case.pcap");
     // The seeds themselves must read whole, or the mutations start from
     // files the reader refuses anyway.
     for (i, s) in seeds.iter().enumerate() {

@@ -52,6 +52,11 @@ fn pcap_record(out: &mut Vec<u8>, (us, data, len): (u64, &[u8], u32)) {
     out.extend_from_slice(data);
 }
 
+/// An untagged Ethernet frame of an unfragmented IPv4 UDP datagram.
+fn ipv4_frame(udp: &[u8]) -> Vec<u8> {
+    ether(&[], ETH_IPV4, &ipv4(UDP, &[], Frag::default(), udp))
+}
+
 fn replay(args: &[&str]) -> Output {
     std::process::Command::new(FILTERCTL)
         .arg("replay")
@@ -175,16 +180,8 @@ fn replay_gives_every_frame_of_the_verdict_table_its_verdict() {
 fn truncated_and_too_short_frames_are_reported() {
     common::require_bpf();
     let dir = TempDir::new("replay-cut");
-    let ntp = ether(
-        &[],
-        ETH_IPV4,
-        &ipv4(UDP, &[], Frag::default(), &cases::ntp7()),
-    );
-    let dns = ether(
-        &[],
-        ETH_IPV4,
-        &ipv4(UDP, &[], Frag::default(), &udp(53000, 53, &dns_query())),
-    );
+    let ntp = ipv4_frame(&cases::ntp7());
+    let dns = ipv4_frame(&udp(53000, 53, &dns_query()));
     let records: Vec<(u64, &[u8], u32)> = vec![
         // Cut after the UDP header: the IP length runs past the cut.
         (0, &ntp[..42], ntp.len() as u32),
@@ -296,16 +293,8 @@ action = "drop"
 "#,
     )
     .unwrap();
-    let dns = ether(
-        &[],
-        ETH_IPV4,
-        &ipv4(UDP, &[], Frag::default(), &udp(53, 40000, &dns_query())),
-    );
-    let ntp = ether(
-        &[],
-        ETH_IPV4,
-        &ipv4(UDP, &[], Frag::default(), &cases::ntp7()),
-    );
+    let dns = ipv4_frame(&udp(53, 40000, &dns_query()));
+    let ntp = ipv4_frame(&cases::ntp7());
     let mut records: Vec<(u64, &[u8], u32)> = (0..20)
         .map(|i| (i, dns.as_slice(), dns.len() as u32))
         .collect();
@@ -338,16 +327,8 @@ action = "drop"
 fn an_oversize_frame_is_marked_and_the_others_judged() {
     common::require_bpf();
     let dir = TempDir::new("replay-oversize");
-    let ntp = ether(
-        &[],
-        ETH_IPV4,
-        &ipv4(UDP, &[], Frag::default(), &cases::ntp7()),
-    );
-    let dns = ether(
-        &[],
-        ETH_IPV4,
-        &ipv4(UDP, &[], Frag::default(), &udp(53000, 53, &dns_query())),
-    );
+    let ntp = ipv4_frame(&cases::ntp7());
+    let dns = ipv4_frame(&udp(53000, 53, &dns_query()));
     // A 70 KB frame, as a capture of GRO-merged traffic holds: more than
     // the kernel's test harness takes at all.
     let mut big = ntp.clone();
@@ -436,7 +417,7 @@ fn replay_memory_does_not_grow_with_the_capture() {
         udp(1900, 40000, &ssdp_reply()),
     ]
     .iter()
-    .map(|l4| ether(&[], ETH_IPV4, &ipv4(UDP, &[], Frag::default(), l4)))
+    .map(|l4| ipv4_frame(l4))
     .collect();
     let small = replay_peak_kb(&dir, &frames, 20_000);
     let large = replay_peak_kb(&dir, &frames, 200_000);
