@@ -233,6 +233,31 @@ fn mutated(rng: &mut Rng, seeds: &[Vec<u8>], toml_aware: bool) -> Vec<u8> {
     data
 }
 
+/// Runs `count` mutated inputs (fewer if the time budget ends first)
+/// through `case`. Rule files (kind "rules") get TOML-aware mutations too;
+/// each kind has its own stream of the seeded generator.
+fn campaign(
+    b: &Budget,
+    count: u64,
+    seeds: &[Vec<u8>],
+    kind: &str,
+    case: impl Fn(&[u8]) -> Result<bool, String>,
+) -> Figures {
+    let toml_aware = kind == "rules";
+    let mut rng = Rng::new(b.seed ^ u64::from(toml_aware));
+    let mut figures = Figures::default();
+    let deadline = b.seconds.map(|s| Instant::now() + Duration::from_secs(s));
+    for i in 0..count {
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            break;
+        }
+        let input = mutated(&mut rng, seeds, toml_aware);
+        let keep_as = format!("{kind}-{}-{i}", b.seed);
+        figures.run(&input, &keep_as, || case(&input));
+    }
+    figures
+}
+
 /// A rule error's place and explanation, as a person reads them.
 fn check_rule_error(e: &RuleError, name: &str, text: &str) -> Result<(), String> {
     let lines = text.lines().count() + 1;
@@ -282,17 +307,9 @@ fn mutated_rule_files_get_placed_messages_and_never_panic() {
     let path = scratch.path().join("case.toml");
     // List files named by the seeds (and by mutations) are found here.
     let base = package_dir().join("tests/broken");
-    let mut rng = Rng::new(b.seed);
-    let mut figures = Figures::default();
-    let deadline = b.seconds.map(|s| Instant::now() + Duration::from_secs(s));
-    for i in 0..b.rules {
-        if deadline.is_some_and(|d| Instant::now() > d) {
-            break;
-        }
-        let input = mutated(&mut rng, &seeds, true);
-        let keep_as = format!("rules-{}-{i}.toml", b.seed);
-        figures.run(&input, &keep_as, || rule_case(&path, &base, &input));
-    }
+    let figures = campaign(&b, b.rules, &seeds, "rules", |input| {
+        rule_case(&path, &base, input)
+    });
     figures.assert_clean("mutated rule files", b.rules);
     assert!(
         figures.accepted > 0,
@@ -439,16 +456,8 @@ fn mutated_captures_get_clean_errors_and_never_panic() {
     for (i, s) in seeds.iter().enumerate() {
         assert_eq!(capture_case(&path, s), Ok(true), "seed {i}");
     }
-    let mut rng = Rng::new(b.seed ^ 0x00c0_ffee);
-    let mut figures = Figures::default();
-    let deadline = b.seconds.map(|s| Instant::now() + Duration::from_secs(s));
-    for i in 0..b.captures {
-        if deadline.is_some_and(|d| Instant::now() > d) {
-            break;
-        }
-        let input = mutated(&mut rng, &seeds, false);
-        let keep_as = format!("capture-{}-{i}.pcap", b.seed);
-        figures.run(&input, &keep_as, || capture_case(&path, &input));
-    }
+    let figures = campaign(&b, b.captures, &seeds, "pcap", |input| {
+        capture_case(&path, input)
+    });
     figures.assert_clean("mutated captures", b.captures);
 }
