@@ -217,6 +217,18 @@ const CASES: &[Case] = &[
         "a burst of 4294967296 bytes at 1bit takes longer than the limiter can count",
     ),
     case(
+        "too-many-limits.toml",
+        134,
+        9,
+        "too many limits: at most 63 ([per_source] included)",
+    ),
+    case(
+        "not-utf8.toml",
+        1,
+        4,
+        "not UTF-8 text: rule files are UTF-8",
+    ),
+    case(
         "three-errors.toml",
         3,
         8,
