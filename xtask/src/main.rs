@@ -326,7 +326,6 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     for (step, check) in checks {
         run(check).with_context(|| format!("test step `{step}` failed"))?;
     }
-    check_failpoints_gate().context("test step `failpoints gate` failed")?;
 
     let mut tests = cmd(
         "cargo",
@@ -423,7 +422,8 @@ fn check_leftovers() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fault injection (FILTERCTL_FAILPOINT) must exist in test builds only:
+/// Fault injection (FILTERCTL_FAILPOINT) must exist in test builds only
+/// (checked by a test of this crate, which `xtask test` runs):
 /// the tests turn the `failpoints` feature on through filter-user's
 /// dev-dependency on itself, which a product build never resolves. Asked of
 /// cargo's feature resolution (no build): off without dev-dependencies, on
@@ -533,7 +533,13 @@ fn bench(quick: bool, json: Option<PathBuf>) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{ebpf_clippy, result_counts, shell_line};
+    use super::{check_failpoints_gate, ebpf_clippy, result_counts, shell_line};
+
+    /// The same check `xtask test` runs: cheap (cargo tree, no build).
+    #[test]
+    fn fault_injection_is_in_test_builds_only() {
+        check_failpoints_gate().unwrap_or_else(|e| panic!("{e:#}"));
+    }
 
     #[test]
     fn echoes_variables_before_the_command() {
