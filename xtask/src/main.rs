@@ -326,6 +326,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     for (step, check) in checks {
         run(check).with_context(|| format!("test step `{step}` failed"))?;
     }
+    check_failpoints_gate().context("test step `failpoints gate` failed")?;
 
     let mut tests = cmd(
         "cargo",
@@ -423,7 +424,7 @@ fn check_leftovers() -> anyhow::Result<()> {
 }
 
 /// Fault injection (FILTERCTL_FAILPOINT) must exist in test builds only
-/// (checked by a test of this crate, which `xtask test` runs):
+/// (a step of `xtask test`, and a test of this crate for a bare `cargo test`):
 /// the tests turn the `failpoints` feature on through filter-user's
 /// dev-dependency on itself, which a product build never resolves. Asked of
 /// cargo's feature resolution (no build): off without dev-dependencies, on
