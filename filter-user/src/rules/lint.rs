@@ -380,6 +380,31 @@ mod tests {
     }
 
     #[test]
+    fn list_files_covering_everything_are_placed_in_the_list() {
+        let dir = std::env::temp_dir().join(format!("flt-lint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("deny.txt"),
+            "# all of it\n198.51.100.0/24\n  ::/0 ; oops\n",
+        )
+        .unwrap();
+        let text = format!("deny_files = [\"deny.txt\"]\n{DROP}");
+        let set = super::super::parse::parse_in("t.toml", &text, &dir).unwrap();
+        let w: Vec<String> = lint("t.toml", &text, &dir, &set)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].ends_with(
+                "deny.txt:3:3: warning: this prefix covers every address (listed from t.toml:1): it drops every packet"
+            ),
+            "{w:?}"
+        );
+    }
+
+    #[test]
     fn shadowed_rules_whatever_the_earlier_action() {
         let text = r#"
 [[rule]]
