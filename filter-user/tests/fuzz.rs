@@ -274,24 +274,30 @@ fn check_rule_error(e: &RuleError, name: &str, text: &str) -> Result<(), String>
 fn rule_case(path: &Path, base: &Path, input: &[u8]) -> Result<bool, String> {
     std::fs::write(path, input).unwrap();
     let name = path.display().to_string();
-    let text = match files::read_rules(path) {
-        Ok(t) => t,
+    match files::read_rules(path) {
+        Ok(text) => text_case(&name, &text, base),
         Err(files::FileError::NotUtf8 { line, column, .. }) if line >= 1 && column >= 1 => {
-            return Ok(false);
+            // The reader stops there; the parser still gets the text with
+            // replacement characters, which is non-ASCII text all the same.
+            text_case(&name, &String::from_utf8_lossy(input), base).map(|_| false)
         }
-        Err(e) => return Err(format!("file error without a place: {e}")),
-    };
-    match parse::parse_in(&name, &text, base) {
+        Err(e) => Err(format!("file error without a place: {e}")),
+    }
+}
+
+/// Rule-file text validated, and when valid linted and compiled.
+fn text_case(name: &str, text: &str, base: &Path) -> Result<bool, String> {
+    match parse::parse_in(name, text, base) {
         Err(errors) if errors.is_empty() => Err("refused without an error".to_string()),
         Err(errors) => {
             for e in &errors {
-                check_rule_error(e, &name, &text)?;
+                check_rule_error(e, name, text)?;
             }
             Ok(false)
         }
         Ok(set) => {
-            for w in lint::lint(&name, &text, base, &set) {
-                check_rule_error(&w.0, &name, &text)?;
+            for w in lint::lint(name, text, base, &set) {
+                check_rule_error(&w.0, name, text)?;
             }
             set.compile();
             Ok(true)
