@@ -4,10 +4,17 @@
 //! problem and say what is wrong. Every shipped rule file (rules/*.toml)
 //! must pass. No root needed.
 
+// For TempDir only: this test needs no root, so common's re-export of
+// require_bpf goes unused here.
+#[allow(unused_imports)]
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
 };
+
+use common::cli::TempDir;
 
 /// One broken file and what `check` must say about it.
 struct Case {
@@ -173,6 +180,67 @@ const CASES: &[Case] = &[
         15,
         "cannot read list file tests/broken/lists/no-such-list.txt",
     ),
+    case(
+        "payload-non-ascii.toml",
+        5,
+        32,
+        "payload mask \"0é\" is not 1 to 4 bytes of hex",
+    ),
+    case(
+        "payload-value-non-ascii.toml",
+        5,
+        46,
+        "payload value \"€€\" is not 1 to 4 bytes of hex",
+    ),
+    case(
+        "comment-del.toml",
+        1,
+        17,
+        "control character U+007F (DEL) is not allowed in TOML",
+    ),
+    case(
+        "port-list.toml",
+        4,
+        12,
+        "invalid type: sequence, expected a whole number like 123 or a range like \"1024-65535\"",
+    ),
+    case(
+        "port-float.toml",
+        4,
+        12,
+        "invalid type: floating point `123.0`, expected a whole number like 123",
+    ),
+    case(
+        "bps-burst-overflow.toml",
+        3,
+        15,
+        "a burst of 4294967296 bytes at 1bit takes longer than the limiter can count",
+    ),
+    case(
+        "too-many-limits.toml",
+        134,
+        9,
+        "too many limits: at most 63 ([per_source] included)",
+    ),
+    case(
+        "not-utf8.toml",
+        1,
+        4,
+        "not UTF-8 text: rule files are UTF-8",
+    ),
+    case(
+        "three-errors.toml",
+        3,
+        8,
+        "bad rule name \"ntp reflection\"",
+    ),
+    Case {
+        file: "list-not-a-list.toml",
+        reported: Some("lists/shadow-like.txt"),
+        line: 1,
+        column: 1,
+        message: "line 1 holds no IP prefix (its text is not shown: is this a list file?)",
+    },
     Case {
         file: "list-bad-line.toml",
         reported: Some("lists/bad-list.txt"),
@@ -217,6 +285,9 @@ fn every_broken_file_is_refused_at_its_place() {
         let line = stderr.lines().find(|l| l.starts_with(&place));
         if out.status.success() {
             failures.push(format!("{path}: check succeeded: {}", text(&out.stdout)));
+        } else if out.status.code() != Some(1) {
+            // 101 is a panic: a broken file must get a message, not a crash.
+            failures.push(format!("{path}: exit status {}: {stderr}", out.status));
         } else if line.is_none() {
             failures.push(format!("{path}: no line starting {place:?} in:\n{stderr}"));
         } else if !line.is_some_and(|l| l.contains(c.message)) {
@@ -294,6 +365,177 @@ fn one_broken_file_among_good_ones_fails_the_run() {
         assert!(
             stderr.contains("1 of 2 rule files invalid"),
             "{paths:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_reports_every_error_of_a_file() {
+    let out = check(&["tests/broken/three-errors.toml"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for want in [
+        "tests/broken/three-errors.toml:3:8: bad rule name \"ntp reflection\"",
+        "tests/broken/three-errors.toml:10:12: unknown protocol \"icmp\"",
+        "tests/broken/three-errors.toml:16:12: src_port 70000 out of range",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(want)),
+            "{want:?} not in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_list_is_never_echoed() {
+    let out = check(&["tests/broken/list-not-a-list.toml"]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    let secret = std::fs::read_to_string(package_dir().join("tests/broken/lists/shadow-like.txt"))
+        .expect("the fake shadow file");
+    // Any piece of a line, a user name or the salt, would be a leak.
+    for piece in secret.split([':', '$', '\n']).filter(|p| p.len() > 1) {
+        assert!(!all.contains(piece), "{piece:?} echoed in:\n{all}");
+    }
+    assert!(all.contains("holds no IP prefix"), "{all}");
+}
+
+/// What a bounded run of `check` gave: its output and its peak memory.
+struct Bounded {
+    code: Option<i32>,
+    stderr: String,
+    max_rss_kb: u64,
+}
+
+/// Runs `check`, killed and reported as a hang past `limit`.
+fn check_bounded(paths: &[&str], limit: std::time::Duration) -> Bounded {
+    use std::io::Read as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_filterctl"))
+        .arg("check")
+        .args(paths)
+        .current_dir(package_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run filterctl check");
+    let waited = filter_testkit::child::wait_bounded(&mut child, limit);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Bounded {
+        code: waited.status.code(),
+        stderr,
+        max_rss_kb: waited.max_rss_kb,
+    }
+}
+
+#[test]
+fn devices_and_fifos_as_list_files_are_refused_at_once() {
+    let dir = TempDir::new("check-special");
+    let fifo = dir.path().join("list.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path; mkfifo has no other preconditions.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let rule = "[[rule]]\nname = \"ntp\"\nprotocol = \"udp\"\nsrc_port = 123\naction = \"drop\"\n";
+    let cases = [
+        ("/dev/zero", "/dev/zero is a device, not a regular file"),
+        ("list.fifo", "list.fifo is a FIFO, not a regular file"),
+        ("/dev/null", "/dev/null is a device, not a regular file"),
+    ];
+    // A baseline from the same run: the same check on a small good file.
+    let good = dir.write("good.toml", rule);
+    let base = check_bounded(&[&good], std::time::Duration::from_secs(60));
+    assert_eq!(base.code, Some(0), "{}", base.stderr);
+    for (list, want) in cases {
+        let file = dir.write("r.toml", &format!("deny_files = [{list:?}]\n{rule}"));
+        let out = check_bounded(&[&file], std::time::Duration::from_secs(60));
+        assert_eq!(out.code, Some(1), "{list}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("r.toml:1:15: list file ") && out.stderr.contains(want),
+            "{list}: {want:?} not in {}",
+            out.stderr
+        );
+        // /dev/zero read whole would grow without bound: the peak must stay
+        // near that of a check of a small file.
+        assert!(
+            out.max_rss_kb < base.max_rss_kb + 64 * 1024,
+            "{list}: peak {} KB, a small file's {} KB",
+            out.max_rss_kb,
+            base.max_rss_kb
+        );
+    }
+}
+
+/// A valid file that `check` warns about: exit 0, and 1 with --strict.
+fn warns(name: &str, body: &str, want: &[&str]) {
+    let dir = TempDir::new(&format!("check-{name}"));
+    let file = dir.write(&format!("{name}.toml"), body);
+    let out = check(&[&file]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{name}: {stderr}");
+    for w in want {
+        let line = format!("{file}:{w}");
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&line)),
+            "{name}: {line:?} not in:\n{stderr}"
+        );
+    }
+    assert!(
+        text(&out.stdout).contains(&format!("{file}: ok, ")),
+        "{name}: {}",
+        text(&out.stdout)
+    );
+    let strict = Command::new(env!("CARGO_BIN_EXE_filterctl"))
+        .args(["check", "--strict", &file])
+        .output()
+        .expect("run filterctl check --strict");
+    assert_eq!(
+        strict.status.code(),
+        Some(1),
+        "{name} --strict: {}",
+        text(&strict.stderr)
+    );
+    assert!(
+        text(&strict.stderr).contains("have warnings (--strict)"),
+        "{name}: {}",
+        text(&strict.stderr)
+    );
+}
+
+#[test]
+fn warnings_leave_the_exit_status_alone_unless_strict() {
+    let rule = "[[rule]]\nname = \"ntp\"\nprotocol = \"udp\"\nsrc_port = 123\naction = \"drop\"\n";
+    warns(
+        "deny-all",
+        &format!("deny = [\"0.0.0.0/0\"]\n{rule}"),
+        &["1:9: warning: deny \"0.0.0.0/0\" covers every address"],
+    );
+    warns(
+        "shadowed",
+        &format!("{rule}{}", rule.replace("ntp\"", "ntp-again\"")),
+        &["7:8: warning: rule \"ntp-again\" never matches: rule \"ntp\" (line 2)"],
+    );
+    warns(
+        "small-burst",
+        &format!("[per_source]\nbps = \"10Mbit\"\nburst_bytes = 1000\n{rule}"),
+        &["3:15: warning: [per_source]: burst_bytes = 1000 is less than one full-size frame"],
+    );
+    // The shipped files are clean even with --strict.
+    for file in shipped_rule_files() {
+        let out = Command::new(env!("CARGO_BIN_EXE_filterctl"))
+            .args(["check", "--strict"])
+            .arg(&file)
+            .output()
+            .expect("run filterctl check --strict");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            text(&out.stderr)
         );
     }
 }

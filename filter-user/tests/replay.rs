@@ -5,7 +5,10 @@
 
 mod common;
 
-use std::process::Output;
+use std::{
+    process::{Output, Stdio},
+    time::Duration,
+};
 
 use common::{
     cases,
@@ -18,25 +21,40 @@ use serde_json::Value;
 const DEFAULT_RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/default.toml");
 
 /// A classic pcap written with std only, so the test does not depend on the
-/// crate it tests: little-endian, microseconds, version 2.4, snaplen 65535.
+/// crate it tests: little-endian, microseconds, version 2.4, snaplen 262144
+/// (libpcap's default, which GRO-merged frames need).
 /// Records are (timestamp in µs, bytes captured, length on the wire).
 fn pcap(linktype: u32, records: &[(u64, &[u8], u32)]) -> Vec<u8> {
+    let mut out = pcap_header(linktype);
+    for r in records {
+        pcap_record(&mut out, *r);
+    }
+    out
+}
+
+fn pcap_header(linktype: u32) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&4u16.to_le_bytes());
     out.extend_from_slice(&0i32.to_le_bytes()); // thiszone
     out.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
-    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&262_144u32.to_le_bytes());
     out.extend_from_slice(&linktype.to_le_bytes());
-    for (us, data, len) in records {
-        out.extend_from_slice(&((us / 1_000_000) as u32).to_le_bytes());
-        out.extend_from_slice(&((us % 1_000_000) as u32).to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(data);
-    }
     out
+}
+
+fn pcap_record(out: &mut Vec<u8>, (us, data, len): (u64, &[u8], u32)) {
+    out.extend_from_slice(&((us / 1_000_000) as u32).to_le_bytes());
+    out.extend_from_slice(&((us % 1_000_000) as u32).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(data);
+}
+
+/// An untagged Ethernet frame of an unfragmented IPv4 UDP datagram.
+fn ipv4_frame(udp: &[u8]) -> Vec<u8> {
+    ether(&[], ETH_IPV4, &ipv4(UDP, &[], Frag::default(), udp))
 }
 
 fn replay(args: &[&str]) -> Output {
@@ -162,16 +180,8 @@ fn replay_gives_every_frame_of_the_verdict_table_its_verdict() {
 fn truncated_and_too_short_frames_are_reported() {
     common::require_bpf();
     let dir = TempDir::new("replay-cut");
-    let ntp = ether(
-        &[],
-        ETH_IPV4,
-        &ipv4(UDP, &[], Frag::default(), &cases::ntp7()),
-    );
-    let dns = ether(
-        &[],
-        ETH_IPV4,
-        &ipv4(UDP, &[], Frag::default(), &udp(53000, 53, &dns_query())),
-    );
+    let ntp = ipv4_frame(&cases::ntp7());
+    let dns = ipv4_frame(&udp(53000, 53, &dns_query()));
     let records: Vec<(u64, &[u8], u32)> = vec![
         // Cut after the UDP header: the IP length runs past the cut.
         (0, &ntp[..42], ntp.len() as u32),
@@ -283,16 +293,8 @@ action = "drop"
 "#,
     )
     .unwrap();
-    let dns = ether(
-        &[],
-        ETH_IPV4,
-        &ipv4(UDP, &[], Frag::default(), &udp(53, 40000, &dns_query())),
-    );
-    let ntp = ether(
-        &[],
-        ETH_IPV4,
-        &ipv4(UDP, &[], Frag::default(), &cases::ntp7()),
-    );
+    let dns = ipv4_frame(&udp(53, 40000, &dns_query()));
+    let ntp = ipv4_frame(&cases::ntp7());
     let mut records: Vec<(u64, &[u8], u32)> = (0..20)
         .map(|i| (i, dns.as_slice(), dns.len() as u32))
         .collect();
@@ -319,4 +321,109 @@ action = "drop"
     assert_eq!(report["rules"][0]["packets"].as_u64(), Some(20));
     assert_eq!(report["rules"][0]["action"], "limit");
     assert_eq!(report["summary"]["dropped"]["packets"].as_u64(), Some(0));
+}
+
+#[test]
+fn an_oversize_frame_is_marked_and_the_others_judged() {
+    common::require_bpf();
+    let dir = TempDir::new("replay-oversize");
+    let ntp = ipv4_frame(&cases::ntp7());
+    let dns = ipv4_frame(&udp(53000, 53, &dns_query()));
+    // A 70 KB frame, as a capture of GRO-merged traffic holds: more than
+    // the kernel's test harness takes at all.
+    let mut big = ntp.clone();
+    big.resize(70 * 1024, 0);
+    let records: Vec<(u64, &[u8], u32)> = vec![
+        (0, &ntp, ntp.len() as u32),
+        (1, &big, big.len() as u32),
+        (2, &dns, dns.len() as u32),
+        (3, &ntp, ntp.len() as u32),
+    ];
+    let path = dir.path().join("big.pcap");
+    std::fs::write(&path, pcap(1, &records)).unwrap();
+
+    let report = replay_json(DEFAULT_RULES, path.to_str().unwrap());
+    let f = report["frames"].as_array().unwrap();
+    assert_eq!(f.len(), 4, "the replay went on past the big frame");
+    assert_eq!(f[1]["oversize"], true, "{}", f[1]);
+    assert_eq!(f[1]["captured"].as_u64(), Some(70 * 1024));
+    for (i, reason) in [(0, "rule_drop"), (2, "pass"), (3, "rule_drop")] {
+        assert_eq!(f[i]["reason"], reason, "frame {}: {}", i + 1, f[i]);
+        assert_eq!(f[i]["oversize"], false, "frame {}", i + 1);
+        assert_eq!(f[i]["ran"], true, "frame {}", i + 1);
+    }
+    check_totals(&report, 4);
+    assert_eq!(report["summary"]["oversize"].as_u64(), Some(1));
+}
+
+/// Peak memory of `replay --json` of `n` frames, its report in a file.
+/// The capture is written a record at a time and the report read only at
+/// its end: a child's ru_maxrss counts this process's memory until the
+/// child's exec, so this process must stay smaller than filterctl.
+fn replay_peak_kb(dir: &TempDir, frames: &[Vec<u8>], n: usize) -> u64 {
+    use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+    let capture = dir.path().join(format!("{n}.pcap"));
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&capture).unwrap());
+    w.write_all(&pcap_header(1)).unwrap();
+    let mut record = Vec::new();
+    for i in 0..n {
+        let f = &frames[i % frames.len()];
+        record.clear();
+        pcap_record(&mut record, (i as u64, f, f.len() as u32));
+        w.write_all(&record).unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let report = dir.path().join(format!("{n}.json"));
+    let mut child = std::process::Command::new(FILTERCTL)
+        .args(["replay", "--json", "--rules", DEFAULT_RULES])
+        .arg(&capture)
+        .stdout(std::fs::File::create(&report).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run filterctl replay");
+    let waited = filter_testkit::child::wait_bounded(&mut child, Duration::from_secs(600));
+    assert!(
+        waited.status.success(),
+        "replay of {n} frames: {}",
+        waited.status
+    );
+    // The whole document was written: its summary counts every frame.
+    let mut file = std::fs::File::open(&report).unwrap();
+    let size = file.seek(SeekFrom::End(0)).unwrap();
+    file.seek(SeekFrom::Start(size.saturating_sub(2000)))
+        .unwrap();
+    let mut tail = String::new();
+    file.read_to_string(&mut tail).unwrap();
+    assert!(
+        tail.contains(&format!("\"frames\":{n},")) && tail.trim_end().ends_with('}'),
+        "replay of {n} frames: report ends {tail}"
+    );
+    std::fs::remove_file(&capture).unwrap();
+    std::fs::remove_file(&report).unwrap();
+    waited.max_rss_kb
+}
+
+/// Results stream out as they come: ten times the frames, about the same
+/// peak memory. Holding every frame's result (some 340 bytes each with
+/// --json) would add about 60 MB to the larger run.
+#[test]
+fn replay_memory_does_not_grow_with_the_capture() {
+    common::require_bpf();
+    let dir = TempDir::new("replay-memory");
+    let frames: Vec<Vec<u8>> = [
+        udp(123, 40000, &ntp_monlist_reply()),
+        udp(53000, 53, &dns_query()),
+        udp(1900, 40000, &ssdp_reply()),
+    ]
+    .iter()
+    .map(|l4| ipv4_frame(l4))
+    .collect();
+    let small = replay_peak_kb(&dir, &frames, 20_000);
+    let large = replay_peak_kb(&dir, &frames, 200_000);
+    println!("replay peak memory: 20,000 frames {small} KiB, 200,000 frames {large} KiB");
+    assert!(
+        large * 2 <= small * 3,
+        "peak memory grows with the capture: 20,000 frames {small} KiB, 200,000 frames {large} KiB"
+    );
 }

@@ -1,4 +1,4 @@
-//! The project's task runner (`cargo xtask setup|build|test|demo`), so that a
+//! The project's task runner (`cargo xtask setup|build|test|demo|bench|fuzz`), so that a
 //! fresh Debian 12 machine with rustup needs nothing else typed.
 
 use std::{
@@ -47,6 +47,22 @@ enum Task {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Set up, then fuzz the rule-file parser and the capture reader with
+    /// seeded mutations (not coverage-guided) for a bounded time.
+    Fuzz {
+        /// Mutated rule files at most (default: as many as the time allows).
+        #[arg(long)]
+        rules: Option<u64>,
+        /// Mutated captures at most (default: as many as the time allows).
+        #[arg(long)]
+        captures: Option<u64>,
+        /// Time for each of the two targets, which run side by side.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Seed of the mutations (default: from the clock, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 const DEBIAN_PACKAGES: &[&str] = &[
@@ -69,6 +85,12 @@ fn main() -> ExitCode {
         Task::Test { args } => test(&args),
         Task::Demo => demo(),
         Task::Bench { quick, json } => bench(quick, json),
+        Task::Fuzz {
+            rules,
+            captures,
+            seconds,
+            seed,
+        } => fuzz(rules, captures, seconds, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -310,6 +332,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     for (step, check) in checks {
         run(check).with_context(|| format!("test step `{step}` failed"))?;
     }
+    check_failpoints_gate().context("test step `failpoints gate` failed")?;
 
     let mut tests = cmd(
         "cargo",
@@ -406,6 +429,65 @@ fn check_leftovers() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Fault injection (FILTERCTL_FAILPOINT) must exist in test builds only
+/// (a step of `xtask test`, and a test of this crate for a bare `cargo test`):
+/// the tests turn the `failpoints` feature on through filter-user's
+/// dev-dependency on itself, which a product build never resolves. Asked of
+/// cargo's feature resolution (no build): off without dev-dependencies, on
+/// with them, so that the check can tell the two apart.
+fn check_failpoints_gate() -> anyhow::Result<()> {
+    let features = |edges: &str| {
+        let args = ["tree", "-p", "filter-user", "-e", edges, "--depth", "0"];
+        let mut c = cmd("cargo", args);
+        c.args(["-f", "{p} [{f}]"]);
+        let out = c.output().context("cannot run cargo tree")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let first = text.lines().next().unwrap_or_default().to_string();
+        anyhow::ensure!(out.status.success(), "cargo tree failed: {first}");
+        Ok::<_, anyhow::Error>(first)
+    };
+    let product = features("no-dev")?;
+    let tests = features("normal,dev")?;
+    if product.contains("failpoints") {
+        bail!("a product build of filter-user has fault injection: {product}");
+    }
+    if !tests.contains("failpoints") {
+        bail!("the test build of filter-user lacks fault injection: {tests}");
+    }
+    println!("failpoints: off in the product ({product}), on in tests ({tests})");
+    Ok(())
+}
+
+/// Runs tests/fuzz.rs with its budget in the environment, optimised.
+fn fuzz(
+    rules: Option<u64>,
+    captures: Option<u64>,
+    seconds: u64,
+    seed: Option<u64>,
+) -> anyhow::Result<()> {
+    setup()?;
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs())
+    });
+    println!("fuzz seed {seed} (--seed {seed} repeats this run)");
+    let args = ["test", "-p", "filter-user", "--release", "--test", "fuzz"];
+    let mut c = cmd("cargo", args);
+    c.args(["--", "--nocapture"])
+        .env(
+            "FILTERCTL_FUZZ_RULES",
+            rules.unwrap_or(u64::MAX).to_string(),
+        )
+        .env(
+            "FILTERCTL_FUZZ_CAPTURES",
+            captures.unwrap_or(u64::MAX).to_string(),
+        )
+        .env("FILTERCTL_FUZZ_SECONDS", seconds.to_string())
+        .env("FILTERCTL_FUZZ_SEED", seed.to_string());
+    run(c)
+}
+
 fn demo() -> anyhow::Result<()> {
     setup()?;
     // The demo runs target/<profile>/filterctl, which building an example
@@ -458,7 +540,13 @@ fn bench(quick: bool, json: Option<PathBuf>) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{ebpf_clippy, result_counts, shell_line};
+    use super::{check_failpoints_gate, ebpf_clippy, result_counts, shell_line};
+
+    /// The same check `xtask test` runs: cheap (cargo tree, no build).
+    #[test]
+    fn fault_injection_is_in_test_builds_only() {
+        check_failpoints_gate().unwrap_or_else(|e| panic!("{e:#}"));
+    }
 
     #[test]
     fn echoes_variables_before_the_command() {

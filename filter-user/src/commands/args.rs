@@ -169,11 +169,15 @@ pub enum Command {
         #[arg(long, value_name = "IF=FILE", value_parser = parse_watch)]
         watch: Vec<Watch>,
     },
-    /// Validate rule files without loading them (no root needed). Exit status
+    /// Validate rule files without loading them (no root needed): every
+    /// error, and warnings about what is valid but rarely meant. Exit status
     /// 1 if any is invalid: usable in a pre-commit hook or CI.
     Check {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Exit status 1 on warnings too.
+        #[arg(long)]
+        strict: bool,
     },
 }
 

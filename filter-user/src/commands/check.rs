@@ -1,14 +1,26 @@
-//! `check`: validates rule files without loading them.
+//! `check`: validates rule files without loading them, and warns about
+//! what is valid but rarely meant.
 
 use std::path::PathBuf;
 
-use crate::rules;
+use crate::rules::lint;
 
-pub fn check(paths: &[PathBuf]) -> anyhow::Result<()> {
-    let mut bad = 0;
+pub fn check(paths: &[PathBuf], strict: bool) -> anyhow::Result<()> {
+    let (mut bad, mut warned) = (0, 0);
     for p in paths {
-        match rules::load_file(p) {
-            Ok(set) => println!("{}: ok, {} rules", p.display(), set.rules.len()),
+        match lint::check_file(p) {
+            Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("{w}");
+                }
+                let note = match c.warnings.len() {
+                    0 => String::new(),
+                    1 => ", 1 warning".to_string(),
+                    n => format!(", {n} warnings"),
+                };
+                println!("{}: ok, {} rules{note}", p.display(), c.set.rules.len());
+                warned += usize::from(!c.warnings.is_empty());
+            }
             Err(e) => {
                 eprintln!("{e}");
                 bad += 1;
@@ -17,6 +29,12 @@ pub fn check(paths: &[PathBuf]) -> anyhow::Result<()> {
     }
     if bad > 0 {
         anyhow::bail!("{bad} of {} rule files invalid", paths.len());
+    }
+    if strict && warned > 0 {
+        anyhow::bail!(
+            "{warned} of {} rule files have warnings (--strict)",
+            paths.len()
+        );
     }
     Ok(())
 }

@@ -61,7 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             verbose,
         } => replay::replay(&rules, &capture, json, verbose),
-        Command::Check { paths } => check::check(&paths),
+        Command::Check { paths, strict } => check::check(&paths, strict),
     }
 }
 

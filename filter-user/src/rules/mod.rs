@@ -5,6 +5,7 @@
 pub mod compile;
 pub mod error;
 pub mod files;
+pub mod lint;
 pub mod parse;
 pub mod prefixes;
 pub mod schema;

@@ -65,7 +65,8 @@ impl Parser<'_> {
         let schema: FileSchema = match toml::from_str(cx.text) {
             Ok(s) => s,
             Err(e) => {
-                let e = cx.err(e.span().unwrap_or(0..0), toml_message(&e));
+                let span = e.span().unwrap_or(0..0);
+                let e = cx.err(span.clone(), toml_message(&e, cx.text.get(span.start..)));
                 self.errors.push(e);
                 return None;
             }
@@ -163,7 +164,7 @@ impl Parser<'_> {
                 Err(e) => self.errors.push(RuleError {
                     file: path.display().to_string(),
                     line: e.line,
-                    column: 1,
+                    column: e.column,
                     message: e.error.to_string(),
                 }),
             }
@@ -329,10 +330,21 @@ impl Parser<'_> {
     }
 }
 
-/// The toml crate's message, never empty.
-fn toml_message(e: &toml::de::Error) -> String {
+/// The toml crate's message, never empty; `at` is the text from the error
+/// on. A control character gets its own message: toml's says nothing or
+/// little about a character the reader cannot see.
+fn toml_message(e: &toml::de::Error, at: Option<&str>) -> String {
     let m = e.message().trim();
-    if m.is_empty() {
+    if let Some(c) = at.and_then(|t| t.chars().next())
+        && c.is_control()
+        && !matches!(c, '\t' | '\n' | '\r')
+    {
+        let name = if c == '\u{7f}' { " (DEL)" } else { "" };
+        format!(
+            "control character U+{:04X}{name} is not allowed in TOML, not even in a comment or a string: remove it",
+            c as u32
+        )
+    } else if m.is_empty() {
         "this is not valid TOML".to_string()
     } else {
         m.to_string()

@@ -23,7 +23,22 @@ pub enum PrefixError {
 pub struct ListError {
     /// 1-based.
     pub line: usize,
-    pub error: PrefixError,
+    /// 1-based, in characters: where the line's first word starts.
+    pub column: usize,
+    pub error: ListLineError,
+}
+
+/// What is wrong with a line of a list file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListLineError {
+    /// Text that is not even an attempt at a prefix: the file may be
+    /// something else than a list (a password file), so it is not quoted.
+    #[error(
+        "line {0} holds no IP prefix (its text is not shown: is this a list file?); a list holds one prefix a line, like \"192.0.2.0/24\""
+    )]
+    NoPrefix(usize),
+    #[error(transparent)]
+    Prefix(#[from] PrefixError),
 }
 
 /// A prefix with its host bits cleared.
@@ -110,9 +125,27 @@ pub fn parse_list(text: &str) -> Result<Vec<Prefix>, ListError> {
         }
         // Published lists often carry extra columns after the prefix.
         let first = body.split_whitespace().next().unwrap_or(body);
-        out.push(parse_prefix(first).map_err(|error| ListError { line: i + 1, error })?);
+        out.push(parse_prefix(first).map_err(|e| {
+            let lead = line.len() - line.trim_start().len();
+            ListError {
+                line: i + 1,
+                column: line[..lead].chars().count() + 1,
+                error: if looks_like_prefix(first) {
+                    ListLineError::Prefix(e)
+                } else {
+                    ListLineError::NoPrefix(i + 1)
+                },
+            }
+        })?);
     }
     Ok(out)
+}
+
+/// Text made only of what IP prefixes are written with: a mistyped prefix,
+/// safe to quote back, rather than a line of some other kind of file.
+fn looks_like_prefix(word: &str) -> bool {
+    word.bytes()
+        .all(|b| b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'/'))
 }
 
 #[cfg(test)]
@@ -164,5 +197,26 @@ mod tests {
             parse_list("192.0.2.0/24\nnot-a-prefix\n").unwrap_err().line,
             2
         );
+    }
+
+    #[test]
+    fn bad_list_lines_are_quoted_only_when_they_look_like_prefixes() {
+        let shadow = "root:$6$Zq9sEcReT$hashhashhash:19700:0:99999:7:::\n";
+        let e = parse_list(shadow).unwrap_err();
+        assert_eq!((e.line, e.column), (1, 1));
+        let m = e.to_string();
+        assert!(m.contains("line 1 holds no IP prefix"), "{m}");
+        assert!(!m.contains("root") && !m.contains("Zq9s"), "{m}");
+
+        let e = parse_list("# list\n  192.0.2.0/33\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 3));
+        assert!(e.to_string().contains("\"192.0.2.0/33\""), "{e}");
+        let e = parse_list("2001:db8::g/32\n").unwrap_err();
+        assert!(
+            e.to_string().contains("holds no IP prefix"),
+            "a non-hex letter is not quoted: {e}"
+        );
+        let e = parse_list("198.51.100.300\n").unwrap_err();
+        assert!(e.to_string().contains("\"198.51.100.300\""), "{e}");
     }
 }
