@@ -277,6 +277,29 @@ pub struct Sink {
     sockets: Vec<(std::net::SocketAddr, std::net::UdpSocket)>,
 }
 
+/// Room for bursts: the tests count every datagram, and a reader that a
+/// busy machine schedules late must not lose any to a full socket buffer.
+fn big_receive_buffer(s: &std::net::UdpSocket) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let size: libc::c_int = 16 << 20;
+    // SAFETY: a valid socket and a c_int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    anyhow::ensure!(
+        rc == 0,
+        "cannot enlarge a socket's receive buffer: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
 impl Sink {
     /// Binds every address (call it inside the receiving namespace).
     pub fn bind(addrs: &[std::net::SocketAddr]) -> anyhow::Result<Sink> {
@@ -284,6 +307,7 @@ impl Sink {
         for &a in addrs {
             let s = std::net::UdpSocket::bind(a).with_context(|| format!("cannot bind {a}"))?;
             s.set_read_timeout(Some(std::time::Duration::from_millis(200)))?;
+            big_receive_buffer(&s)?;
             sockets.push((a, s));
         }
         Ok(Sink { sockets })
