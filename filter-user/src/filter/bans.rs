@@ -189,6 +189,28 @@ pub fn top(root: &PinRoot, iface: &str, n: usize) -> anyhow::Result<Vec<Entry>> 
     Ok(out)
 }
 
+/// Prefixes banned right now on `iface`, by the limiter, by key or by
+/// prefix, in address order.
+pub fn active_bans(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<Prefix>> {
+    let dir = root.iface_dir(iface);
+    let v4 = source_prefix(root, iface, FAMILY_V4)?;
+    let v6 = source_prefix(root, iface, FAMILY_V6)?;
+    let keyed = |k: &SrcKey| Prefix {
+        family: k.family,
+        addr: k.addr,
+        len: if k.family == FAMILY_V4 { v4 } else { v6 },
+    };
+    let now = monotonic_coarse_ns();
+    let mut out: Vec<Prefix> = bans(&dir, keyed)?
+        .into_iter()
+        .filter(|&(_, until)| until > now)
+        .map(|(p, _)| p)
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// Every ban with its deadline: sources banned by the limiter or by key,
 /// and the operator's prefix bans.
 fn bans(dir: &Path, keyed: impl Fn(&SrcKey) -> Prefix) -> anyhow::Result<Vec<(Prefix, u64)>> {
