@@ -54,6 +54,8 @@ pub struct Worker {
     applied: BTreeSet<Route>,
     errors: u64,
     last_error: Option<String>,
+    /// What the last over-cap warning said, to say it once per change.
+    over_cap: usize,
 }
 
 fn speaker_name(c: &SpeakerConfig) -> String {
@@ -108,6 +110,7 @@ impl Worker {
             applied: BTreeSet::new(),
             errors: 0,
             last_error: None,
+            over_cap: 0,
         }
     }
 
@@ -147,7 +150,9 @@ impl Worker {
             hosts: &hosts,
         };
         let now = monotonic_coarse_ns();
-        let flow_obs = sources::flowspec(&inp, config.max_routes);
+        // Ten times the cap: enough for the busiest to win, bounded for a
+        // ban list of 100,000 sources.
+        let flow_obs = sources::flowspec(&inp, config.max_routes.saturating_mul(10));
         let hole_obs = config
             .blackhole
             .as_ref()
@@ -221,7 +226,7 @@ impl Worker {
         self.rules = Some(set);
     }
 
-    fn log_plan(&self, config: &UpstreamConfig, plan: &Plan) {
+    fn log_plan(&mut self, config: &UpstreamConfig, plan: &Plan) {
         let dry = if config.dry_run {
             "dry run: would "
         } else {
@@ -248,12 +253,13 @@ impl Worker {
                 self.iface
             );
         }
-        if plan.over_cap > 0 {
+        if plan.over_cap != self.over_cap && plan.over_cap > 0 {
             warn!(
                 "upstream {}: {} more routes qualify than max_routes = {} allows",
                 self.iface, plan.over_cap, config.max_routes
             );
         }
+        self.over_cap = plan.over_cap;
         if plan.deferred > 0 {
             info!(
                 "upstream {}: {} changes wait for max_changes_per_minute",
