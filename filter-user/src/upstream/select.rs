@@ -287,10 +287,9 @@ mod tests {
     #[test]
     fn a_dip_restarts_the_sustain_time() {
         let mut sel = Selector::new(policy());
-        let mut t = 0;
         let mut sent = 0;
         let mut announced_at = None;
-        for pps in [5000, 5000, 0, 5000, 5000, 5000] {
+        for (t, pps) in (0u64..).zip([5000, 5000, 0, 5000, 5000, 5000]) {
             sent += pps;
             let o = Observation {
                 totals: Totals {
@@ -302,7 +301,6 @@ mod tests {
             if !sel.step(t * S, vec![o]).announce.is_empty() {
                 announced_at = Some(t);
             }
-            t += 1;
         }
         assert_eq!(announced_at, Some(5));
     }
