@@ -239,32 +239,16 @@ mod tests {
         rules::{parse, prefixes::parse_prefix},
     };
 
+    /// A shadowed drop rule, one with a length range, an adaptive block
+    /// with an aggregate limit, and a deny prefix.
     const RULES: &str = r#"
 deny = ["203.0.113.0/25"]
-[[rule]]
-name = "ntp-time"
-protocol = "udp"
-src_port = 123
-payload = { offset = 0, mask = "07", value = "04" }
-action = "pass"
-[[rule]]
-name = "ntp-reflection"
-protocol = "udp"
-src_port = 123
-action = "drop"
-[[rule]]
-name = "ssdp"
-protocol = "udp"
-src_port = 1900
-payload_len = "100-65535"
-action = "drop"
-[[rule]]
-name = "adaptive-cldap"
-protocol = "udp"
-src_port = 389
-dst_port = "1024-65535"
-action = "limit"
-aggregate_pps = 1000
+rule = [
+  { name = "ntp-time", protocol = "udp", src_port = 123, action = "pass", payload = { offset = 0, mask = "07", value = "04" } },
+  { name = "ntp-reflection", protocol = "udp", src_port = 123, action = "drop" },
+  { name = "ssdp", protocol = "udp", src_port = 1900, payload_len = "100-65535", action = "drop" },
+  { name = "adaptive-cldap", protocol = "udp", src_port = 389, dst_port = "1024-65535", action = "limit", aggregate_pps = 1000 },
+]
 "#;
 
     fn stats(set: &RuleSet) -> InterfaceStats {
