@@ -43,6 +43,15 @@ fn poll(what: &str, secs: u64, mut cond: impl FnMut() -> bool) -> Duration {
     }
 }
 
+impl Drop for Lab {
+    /// Serve removes its state file when it stops; a test that failed
+    /// killed it first.
+    fn drop(&mut self) {
+        let root = filterctl::state::PinRoot::new(&self.net.pin_root);
+        let _ = std::fs::remove_dir_all(filterctl::upstream::state::state_dir(&root));
+    }
+}
+
 /// A port nobody listens on in the victim's namespace.
 fn free_port(net: &TestNet) -> u16 {
     TestNet::in_ns(&net.victim_ns, || {
