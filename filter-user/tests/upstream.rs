@@ -416,10 +416,14 @@ fn a_flood_becomes_flowspec_routes_then_a_blackhole_past_its_threshold() {
     assert!(lab.upstream().is_none(), "serve left its state file");
 }
 
+fn banned_sources() -> Vec<Ipv4Addr> {
+    (100..140).map(|i| Ipv4Addr::new(198, 51, 100, i)).collect()
+}
+
 #[test]
 fn a_flood_from_many_banned_sources_stays_under_max_routes() {
     let lab = Lab::new("upc");
-    let sources: Vec<Ipv4Addr> = (100..140).map(|i| Ipv4Addr::new(198, 51, 100, i)).collect();
+    let sources = banned_sources();
     for s in &sources {
         ok(run(
             &lab.net,
@@ -456,6 +460,24 @@ fn a_flood_from_many_banned_sources_stays_under_max_routes() {
         log.contains("more routes qualify than max_routes = 3"),
         "{log}"
     );
+    flood.stop();
+
+    // Killed without a chance to withdraw: the routes stay announced, and
+    // the next serve takes them over from the state file and withdraws them.
+    drop(serve);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(lab.flows("flowtab4").len(), 3, "nobody withdrew them");
+    let serve = lab.serve("caps.toml", "max_routes = 3\n");
+    poll("leftover routes withdrawn", 30, || {
+        lab.flows("flowtab4").is_empty()
+    });
+    let log = serve.log();
+    assert!(log.contains("3 routes left announced by a serve"), "{log}");
+    // Flooded again, then stopped with SIGTERM: withdrawn on the way out.
+    let flood = Flood::start(&lab.net, banned_sources(), 3);
+    poll("capped routes again", 60, || {
+        lab.flows("flowtab4").len() == 3
+    });
     flood.stop();
     lab.stop(serve);
     poll("withdrawal on SIGTERM", 30, || {

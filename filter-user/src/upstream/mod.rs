@@ -56,6 +56,9 @@ pub struct Worker {
     last_error: Option<String>,
     /// What the last over-cap warning said, to say it once per change.
     over_cap: usize,
+    /// The state a previous serve left, read at the first step.
+    leftover: Option<UpstreamState>,
+    started: bool,
 }
 
 fn speaker_name(c: &SpeakerConfig) -> String {
@@ -111,6 +114,8 @@ impl Worker {
             errors: 0,
             last_error: None,
             over_cap: 0,
+            leftover: None,
+            started: false,
         }
     }
 
@@ -130,6 +135,10 @@ impl Worker {
 
     /// One step: counters read, selection, speaker brought in line.
     pub fn step(&mut self, root: &PinRoot) -> anyhow::Result<UpstreamState> {
+        if !self.started {
+            self.started = true;
+            self.leftover = state::read(root, &self.iface).ok().flatten();
+        }
         let stats = stats::read_interface(root, &self.iface)?;
         if stats.rules_digest != self.digest {
             self.reconfigure(&stats.rules_digest);
@@ -205,6 +214,7 @@ impl Worker {
             // one (or none) takes over.
             self.apply(&BTreeSet::new());
             self.speaker = new.as_ref().map(|c| speaker::connect(&c.speaker));
+            self.adopt_leftover(new.as_ref());
         }
         match &new {
             Some(c) => info!(
@@ -224,6 +234,22 @@ impl Worker {
         self.flow = keep_or_new(self.flow.take(), new.as_ref().map(flow_policy));
         self.hole = keep_or_new(self.hole.take(), new.as_ref().and_then(hole_policy));
         self.rules = Some(set);
+    }
+
+    /// Routes a previous serve left on this same speaker become ours, so
+    /// that the next `apply` withdraws those no longer selected.
+    fn adopt_leftover(&mut self, config: Option<&UpstreamConfig>) {
+        let (Some(old), Some(c)) = (self.leftover.take(), config) else {
+            return;
+        };
+        if old.speaker == speaker_name(&c.speaker) && !old.applied.is_empty() {
+            warn!(
+                "upstream {}: {} routes left announced by a serve that stopped without withdrawing them: taking them over",
+                self.iface,
+                old.applied.len()
+            );
+            self.applied.extend(old.applied);
+        }
     }
 
     fn log_plan(&mut self, config: &UpstreamConfig, plan: &Plan) {
@@ -335,6 +361,7 @@ impl Worker {
             deferred: plan.deferred,
             speaker_errors: self.errors,
             last_error: self.last_error.clone(),
+            applied: self.applied.iter().cloned().collect(),
         }
     }
 }

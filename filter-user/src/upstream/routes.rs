@@ -14,7 +14,9 @@ pub const BLACKHOLE_COMMUNITY: &str = "65535:666";
 
 /// What the router does with matching traffic: the traffic-rate extended
 /// community (rate 0 is discard).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     Discard,
@@ -24,9 +26,13 @@ pub enum Action {
 /// An inclusive range of a numeric component; `lo == hi` is one value.
 pub type Span = (u16, u16);
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct FlowSpec {
+    #[serde(with = "prefix_text")]
     pub dst: Prefix,
+    #[serde(with = "prefix_text::option")]
     pub src: Option<Prefix>,
     pub proto: Option<u8>,
     pub src_ports: Option<Span>,
@@ -36,13 +42,51 @@ pub struct FlowSpec {
     pub action: Action,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Serializable for the state file, which keeps what the speaker holds
+/// across a serve that died without withdrawing it.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Route {
     FlowSpec(FlowSpec),
     /// The host's own address, for the upstream to drop everything to it.
     Blackhole {
+        #[serde(with = "prefix_text")]
         dst: Prefix,
     },
+}
+
+/// Prefixes as their text ("192.0.2.1/32") in JSON.
+mod prefix_text {
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+    use crate::rules::{Prefix, prefixes::parse_prefix};
+
+    pub fn serialize<S: Serializer>(p: &Prefix, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(p)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Prefix, D::Error> {
+        parse_prefix(&String::deserialize(d)?).map_err(D::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(p: &Option<Prefix>, s: S) -> Result<S::Ok, S::Error> {
+            match p {
+                Some(p) => s.collect_str(p),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Prefix>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|t| parse_prefix(&t).map_err(D::Error::custom))
+                .transpose()
+        }
+    }
 }
 
 impl Route {
@@ -161,5 +205,20 @@ pub(crate) mod tests {
         );
         assert!(!b.is_v4());
         assert_eq!(b.kind(), "blackhole");
+    }
+
+    #[test]
+    fn routes_survive_a_trip_through_json() {
+        let routes = vec![
+            Route::FlowSpec(flow("192.0.2.1/32", Some("198.51.100.0/24"))),
+            Route::FlowSpec(flow("2001:db8::1/128", None)),
+            Route::Blackhole {
+                dst: parse_prefix("192.0.2.1/32").unwrap(),
+            },
+        ];
+        let text = serde_json::to_string(&routes).unwrap();
+        assert!(text.contains("\"198.51.100.0/24\""), "{text}");
+        let back: Vec<Route> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, routes);
     }
 }

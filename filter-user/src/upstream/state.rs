@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::routes::Route;
 use crate::state::PinRoot;
 
 /// Where the state files of every pin root live.
@@ -39,6 +40,10 @@ pub struct UpstreamState {
     pub deferred: usize,
     pub speaker_errors: u64,
     pub last_error: Option<String>,
+    /// What the speaker holds because serve asked it to: a serve that died
+    /// without withdrawing leaves them here for the next one to withdraw.
+    #[serde(default)]
+    pub applied: Vec<Route>,
 }
 
 impl UpstreamState {
