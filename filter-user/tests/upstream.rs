@@ -325,7 +325,13 @@ fn nlris(flows: &[(String, String)]) -> Vec<&str> {
 #[test]
 fn a_flood_becomes_flowspec_routes_then_a_blackhole_past_its_threshold() {
     let lab = Lab::new("upf");
-    // Phase 1: FlowSpec; the blackhole's threshold far above the flood.
+    flowspec_announced_and_withdrawn_after_the_hold_time(&lab);
+    blackhole_past_its_threshold(&lab);
+    assert!(lab.upstream().is_none(), "serve left its state file");
+}
+
+/// The blackhole's threshold far above the flood: FlowSpec only.
+fn flowspec_announced_and_withdrawn_after_the_hold_time(lab: &Lab) {
     let serve = lab.serve(
         "flowspec.toml",
         "[upstream.blackhole]\nlink_capacity = \"100Gbit\"\nshare = 50\nsustain = \"1s\"\nhold = \"3s\"\n",
@@ -385,8 +391,10 @@ fn a_flood_becomes_flowspec_routes_then_a_blackhole_past_its_threshold() {
         "withdrawn after {after:?}, hold is 3 s"
     );
     lab.stop(serve);
+}
 
-    // Phase 2: a threshold the flood passes (10% of 1 Mbit/s).
+/// A threshold the flood passes (10% of 1 Mbit/s).
+fn blackhole_past_its_threshold(lab: &Lab) {
     let serve = lab.serve(
         "blackhole.toml",
         "[upstream.blackhole]\nlink_capacity = \"1Mbit\"\nshare = 10\nsustain = \"1s\"\nhold = \"3s\"\n",
@@ -413,7 +421,6 @@ fn a_flood_becomes_flowspec_routes_then_a_blackhole_past_its_threshold() {
         !lab.bird.table("master4").contains(BLACKHOLE)
     });
     lab.stop(serve);
-    assert!(lab.upstream().is_none(), "serve left its state file");
 }
 
 fn banned_sources() -> Vec<Ipv4Addr> {
