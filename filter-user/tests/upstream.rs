@@ -12,7 +12,7 @@ mod common;
 
 use std::{
     io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -25,7 +25,7 @@ use common::cli::{TempDir, command, ok, run};
 use filter_testkit::{
     bgp::{Bird, Daemon, gobgpd},
     frames::{ntp_monlist_reply, ssdp_reply},
-    net::{Router, TestNet, VICTIM_V4, send_udp},
+    net::{Router, TestNet, VICTIM_V4},
 };
 use serde_json::Value;
 
@@ -269,11 +269,21 @@ impl Flood {
             TestNet::in_ns(&ns, || {
                 let to = SocketAddr::new(IpAddr::V4(VICTIM_V4), 5000);
                 let (ssdp, ntp) = (ssdp_reply(), ntp_monlist_reply());
+                // Bound once: the flood never waits on a port's release.
+                let socket = |src, port| {
+                    let from = SocketAddr::new(IpAddr::V4(src), port);
+                    UdpSocket::bind(from).unwrap_or_else(|e| panic!("cannot bind {from}: {e}"))
+                };
+                let sockets: Vec<(UdpSocket, &[u8])> = sources
+                    .iter()
+                    .flat_map(|&src| [(socket(src, 1900), &ssdp[..]), (socket(src, 123), &ntp[..])])
+                    .collect();
                 while !flag.load(Ordering::Relaxed) {
-                    for &src in &sources {
-                        let from = |port| SocketAddr::new(IpAddr::V4(src), port);
-                        send_udp(from(1900), to, &ssdp, burst).expect("send SSDP replies");
-                        send_udp(from(123), to, &ntp, burst).expect("send NTP replies");
+                    for (sock, payload) in &sockets {
+                        for _ in 0..burst {
+                            // A full veth ring refuses some: a flood either way.
+                            let _ = sock.send_to(payload, to);
+                        }
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
