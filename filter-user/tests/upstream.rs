@@ -304,8 +304,13 @@ impl Flood {
 
     fn halt(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("flood thread");
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+            && !std::thread::panicking()
+        {
+            // A second panic while unwinding would abort before the
+            // namespaces and daemons are cleaned up.
+            panic!("the flood thread failed");
         }
     }
 }
