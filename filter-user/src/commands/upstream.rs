@@ -75,3 +75,49 @@ pub fn summary(root: &PinRoot, iface: &str) -> Option<String> {
     let s = state::read(root, iface).ok()??;
     Some(format!("upstream: {}", headline(&s)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::state::RouteState;
+
+    #[test]
+    fn shows_each_route_with_its_state_and_why() {
+        let s = UpstreamState {
+            interface: "eth0".into(),
+            speaker: "gobgp 127.0.0.1:50051".into(),
+            peers: vec!["192.0.2.254 AS 64512".into()],
+            routes: vec![RouteState {
+                kind: "flowspec".into(),
+                route:
+                    "flowspec destination 192.0.2.1/32 protocol udp source-port ==1900 then discard"
+                        .into(),
+                why: "rule ssdp-reflection (discard)".into(),
+                announced: true,
+                selected_for_s: 12.0,
+                pps: 5000,
+                bps: 4_000_000,
+            }],
+            over_cap: 3,
+            last_error: Some("`gobgp ...` failed: connection refused".into()),
+            ..UpstreamState::default()
+        };
+        let text = render(&[s]);
+        assert!(
+            text.starts_with(
+                "eth0: 1 flowspec, 0 blackhole announced via gobgp 127.0.0.1:50051, peers"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("[announced] flowspec destination 192.0.2.1/32"),
+            "{text}"
+        );
+        assert!(
+            text.contains("why: rule ssdp-reflection (discard), last 5000 pps"),
+            "{text}"
+        );
+        assert!(text.contains("3 more qualify beyond max_routes"), "{text}");
+        assert!(text.contains("speaker error: `gobgp ...` failed"), "{text}");
+    }
+}
