@@ -2,6 +2,7 @@
 //! namespaces joined by a veth pair), hand-built frames, and the floor
 //! programs the benchmarks measure the filter against.
 
+pub mod bgp;
 pub mod child;
 pub mod frames;
 pub mod net;

@@ -251,6 +251,76 @@ impl Drop for TestNet {
     }
 }
 
+/// The victim's end of the link to the router (a point-to-point /32 pair,
+/// more specific than the victim's /24 toward the attacker).
+pub const ROUTER_LINK_VICTIM_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 253);
+pub const ROUTER_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+
+/// A third host: a router in front of the victim, in its own namespace,
+/// joined to the victim by a second veth pair. Removed when dropped (its
+/// namespace takes the veth pair with it), before or after its TestNet.
+pub struct Router {
+    pub ns: String,
+    /// The victim's end of the link.
+    pub victim_if: String,
+    pub router_if: String,
+}
+
+impl TestNet {
+    /// Adds the router host next to the victim.
+    pub fn add_router(&self) -> anyhow::Result<Router> {
+        let base = self.victim_if.trim_end_matches('v');
+        let r = Router {
+            ns: format!("{}r", self.victim_ns.trim_end_matches('v')),
+            victim_if: format!("{base}x"),
+            router_if: format!("{base}r"),
+        };
+        ip(&["netns", "add", &r.ns])?;
+        ip(&[
+            "link",
+            "add",
+            &r.victim_if,
+            "netns",
+            &self.victim_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &r.router_if,
+            "netns",
+            &r.ns,
+        ])?;
+        let (v4, r4) = (ROUTER_LINK_VICTIM_V4.to_string(), ROUTER_V4.to_string());
+        for (ns, dev, local, peer) in [
+            (self.victim_ns.as_str(), r.victim_if.as_str(), &v4, &r4),
+            (r.ns.as_str(), r.router_if.as_str(), &r4, &v4),
+        ] {
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{local}/32"),
+                "peer",
+                &format!("{peer}/32"),
+                "dev",
+                dev,
+            ])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        Ok(r)
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        if Path::new("/run/netns").join(&self.ns).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        }
+    }
+}
+
 /// Sends `count` datagrams of `payload` from `from` to `to` with an ordinary
 /// UDP socket (call it inside the sending namespace).
 pub fn send_udp(

@@ -5,7 +5,9 @@
 //! - `lockout`: the guard against rules that cut the operator off; `state`:
 //!   what lives on bpffs (pin layout, generations, their records);
 //! - `filter`: operations on a loaded filter, and the simulator;
-//! - `replay`, `serve`: the capture replayer and the daemon;
+//! - `replay`, `upstream`: the capture replayer, and the routes that ask
+//!   routers upstream to drop (FlowSpec, blackhole) through a BGP speaker;
+//! - `serve`: the daemon;
 //! - `commands`: the command line, one function per command.
 
 pub mod commands;
@@ -16,6 +18,7 @@ pub mod rules;
 pub mod serve;
 pub mod state;
 pub mod sys;
+pub mod upstream;
 
 /// The XDP object built from filter-ebpf, embedded so filterctl is one binary.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filter"));

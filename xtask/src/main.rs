@@ -71,6 +71,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nftables",
     "util-linux",
     "ethtool",
+    // The upstream test: GoBGP as the speaker beside the filter, BIRD 2 as
+    // the router peering with it.
+    "gobgpd",
+    "bird2",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Prefix of the network namespaces tests and the demo create.

@@ -169,6 +169,15 @@ pub enum Command {
         #[arg(long, value_name = "IF=FILE", value_parser = parse_watch)]
         watch: Vec<Watch>,
     },
+    /// What `serve` announces to the BGP peers for each interface right now
+    /// (FlowSpec rules, blackhole routes), why, and its speaker's health,
+    /// read from the state file serve rewrites at every step.
+    Upstream {
+        #[arg(long)]
+        iface: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate rule files without loading them (no root needed): every
     /// error, and warnings about what is valid but rarely meant. Exit status
     /// 1 if any is invalid: usable in a pre-commit hook or CI.

@@ -12,6 +12,7 @@ mod replay;
 mod stats;
 mod status;
 mod table;
+mod upstream;
 
 use self::args::{Cli, Command};
 use crate::state::PinRoot;
@@ -62,6 +63,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             verbose,
         } => replay::replay(&rules, &capture, json, verbose),
         Command::Check { paths, strict } => check::check(&paths, strict),
+        Command::Upstream { iface, json } => upstream::upstream(&root, iface, json),
     }
 }
 

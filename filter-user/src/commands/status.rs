@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 
+use super::upstream;
 use crate::{
     filter::status::{self, Status},
     state::PinRoot,
@@ -18,12 +19,12 @@ pub fn status(root: &PinRoot, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
-        print!("{}", render(&all));
+        print!("{}", render(root, &all));
     }
     Ok(())
 }
 
-fn render(all: &[Status]) -> String {
+fn render(root: &PinRoot, all: &[Status]) -> String {
     use std::fmt::Write as _;
     if all.is_empty() {
         return "no filter loaded\n".to_string();
@@ -54,6 +55,9 @@ fn render(all: &[Status]) -> String {
                 "  interface {} is gone: the filter is attached to nothing (`filterctl unload --iface {}` removes its pins)",
                 s.interface, s.interface
             );
+        }
+        if let Some(line) = upstream::summary(root, &s.interface) {
+            let _ = writeln!(o, "  {line}");
         }
         if !s.stale_generations.is_empty() {
             let _ = writeln!(

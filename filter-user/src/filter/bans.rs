@@ -153,13 +153,7 @@ pub fn top(root: &PinRoot, iface: &str, n: usize) -> anyhow::Result<Vec<Entry>> 
         bail!("no filter loaded on {iface}");
     }
     let now = monotonic_coarse_ns();
-    let v4 = source_prefix(root, iface, FAMILY_V4)?;
-    let v6 = source_prefix(root, iface, FAMILY_V6)?;
-    let keyed = |k: &SrcKey| Prefix {
-        family: k.family,
-        addr: k.addr,
-        len: if k.family == FAMILY_V4 { v4 } else { v6 },
-    };
+    let keyed = keyed_prefix(root, iface)?;
     let mut out = Vec::new();
     let sources: HashMap<_, SrcKey, SourceState> = HashMap::try_from(open_map(&dir, MAP_SOURCES)?)?;
     for item in sources.iter() {
@@ -198,6 +192,32 @@ pub fn top(root: &PinRoot, iface: &str, n: usize) -> anyhow::Result<Vec<Entry>> 
     });
     out.truncate(n);
     Ok(out)
+}
+
+/// Prefixes banned right now on `iface`, by the limiter, by key or by
+/// prefix, in address order.
+pub fn active_bans(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<Prefix>> {
+    let dir = root.iface_dir(iface);
+    let now = monotonic_coarse_ns();
+    let mut out: Vec<Prefix> = bans(&dir, keyed_prefix(root, iface)?)?
+        .into_iter()
+        .filter(|&(_, until)| until > now)
+        .map(|(p, _)| p)
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The prefix a source key stands for, at the running filter's keying.
+fn keyed_prefix(root: &PinRoot, iface: &str) -> anyhow::Result<impl Fn(&SrcKey) -> Prefix> {
+    let v4 = source_prefix(root, iface, FAMILY_V4)?;
+    let v6 = source_prefix(root, iface, FAMILY_V6)?;
+    Ok(move |k: &SrcKey| Prefix {
+        family: k.family,
+        addr: k.addr,
+        len: if k.family == FAMILY_V4 { v4 } else { v6 },
+    })
 }
 
 /// Every ban with its deadline: sources banned by the limiter or by key,

@@ -10,6 +10,7 @@ pub mod parse;
 pub mod prefixes;
 pub mod schema;
 pub mod units;
+pub mod upstream;
 
 use std::path::Path;
 
@@ -61,6 +62,8 @@ pub struct RuleSet {
     pub ban_after_ns: u64,
     pub ban_for_ns: u64,
     pub rules: Vec<RuleSpec>,
+    /// `[upstream]`: what `serve` announces to BGP peers; None: nothing.
+    pub upstream: Option<upstream::UpstreamConfig>,
     /// SHA-256 of the file's bytes and of every list file it reads.
     pub digest: [u8; 32],
 }

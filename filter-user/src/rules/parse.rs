@@ -82,6 +82,10 @@ impl Parser<'_> {
         let (ban_after_ns, ban_for_ns) = self.ban(&schema, &limits);
         self.something_to_enforce(&schema, &allow, &deny, &limits);
         let (rules, loaded) = self.rules(&schema, &limits, default_limit);
+        let upstream = schema
+            .upstream
+            .as_ref()
+            .and_then(|u| super::upstream::parse(&self.cx, u, &mut self.errors));
         let (mode, fragments, fragment_memory_ns) = settings?;
         let set = RuleSet {
             mode,
@@ -97,6 +101,7 @@ impl Parser<'_> {
             ban_after_ns,
             ban_for_ns,
             rules,
+            upstream,
             digest: hasher.finalize().into(),
         };
         // Chain limits depend on the whole set: report them at the rule

@@ -34,6 +34,8 @@ pub struct FileSchema {
     pub ban: Option<BanSchema>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RuleSchema>>,
+    #[serde(default)]
+    pub upstream: Option<Spanned<super::upstream::UpstreamSchema>>,
 }
 
 #[derive(Deserialize)]

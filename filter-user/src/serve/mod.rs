@@ -9,6 +9,8 @@
 //!   runs, and every watched file is reloaded on SIGHUP; reloads go through
 //!   the same atomic `loader::reload` and lockout guard as `filterctl
 //!   reload`, so a broken file is logged (FILE:LINE:COLUMN) and not loaded;
+//! - drives the BGP speaker of each watched file's `[upstream]` section
+//!   (`upstream.rs`), withdrawing its routes when it stops;
 //! - stops on SIGTERM or SIGINT, finishing a reload in progress and letting
 //!   open connections finish for at most 5 s, and leaves the filter
 //!   attached with all its pins.
@@ -28,6 +30,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod upstream;
 pub mod watch;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -49,6 +52,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use self::{
     metrics::FilterCollector,
+    upstream::{UpstreamMetrics, WITHDRAW_TIMEOUT, run_upstream},
     watch::{ReloadLabels, Watch, watch_rules},
 };
 use crate::{filter::stats, state::PinRoot, sys};
@@ -136,6 +140,8 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
         "Reloads of watched rule files by this daemon, by interface and result (ok, invalid, failed)",
         reloads.clone(),
     );
+    let upstream_metrics = UpstreamMetrics::default();
+    upstream_metrics.register(&mut registry);
     registry.register_collector(Box::new(FilterCollector {
         root: root.clone(),
         scrape_errors: scrape_errors.clone(),
@@ -168,6 +174,13 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
     for w in &watches {
         info!("watching {} for {}", w.rules.display(), w.iface);
     }
+    let (upstream_stop, stopped) = tokio::sync::watch::channel(false);
+    let upstream = tokio::spawn(run_upstream(
+        root.clone(),
+        watches.clone(),
+        upstream_metrics,
+        stopped,
+    ));
     let watcher = tokio::spawn(watch_rules(root, watches, hup, reloads));
 
     let stopping = async move {
@@ -178,6 +191,13 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
     // A reload in progress runs on a blocking thread and finishes before
     // the process exits (the runtime waits for it): it is atomic either way.
     watcher.abort();
+    let _ = upstream_stop.send(true);
+    if tokio::time::timeout(WITHDRAW_TIMEOUT, upstream)
+        .await
+        .is_err()
+    {
+        warn!("upstream routes not all withdrawn after {WITHDRAW_TIMEOUT:?}");
+    }
     Ok(())
 }
 

@@ -1,0 +1,402 @@
+//! The `[upstream]` section of a rule file: which BGP speaker `filterctl
+//! serve` drives, and when drop decisions become FlowSpec routes or a
+//! blackhole announcement (thresholds, caps, hold times, dry run).
+
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    error::{Ctx, RuleError},
+    units::{parse_bitrate, parse_duration},
+};
+
+/// `[upstream]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSchema {
+    pub speaker: Spanned<String>,
+    /// gobgp: HOST:PORT of gobgpd's gRPC API.
+    #[serde(default)]
+    pub api: Option<Spanned<String>>,
+    /// gobgp: the CLI program.
+    #[serde(default)]
+    pub command: Option<Spanned<String>>,
+    /// exabgp: the FIFO its helper process reads.
+    #[serde(default)]
+    pub pipe: Option<Spanned<String>>,
+    /// Documentation only: the speaker's own configuration holds the peers.
+    #[serde(default)]
+    pub peers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    #[serde(default)]
+    pub interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub min_pps: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub min_bps: Option<Spanned<String>>,
+    #[serde(default)]
+    pub sustain: Option<Spanned<String>>,
+    #[serde(default)]
+    pub hold: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_routes: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max_changes_per_minute: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub blackhole: Option<Spanned<BlackholeSchema>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlackholeSchema {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    pub link_capacity: Spanned<String>,
+    /// Percent of `link_capacity`.
+    #[serde(default)]
+    pub share: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub sustain: Option<Spanned<String>>,
+    #[serde(default)]
+    pub hold: Option<Spanned<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpeakerConfig {
+    /// gobgpd, driven through its CLI.
+    Gobgp {
+        command: String,
+        host: String,
+        port: u16,
+    },
+    /// ExaBGP, fed text commands through a FIFO its helper process reads.
+    Exabgp { pipe: String },
+}
+
+/// When traffic counts as an attack worth a route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Thresholds {
+    /// 0: packets/s alone never qualify.
+    pub min_pps: u64,
+    /// 0: bits/s alone never qualify.
+    pub min_bps: u64,
+    /// Above a threshold for this long before a route is announced.
+    pub sustain_ns: u64,
+    /// Withdrawn once below both thresholds for this long.
+    pub hold_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlackholeConfig {
+    pub link_bps: u64,
+    pub share_percent: u8,
+    pub sustain_ns: u64,
+    pub hold_ns: u64,
+}
+
+impl BlackholeConfig {
+    /// Dropped bits/s from which the host's addresses are blackholed.
+    pub fn threshold_bps(&self) -> u64 {
+        (self.link_bps as u128 * self.share_percent as u128 / 100) as u64
+    }
+}
+
+/// A validated `[upstream]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub speaker: SpeakerConfig,
+    pub peers: Vec<String>,
+    pub dry_run: bool,
+    pub interval_ns: u64,
+    pub flowspec: Thresholds,
+    pub max_routes: usize,
+    pub max_changes_per_minute: usize,
+    /// None: off (the default).
+    pub blackhole: Option<BlackholeConfig>,
+}
+
+const DEFAULT_API: &str = "127.0.0.1:50051";
+
+/// Validates `[upstream]`; every error goes to `errors`.
+pub fn parse(
+    cx: &Ctx<'_>,
+    s: &Spanned<UpstreamSchema>,
+    errors: &mut Vec<RuleError>,
+) -> Option<UpstreamConfig> {
+    let u = s.get_ref();
+    let mut keep = |r: Result<u64, RuleError>, default: u64| match r {
+        Ok(v) => v,
+        Err(e) => {
+            errors.push(e);
+            default
+        }
+    };
+    let interval_ns = keep(duration(cx, u.interval.as_ref(), "1s"), 0);
+    let min_pps = keep(
+        int(cx, u.min_pps.as_ref(), "min_pps", 0, 1 << 40, 10_000),
+        0,
+    );
+    let min_bps = keep(bitrate(cx, u.min_bps.as_ref(), "100Mbit"), 0);
+    let sustain_ns = keep(duration(cx, u.sustain.as_ref(), "10s"), 0);
+    let hold_ns = keep(duration(cx, u.hold.as_ref(), "10m"), 0);
+    let max_routes = keep(
+        int(cx, u.max_routes.as_ref(), "max_routes", 1, 10_000, 100),
+        0,
+    );
+    let max_changes = keep(
+        int(
+            cx,
+            u.max_changes_per_minute.as_ref(),
+            "max_changes_per_minute",
+            1,
+            100_000,
+            60,
+        ),
+        0,
+    );
+    if min_pps == 0 && min_bps == 0 {
+        errors.push(cx.err(
+            s.span(),
+            "min_pps and min_bps are both 0: every rule with traffic would be announced; set one",
+        ));
+    }
+    if interval_ns == 0 {
+        errors.push(cx.err(
+            u.interval.as_ref().map_or(s.span(), Spanned::span),
+            "interval must be longer than 0",
+        ));
+    }
+    let speaker = speaker(cx, u, errors);
+    let blackhole = u.blackhole.as_ref().and_then(|b| blackhole(cx, b, errors));
+    Some(UpstreamConfig {
+        speaker: speaker?,
+        peers: u.peers.iter().map(|p| p.get_ref().clone()).collect(),
+        dry_run: u.dry_run.unwrap_or(false),
+        interval_ns,
+        flowspec: Thresholds {
+            min_pps,
+            min_bps,
+            sustain_ns,
+            hold_ns,
+        },
+        max_routes: max_routes as usize,
+        max_changes_per_minute: max_changes as usize,
+        blackhole: blackhole.flatten(),
+    })
+}
+
+fn speaker(cx: &Ctx<'_>, u: &UpstreamSchema, errors: &mut Vec<RuleError>) -> Option<SpeakerConfig> {
+    let misplaced = |key: &Option<Spanned<String>>, name: &str, speaker: &str| {
+        key.as_ref().map(|k| {
+            cx.err(
+                k.span(),
+                format!("{name} is not used by speaker {speaker:?}"),
+            )
+        })
+    };
+    let (config, stray) = match u.speaker.get_ref().as_str() {
+        "gobgp" => {
+            let api = u.api.as_ref();
+            let text = api.map_or(DEFAULT_API, |a| a.get_ref().as_str());
+            let span = api.map_or(u.speaker.span(), Spanned::span);
+            let config = host_port(text).map(|(host, port)| SpeakerConfig::Gobgp {
+                command: u
+                    .command
+                    .as_ref()
+                    .map_or("gobgp".into(), |c| c.get_ref().clone()),
+                host,
+                port,
+            });
+            let config = config.ok_or_else(|| {
+                cx.err(
+                    span,
+                    format!("api {text:?} is not HOST:PORT of gobgpd's API (e.g. {DEFAULT_API:?})"),
+                )
+            });
+            (config, misplaced(&u.pipe, "pipe", "gobgp"))
+        }
+        "exabgp" => {
+            let config = u
+                .pipe
+                .as_ref()
+                .map(|p| SpeakerConfig::Exabgp {
+                    pipe: p.get_ref().clone(),
+                })
+                .ok_or_else(|| {
+                    cx.err(
+                        u.speaker.span(),
+                        "speaker \"exabgp\" needs pipe = \"/run/filterctl/exabgp.fifo\" (the FIFO its process reads, see deploy/bgp/)",
+                    )
+                });
+            let stray =
+                misplaced(&u.api, "api", "exabgp").or(misplaced(&u.command, "command", "exabgp"));
+            (config, stray)
+        }
+        other => (
+            Err(cx.unknown(u.speaker.span(), "speaker", other, &["gobgp", "exabgp"])),
+            None,
+        ),
+    };
+    errors.extend(stray);
+    config.map_err(|e| errors.push(e)).ok()
+}
+
+/// Some(None): written but disabled.
+fn blackhole(
+    cx: &Ctx<'_>,
+    b: &Spanned<BlackholeSchema>,
+    errors: &mut Vec<RuleError>,
+) -> Option<Option<BlackholeConfig>> {
+    let s = b.get_ref();
+    let link = parse_bitrate(s.link_capacity.get_ref())
+        .map_err(|e| cx.err(s.link_capacity.span(), e.to_string()));
+    let share = int(cx, s.share.as_ref(), "share", 1, 100, 80);
+    let sustain = duration(cx, s.sustain.as_ref(), "30s");
+    let hold = duration(cx, s.hold.as_ref(), "30m");
+    let mut ok = |r: Result<u64, RuleError>| r.map_err(|e| errors.push(e)).ok();
+    let (link, share, sustain, hold) = (ok(link), ok(share), ok(sustain), ok(hold));
+    let config = BlackholeConfig {
+        link_bps: link?,
+        share_percent: share? as u8,
+        sustain_ns: sustain?,
+        hold_ns: hold?,
+    };
+    Some((s.enabled != Some(false)).then_some(config))
+}
+
+fn host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then_some(())?;
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+fn span_of<T>(v: Option<&Spanned<T>>) -> Range<usize> {
+    v.map_or(0..0, Spanned::span)
+}
+
+fn duration(cx: &Ctx<'_>, v: Option<&Spanned<String>>, default: &str) -> Result<u64, RuleError> {
+    let text = v.map_or(default, |d| d.get_ref().as_str());
+    parse_duration(text).map_err(|e| cx.err(span_of(v), e.to_string()))
+}
+
+fn bitrate(cx: &Ctx<'_>, v: Option<&Spanned<String>>, default: &str) -> Result<u64, RuleError> {
+    let text = v.map_or(default, |d| d.get_ref().as_str());
+    if text == "0" {
+        return Ok(0);
+    }
+    parse_bitrate(text).map_err(|e| cx.err(span_of(v), e.to_string()))
+}
+
+fn int(
+    cx: &Ctx<'_>,
+    v: Option<&Spanned<i64>>,
+    what: &str,
+    lo: i64,
+    hi: i64,
+    default: i64,
+) -> Result<u64, RuleError> {
+    let n = v.map_or(default, |n| *n.get_ref());
+    if !(lo..=hi).contains(&n) {
+        return Err(cx.err(
+            span_of(v),
+            format!("{what} {n} out of range: allowed is {lo} to {hi}"),
+        ));
+    }
+    Ok(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::parse;
+
+    const RULE: &str =
+        "[[rule]]\nname = \"x\"\nprotocol = \"udp\"\nsrc_port = 1900\naction = \"drop\"\n";
+
+    fn upstream(section: &str) -> super::UpstreamConfig {
+        let text = format!("{RULE}[upstream]\n{section}");
+        let set = parse("t.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+        set.upstream.expect("an [upstream] section")
+    }
+
+    #[test]
+    fn defaults_are_conservative_and_blackhole_is_off() {
+        let u = upstream("speaker = \"gobgp\"\n");
+        assert_eq!(
+            u.speaker,
+            super::SpeakerConfig::Gobgp {
+                command: "gobgp".into(),
+                host: "127.0.0.1".into(),
+                port: 50051
+            }
+        );
+        assert!(!u.dry_run);
+        assert_eq!(u.flowspec.min_pps, 10_000);
+        assert_eq!(u.flowspec.hold_ns, 600_000_000_000);
+        assert_eq!(u.max_routes, 100);
+        assert_eq!(u.blackhole, None);
+        assert!(parse("t.toml", RULE).unwrap().upstream.is_none());
+    }
+
+    #[test]
+    fn blackhole_section_turns_it_on_unless_disabled() {
+        let u = upstream(
+            "speaker = \"exabgp\"\npipe = \"/run/x.fifo\"\n[upstream.blackhole]\nlink_capacity = \"10Gbit\"\nshare = 50\n",
+        );
+        let b = u.blackhole.expect("blackhole on");
+        assert_eq!(b.threshold_bps(), 5_000_000_000);
+        let u = upstream(
+            "speaker = \"gobgp\"\n[upstream.blackhole]\nenabled = false\nlink_capacity = \"1Gbit\"\n",
+        );
+        assert_eq!(u.blackhole, None);
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let cases: &[(&str, usize, usize, &str)] = &[
+            ("speaker = \"bird\"\n", 7, 11, "unknown speaker \"bird\""),
+            ("speaker = \"exabgp\"\n", 7, 11, "needs pipe"),
+            (
+                "speaker = \"gobgp\"\napi = \"nowhere\"\n",
+                8,
+                7,
+                "HOST:PORT",
+            ),
+            (
+                "speaker = \"gobgp\"\npipe = \"/x\"\n",
+                8,
+                8,
+                "not used by speaker",
+            ),
+            (
+                "speaker = \"gobgp\"\nmax_routes = 0\n",
+                8,
+                14,
+                "out of range",
+            ),
+            ("speaker = \"gobgp\"\nhold = \"forever\"\n", 8, 8, ""),
+            ("speaker = \"gobgp\"\ncolour = 1\n", 8, 1, "unknown field"),
+            (
+                "speaker = \"gobgp\"\n[upstream.blackhole]\nlink_capacity = \"fast\"\n",
+                9,
+                17,
+                "bit rate",
+            ),
+            (
+                "speaker = \"gobgp\"\n[upstream.blackhole]\nlink_capacity = \"1Gbit\"\nshare = 0\n",
+                10,
+                9,
+                "out of range",
+            ),
+        ];
+        for (section, line, column, needle) in cases {
+            let text = format!("{RULE}[upstream]\n{section}");
+            let e = parse("t.toml", &text).expect_err(section);
+            assert_eq!((e.line, e.column), (*line, *column), "{section}: {e}");
+            assert!(e.message.contains(needle), "{section}: {e}");
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Upstream mitigation end to end, with real components: the filter on the
+//! victim, `filterctl serve` driving GoBGP (gobgpd in the victim's
+//! namespace), and BIRD 2 as the router in a third namespace peering with
+//! it. A reflection flood through the filter must put the expected FlowSpec
+//! routes in BIRD's flow4/flow6 tables with their action, withdrawn after
+//! the hold time once the flood stops; a blackhole route with community
+//! 65535:666 only past its threshold; no more routes than max_routes for a
+//! flood from many banned sources; nothing in dry-run mode; a dead speaker
+//! reported while the filter keeps dropping. Needs root.
+
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use common::cli::{TempDir, command, ok, run};
+use filter_testkit::{
+    bgp::{Bird, Daemon, gobgpd},
+    frames::{ntp_monlist_reply, ssdp_reply},
+    net::{Router, TestNet, VICTIM_V4},
+};
+use serde_json::Value;
+
+/// Polls `cond` every 100 ms for at most `secs`; how long it took.
+fn poll(what: &str, secs: u64, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            panic!("no {what} after {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Drop for Lab {
+    /// Serve removes its state file when it stops; a test that failed
+    /// killed it first.
+    fn drop(&mut self) {
+        let root = filterctl::state::PinRoot::new(&self.net.pin_root);
+        let _ = std::fs::remove_dir_all(filterctl::upstream::state::state_dir(&root));
+    }
+}
+
+/// A port nobody listens on in the victim's namespace.
+fn free_port(net: &TestNet) -> u16 {
+    TestNet::in_ns(&net.victim_ns, || {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        l.local_addr().expect("local address").port()
+    })
+    .expect("enter the victim namespace")
+}
+
+/// Drop rules for SSDP and NTP monlist replies, and `[upstream]` with
+/// `settings` on top of short test thresholds.
+fn rules(api_port: u16, settings: &str) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "ssdp-reflection"
+protocol = "udp"
+src_port = 1900
+action = "drop"
+
+[[rule]]
+name = "ntp-monlist"
+protocol = "udp"
+src_port = 123
+payload_len = "100-65535"
+action = "drop"
+
+[upstream]
+speaker = "gobgp"
+api = "127.0.0.1:{api_port}"
+peers = ["192.0.2.254 AS 64512 (BIRD, the router namespace)"]
+interval = "250ms"
+min_pps = 200
+min_bps = "0"
+sustain = "1s"
+hold = "3s"
+{settings}
+"#
+    )
+}
+
+/// Victim with the filter, GoBGP beside it, BIRD in the router namespace,
+/// the BGP session up.
+struct Lab {
+    bird: Bird,
+    _gobgp: Daemon,
+    api_port: u16,
+    _router: Router,
+    files: TempDir,
+    net: TestNet,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        common::require_bpf();
+        let net = TestNet::new(tag).expect("test hosts");
+        let router = net.add_router().expect("router host");
+        let files = TempDir::new(&format!("upstream-{tag}"));
+        let api_port = free_port(&net);
+        let gobgp = gobgpd(&net, files.path(), api_port).expect("start gobgpd");
+        let mut bird = Bird::start(&router.ns, files.path()).expect("start bird");
+        poll("BGP session between GoBGP and BIRD", 60, || {
+            bird.daemon.assert_running();
+            bird.established()
+        });
+        let first = files.write("load.toml", &rules(api_port, ""));
+        ok(run(
+            &net,
+            &["load", "--iface", &net.victim_if, "--rules", &first],
+        ));
+        Lab {
+            bird,
+            _gobgp: gobgp,
+            api_port,
+            _router: router,
+            files,
+            net,
+        }
+    }
+
+    /// `filterctl serve` following `name` (written with `settings`).
+    fn serve(&self, name: &str, settings: &str) -> Serve {
+        self.serve_api(name, self.api_port, settings)
+    }
+
+    /// The same, with GoBGP's API at `api_port`.
+    fn serve_api(&self, name: &str, api_port: u16, settings: &str) -> Serve {
+        let path = self.files.write(name, &rules(api_port, settings));
+        let port = free_port(&self.net);
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = command(
+            &self.net,
+            &[
+                "serve",
+                "--listen",
+                &listen,
+                "--iface",
+                &self.net.victim_if,
+                "--rules",
+                &path,
+            ],
+        );
+        cmd.env("RUST_LOG", "info");
+        let daemon = Daemon::spawn(
+            "filterctl serve",
+            cmd,
+            self.files.path().join(format!("{name}.log")),
+        )
+        .expect("start filterctl serve");
+        Serve { daemon, port }
+    }
+
+    /// Stops serve with SIGTERM, which withdraws what it announced.
+    fn stop(&self, mut serve: Serve) {
+        let d = &mut serve.daemon;
+        // SAFETY: a signal to our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGTERM) }, 0);
+        let st = d.wait();
+        assert!(st.success(), "serve exited with {st}:\n{}", d.log());
+    }
+
+    /// `filterctl upstream --json` for the victim: its one state, if any.
+    fn upstream(&self) -> Option<Value> {
+        let out = ok(run(
+            &self.net,
+            &["upstream", "--iface", &self.net.victim_if, "--json"],
+        ));
+        let v: Value = serde_json::from_str(&out).expect("upstream --json is JSON");
+        v.as_array().expect("an array").first().cloned()
+    }
+
+    /// FlowSpec routes (their NLRI line) with their attributes, of a BIRD
+    /// table.
+    fn flows(&self, table: &str) -> Vec<(String, String)> {
+        let text = self.bird.table(table);
+        let mut out: Vec<(String, String)> = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("flow") {
+                let nlri = line.split("  [").next().unwrap_or(line).trim().to_string();
+                out.push((nlri, String::new()));
+            } else if let Some((_, attrs)) = out.last_mut() {
+                attrs.push_str(line.trim());
+                attrs.push('\n');
+            }
+        }
+        out
+    }
+
+    fn gobgp_rib(&self, family: &str) -> String {
+        let out = TestNet::command_in(&self.net.victim_ns, "gobgp")
+            .args(["-u", "127.0.0.1", "-p", &self.api_port.to_string()])
+            .args(["global", "rib", "-a", family])
+            .output()
+            .expect("run gobgp");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `filterctl stats --json` packets of a rule.
+    fn rule_packets(&self, rule: &str) -> u64 {
+        let out = ok(run(
+            &self.net,
+            &["stats", "--iface", &self.net.victim_if, "--json"],
+        ));
+        let v: Value = serde_json::from_str(&out).expect("stats --json is JSON");
+        v["interfaces"][0]["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .find(|r| r["name"] == rule)
+            .and_then(|r| r["packets"].as_u64())
+            .unwrap_or_else(|| panic!("no rule {rule} in stats"))
+    }
+
+    /// One GET of serve's /metrics, from the victim's namespace.
+    fn metrics(&self, serve: &Serve) -> String {
+        let port = serve.port;
+        TestNet::in_ns(&self.net.victim_ns, move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to serve");
+            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+                .expect("send a request");
+            let mut body = String::new();
+            s.read_to_string(&mut body).expect("read the reply");
+            body
+        })
+        .expect("enter the victim namespace")
+    }
+}
+
+/// filterctl serve and the port of its /metrics.
+struct Serve {
+    daemon: Daemon,
+    port: u16,
+}
+
+impl Serve {
+    fn log(&self) -> String {
+        self.daemon.log()
+    }
+}
+
+/// Reflected replies from `sources` to the victim until dropped: SSDP
+/// from port 1900 and NTP monlist from 123, `burst` of each per source
+/// every 20 ms or so.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flood {
+    fn start(net: &TestNet, sources: Vec<Ipv4Addr>, burst: usize) -> Flood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ns = net.attacker_ns.clone();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            TestNet::in_ns(&ns, || {
+                let to = SocketAddr::new(IpAddr::V4(VICTIM_V4), 5000);
+                let (ssdp, ntp) = (ssdp_reply(), ntp_monlist_reply());
+                // Bound once: the flood never waits on a port's release.
+                let socket = |src, port| {
+                    let from = SocketAddr::new(IpAddr::V4(src), port);
+                    UdpSocket::bind(from).unwrap_or_else(|e| panic!("cannot bind {from}: {e}"))
+                };
+                let sockets: Vec<(UdpSocket, &[u8])> = sources
+                    .iter()
+                    .flat_map(|&src| [(socket(src, 1900), &ssdp[..]), (socket(src, 123), &ntp[..])])
+                    .collect();
+                while !flag.load(Ordering::Relaxed) {
+                    for (sock, payload) in &sockets {
+                        for _ in 0..burst {
+                            // A full veth ring refuses some: a flood either way.
+                            let _ = sock.send_to(payload, to);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+            .expect("enter the attacker namespace");
+        });
+        Flood {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sending; returns when the last packet is out.
+    fn stop(mut self) -> Instant {
+        self.halt();
+        Instant::now()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+            && !std::thread::panicking()
+        {
+            // A second panic while unwinding would abort before the
+            // namespaces and daemons are cleaned up.
+            panic!("the flood thread failed");
+        }
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+const SSDP4: &str = "flow4 { dst 192.0.2.1/32; proto 17; sport 1900; }";
+/// payload_len 100-65535 as IPv4 total length: + 8 (UDP) + 20 (IPv4).
+const NTP4: &str = "flow4 { dst 192.0.2.1/32; proto 17; sport 123; length 128..65535; }";
+const SSDP6: &str = "flow6 { dst 2001:db8::1/128; next header 17; sport 1900; }";
+/// As IPv6 payload length: + 8 (UDP).
+const NTP6: &str = "flow6 { dst 2001:db8::1/128; next header 17; sport 123; length 108..65535; }";
+/// traffic-rate 0: discard.
+const DISCARD: &str = "BGP.ext_community: (generic, 0x80060000, 0x0)";
+const BLACKHOLE: &str = "BGP.community: (65535,666)";
+
+fn nlris(flows: &[(String, String)]) -> Vec<&str> {
+    let mut v: Vec<&str> = flows.iter().map(|(n, _)| n.as_str()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_flood_becomes_flowspec_routes_then_a_blackhole_past_its_threshold() {
+    let lab = Lab::new("upf");
+    flowspec_announced_and_withdrawn_after_the_hold_time(&lab);
+    blackhole_past_its_threshold(&lab);
+    assert!(lab.upstream().is_none(), "serve left its state file");
+}
+
+/// The blackhole's threshold far above the flood: FlowSpec only.
+fn flowspec_announced_and_withdrawn_after_the_hold_time(lab: &Lab) {
+    let serve = lab.serve(
+        "flowspec.toml",
+        "[upstream.blackhole]\nlink_capacity = \"100Gbit\"\nshare = 50\nsustain = \"1s\"\nhold = \"3s\"\n",
+    );
+    let flood = Flood::start(&lab.net, vec![Ipv4Addr::new(198, 51, 100, 10)], 30);
+    poll("FlowSpec routes in BIRD", 60, || {
+        lab.flows("flowtab4").len() == 2 && lab.flows("flowtab6").len() == 2
+    });
+    let (v4, v6) = (lab.flows("flowtab4"), lab.flows("flowtab6"));
+    let mut want4 = vec![NTP4, SSDP4];
+    want4.sort();
+    let mut want6 = vec![NTP6, SSDP6];
+    want6.sort();
+    assert_eq!(nlris(&v4), want4);
+    assert_eq!(nlris(&v6), want6);
+    for (nlri, attrs) in v4.iter().chain(&v6) {
+        assert!(attrs.contains(DISCARD), "{nlri} is not discard:\n{attrs}");
+    }
+    assert!(
+        !lab.bird.table("master4").contains(BLACKHOLE),
+        "blackhole below its threshold:\n{}",
+        lab.bird.table("master4")
+    );
+    // What is announced and why, in the state file, status and metrics.
+    let state = lab.upstream().expect("serve's upstream state");
+    let routes = state["routes"].as_array().expect("routes");
+    assert_eq!(routes.len(), 4, "{state:#}");
+    assert!(routes.iter().all(|r| r["announced"] == true), "{state:#}");
+    assert!(
+        routes.iter().any(|r| r["why"]
+            .as_str()
+            .unwrap()
+            .contains("rule ssdp-reflection (discard)")),
+        "{state:#}"
+    );
+    let status = ok(run(&lab.net, &["status"]));
+    assert!(
+        status.contains("upstream: 4 flowspec, 0 blackhole announced via gobgp"),
+        "{status}"
+    );
+    let metrics = lab.metrics(&serve);
+    let series = format!(
+        "filterctl_upstream_routes{{interface=\"{}\",kind=\"flowspec\"}} 4",
+        lab.net.victim_if
+    );
+    assert!(metrics.contains(&series), "no {series} in:\n{metrics}");
+
+    // The flood stops: withdrawn, and not before the hold time (3 s,
+    // less one 250 ms step for the last rate measured).
+    let stopped = flood.stop();
+    poll("FlowSpec withdrawal", 60, || {
+        lab.flows("flowtab4").is_empty() && lab.flows("flowtab6").is_empty()
+    });
+    let after = stopped.elapsed();
+    assert!(
+        after >= Duration::from_millis(2750),
+        "withdrawn after {after:?}, hold is 3 s"
+    );
+    lab.stop(serve);
+}
+
+/// A threshold the flood passes (10% of 1 Mbit/s).
+fn blackhole_past_its_threshold(lab: &Lab) {
+    let serve = lab.serve(
+        "blackhole.toml",
+        "[upstream.blackhole]\nlink_capacity = \"1Mbit\"\nshare = 10\nsustain = \"1s\"\nhold = \"3s\"\n",
+    );
+    let flood = Flood::start(&lab.net, vec![Ipv4Addr::new(198, 51, 100, 10)], 30);
+    poll("a blackhole route in BIRD", 60, || {
+        lab.bird.table("master4").contains(BLACKHOLE)
+    });
+    let master = lab.bird.table("master4");
+    assert!(master.contains("192.0.2.1/32"), "{master}");
+    let log = serve.log();
+    assert!(
+        log.contains("BLACKHOLE: announce blackhole 192.0.2.1/32"),
+        "{log}"
+    );
+    let metrics = lab.metrics(&serve);
+    let series = format!(
+        "filterctl_upstream_blackhole_active{{interface=\"{}\"}} 1",
+        lab.net.victim_if
+    );
+    assert!(metrics.contains(&series), "no {series} in:\n{metrics}");
+    flood.stop();
+    poll("blackhole withdrawal", 60, || {
+        !lab.bird.table("master4").contains(BLACKHOLE)
+    });
+    lab.stop(serve);
+}
+
+fn banned_sources() -> Vec<Ipv4Addr> {
+    (100..140).map(|i| Ipv4Addr::new(198, 51, 100, i)).collect()
+}
+
+#[test]
+fn a_flood_from_many_banned_sources_stays_under_max_routes() {
+    let lab = Lab::new("upc");
+    let sources = banned_sources();
+    for s in &sources {
+        ok(run(
+            &lab.net,
+            &[
+                "ban",
+                &s.to_string(),
+                "--for",
+                "10m",
+                "--iface",
+                &lab.net.victim_if,
+            ],
+        ));
+    }
+    let serve = lab.serve("caps.toml", "max_routes = 3\n");
+    let flood = Flood::start(&lab.net, sources, 3);
+    poll("capped routes", 60, || {
+        lab.upstream()
+            .is_some_and(|s| s["over_cap"].as_u64() > Some(0))
+            && lab.flows("flowtab4").len() == 3
+    });
+    // Stays capped while the flood goes on.
+    std::thread::sleep(Duration::from_secs(2));
+    let v4 = lab.flows("flowtab4");
+    assert_eq!(v4.len(), 3, "{v4:#?}");
+    assert!(lab.flows("flowtab6").is_empty(), "bans are IPv4 only");
+    for (nlri, _) in &v4 {
+        assert!(
+            nlri.contains("src 198.51.100."),
+            "not a banned source: {nlri}"
+        );
+    }
+    let log = serve.log();
+    assert!(
+        log.contains("more routes qualify than max_routes = 3"),
+        "{log}"
+    );
+    flood.stop();
+
+    // Killed without a chance to withdraw: the routes stay announced, and
+    // the next serve takes them over from the state file and withdraws them.
+    drop(serve);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(lab.flows("flowtab4").len(), 3, "nobody withdrew them");
+    let serve = lab.serve("caps.toml", "max_routes = 3\n");
+    poll("leftover routes withdrawn", 30, || {
+        lab.flows("flowtab4").is_empty()
+    });
+    let log = serve.log();
+    assert!(log.contains("3 routes left announced by a serve"), "{log}");
+    // Flooded again, then stopped with SIGTERM: withdrawn on the way out.
+    let flood = Flood::start(&lab.net, banned_sources(), 3);
+    poll("capped routes again", 60, || {
+        lab.flows("flowtab4").len() == 3
+    });
+    flood.stop();
+    lab.stop(serve);
+    poll("withdrawal on SIGTERM", 30, || {
+        lab.flows("flowtab4").is_empty()
+    });
+}
+
+#[test]
+fn dry_run_announces_nothing_and_a_dead_speaker_leaves_the_filter_dropping() {
+    let lab = Lab::new("upd");
+    let serve = lab.serve("dry.toml", "dry_run = true\n");
+    let flood = Flood::start(&lab.net, vec![Ipv4Addr::new(198, 51, 100, 10)], 30);
+    poll("dry-run selection", 60, || {
+        lab.upstream()
+            .is_some_and(|s| s["routes"].as_array().is_some_and(|r| r.len() == 4))
+    });
+    let state = lab.upstream().expect("state");
+    assert_eq!(state["dry_run"], true);
+    assert!(
+        state["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["announced"] == false),
+        "{state:#}"
+    );
+    let log = serve.log();
+    assert!(
+        log.contains("dry run: would announce flowspec destination 192.0.2.1/32"),
+        "{log}"
+    );
+    assert!(lab.flows("flowtab4").is_empty() && lab.flows("flowtab6").is_empty());
+    assert!(
+        lab.gobgp_rib("ipv4-flowspec")
+            .contains("Network not in table")
+    );
+    lab.stop(serve);
+
+    // A speaker that is not there: errors logged and counted, drops go on.
+    let mut serve = lab.serve_api("dead.toml", 1, "");
+    poll("speaker errors", 60, || {
+        lab.upstream()
+            .is_some_and(|s| s["speaker_errors"].as_u64() > Some(0))
+    });
+    let before = lab.rule_packets("ssdp-reflection");
+    poll("drops going on", 30, || {
+        lab.rule_packets("ssdp-reflection") > before + 100
+    });
+    serve.daemon.assert_running();
+    let log = serve.log();
+    assert!(
+        log.contains("the BGP speaker failed (the XDP filter is unaffected"),
+        "{log}"
+    );
+    let metrics = lab.metrics(&serve);
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("filterctl_upstream_speaker_errors_total{") && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    assert!(lab.flows("flowtab4").is_empty());
+    flood.stop();
+    lab.stop(serve);
+}
