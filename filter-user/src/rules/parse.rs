@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 use toml::Spanned;
 
 use super::{
-    FragmentPolicy, Mode, RuleSet, RuleSpec,
+    FragmentPolicy, Mode, RuleSet, RuleSpec, adaptive,
     compile::{compile_chains, gcra_bytes, gcra_packets},
     error::{Ctx, RuleError, line_col},
     files,
@@ -81,6 +81,10 @@ impl Parser<'_> {
         let (ban_after_ns, ban_for_ns) = self.ban(&schema, &limits);
         self.something_to_enforce(&schema, &allow, &deny, &limits);
         let (rules, loaded) = self.rules(&schema, &limits, default_limit);
+        let adaptive = schema.adaptive.as_ref().and_then(|a| {
+            let r = adaptive::parse(&self.cx, a, &limits);
+            self.keep(r)
+        });
         let (mode, fragments, fragment_memory_ns) = settings?;
         let set = RuleSet {
             mode,
@@ -96,6 +100,8 @@ impl Parser<'_> {
             ban_after_ns,
             ban_for_ns,
             rules,
+            adaptive,
+            blocks: Vec::new(),
             digest: hasher.finalize().into(),
         };
         // Chain limits depend on the whole set: report them at the rule
@@ -415,6 +421,15 @@ fn rule_spec(
             format!(
                 "bad rule name {name:?}: use 1 to {} characters from a-z, A-Z, 0-9, '-' and '_'",
                 RULE_NAME_LEN - 1
+            ),
+        ));
+    }
+    if name.starts_with(adaptive::ADAPTIVE_PREFIX) {
+        return Err(cx.err(
+            r.name.span(),
+            format!(
+                "rule name {name:?}: names starting with {:?} are reserved for the blocks of [adaptive]",
+                adaptive::ADAPTIVE_PREFIX
             ),
         ));
     }
