@@ -369,8 +369,12 @@ pub struct Meta {
     pub git_commit: [u8; 40],
     /// Rule file path, NUL-padded, truncated if longer.
     pub source: [u8; META_SOURCE_LEN],
+    /// Adaptive blocks `serve` added to the file's rules (not counted in
+    /// `rule_count`).
+    pub adaptive_blocks: u32,
+    pub _pad_adaptive: u32,
 }
-const _: () = assert!(size_of::<Meta>() == 352);
+const _: () = assert!(size_of::<Meta>() == 360);
 
 impl Default for Meta {
     fn default() -> Self {
@@ -383,6 +387,8 @@ impl Default for Meta {
             git_state: 0,
             git_commit: [0; 40],
             source: [0; META_SOURCE_LEN],
+            adaptive_blocks: 0,
+            _pad_adaptive: 0,
         }
     }
 }

@@ -48,6 +48,17 @@ fn render(all: &[Status]) -> String {
             s.rules_digest,
             s.fragments
         );
+        for b in &s.adaptive_blocks {
+            let _ = writeln!(
+                o,
+                "  adaptive block: UDP source port {} since {} (unix), started at {} packets/s, {}% of UDP (rule {}, not in the file)",
+                b.port,
+                b.since_unix,
+                b.trigger_pps,
+                b.trigger_share_percent,
+                b.rule_name()
+            );
+        }
         if !s.stale_generations.is_empty() {
             let _ = writeln!(
                 o,

@@ -69,14 +69,14 @@ pub struct Adaptive {
 }
 
 /// A block that runs: a UDP source port, since when, and what started it.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdaptiveBlock {
     pub port: u16,
     pub since_unix: u64,
     /// Packets/s from the port when the block started.
     pub trigger_pps: u64,
-    /// Its share of the interface's UDP packets then (0 to 1).
-    pub trigger_share: f64,
+    /// Its share of the interface's UDP packets then, in percent.
+    pub trigger_share_percent: u32,
 }
 
 impl AdaptiveBlock {
@@ -327,7 +327,7 @@ action = "drop"
             port,
             since_unix: 1_800_000_000,
             trigger_pps: 90_000,
-            trigger_share: 0.9,
+            trigger_share_percent: 90,
         }
     }
 
