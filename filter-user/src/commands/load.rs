@@ -53,7 +53,7 @@ pub fn load(
 }
 
 pub fn reload(root: &PinRoot, iface: &str, rules: &Path, force: bool) -> anyhow::Result<()> {
-    let (set, applied) = apply_rules(root, iface, rules, guard_of(force), None)?;
+    let (set, applied) = apply_rules(root, iface, rules, guard_of(force), None, &[])?;
     if let Applied::Reloaded { generation } = applied {
         println!(
             "reloaded {iface}: generation {generation}, {} rules from {}, digest {}",

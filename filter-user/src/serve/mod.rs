@@ -9,9 +9,13 @@
 //!   runs, and every watched file is reloaded on SIGHUP; reloads go through
 //!   the same atomic `loader::reload` and lockout guard as `filterctl
 //!   reload`, so a broken file is logged (FILE:LINE:COLUMN) and not loaded;
+//! - runs surge detection for each watched file with `[adaptive]` (see
+//!   `adaptive.rs`): temporary blocks of a flooding UDP source port, added
+//!   to the file's rules through the same atomic reload;
 //! - stops on SIGTERM or SIGINT, finishing a reload in progress, and leaves
 //!   the filter attached with all its pins.
 
+pub mod adaptive;
 pub mod metrics;
 pub mod watch;
 
@@ -33,8 +37,9 @@ use prometheus_client::{
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use self::{
+    adaptive::{AdaptiveMetrics, watch_surges},
     metrics::FilterCollector,
-    watch::{ReloadLabels, Watch, watch_rules},
+    watch::{FileSets, ReloadLabels, Watch, watch_rules},
 };
 use crate::{filter::stats, state::PinRoot, sys};
 
@@ -124,6 +129,7 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
         "Reloads of watched rule files by this daemon, by interface and result (ok, invalid, failed)",
         reloads.clone(),
     );
+    let adaptive_metrics = AdaptiveMetrics::register(&mut registry);
     registry.register_collector(Box::new(FilterCollector {
         root: root.clone(),
         scrape_errors: scrape_errors.clone(),
@@ -152,7 +158,14 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
     for w in &watches {
         info!("watching {} for {}", w.rules.display(), w.iface);
     }
-    let watcher = tokio::spawn(watch_rules(root, watches, hup, reloads));
+    let files = FileSets::default();
+    let surges = tokio::spawn(watch_surges(
+        root.clone(),
+        watches.clone(),
+        files.clone(),
+        adaptive_metrics,
+    ));
+    let watcher = tokio::spawn(watch_rules(root, watches, hup, reloads, files));
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router)
@@ -175,5 +188,6 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
     // A reload in progress runs on a blocking thread and finishes before
     // the process exits (the runtime waits for it): it is atomic either way.
     watcher.abort();
+    surges.abort();
     result
 }

@@ -5,8 +5,10 @@
 //! Reloads go through the same `apply_rules` as `filterctl reload`.
 
 use std::{
+    collections::HashMap,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -24,8 +26,22 @@ use crate::{
         apply::{Applied, Guard, apply_rules},
         status,
     },
+    rules::RuleSet,
     state::PinRoot,
 };
+
+/// The rule set each watched interface's file gave at its last good read,
+/// for the surge detector to add its blocks to. Held for the whole of every
+/// reload `serve` makes, so that two never run at once.
+#[derive(Clone, Default)]
+pub struct FileSets(Arc<Mutex<HashMap<String, RuleSet>>>);
+
+impl FileSets {
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<String, RuleSet>> {
+        // A panic in another reload leaves the map as it was: usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// How often the watched rule files are checked.
 const POLL: Duration = Duration::from_secs(1);
@@ -173,13 +189,27 @@ enum Outcome {
     Failed,
 }
 
-/// Reloads `w` with its file unless the file's digest is `running` (or
-/// always, when `force`); logs what it did. Blocking: run it off the
-/// runtime.
-fn apply(root: &PinRoot, w: &Watch, running: Option<&str>, force: bool) -> Outcome {
+/// Reloads `w` with its file, keeping the adaptive blocks that run, unless
+/// the file's digest is `running` (or always, when `force`); logs what it
+/// did. Blocking: run it off the runtime.
+fn apply(
+    root: &PinRoot,
+    w: &Watch,
+    running: Option<&str>,
+    force: bool,
+    files: &FileSets,
+) -> Outcome {
     let (iface, file) = (w.iface.as_str(), w.rules.display());
     let running = if force { None } else { running };
-    match apply_rules(root, iface, &w.rules, Guard::Check, running) {
+    let mut files = files.lock();
+    let blocks = status::status(root, iface)
+        .map(|s| s.adaptive_blocks)
+        .unwrap_or_default();
+    let result = apply_rules(root, iface, &w.rules, Guard::Check, running, &blocks);
+    if let Ok((set, _)) = &result {
+        files.insert(iface.to_string(), set.clone());
+    }
+    match result {
         Ok((_, Applied::Unchanged)) => {
             debug!("{iface}: {file} changed on disk but its content is what runs: nothing to do");
             Outcome::Unchanged
@@ -218,6 +248,7 @@ pub async fn watch_rules(
     watches: Vec<Watch>,
     mut hup: Signal,
     reloads: Family<ReloadLabels, Counter>,
+    files: FileSets,
 ) {
     let mut watched: Vec<Watched> = watches
         .into_iter()
@@ -266,8 +297,9 @@ pub async fn watch_rules(
                 info!("{}: {} changed", w.watch.iface, w.watch.rules.display());
             }
             let (root, watch, running) = (root.clone(), w.watch.clone(), w.running.clone());
+            let files = files.clone();
             let outcome = tokio::task::spawn_blocking(move || {
-                apply(&root, &watch, running.as_deref(), force)
+                apply(&root, &watch, running.as_deref(), force, &files)
             })
             .await
             .unwrap_or_else(|e| {
