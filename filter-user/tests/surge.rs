@@ -4,8 +4,9 @@
 //! listens. In enforce mode it is blocked within 3 s of its start (no flood
 //! datagram sent 3 s or later after the start reaches the socket: each
 //! carries its send time), other senders to the same socket lose nothing,
-//! status, diff and /metrics show the block, and it is lifted once the
-//! flood has stopped for the hold time. In monitor mode the surge is
+//! status, diff and /metrics show the block, a reload of the changed rule
+//! file keeps it, and it is lifted once the flood has stopped for the hold
+//! time. In monitor mode the surge is
 //! reported and nothing is blocked. Needs root.
 
 mod common;
@@ -58,14 +59,22 @@ struct Received {
     latest_sent_ns: u64,
 }
 
-/// Counts what reaches the service socket, by source port, until `stop`.
-fn receive(sock: UdpSocket, stop: Arc<AtomicBool>) -> JoinHandle<[Received; 2]> {
-    std::thread::spawn(move || {
+/// The victim's service: a socket that counts what reaches it, by source
+/// port, until the flag is set.
+fn listen(net: &TestNet) -> (Arc<AtomicBool>, JoinHandle<[Received; 2]>) {
+    let sock = TestNet::in_ns(&net.victim_ns, || {
+        UdpSocket::bind(SocketAddr::new(IpAddr::V4(VICTIM_V4), SERVICE))
+    })
+    .unwrap()
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let receiver = std::thread::spawn(move || {
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let mut got: [Received; 2] = Default::default();
         let mut buf = [0u8; 2048];
-        while !stop.load(Ordering::Relaxed) {
+        while !flag.load(Ordering::Relaxed) {
             let Ok((n, from)) = sock.recv_from(&mut buf) else {
                 continue;
             };
@@ -80,11 +89,12 @@ fn receive(sock: UdpSocket, stop: Arc<AtomicBool>) -> JoinHandle<[Received; 2]> 
             got[i].latest_sent_ns = got[i].latest_sent_ns.max(sent);
         }
         got
-    })
+    });
+    (stop, receiver)
 }
 
 /// Sends from `sock` to the service, each datagram stamped with its send
-/// time after `t0`, `per_ms` datagrams a millisecond, for `secs`; returns
+/// time after `t0`, `per_10ms` datagrams every 10 ms, for `secs`; returns
 /// how many it sent.
 fn send(sock: UdpSocket, t0: Instant, per_10ms: u32, secs: f64) -> JoinHandle<u64> {
     std::thread::spawn(move || {
@@ -172,13 +182,7 @@ fn event(expo: &Exposition, net: &TestNet, event: &str) -> f64 {
 fn a_surge_from_one_source_port_is_blocked_then_lifted() {
     let (net, _files, path, mut daemon, port) = setup("sug", "enforce");
     let g0 = status(&net)["generation"].as_u64().unwrap();
-    let service = TestNet::in_ns(&net.victim_ns, || {
-        UdpSocket::bind(SocketAddr::new(IpAddr::V4(VICTIM_V4), SERVICE))
-    })
-    .unwrap()
-    .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let receiver = receive(service, stop.clone());
+    let (stop, receiver) = listen(&net);
     let (flood_sock, benign_sock) = (
         attacker_socket(&net, FLOOD_PORT),
         attacker_socket(&net, BENIGN_PORT),
@@ -226,6 +230,20 @@ fn a_surge_from_one_source_port_is_blocked_then_lifted() {
         diff.contains("no changes") && diff.contains("= adaptive block adaptive-udp-33848"),
         "{diff}"
     );
+
+    // The file changes during the block: the watcher's reload keeps it.
+    let digest = st["rules_digest"].as_str().unwrap().to_string();
+    std::fs::write(
+        &path,
+        format!("{}\n[[rule]]\nname = \"chargen\"\nprotocol = \"udp\"\nsrc_port = 19\naction = \"drop\"\n", rules("enforce")),
+    )
+    .unwrap();
+    wait_until("the watcher to reload the changed file", 10, || {
+        status(&net)["rules_digest"] != digest.as_str()
+    });
+    let after = status(&net);
+    assert_eq!(after["rule_count"], 2, "{after}");
+    assert_eq!(after["adaptive_blocks"], st["adaptive_blocks"], "{after}");
 
     let (flood_sent, benign_sent) = (flood.join().unwrap(), benign.join().unwrap());
     let stopped = Instant::now();
@@ -291,13 +309,7 @@ fn a_surge_from_one_source_port_is_blocked_then_lifted() {
 fn monitor_mode_reports_a_surge_and_blocks_nothing() {
     let (net, _files, _path, mut daemon, port) = setup("sum", "monitor");
     let g0 = status(&net)["generation"].as_u64().unwrap();
-    let service = TestNet::in_ns(&net.victim_ns, || {
-        UdpSocket::bind(SocketAddr::new(IpAddr::V4(VICTIM_V4), SERVICE))
-    })
-    .unwrap()
-    .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let receiver = receive(service, stop.clone());
+    let (stop, receiver) = listen(&net);
     let t0 = Instant::now();
     let flood = send(attacker_socket(&net, FLOOD_PORT), t0, 40, 5.0);
     let reported = block_series(&net, "filterctl_adaptive_blocks", "monitor");

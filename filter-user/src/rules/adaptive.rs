@@ -11,16 +11,17 @@ use super::{
     RuleSet, RuleSpec,
     compile::{compile_chains, gcra_packets},
     error::{Ctx, RuleError},
-    units::parse_duration,
+    parse::{duration, int_in, named_limit},
 };
 
 /// Names of the synthetic rules start with this; rule files may not use it.
 pub const ADAPTIVE_PREFIX: &str = "adaptive-";
 
-/// Defaults of the `[adaptive]` keys. Conservative: one source port must
-/// bring 20,000 packets/s and a third of the interface's UDP.
+/// Defaults of the `[adaptive]` keys (those of `rules/default.toml`).
+/// Conservative: one source port must bring 20,000 packets/s and half of
+/// the interface's UDP.
 pub const DEFAULT_MIN_PPS: u64 = 20_000;
-pub const DEFAULT_MIN_SHARE: f64 = 0.3;
+pub const DEFAULT_MIN_SHARE: f64 = 0.5;
 pub const DEFAULT_HOLD_NS: u64 = 120_000_000_000;
 /// Source ports never blocked unless the file says otherwise: 53 carries the
 /// answers to this host's own lookups (unsolicited ones are the reply
@@ -93,16 +94,7 @@ pub fn parse(
     limits: &[(String, Limit)],
 ) -> Result<Adaptive, RuleError> {
     let min_pps = match &s.min_pps {
-        Some(v) if !(1..=100_000_000).contains(v.get_ref()) => {
-            return Err(cx.err(
-                v.span(),
-                format!(
-                    "min_pps {} out of range: allowed is 1 to 100000000",
-                    v.get_ref()
-                ),
-            ));
-        }
-        Some(v) => *v.get_ref() as u64,
+        Some(v) => int_in(cx, v, "min_pps", 1, 100_000_000)? as u64,
         None => DEFAULT_MIN_PPS,
     };
     let min_share = match &s.min_share {
@@ -110,7 +102,7 @@ pub fn parse(
             return Err(cx.err(
                 v.span(),
                 format!(
-                    "min_share {} out of range: a fraction of the interface's UDP packets, above 0 and at most 1 (0.3 = 30%)",
+                    "min_share {} out of range: a fraction of the interface's UDP packets, above 0 and at most 1 (0.5 = 50%)",
                     v.get_ref()
                 ),
             ));
@@ -119,25 +111,16 @@ pub fn parse(
         None => DEFAULT_MIN_SHARE,
     };
     let hold_ns = match &s.hold {
-        Some(h) => parse_duration(h.get_ref()).map_err(|e| cx.err(h.span(), e.to_string()))?,
+        Some(h) => duration(cx, h)?,
         None => DEFAULT_HOLD_NS,
     };
-    let mut never_block = Vec::new();
-    for p in s.never_block.iter().flatten() {
-        if !(0..=65535).contains(p.get_ref()) {
-            return Err(cx.err(
-                p.span(),
-                format!(
-                    "never_block port {} out of range: allowed is 0 to 65535",
-                    p.get_ref()
-                ),
-            ));
-        }
-        never_block.push(*p.get_ref() as u16);
-    }
-    if s.never_block.is_none() {
-        never_block = DEFAULT_NEVER_BLOCK.to_vec();
-    }
+    let never_block = match &s.never_block {
+        Some(ports) => ports
+            .iter()
+            .map(|p| int_in(cx, p, "never_block port", 0, 65535).map(|n| n as u16))
+            .collect::<Result<_, _>>()?,
+        None => DEFAULT_NEVER_BLOCK.to_vec(),
+    };
     let (action, limit, agg_interval_ns, agg_tolerance_ns) = action(cx, s, limits)?;
     Ok(Adaptive {
         enabled: s.enabled.unwrap_or(true),
@@ -173,36 +156,12 @@ fn action(
             let span = s.action.as_ref().map_or(0..0, |a| a.span());
             let limit = match &s.limit {
                 None => 0,
-                Some(l) => match limits.iter().position(|(n, _)| n == l.get_ref()) {
-                    Some(i) => (i + 1) as u8,
-                    None => {
-                        let known: Vec<&str> = limits.iter().map(|(n, _)| n.as_str()).collect();
-                        return Err(cx.err(
-                            l.span(),
-                            format!(
-                                "no limit named {:?}: defined are {}",
-                                l.get_ref(),
-                                if known.is_empty() {
-                                    "none (add [limits.NAME])".to_string()
-                                } else {
-                                    known.join(", ")
-                                }
-                            ),
-                        ));
-                    }
-                },
+                Some(l) => named_limit(cx, l, limits)?,
             };
             let (agg_interval, agg_tolerance) = match &s.aggregate_pps {
-                Some(a) if !(1..=100_000_000).contains(a.get_ref()) => {
-                    return Err(cx.err(
-                        a.span(),
-                        format!(
-                            "aggregate_pps {} out of range: allowed is 1 to 100000000",
-                            a.get_ref()
-                        ),
-                    ));
+                Some(a) => {
+                    gcra_packets(int_in(cx, a, "aggregate_pps", 1, 100_000_000)? as u64, None)
                 }
-                Some(a) => gcra_packets(*a.get_ref() as u64, None),
                 None => (0, 0),
             };
             if limit == 0 && agg_interval == 0 {
@@ -225,7 +184,7 @@ fn action(
 /// Why a rule set with adaptive blocks could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
-    #[error("the rule set has no [adaptive] section")]
+    #[error("the rule set has no [adaptive] section, or it is not enabled")]
     NotConfigured,
     #[error("cannot add the block on UDP source port {port}: {message}")]
     Chain { port: u16, message: String },
@@ -237,7 +196,11 @@ pub enum BlockError {
 /// before any rule), the file's pass rules for that port still decide first,
 /// and its drop and limit rules after them come after the block.
 pub fn with_blocks(set: &RuleSet, blocks: &[AdaptiveBlock]) -> Result<RuleSet, BlockError> {
-    let a = set.adaptive.as_ref().ok_or(BlockError::NotConfigured)?;
+    let a = set
+        .adaptive
+        .as_ref()
+        .filter(|a| a.enabled)
+        .ok_or(BlockError::NotConfigured)?;
     let mut out = set.clone();
     out.rules.retain(|r| !r.name.starts_with(ADAPTIVE_PREFIX));
     out.blocks = Vec::new();

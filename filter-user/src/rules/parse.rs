@@ -353,7 +353,13 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn int_in(cx: &Ctx<'_>, v: &Spanned<i64>, what: &str, lo: i64, hi: i64) -> Result<i64, RuleError> {
+pub(super) fn int_in(
+    cx: &Ctx<'_>,
+    v: &Spanned<i64>,
+    what: &str,
+    lo: i64,
+    hi: i64,
+) -> Result<i64, RuleError> {
     let n = *v.get_ref();
     if !(lo..=hi).contains(&n) {
         return Err(cx.err(
@@ -364,7 +370,7 @@ fn int_in(cx: &Ctx<'_>, v: &Spanned<i64>, what: &str, lo: i64, hi: i64) -> Resul
     Ok(n)
 }
 
-fn duration(cx: &Ctx<'_>, d: &Spanned<String>) -> Result<u64, RuleError> {
+pub(super) fn duration(cx: &Ctx<'_>, d: &Spanned<String>) -> Result<u64, RuleError> {
     parse_duration(d.get_ref()).map_err(|e| cx.err(d.span(), e.to_string()))
 }
 
@@ -499,6 +505,15 @@ fn limit_ref(
     if action != ACTION_LIMIT {
         return Err(cx.err(l.span(), "limit = ... needs action = \"limit\""));
     }
+    named_limit(cx, l, limits)
+}
+
+/// The id of the limit `l` names.
+pub(super) fn named_limit(
+    cx: &Ctx<'_>,
+    l: &Spanned<String>,
+    limits: &[(String, Limit)],
+) -> Result<u8, RuleError> {
     let Some(i) = limits.iter().position(|(n, _)| n == l.get_ref()) else {
         let known: Vec<&str> = limits.iter().map(|(n, _)| n.as_str()).collect();
         return Err(cx.err(

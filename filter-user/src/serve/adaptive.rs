@@ -159,6 +159,9 @@ impl Surges {
         let Some(cfg) = cfg else {
             // No [adaptive] (any more): the watcher's reload of the file
             // dropped the blocks; forget the surges.
+            if !self.shown.is_empty() {
+                info!("{iface}: surge detection is off in the rule file: its blocks are gone");
+            }
             for (_, labels) in std::mem::take(&mut self.shown) {
                 metrics.blocks.remove(&labels);
                 metrics.since.remove(&labels);
