@@ -5,8 +5,8 @@
 //! datagram sent 3 s or later after the start reaches the socket: each
 //! carries its send time), other senders to the same socket lose nothing,
 //! status, diff and /metrics show the block, a reload of the changed rule
-//! file keeps it, and it is lifted once the flood has stopped for the hold
-//! time. In monitor mode the surge is
+//! file keeps it, a restarted serve takes it over, and it is lifted once the
+//! flood has stopped for the hold time. In monitor mode the surge is
 //! reported and nothing is blocked. Needs root.
 
 mod common;
@@ -180,7 +180,7 @@ fn event(expo: &Exposition, net: &TestNet, event: &str) -> f64 {
 
 #[test]
 fn a_surge_from_one_source_port_is_blocked_then_lifted() {
-    let (net, _files, path, mut daemon, port) = setup("sug", "enforce");
+    let (net, files, path, mut daemon, port) = setup("sug", "enforce");
     let g0 = status(&net)["generation"].as_u64().unwrap();
     let (stop, receiver) = listen(&net);
     let (flood_sock, benign_sock) = (
@@ -245,6 +245,24 @@ fn a_surge_from_one_source_port_is_blocked_then_lifted() {
     assert_eq!(after["rule_count"], 2, "{after}");
     assert_eq!(after["adaptive_blocks"], st["adaptive_blocks"], "{after}");
 
+    // serve restarts during the block: the new one takes it over (and
+    // lifts it below), the old one logged its start.
+    let log = daemon.log();
+    for needle in [
+        "surge from UDP source port 33848",
+        "blocking it (adaptive-udp-33848)",
+    ] {
+        assert!(log.contains(needle), "no {needle:?} in the log:\n{log}");
+    }
+    daemon.signal(libc::SIGTERM);
+    let exit = daemon.child.wait().unwrap();
+    assert!(exit.success(), "serve on SIGTERM: {exit}\n{log}");
+    let (mut daemon, port) = Daemon::start(
+        &net,
+        files.path().join("serve-2.log"),
+        &["--iface", &net.victim_if, "--rules", &path],
+    );
+
     let (flood_sent, benign_sent) = (flood.join().unwrap(), benign.join().unwrap());
     let stopped = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
@@ -292,13 +310,17 @@ fn a_surge_from_one_source_port_is_blocked_then_lifted() {
     );
     let expo = metrics(&net, port);
     assert_eq!(expo.samples.get(&enforced), None, "gauge still there");
-    assert_eq!(event(&expo, &net, "installed"), 1.0);
+    assert_eq!(
+        event(&expo, &net, "installed"),
+        0.0,
+        "taken over, not installed"
+    );
     assert_eq!(event(&expo, &net, "lifted"), 1.0);
     assert_eq!(event(&expo, &net, "failed"), 0.0);
     let log = daemon.log();
     for needle in [
-        "surge from UDP source port 33848",
-        "blocking it (adaptive-udp-33848)",
+        "adaptive block on UDP source port 33848 (since",
+        "found running",
         "block lifted",
     ] {
         assert!(log.contains(needle), "no {needle:?} in the log:\n{log}");
