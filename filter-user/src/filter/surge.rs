@@ -47,6 +47,13 @@ impl Detector {
         }
     }
 
+    /// Takes `packets` (read at monotonic `now_ns`) as the baseline of the
+    /// next observation without judging them: before the thresholds are
+    /// known, so that the first judged interval is a whole one.
+    pub fn rebase(&mut self, now_ns: u64, packets: Vec<u64>) {
+        self.prev = Some((now_ns, packets));
+    }
+
     /// The surges in progress or held, by port.
     pub fn active(&self) -> Vec<AdaptiveBlock> {
         self.active.values().map(|a| a.block).collect()
@@ -233,6 +240,7 @@ mod tests {
             trigger_share_percent: 100,
         };
         d.adopt(&[kept], S);
+        d.rebase(S, fresh.clone());
         assert_eq!(d.active(), vec![kept]);
         let ch = d.observe(&cfg, 4 * S, 4, fresh);
         assert!(

@@ -151,6 +151,11 @@ impl Surges {
     /// One observation: read, detect, report, and install what changed.
     fn step(&mut self, root: &PinRoot, files: &FileSets, metrics: &AdaptiveMetrics) {
         let iface = self.watch.iface.clone();
+        let packets = match udp_ports::packets(root, &iface) {
+            Ok(p) => p,
+            Err(e) => return warn!("{iface}: cannot read the UDP port counters: {e:#}"),
+        };
+        let now = sys::monotonic_coarse_ns();
         let cfg = files
             .lock()
             .get(&iface)
@@ -167,13 +172,15 @@ impl Surges {
                 metrics.since.remove(&labels);
             }
             self.detector = Detector::default();
+            // The baseline of the first interval judged once the file
+            // (read by the watcher, maybe right now) says what to judge.
+            self.detector.rebase(now, packets);
             return;
         };
         let running = match status::status(root, &iface) {
             Ok(s) => s,
             Err(e) => return debug!("{iface}: surge check skipped: {e:#}"),
         };
-        let now = sys::monotonic_coarse_ns();
         if !self.adopted {
             self.adopted = true;
             self.detector.adopt(&running.adaptive_blocks, now);
@@ -185,10 +192,6 @@ impl Surges {
                 self.show(metrics, b, "enforced");
             }
         }
-        let packets = match udp_ports::packets(root, &iface) {
-            Ok(p) => p,
-            Err(e) => return warn!("{iface}: cannot read the UDP port counters: {e:#}"),
-        };
         let monitor = running.mode == "monitor";
         for change in self.detector.observe(&cfg, now, unix_now(), packets) {
             self.report(metrics, &cfg, &change, monitor);
