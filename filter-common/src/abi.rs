@@ -50,6 +50,17 @@ pub const MAP_RULESET: &str = "RULESET";
 pub const RULESET_CHUNK: usize = 4096;
 pub const RULESET_CHUNKS: u32 = 128;
 
+/// [`Counter`] by UDP source port of every UDP frame that arrives (later
+/// fragments, which carry no port, excepted), counted before any decision
+/// so that `serve`'s surge detector sees a flood even while rules drop it.
+/// One array shared by all CPUs (atomic adds) and created
+/// [`BPF_F_MMAPABLE`], so the controller reads all 65536 entries through
+/// one mmap instead of 65536 lookups.
+pub const MAP_UDP_PORTS: &str = "UDP_PORTS";
+pub const UDP_PORT_SLOTS: u32 = 65536;
+/// Map flag: userspace may mmap the array's values.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "filter";
 
@@ -358,8 +369,12 @@ pub struct Meta {
     pub git_commit: [u8; 40],
     /// Rule file path, NUL-padded, truncated if longer.
     pub source: [u8; META_SOURCE_LEN],
+    /// Adaptive blocks `serve` added to the file's rules (not counted in
+    /// `rule_count`).
+    pub adaptive_blocks: u32,
+    pub _pad_adaptive: u32,
 }
-const _: () = assert!(size_of::<Meta>() == 352);
+const _: () = assert!(size_of::<Meta>() == 360);
 
 impl Default for Meta {
     fn default() -> Self {
@@ -372,6 +387,8 @@ impl Default for Meta {
             git_state: 0,
             git_commit: [0; 40],
             source: [0; META_SOURCE_LEN],
+            adaptive_blocks: 0,
+            _pad_adaptive: 0,
         }
     }
 }
@@ -379,7 +396,7 @@ impl Default for Meta {
 /// Maps whose contents outlive a reload: counters, limiter and ban state,
 /// fragment memory. A new program generation reuses their pins; every other
 /// map belongs to one generation and is built anew with each rule set.
-pub const STATE_MAPS: [&str; 8] = [
+pub const STATE_MAPS: [&str; 9] = [
     MAP_STATS,
     MAP_SOURCES,
     MAP_BANS,
@@ -388,6 +405,7 @@ pub const STATE_MAPS: [&str; 8] = [
     MAP_BAN_V6,
     MAP_FRAGS,
     "AYA_LOGS",
+    MAP_UDP_PORTS,
 ];
 
 #[cfg(feature = "user")]

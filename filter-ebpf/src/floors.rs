@@ -3,8 +3,20 @@
 //! the cost of running any program at all.
 #![no_std]
 #![no_main]
+// LLVM's atomic read-modify-write, which core does not expose for BPF.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+mod ports;
+mod shared;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
+use filter_common::{BPF_F_MMAPABLE, Counter, UDP_PORT_SLOTS};
 
 #[xdp]
 pub fn drop_all(_ctx: XdpContext) -> u32 {
@@ -22,6 +34,52 @@ pub fn pass_all(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn tx_all(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
+}
+
+// The two ways to count UDP per source port that the benchmark compares:
+// the filter's (one shared mmapable array, atomic adds), and per-CPU
+// arrays (plain adds, but 65536 lookups to read).
+#[map(name = "COUNT_SHARED")]
+static COUNT_SHARED: Array<Counter> = Array::with_max_entries(UDP_PORT_SLOTS, BPF_F_MMAPABLE);
+
+#[map(name = "COUNT_PERCPU")]
+static COUNT_PERCPU: PerCpuArray<Counter> = PerCpuArray::with_max_entries(UDP_PORT_SLOTS, 0);
+
+/// The UDP source port of an untagged IPv4 frame without options: a fixed
+/// offset, so that the floors cost no more than the counting they measure.
+#[inline(always)]
+fn udp_src_port(ctx: &XdpContext) -> Option<u16> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 36 > end {
+        return None;
+    }
+    // SAFETY: bytes 34..36 are inside the frame.
+    let b = unsafe { *((start + 34) as *const [u8; 2]) };
+    Some(u16::from_be_bytes(b))
+}
+
+/// XDP_DROP after counting the frame the way the filter does.
+#[xdp]
+pub fn count_shared(ctx: XdpContext) -> u32 {
+    if let Some(port) = udp_src_port(&ctx) {
+        ports::count(&COUNT_SHARED, port, (ctx.data_end() - ctx.data()) as u64);
+    }
+    xdp_action::XDP_DROP
+}
+
+/// XDP_DROP after counting the frame in a per-CPU array.
+#[xdp]
+pub fn count_percpu(ctx: XdpContext) -> u32 {
+    if let Some(port) = udp_src_port(&ctx)
+        && let Some(c) = COUNT_PERCPU.get_ptr_mut(port as u32)
+    {
+        // SAFETY: this CPU's own slot.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += (ctx.data_end() - ctx.data()) as u64;
+        }
+    }
+    xdp_action::XDP_DROP
 }
 
 #[cfg(not(test))]

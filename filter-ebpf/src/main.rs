@@ -9,10 +9,14 @@
 mod env;
 mod maps;
 mod parse;
+mod ports;
 mod shared;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use filter_common::decide::{Outcome, decide, outcome};
+use filter_common::{
+    IPPROTO_UDP,
+    decide::{Frag, Outcome, Parsed, decide, outcome},
+};
 
 #[xdp]
 pub fn filter(ctx: XdpContext) -> u32 {
@@ -29,6 +33,11 @@ pub fn filter(ctx: XdpContext) -> u32 {
     // SAFETY: a per-CPU slot that only this CPU's run of the program uses.
     let packet = unsafe { &mut *slot };
     let parsed = parse::parse(&ctx, packet);
+    // Counted as it arrives, whatever the decision: the surge detector must
+    // see a flood that rules already drop, or it would lift its own block.
+    if parsed == Parsed::Ip && packet.proto == IPPROTO_UDP && packet.frag != Frag::Later {
+        maps::count_udp_port(packet.src_port, frame_len);
+    }
     let mut env = env::KernelEnv { ctx: &ctx, config };
     let reason = decide(&mut env, parsed, packet);
     maps::count_reason(reason, frame_len);

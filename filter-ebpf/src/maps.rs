@@ -5,10 +5,10 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
 };
 use filter_common::{
-    Chain, Config, Counter, DEFAULT_SOURCES, FragKey, Limit, MAX_BANS, MAX_CHAINS, MAX_FRAGS,
-    MAX_LIMITS, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_RULES, Meta, PORT_SLOTS, RULESET_CHUNK,
-    RULESET_CHUNKS, Reason, Rule, STATS_MONITOR_SLOT, STATS_SLOTS, SourceState, SrcKey,
-    decide::Packet,
+    BPF_F_MMAPABLE, Chain, Config, Counter, DEFAULT_SOURCES, FragKey, Limit, MAX_BANS, MAX_CHAINS,
+    MAX_FRAGS, MAX_LIMITS, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_RULES, Meta, PORT_SLOTS,
+    RULESET_CHUNK, RULESET_CHUNKS, Reason, Rule, STATS_MONITOR_SLOT, STATS_SLOTS, SourceState,
+    SrcKey, UDP_PORT_SLOTS, decide::Packet,
 };
 
 #[map(name = "STATS")]
@@ -114,4 +114,14 @@ pub fn count_monitored(bytes: u64) {
 #[inline(always)]
 pub fn count_rule(index: u32, bytes: u64) {
     add(RULE_STATS.get_ptr_mut(index), bytes);
+}
+
+// Shared by all CPUs and mmapable: see MAP_UDP_PORTS.
+#[map(name = "UDP_PORTS")]
+pub static UDP_PORTS: Array<Counter> = Array::with_max_entries(UDP_PORT_SLOTS, BPF_F_MMAPABLE);
+
+/// Counts a UDP frame by source port for the surge detector.
+#[inline(always)]
+pub fn count_udp_port(port: u16, bytes: u64) {
+    crate::ports::count(&UDP_PORTS, port, bytes);
 }

@@ -163,6 +163,62 @@ pub fn interface_addresses() -> Vec<(String, IpAddr)> {
     out
 }
 
+/// A read-only shared mapping of a file descriptor's memory (an mmapable
+/// BPF array's values), unmapped on drop.
+pub struct SharedMapping {
+    ptr: *const u64,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and only read with volatile loads.
+unsafe impl Send for SharedMapping {}
+
+impl SharedMapping {
+    /// Maps the first `len` bytes (a multiple of 8) of `fd` read-only.
+    pub fn new(fd: std::os::fd::BorrowedFd<'_>, len: usize) -> std::io::Result<SharedMapping> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: a fresh mapping at an address the kernel picks; the fd
+        // is open for the duration of the call.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(SharedMapping {
+            ptr: ptr as *const u64,
+            len,
+        })
+    }
+
+    /// The `i`th u64, as the kernel last wrote it (other CPUs keep
+    /// writing: each aligned 8-byte load is whole, but two are not a
+    /// snapshot).
+    pub fn u64_at(&self, i: usize) -> u64 {
+        assert!(
+            i < self.len / 8,
+            "u64 {i} outside a {}-byte mapping",
+            self.len
+        );
+        // SAFETY: inside the mapping, aligned (mmap returns page-aligned).
+        unsafe { std::ptr::read_volatile(self.ptr.add(i)) }
+    }
+}
+
+impl Drop for SharedMapping {
+    fn drop(&mut self) {
+        // SAFETY: ptr and len are what mmap returned and took.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
 /// Raises the soft limit on open files to the hard limit (or to the
 /// kernel's `fs.nr_open` when the hard limit is unlimited); returns the soft
 /// limit now in force.

@@ -10,192 +10,19 @@ mod common;
 use std::{
     collections::BTreeMap,
     fs::File,
-    io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     time::{Duration, Instant, SystemTime},
 };
 
-use common::cli::{TempDir, load_default, ok, run};
-use common::daemon::{Daemon, free_port, serve_command, wait_until};
+use common::{
+    cli::{TempDir, ok, run},
+    daemon::{Daemon, Exposition, Series, get, parse_openmetrics, series, wait_until},
+};
 use filter_testkit::frames::{ntp_monlist_reply, ntp_time_reply};
 use filter_testkit::net::{Sink, TestNet, VICTIM_V4, send_udp};
 use serde_json::Value;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-struct Reply {
-    status: u16,
-    content_type: String,
-    body: String,
-}
-
-/// HTTP/1.0 GET from a thread inside the victim's namespace, where the
-/// daemon listens on loopback. None when nothing answers.
-fn get(net: &TestNet, port: u16, path: &str) -> Option<Reply> {
-    let path = path.to_string();
-    TestNet::in_ns(&net.victim_ns, move || {
-        let mut s = TcpStream::connect_timeout(
-            &SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_secs(2),
-        )
-        .ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).ok()?;
-        let (head, body) = resp.split_once("\r\n\r\n")?;
-        let mut lines = head.lines();
-        let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-        let content_type = lines
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-            .map_or(String::new(), |(_, v)| v.trim().to_string());
-        Some(Reply {
-            status,
-            content_type,
-            body: body.to_string(),
-        })
-    })
-    .unwrap()
-}
-
-type Series = (String, Vec<(String, String)>);
-
-/// An OpenMetrics text exposition, checked as it is parsed: every family
-/// has HELP and TYPE before its samples, every sample belongs to the family
-/// before it with the suffix its type requires, no series twice, `# EOF`
-/// last.
-struct Exposition {
-    /// Family name -> type.
-    types: BTreeMap<String, String>,
-    samples: BTreeMap<Series, f64>,
-}
-
-fn parse_labels(mut s: &str, line: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    while !s.is_empty() {
-        let (key, rest) = s
-            .split_once("=\"")
-            .unwrap_or_else(|| panic!("label without =\" in {line:?}"));
-        assert!(
-            !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-            "bad label name {key:?} in {line:?}"
-        );
-        let mut value = String::new();
-        let mut chars = rest.char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, '\\')) => value.push('\\'),
-                    Some((_, '"')) => value.push('"'),
-                    Some((_, 'n')) => value.push('\n'),
-                    other => panic!("bad escape {other:?} in {line:?}"),
-                },
-                Some((_, c)) => value.push(c),
-                None => panic!("unterminated label value in {line:?}"),
-            }
-        };
-        out.push((key.to_string(), value));
-        s = &rest[end + 1..];
-        s = s.strip_prefix(',').unwrap_or(s);
-    }
-    out.sort();
-    out
-}
-
-fn parse_openmetrics(text: &str) -> Exposition {
-    let body = text
-        .strip_suffix("# EOF\n")
-        .unwrap_or_else(|| panic!("no closing # EOF:\n{text}"));
-    let mut types = BTreeMap::new();
-    let mut helps = BTreeMap::new();
-    let mut samples = BTreeMap::new();
-    let mut family: Option<(String, String)> = None;
-    for line in body.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, help) = rest.split_once(' ').expect("HELP name text");
-            assert!(!help.trim().is_empty(), "empty help: {line:?}");
-            assert!(
-                helps.insert(name.to_string(), help.to_string()).is_none(),
-                "HELP twice for {name}"
-            );
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, ty) = rest.split_once(' ').expect("TYPE name type");
-            assert!(
-                [
-                    "counter",
-                    "gauge",
-                    "info",
-                    "histogram",
-                    "summary",
-                    "unknown"
-                ]
-                .contains(&ty),
-                "bad type in {line:?}"
-            );
-            assert!(helps.contains_key(name), "TYPE before HELP: {line:?}");
-            assert!(
-                types.insert(name.to_string(), ty.to_string()).is_none(),
-                "TYPE twice for {name}"
-            );
-            family = Some((name.to_string(), ty.to_string()));
-        } else if line.starts_with('#') {
-            panic!("unexpected comment line {line:?} (or # EOF before the end)");
-        } else {
-            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
-            let value: f64 = value
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value in {line:?}"));
-            let (name, labels) = match series.split_once('{') {
-                Some((n, rest)) => (
-                    n,
-                    parse_labels(
-                        rest.strip_suffix('}').expect("closing brace of the labels"),
-                        line,
-                    ),
-                ),
-                None => (series, Vec::new()),
-            };
-            assert!(
-                name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-                "bad metric name in {line:?}"
-            );
-            let (fam, ty) = family.as_ref().expect("sample before any TYPE");
-            let suffix = match ty.as_str() {
-                "counter" => "_total",
-                "info" => "_info",
-                "gauge" => "",
-                other => panic!("unexpected type {other}"),
-            };
-            assert_eq!(
-                name,
-                format!("{fam}{suffix}"),
-                "sample outside its family: {line:?}"
-            );
-            if ty == "counter" {
-                assert!(value >= 0.0 && value.fract() == 0.0, "{line:?}");
-            }
-            assert!(
-                samples.insert((name.to_string(), labels), value).is_none(),
-                "series twice: {line:?}"
-            );
-        }
-    }
-    Exposition { types, samples }
-}
-
-fn series(name: &str, labels: &[(&str, &str)]) -> Series {
-    let mut l: Vec<(String, String)> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    l.sort();
-    (name.to_string(), l)
-}
 
 fn json(out: std::process::Output) -> Value {
     serde_json::from_str(&ok(out)).unwrap()
@@ -349,7 +176,16 @@ fn serve_exposes_the_counters_and_follows_the_rule_file() {
     common::require_bpf();
     let net = TestNet::new("srv").expect("create test namespaces");
     let files = TempDir::new("serve");
-    let (rules, default) = load_default(&net, &files);
+    let default = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rules/default.toml"
+    ))
+    .unwrap();
+    let rules = files.write("rules.toml", &default);
+    ok(run(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &rules],
+    ));
 
     // Reflection (NTP monlist, SSDP), NTP time replies and other traffic.
     let v4 = |port| SocketAddr::new(IpAddr::V4(VICTIM_V4), port);
@@ -374,15 +210,11 @@ fn serve_exposes_the_counters_and_follows_the_rule_file() {
     let got = sink.drain();
     assert_eq!((got[&reflect], got[&time], got[&dns]), (0, 15, 20));
 
-    let port = free_port(&net);
-    let mut daemon = Daemon::spawn(
-        serve_command(&net, port, &rules),
+    let (mut daemon, port) = Daemon::start(
+        &net,
         files.path().join("serve.log"),
+        &["--iface", &net.victim_if, "--rules", &rules],
     );
-    wait_until("serve to answer", 10, || {
-        daemon.assert_running();
-        get(&net, port, "/").is_some_and(|r| r.status == 200)
-    });
 
     // 1 and 2: /metrics and /stats are `stats --json`.
     let expo = check_against_stats(&net, port, [0, 0, 0]);

@@ -59,7 +59,7 @@ fn set_nofile(pid: libc::pid_t, lim: libc::rlimit) {
 impl Daemon {
     /// `serve` watching `rules` on a free loopback port, started with the
     /// usual soft limit of 1024 open files.
-    fn start(net: &TestNet, files: &TempDir, rules: &str) -> (Daemon, u16) {
+    fn start_limited(net: &TestNet, files: &TempDir, rules: &str) -> (Daemon, u16) {
         let port = free_port(net);
         let hard = nofile(0).rlim_max;
         let mut cmd = serve_command(net, port, rules);
@@ -235,7 +235,7 @@ fn idle_and_slow_clients_starve_neither_scrapes_nor_reloads() {
     let net = TestNet::new("lim").expect("create test namespaces");
     let files = TempDir::new("serve-limits");
     let (rules, default) = load_default(&net, &files);
-    let (mut daemon, port) = Daemon::start(&net, &files, &rules);
+    let (mut daemon, port) = Daemon::start_limited(&net, &files, &rules);
     let d0 = digest(&net);
 
     // A client that asks once on a kept-alive connection, then idles.
@@ -298,7 +298,7 @@ fn accepts_pause_and_reloads_retry_at_the_file_limit() {
     let net = TestNet::new("fdl").expect("create test namespaces");
     let files = TempDir::new("serve-fd");
     let (rules, default) = load_default(&net, &files);
-    let (mut daemon, port) = Daemon::start(&net, &files, &rules);
+    let (mut daemon, port) = Daemon::start_limited(&net, &files, &rules);
     let pid = daemon.pid();
     let normal = nofile(pid);
     let d0 = digest(&net);

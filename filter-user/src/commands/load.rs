@@ -60,7 +60,7 @@ pub fn reload(
     reset_state: bool,
 ) -> anyhow::Result<()> {
     let opts = ReloadOptions { reset_state };
-    let (set, applied) = apply_rules_with(root, iface, rules, guard_of(force), None, opts)?;
+    let (set, applied) = apply_rules_with(root, iface, rules, guard_of(force), None, &[], opts)?;
     if let Applied::Reloaded { generation } = applied {
         println!(
             "reloaded {iface}: generation {generation}, {} rules from {}, digest {}",

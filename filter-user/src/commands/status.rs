@@ -59,6 +59,17 @@ fn render(root: &PinRoot, all: &[Status]) -> String {
         if let Some(line) = upstream::summary(root, &s.interface) {
             let _ = writeln!(o, "  {line}");
         }
+        for b in &s.adaptive_blocks {
+            let _ = writeln!(
+                o,
+                "  adaptive block: UDP source port {} since {} (unix), started at {} packets/s, {}% of UDP (rule {}, not in the file)",
+                b.port,
+                b.since_unix,
+                b.trigger_pps,
+                b.trigger_share_percent,
+                b.rule_name()
+            );
+        }
         if !s.stale_generations.is_empty() {
             let _ = writeln!(
                 o,

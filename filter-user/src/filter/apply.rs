@@ -2,12 +2,15 @@
 //! file, refuse it if it would lock the operator out, reload atomically.
 //! `filterctl reload` and `serve`'s watcher both go through here.
 
-use std::path::Path;
+use std::{borrow::Cow, path::Path};
 
 use super::load::{self, ReloadOptions};
 use crate::{
     lockout::{self, Lockout},
-    rules::{self, RuleSet, RulesError},
+    rules::{
+        self, RuleSet, RulesError,
+        adaptive::{AdaptiveBlock, with_blocks},
+    },
     state::PinRoot,
 };
 
@@ -56,14 +59,18 @@ pub fn guard(set: &RuleSet, guard: Guard) -> Result<(), Lockout> {
     }
 }
 
-/// Reloads `iface` with the rules of `path`, unless `running` is already
-/// the file's digest. Returns the rule set read and what was done.
+/// Reloads `iface` with the rules of `path` plus the adaptive `blocks`
+/// that run (`serve` keeps them; a file without `[adaptive]`, or one whose
+/// rules leave no room for them, drops them), unless `running` is already
+/// the file's digest. Returns the rule set read from the file and what was
+/// done.
 pub fn apply_rules(
     root: &PinRoot,
     iface: &str,
     path: &Path,
     lockout_guard: Guard,
     running: Option<&str>,
+    blocks: &[AdaptiveBlock],
 ) -> Result<(RuleSet, Applied), ApplyError> {
     apply_rules_with(
         root,
@@ -71,6 +78,7 @@ pub fn apply_rules(
         path,
         lockout_guard,
         running,
+        blocks,
         ReloadOptions::default(),
     )
 }
@@ -82,6 +90,7 @@ pub fn apply_rules_with(
     path: &Path,
     lockout_guard: Guard,
     running: Option<&str>,
+    blocks: &[AdaptiveBlock],
     opts: ReloadOptions,
 ) -> Result<(RuleSet, Applied), ApplyError> {
     let set = rules::load_file(path)?;
@@ -89,6 +98,10 @@ pub fn apply_rules_with(
         return Ok((set, Applied::Unchanged));
     }
     guard(&set, lockout_guard)?;
-    let generation = load::reload_with(root, iface, &set, path, opts)?;
+    let run = match with_blocks(&set, blocks) {
+        Ok(with) if !blocks.is_empty() => Cow::Owned(with),
+        _ => Cow::Borrowed(&set),
+    };
+    let generation = load::reload_with(root, iface, &run, path, opts)?;
     Ok((set, Applied::Reloaded { generation }))
 }

@@ -10,7 +10,7 @@ use filter_common::{FAMILY_V4, FAMILY_V6, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_DENY_V
 use serde::Serialize;
 
 use crate::{
-    rules::{Prefix, RuleSet},
+    rules::{Prefix, RuleSet, adaptive::AdaptiveBlock},
     state::{
         PinRoot, current_generation, open_map,
         record::{Canonical, read_record},
@@ -34,6 +34,9 @@ pub struct Plan {
     pub allow_removed: Vec<String>,
     pub deny_added: Vec<String>,
     pub deny_removed: Vec<String>,
+    /// Adaptive blocks that run: `serve` keeps them through its reloads
+    /// (they are not in any file, so they are neither added nor removed).
+    pub adaptive: Vec<AdaptiveBlock>,
 }
 
 impl Plan {
@@ -85,6 +88,15 @@ impl Plan {
         if self.is_empty() {
             o.push_str("no changes\n");
         }
+        for b in &self.adaptive {
+            let _ = writeln!(
+                o,
+                "= adaptive block {} (UDP source port {} since {}, by serve's surge detection; kept by serve's reloads, not in the file)",
+                b.rule_name(),
+                b.port,
+                b.since_unix
+            );
+        }
         o
     }
 }
@@ -99,11 +111,12 @@ pub fn compare(old: &Canonical, new: &Canonical) -> Plan {
             plan.settings.push((k.clone(), show(a), show(b)));
         }
     }
+    plan.adaptive = old.adaptive_blocks.clone();
     let old_rules: BTreeMap<&String, &BTreeMap<String, String>> =
-        old.rules.iter().map(|(n, f)| (n, f)).collect();
+        old.file_rules().map(|(n, f)| (n, f)).collect();
     let new_rules: BTreeMap<&String, &BTreeMap<String, String>> =
-        new.rules.iter().map(|(n, f)| (n, f)).collect();
-    for (n, f) in &new.rules {
+        new.file_rules().map(|(n, f)| (n, f)).collect();
+    for (n, f) in new.file_rules() {
         match old_rules.get(n) {
             None => plan.added.push(n.clone()),
             Some(of) => {
@@ -123,20 +136,18 @@ pub fn compare(old: &Canonical, new: &Canonical) -> Plan {
             }
         }
     }
-    for (n, _) in &old.rules {
+    for (n, _) in old.file_rules() {
         if !new_rules.contains_key(n) {
             plan.removed.push(n.clone());
         }
     }
     let common_old: Vec<&String> = old
-        .rules
-        .iter()
+        .file_rules()
         .map(|(n, _)| n)
         .filter(|n| new_rules.contains_key(n))
         .collect();
     let common_new: Vec<&String> = new
-        .rules
-        .iter()
+        .file_rules()
         .map(|(n, _)| n)
         .filter(|n| old_rules.contains_key(n))
         .collect();
@@ -230,6 +241,28 @@ mod tests {
         let same = compare(&old, &old);
         assert!(same.is_empty());
         assert_eq!(same.render(), "no changes\n");
+    }
+
+    #[test]
+    fn adaptive_blocks_are_shown_as_such_not_as_removed_rules() {
+        let file = format!("{A}[adaptive]\n");
+        let set = parse("a.toml", &file).unwrap();
+        let block = AdaptiveBlock {
+            port: 33848,
+            since_unix: 1_800_000_000,
+            trigger_pps: 50_000,
+            trigger_share_percent: 90,
+        };
+        let running = crate::rules::adaptive::with_blocks(&set, &[block]).unwrap();
+        let plan = compare(&Canonical::of(&running), &Canonical::of(&set));
+        assert!(plan.is_empty(), "{plan:?}");
+        assert_eq!(plan.adaptive, vec![block]);
+        let text = plan.render();
+        assert!(text.contains("no changes\n"), "{text}");
+        assert!(
+            text.contains("= adaptive block adaptive-udp-33848 (UDP source port 33848"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -450,7 +450,8 @@ fn write_meta(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         attach_mode,
-        rule_count: set.rules.len() as u32,
+        rule_count: (set.rules.len() - set.blocks.len()) as u32,
+        adaptive_blocks: set.blocks.len() as u32,
         generation,
         ..Meta::default()
     };

@@ -12,3 +12,5 @@ pub mod provenance;
 pub mod simulator;
 pub mod stats;
 pub mod status;
+pub mod surge;
+pub mod udp_ports;

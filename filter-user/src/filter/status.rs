@@ -6,8 +6,11 @@ use filter_common::{
 };
 
 use crate::{
-    rules::hex,
-    state::{PinRoot, current_generation, generation::attach_mode_name, read_config, read_meta},
+    rules::{adaptive::AdaptiveBlock, hex},
+    state::{
+        PinRoot, current_generation, generation::attach_mode_name, read_config, read_meta,
+        record::read_record,
+    },
     sys,
 };
 
@@ -33,6 +36,8 @@ pub struct Status {
     pub mode: &'static str,
     pub fragments: &'static str,
     pub loaded_at_unix: u64,
+    /// Blocks `serve`'s surge detection added to the file's rules.
+    pub adaptive_blocks: Vec<AdaptiveBlock>,
 }
 
 pub fn status(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
@@ -57,6 +62,12 @@ pub fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
     let current = current_generation(&root.iface_dir(iface))?;
     let meta = read_meta(&current.dir)?;
     let config = read_config(&current.dir)?;
+    // Only read when META says there are some: the record is 512 KiB.
+    let adaptive_blocks = if meta.adaptive_blocks > 0 {
+        read_record(&current.dir)?.adaptive_blocks
+    } else {
+        Vec::new()
+    };
     let source_len = meta
         .source
         .iter()
@@ -87,5 +98,6 @@ pub fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
             "pass"
         },
         loaded_at_unix: meta.loaded_at_unix,
+        adaptive_blocks,
     })
 }

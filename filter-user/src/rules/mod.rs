@@ -2,6 +2,7 @@
 //! file, line and column in every message, and its compilation into the
 //! values the XDP program's maps hold.
 
+pub mod adaptive;
 pub mod compile;
 pub mod error;
 pub mod files;
@@ -64,6 +65,11 @@ pub struct RuleSet {
     pub rules: Vec<RuleSpec>,
     /// `[upstream]`: what `serve` announces to BGP peers; None: nothing.
     pub upstream: Option<upstream::UpstreamConfig>,
+    /// `[adaptive]`, when the file has it.
+    pub adaptive: Option<adaptive::Adaptive>,
+    /// Adaptive blocks among `rules` (none in a set read from a file: see
+    /// `adaptive::with_blocks`).
+    pub blocks: Vec<adaptive::AdaptiveBlock>,
     /// SHA-256 of the file's bytes and of every list file it reads.
     pub digest: [u8; 32],
 }

@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 use toml::Spanned;
 
 use super::{
-    FragmentPolicy, Mode, RuleSet, RuleSpec,
+    FragmentPolicy, Mode, RuleSet, RuleSpec, adaptive,
     compile::{compile_chains, gcra_bytes, gcra_packets},
     error::{Ctx, RuleError, line_col},
     files,
@@ -86,6 +86,10 @@ impl Parser<'_> {
             .upstream
             .as_ref()
             .and_then(|u| super::upstream::parse(&self.cx, u, &mut self.errors));
+        let adaptive = schema.adaptive.as_ref().and_then(|a| {
+            let r = adaptive::parse(&self.cx, a, &limits);
+            self.keep(r)
+        });
         let (mode, fragments, fragment_memory_ns) = settings?;
         let set = RuleSet {
             mode,
@@ -102,6 +106,8 @@ impl Parser<'_> {
             ban_for_ns,
             rules,
             upstream,
+            adaptive,
+            blocks: Vec::new(),
             digest: hasher.finalize().into(),
         };
         // Chain limits depend on the whole set: report them at the rule
@@ -364,7 +370,13 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn int_in(cx: &Ctx<'_>, v: &Spanned<i64>, what: &str, lo: i64, hi: i64) -> Result<i64, RuleError> {
+pub(super) fn int_in(
+    cx: &Ctx<'_>,
+    v: &Spanned<i64>,
+    what: &str,
+    lo: i64,
+    hi: i64,
+) -> Result<i64, RuleError> {
     let n = *v.get_ref();
     if !(lo..=hi).contains(&n) {
         return Err(cx.err(
@@ -375,7 +387,7 @@ fn int_in(cx: &Ctx<'_>, v: &Spanned<i64>, what: &str, lo: i64, hi: i64) -> Resul
     Ok(n)
 }
 
-fn duration(cx: &Ctx<'_>, d: &Spanned<String>) -> Result<u64, RuleError> {
+pub(super) fn duration(cx: &Ctx<'_>, d: &Spanned<String>) -> Result<u64, RuleError> {
     parse_duration(d.get_ref()).map_err(|e| cx.err(d.span(), e.to_string()))
 }
 
@@ -432,6 +444,15 @@ fn rule_spec(
             format!(
                 "bad rule name {name:?}: use 1 to {} characters from a-z, A-Z, 0-9, '-' and '_'",
                 RULE_NAME_LEN - 1
+            ),
+        ));
+    }
+    if name.starts_with(adaptive::ADAPTIVE_PREFIX) {
+        return Err(cx.err(
+            r.name.span(),
+            format!(
+                "rule name {name:?}: names starting with {:?} are reserved for the blocks of [adaptive]",
+                adaptive::ADAPTIVE_PREFIX
             ),
         ));
     }
@@ -501,6 +522,15 @@ fn limit_ref(
     if action != ACTION_LIMIT {
         return Err(cx.err(l.span(), "limit = ... needs action = \"limit\""));
     }
+    named_limit(cx, l, limits)
+}
+
+/// The id of the limit `l` names.
+pub(super) fn named_limit(
+    cx: &Ctx<'_>,
+    l: &Spanned<String>,
+    limits: &[(String, Limit)],
+) -> Result<u8, RuleError> {
     let Some(i) = limits.iter().position(|(n, _)| n == l.get_ref()) else {
         let known: Vec<&str> = limits.iter().map(|(n, _)| n.as_str()).collect();
         return Err(cx.err(

@@ -32,6 +32,9 @@ pub struct FileSchema {
     pub limits: BTreeMap<Spanned<String>, Spanned<LimitSchema>>,
     #[serde(default)]
     pub ban: Option<BanSchema>,
+    /// Surge detection: see `rules/adaptive.rs`.
+    #[serde(default)]
+    pub adaptive: Option<super::adaptive::AdaptiveSchema>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RuleSchema>>,
     #[serde(default)]

@@ -11,6 +11,9 @@
 //!   reload`, so a broken file is logged (FILE:LINE:COLUMN) and not loaded;
 //! - drives the BGP speaker of each watched file's `[upstream]` section
 //!   (`upstream.rs`), withdrawing its routes when it stops;
+//! - runs surge detection for each watched file with `[adaptive]` (see
+//!   `adaptive.rs`): temporary blocks of a flooding UDP source port, added
+//!   to the file's rules through the same atomic reload;
 //! - stops on SIGTERM or SIGINT, finishing a reload in progress and letting
 //!   open connections finish for at most 5 s, and leaves the filter
 //!   attached with all its pins.
@@ -28,6 +31,7 @@
 //! burst; a reload that fails for want of files is retried at the next
 //! check.
 
+pub mod adaptive;
 pub mod http;
 pub mod metrics;
 pub mod upstream;
@@ -51,9 +55,10 @@ use prometheus_client::{
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use self::{
+    adaptive::{AdaptiveMetrics, watch_surges},
     metrics::FilterCollector,
     upstream::{UpstreamMetrics, WITHDRAW_TIMEOUT, run_upstream},
-    watch::{ReloadLabels, Watch, watch_rules},
+    watch::{FileSets, ReloadLabels, Watch, watch_rules},
 };
 use crate::{filter::stats, state::PinRoot, sys};
 
@@ -142,6 +147,7 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
     );
     let upstream_metrics = UpstreamMetrics::default();
     upstream_metrics.register(&mut registry);
+    let adaptive_metrics = AdaptiveMetrics::register(&mut registry);
     registry.register_collector(Box::new(FilterCollector {
         root: root.clone(),
         scrape_errors: scrape_errors.clone(),
@@ -181,7 +187,14 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
         upstream_metrics,
         stopped,
     ));
-    let watcher = tokio::spawn(watch_rules(root, watches, hup, reloads));
+    let files = FileSets::default();
+    let surges = tokio::spawn(watch_surges(
+        root.clone(),
+        watches.clone(),
+        files.clone(),
+        adaptive_metrics,
+    ));
+    let watcher = tokio::spawn(watch_rules(root, watches, hup, reloads, files));
 
     let stopping = async move {
         let which = stop.recv().await;
@@ -191,6 +204,7 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
     // A reload in progress runs on a blocking thread and finishes before
     // the process exits (the runtime waits for it): it is atomic either way.
     watcher.abort();
+    surges.abort();
     let _ = upstream_stop.send(true);
     if tokio::time::timeout(WITHDRAW_TIMEOUT, upstream)
         .await

@@ -5,8 +5,10 @@
 //! Reloads go through the same `apply_rules` as `filterctl reload`.
 
 use std::{
+    collections::HashMap,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -25,9 +27,23 @@ use crate::{
         load::ReloadError,
         status,
     },
+    rules::RuleSet,
     state::PinRoot,
     sys,
 };
+
+/// The rule set each watched interface's file gave at its last good read,
+/// for the surge detector to add its blocks to. Held for the whole of every
+/// reload `serve` makes, so that two never run at once.
+#[derive(Clone, Default)]
+pub struct FileSets(Arc<Mutex<HashMap<String, RuleSet>>>);
+
+impl FileSets {
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<String, RuleSet>> {
+        // A panic in another reload leaves the map as it was: usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// How often the watched rule files are checked.
 const POLL: Duration = Duration::from_secs(1);
@@ -176,19 +192,28 @@ enum Outcome {
     Retry,
 }
 
-/// Reloads `w` with its file unless the file's digest is what runs (or
-/// always, when `force`); logs what it did. Blocking: run it off the
-/// runtime.
-fn apply(root: &PinRoot, w: &Watch, force: bool) -> Outcome {
+/// Reloads `w` with its file, keeping the adaptive blocks that run, unless
+/// the file's digest is what runs (or always, when `force`); logs what it
+/// did. Blocking: run it off the runtime.
+fn apply(root: &PinRoot, w: &Watch, force: bool, files: &FileSets) -> Outcome {
     let (iface, file) = (w.iface.as_str(), w.rules.display());
+    let mut files = files.lock();
     // What runs now, read from the pins: an operator's `filterctl reload`
     // may have changed it since this daemon last looked.
-    let running = if force {
-        None
-    } else {
-        status::status(root, iface).ok().map(|s| s.rules_digest)
-    };
-    match apply_rules(root, iface, &w.rules, Guard::Check, running.as_deref()) {
+    let now = status::status(root, iface).ok();
+    let running = now
+        .as_ref()
+        .filter(|_| !force)
+        .map(|s| s.rules_digest.as_str());
+    let blocks = now
+        .as_ref()
+        .map(|s| s.adaptive_blocks.clone())
+        .unwrap_or_default();
+    let result = apply_rules(root, iface, &w.rules, Guard::Check, running, &blocks);
+    if let Ok((set, _)) = &result {
+        files.insert(iface.to_string(), set.clone());
+    }
+    match result {
         Ok((_, Applied::Unchanged)) => {
             debug!("{iface}: {file} changed on disk but its content is what runs: nothing to do");
             Outcome::Unchanged
@@ -246,6 +271,7 @@ pub async fn watch_rules(
     watches: Vec<Watch>,
     mut hup: Signal,
     reloads: Family<ReloadLabels, Counter>,
+    files: FileSets,
 ) {
     let mut watched: Vec<Watched> = watches
         .into_iter()
@@ -288,8 +314,8 @@ pub async fn watch_rules(
             if !force && !first {
                 info!("{}: {} changed", w.watch.iface, w.watch.rules.display());
             }
-            let (root, watch) = (root.clone(), w.watch.clone());
-            let outcome = tokio::task::spawn_blocking(move || apply(&root, &watch, force))
+            let (root, watch, files) = (root.clone(), w.watch.clone(), files.clone());
+            let outcome = tokio::task::spawn_blocking(move || apply(&root, &watch, force, &files))
                 .await
                 .unwrap_or_else(|e| {
                     error!("{}: the reload task failed: {e}", w.watch.iface);

@@ -10,7 +10,11 @@ use filter_common::{MAP_RULESET, RULESET_CHUNK, RULESET_CHUNKS};
 use serde::{Deserialize, Serialize};
 
 use super::open_map;
-use crate::rules::{RuleSet, hex};
+use crate::rules::{
+    RuleSet,
+    adaptive::{ADAPTIVE_PREFIX, AdaptiveBlock},
+    hex,
+};
 
 /// A rule set as `diff` compares it: every setting and every rule's fields
 /// as text, rules in file order.
@@ -18,6 +22,19 @@ use crate::rules::{RuleSet, hex};
 pub struct Canonical {
     pub settings: BTreeMap<String, String>,
     pub rules: Vec<(String, BTreeMap<String, String>)>,
+    /// The adaptive blocks among `rules` (rules named `adaptive-...`):
+    /// added by `serve`, never in the file.
+    #[serde(default)]
+    pub adaptive_blocks: Vec<AdaptiveBlock>,
+}
+
+impl Canonical {
+    /// The rules that came from the file (not the adaptive blocks).
+    pub fn file_rules(&self) -> impl Iterator<Item = &(String, BTreeMap<String, String>)> {
+        self.rules
+            .iter()
+            .filter(|(n, _)| !n.starts_with(ADAPTIVE_PREFIX))
+    }
 }
 
 fn range(lo: u16, hi: u16) -> String {
@@ -47,6 +64,9 @@ impl Canonical {
         settings.insert("ban.for_ns".into(), set.ban_for_ns.to_string());
         for (name, l) in &set.limits {
             settings.insert(format!("limit {name}"), format!("{l:?}"));
+        }
+        if let Some(a) = &set.adaptive {
+            settings.insert("adaptive".into(), format!("{a:?}"));
         }
         let limit_name = |id: u8| {
             set.limits
@@ -98,10 +118,23 @@ impl Canonical {
                         ),
                     );
                 }
+                if let Some(b) = set.blocks.iter().find(|b| b.rule_name() == r.name) {
+                    f.insert(
+                        "adaptive".into(),
+                        format!(
+                            "since {} at {} packets/s ({}% of UDP)",
+                            b.since_unix, b.trigger_pps, b.trigger_share_percent
+                        ),
+                    );
+                }
                 (r.name.clone(), f)
             })
             .collect();
-        Canonical { settings, rules }
+        Canonical {
+            settings,
+            rules,
+            adaptive_blocks: set.blocks.clone(),
+        }
     }
 
     /// The chunks the RULESET map holds.

@@ -1,0 +1,317 @@
+//! The surge side of `serve`: once a second, for each watched interface
+//! whose file has `[adaptive]`, reads the kernel's UDP counters by source
+//! port, feeds the surge detector, and brings the running rules in step
+//! with its blocks through the same atomic reload as everything else (the
+//! file's rule set plus synthetic `adaptive-udp-PORT` rules). In monitor
+//! mode it reports surges and blocks nothing. One log line when a surge
+//! starts and one when its block is lifted; metrics for both.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use log::{debug, error, info, warn};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use super::watch::{FileSets, Watch};
+use crate::{
+    filter::{
+        load,
+        status::{self, Status},
+        surge::{Change, Detector},
+        udp_ports,
+    },
+    rules::adaptive::{Adaptive, AdaptiveBlock, with_blocks},
+    state::PinRoot,
+    sys,
+};
+
+/// How often the counters are read: rates are per second.
+const POLL: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BlockLabels {
+    interface: String,
+    port: String,
+    /// enforced (a rule drops or limits the port) or monitor (reported
+    /// only: the filter runs in monitor mode).
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    interface: String,
+    /// installed, lifted, reported (a surge seen in monitor mode) or
+    /// failed (a reload that did not go through).
+    event: String,
+}
+
+/// The adaptive metrics, registered once.
+#[derive(Clone, Default)]
+pub struct AdaptiveMetrics {
+    blocks: Family<BlockLabels, Gauge>,
+    since: Family<BlockLabels, Gauge>,
+    events: Family<EventLabels, Counter>,
+}
+
+impl AdaptiveMetrics {
+    pub fn register(registry: &mut Registry) -> AdaptiveMetrics {
+        let m = AdaptiveMetrics::default();
+        registry.register(
+            "adaptive_blocks",
+            "Surges of one UDP source port that serve blocks (or, in monitor mode, reports) right now: 1 per port",
+            m.blocks.clone(),
+        );
+        registry.register(
+            "adaptive_block_since_seconds",
+            "When each current adaptive block started (unix seconds)",
+            m.since.clone(),
+        );
+        registry.register(
+            "adaptive_block_events",
+            "Adaptive blocks installed and lifted, surges reported in monitor mode, and failed block reloads",
+            m.events.clone(),
+        );
+        m
+    }
+
+    fn event(&self, iface: &str, event: &str) {
+        self.events
+            .get_or_create(&EventLabels {
+                interface: iface.to_string(),
+                event: event.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// One watched interface's surges.
+struct Surges {
+    watch: Watch,
+    detector: Detector,
+    /// Whether the blocks found running have been taken over.
+    adopted: bool,
+    /// The metric labels of each current surge, by port.
+    shown: BTreeMap<u16, BlockLabels>,
+    /// The last block set that failed to install, logged once.
+    failed: Option<Vec<AdaptiveBlock>>,
+}
+
+/// Runs until aborted.
+pub async fn watch_surges(
+    root: PinRoot,
+    watches: Vec<Watch>,
+    files: FileSets,
+    metrics: AdaptiveMetrics,
+) {
+    let mut all: Vec<Surges> = watches
+        .into_iter()
+        .map(|watch| Surges {
+            watch,
+            detector: Detector::default(),
+            adopted: false,
+            shown: BTreeMap::new(),
+            failed: None,
+        })
+        .collect();
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (root, files, metrics) = (root.clone(), files.clone(), metrics.clone());
+        let step = tokio::task::spawn_blocking(move || {
+            for s in &mut all {
+                s.step(&root, &files, &metrics);
+            }
+            all
+        });
+        all = match step.await {
+            Ok(all) => all,
+            Err(e) => {
+                error!("surge detection stopped: {e}");
+                return;
+            }
+        };
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Surges {
+    /// One observation: read, detect, report, and install what changed.
+    fn step(&mut self, root: &PinRoot, files: &FileSets, metrics: &AdaptiveMetrics) {
+        let iface = self.watch.iface.clone();
+        let packets = match udp_ports::packets(root, &iface) {
+            Ok(p) => p,
+            Err(e) => return warn!("{iface}: cannot read the UDP port counters: {e:#}"),
+        };
+        let now = sys::monotonic_coarse_ns();
+        let cfg = files
+            .lock()
+            .get(&iface)
+            .and_then(|set| set.adaptive.clone())
+            .filter(|a| a.enabled);
+        let Some(cfg) = cfg else {
+            // No [adaptive] (any more): the watcher's reload of the file
+            // dropped the blocks; forget the surges.
+            if !self.shown.is_empty() {
+                info!("{iface}: surge detection is off in the rule file: its blocks are gone");
+            }
+            for (_, labels) in std::mem::take(&mut self.shown) {
+                metrics.blocks.remove(&labels);
+                metrics.since.remove(&labels);
+            }
+            self.detector = Detector::default();
+            // The baseline of the first interval judged once the file
+            // (read by the watcher, maybe right now) says what to judge.
+            self.detector.rebase(now, packets);
+            return;
+        };
+        let running = match status::status(root, &iface) {
+            Ok(s) => s,
+            Err(e) => return debug!("{iface}: surge check skipped: {e:#}"),
+        };
+        if !self.adopted {
+            self.adopted = true;
+            self.detector.adopt(&running.adaptive_blocks, now);
+            for b in &running.adaptive_blocks {
+                info!(
+                    "{iface}: adaptive block on UDP source port {} (since {}) found running: held as if its surge were still on",
+                    b.port, b.since_unix
+                );
+                self.show(metrics, b, "enforced");
+            }
+        }
+        let monitor = running.mode == "monitor";
+        for change in self.detector.observe(&cfg, now, unix_now(), packets) {
+            self.report(metrics, &cfg, &change, monitor);
+        }
+        let desired = if monitor {
+            Vec::new()
+        } else {
+            self.detector.active()
+        };
+        if desired != running.adaptive_blocks {
+            self.install(root, files, metrics, &running, desired);
+        }
+    }
+
+    fn show(&mut self, metrics: &AdaptiveMetrics, b: &AdaptiveBlock, state: &str) {
+        let labels = BlockLabels {
+            interface: self.watch.iface.clone(),
+            port: b.port.to_string(),
+            state: state.to_string(),
+        };
+        metrics.blocks.get_or_create(&labels).set(1);
+        metrics
+            .since
+            .get_or_create(&labels)
+            .set(b.since_unix as i64);
+        self.shown.insert(b.port, labels);
+    }
+
+    /// The log line and metrics of a surge that started or ended.
+    fn report(
+        &mut self,
+        metrics: &AdaptiveMetrics,
+        cfg: &Adaptive,
+        change: &Change,
+        monitor: bool,
+    ) {
+        let iface = self.watch.iface.clone();
+        let hold = Duration::from_nanos(cfg.hold_ns);
+        match change {
+            Change::Started(b) if monitor => {
+                info!(
+                    "{iface}: surge from UDP source port {}: {} packets/s, {}% of UDP; monitor mode: reported, not blocked",
+                    b.port, b.trigger_pps, b.trigger_share_percent
+                );
+                metrics.event(&iface, "reported");
+                self.show(metrics, b, "monitor");
+            }
+            Change::Started(b) => {
+                info!(
+                    "{iface}: surge from UDP source port {}: {} packets/s, {}% of UDP; blocking it ({}) until {hold:?} after it ends",
+                    b.port,
+                    b.trigger_pps,
+                    b.trigger_share_percent,
+                    b.rule_name()
+                );
+                self.show(metrics, b, "enforced");
+            }
+            Change::Ended(b, lasted) => {
+                info!(
+                    "{iface}: surge from UDP source port {} over for {hold:?}: {} after {}s",
+                    b.port,
+                    if monitor {
+                        "no longer reported"
+                    } else {
+                        "block lifted"
+                    },
+                    lasted / 1_000_000_000
+                );
+                if let Some(labels) = self.shown.remove(&b.port) {
+                    metrics.blocks.remove(&labels);
+                    metrics.since.remove(&labels);
+                }
+            }
+        }
+    }
+
+    /// Reloads the interface with the file's rules and `desired` blocks.
+    fn install(
+        &mut self,
+        root: &PinRoot,
+        files: &FileSets,
+        metrics: &AdaptiveMetrics,
+        running: &Status,
+        desired: Vec<AdaptiveBlock>,
+    ) {
+        let iface = self.watch.iface.clone();
+        let result = (|| -> anyhow::Result<u32> {
+            let files = files.lock();
+            let set = files
+                .get(&iface)
+                .context("the rule file has not been read yet")?;
+            let with = with_blocks(set, &desired)?;
+            Ok(load::reload(root, &iface, &with, &self.watch.rules)?)
+        })();
+        match result {
+            Ok(generation) => {
+                debug!(
+                    "{iface}: generation {generation} runs {} adaptive blocks",
+                    desired.len()
+                );
+                let had = |b: &AdaptiveBlock, list: &[AdaptiveBlock]| {
+                    list.iter().any(|o| o.port == b.port)
+                };
+                for b in desired.iter().filter(|b| !had(b, &running.adaptive_blocks)) {
+                    debug!("{iface}: {} installed", b.rule_name());
+                    metrics.event(&iface, "installed");
+                }
+                for b in running.adaptive_blocks.iter().filter(|b| !had(b, &desired)) {
+                    debug!("{iface}: {} lifted", b.rule_name());
+                    metrics.event(&iface, "lifted");
+                }
+                self.failed = None;
+            }
+            Err(e) => {
+                metrics.event(&iface, "failed");
+                if self.failed.as_ref() != Some(&desired) {
+                    error!("{iface}: adaptive blocks not installed, the running rules stay: {e:#}");
+                }
+                self.failed = Some(desired);
+            }
+        }
+    }
+}
