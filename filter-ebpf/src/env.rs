@@ -1,20 +1,27 @@
 //! The decision's view of the kernel: maps, the clock, and the payload bytes
 //! a rule compares. The decision itself lives in filter-common.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key, programs::XdpContext};
 use aya_log_ebpf::info;
 use filter_common::{
     CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, Chain, Config, FAMILY_V4, FragKey, Limit, MATCH_MAX,
     MATCH_OFFSET_MAX, Rule, SourceState, SrcKey,
-    decide::{Env, Packet, SourceCell},
+    decide::{Env, Packet, Shared64 as _, SourceCell, addr_bytes},
     port_slot,
 };
 
-use crate::{maps::*, parse, shared::BpfU64};
+use crate::{
+    maps::*,
+    parse::{self, Hdr},
+    shared::BpfU64,
+};
 
 pub struct KernelEnv<'a> {
     pub ctx: &'a XdpContext,
-    pub config: Config,
+    /// In its map, read where it lies.
+    pub config: &'a Config,
 }
 
 impl Env for KernelEnv<'_> {
@@ -25,11 +32,6 @@ impl Env for KernelEnv<'_> {
         // Coarse time (jiffies) is ~17 ns cheaper and exact enough for
         // limits measured in packets per second.
         unsafe { bpf_ktime_get_coarse_ns() }
-    }
-
-    #[inline(always)]
-    fn config(&self) -> Config {
-        self.config
     }
 
     // Empty tries are skipped on the controller's word (config flags), ban
@@ -132,10 +134,19 @@ impl Env for KernelEnv<'_> {
         // one hash operation instead of an insert and a second lookup. If
         // another CPU inserted the same source in between (BPF_NOEXIST
         // fails), its entry stays and this one packet was judged fresh.
-        let mut fresh = SourceState::default();
-        // SAFETY: as above, on a local value.
-        let r = f(unsafe { &*(&mut fresh as *mut SourceState as *const SourceCell<BpfU64>) });
-        let _ = SOURCES.insert(key, fresh, 1);
+        let mut fresh = MaybeUninit::<SourceState>::uninit();
+        // SAFETY: as above, on a local value, whose every field is stored
+        // before `f` reads it.
+        let cell = unsafe { &*(fresh.as_mut_ptr() as *const SourceCell<BpfU64>) };
+        // Cell by cell (volatile stores): a zeroed struct becomes a call to
+        // a byte-wise memset subprogram.
+        cell.pkt_tat.store(0);
+        cell.byte_tat.store(0);
+        cell.over_since.store(0);
+        cell.dropped.store(0);
+        let r = f(cell);
+        // SAFETY: every field was stored above.
+        let _ = SOURCES.insert(key, unsafe { fresh.assume_init_ref() }, 1);
         Some(r)
     }
 
@@ -166,10 +177,10 @@ fn lookup_prefix(
     v6: &aya_ebpf::maps::LpmTrie<[u8; 16], u8>,
 ) -> bool {
     if p.family == FAMILY_V4 {
-        v4.get(Key::new(32, [p.src[0], p.src[1], p.src[2], p.src[3]]))
+        v4.get(Key::new(32, (p.src[0] as u32).to_ne_bytes()))
             .is_some()
     } else {
-        v6.get(Key::new(128, p.src)).is_some()
+        v6.get(Key::new(128, addr_bytes(&p.src))).is_some()
     }
 }
 
@@ -183,8 +194,8 @@ fn payload_head(ctx: &XdpContext, payload_off: usize, offset: u16, len: u8) -> [
         return [0; MATCH_MAX];
     }
     let start = payload_off + offset as usize;
-    if let Some(b) = parse::bytes_at::<MATCH_MAX>(ctx, start) {
-        return b;
+    if let Some(h) = Hdr::<MATCH_MAX>::at(ctx, start) {
+        return h.raw32::<0>().to_ne_bytes();
     }
     let frame_len = ctx.data_end() - ctx.data();
     let shift = start.wrapping_sub(frame_len.saturating_sub(MATCH_MAX));
@@ -194,10 +205,10 @@ fn payload_head(ctx: &XdpContext, payload_off: usize, offset: u16, len: u8) -> [
     }
     // Derived from the bounded `start`, not from the frame length, so the
     // verifier knows its range.
-    if let Some(tail) = parse::bytes_at::<MATCH_MAX>(ctx, start - shift) {
+    if let Some(tail) = Hdr::<MATCH_MAX>::at(ctx, start - shift) {
         // Shift in a register: indexing the array by `shift` would be a
         // variable stack offset, which the verifier refuses.
-        head = (u32::from_be_bytes(tail) << (8 * shift as u32)).to_be_bytes();
+        head = (tail.be32::<0>() << (8 * shift as u32)).to_be_bytes();
     }
     head
 }

@@ -17,7 +17,10 @@ use filter_common::decide::{Outcome, decide, outcome};
 #[xdp]
 pub fn filter(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
-    let config = maps::config();
+    // Index 0 of an array always exists: the else arm is for the verifier.
+    let Some(config) = maps::CONFIG.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
     // The parsed packet lives in a per-CPU map slot, not on the stack: the
     // verifier does not track what a program stores in map memory, so the
     // decision is verified once instead of once per parsing path (VLAN tags
@@ -30,7 +33,7 @@ pub fn filter(ctx: XdpContext) -> u32 {
     let packet = unsafe { &mut *slot };
     let parsed = parse::parse(&ctx, packet);
     let mut env = env::KernelEnv { ctx: &ctx, config };
-    let reason = decide(&mut env, parsed, packet);
+    let reason = decide(&mut env, config, parsed, packet);
     maps::count_reason(reason, frame_len);
     match outcome(reason, config.flags) {
         Outcome::Pass => xdp_action::XDP_PASS,
