@@ -166,6 +166,14 @@ impl Env for KernelEnv<'_> {
 
     #[inline(always)]
     fn remember_frag_drop(&mut self, key: &FragKey, until: u64) {
+        // Every first fragment of a flood would otherwise write the shared
+        // LRU (and bounce its cache line between CPUs). The clock never
+        // runs back, so an entry that already lasts until `until` is what
+        // the insert would write; it differs only once the clock moved on.
+        // SAFETY: the value is a plain u64 read at once.
+        if unsafe { FRAGS.get(key) }.is_some_and(|known| *known >= until) {
+            return;
+        }
         let _ = FRAGS.insert(key, until, 0);
     }
 }
