@@ -24,8 +24,11 @@ pub fn filter(ctx: XdpContext) -> u32 {
     // The parsed packet lives in a per-CPU map slot, not on the stack: the
     // verifier does not track what a program stores in map memory, so the
     // decision is verified once instead of once per parsing path (VLAN tags
-    // x IP versions x extension chains x fragment kinds), which would
-    // exceed its budget; and the 512-byte stack stays free.
+    // x IP versions x extension chains x fragment kinds). Measured with the
+    // packet on the stack: 391,000 verified instructions of the 1,000,000
+    // budget instead of 23,000, for ~20 instructions saved per packet (as
+    // an `#[inline(never)]` decision: 766,000, and slower), too little room
+    // for the steps still to come. And the 512-byte stack stays free.
     let Some(slot) = maps::SCRATCH.get_ptr_mut(0) else {
         return xdp_action::XDP_PASS;
     };
