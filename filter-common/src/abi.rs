@@ -396,7 +396,7 @@ impl Default for Meta {
 /// Maps whose contents outlive a reload: counters, limiter and ban state,
 /// fragment memory. A new program generation reuses their pins; every other
 /// map belongs to one generation and is built anew with each rule set.
-pub const STATE_MAPS: [&str; 9] = [
+pub const STATE_MAPS: [&str; 8] = [
     MAP_STATS,
     MAP_SOURCES,
     MAP_BANS,
@@ -404,7 +404,6 @@ pub const STATE_MAPS: [&str; 9] = [
     MAP_BAN_V4,
     MAP_BAN_V6,
     MAP_FRAGS,
-    "AYA_LOGS",
     MAP_UDP_PORTS,
 ];
 

@@ -1,20 +1,26 @@
 //! The decision's view of the kernel: maps, the clock, and the payload bytes
 //! a rule compares. The decision itself lives in filter-common.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key, programs::XdpContext};
-use aya_log_ebpf::info;
 use filter_common::{
     CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, Chain, Config, FAMILY_V4, FragKey, Limit, MATCH_MAX,
     MATCH_OFFSET_MAX, Rule, SourceState, SrcKey,
-    decide::{Env, Packet, SourceCell},
+    decide::{Env, Packet, Shared64 as _, SourceCell, addr_bytes},
     port_slot,
 };
 
-use crate::{maps::*, parse, shared::BpfU64};
+use crate::{
+    maps::*,
+    parse::{self, Hdr},
+    shared::BpfU64,
+};
 
 pub struct KernelEnv<'a> {
     pub ctx: &'a XdpContext,
-    pub config: Config,
+    /// In its map, read where it lies.
+    pub config: &'a Config,
 }
 
 impl Env for KernelEnv<'_> {
@@ -25,11 +31,6 @@ impl Env for KernelEnv<'_> {
         // Coarse time (jiffies) is ~17 ns cheaper and exact enough for
         // limits measured in packets per second.
         unsafe { bpf_ktime_get_coarse_ns() }
-    }
-
-    #[inline(always)]
-    fn config(&self) -> Config {
-        self.config
     }
 
     // Empty tries are skipped on the controller's word (config flags), ban
@@ -67,21 +68,15 @@ impl Env for KernelEnv<'_> {
 
     #[inline(always)]
     fn set_ban(&mut self, key: &SrcKey, until: u64) {
-        if BANS.insert(key, until, 0).is_ok() {
-            if let Some(flag) = BAN_FLAG.get_ptr_mut(0) {
-                // SAFETY: a live map slot; every writer stores the same 1.
-                unsafe { *flag = 1 };
-            }
-            // Rare by construction: once per ban, never per packet.
-            if key.family == FAMILY_V4 {
-                let v4 = u32::from_be_bytes([key.addr[0], key.addr[1], key.addr[2], key.addr[3]]);
-                info!(self.ctx, "banned source {:i} for exceeding its limit", v4);
-            } else {
-                info!(
-                    self.ctx,
-                    "banned source {:i} for exceeding its limit", key.addr
-                );
-            }
+        // No log line here: one aya-log statement adds ~630 instructions to
+        // the program (two of them tripled its size), and the controller
+        // did not read the log; a ban shows in `filterctl top` (BANS) and
+        // its drops in the `ban_drop` counter.
+        if BANS.insert(key, until, 0).is_ok()
+            && let Some(flag) = BAN_FLAG.get_ptr_mut(0)
+        {
+            // SAFETY: a live map slot; every writer stores the same 1.
+            unsafe { *flag = 1 };
         }
     }
 
@@ -132,10 +127,19 @@ impl Env for KernelEnv<'_> {
         // one hash operation instead of an insert and a second lookup. If
         // another CPU inserted the same source in between (BPF_NOEXIST
         // fails), its entry stays and this one packet was judged fresh.
-        let mut fresh = SourceState::default();
-        // SAFETY: as above, on a local value.
-        let r = f(unsafe { &*(&mut fresh as *mut SourceState as *const SourceCell<BpfU64>) });
-        let _ = SOURCES.insert(key, fresh, 1);
+        let mut fresh = MaybeUninit::<SourceState>::uninit();
+        // SAFETY: as above, on a local value, whose every field is stored
+        // before `f` reads it.
+        let cell = unsafe { &*(fresh.as_mut_ptr() as *const SourceCell<BpfU64>) };
+        // Cell by cell (volatile stores): a zeroed struct becomes a call to
+        // a byte-wise memset subprogram.
+        cell.pkt_tat.store(0);
+        cell.byte_tat.store(0);
+        cell.over_since.store(0);
+        cell.dropped.store(0);
+        let r = f(cell);
+        // SAFETY: every field was stored above.
+        let _ = SOURCES.insert(key, unsafe { fresh.assume_init_ref() }, 1);
         Some(r)
     }
 
@@ -155,6 +159,14 @@ impl Env for KernelEnv<'_> {
 
     #[inline(always)]
     fn remember_frag_drop(&mut self, key: &FragKey, until: u64) {
+        // Every first fragment of a flood would otherwise write the shared
+        // LRU (and bounce its cache line between CPUs). The clock never
+        // runs back, so an entry that already lasts until `until` is what
+        // the insert would write; it differs only once the clock moved on.
+        // SAFETY: the value is a plain u64 read at once.
+        if unsafe { FRAGS.get(key) }.is_some_and(|known| *known >= until) {
+            return;
+        }
         let _ = FRAGS.insert(key, until, 0);
     }
 }
@@ -166,10 +178,10 @@ fn lookup_prefix(
     v6: &aya_ebpf::maps::LpmTrie<[u8; 16], u8>,
 ) -> bool {
     if p.family == FAMILY_V4 {
-        v4.get(Key::new(32, [p.src[0], p.src[1], p.src[2], p.src[3]]))
+        v4.get(Key::new(32, (p.src[0] as u32).to_ne_bytes()))
             .is_some()
     } else {
-        v6.get(Key::new(128, p.src)).is_some()
+        v6.get(Key::new(128, addr_bytes(&p.src))).is_some()
     }
 }
 
@@ -183,8 +195,8 @@ fn payload_head(ctx: &XdpContext, payload_off: usize, offset: u16, len: u8) -> [
         return [0; MATCH_MAX];
     }
     let start = payload_off + offset as usize;
-    if let Some(b) = parse::bytes_at::<MATCH_MAX>(ctx, start) {
-        return b;
+    if let Some(h) = Hdr::<MATCH_MAX>::at(ctx, start) {
+        return h.raw32::<0>().to_ne_bytes();
     }
     let frame_len = ctx.data_end() - ctx.data();
     let shift = start.wrapping_sub(frame_len.saturating_sub(MATCH_MAX));
@@ -194,10 +206,10 @@ fn payload_head(ctx: &XdpContext, payload_off: usize, offset: u16, len: u8) -> [
     }
     // Derived from the bounded `start`, not from the frame length, so the
     // verifier knows its range.
-    if let Some(tail) = parse::bytes_at::<MATCH_MAX>(ctx, start - shift) {
+    if let Some(tail) = Hdr::<MATCH_MAX>::at(ctx, start - shift) {
         // Shift in a register: indexing the array by `shift` would be a
         // variable stack offset, which the verifier refuses.
-        head = (u32::from_be_bytes(tail) << (8 * shift as u32)).to_be_bytes();
+        head = (tail.be32::<0>() << (8 * shift as u32)).to_be_bytes();
     }
     head
 }

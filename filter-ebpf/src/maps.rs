@@ -86,11 +86,6 @@ pub static FRAGS: LruHashMap<FragKey, u64> = LruHashMap::with_max_entries(MAX_FR
 pub static SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
-pub fn config() -> Config {
-    CONFIG.get(0).copied().unwrap_or_default()
-}
-
-#[inline(always)]
 fn add(counter: Option<*mut Counter>, bytes: u64) {
     if let Some(c) = counter {
         // Per-CPU slot: no other CPU writes it, so plain adds are exact.

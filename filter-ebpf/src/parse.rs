@@ -1,6 +1,6 @@
 //! Bounds-checked header parsing: Ethernet, up to two VLAN tags, IPv4 with its
 //! real header length, IPv6 with a bounded walk over extension headers, and
-//! the UDP, TCP or ICMP header. Every read goes through `bytes_at`.
+//! the UDP, TCP or ICMP header. Every header is reached through `Hdr::at`.
 
 use aya_ebpf::programs::XdpContext;
 use filter_common::{
@@ -27,24 +27,64 @@ const NEXTHDR_FRAGMENT: u8 = 44;
 const NEXTHDR_AUTH: u8 = 51;
 const NEXTHDR_DEST: u8 = 60;
 
-/// The one accessor for packet memory: `N` bytes at `off`, bounds-checked.
-/// Reads are at least two bytes wide on purpose: for a one-byte check LLVM
-/// emits `ptr >= end`, from which the verifier derives no range.
-#[inline(always)]
-pub fn bytes_at<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + off + N > end {
-        return None;
-    }
-    // SAFETY: the N bytes at start + off lie inside the frame; [u8; N] has
-    // no alignment requirement.
-    Some(unsafe { *((start + off) as *const [u8; N]) })
-}
+/// A header in packet memory whose `N` bytes passed one bounds check; its
+/// fields are then read with fixed-offset loads of their own width.
+#[derive(Clone, Copy)]
+pub struct Hdr<const N: usize>(*const u8);
 
-#[inline(always)]
-fn be16(b: &[u8], i: usize) -> u16 {
-    u16::from_be_bytes([b[i], b[i + 1]])
+impl<const N: usize> Hdr<N> {
+    /// The one bounds check for packet memory. `N` is at least two on
+    /// purpose: for a one-byte check LLVM emits `ptr >= end`, from which
+    /// the verifier derives no range.
+    #[inline(always)]
+    pub fn at(ctx: &XdpContext, off: usize) -> Option<Self> {
+        let start = ctx.data();
+        if start + off + N > ctx.data_end() {
+            return None;
+        }
+        Some(Hdr((start + off) as *const u8))
+    }
+
+    // The loads below may be unaligned. The BPF backend only emits a word
+    // load for a word-aligned type, and the verifier does not check the
+    // alignment of packet access unless asked to (BPF_F_STRICT_ALIGNMENT);
+    // the JITs load unaligned words like any other. `I + size <= N` is
+    // checked at compile time, so every load stays inside the checked bytes.
+
+    #[inline(always)]
+    pub fn u8<const I: usize>(self) -> u8 {
+        const { assert!(I < N) };
+        // SAFETY: inside the bounds checked in `at`.
+        unsafe { *self.0.add(I) }
+    }
+
+    #[inline(always)]
+    pub fn be16<const I: usize>(self) -> u16 {
+        const { assert!(I + 2 <= N) };
+        // SAFETY: as above.
+        u16::from_be(unsafe { (self.0.add(I) as *const u16).read() })
+    }
+
+    /// Four bytes in memory order (not converted from network order).
+    #[inline(always)]
+    pub fn raw32<const I: usize>(self) -> u32 {
+        const { assert!(I + 4 <= N) };
+        // SAFETY: as above.
+        unsafe { (self.0.add(I) as *const u32).read() }
+    }
+
+    #[inline(always)]
+    pub fn be32<const I: usize>(self) -> u32 {
+        u32::from_be(self.raw32::<I>())
+    }
+
+    /// Eight bytes in memory order.
+    #[inline(always)]
+    pub fn raw64<const I: usize>(self) -> u64 {
+        const { assert!(I + 8 <= N) };
+        // SAFETY: as above.
+        unsafe { (self.0.add(I) as *const u64).read() }
+    }
 }
 
 /// Parses the frame; for IP packets fills `p`, which lives in a map (see
@@ -52,20 +92,20 @@ fn be16(b: &[u8], i: usize) -> u16 {
 #[inline(always)]
 pub fn parse(ctx: &XdpContext, p: &mut Packet) -> Parsed {
     let frame_len = ctx.data_end() - ctx.data();
-    let Some(eth) = bytes_at::<ETH_HDR_LEN>(ctx, 0) else {
+    let Some(eth) = Hdr::<ETH_HDR_LEN>::at(ctx, 0) else {
         return Parsed::Malformed;
     };
-    let mut ethertype = be16(&eth, 12);
+    let mut ethertype = eth.be16::<12>();
     let mut off = ETH_HDR_LEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
         // Tag: 2 bytes TCI, then the inner ethertype.
-        let Some(tag) = bytes_at::<4>(ctx, off) else {
+        let Some(tag) = Hdr::<4>::at(ctx, off) else {
             return Parsed::Malformed;
         };
-        ethertype = be16(&tag, 2);
+        ethertype = tag.be16::<2>();
         off += 4;
     }
     match ethertype {
@@ -77,13 +117,12 @@ pub fn parse(ctx: &XdpContext, p: &mut Packet) -> Parsed {
     }
 }
 
+/// Every field but the addresses, which each IP version writes whole.
 /// Field by field: a whole-struct store would become a memset, which the
 /// BPF backend emits as a byte loop.
 #[inline(always)]
 fn reset(p: &mut Packet, family: u8, proto: u8, frame_len: usize) {
     p.family = family;
-    p.src = [0; 16];
-    p.dst = [0; 16];
     p.proto = proto;
     p.frag = Frag::None;
     p.frag_id = 0;
@@ -98,19 +137,20 @@ fn reset(p: &mut Packet, family: u8, proto: u8, frame_len: usize) {
 
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, p: &mut Packet, off: usize, frame_len: usize) -> Parsed {
-    let Some(h) = bytes_at::<20>(ctx, off) else {
+    let Some(h) = Hdr::<20>::at(ctx, off) else {
         return Parsed::Malformed;
     };
-    let hdr_len = (h[0] & 0x0f) as usize * 4;
-    if h[0] >> 4 != 4 || hdr_len < 20 {
+    let version_ihl = h.u8::<0>();
+    let hdr_len = (version_ihl & 0x0f) as usize * 4;
+    if version_ihl >> 4 != 4 || hdr_len < 20 {
         return Parsed::Malformed;
     }
-    let total_len = be16(&h, 2) as usize;
+    let total_len = h.be16::<2>() as usize;
     if total_len < hdr_len || off + total_len > frame_len {
         return Parsed::Malformed;
     }
-    let frag_field = be16(&h, 6);
-    reset(p, FAMILY_V4, h[9], frame_len);
+    let frag_field = h.be16::<6>();
+    reset(p, FAMILY_V4, h.u8::<9>(), frame_len);
     p.frag = if frag_field & 0x1fff != 0 {
         Frag::Later
     } else if frag_field & 0x2000 != 0 {
@@ -118,25 +158,27 @@ fn parse_ipv4(ctx: &XdpContext, p: &mut Packet, off: usize, frame_len: usize) ->
     } else {
         Frag::None
     };
-    p.frag_id = be16(&h, 4) as u32;
-    p.src[..4].copy_from_slice(&h[12..16]);
-    p.dst[..4].copy_from_slice(&h[16..20]);
+    p.frag_id = h.be16::<4>() as u32;
+    // Zero-extended in a register: the address bytes first, in memory
+    // order, as `Packet` keeps them.
+    p.src = [h.raw32::<12>() as u64, 0];
+    p.dst = [h.raw32::<16>() as u64, 0];
     parse_l4(ctx, p, off + hdr_len, off + total_len)
 }
 
 #[inline(always)]
 fn parse_ipv6(ctx: &XdpContext, p: &mut Packet, off: usize, frame_len: usize) -> Parsed {
-    let Some(h) = bytes_at::<40>(ctx, off) else {
+    let Some(h) = Hdr::<40>::at(ctx, off) else {
         return Parsed::Malformed;
     };
-    let ip_end = off + 40 + be16(&h, 4) as usize;
-    if h[0] >> 4 != 6 || ip_end > frame_len {
+    let ip_end = off + 40 + h.be16::<4>() as usize;
+    if h.u8::<0>() >> 4 != 6 || ip_end > frame_len {
         return Parsed::Malformed;
     }
-    let mut next = h[6];
+    let mut next = h.u8::<6>();
     reset(p, FAMILY_V6, next, frame_len);
-    p.src.copy_from_slice(&h[8..24]);
-    p.dst.copy_from_slice(&h[24..40]);
+    p.src = [h.raw64::<8>(), h.raw64::<16>()];
+    p.dst = [h.raw64::<24>(), h.raw64::<32>()];
     let mut cur = off + 40;
     for _ in 0..MAX_EXT_HEADERS {
         if !is_extension(next) {
@@ -145,25 +187,25 @@ fn parse_ipv6(ctx: &XdpContext, p: &mut Packet, off: usize, frame_len: usize) ->
         // Every extension header is at least 8 bytes and starts with
         // next-header and length; the fragment header keeps offset and M
         // flag in bytes 2..4 and the identification in bytes 4..8.
-        let Some(e) = bytes_at::<8>(ctx, cur) else {
+        let Some(e) = Hdr::<8>::at(ctx, cur) else {
             return Parsed::Malformed;
         };
         let hdr_len = match next {
-            NEXTHDR_AUTH => (e[1] as usize + 2) * 4,
+            NEXTHDR_AUTH => (e.u8::<1>() as usize + 2) * 4,
             NEXTHDR_FRAGMENT => {
-                let field = be16(&e, 2);
+                let field = e.be16::<2>();
                 if field & 0xfff8 != 0 {
                     p.frag = Frag::Later;
                 } else if field & 1 != 0 {
                     p.frag = Frag::First;
                 }
-                p.frag_id = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
-                p.frag_proto = e[0];
+                p.frag_id = e.be32::<4>();
+                p.frag_proto = e.u8::<0>();
                 8
             }
-            _ => (e[1] as usize + 1) * 8,
+            _ => (e.u8::<1>() as usize + 1) * 8,
         };
-        next = e[0];
+        next = e.u8::<0>();
         cur += hdr_len;
         if cur > ip_end || cur > MAX_L4_OFFSET {
             return Parsed::Malformed;
@@ -200,40 +242,40 @@ fn parse_l4(ctx: &XdpContext, p: &mut Packet, l4: usize, ip_end: usize) -> Parse
     let have = ip_end - l4;
     match p.proto {
         IPPROTO_UDP => {
-            let Some(h) = bytes_at::<8>(ctx, l4) else {
+            let Some(h) = Hdr::<8>::at(ctx, l4) else {
                 return Parsed::Malformed;
             };
-            let ulen = be16(&h, 4) as usize;
+            let ulen = h.be16::<4>() as usize;
             // A first fragment's UDP length covers the whole datagram.
             if have < 8 || ulen < 8 || (p.frag == Frag::None && ulen > have) {
                 return Parsed::Malformed;
             }
-            p.src_port = be16(&h, 0);
-            p.dst_port = be16(&h, 2);
+            p.src_port = h.be16::<0>();
+            p.dst_port = h.be16::<2>();
             p.payload_off = l4 + 8;
             p.payload_len = (ulen - 8) as u16;
         }
         IPPROTO_TCP => {
-            let Some(h) = bytes_at::<20>(ctx, l4) else {
+            let Some(h) = Hdr::<20>::at(ctx, l4) else {
                 return Parsed::Malformed;
             };
-            let doff = (h[12] >> 4) as usize * 4;
+            let doff = (h.u8::<12>() >> 4) as usize * 4;
             if have < 20 || doff < 20 || doff > have {
                 return Parsed::Malformed;
             }
-            p.src_port = be16(&h, 0);
-            p.dst_port = be16(&h, 2);
+            p.src_port = h.be16::<0>();
+            p.dst_port = h.be16::<2>();
             p.payload_off = l4 + doff;
             p.payload_len = (have - doff) as u16;
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            let Some(h) = bytes_at::<4>(ctx, l4) else {
+            let Some(h) = Hdr::<4>::at(ctx, l4) else {
                 return Parsed::Malformed;
             };
             if have < 4 {
                 return Parsed::Malformed;
             }
-            p.icmp_type = h[0];
+            p.icmp_type = h.u8::<0>();
             p.payload_off = l4 + 4;
             p.payload_len = (have - 4) as u16;
         }

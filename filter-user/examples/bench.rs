@@ -17,7 +17,12 @@
 //!    counters.
 //! 5. On a live interface: load and reload with 100,000 prefixes.
 //! 6. On a veth pair between two test namespaces, an in-kernel generator:
-//!    drop rates of the filter, plain XDP_DROP, nftables, no filter.
+//!    drop rates of the filter, plain XDP_DROP, nftables, no filter, and
+//!    the kernel's own run time per packet of the filter and of XDP_DROP.
+//!
+//! Section 1 also reports the program's size as the kernel holds it
+//! (translated instructions, JIT bytes), so that growth shows when it
+//! happens.
 
 use std::{
     fmt::Write as _,
@@ -30,7 +35,8 @@ use std::process::Command;
 
 use aya::{
     Ebpf,
-    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp},
+    programs::{ProgramInfo, TestRun as _, TestRunAttrs, TestRunOptions, Xdp},
+    sys::{Stats, enable_stats},
 };
 use filter_testkit::{
     frames::{
@@ -201,6 +207,7 @@ fn per_frame(report: &mut Report, o: &Opts) -> anyhow::Result<(f64, f64)> {
     let floors = load_floors()?;
     let set = rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?;
     let runner = Simulator::new(&set)?;
+    size(report, &filter_prog(&runner)?.info()?);
     let kinds = frame_kinds();
     let (drop_floor, dmin, dmax) =
         measure(program(&floors, "drop_all")?, &kinds[0].1, repeat, runs)?;
@@ -314,6 +321,50 @@ fn surge_counting(report: &mut Report, o: &Opts, frame: &[u8]) -> anyhow::Result
         json!({"drop_floor_ns": floor, "shared_ns": shared, "percpu_ns": percpu, "two_cpus": {"drop_floor_ns": floor2, "shared_ns": shared2, "percpu_ns": percpu2}, "shared_above_floor_ns": shared - floor, "percpu_above_floor_ns": percpu - floor, "mmap_read_ms": mmap_read.as_secs_f64() * 1e3, "percpu_read_ms": lookups_read.as_secs_f64() * 1e3}),
     );
     Ok(())
+}
+
+/// The program as the kernel holds it: translated instructions and JIT
+/// code.
+fn size(report: &mut Report, info: &ProgramInfo) {
+    let xlated = info.size_translated().unwrap_or(0);
+    let insns = xlated / 8;
+    let jited = info.size_jitted();
+    let _ = write!(
+        report.text,
+        "\n0. program size: {insns} translated instructions ({xlated} bytes), {jited} bytes of JIT code"
+    );
+    report.json.insert(
+        "program_size".into(),
+        json!({"translated_insns": insns, "translated_bytes": xlated, "jited_bytes": jited}),
+    );
+}
+
+/// The kernel's own count of runs and run time of a loaded program
+/// (counted while `enable_stats` is held).
+fn run_stats(id: u32) -> anyhow::Result<(u64, Duration)> {
+    let info = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .ok_or_else(|| anyhow!("program {id} is not loaded"))?;
+    Ok((info.run_count(), info.run_time()))
+}
+
+/// Drop rate seen by `drops` while the generator runs, and the kernel's
+/// run time per packet of program `id` over the same interval.
+fn drop_rate(
+    net: &TestNet,
+    frame: &[u8],
+    secs: f64,
+    id: u32,
+    drops: impl Fn() -> anyhow::Result<u64>,
+) -> anyhow::Result<(f64, u64, f64)> {
+    let (before, (runs0, time0)) = (drops()?, run_stats(id)?);
+    let t0 = Instant::now();
+    let offered = generate(net, frame, secs)?;
+    let rate = (drops()? - before) as f64 / t0.elapsed().as_secs_f64();
+    let (runs1, time1) = run_stats(id)?;
+    let per_packet = (time1 - time0).as_nanos() as f64 / (runs1 - runs0).max(1) as f64;
+    Ok((rate, offered, per_packet))
 }
 
 /// ns per frame, from the kernel's own timing, over `frames` single runs.
@@ -529,6 +580,9 @@ fn generate(net: &TestNet, frame: &[u8], secs: f64) -> anyhow::Result<u64> {
 
 fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
     let secs = if o.quick { 1.0 } else { 3.0 };
+    // Holding the fd keeps the kernel's per-program run-time statistics on
+    // (kernel.bpf_stats_enabled), only for as long as this section runs.
+    let _stats = enable_stats(Stats::RunTime).context("cannot enable BPF run-time statistics")?;
     let net = TestNet::new("bch")?;
     let (v, vi) = (net.victim_ns.clone(), net.victim_if.clone());
     let ntp = udp(123, 40000, &ntp_monlist_reply());
@@ -568,7 +622,7 @@ fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
     rates.push(("nftables netdev ingress", nft, offered));
 
     // Plain XDP_DROP.
-    let floor = {
+    let (floor, floor_ns) = {
         let vi2 = vi.clone();
         let floors = TestNet::in_ns(&v, move || -> anyhow::Result<Ebpf> {
             let mut floors = Ebpf::load(filter_testkit::FLOORS_OBJECT)?;
@@ -580,14 +634,13 @@ fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
             p.attach(&vi2, aya::programs::XdpMode::Driver)?;
             Ok(floors)
         })??;
-        let before = ethtool_stat(&v, &vi, "rx_queue_0_xdp_drops")?;
-        let t0 = Instant::now();
-        let offered = generate(&net, &frame, secs)?;
-        let rate = (ethtool_stat(&v, &vi, "rx_queue_0_xdp_drops")? - before) as f64
-            / t0.elapsed().as_secs_f64();
+        let id = program(&floors, "drop_all")?.info()?.id();
+        let (rate, offered, ns) = drop_rate(&net, &frame, secs, id, || {
+            ethtool_stat(&v, &vi, "rx_queue_0_xdp_drops")
+        })?;
         drop(floors);
         rates.push(("plain XDP_DROP", rate, offered));
-        rate
+        (rate, ns)
     };
 
     // The filter with the default rules.
@@ -603,11 +656,10 @@ fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
             filterctl::filter::load::AttachMode::Native,
         )
     })??;
-    let before = ethtool_stat(&v, &vi, "rx_queue_0_xdp_drops")?;
-    let t0 = Instant::now();
-    let offered = generate(&net, &frame, secs)?;
-    let ours = (ethtool_stat(&v, &vi, "rx_queue_0_xdp_drops")? - before) as f64
-        / t0.elapsed().as_secs_f64();
+    let id = filterctl::state::current_generation(&root.iface_dir(&vi))?.program_id;
+    let (ours, offered, ours_ns) = drop_rate(&net, &frame, secs, id, || {
+        ethtool_stat(&v, &vi, "rx_queue_0_xdp_drops")
+    })?;
     rates.push(("this filter (default rules)", ours, offered));
     filterctl::filter::load::unload(&root, &vi)?;
 
@@ -662,7 +714,11 @@ fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
         ours / floor,
         ours / nft
     );
-    report.json.insert("veth".into(), json!({"seconds": secs, "cases": rows, "ratio_to_xdp_drop": ours / floor, "ratio_to_nftables": ours / nft}));
+    let _ = writeln!(
+        report.text,
+        "   kernel run time per packet (bpf_stats run_time_ns / run_cnt): filter {ours_ns:.1} ns, plain XDP_DROP {floor_ns:.1} ns"
+    );
+    report.json.insert("veth".into(), json!({"seconds": secs, "cases": rows, "ratio_to_xdp_drop": ours / floor, "ratio_to_nftables": ours / nft, "run_time_ns_per_packet": {"filter": ours_ns, "xdp_drop": floor_ns}}));
     drop(net);
     Ok(())
 }

@@ -14,7 +14,7 @@ use etherparse::{
 };
 use filter_common::{
     Chain, Config, FAMILY_V4, FAMILY_V6, FragKey, Limit, MATCH_MAX, Rule, SrcKey,
-    decide::{Env, Frag, Packet, Parsed, SourceCell, decide},
+    decide::{Env, Frag, Packet, Parsed, SourceCell, addr_bytes, addr_v4, addr_words, decide},
     port_slot,
 };
 use filterctl::rules::{Compiled, Prefix, RuleSet};
@@ -69,8 +69,8 @@ fn ipv4(frame: &[u8], off: usize, p: &mut Packet) -> Parsed {
         return Parsed::Malformed;
     }
     p.family = FAMILY_V4;
-    p.src[..4].copy_from_slice(&h.source());
-    p.dst[..4].copy_from_slice(&h.destination());
+    p.src = addr_v4(h.source());
+    p.dst = addr_v4(h.destination());
     p.proto = h.protocol().0;
     p.frag_proto = p.proto;
     p.frag_id = h.identification() as u32;
@@ -93,8 +93,8 @@ fn ipv6(frame: &[u8], off: usize, p: &mut Packet) -> Parsed {
         return Parsed::Malformed;
     }
     p.family = FAMILY_V6;
-    p.src = h.source();
-    p.dst = h.destination();
+    p.src = addr_words(&h.source());
+    p.dst = addr_words(&h.destination());
     let mut next = h.next_header().0;
     p.frag_proto = next;
     let mut cur = off + 40;
@@ -253,12 +253,14 @@ impl Model {
         self.frame.clear();
         self.frame.extend_from_slice(frame);
         let (parsed, p) = parse(frame);
-        decide(self, parsed, &p)
+        let cfg = self.config;
+        decide(self, &cfg, parsed, &p)
     }
 }
 
 fn in_list(list: &[Prefix], p: &Packet) -> bool {
-    list.iter().any(|x| x.contains(p.family, &p.src))
+    list.iter()
+        .any(|x| x.contains(p.family, &addr_bytes(&p.src)))
 }
 
 impl Env for Model {
@@ -266,9 +268,6 @@ impl Env for Model {
 
     fn now(&self) -> u64 {
         self.now
-    }
-    fn config(&self) -> Config {
-        self.config
     }
     fn allowed(&self, p: &Packet) -> bool {
         in_list(&self.allow, p)
