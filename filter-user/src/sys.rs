@@ -1,5 +1,5 @@
 //! The few calls into libc that filterctl makes, each wrapped once in a safe
-//! function: privileges, interface indexes, the kernel's coarse clock,
+//! function: interface indexes, the kernel's coarse clock,
 //! filesystem types and mounts, and this host's addresses.
 
 use std::{
@@ -13,8 +13,6 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SysError {
-    #[error("filterctl {0} needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo")]
-    NotRoot(String),
     #[error("bad interface name {0:?}")]
     BadInterfaceName(String),
     #[error("no such interface: {0} (see `ip link` for the interfaces of this host)")]
@@ -23,15 +21,6 @@ pub enum SysError {
     BadPath(String),
     #[error("mounting a bpffs at {at} failed: {source}")]
     Mount { at: String, source: std::io::Error },
-}
-
-/// Fails unless filterctl runs as root; `what` names the command.
-pub fn require_root(what: &str) -> Result<(), SysError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(SysError::NotRoot(what.to_string()));
-    }
-    Ok(())
 }
 
 /// The index of a network interface in this network namespace.

@@ -55,6 +55,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nftables",
     "util-linux",
     "ethtool",
+    // The metrics test runs a real Prometheus; promtool checks the alerts.
+    "prometheus",
+    // systemd-analyze verifies the unit; setpriv runs filterctl with only
+    // its capabilities.
+    "systemd",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Prefix of the network namespaces tests and the demo create.

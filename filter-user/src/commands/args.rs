@@ -41,6 +41,27 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Make an interface run a rule file, whatever runs now: load it when
+    /// nothing does, reload atomically when another rule set does, nothing
+    /// when the file's rule set already runs. For boot scripts and GitOps.
+    ///
+    /// Exit status: 0 nothing to do, 10 loaded, 11 reloaded, 1 error
+    /// (the previous rules, if any, still enforcing).
+    Apply {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        rules: PathBuf,
+        /// Attach mode for a first load (ignored when a filter runs).
+        #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+        mode: AttachMode,
+        /// Apply even if the rules would lock you out (see `load --force`).
+        #[arg(long)]
+        force: bool,
+        /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replace the rule set of a loaded filter in one atomic step; rate
     /// limit, ban and counter state carry over. If the new rules fail to
     /// load, the old ones keep enforcing.

@@ -3,6 +3,7 @@
 //! found, and a render function beside it turns that into text or JSON.
 //! `run` only dispatches.
 
+mod apply;
 pub mod args;
 mod bans;
 mod check;
@@ -18,9 +19,26 @@ use crate::state::PinRoot;
 
 pub use self::load::DEFAULT_RULES;
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs a command; the exit status is 0 unless the command says otherwise
+/// (`apply`'s codes).
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let root = PinRoot::new(&cli.pin_root);
-    match cli.command {
+    if let Command::Apply {
+        iface,
+        rules,
+        mode,
+        force,
+        json,
+    } = cli.command
+    {
+        return apply::apply(&root, &iface, &rules, mode, force, json);
+    }
+    dispatch(root, cli.command).await.map(|()| 0)
+}
+
+async fn dispatch(root: PinRoot, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Apply { .. } => unreachable!("run handles apply"),
         Command::Serve {
             listen,
             iface,

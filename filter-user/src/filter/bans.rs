@@ -17,7 +17,7 @@ use filter_common::{
 use crate::{
     rules::{Prefix, prefixes::parse_prefix},
     state::{PinRoot, current_generation, open_map, read_config},
-    sys::{self, monotonic_coarse_ns},
+    sys::monotonic_coarse_ns,
 };
 
 /// Prefix length by which the running filter keys sources of `family`.
@@ -66,7 +66,6 @@ pub fn ban(
     target: Prefix,
     duration: Duration,
 ) -> anyhow::Result<Prefix> {
-    sys::require_root("ban")?;
     let dir = root.iface_dir(iface);
     let until = monotonic_coarse_ns() + duration.as_nanos() as u64;
     // The program skips ban lookups until something was ever banned.
@@ -88,7 +87,6 @@ pub fn ban(
 
 /// Lifts a ban; fails if there was none.
 pub fn unban(root: &PinRoot, iface: &str, target: Prefix) -> anyhow::Result<Prefix> {
-    sys::require_root("unban")?;
     let dir = root.iface_dir(iface);
     match place(target, source_prefix(root, iface, target.family)?) {
         Place::Source(key, banned) => {

@@ -29,7 +29,7 @@ use filter_common::{
 
 use super::{failpoint, provenance};
 use crate::{
-    EBPF_OBJECT,
+    EBPF_OBJECT, privilege,
     rules::{Compiled, Prefix, RuleSet},
     state::{
         LINK, PROG, PinRoot, current_generation, generation::attach_mode_name, generation_dir,
@@ -69,7 +69,7 @@ pub fn load(
     source: &Path,
     mode: AttachMode,
 ) -> anyhow::Result<&'static str> {
-    sys::require_root("load")?;
+    privilege::require("load", privilege::LOAD)?;
     let index = sys::ifindex(iface)?;
     root.ensure_bpffs()?;
     let dir = root.iface_dir(iface);
@@ -157,7 +157,7 @@ pub fn reload(
 
 /// Builds, pins and switches to a new generation; returns its number.
 fn switch(dir: &Path, iface: &str, set: &RuleSet, source: &Path) -> anyhow::Result<u32> {
-    sys::require_root("reload")?;
+    privilege::require("reload", privilege::LOAD)?;
     let current = current_generation(dir)
         .with_context(|| format!("no filter running on {iface}: use `filterctl load` first"))?;
     let old_meta = read_meta(&current.dir)?;
@@ -364,7 +364,6 @@ fn write_meta(
 /// Flips monitor mode in the running generation's config: the program reads
 /// it per packet, so it applies at once.
 pub fn set_mode(root: &PinRoot, iface: &str, monitor: bool) -> anyhow::Result<()> {
-    sys::require_root("mode")?;
     let current = current_generation(&root.iface_dir(iface))
         .with_context(|| format!("no filter running on {iface}"))?;
     let mut config: Array<_, Config> = Array::try_from(open_map(&current.dir, MAP_CONFIG)?)?;
@@ -380,7 +379,6 @@ pub fn set_mode(root: &PinRoot, iface: &str, monitor: bool) -> anyhow::Result<()
 
 /// Detaches the filter from `iface` and removes every pin of it.
 pub fn unload(root: &PinRoot, iface: &str) -> anyhow::Result<()> {
-    sys::require_root("unload")?;
     let dir = root.iface_dir(iface);
     if !dir.is_dir() {
         bail!("no filter loaded on {iface} (no pins in {})", dir.display());

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod bans;
+pub mod converge;
 pub mod diff;
 pub mod failpoint;
 pub mod load;

@@ -93,7 +93,6 @@ use crate::{
         stats::Totals,
     },
     rules::{Mode, RuleSet},
-    sys,
 };
 
 /// The note printed in the header and put in the JSON.
@@ -177,7 +176,7 @@ pub struct Replay<'a> {
 impl<'a> Replay<'a> {
     pub fn open(set: &'a RuleSet, rules_file: &str, capture: &Path) -> anyhow::Result<Self> {
         let reader = Capture::open(capture)?;
-        sys::require_root("replay")?;
+        crate::privilege::require("replay", crate::privilege::LOAD)?;
         let sim =
             Simulator::new(set).context("cannot load the XDP program to replay the capture")?;
         Ok(Replay {

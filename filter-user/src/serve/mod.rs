@@ -36,7 +36,7 @@ use self::{
     metrics::FilterCollector,
     watch::{ReloadLabels, Watch, watch_rules},
 };
-use crate::{filter::stats, state::PinRoot, sys};
+use crate::{filter::stats, state::PinRoot};
 
 /// Where `serve` listens unless told otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9419";
@@ -109,7 +109,7 @@ impl Stop {
 
 /// `filterctl serve`: runs until SIGTERM or SIGINT, then returns Ok.
 pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> anyhow::Result<()> {
-    sys::require_root("serve")?;
+    crate::privilege::require("serve", crate::privilege::LOAD)?;
     // Signals first: from here on SIGTERM, SIGINT and SIGHUP never kill the
     // daemon with their default action.
     let mut stop = Stop::new()?;
