@@ -317,6 +317,64 @@ fn expected_samples(stats: &Value, status: &Value, reloads: [u64; 3]) -> BTreeMa
     e
 }
 
+/// The state gauges, checked against `status --json`; the limiter's
+/// occupancy and the daemon's reload time only for their range.
+fn expected_gauges(expo: &Exposition, status: &Value, reloads: [u64; 3]) -> Vec<(Series, f64)> {
+    let iface = status["interface"].as_str().unwrap();
+    let on = [("interface", iface)];
+    let capacity = 65536.0;
+    let entries = expo.samples[&series("filterctl_limiter_entries", &on)];
+    assert!(
+        (0.0..=capacity).contains(&entries),
+        "limiter entries {entries}"
+    );
+    let mut e = vec![
+        (series("filterctl_up", &on), 1.0),
+        (
+            series(
+                "filterctl_attach_info",
+                &[
+                    ("interface", iface),
+                    ("attach_mode", status["attach_mode"].as_str().unwrap()),
+                    ("mode", status["mode"].as_str().unwrap()),
+                ],
+            ),
+            1.0,
+        ),
+        (
+            series("filterctl_loaded_timestamp_seconds", &on),
+            status["loaded_at_unix"].as_f64().unwrap(),
+        ),
+        (series("filterctl_bans_active", &on), 0.0),
+        (series("filterctl_limiter_capacity", &on), capacity),
+        (series("filterctl_limiter_entries", &on), entries),
+        (
+            series(
+                "filterctl_build_info",
+                &[("version", env!("CARGO_PKG_VERSION"))],
+            ),
+            1.0,
+        ),
+    ];
+    if reloads.iter().sum::<u64>() > 0 {
+        let at = expo.samples[&series("filterctl_last_reload_timestamp_seconds", &on)];
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            (now - 600.0..=now + 1.0).contains(&at),
+            "last reload at {at}"
+        );
+        e.push((series("filterctl_last_reload_timestamp_seconds", &on), at));
+        // The test's last reload of each step is the one its counts end on.
+        let ok = expo.samples[&series("filterctl_last_reload_success", &on)];
+        assert!(ok == 0.0 || ok == 1.0, "last reload success {ok}");
+        e.push((series("filterctl_last_reload_success", &on), ok));
+    }
+    e
+}
+
 fn without_timestamp(mut v: Value) -> Value {
     let ts = v
         .as_object_mut()
@@ -361,10 +419,15 @@ fn check_against_stats(net: &TestNet, port: u16, reloads: [u64; 3]) -> Expositio
             ("filterctl_rules", "info"),
             ("filterctl_scrape_errors", "counter"),
             ("filterctl_reloads", "counter"),
+            ("filterctl_up", "gauge"),
+            ("filterctl_attach", "info"),
+            ("filterctl_limiter_entries", "gauge"),
+            ("filterctl_build", "info"),
         ] {
             assert_eq!(expo.types.get(family).map(String::as_str), Some(ty));
         }
-        let expected = expected_samples(&after, &st, reloads);
+        let mut expected = expected_samples(&after, &st, reloads);
+        expected.extend(expected_gauges(&expo, &st, reloads));
         for (k, v) in &expected {
             assert_eq!(expo.samples.get(k), Some(v), "{k:?}");
         }

@@ -211,6 +211,14 @@ fn bans(dir: &Path, keyed: impl Fn(&SrcKey) -> Prefix) -> anyhow::Result<Vec<(Pr
     Ok(out)
 }
 
+/// How many bans (by the limiter, by key or by prefix) hold right now.
+pub fn active_bans(root: &PinRoot, iface: &str) -> anyhow::Result<usize> {
+    let now = monotonic_coarse_ns();
+    let any_len = |k: &SrcKey| prefix(k.family, k.addr, 0);
+    let all = bans(&root.iface_dir(iface), any_len)?;
+    Ok(all.iter().filter(|(_, until)| *until > now).count())
+}
+
 fn prefix(family: u8, addr: [u8; 16], len: u32) -> Prefix {
     Prefix {
         family,

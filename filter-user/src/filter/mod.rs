@@ -8,6 +8,7 @@ pub mod bans;
 pub mod converge;
 pub mod diff;
 pub mod failpoint;
+pub mod gauges;
 pub mod load;
 pub mod provenance;
 pub mod simulator;
