@@ -10,101 +10,20 @@ mod common;
 use std::{
     collections::BTreeMap,
     fs::File,
-    io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
-    process::{Child, Stdio},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    process::Stdio,
     time::{Duration, Instant, SystemTime},
 };
 
-use common::cli::{TempDir, command, ok, run};
+use common::{
+    cli::{TempDir, command, ok, run},
+    daemon::{Daemon, free_port, get, wait_until},
+};
 use filter_testkit::frames::{ntp_monlist_reply, ntp_time_reply};
 use filter_testkit::net::{Sink, TestNet, VICTIM_V4, send_udp};
 use serde_json::Value;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// The daemon, killed on every exit path; its log is printed when the test
-/// fails.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: a signal to our own child, which has not been reaped.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(st) = self.child.try_wait().unwrap() {
-            panic!("serve exited ({st}):\n{}", self.log());
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- filterctl serve log ---\n{}", self.log());
-        }
-    }
-}
-
-struct Reply {
-    status: u16,
-    content_type: String,
-    body: String,
-}
-
-/// HTTP/1.0 GET from a thread inside the victim's namespace, where the
-/// daemon listens on loopback. None when nothing answers.
-fn get(net: &TestNet, port: u16, path: &str) -> Option<Reply> {
-    let path = path.to_string();
-    TestNet::in_ns(&net.victim_ns, move || {
-        let mut s = TcpStream::connect_timeout(
-            &SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_secs(2),
-        )
-        .ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).ok()?;
-        let (head, body) = resp.split_once("\r\n\r\n")?;
-        let mut lines = head.lines();
-        let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-        let content_type = lines
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-            .map_or(String::new(), |(_, v)| v.trim().to_string());
-        Some(Reply {
-            status,
-            content_type,
-            body: body.to_string(),
-        })
-    })
-    .unwrap()
-}
-
-/// A free loopback port in the victim's namespace.
-fn free_port(net: &TestNet) -> u16 {
-    TestNet::in_ns(&net.victim_ns, || {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    })
-    .unwrap()
-}
 
 type Series = (String, Vec<(String, String)>);
 
@@ -356,6 +275,14 @@ fn expected_gauges(expo: &Exposition, status: &Value, reloads: [u64; 3]) -> Vec<
             1.0,
         ),
     ];
+    let top: Vec<_> = expo
+        .samples
+        .iter()
+        .filter(|((name, _), _)| name == "filterctl_top_source_dropped_packets")
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    assert!(top.len() <= 10, "{top:?}");
+    e.extend(top);
     if reloads.iter().sum::<u64>() > 0 {
         let at = expo.samples[&series("filterctl_last_reload_timestamp_seconds", &on)];
         let now = SystemTime::now()
@@ -442,17 +369,6 @@ fn check_against_stats(net: &TestNet, port: u16, reloads: [u64; 3]) -> Expositio
     panic!("the counters never stood still for one scrape");
 }
 
-fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// filterctl_reloads_total of the interface: ok, invalid, failed.
 fn reloads(net: &TestNet, port: u16) -> [u64; 3] {
     let m = get(net, port, "/metrics").expect("/metrics answers");
@@ -507,6 +423,7 @@ fn serve_exposes_the_counters_and_follows_the_rule_file() {
     let port = free_port(&net);
     let log = files.path().join("serve.log");
     let mut daemon = Daemon {
+        name: "filterctl serve",
         child: command(
             &net,
             &[

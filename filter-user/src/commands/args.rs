@@ -45,8 +45,9 @@ pub enum Command {
     /// nothing does, reload atomically when another rule set does, nothing
     /// when the file's rule set already runs. For boot scripts and GitOps.
     ///
-    /// Exit status: 0 nothing to do, 10 loaded, 11 reloaded, 1 error
-    /// (the previous rules, if any, still enforcing).
+    /// Exit status: 0 nothing to do, 10 loaded, 11 reloaded (0 for both
+    /// with --exit-zero), 1 error (the previous rules, if any, still
+    /// enforcing).
     Apply {
         #[arg(long)]
         iface: String,
@@ -61,6 +62,10 @@ pub enum Command {
         /// Print what was done as JSON.
         #[arg(long)]
         json: bool,
+        /// Exit 0 whether it loaded, reloaded or found nothing to do (for
+        /// systemd's ExecStartPre and init containers); errors still exit 1.
+        #[arg(long)]
+        exit_zero: bool,
     },
     /// Replace the rule set of a loaded filter in one atomic step; rate
     /// limit, ban and counter state carry over. If the new rules fail to

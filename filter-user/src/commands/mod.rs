@@ -29,9 +29,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         mode,
         force,
         json,
+        exit_zero,
     } = cli.command
     {
-        return apply::apply(&root, &iface, &rules, mode, force, json);
+        let code = apply::apply(&root, &iface, &rules, mode, force, json)?;
+        return Ok(if exit_zero { 0 } else { code });
     }
     dispatch(root, cli.command).await.map(|()| 0)
 }

@@ -35,7 +35,13 @@ pub struct Reading {
     pub loaded_at_unix: u64,
     pub bans: usize,
     pub limiter: Occupancy,
+    /// The sources that dropped most, at most [`TOP_SOURCES`].
+    pub top: Vec<bans::Entry>,
 }
+
+/// How many sources per interface the top-sources gauge shows: a bound on
+/// its series, whatever the attack.
+pub const TOP_SOURCES: usize = 10;
 
 /// Reads an interface's counters and the generation that runs. A reload
 /// landing in the middle removes the generation being read: read again.
@@ -50,6 +56,7 @@ fn read_interface(root: &PinRoot, iface: &str) -> anyhow::Result<Reading> {
             loaded_at_unix: s.loaded_at_unix,
             bans: bans::active_bans(root, iface)?,
             limiter: gauges::limiter_occupancy(root, iface)?,
+            top: bans::top(root, iface, TOP_SOURCES)?,
         })
     })
 }
@@ -246,6 +253,22 @@ fn encode_state(enc: &mut DescriptorEncoder, readings: &[Reading], down: &[Strin
             .iter()
             .map(|r| (iface(r), r.limiter.capacity as i64)),
     )?;
+    gauge_family(
+        enc,
+        "top_source_dropped_packets",
+        "Frames dropped by the limiter from each of the sources that dropped most (at most 10 per interface; `filterctl top` and /top list more).",
+        readings.iter().flat_map(|r| {
+            r.top.iter().filter(|e| e.dropped > 0).map(|e| {
+                (
+                    [
+                        ("interface", r.stats.interface.clone()),
+                        ("source", e.source.clone()),
+                    ],
+                    e.dropped as i64,
+                )
+            })
+        }),
+    )?;
     enc.encode_descriptor(
         "build",
         "The filterctl that serves these metrics.",
@@ -346,6 +369,13 @@ mod tests {
                 entries: 10,
                 capacity: 1024,
             },
+            top: vec![bans::Entry {
+                source: "198.51.100.7/32".into(),
+                limit: 1,
+                dropped: 99,
+                over_for_s: Some(1.0),
+                banned_for_s: None,
+            }],
         };
         let mut registry = Registry::with_prefix("filterctl");
         registry.register_collector(Box::new(Fixed(vec![reading])));
@@ -371,6 +401,7 @@ mod tests {
             r#"filterctl_bans_active{interface="eth0"} 4"#,
             r#"filterctl_limiter_entries{interface="eth0"} 10"#,
             r#"filterctl_limiter_capacity{interface="eth0"} 1024"#,
+            r#"filterctl_top_source_dropped_packets{interface="eth0",source="198.51.100.7/32"} 99"#,
             &format!(
                 r#"filterctl_build_info{{version="{}"}} 1"#,
                 env!("CARGO_PKG_VERSION")

@@ -3,6 +3,7 @@
 
 pub mod cases;
 pub mod cli;
+pub mod daemon;
 pub mod model;
 
 pub use filter_testkit::{frames, require_bpf};
