@@ -15,6 +15,8 @@ use crate::{maps::*, parse, shared::BpfU64};
 pub struct KernelEnv<'a> {
     pub ctx: &'a XdpContext,
     pub config: Config,
+    /// Index of the rule that matched, for captures; CAPTURE_NO_RULE if none.
+    pub rule: u32,
 }
 
 impl Env for KernelEnv<'_> {
@@ -108,6 +110,7 @@ impl Env for KernelEnv<'_> {
 
     #[inline(always)]
     fn count_rule(&mut self, index: u32, bytes: u64) {
+        self.rule = index;
         count_rule(index, bytes);
     }
 

@@ -6,6 +6,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod capture;
 mod env;
 mod maps;
 mod parse;
@@ -29,13 +30,21 @@ pub fn filter(ctx: XdpContext) -> u32 {
     // SAFETY: a per-CPU slot that only this CPU's run of the program uses.
     let packet = unsafe { &mut *slot };
     let parsed = parse::parse(&ctx, packet);
-    let mut env = env::KernelEnv { ctx: &ctx, config };
+    let mut env = env::KernelEnv {
+        ctx: &ctx,
+        config,
+        rule: filter_common::CAPTURE_NO_RULE,
+    };
     let reason = decide(&mut env, parsed, packet);
     maps::count_reason(reason, frame_len);
     match outcome(reason, config.flags) {
         Outcome::Pass => xdp_action::XDP_PASS,
-        Outcome::Drop => xdp_action::XDP_DROP,
+        Outcome::Drop => {
+            capture::dropped(&ctx, reason, env.rule, frame_len);
+            xdp_action::XDP_DROP
+        }
         Outcome::MonitoredPass => {
+            capture::dropped(&ctx, reason, env.rule, frame_len);
             maps::count_monitored(frame_len);
             xdp_action::XDP_PASS
         }

@@ -86,6 +86,35 @@ pub fn mount_bpffs(at: &Path) -> Result<(), SysError> {
     Ok(())
 }
 
+/// Waits until `fd` is readable or `timeout` passed; true if readable.
+pub fn wait_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    timeout: std::time::Duration,
+) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd as _;
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd for the length given.
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    match rc {
+        -1 => {
+            let e = std::io::Error::last_os_error();
+            // A signal (Ctrl-C) is the caller's to handle.
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+        0 => Ok(false),
+        _ => Ok(true),
+    }
+}
+
 /// Addresses of this host's interfaces (in the current network namespace),
 /// with the name of the interface that holds each.
 pub fn interface_addresses() -> Vec<(String, IpAddr)> {

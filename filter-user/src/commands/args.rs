@@ -145,6 +145,40 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a sampled, rate-bounded copy of the frames the filter drops to
+    /// a pcapng file, each frame's reason and rule in its comment (tcpdump
+    /// does not see XDP drops). Stops after --duration, --count, or on
+    /// Ctrl-C; a capture whose filterctl died stops by itself within
+    /// seconds. Costs nothing while no capture runs.
+    Capture {
+        #[arg(long)]
+        iface: String,
+        /// Only frames dropped for this reason (repeatable; e.g. rule_drop,
+        /// rate_limit_drop, deny_drop); all drop reasons when absent.
+        #[arg(long = "reason", value_name = "REASON")]
+        reasons: Vec<String>,
+        /// Only frames this rule matched.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Copy one frame in N (per CPU).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        sample: u32,
+        /// At most this many frames per second are written.
+        #[arg(long, value_name = "M", default_value_t = 1000)]
+        max_pps: u32,
+        /// Bytes of each frame to keep (at most 1528).
+        #[arg(long, value_name = "B", default_value_t = 1528)]
+        snaplen: u32,
+        /// The pcapng file to write.
+        #[arg(short = 'w', value_name = "FILE")]
+        write: PathBuf,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<u64>,
+        /// Stop after this many frames.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
     /// Run every frame of a capture (pcap or pcapng, Ethernet) through the
     /// filter with a rule file, in the kernel but attached nowhere, and show
     /// what each frame would get: test a rule change against a recorded

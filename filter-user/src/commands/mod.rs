@@ -6,6 +6,7 @@
 mod apply;
 pub mod args;
 mod bans;
+mod capture;
 mod check;
 mod diff;
 mod load;
@@ -80,6 +81,21 @@ async fn dispatch(root: PinRoot, command: Command) -> anyhow::Result<()> {
             verbose,
         } => replay::replay(&rules, &capture, json, verbose),
         Command::Check { paths } => check::check(&paths),
+        Command::Capture {
+            iface,
+            reasons,
+            rule,
+            sample,
+            max_pps,
+            snaplen,
+            write,
+            duration,
+            count,
+        } => {
+            let sel = capture::selection(&reasons, rule, sample, max_pps, snaplen)?;
+            let stop = capture::Stop { duration, count };
+            capture::capture(root, iface, sel, write, stop).await
+        }
     }
 }
 

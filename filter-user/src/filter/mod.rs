@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod bans;
+pub mod capture;
 pub mod converge;
 pub mod diff;
 pub mod failpoint;
