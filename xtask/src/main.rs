@@ -60,6 +60,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // systemd-analyze verifies the unit; setpriv runs filterctl with only
     // its capabilities.
     "systemd",
+    // The capture test reads filterctl's pcapng files with tshark.
+    "tshark",
+    // `cargo xtask dist` checks the Debian package with lintian.
+    "lintian",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Prefix of the network namespaces tests and the demo create.
