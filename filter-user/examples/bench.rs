@@ -15,6 +15,9 @@
 //! 5. On a live interface: load and reload with 100,000 prefixes.
 //! 6. On a veth pair between two test namespaces, an in-kernel generator:
 //!    drop rates of the filter, plain XDP_DROP, nftables, no filter.
+//! 7. `filterctl capture`: the drop and pass paths with no capture running,
+//!    with one running that samples the frame out, and with one copying
+//!    every frame (until the ring is full, as under a flood).
 
 use std::{
     fmt::Write as _,
@@ -42,19 +45,32 @@ use serde_json::{Value, json};
 struct Opts {
     quick: bool,
     json: Option<PathBuf>,
+    /// Run only this section (per-frame, flood, scale, control, veth,
+    /// capture).
+    only: Option<String>,
+}
+
+impl Opts {
+    fn runs(&self, section: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == section)
+    }
 }
 
 fn opts() -> anyhow::Result<Opts> {
     let mut o = Opts {
         quick: false,
         json: None,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--json" => o.json = Some(args.next().context("--json needs a file")?.into()),
-            other => anyhow::bail!("unknown argument {other}: use --quick, --json FILE"),
+            "--only" => o.only = Some(args.next().context("--only needs a section")?),
+            other => {
+                anyhow::bail!("unknown argument {other}: use --quick, --json FILE, --only SECTION")
+            }
         }
     }
     Ok(o)
@@ -578,6 +594,57 @@ fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a capture costs the drop path, and that the pass path never pays.
+fn capture_cost(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
+    let (repeat, runs) = if o.quick {
+        (200_000, 3)
+    } else {
+        (2_000_000, 5)
+    };
+    let set = rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?;
+    let mut runner = Simulator::new(&set)?;
+    let kinds = frame_kinds();
+    let frame = |name| {
+        kinds
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| f.clone())
+            .ok_or_else(|| anyhow!("no frame {name}"))
+    };
+    let (drop_frame, pass_frame) = (frame("ntp_ipv4")?, frame("dns_query_benign")?);
+    let on = |sample| filter_common::CaptureConfig {
+        until_ns: u64::MAX,
+        reasons: u32::MAX,
+        rule: filter_common::CAPTURE_ANY_RULE,
+        sample,
+        per_cpu_pps: u32::MAX,
+        snaplen: 1528,
+        _pad: 0,
+    };
+    let mut rows = Vec::new();
+    let _ = writeln!(
+        report.text,
+        "\n7. capture cost (BPF_PROG_TEST_RUN, {repeat} repeats, median of {runs})"
+    );
+    for (case, config) in [
+        ("no capture", filter_common::CaptureConfig::default()),
+        ("capture, frame sampled out", on(u32::MAX)),
+        ("capture, every frame copied", on(1)),
+    ] {
+        runner.set_capture(config)?;
+        let (dropped, ..) = measure(runner.program()?, &drop_frame, repeat, runs)?;
+        let (passed, ..) = measure(runner.program()?, &pass_frame, repeat, runs)?;
+        let _ = writeln!(
+            report.text,
+            "   {case:<30} drop path {dropped:>6.1} ns   pass path {passed:>6.1} ns"
+        );
+        rows.push(json!({"case": case, "drop_ns": dropped, "pass_ns": passed}));
+    }
+    runner.set_capture(filter_common::CaptureConfig::default())?;
+    report.json.insert("capture".into(), json!(rows));
+    Ok(())
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("bench failed: {e:#}");
@@ -603,11 +670,24 @@ fn run() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel.trim()
     );
-    per_frame(&mut report, &o)?;
-    spoofed_flood(&mut report, &o)?;
-    at_scale(&mut report, &o)?;
-    control_plane(&mut report)?;
-    veth(&mut report, &o)?;
+    if o.runs("per-frame") {
+        per_frame(&mut report, &o)?;
+    }
+    if o.runs("flood") {
+        spoofed_flood(&mut report, &o)?;
+    }
+    if o.runs("scale") {
+        at_scale(&mut report, &o)?;
+    }
+    if o.runs("control") {
+        control_plane(&mut report)?;
+    }
+    if o.runs("veth") {
+        veth(&mut report, &o)?;
+    }
+    if o.runs("capture") {
+        capture_cost(&mut report, &o)?;
+    }
     let _ = writeln!(
         report.text,
         "\ndone in {:.0} s",
