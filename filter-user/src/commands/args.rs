@@ -179,7 +179,8 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
-    /// Run every frame of a capture (pcap or pcapng, Ethernet) through the
+    /// Run every frame of a capture (pcap or pcapng; Ethernet, or Linux
+    /// cooked from `tcpdump -i any`) through the
     /// filter with a rule file, in the kernel but attached nowhere, and show
     /// what each frame would get: test a rule change against a recorded
     /// attack. Rate limits, bans and fragment memory run at replay speed,

@@ -10,7 +10,10 @@
 //! ones; rule, allow, deny and parsing verdicts cannot.
 //!
 //! Captures: classic pcap (microsecond or nanosecond, either byte order) and
-//! pcapng, both with Ethernet frames (link type 1, DLT_EN10MB). Frames
+//! pcapng, both with Ethernet frames (link type 1, DLT_EN10MB) or Linux
+//! cooked captures (SLL, 113, and SLL2, 276: `tcpdump -i any`), whose
+//! frames are given an Ethernet header (source: the sender's link address;
+//! destination zero; EtherType: the cooked header's protocol). Frames
 //! shorter than an Ethernet header (14 bytes) are not run (the kernel's test
 //! harness refuses them): they are reported as `malformed`, dropped, which
 //! is what the program does with any frame it cannot parse. Frames cut by
