@@ -8,6 +8,10 @@
 //! - `replay`, `serve`: the capture replayer and the daemon;
 //! - `commands`: the command line, one function per command.
 
+/// The version of every JSON document filterctl prints or serves (the
+/// `schema_version` field; the shapes are in docs/json.md).
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
 pub mod commands;
 pub mod filter;
 pub mod lockout;

@@ -169,7 +169,7 @@ fn json(out: std::process::Output) -> Value {
 
 /// `status --json` of the one interface.
 fn status(net: &TestNet) -> Value {
-    json(run(net, &["status", "--json"]))[0].clone()
+    json(run(net, &["status", "--json"]))["interfaces"][0].clone()
 }
 
 /// Every series /metrics must have, from `stats --json` and `status

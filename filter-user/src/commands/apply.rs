@@ -50,7 +50,7 @@ pub fn apply(
         Converged::Reloaded { generation } => ("reloaded", Some(generation), None, EXIT_RELOADED),
     };
     let report = Report {
-        schema_version: 1,
+        schema_version: crate::JSON_SCHEMA_VERSION,
         interface: iface,
         action,
         generation,

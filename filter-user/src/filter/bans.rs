@@ -187,6 +187,33 @@ pub fn top(root: &PinRoot, iface: &str, n: usize) -> anyhow::Result<Vec<Entry>> 
     Ok(out)
 }
 
+/// One interface's `top`.
+#[derive(Debug, serde::Serialize)]
+pub struct InterfaceTop {
+    pub interface: String,
+    pub sources: Vec<Entry>,
+}
+
+/// The `top --json` and /top document.
+#[derive(Debug, serde::Serialize)]
+pub struct TopReport {
+    pub schema_version: u32,
+    pub interfaces: Vec<InterfaceTop>,
+}
+
+/// `top` of each of `ifaces`, `n` sources each.
+pub fn top_report(root: &PinRoot, ifaces: Vec<String>, n: usize) -> anyhow::Result<TopReport> {
+    let mut interfaces = Vec::new();
+    for interface in ifaces {
+        let sources = top(root, &interface, n)?;
+        interfaces.push(InterfaceTop { interface, sources });
+    }
+    Ok(TopReport {
+        schema_version: crate::JSON_SCHEMA_VERSION,
+        interfaces,
+    })
+}
+
 /// Every ban with its deadline: sources banned by the limiter or by key,
 /// and the operator's prefix bans.
 fn bans(dir: &Path, keyed: impl Fn(&SrcKey) -> Prefix) -> anyhow::Result<Vec<(Prefix, u64)>> {

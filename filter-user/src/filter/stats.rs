@@ -64,6 +64,7 @@ pub struct InterfaceStats {
 
 #[derive(Debug, Serialize)]
 pub struct Snapshot {
+    pub schema_version: u32,
     pub timestamp_unix_ms: u64,
     pub interfaces: Vec<InterfaceStats>,
 }
@@ -194,6 +195,7 @@ pub fn snapshot(root: &PinRoot, iface: Option<&str>) -> anyhow::Result<Snapshot>
         );
     }
     Ok(Snapshot {
+        schema_version: crate::JSON_SCHEMA_VERSION,
         timestamp_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),

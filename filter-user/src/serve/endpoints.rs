@@ -20,8 +20,6 @@ use crate::{
     state::PinRoot,
 };
 
-/// The version of the /healthz and /top documents.
-const SCHEMA_VERSION: u32 = 1;
 /// Sources per interface /top lists unless `?n=` says else.
 const TOP_DEFAULT: usize = 20;
 
@@ -83,23 +81,11 @@ async fn healthz(State(p): State<Arc<Probe>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let doc = Health {
-        schema_version: SCHEMA_VERSION,
+        schema_version: crate::JSON_SCHEMA_VERSION,
         healthy,
         interfaces: checks,
     };
     (code, Json(doc)).into_response()
-}
-
-#[derive(Debug, Serialize)]
-struct InterfaceTop {
-    interface: String,
-    sources: Vec<bans::Entry>,
-}
-
-#[derive(Debug, Serialize)]
-struct Top {
-    schema_version: u32,
-    interfaces: Vec<InterfaceTop>,
 }
 
 /// `n` from a query string `n=N`, else the default.
@@ -122,18 +108,11 @@ async fn top(State(p): State<Arc<Probe>>, RawQuery(query): RawQuery) -> Response
         Ok(n) => n,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    let read = || -> anyhow::Result<Top> {
-        let mut interfaces = Vec::new();
-        for interface in p.root.interfaces()? {
-            let sources = bans::top(&p.root, &interface, n)?;
-            interfaces.push(InterfaceTop { interface, sources });
-        }
-        Ok(Top {
-            schema_version: SCHEMA_VERSION,
-            interfaces,
-        })
-    };
-    match read() {
+    match p
+        .root
+        .interfaces()
+        .and_then(|ifaces| bans::top_report(&p.root, ifaces, n))
+    {
         Ok(doc) => Json(doc).into_response(),
         Err(e) => {
             error!("cannot read the limiter and ban tables: {e:#}");
