@@ -36,19 +36,13 @@ fn seconds(ns: u64) -> String {
 /// A compiled limit in the rule file's terms: rates and bursts.
 fn describe_limit(l: &filter_common::Limit) -> String {
     let mut parts = Vec::new();
-    if l.pkt_interval_ns != 0 {
-        parts.push(format!(
-            "pps {} burst_packets {}",
-            1_000_000_000 / l.pkt_interval_ns,
-            l.pkt_tolerance_ns / l.pkt_interval_ns + 1
-        ));
+    if let Some(pps) = 1_000_000_000u64.checked_div(l.pkt_interval_ns) {
+        let burst = l.pkt_tolerance_ns / l.pkt_interval_ns + 1;
+        parts.push(format!("pps {pps} burst_packets {burst}"));
     }
-    if l.byte_cost_ps != 0 {
-        parts.push(format!(
-            "bps {} burst_bytes {}",
-            8_000_000_000_000 / l.byte_cost_ps,
-            l.byte_tolerance_ns * 1000 / l.byte_cost_ps
-        ));
+    if let Some(bps) = 8_000_000_000_000u64.checked_div(l.byte_cost_ps) {
+        let burst = l.byte_tolerance_ns * 1000 / l.byte_cost_ps;
+        parts.push(format!("bps {bps} burst_bytes {burst}"));
     }
     if parts.is_empty() {
         "none".into()
