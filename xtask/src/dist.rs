@@ -240,17 +240,15 @@ pub fn dist() -> anyhow::Result<()> {
     let out = target_dir().join("dist");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
-    run(cmd(
-        "cargo",
-        [
-            "build",
-            "--release",
-            "-p",
-            "filter-user",
-            "--bin",
-            "filterctl",
-        ],
-    ))?;
+    let build = [
+        "build",
+        "--release",
+        "-p",
+        "filter-user",
+        "--bin",
+        "filterctl",
+    ];
+    run(cmd("cargo", build))?;
     let docs = out.join("docs");
     let gen_docs = [
         "run",
