@@ -454,6 +454,31 @@ fn generate(net: &TestNet, frame: &[u8], secs: f64) -> anyhow::Result<u64> {
     })?
 }
 
+/// Drop rate of the filter attached in generic (skb) mode, read from its
+/// own counters (the driver's XDP counters see only native mode).
+fn generic_rate(
+    net: &TestNet,
+    root: &filterctl::state::PinRoot,
+    set: &rules::RuleSet,
+    frame: &[u8],
+    secs: f64,
+) -> anyhow::Result<(f64, u64)> {
+    use filterctl::filter::{load, stats};
+    let (v, vi) = (net.victim_ns.as_str(), net.victim_if.as_str());
+    TestNet::in_ns(v, || {
+        let src = std::path::Path::new("default.toml");
+        load::load(root, vi, set, src, load::AttachMode::Generic)
+    })??;
+    let dropped =
+        || -> anyhow::Result<u64> { Ok(stats::read_interface(root, vi)?.dropped.packets) };
+    let before = dropped()?;
+    let t0 = Instant::now();
+    let offered = generate(net, frame, secs)?;
+    let rate = (dropped()? - before) as f64 / t0.elapsed().as_secs_f64();
+    load::unload(root, vi)?;
+    Ok((rate, offered))
+}
+
 fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
     let secs = if o.quick { 1.0 } else { 3.0 };
     let net = TestNet::new("bch")?;
@@ -537,6 +562,8 @@ fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
         / t0.elapsed().as_secs_f64();
     rates.push(("this filter (default rules)", ours, offered));
     filterctl::filter::load::unload(&root, &vi)?;
+    let (generic, offered) = generic_rate(&net, &root, &set, &frame, secs)?;
+    rates.push(("this filter, generic mode", generic, offered));
 
     // Control plane on a live interface: load, then reload, 100,000 prefixes.
     let big = rules::parse("big.toml", &big_rules()).map_err(|e| anyhow!("{e}"))?;
