@@ -6,11 +6,14 @@
 
 mod common;
 
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 
 use filter_testkit::net::TestNet;
 
-use common::cli::{FILTERCTL, TempDir};
+use common::{
+    cli::{FILTERCTL, TempDir},
+    daemon::{Daemon, free_port, get, wait_until},
+};
 
 /// nobody:nogroup, the user these tests run filterctl as.
 const NOBODY: u32 = 65534;
@@ -22,6 +25,12 @@ const LOAD_CAPS: &str = "+bpf,+net_admin,+perfmon";
 /// (setpriv syntax, e.g. "+bpf,+net_admin"; "" for none) as its inheritable,
 /// ambient and bounding sets: what `AmbientCapabilities=` gives a service.
 fn as_nobody(net: &TestNet, caps: &str, args: &[&str]) -> Output {
+    nobody_command(net, caps, args)
+        .output()
+        .expect("run setpriv (util-linux: cargo xtask setup)")
+}
+
+fn nobody_command(net: &TestNet, caps: &str, args: &[&str]) -> Command {
     let set = |name: &str| {
         if caps.is_empty() {
             format!("--{name}=-all")
@@ -29,21 +38,20 @@ fn as_nobody(net: &TestNet, caps: &str, args: &[&str]) -> Output {
             format!("--{name}=-all,{caps}")
         }
     };
-    TestNet::command_in(&net.victim_ns, "setpriv")
-        .args([
-            format!("--reuid={NOBODY}"),
-            format!("--regid={NOBODY}"),
-            "--clear-groups".into(),
-            set("inh-caps"),
-            set("ambient-caps"),
-            set("bounding-set"),
-        ])
-        .arg(FILTERCTL)
-        .arg("--pin-root")
-        .arg(&net.pin_root)
-        .args(args)
-        .output()
-        .expect("run setpriv (util-linux: cargo xtask setup)")
+    let mut cmd = TestNet::command_in(&net.victim_ns, "setpriv");
+    cmd.args([
+        format!("--reuid={NOBODY}"),
+        format!("--regid={NOBODY}"),
+        "--clear-groups".into(),
+        set("inh-caps"),
+        set("ambient-caps"),
+        set("bounding-set"),
+    ])
+    .arg(FILTERCTL)
+    .arg("--pin-root")
+    .arg(&net.pin_root)
+    .args(args);
+    cmd
 }
 
 fn text(out: &Output) -> String {
@@ -103,10 +111,15 @@ fn without_capabilities_the_missing_ones_are_named() {
         "{}",
         text(&some)
     );
-    let serve = as_nobody(&net, "+bpf", &["serve", "--listen", "127.0.0.1:0"]);
+    let watch = format!("{iface}={a}");
+    let serve = as_nobody(
+        &net,
+        "+bpf",
+        &["serve", "--listen", "127.0.0.1:0", "--watch", &watch],
+    );
     assert!(
         String::from_utf8_lossy(&serve.stderr)
-            .contains("filterctl serve needs CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON (missing: CAP_NET_ADMIN, CAP_PERFMON)"),
+            .contains("filterctl serve --watch needs CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON (missing: CAP_NET_ADMIN, CAP_PERFMON)"),
         "{}",
         text(&serve)
     );
@@ -122,7 +135,7 @@ fn with_its_capabilities_a_plain_user_loads_reloads_and_applies() {
     common::require_bpf();
     let net = TestNet::new("cpy").expect("create test namespaces");
     pin_root_for_nobody(&net);
-    let (_dir, a, b, broken) = rule_files("caps-some");
+    let (dir, a, b, broken) = rule_files("caps-some");
     let iface = net.victim_if.as_str();
     let apply = |rules: &str| {
         as_nobody(
@@ -168,6 +181,25 @@ fn with_its_capabilities_a_plain_user_loads_reloads_and_applies() {
         let out = as_nobody(&net, caps, &args);
         assert_eq!(code(&out), 0, "{args:?}: {}", text(&out));
     }
+    // Metrics without a watched file: no capability at all.
+    let port = free_port(&net);
+    let listen = format!("127.0.0.1:{port}");
+    let log = dir.path().join("serve.log");
+    let child = nobody_command(&net, "", &["serve", "--listen", &listen])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start serve as nobody");
+    let _serve = Daemon {
+        name: "filterctl serve (nobody)",
+        child,
+        log,
+    };
+    wait_until("serve as nobody to answer /healthz", 10, || {
+        get(&net, port, "/healthz").is_some_and(|r| r.status == 200)
+    });
+    let metrics = get(&net, port, "/metrics").expect("/metrics");
+    assert!(metrics.body.contains("filterctl_up{"), "{}", metrics.body);
     let json = as_nobody(
         &net,
         "",

@@ -111,7 +111,11 @@ impl Stop {
 
 /// `filterctl serve`: runs until SIGTERM or SIGINT, then returns Ok.
 pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> anyhow::Result<()> {
-    crate::privilege::require("serve", crate::privilege::LOAD)?;
+    // Reloading watched files loads programs; serving metrics alone needs
+    // only read access to the pins.
+    if !watches.is_empty() {
+        crate::privilege::require("serve --watch", crate::privilege::LOAD)?;
+    }
     // Signals first: from here on SIGTERM, SIGINT and SIGHUP never kill the
     // daemon with their default action.
     let mut stop = Stop::new()?;
