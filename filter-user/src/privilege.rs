@@ -10,7 +10,7 @@
 use caps::{CapSet, Capability};
 
 /// What loading an XDP program takes (load, reload, apply, replay, and
-/// serve, which reloads): it is a networking program type, so CAP_BPF and
+/// serve with watched files, which reloads them): it is a networking program type, so CAP_BPF and
 /// CAP_NET_ADMIN; and CAP_PERFMON, without which the verifier refuses the
 /// parser's pointer subtraction ("pointer -= pointer prohibited").
 pub const LOAD: &[Capability] = &[
