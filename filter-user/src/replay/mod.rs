@@ -29,6 +29,7 @@
 //!
 //! ```json
 //! {
+//!   "schema_version": 1,
 //!   "capture": "attack.pcap",
 //!   "format": "pcap",
 //!   "rules_file": "rules/default.toml",
