@@ -148,6 +148,7 @@ fn captures_are_bounded_labelled_and_replay_to_their_verdicts() {
         &["replay", "--rules", &rules, "--json", all],
     )))
     .expect("replay --json");
+    assert_eq!(replay["schema_version"], 1);
     let frames = replay["frames"].as_array().expect("frames");
     assert_eq!(frames.len(), got.len());
     for (f, c) in frames.iter().zip(&got) {

@@ -27,6 +27,7 @@ fn delivered(net: &TestNet, src: Ipv4Addr, sport: u16) -> u64 {
 
 fn reason(net: &TestNet, name: &str) -> u64 {
     let v: Value = serde_json::from_str(&ok(run(net, &["stats", "--json"]))).unwrap();
+    assert_eq!(v["schema_version"], 1, "{v}");
     v["interfaces"][0]["reasons"][name]["packets"]
         .as_u64()
         .unwrap()
