@@ -75,6 +75,25 @@ fn capture_with_traffic(net: &TestNet, args: &[&str]) -> String {
     ok(out)
 }
 
+/// `replay` of `file` with `rules` gives every frame the verdict its
+/// comment in `comments` records.
+fn replays_to(net: &TestNet, rules: &str, file: &str, comments: &[String]) {
+    let replay: Value =
+        serde_json::from_str(&ok(run(net, &["replay", "--rules", rules, "--json", file])))
+            .expect("replay --json");
+    assert_eq!(replay["schema_version"], 1);
+    let frames = replay["frames"].as_array().expect("frames");
+    assert_eq!(frames.len(), comments.len());
+    for (f, c) in frames.iter().zip(comments) {
+        assert_eq!(f["action"], "drop", "{f}");
+        let expected = match f["rule"].as_str() {
+            Some(rule) => format!("reason={} rule={rule}", f["reason"].as_str().unwrap()),
+            None => format!("reason={}", f["reason"].as_str().unwrap()),
+        };
+        assert_eq!(&expected, c, "{f}");
+    }
+}
+
 #[test]
 fn captures_are_bounded_labelled_and_replay_to_their_verdicts() {
     common::require_bpf();
@@ -143,22 +162,7 @@ fn captures_are_bounded_labelled_and_replay_to_their_verdicts() {
     assert_eq!(comments(denied), vec!["reason=deny_drop"; 5]);
 
     // 3: the capture replays to the verdicts it records.
-    let replay: Value = serde_json::from_str(&ok(run(
-        &net,
-        &["replay", "--rules", &rules, "--json", all],
-    )))
-    .expect("replay --json");
-    assert_eq!(replay["schema_version"], 1);
-    let frames = replay["frames"].as_array().expect("frames");
-    assert_eq!(frames.len(), got.len());
-    for (f, c) in frames.iter().zip(&got) {
-        assert_eq!(f["action"], "drop", "{f}");
-        let expected = match f["rule"].as_str() {
-            Some(rule) => format!("reason={} rule={rule}", f["reason"].as_str().unwrap()),
-            None => format!("reason={}", f["reason"].as_str().unwrap()),
-        };
-        assert_eq!(&expected, c, "{f}");
-    }
+    replays_to(&net, &rules, all, &got);
 
     // 4: an unknown reason is refused with the allowed ones.
     let bad = run(

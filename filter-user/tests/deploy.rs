@@ -201,6 +201,42 @@ fn container_argv(c: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A DaemonSet container: its command line, capabilities, the volume of
+/// every path it names, its readiness probe on the port it listens on.
+fn check_container(c: &Value, volumes: &[Value], config_map: &Value) {
+    let name = c["name"].as_str().unwrap();
+    let argv = container_argv(c);
+    check_command_line(&format!("DaemonSet container {name}"), &argv);
+    let caps = strings(&c["securityContext"]["capabilities"]["add"]);
+    assert_eq!(caps, ["BPF", "NET_ADMIN", "PERFMON"], "{name}");
+    let mounts = c["volumeMounts"].as_sequence().unwrap();
+    for p in paths(&argv) {
+        let mount = mounts
+            .iter()
+            .find(|m| p.starts_with(m["mountPath"].as_str().unwrap()))
+            .unwrap_or_else(|| panic!("{name}: {p} is on no volume"));
+        let volume = volumes
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .expect("the mount's volume");
+        if volume["configMap"]["name"] == config_map["metadata"]["name"] {
+            let key = p.rsplit('/').next().unwrap();
+            assert!(
+                config_map["data"][key].is_string(),
+                "{name}: {p} is not a key of the ConfigMap"
+            );
+        }
+    }
+    if let Some(probe) = c.get("readinessProbe") {
+        assert_eq!(probe["httpGet"]["path"], "/healthz");
+        let port = probe["httpGet"]["port"].as_u64().unwrap();
+        let listen = argv.iter().position(|a| a == "--listen").unwrap();
+        assert!(argv[listen + 1].ends_with(&format!(":{port}")), "{argv:?}");
+        let ports = c["ports"].as_sequence().unwrap();
+        assert_eq!(ports[0]["containerPort"].as_u64(), Some(port));
+    }
+}
+
 #[test]
 fn kubernetes_and_container_name_what_exists() {
     let layout = image_layout();
@@ -233,37 +269,7 @@ fn kubernetes_and_container_name_what_exists() {
         .chain(spec["containers"].as_sequence().unwrap())
         .collect();
     for c in containers {
-        let name = c["name"].as_str().unwrap();
-        let argv = container_argv(c);
-        check_command_line(&format!("DaemonSet container {name}"), &argv);
-        let caps = strings(&c["securityContext"]["capabilities"]["add"]);
-        assert_eq!(caps, ["BPF", "NET_ADMIN", "PERFMON"], "{name}");
-        let mounts = c["volumeMounts"].as_sequence().unwrap();
-        for p in paths(&argv) {
-            let mount = mounts
-                .iter()
-                .find(|m| p.starts_with(m["mountPath"].as_str().unwrap()))
-                .unwrap_or_else(|| panic!("{name}: {p} is on no volume"));
-            let volume = volumes
-                .iter()
-                .find(|v| v["name"] == mount["name"])
-                .expect("the mount's volume");
-            if volume["configMap"]["name"] == config_map["metadata"]["name"] {
-                let key = p.rsplit('/').next().unwrap();
-                assert!(
-                    config_map["data"][key].is_string(),
-                    "{name}: {p} is not a key of the ConfigMap"
-                );
-            }
-        }
-        if let Some(probe) = c.get("readinessProbe") {
-            assert_eq!(probe["httpGet"]["path"], "/healthz");
-            let port = probe["httpGet"]["port"].as_u64().unwrap();
-            let listen = argv.iter().position(|a| a == "--listen").unwrap();
-            assert!(argv[listen + 1].ends_with(&format!(":{port}")), "{argv:?}");
-            let ports = c["ports"].as_sequence().unwrap();
-            assert_eq!(ports[0]["containerPort"].as_u64(), Some(port));
-        }
+        check_container(c, volumes, config_map);
     }
 
     // The ConfigMap's rules are valid.

@@ -185,6 +185,73 @@ impl Drop for Stop {
     }
 }
 
+/// Waits until Prometheus has data for every query of `ready`.
+fn wait_for_data(net: &TestNet, prom_port: u16, ready: &[&str]) {
+    let mut missing = Vec::new();
+    let t0 = std::time::Instant::now();
+    while !(get(net, prom_port, "/-/ready").is_some_and(|r| r.status == 200) && {
+        missing = ready
+            .iter()
+            .filter(|q| query(net, prom_port, q).is_empty())
+            .collect();
+        missing.is_empty()
+    }) {
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "after 60 s Prometheus still has no data for {missing:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// Every dashboard query has data; every alert expression evaluates, and
+/// Prometheus's own evaluation of the alert rules reports no error.
+fn check_queries(net: &TestNet, prom_port: u16) {
+    for (place, expr) in dashboard_queries() {
+        let result = query(net, prom_port, &expr);
+        assert!(!result.is_empty(), "{place}: no data for {expr}");
+    }
+    for (alert, expr) in alert_expressions() {
+        // Whether they fire does not matter here (promtool's unit tests
+        // cover that): they must evaluate.
+        let _ = (alert, query(net, prom_port, &expr));
+    }
+    wait_until("every alert rule to be evaluated", 30, || {
+        let reply = get(net, prom_port, "/api/v1/rules").expect("rules API");
+        let v: Value = serde_json::from_str(&reply.body).unwrap();
+        let rules: Vec<&Value> = v["data"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().unwrap())
+            .collect();
+        for r in &rules {
+            assert_ne!(r["health"], "err", "alert rule fails: {r}");
+        }
+        rules.len() == alert_expressions().len() && rules.iter().all(|r| r["health"] == "ok")
+    });
+}
+
+/// /healthz healthy, /top naming the flooding source.
+fn check_endpoints(net: &TestNet, port: u16) {
+    let health = get(net, port, "/healthz").expect("/healthz");
+    assert_eq!(health.status, 200, "{}", health.body);
+    let h: Value = serde_json::from_str(&health.body).unwrap();
+    assert_eq!(
+        (h["schema_version"].as_u64(), h["healthy"].as_bool()),
+        (Some(1), Some(true)),
+        "{h}"
+    );
+    let top = get(net, port, "/top?n=5").expect("/top");
+    let t: Value = serde_json::from_str(&top.body).unwrap();
+    assert_eq!(t["schema_version"], 1, "{t}");
+    let sources = t["interfaces"][0]["sources"].as_array().unwrap();
+    assert!(
+        sources.iter().any(|s| s["source"] == "198.51.100.11/32"),
+        "the flooding source is not on /top: {t}"
+    );
+}
+
 #[test]
 fn dashboard_and_alerts_evaluate_on_a_real_prometheus() {
     common::require_bpf();
@@ -205,12 +272,8 @@ fn dashboard_and_alerts_evaluate_on_a_real_prometheus() {
     let watch = format!("{iface}={file}");
     let listen = format!("127.0.0.1:{port}");
     let mut serve_cmd = command(&net, &["serve", "--listen", &listen, "--watch", &watch]);
-    let _serve = spawn(
-        &net,
-        "filterctl serve",
-        &mut serve_cmd,
-        dir.path().join("serve.log"),
-    );
+    let log = dir.path().join("serve.log");
+    let _serve = spawn(&net, "filterctl serve", &mut serve_cmd, log);
     wait_until("serve to answer", 10, || {
         get(&net, port, "/healthz").is_some()
     });
@@ -223,72 +286,20 @@ fn dashboard_and_alerts_evaluate_on_a_real_prometheus() {
     // A ban, and a reload by the daemon, for their series.
     let ban = run(&net, &["ban", "203.0.113.0/24", "--for", "10m"]);
     assert!(ban.status.success(), "{ban:?}");
-
     std::fs::write(&file, rules(60)).unwrap();
-    let ready = [
-        "filterctl_last_reload_success == 1",
-        "rate(filterctl_packets_total{reason=\"rate_limit_drop\"}[10s]) > 0",
-        "rate(filterctl_rule_packets_total{rule=\"ntp-reflection\"}[10s]) > 0",
-        "filterctl_top_source_dropped_packets",
-        "filterctl_bans_active > 0",
-    ];
-    let mut missing = Vec::new();
-    let t0 = std::time::Instant::now();
-    while !(get(&net, prom_port, "/-/ready").is_some_and(|r| r.status == 200) && {
-        missing = ready
-            .iter()
-            .filter(|q| query(&net, prom_port, q).is_empty())
-            .collect();
-        missing.is_empty()
-    }) {
-        assert!(
-            t0.elapsed().as_secs() < 60,
-            "after 60 s Prometheus still has no data for {missing:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-
-    for (place, expr) in dashboard_queries() {
-        let result = query(&net, prom_port, &expr);
-        assert!(!result.is_empty(), "{place}: no data for {expr}");
-    }
-    for (alert, expr) in alert_expressions() {
-        // Whether they fire does not matter here (promtool's unit tests
-        // cover that): they must evaluate.
-        query(&net, prom_port, &expr);
-        let _ = alert;
-    }
-    wait_until("every alert rule to be evaluated", 30, || {
-        let reply = get(&net, prom_port, "/api/v1/rules").expect("rules API");
-        let v: Value = serde_json::from_str(&reply.body).unwrap();
-        let rules: Vec<&Value> = v["data"]["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|g| g["rules"].as_array().unwrap())
-            .collect();
-        for r in &rules {
-            assert_ne!(r["health"], "err", "alert rule fails: {r}");
-        }
-        rules.len() == alert_expressions().len() && rules.iter().all(|r| r["health"] == "ok")
-    });
-
-    let health = get(&net, port, "/healthz").expect("/healthz");
-    assert_eq!(health.status, 200, "{}", health.body);
-    let h: Value = serde_json::from_str(&health.body).unwrap();
-    assert_eq!(
-        (h["schema_version"].as_u64(), h["healthy"].as_bool()),
-        (Some(1), Some(true)),
-        "{h}"
+    wait_for_data(
+        &net,
+        prom_port,
+        &[
+            "filterctl_last_reload_success == 1",
+            "rate(filterctl_packets_total{reason=\"rate_limit_drop\"}[10s]) > 0",
+            "rate(filterctl_rule_packets_total{rule=\"ntp-reflection\"}[10s]) > 0",
+            "filterctl_top_source_dropped_packets",
+            "filterctl_bans_active > 0",
+        ],
     );
-    let top = get(&net, port, "/top?n=5").expect("/top");
-    let t: Value = serde_json::from_str(&top.body).unwrap();
-    assert_eq!(t["schema_version"], 1, "{t}");
-    let sources = t["interfaces"][0]["sources"].as_array().unwrap();
-    assert!(
-        sources.iter().any(|s| s["source"] == "198.51.100.11/32"),
-        "the flooding source is not on /top: {t}"
-    );
+    check_queries(&net, prom_port);
+    check_endpoints(&net, port);
 
     drop(stop);
     sender.join().unwrap();
