@@ -133,8 +133,20 @@ fn systemd_unit_verifies_and_runs_real_commands() {
             .args(["verify", "--man=no"])
             .arg(&path),
     );
+    // Hardening: exposure at most 3.0 of 10 (`systemd-analyze security`
+    // says 2.1, "OK", for this unit).
+    let security = output(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--threshold=30", "--no-pager"])
+            .arg(&path),
+    );
     let _ = std::fs::remove_dir_all(&dir);
     assert_clean("systemd-analyze verify", &out);
+    assert!(
+        security.status.success(),
+        "the unit's exposure is above 3.0:\n{}",
+        String::from_utf8_lossy(&security.stdout)
+    );
 
     let mut env = BTreeMap::new();
     for line in unit.lines() {
