@@ -157,7 +157,8 @@ pub enum Command {
         /// rate_limit_drop, deny_drop); all drop reasons when absent.
         #[arg(long = "reason", value_name = "REASON")]
         reasons: Vec<String>,
-        /// Only frames this rule matched.
+        /// Only frames this rule matched (of the rule set running when the
+        /// capture starts: restart it after a reload that reorders rules).
         #[arg(long)]
         rule: Option<String>,
         /// Copy one frame in N (per CPU).
