@@ -396,7 +396,7 @@ impl Default for Meta {
 /// Maps whose contents outlive a reload: counters, limiter and ban state,
 /// fragment memory. A new program generation reuses their pins; every other
 /// map belongs to one generation and is built anew with each rule set.
-pub const STATE_MAPS: [&str; 8] = [
+pub const STATE_MAPS: [&str; 11] = [
     MAP_STATS,
     MAP_SOURCES,
     MAP_BANS,
@@ -405,6 +405,10 @@ pub const STATE_MAPS: [&str; 8] = [
     MAP_BAN_V6,
     MAP_FRAGS,
     MAP_UDP_PORTS,
+    // A capture runs on, across reloads, until its controller stops it.
+    crate::capture::MAP_CAPTURE,
+    crate::capture::MAP_CAPTURE_WINDOW,
+    crate::capture::MAP_CAPTURE_RING,
 ];
 
 #[cfg(feature = "user")]

@@ -3,6 +3,8 @@
 #![no_std]
 
 pub mod abi;
+pub mod capture;
 pub mod decide;
 
 pub use abi::*;
+pub use capture::*;

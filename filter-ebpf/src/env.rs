@@ -21,6 +21,8 @@ pub struct KernelEnv<'a> {
     pub ctx: &'a XdpContext,
     /// In its map, read where it lies.
     pub config: &'a Config,
+    /// Index of the rule that matched, for captures; CAPTURE_NO_RULE if none.
+    pub rule: u32,
 }
 
 impl Env for KernelEnv<'_> {
@@ -103,6 +105,7 @@ impl Env for KernelEnv<'_> {
 
     #[inline(always)]
     fn count_rule(&mut self, index: u32, bytes: u64) {
+        self.rule = index;
         count_rule(index, bytes);
     }
 

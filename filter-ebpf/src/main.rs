@@ -6,6 +6,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod capture;
 mod env;
 mod maps;
 mod parse;
@@ -44,13 +45,21 @@ pub fn filter(ctx: XdpContext) -> u32 {
     if parsed == Parsed::Ip && packet.proto == IPPROTO_UDP && packet.frag != Frag::Later {
         maps::count_udp_port(packet.src_port, frame_len);
     }
-    let mut env = env::KernelEnv { ctx: &ctx, config };
+    let mut env = env::KernelEnv {
+        ctx: &ctx,
+        config,
+        rule: filter_common::CAPTURE_NO_RULE,
+    };
     let reason = decide(&mut env, config, parsed, packet);
     maps::count_reason(reason, frame_len);
     match outcome(reason, config.flags) {
         Outcome::Pass => xdp_action::XDP_PASS,
-        Outcome::Drop => xdp_action::XDP_DROP,
+        Outcome::Drop => {
+            capture::dropped(&ctx, reason, env.rule, frame_len);
+            xdp_action::XDP_DROP
+        }
         Outcome::MonitoredPass => {
+            capture::dropped(&ctx, reason, env.rule, frame_len);
             maps::count_monitored(frame_len);
             xdp_action::XDP_PASS
         }

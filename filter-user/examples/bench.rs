@@ -19,6 +19,9 @@
 //! 6. On a veth pair between two test namespaces, an in-kernel generator:
 //!    drop rates of the filter, plain XDP_DROP, nftables, no filter, and
 //!    the kernel's own run time per packet of the filter and of XDP_DROP.
+//! 7. `filterctl capture`: the drop and pass paths with no capture running,
+//!    with one running that samples the frame out, and with one copying
+//!    every frame (until the ring is full, as under a flood).
 //!
 //! Section 1 also reports the program's size as the kernel holds it
 //! (translated instructions, JIT bytes), so that growth shows when it
@@ -51,19 +54,32 @@ use serde_json::{Value, json};
 struct Opts {
     quick: bool,
     json: Option<PathBuf>,
+    /// Run only this section (per-frame, flood, scale, control, veth,
+    /// capture).
+    only: Option<String>,
+}
+
+impl Opts {
+    fn runs(&self, section: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == section)
+    }
 }
 
 fn opts() -> anyhow::Result<Opts> {
     let mut o = Opts {
         quick: false,
         json: None,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--json" => o.json = Some(args.next().context("--json needs a file")?.into()),
-            other => anyhow::bail!("unknown argument {other}: use --quick, --json FILE"),
+            "--only" => o.only = Some(args.next().context("--only needs a section")?),
+            other => {
+                anyhow::bail!("unknown argument {other}: use --quick, --json FILE, --only SECTION")
+            }
         }
     }
     Ok(o)
@@ -578,6 +594,31 @@ fn generate(net: &TestNet, frame: &[u8], secs: f64) -> anyhow::Result<u64> {
     })?
 }
 
+/// Drop rate of the filter attached in generic (skb) mode, read from its
+/// own counters (the driver's XDP counters see only native mode).
+fn generic_rate(
+    net: &TestNet,
+    root: &filterctl::state::PinRoot,
+    set: &rules::RuleSet,
+    frame: &[u8],
+    secs: f64,
+) -> anyhow::Result<(f64, u64)> {
+    use filterctl::filter::{load, stats};
+    let (v, vi) = (net.victim_ns.as_str(), net.victim_if.as_str());
+    TestNet::in_ns(v, || {
+        let src = std::path::Path::new("default.toml");
+        load::load(root, vi, set, src, load::AttachMode::Generic)
+    })??;
+    let dropped =
+        || -> anyhow::Result<u64> { Ok(stats::read_interface(root, vi)?.dropped.packets) };
+    let before = dropped()?;
+    let t0 = Instant::now();
+    let offered = generate(net, frame, secs)?;
+    let rate = (dropped()? - before) as f64 / t0.elapsed().as_secs_f64();
+    load::unload(root, vi)?;
+    Ok((rate, offered))
+}
+
 fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
     let secs = if o.quick { 1.0 } else { 3.0 };
     // Holding the fd keeps the kernel's per-program run-time statistics on
@@ -662,6 +703,8 @@ fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
     })?;
     rates.push(("this filter (default rules)", ours, offered));
     filterctl::filter::load::unload(&root, &vi)?;
+    let (generic, offered) = generic_rate(&net, &root, &set, &frame, secs)?;
+    rates.push(("this filter, generic mode", generic, offered));
 
     // Control plane on a live interface: load, then reload, 100,000 prefixes.
     let big = rules::parse("big.toml", &big_rules()).map_err(|e| anyhow!("{e}"))?;
@@ -723,6 +766,57 @@ fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a capture costs the drop path, and that the pass path never pays.
+fn capture_cost(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
+    let (repeat, runs) = if o.quick {
+        (200_000, 3)
+    } else {
+        (2_000_000, 5)
+    };
+    let set = rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?;
+    let mut runner = Simulator::new(&set)?;
+    let kinds = frame_kinds();
+    let frame = |name| {
+        kinds
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| f.clone())
+            .ok_or_else(|| anyhow!("no frame {name}"))
+    };
+    let (drop_frame, pass_frame) = (frame("ntp_ipv4")?, frame("dns_query_benign")?);
+    let on = |sample| filter_common::CaptureConfig {
+        until_ns: u64::MAX,
+        reasons: u32::MAX,
+        rule: filter_common::CAPTURE_ANY_RULE,
+        sample,
+        per_cpu_pps: u32::MAX,
+        snaplen: 1528,
+        _pad: 0,
+    };
+    let mut rows = Vec::new();
+    let _ = writeln!(
+        report.text,
+        "\n7. capture cost (BPF_PROG_TEST_RUN, {repeat} repeats, median of {runs})"
+    );
+    for (case, config) in [
+        ("no capture", filter_common::CaptureConfig::default()),
+        ("capture, frame sampled out", on(u32::MAX)),
+        ("capture, every frame copied", on(1)),
+    ] {
+        runner.set_capture(config)?;
+        let (dropped, ..) = measure(runner.program()?, &drop_frame, repeat, runs)?;
+        let (passed, ..) = measure(runner.program()?, &pass_frame, repeat, runs)?;
+        let _ = writeln!(
+            report.text,
+            "   {case:<30} drop path {dropped:>6.1} ns   pass path {passed:>6.1} ns"
+        );
+        rows.push(json!({"case": case, "drop_ns": dropped, "pass_ns": passed}));
+    }
+    runner.set_capture(filter_common::CaptureConfig::default())?;
+    report.json.insert("capture".into(), json!(rows));
+    Ok(())
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("bench failed: {e:#}");
@@ -748,12 +842,25 @@ fn run() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel.trim()
     );
-    per_frame(&mut report, &o)?;
-    surge_counting(&mut report, &o, &frame_kinds()[0].1)?;
-    spoofed_flood(&mut report, &o)?;
-    at_scale(&mut report, &o)?;
-    control_plane(&mut report)?;
-    veth(&mut report, &o)?;
+    if o.runs("per-frame") {
+        per_frame(&mut report, &o)?;
+        surge_counting(&mut report, &o, &frame_kinds()[0].1)?;
+    }
+    if o.runs("flood") {
+        spoofed_flood(&mut report, &o)?;
+    }
+    if o.runs("scale") {
+        at_scale(&mut report, &o)?;
+    }
+    if o.runs("control") {
+        control_plane(&mut report)?;
+    }
+    if o.runs("veth") {
+        veth(&mut report, &o)?;
+    }
+    if o.runs("capture") {
+        capture_cost(&mut report, &o)?;
+    }
     let _ = writeln!(
         report.text,
         "\ndone in {:.0} s",

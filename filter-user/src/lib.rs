@@ -1,7 +1,7 @@
 //! filterctl: loads the XDP filter, feeds it rule files and reads its counters.
 //!
 //! Layers, each importing only from the ones above it in this list:
-//! - `sys`: the few libc calls; `rules`: rule files, from text to map values;
+//! - `sys`: the few libc calls, `privilege`: capabilities; `rules`: rule files, from text to map values;
 //! - `lockout`: the guard against rules that cut the operator off; `state`:
 //!   what lives on bpffs (pin layout, generations, their records);
 //! - `filter`: operations on a loaded filter, and the simulator;
@@ -10,9 +10,14 @@
 //! - `serve`: the daemon;
 //! - `commands`: the command line, one function per command.
 
+/// The version of every JSON document filterctl prints or serves (the
+/// `schema_version` field; the shapes are in docs/json.md).
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
 pub mod commands;
 pub mod filter;
 pub mod lockout;
+pub mod privilege;
 pub mod replay;
 pub mod rules;
 pub mod serve;

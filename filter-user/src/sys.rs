@@ -1,7 +1,7 @@
 //! The few calls into libc that filterctl makes, each wrapped once in a safe
-//! function: privileges, interface indexes, the kernel's coarse clock,
-//! filesystem types and mounts, this host's addresses, and the open-file
-//! limit (with the errors that say a process is out of resources).
+//! function: interface indexes, the kernel's coarse clock, filesystem
+//! types and mounts, this host's addresses, and the open-file limit (with
+//! the errors that say a process is out of resources).
 
 use std::{
     ffi::{CStr, CString},
@@ -14,8 +14,6 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SysError {
-    #[error("filterctl {0} needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo")]
-    NotRoot(String),
     #[error("bad interface name {0:?}")]
     BadInterfaceName(String),
     #[error("no such interface: {0} (see `ip link` for the interfaces of this host)")]
@@ -30,14 +28,6 @@ pub enum SysError {
         hard: u64,
         source: std::io::Error,
     },
-}
-
-/// Fails unless filterctl runs as root; `what` names the command.
-pub fn require_root(what: &str) -> Result<(), SysError> {
-    if euid() != 0 {
-        return Err(SysError::NotRoot(what.to_string()));
-    }
-    Ok(())
 }
 
 /// The index of a network interface in this network namespace.
@@ -121,6 +111,35 @@ pub fn in_initial_mount_namespace() -> bool {
 pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
+}
+
+/// Waits until `fd` is readable or `timeout` passed; true if readable.
+pub fn wait_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    timeout: std::time::Duration,
+) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd as _;
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd for the length given.
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    match rc {
+        -1 => {
+            let e = std::io::Error::last_os_error();
+            // A signal (Ctrl-C) is the caller's to handle.
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+        0 => Ok(false),
+        _ => Ok(true),
+    }
 }
 
 /// Addresses of this host's interfaces (in the current network namespace),

@@ -69,7 +69,8 @@ fn reflection_dropped_benign_delivered_and_unload_leaves_nothing() {
     assert!(err.contains("already loaded"), "{err}");
 
     let status: Value = serde_json::from_str(&ok(filterctl(&net, &["status", "--json"]))).unwrap();
-    let s = &status[0];
+    assert_eq!(status["schema_version"], 1, "{status}");
+    let s = &status["interfaces"][0];
     assert_eq!(s["interface"], net.victim_if.as_str());
     assert_eq!(s["attach_mode"], "native");
     assert_eq!(s["mode"], "enforce");

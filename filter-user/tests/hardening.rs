@@ -17,7 +17,7 @@ use filter_testkit::net::TestNet;
 use serde_json::Value;
 
 use common::{
-    cli::{TempDir, command, failed, ok, run},
+    cli::{TempDir, command, failed, ok, run, status},
     daemon::Daemon,
 };
 
@@ -38,14 +38,6 @@ protocol = "udp"
 src_port = 1900
 action = "drop"
 "#;
-
-fn status(net: &TestNet) -> Value {
-    serde_json::from_str::<Value>(&ok(run(net, &["status", "--json"])))
-        .unwrap()
-        .as_array()
-        .unwrap()[0]
-        .clone()
-}
 
 /// The generation folders of the interface's pins.
 fn generation_dirs(net: &TestNet) -> Vec<String> {
@@ -297,7 +289,12 @@ fn bans_go_through_the_lockout_guard() {
         err.contains("covers 192.0.2.1, an address of this host"),
         "{err}"
     );
-    assert!(ok(run(&net, &["top", "--json"])).contains("\"sources\":[]"));
+    let top: Value = serde_json::from_str(&ok(run(&net, &["top", "--json"]))).unwrap();
+    assert_eq!(
+        top["interfaces"][0]["sources"],
+        Value::Array(vec![]),
+        "{top}"
+    );
     ok(run(
         &net,
         &["ban", "192.0.2.0/24", "--for", "1m", "--force"],
@@ -384,7 +381,7 @@ fn pin_folders_someone_else_made_are_refused_or_ignored() {
     std::fs::create_dir(&decoy).unwrap();
     chown(&decoy, Some(65534), Some(65534)).unwrap();
     let all: Value = serde_json::from_str(&ok(run(&net, &["status", "--json"]))).unwrap();
-    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(all["interfaces"].as_array().unwrap().len(), 1, "{all}");
     ok(run(&net, &["stats"]));
     ok(run(&net, &["ban", "198.51.100.9", "--for", "1m"]));
     // A decoy planted where the interface's own folder would go.
@@ -451,7 +448,7 @@ fn top_stops_counting_the_over_time_of_a_source_that_stopped() {
     assert!(sink.drain()[&target] < 50);
     let entry = |net: &TestNet| -> Value {
         let top: Value = serde_json::from_str(&ok(run(net, &["top", "--json"]))).unwrap();
-        top["sources"]
+        top["interfaces"][0]["sources"]
             .as_array()
             .unwrap()
             .iter()

@@ -27,6 +27,7 @@ fn delivered(net: &TestNet, src: Ipv4Addr, sport: u16) -> u64 {
 
 fn reason(net: &TestNet, name: &str) -> u64 {
     let v: Value = serde_json::from_str(&ok(run(net, &["stats", "--json"]))).unwrap();
+    assert_eq!(v["schema_version"], 1, "{v}");
     v["interfaces"][0]["reasons"][name]["packets"]
         .as_u64()
         .unwrap()
@@ -54,6 +55,8 @@ fn bans_apply_at_once_survive_reloads_and_lift() {
     assert_eq!(delivered(&net, Ipv4Addr::new(198, 51, 100, 78), 5000), 10);
 
     let top: Value = serde_json::from_str(&ok(run(&net, &["top", "--json"]))).unwrap();
+    assert_eq!(top["schema_version"], 1, "{top}");
+    let top = &top["interfaces"][0];
     let sources: Vec<&str> = top["sources"]
         .as_array()
         .unwrap()
@@ -102,7 +105,9 @@ fn monitor_mode_switches_at_once_without_a_reload() {
         &["load", "--iface", &net.victim_if, "--rules", &rules],
     ));
     let st = |net: &TestNet| -> Value {
-        serde_json::from_str::<Value>(&ok(run(net, &["status", "--json"]))).unwrap()[0].clone()
+        serde_json::from_str::<Value>(&ok(run(net, &["status", "--json"]))).unwrap()["interfaces"]
+            [0]
+        .clone()
     };
     let generation = st(&net)["generation"].clone();
     let reflector = Ipv4Addr::new(198, 51, 100, 9);
@@ -284,10 +289,27 @@ fn diff_plans_a_reload_and_interfaces_keep_their_own_rules() {
         ok(run(&net, &["diff", "--iface", &second, "--rules", b])),
         "no changes\n"
     );
+    let json: Value = serde_json::from_str(&ok(run(
+        &net,
+        &["diff", "--iface", &net.victim_if, "--rules", b, "--json"],
+    )))
+    .expect("diff --json");
+    assert_eq!(json["schema_version"], 1, "{json}");
+    let plan = &json["plan"];
+    assert!(
+        plan["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "mode" && c["old"] == "enforce" && c["new"] == "monitor"),
+        "{json}"
+    );
+    assert_eq!(plan["changed"][0]["rule"], "ssdp", "{json}");
+    assert_eq!(plan["changed"][0]["fields"][0]["name"], "action", "{json}");
 
     let status: Value = serde_json::from_str(&ok(run(&net, &["status", "--json"]))).unwrap();
     let by_iface = |i: &str| {
-        status
+        status["interfaces"]
             .as_array()
             .unwrap()
             .iter()

@@ -17,10 +17,7 @@ use serde_json::Value;
 use common::cli::{TempDir as Files, command as filterctl_cmd, ok, run};
 
 fn status(net: &TestNet) -> Value {
-    serde_json::from_str::<Value>(&ok(run(net, &["status", "--json"])))
-        .unwrap()
-        .as_array()
-        .unwrap()[0]
+    serde_json::from_str::<Value>(&ok(run(net, &["status", "--json"]))).unwrap()["interfaces"][0]
         .clone()
 }
 

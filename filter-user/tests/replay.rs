@@ -176,6 +176,58 @@ fn replay_gives_every_frame_of_the_verdict_table_its_verdict() {
     assert_eq!(report["mode"], "enforce");
 }
 
+/// An Ethernet frame as Linux cooked capture v1 (`tcpdump -i any`) or v2
+/// records it: the link header replaced by a cooked one.
+fn cooked(frame: &[u8], v2: bool) -> Vec<u8> {
+    let (src, ethertype, payload) = (&frame[6..12], &frame[12..14], &frame[14..]);
+    let header = if v2 {
+        // protocol, reserved, ifindex, ARPHRD_ETHER, packet type, addr len
+        [ethertype, &[0, 0, 0, 0, 0, 3, 0, 1, 0, 6], src, &[0, 0]].concat()
+    } else {
+        // packet type, ARPHRD_ETHER, addr len, address, protocol
+        [&[0, 0, 0, 1, 0, 6][..], src, &[0, 0], ethertype].concat()
+    };
+    [header.as_slice(), payload].concat()
+}
+
+#[test]
+fn linux_cooked_captures_replay_like_ethernet() {
+    common::require_bpf();
+    let dir = TempDir::new("replay-cooked");
+    let cases = cases::cases();
+    let verdicts = |linktype, frames: &[Vec<u8>]| {
+        let records: Vec<(u64, &[u8], u32)> = frames
+            .iter()
+            .map(|f| (0, f.as_slice(), f.len() as u32))
+            .collect();
+        let path = dir.path().join(format!("{linktype}.pcap"));
+        std::fs::write(&path, pcap(linktype, &records)).unwrap();
+        let report = replay_json(DEFAULT_RULES, path.to_str().unwrap());
+        report["frames"]
+            .as_array()
+            .expect("frames")
+            .iter()
+            .map(|f| (f["action"].clone(), f["reason"].clone(), f["rule"].clone()))
+            .collect::<Vec<_>>()
+    };
+    // Untagged frames: a cooked capture carries no VLAN header.
+    let frames: Vec<Vec<u8>> = cases
+        .iter()
+        .map(|c| c.frame.clone())
+        .filter(|f| f.len() >= 14 && f[12..14] != [0x81, 0x00] && f[12..14] != [0x88, 0xa8])
+        .collect();
+    assert!(frames.len() > 10, "{} untagged cases", frames.len());
+    let ethernet = verdicts(1, &frames);
+    let sll: Vec<Vec<u8>> = frames.iter().map(|f| cooked(f, false)).collect();
+    let sll2: Vec<Vec<u8>> = frames.iter().map(|f| cooked(f, true)).collect();
+    assert_eq!(verdicts(113, &sll), ethernet, "SLL");
+    assert_eq!(verdicts(276, &sll2), ethernet, "SLL2");
+    assert!(
+        ethernet.iter().any(|v| v.0 == "drop") && ethernet.iter().any(|v| v.0 == "pass"),
+        "{ethernet:?}"
+    );
+}
+
 #[test]
 fn truncated_and_too_short_frames_are_reported() {
     common::require_bpf();
@@ -239,13 +291,13 @@ fn files_it_cannot_replay_are_refused_with_a_reason() {
         "not a pcap: {e}"
     );
 
-    // Linux cooked capture (`tcpdump -i any`): link type 113.
-    let sll = dir.path().join("sll.pcap");
+    // Raw IP (link type 101): neither Ethernet nor Linux cooked.
+    let sll = dir.path().join("raw.pcap");
     let frame = arp();
-    std::fs::write(&sll, pcap(113, &[(0, &frame, frame.len() as u32)])).unwrap();
+    std::fs::write(&sll, pcap(101, &[(0, &frame, frame.len() as u32)])).unwrap();
     let e = replay_error(&["--rules", DEFAULT_RULES, sll.to_str().unwrap()]);
     assert!(
-        e.contains("sll.pcap") && e.contains("link type 113") && e.contains("Ethernet"),
+        e.contains("raw.pcap") && e.contains("link type 101") && e.contains("Ethernet"),
         "link type: {e}"
     );
 

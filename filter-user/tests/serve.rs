@@ -11,12 +11,13 @@ use std::{
     collections::BTreeMap,
     fs::File,
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    process::Stdio,
     time::{Duration, Instant, SystemTime},
 };
 
 use common::{
-    cli::{TempDir, ok, run},
-    daemon::{Daemon, Exposition, Series, get, parse_openmetrics, series, wait_until},
+    cli::{TempDir, command, ok, run},
+    daemon::{Daemon, Exposition, Series, free_port, get, parse_openmetrics, series, wait_until},
 };
 use filter_testkit::frames::{ntp_monlist_reply, ntp_time_reply};
 use filter_testkit::net::{Sink, TestNet, VICTIM_V4, send_udp};
@@ -30,7 +31,7 @@ fn json(out: std::process::Output) -> Value {
 
 /// `status --json` of the one interface.
 fn status(net: &TestNet) -> Value {
-    json(run(net, &["status", "--json"]))[0].clone()
+    json(run(net, &["status", "--json"]))["interfaces"][0].clone()
 }
 
 /// Every series /metrics must have, from `stats --json` and `status
@@ -97,6 +98,72 @@ fn expected_samples(stats: &Value, status: &Value, reloads: [u64; 3]) -> BTreeMa
     e
 }
 
+/// The state gauges, checked against `status --json`; the limiter's
+/// occupancy and the daemon's reload time only for their range.
+fn expected_gauges(expo: &Exposition, status: &Value, reloads: [u64; 3]) -> Vec<(Series, f64)> {
+    let iface = status["interface"].as_str().unwrap();
+    let on = [("interface", iface)];
+    let capacity = 65536.0;
+    let entries = expo.samples[&series("filterctl_limiter_entries", &on)];
+    assert!(
+        (0.0..=capacity).contains(&entries),
+        "limiter entries {entries}"
+    );
+    let mut e = vec![
+        (series("filterctl_up", &on), 1.0),
+        (
+            series(
+                "filterctl_attach_info",
+                &[
+                    ("interface", iface),
+                    ("attach_mode", status["attach_mode"].as_str().unwrap()),
+                    ("mode", status["mode"].as_str().unwrap()),
+                ],
+            ),
+            1.0,
+        ),
+        (
+            series("filterctl_loaded_timestamp_seconds", &on),
+            status["loaded_at_unix"].as_f64().unwrap(),
+        ),
+        (series("filterctl_bans_active", &on), 0.0),
+        (series("filterctl_limiter_capacity", &on), capacity),
+        (series("filterctl_limiter_entries", &on), entries),
+        (
+            series(
+                "filterctl_build_info",
+                &[("version", env!("CARGO_PKG_VERSION"))],
+            ),
+            1.0,
+        ),
+    ];
+    let top: Vec<_> = expo
+        .samples
+        .iter()
+        .filter(|((name, _), _)| name == "filterctl_top_source_dropped_packets")
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    assert!(top.len() <= 10, "{top:?}");
+    e.extend(top);
+    if reloads.iter().sum::<u64>() > 0 {
+        let at = expo.samples[&series("filterctl_last_reload_timestamp_seconds", &on)];
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            (now - 600.0..=now + 1.0).contains(&at),
+            "last reload at {at}"
+        );
+        e.push((series("filterctl_last_reload_timestamp_seconds", &on), at));
+        // The test's last reload of each step is the one its counts end on.
+        let ok = expo.samples[&series("filterctl_last_reload_success", &on)];
+        assert!(ok == 0.0 || ok == 1.0, "last reload success {ok}");
+        e.push((series("filterctl_last_reload_success", &on), ok));
+    }
+    e
+}
+
 fn without_timestamp(mut v: Value) -> Value {
     let ts = v
         .as_object_mut()
@@ -141,10 +208,15 @@ fn check_against_stats(net: &TestNet, port: u16, reloads: [u64; 3]) -> Expositio
             ("filterctl_rules", "info"),
             ("filterctl_scrape_errors", "counter"),
             ("filterctl_reloads", "counter"),
+            ("filterctl_up", "gauge"),
+            ("filterctl_attach", "info"),
+            ("filterctl_limiter_entries", "gauge"),
+            ("filterctl_build", "info"),
         ] {
             assert_eq!(expo.types.get(family).map(String::as_str), Some(ty));
         }
-        let expected = expected_samples(&after, &st, reloads);
+        let mut expected = expected_samples(&after, &st, reloads);
+        expected.extend(expected_gauges(&expo, &st, reloads));
         for (k, v) in &expected {
             assert_eq!(expo.samples.get(k), Some(v), "{k:?}");
         }
@@ -210,11 +282,34 @@ fn serve_exposes_the_counters_and_follows_the_rule_file() {
     let got = sink.drain();
     assert_eq!((got[&reflect], got[&time], got[&dns]), (0, 15, 20));
 
-    let (mut daemon, port) = Daemon::start(
-        &net,
-        files.path().join("serve.log"),
-        &["--iface", &net.victim_if, "--rules", &rules],
-    );
+    let port = free_port(&net);
+    let log = files.path().join("serve.log");
+    let mut daemon = Daemon {
+        name: "filterctl serve",
+        child: command(
+            &net,
+            &[
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--iface",
+                &net.victim_if,
+                "--rules",
+                &rules,
+            ],
+        )
+        // The daemon's own default log level (info) is under test.
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .expect("start filterctl serve"),
+        log,
+    };
+    wait_until("serve to answer", 10, || {
+        daemon.assert_running();
+        get(&net, port, "/").is_some_and(|r| r.status == 200)
+    });
 
     // 1 and 2: /metrics and /stats are `stats --json`.
     let expo = check_against_stats(&net, port, [0, 0, 0]);

@@ -20,10 +20,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::cli::{TempDir, load_default, ok, run};
+use common::cli::{TempDir, load_default, ok, run, status};
 use common::daemon::{Daemon, free_port, serve_command, wait_until};
 use filter_testkit::net::TestNet;
-use serde_json::Value;
 
 /// Idle connections opened against the daemon: more than the usual
 /// 1024-file limit the daemon starts with.
@@ -203,10 +202,6 @@ fn slow_loris(conns: &[TcpStream], done: Arc<AtomicBool>) -> std::thread::JoinHa
             std::thread::sleep(Duration::from_millis(500));
         }
     })
-}
-
-fn status(net: &TestNet) -> Value {
-    serde_json::from_str::<Value>(&ok(run(net, &["status", "--json"]))).unwrap()[0].clone()
 }
 
 fn digest(net: &TestNet) -> String {

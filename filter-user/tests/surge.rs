@@ -22,7 +22,7 @@ use std::{
 };
 
 use common::{
-    cli::{TempDir, ok, run},
+    cli::{TempDir, ok, run, status},
     daemon::{Daemon, Exposition, get, parse_openmetrics, series, wait_until},
 };
 use filter_testkit::net::{TestNet, VICTIM_V4};
@@ -120,11 +120,6 @@ fn attacker_socket(net: &TestNet, port: u16) -> UdpSocket {
     TestNet::in_ns(&net.attacker_ns, || UdpSocket::bind(from))
         .unwrap()
         .unwrap_or_else(|e| panic!("bind {from}: {e}"))
-}
-
-fn status(net: &TestNet) -> Value {
-    let v: Value = serde_json::from_str(&ok(run(net, &["status", "--json"]))).unwrap();
-    v[0].clone()
 }
 
 fn metrics(net: &TestNet, port: u16) -> Exposition {

@@ -1,4 +1,4 @@
-//! The project's task runner (`cargo xtask setup|build|test|demo|bench|fuzz`), so that a
+//! The project's task runner (`cargo xtask setup|build|test|demo|bench|fuzz|dist`), so that a
 //! fresh Debian 12 machine with rustup needs nothing else typed.
 
 use std::{
@@ -10,6 +10,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+
+mod dist;
 
 /// Build, test and demo tasks for the XDP reflection filter.
 #[derive(Parser)]
@@ -37,6 +39,9 @@ enum Task {
     },
     /// Set up, then run the demo: two test hosts, a reflection flood, and what the filter did.
     Demo,
+    /// Set up, then build a release tarball and a Debian package in
+    /// target/dist, list the package's contents and check it with lintian.
+    Dist,
     /// Set up, then measure: per-frame kernel cost against floor programs,
     /// a spoofed flood, rules at scale, veth rates, the control plane.
     Bench {
@@ -75,6 +80,15 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // the router peering with it.
     "gobgpd",
     "bird2",
+    // The metrics test runs a real Prometheus; promtool checks the alerts.
+    "prometheus",
+    // systemd-analyze verifies the unit; setpriv runs filterctl with only
+    // its capabilities.
+    "systemd",
+    // The capture test reads filterctl's pcapng files with tshark.
+    "tshark",
+    // `cargo xtask dist` checks the Debian package with lintian.
+    "lintian",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Prefix of the network namespaces tests and the demo create.
@@ -95,6 +109,7 @@ fn main() -> ExitCode {
             seconds,
             seed,
         } => fuzz(rules, captures, seconds, seed),
+        Task::Dist => setup().and_then(|()| dist::dist()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

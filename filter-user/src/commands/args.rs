@@ -41,6 +41,32 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Make an interface run a rule file, whatever runs now: load it when
+    /// nothing does, reload atomically when another rule set does, nothing
+    /// when the file's rule set already runs. For boot scripts and GitOps.
+    ///
+    /// Exit status: 0 nothing to do, 10 loaded, 11 reloaded (0 for both
+    /// with --exit-zero), 1 error (the previous rules, if any, still
+    /// enforcing).
+    Apply {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        rules: PathBuf,
+        /// Attach mode for a first load (ignored when a filter runs).
+        #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+        mode: AttachMode,
+        /// Apply even if the rules would lock you out (see `load --force`).
+        #[arg(long)]
+        force: bool,
+        /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit 0 whether it loaded, reloaded or found nothing to do (for
+        /// systemd's ExecStartPre and init containers); errors still exit 1.
+        #[arg(long)]
+        exit_zero: bool,
+    },
     /// Replace the rule set of a loaded filter in one atomic step; rate
     /// limit, ban and counter state carry over. If the new rules fail to
     /// load, the old ones keep enforcing.
@@ -127,7 +153,43 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run every frame of a capture (pcap or pcapng, Ethernet) through the
+    /// Write a sampled, rate-bounded copy of the frames the filter drops to
+    /// a pcapng file, each frame's reason and rule in its comment (tcpdump
+    /// does not see XDP drops). Stops after --duration, --count, or on
+    /// Ctrl-C; a capture whose filterctl died stops by itself within
+    /// seconds. Costs nothing while no capture runs.
+    Capture {
+        #[arg(long)]
+        iface: String,
+        /// Only frames dropped for this reason (repeatable; e.g. rule_drop,
+        /// rate_limit_drop, deny_drop); all drop reasons when absent.
+        #[arg(long = "reason", value_name = "REASON")]
+        reasons: Vec<String>,
+        /// Only frames this rule matched (of the rule set running when the
+        /// capture starts: restart it after a reload that reorders rules).
+        #[arg(long)]
+        rule: Option<String>,
+        /// Copy one frame in N (per CPU).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        sample: u32,
+        /// At most this many frames per second are written.
+        #[arg(long, value_name = "M", default_value_t = 1000)]
+        max_pps: u32,
+        /// Bytes of each frame to keep (at most 1528).
+        #[arg(long, value_name = "B", default_value_t = 1528)]
+        snaplen: u32,
+        /// The pcapng file to write.
+        #[arg(short = 'w', value_name = "FILE")]
+        write: PathBuf,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<u64>,
+        /// Stop after this many frames.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Run every frame of a capture (pcap or pcapng; Ethernet, or Linux
+    /// cooked from `tcpdump -i any`) through the
     /// filter with a rule file, in the kernel but attached nowhere, and show
     /// what each frame would get: test a rule change against a recorded
     /// attack. Rate limits, bans and fragment memory run at replay speed,

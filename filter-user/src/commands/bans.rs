@@ -36,15 +36,12 @@ pub fn unban(root: &PinRoot, target: &str, iface: Option<String>) -> anyhow::Res
 }
 
 pub fn top(root: &PinRoot, iface: Option<String>, n: usize, json: bool) -> anyhow::Result<()> {
-    for iface in super::interfaces(root, iface)? {
-        let entries = bans::top(root, &iface, n)?;
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({ "interface": iface, "sources": entries })
-            );
-        } else {
-            print!("{}", render(&iface, &entries));
+    let report = bans::top_report(root, super::interfaces(root, iface)?, n)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for t in &report.interfaces {
+            print!("{}", render(&t.interface, &t.sources));
         }
     }
     Ok(())

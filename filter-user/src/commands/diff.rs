@@ -8,7 +8,14 @@ pub fn diff(root: &PinRoot, iface: &str, rules: &Path, json: bool) -> anyhow::Re
     let set = rules::load_file(rules)?;
     let plan = diff::plan(root, iface, &set)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        let doc = serde_json::json!({
+            "schema_version": crate::JSON_SCHEMA_VERSION,
+            "interface": iface,
+            "rules_file": rules,
+            "rules_digest": set.digest_hex(),
+            "plan": plan,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print!("{}", plan.render());
     }

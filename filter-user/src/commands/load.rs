@@ -18,7 +18,7 @@ use crate::{
 pub const DEFAULT_RULES: &str = include_str!("../../../rules/default.toml");
 const DEFAULT_RULES_NAME: &str = "(built-in rules/default.toml)";
 
-fn guard_of(force: bool) -> Guard {
+pub(super) fn guard_of(force: bool) -> Guard {
     if force { Guard::Force } else { Guard::Check }
 }
 

@@ -3,8 +3,10 @@
 //! found, and a render function beside it turns that into text or JSON.
 //! `run` only dispatches.
 
+mod apply;
 pub mod args;
 mod bans;
+mod capture;
 mod check;
 mod diff;
 mod load;
@@ -19,9 +21,28 @@ use crate::state::PinRoot;
 
 pub use self::load::DEFAULT_RULES;
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs a command; the exit status is 0 unless the command says otherwise
+/// (`apply`'s codes).
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let root = PinRoot::new(&cli.pin_root);
-    match cli.command {
+    if let Command::Apply {
+        iface,
+        rules,
+        mode,
+        force,
+        json,
+        exit_zero,
+    } = cli.command
+    {
+        let code = apply::apply(&root, &iface, &rules, mode, force, json)?;
+        return Ok(if exit_zero { 0 } else { code });
+    }
+    dispatch(root, cli.command).await.map(|()| 0)
+}
+
+async fn dispatch(root: PinRoot, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Apply { .. } => unreachable!("run handles apply"),
         Command::Serve {
             listen,
             iface,
@@ -64,6 +85,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => replay::replay(&rules, &capture, json, verbose),
         Command::Check { paths, strict } => check::check(&paths, strict),
         Command::Upstream { iface, json } => upstream::upstream(&root, iface, json),
+        Command::Capture {
+            iface,
+            reasons,
+            rule,
+            sample,
+            max_pps,
+            snaplen,
+            write,
+            duration,
+            count,
+        } => {
+            let sel = capture::selection(&reasons, rule, sample, max_pps, snaplen)?;
+            let stop = capture::Stop { duration, count };
+            capture::capture(root, iface, sel, write, stop).await
+        }
     }
 }
 

@@ -23,7 +23,11 @@ pub fn replay(rules_path: &Path, capture: &Path, json: bool, verbose: bool) -> a
         // One document, its frames written as they run.
         let header = serde_json::to_value(&replay.header)?;
         let header = header.as_object().expect("a struct");
-        write!(out, "{{")?;
+        write!(
+            out,
+            "{{\n  \"schema_version\": {},",
+            crate::JSON_SCHEMA_VERSION
+        )?;
         for (k, v) in header {
             write!(out, "\n  {}: {},", serde_json::to_string(k)?, v)?;
         }

@@ -120,7 +120,7 @@ fn watch(root: &PinRoot, iface: Option<&str>, secs: u64, json: bool) -> anyhow::
         if json {
             println!(
                 "{}",
-                serde_json::json!({ "timestamp_unix_ms": next.timestamp_unix_ms, "interval_s": dt, "interfaces": out })
+                serde_json::json!({ "schema_version": crate::JSON_SCHEMA_VERSION, "timestamp_unix_ms": next.timestamp_unix_ms, "interval_s": dt, "interfaces": out })
             );
         } else {
             for o in &out {

@@ -17,7 +17,11 @@ pub fn status(root: &PinRoot, json: bool) -> anyhow::Result<()> {
         );
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        let doc = serde_json::json!({
+            "schema_version": crate::JSON_SCHEMA_VERSION,
+            "interfaces": all,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print!("{}", render(root, &all));
     }

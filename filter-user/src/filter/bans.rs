@@ -21,7 +21,7 @@ use crate::{
         lock::{IfaceLock, LOCK_WAIT},
         open_map, read_config,
     },
-    sys::{self, monotonic_coarse_ns},
+    sys::monotonic_coarse_ns,
 };
 
 /// Prefix length by which the running filter keys sources of `family`.
@@ -70,7 +70,6 @@ pub fn ban(
     target: Prefix,
     duration: Duration,
 ) -> anyhow::Result<Prefix> {
-    sys::require_root("ban")?;
     let dir = root.iface_dir(iface);
     let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
     let until = monotonic_coarse_ns() + duration.as_nanos() as u64;
@@ -93,7 +92,6 @@ pub fn ban(
 
 /// Lifts a ban; fails if there was none.
 pub fn unban(root: &PinRoot, iface: &str, target: Prefix) -> anyhow::Result<Prefix> {
-    sys::require_root("unban")?;
     let dir = root.iface_dir(iface);
     let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
     match place(target, source_prefix(root, iface, target.family)?) {
@@ -217,6 +215,33 @@ fn keyed_prefix(root: &PinRoot, iface: &str) -> anyhow::Result<impl Fn(&SrcKey) 
         family: k.family,
         addr: k.addr,
         len: if k.family == FAMILY_V4 { v4 } else { v6 },
+    })
+}
+
+/// One interface's `top`.
+#[derive(Debug, serde::Serialize)]
+pub struct InterfaceTop {
+    pub interface: String,
+    pub sources: Vec<Entry>,
+}
+
+/// The `top --json` and /top document.
+#[derive(Debug, serde::Serialize)]
+pub struct TopReport {
+    pub schema_version: u32,
+    pub interfaces: Vec<InterfaceTop>,
+}
+
+/// `top` of each of `ifaces`, `n` sources each.
+pub fn top_report(root: &PinRoot, ifaces: Vec<String>, n: usize) -> anyhow::Result<TopReport> {
+    let mut interfaces = Vec::new();
+    for interface in ifaces {
+        let sources = top(root, &interface, n)?;
+        interfaces.push(InterfaceTop { interface, sources });
+    }
+    Ok(TopReport {
+        schema_version: crate::JSON_SCHEMA_VERSION,
+        interfaces,
     })
 }
 

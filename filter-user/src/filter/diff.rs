@@ -17,8 +17,29 @@ use crate::{
     },
 };
 
-/// A field that changes: (name, old value, new value).
-pub type Change = (String, String, String);
+/// A field that changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub name: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// A rule present before and after whose fields change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleChange {
+    pub rule: String,
+    pub fields: Vec<Change>,
+}
+
+fn change(name: &str, old: Option<&String>, new: Option<&String>) -> Change {
+    let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(none)".into());
+    Change {
+        name: name.to_string(),
+        old: show(old),
+        new: show(new),
+    }
+}
 
 /// What a reload would change.
 #[derive(Debug, Default, Serialize)]
@@ -26,7 +47,7 @@ pub struct Plan {
     pub settings: Vec<Change>,
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    pub changed: Vec<(String, Vec<Change>)>,
+    pub changed: Vec<RuleChange>,
     /// Rules present in both whose relative order changed (first match
     /// decides, so order is behaviour).
     pub reordered: bool,
@@ -55,8 +76,8 @@ impl Plan {
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut o = String::new();
-        for (k, a, b) in &self.settings {
-            let _ = writeln!(o, "~ {k}: {a} -> {b}");
+        for c in &self.settings {
+            let _ = writeln!(o, "~ {}: {} -> {}", c.name, c.old, c.new);
         }
         for n in &self.removed {
             let _ = writeln!(o, "- rule {n}");
@@ -64,9 +85,9 @@ impl Plan {
         for n in &self.added {
             let _ = writeln!(o, "+ rule {n}");
         }
-        for (n, fields) in &self.changed {
-            for (f, a, b) in fields {
-                let _ = writeln!(o, "~ rule {n}: {f} {a} -> {b}");
+        for r in &self.changed {
+            for c in &r.fields {
+                let _ = writeln!(o, "~ rule {}: {} {} -> {}", r.rule, c.name, c.old, c.new);
             }
         }
         if self.reordered {
@@ -107,8 +128,7 @@ pub fn compare(old: &Canonical, new: &Canonical) -> Plan {
     for k in keys {
         let (a, b) = (old.settings.get(k), new.settings.get(k));
         if a != b {
-            let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(none)".into());
-            plan.settings.push((k.clone(), show(a), show(b)));
+            plan.settings.push(change(k, a, b));
         }
     }
     plan.adaptive = old.adaptive_blocks.clone();
@@ -124,14 +144,13 @@ pub fn compare(old: &Canonical, new: &Canonical) -> Plan {
                 let diffs: Vec<_> = fields
                     .into_iter()
                     .filter(|k| of.get(*k) != f.get(*k))
-                    .map(|k| {
-                        let show =
-                            |v: Option<&String>| v.cloned().unwrap_or_else(|| "(none)".into());
-                        (k.clone(), show(of.get(k)), show(f.get(k)))
-                    })
+                    .map(|k| change(k, of.get(k), f.get(k)))
                     .collect();
                 if !diffs.is_empty() {
-                    plan.changed.push((n.clone(), diffs));
+                    plan.changed.push(RuleChange {
+                        rule: n.clone(),
+                        fields: diffs,
+                    });
                 }
             }
         }
@@ -221,18 +240,19 @@ mod tests {
         ) + "[[rule]]\nname = \"dns\"\nprotocol = \"udp\"\nsrc_port = 53\naction = \"drop\"\n";
         let b = b.replace("name = \"ntp\"", "name = \"ntp2\"");
         let plan = compare(&old, &Canonical::of(&parse("b.toml", &b).unwrap()));
+        let mode = "monitor".to_string();
         assert_eq!(
             plan.settings,
-            vec![("mode".into(), "enforce".into(), "monitor".into())]
+            vec![change("mode", Some(&"enforce".into()), Some(&mode))]
         );
         assert_eq!(plan.added, vec!["ntp2".to_string(), "dns".to_string()]);
         assert_eq!(plan.removed, vec!["ntp".to_string()]);
         assert_eq!(
             plan.changed,
-            vec![(
-                "ssdp".into(),
-                vec![("action".into(), "drop".into(), "pass".into())]
-            )]
+            vec![RuleChange {
+                rule: "ssdp".into(),
+                fields: vec![change("action", Some(&"drop".into()), Some(&"pass".into()))]
+            }]
         );
         let text = plan.render();
         assert!(text.contains("~ rule ssdp: action drop -> pass"), "{text}");

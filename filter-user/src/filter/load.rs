@@ -29,7 +29,7 @@ use filter_common::{
 
 use super::{failpoint, provenance};
 use crate::{
-    EBPF_OBJECT,
+    EBPF_OBJECT, privilege,
     rules::{Compiled, Prefix, RuleSet},
     state::{
         LINK, PROG, PinRoot,
@@ -75,7 +75,7 @@ pub fn load(
     source: &Path,
     mode: AttachMode,
 ) -> anyhow::Result<&'static str> {
-    sys::require_root("load")?;
+    privilege::require("load", privilege::LOAD)?;
     let index = sys::ifindex(iface)?;
     root.ensure_bpffs()?;
     let dir = root.iface_dir(iface);
@@ -251,7 +251,7 @@ fn switch(
     source: &Path,
     opts: ReloadOptions,
 ) -> anyhow::Result<(u32, Ebpf, SourcesTable)> {
-    sys::require_root("reload")?;
+    privilege::require("reload", privilege::LOAD)?;
     let current = current_generation(dir)
         .with_context(|| format!("no filter running on {iface}: use `filterctl load` first"))?;
     let old_meta = read_meta(&current.dir)?;
@@ -471,7 +471,6 @@ fn write_meta(
 /// Flips monitor mode in the running generation's config: the program reads
 /// it per packet, so it applies at once.
 pub fn set_mode(root: &PinRoot, iface: &str, monitor: bool) -> anyhow::Result<()> {
-    sys::require_root("mode")?;
     let dir = root.iface_dir(iface);
     let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
     let current =
@@ -489,7 +488,6 @@ pub fn set_mode(root: &PinRoot, iface: &str, monitor: bool) -> anyhow::Result<()
 
 /// Detaches the filter from `iface` and removes every pin of it.
 pub fn unload(root: &PinRoot, iface: &str) -> anyhow::Result<()> {
-    sys::require_root("unload")?;
     let dir = root.iface_dir(iface);
     let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
     // Another unload may have removed it while this one waited.

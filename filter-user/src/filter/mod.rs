@@ -5,8 +5,11 @@
 
 pub mod apply;
 pub mod bans;
+pub mod capture;
+pub mod converge;
 pub mod diff;
 pub mod failpoint;
+pub mod gauges;
 pub mod load;
 pub mod provenance;
 pub mod simulator;

@@ -36,6 +36,17 @@ impl Simulator {
         })
     }
 
+    /// Sets what the program copies of dropped frames (`filterctl
+    /// capture`'s switch), for measuring what a capture costs.
+    pub fn set_capture(&mut self, c: filter_common::CaptureConfig) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(filter_common::MAP_CAPTURE)
+            .ok_or_else(|| anyhow!("no map {}", filter_common::MAP_CAPTURE))?;
+        aya::maps::Array::try_from(map)?.set(0, c, 0)?;
+        Ok(())
+    }
+
     pub fn program(&self) -> anyhow::Result<&Xdp> {
         Ok(self
             .ebpf

@@ -10,7 +10,8 @@ use std::{
 use anyhow::Context as _;
 use aya::maps::{Array, PerCpuArray};
 use filter_common::{
-    ACTION_DROP, Counter, MAP_RULE_STATS, MAP_RULES, MAP_STATS, Reason, Rule, STATS_MONITOR_SLOT,
+    ACTION_DROP, ACTION_LIMIT, Counter, MAP_RULE_STATS, MAP_RULES, MAP_STATS, Reason, Rule,
+    STATS_MONITOR_SLOT,
 };
 use serde::Serialize;
 
@@ -63,6 +64,7 @@ pub struct InterfaceStats {
 
 #[derive(Debug, Serialize)]
 pub struct Snapshot {
+    pub schema_version: u32,
     pub timestamp_unix_ms: u64,
     pub interfaces: Vec<InterfaceStats>,
 }
@@ -159,16 +161,21 @@ fn read_counters(
             .unwrap_or(rule.name.len());
         out.rules.push(RuleStats {
             name: String::from_utf8_lossy(&rule.name[..name_len]).into_owned(),
-            action: if rule.action == ACTION_DROP {
-                "drop"
-            } else {
-                "pass"
-            },
+            action: action_name(rule.action),
             packets: t.packets,
             bytes: t.bytes,
         });
     }
     Ok(out)
+}
+
+/// A rule's action as rule files spell it.
+pub fn action_name(action: u8) -> &'static str {
+    match action {
+        ACTION_DROP => "drop",
+        ACTION_LIMIT => "limit",
+        _ => "pass",
+    }
 }
 
 pub fn snapshot(root: &PinRoot, iface: Option<&str>) -> anyhow::Result<Snapshot> {
@@ -188,9 +195,24 @@ pub fn snapshot(root: &PinRoot, iface: Option<&str>) -> anyhow::Result<Snapshot>
         );
     }
     Ok(Snapshot {
+        schema_version: crate::JSON_SCHEMA_VERSION,
         timestamp_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
         interfaces,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use filter_common::ACTION_PASS;
+
+    use super::*;
+
+    #[test]
+    fn actions_are_named_as_rule_files_spell_them() {
+        assert_eq!(action_name(ACTION_DROP), "drop");
+        assert_eq!(action_name(ACTION_PASS), "pass");
+        assert_eq!(action_name(ACTION_LIMIT), "limit");
+    }
 }

@@ -1,5 +1,6 @@
 //! Reading captures: classic pcap (microsecond or nanosecond, either byte
-//! order) and pcapng, with Ethernet frames, one frame at a time.
+//! order) and pcapng, one frame at a time, as Ethernet frames: Linux cooked
+//! captures (SLL and SLL2, what `tcpdump -i any` records) are converted.
 
 use std::{borrow::Cow, fs::File, io::Read as _, path::Path, time::Duration};
 
@@ -20,6 +21,62 @@ pub struct RawFrame<'a> {
     pub data: Cow<'a, [u8]>,
 }
 
+/// The link layers a capture can have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    Ethernet,
+    /// Linux cooked capture v1 (LINKTYPE_LINUX_SLL, 113): 16-byte header.
+    Sll,
+    /// Linux cooked capture v2 (LINKTYPE_LINUX_SLL2, 276): 20-byte header.
+    Sll2,
+}
+
+const ETH_HEADER: usize = 14;
+const SLL_HEADER: usize = 16;
+const SLL2_HEADER: usize = 20;
+
+impl Link {
+    /// The frame as Ethernet: a cooked header becomes an Ethernet header
+    /// with the sender's link address as source (when it has six bytes),
+    /// a zero destination and the cooked header's protocol as EtherType.
+    /// Returns the frame and its length on the wire.
+    pub fn to_ethernet<'a>(self, data: Cow<'a, [u8]>, len: u32) -> (Cow<'a, [u8]>, u32) {
+        // Offsets of the EtherType, the address length byte and the address.
+        let (header, protocol, addr_len, addr) = match self {
+            Link::Ethernet => return (data, len),
+            Link::Sll => (SLL_HEADER, 14, 5, 6),
+            Link::Sll2 => (SLL2_HEADER, 0, 11, 12),
+        };
+        if data.len() < header {
+            // Shorter than its own header: nothing to run (reported as
+            // malformed, like any frame too short for Ethernet).
+            return (
+                Cow::Owned(data[..data.len().min(ETH_HEADER - 1)].to_vec()),
+                len,
+            );
+        }
+        let mut eth = Vec::with_capacity(data.len() - header + ETH_HEADER);
+        eth.extend_from_slice(&[0; 6]);
+        if data[addr_len] == 6 {
+            eth.extend_from_slice(&data[addr..addr + 6]);
+        } else {
+            eth.extend_from_slice(&[0; 6]);
+        }
+        eth.extend_from_slice(&data[protocol..protocol + 2]);
+        eth.extend_from_slice(&data[header..]);
+        let wire = (len as usize).saturating_sub(header) + ETH_HEADER;
+        (Cow::Owned(eth), wire as u32)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Link::Ethernet => "ethernet",
+            Link::Sll => "linux_sll",
+            Link::Sll2 => "linux_sll2",
+        }
+    }
+}
+
 /// Per pcapng interface: link type and timestamp units.
 pub struct Interface {
     linktype: DataLink,
@@ -33,6 +90,7 @@ pub enum Capture {
     Pcap {
         reader: PcapReader<File>,
         nanos: bool,
+        link: Link,
     },
     PcapNg {
         reader: PcapNgReader<File>,
@@ -60,9 +118,10 @@ impl Capture {
                 let reader = PcapReader::new(file)
                     .map_err(|e| anyhow!("{name}: not a valid pcap file: {}", describe(e)))?;
                 let header = reader.header();
-                check_link(header.datalink).map_err(|e| anyhow!("{name}: {e}"))?;
+                let link = check_link(header.datalink).map_err(|e| anyhow!("{name}: {e}"))?;
                 Ok(Capture::Pcap {
                     nanos: header.ts_resolution == TsResolution::NanoSecond,
+                    link,
                     reader,
                 })
             }
@@ -96,13 +155,21 @@ impl Capture {
     /// The next frame, or None at the end.
     pub fn next_frame(&mut self) -> anyhow::Result<Option<RawFrame<'_>>> {
         match self {
-            Capture::Pcap { reader, nanos } => next_pcap(reader, *nanos),
+            Capture::Pcap {
+                reader,
+                nanos,
+                link,
+            } => next_pcap(reader, *nanos, *link),
             Capture::PcapNg { reader, interfaces } => next_pcapng(reader, interfaces),
         }
     }
 }
 
-fn next_pcap(reader: &mut PcapReader<File>, nanos: bool) -> anyhow::Result<Option<RawFrame<'_>>> {
+fn next_pcap(
+    reader: &mut PcapReader<File>,
+    nanos: bool,
+    link: Link,
+) -> anyhow::Result<Option<RawFrame<'_>>> {
     // Raw records: the validated ones refuse a frame longer on
     // the wire than the snap length, which is what a capture
     // with a short snap length is made of.
@@ -121,10 +188,11 @@ fn next_pcap(reader: &mut PcapReader<File>, nanos: bool) -> anyhow::Result<Optio
     if raw.incl_len > MAX_RECORD {
         bail!("corrupt record: captured length {} bytes", raw.incl_len);
     }
+    let (data, len) = link.to_ethernet(raw.data, raw.orig_len);
     Ok(Some(RawFrame {
         timestamp: Duration::new(u64::from(raw.ts_sec), ns as u32),
-        len: raw.orig_len,
-        data: raw.data,
+        len,
+        data,
     }))
 }
 
@@ -181,7 +249,8 @@ fn next_pcapng(
         let iface_info = interfaces.get(iface as usize).ok_or_else(|| {
             anyhow!("packet of interface {iface}, which no interface block described")
         })?;
-        check_link(iface_info.linktype).map_err(|e| anyhow!("interface {iface}: {e}"))?;
+        let link =
+            check_link(iface_info.linktype).map_err(|e| anyhow!("interface {iface}: {e}"))?;
         let timestamp = units.map_or(Duration::ZERO, |u| {
             let secs = u / iface_info.units + iface_info.offset;
             let frac = u % iface_info.units;
@@ -193,10 +262,11 @@ fn next_pcapng(
         }
         // Owned: a borrow of the reader returned from inside the
         // loop is more than today's borrow checker accepts.
+        let (data, len) = link.to_ethernet(Cow::Owned(data.into_owned()), len);
         return Ok(Some(RawFrame {
             timestamp,
             len,
-            data: Cow::Owned(data.into_owned()),
+            data,
         }));
     }
 }
@@ -214,21 +284,18 @@ fn ts_units(resol: u8) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow!("interface timestamp resolution {resol:#04x} out of range"))
 }
 
-fn check_link(link: DataLink) -> anyhow::Result<()> {
-    if link == DataLink::ETHERNET {
-        return Ok(());
-    }
+fn check_link(link: DataLink) -> anyhow::Result<Link> {
     let number = u32::from(link);
-    let hint = match number {
-        113 | 276 => {
-            " (Linux cooked capture, what `tcpdump -i any` records: capture on one interface, `tcpdump -i IFACE`)"
-        }
-        _ => "",
-    };
-    bail!(
-        "link type {number} ({link:?}) is not supported{hint}: replay runs Ethernet frames \
-         (link type 1, DLT_EN10MB) through the XDP program"
-    )
+    match number {
+        1 => Ok(Link::Ethernet),
+        113 => Ok(Link::Sll),
+        276 => Ok(Link::Sll2),
+        _ => bail!(
+            "link type {number} ({link:?}) is not supported: replay runs Ethernet frames \
+             (link type 1, DLT_EN10MB) and Linux cooked captures (113 and 276, `tcpdump -i \
+             any`) through the XDP program"
+        ),
+    }
 }
 
 fn describe(e: pcap_file::PcapError) -> String {
@@ -237,5 +304,58 @@ fn describe(e: pcap_file::PcapError) -> String {
             "the file ends too early (cut short?)".to_string()
         }
         e => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// UDP in IPv4, as the cooked headers carry it.
+    const IP: &[u8] = &[
+        0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8,
+    ];
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+    fn expected() -> Vec<u8> {
+        [&[0u8; 6][..], &MAC, &[0x08, 0x00], IP].concat()
+    }
+
+    #[test]
+    fn sll_becomes_ethernet() {
+        // packet type 0 (to us), ARPHRD_ETHER, 6-byte address, padding, IPv4.
+        let sll = [&[0, 0, 0, 1, 0, 6][..], &MAC, &[0, 0], &[0x08, 0x00], IP].concat();
+        let (eth, len) = Link::Sll.to_ethernet(Cow::Borrowed(&sll), sll.len() as u32 + 4);
+        assert_eq!(&*eth, &expected()[..]);
+        assert_eq!(len as usize, expected().len() + 4);
+    }
+
+    #[test]
+    fn sll2_becomes_ethernet() {
+        // protocol IPv4, reserved, ifindex 3, ARPHRD_ETHER, to us, 6 bytes.
+        let sll2 = [
+            &[0x08, 0x00, 0, 0, 0, 0, 0, 3, 0, 1, 0, 6][..],
+            &MAC,
+            &[0, 0],
+            IP,
+        ]
+        .concat();
+        let (eth, _) = Link::Sll2.to_ethernet(Cow::Borrowed(&sll2), sll2.len() as u32);
+        assert_eq!(&*eth, &expected()[..]);
+    }
+
+    #[test]
+    fn short_cooked_frames_stay_too_short_to_run() {
+        let (eth, _) = Link::Sll2.to_ethernet(Cow::Borrowed(&[1u8; 19][..]), 19);
+        assert!(eth.len() < ETH_HEADER);
+    }
+
+    #[test]
+    fn other_links_are_refused_by_name() {
+        let e = check_link(DataLink::from(101)).unwrap_err().to_string();
+        assert!(
+            e.contains("link type 101") && e.contains("113 and 276"),
+            "{e}"
+        );
     }
 }

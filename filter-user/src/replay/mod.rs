@@ -10,7 +10,10 @@
 //! ones; rule, allow, deny and parsing verdicts cannot.
 //!
 //! Captures: classic pcap (microsecond or nanosecond, either byte order) and
-//! pcapng, both with Ethernet frames (link type 1, DLT_EN10MB). Frames
+//! pcapng, both with Ethernet frames (link type 1, DLT_EN10MB) or Linux
+//! cooked captures (SLL, 113, and SLL2, 276: `tcpdump -i any`), whose
+//! frames are given an Ethernet header (source: the sender's link address;
+//! destination zero; EtherType: the cooked header's protocol). Frames
 //! shorter than an Ethernet header (14 bytes) are not run (the kernel's test
 //! harness refuses them): they are reported as `malformed`, dropped, which
 //! is what the program does with any frame it cannot parse. Frames cut by
@@ -26,6 +29,7 @@
 //!
 //! ```json
 //! {
+//!   "schema_version": 1,
 //!   "capture": "attack.pcap",
 //!   "format": "pcap",
 //!   "rules_file": "rules/default.toml",
@@ -93,7 +97,6 @@ use crate::{
         stats::Totals,
     },
     rules::{Mode, RuleSet},
-    sys,
 };
 
 /// The note printed in the header and put in the JSON.
@@ -177,7 +180,7 @@ pub struct Replay<'a> {
 impl<'a> Replay<'a> {
     pub fn open(set: &'a RuleSet, rules_file: &str, capture: &Path) -> anyhow::Result<Self> {
         let reader = Capture::open(capture)?;
-        sys::require_root("replay")?;
+        crate::privilege::require("replay", crate::privilege::LOAD)?;
         let sim =
             Simulator::new(set).context("cannot load the XDP program to replay the capture")?;
         Ok(Replay {

@@ -11,11 +11,16 @@ use prometheus_client::{
     metrics::{
         MetricType,
         counter::{ConstCounter, Counter},
+        gauge::ConstGauge,
     },
 };
 
 use crate::{
-    filter::{stats, status},
+    filter::{
+        bans,
+        gauges::{self, Occupancy},
+        stats, status,
+    },
     state::PinRoot,
 };
 
@@ -25,7 +30,18 @@ pub struct Reading {
     pub stats: stats::InterfaceStats,
     pub generation: u32,
     pub digest: String,
+    /// native or generic.
+    pub attach_mode: &'static str,
+    pub loaded_at_unix: u64,
+    pub bans: usize,
+    pub limiter: Occupancy,
+    /// The sources that dropped most, at most [`TOP_SOURCES`].
+    pub top: Vec<bans::Entry>,
 }
+
+/// How many sources per interface the top-sources gauge shows: a bound on
+/// its series, whatever the attack.
+pub const TOP_SOURCES: usize = 10;
 
 /// Reads an interface's counters and the generation that runs. A reload
 /// landing in the middle removes the generation being read: read again.
@@ -36,8 +52,38 @@ fn read_interface(root: &PinRoot, iface: &str) -> anyhow::Result<Reading> {
             stats: stats::counters(root, &s)?,
             generation: s.generation,
             digest: s.rules_digest,
+            attach_mode: s.attach_mode,
+            loaded_at_unix: s.loaded_at_unix,
+            bans: bans::active_bans(root, iface)?.len(),
+            limiter: gauges::limiter_occupancy(root, iface)?,
+            top: bans::top(root, iface, TOP_SOURCES)?,
         })
     })
+}
+
+/// The interfaces a scrape reports: every one with pins, and every watched
+/// one (which is down when it has none).
+pub fn interfaces(root: &PinRoot, watched: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut all = root.interfaces()?;
+    for w in watched {
+        if !all.contains(w) {
+            all.push(w.clone());
+        }
+    }
+    Ok(all)
+}
+
+fn gauge_family<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, i64)>,
+) -> fmt::Result {
+    let mut metric = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 fn counter_family<L: EncodeLabelSet>(
@@ -58,6 +104,7 @@ fn counter_family<L: EncodeLabelSet>(
 pub fn encode_readings(
     enc: &mut DescriptorEncoder,
     readings: &[Reading],
+    down: &[String],
     scrape_errors: u64,
 ) -> fmt::Result {
     let reasons = || {
@@ -124,6 +171,7 @@ pub fn encode_readings(
         }),
     )?;
     encode_info(enc, readings)?;
+    encode_state(enc, readings, down)?;
     ConstCounter::new(scrape_errors).encode(enc.encode_descriptor(
         "scrape_errors",
         "Reads of the pinned maps that failed (a /metrics interface or a /stats request).",
@@ -151,25 +199,107 @@ fn encode_info(enc: &mut DescriptorEncoder, readings: &[Reading]) -> fmt::Result
     Ok(())
 }
 
+/// The gauges: whether each interface runs the filter, in which modes, since
+/// when, with how many bans and how full a limiter table; and the build.
+fn encode_state(enc: &mut DescriptorEncoder, readings: &[Reading], down: &[String]) -> fmt::Result {
+    let iface = |r: &Reading| [("interface", r.stats.interface.clone())];
+    gauge_family(
+        enc,
+        "up",
+        "1 if a filter runs on the interface and its pins can be read, 0 if it has pins (or is watched) but no running filter could be read: detached or broken.",
+        readings
+            .iter()
+            .map(|r| (iface(r), 1))
+            .chain(down.iter().map(|d| ([("interface", d.clone())], 0))),
+    )?;
+    let mut info = enc.encode_descriptor(
+        "attach",
+        "How the filter runs on each interface: attach_mode native (in the driver) or generic (after the kernel built an skb: slower), mode enforce or monitor (drop reasons counted, frames passed).",
+        None,
+        MetricType::Info,
+    )?;
+    for r in readings {
+        info.encode_info(&[
+            ("interface", r.stats.interface.as_str()),
+            ("attach_mode", r.attach_mode),
+            ("mode", r.stats.mode),
+        ])?;
+    }
+    gauge_family(
+        enc,
+        "loaded_timestamp_seconds",
+        "When the running rule set was loaded or reloaded (Unix time), by any filterctl.",
+        readings.iter().map(|r| (iface(r), r.loaded_at_unix as i64)),
+    )?;
+    gauge_family(
+        enc,
+        "bans_active",
+        "Sources and prefixes banned right now (by the limiter or by an operator).",
+        readings.iter().map(|r| (iface(r), r.bans as i64)),
+    )?;
+    gauge_family(
+        enc,
+        "limiter_entries",
+        "Sources in the per-source limiter table (an LRU: when full, the least recently seen is evicted).",
+        readings
+            .iter()
+            .map(|r| (iface(r), r.limiter.entries as i64)),
+    )?;
+    gauge_family(
+        enc,
+        "limiter_capacity",
+        "Size of the per-source limiter table ([sources] table_size).",
+        readings
+            .iter()
+            .map(|r| (iface(r), r.limiter.capacity as i64)),
+    )?;
+    gauge_family(
+        enc,
+        "top_source_dropped_packets",
+        "Frames dropped by the limiter from each of the sources that dropped most (at most 10 per interface; `filterctl top` and /top list more).",
+        readings.iter().flat_map(|r| {
+            r.top.iter().filter(|e| e.dropped > 0).map(|e| {
+                (
+                    [
+                        ("interface", r.stats.interface.clone()),
+                        ("source", e.source.clone()),
+                    ],
+                    e.dropped as i64,
+                )
+            })
+        }),
+    )?;
+    enc.encode_descriptor(
+        "build",
+        "The filterctl that serves these metrics.",
+        None,
+        MetricType::Info,
+    )?
+    .encode_info(&[("version", env!("CARGO_PKG_VERSION"))])
+}
+
 /// Reads the pinned maps at every scrape: the values are the kernel's own
 /// counters, exposed as they are, never accumulated here.
 #[derive(Debug)]
 pub struct FilterCollector {
     pub root: PinRoot,
     pub scrape_errors: Counter,
+    /// Interfaces `serve` watches: reported down when they have no pins.
+    pub watched: Vec<String>,
 }
 
 impl Collector for FilterCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let mut readings = Vec::new();
-        match self.root.interfaces() {
+        let (mut readings, mut down) = (Vec::new(), Vec::new());
+        match interfaces(&self.root, &self.watched) {
             Ok(ifaces) => {
                 for iface in ifaces {
                     match read_interface(&self.root, &iface) {
                         Ok(r) => readings.push(r),
                         Err(e) => {
                             self.scrape_errors.inc();
-                            error!("{iface}: cannot read the counters: {e:#}");
+                            error!("{iface}: cannot read the filter: {e:#}");
+                            down.push(iface);
                         }
                     }
                 }
@@ -179,7 +309,7 @@ impl Collector for FilterCollector {
                 error!("cannot list the loaded interfaces: {e:#}");
             }
         }
-        encode_readings(&mut enc, &readings, self.scrape_errors.get())
+        encode_readings(&mut enc, &readings, &down, self.scrape_errors.get())
     }
 }
 
@@ -194,7 +324,7 @@ mod tests {
 
     impl Collector for Fixed {
         fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-            encode_readings(&mut enc, &self.0, 2)
+            encode_readings(&mut enc, &self.0, &["eth1".to_string()], 2)
         }
     }
 
@@ -232,6 +362,20 @@ mod tests {
             },
             generation: 3,
             digest: "ab".repeat(32),
+            attach_mode: "generic",
+            loaded_at_unix: 1_700_000_000,
+            bans: 4,
+            limiter: Occupancy {
+                entries: 10,
+                capacity: 1024,
+            },
+            top: vec![bans::Entry {
+                source: "198.51.100.7/32".into(),
+                limit: 1,
+                dropped: 99,
+                over_for_s: Some(1.0),
+                banned_for_s: None,
+            }],
         };
         let mut registry = Registry::with_prefix("filterctl");
         registry.register_collector(Box::new(Fixed(vec![reading])));
@@ -250,6 +394,18 @@ mod tests {
                 "ab".repeat(32)
             ),
             "filterctl_scrape_errors_total 2",
+            r#"filterctl_up{interface="eth0"} 1"#,
+            r#"filterctl_up{interface="eth1"} 0"#,
+            r#"filterctl_attach_info{interface="eth0",attach_mode="generic",mode="enforce"} 1"#,
+            r#"filterctl_loaded_timestamp_seconds{interface="eth0"} 1700000000"#,
+            r#"filterctl_bans_active{interface="eth0"} 4"#,
+            r#"filterctl_limiter_entries{interface="eth0"} 10"#,
+            r#"filterctl_limiter_capacity{interface="eth0"} 1024"#,
+            r#"filterctl_top_source_dropped_packets{interface="eth0",source="198.51.100.7/32"} 99"#,
+            &format!(
+                r#"filterctl_build_info{{version="{}"}} 1"#,
+                env!("CARGO_PKG_VERSION")
+            ),
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

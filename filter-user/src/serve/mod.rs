@@ -3,6 +3,7 @@
 //! - serves Prometheus metrics (OpenMetrics text, encoded by
 //!   prometheus-client) on GET /metrics and the `stats --json` document on
 //!   GET /stats, both read fresh from the pinned maps at every request;
+//!   /healthz and /top (see `endpoints`);
 //! - keeps each watched interface's rules in step with a rule file: the file
 //!   is checked every second (its bytes, and the size and times of the list
 //!   files it names) and reloaded when its content digest differs from what
@@ -32,6 +33,7 @@
 //! check.
 
 pub mod adaptive;
+mod endpoints;
 pub mod http;
 pub mod metrics;
 pub mod upstream;
@@ -48,22 +50,22 @@ use axum::{
     routing::get,
 };
 use log::{error, info, warn};
-use prometheus_client::{
-    metrics::{counter::Counter, family::Family},
-    registry::Registry,
-};
+use prometheus_client::{metrics::counter::Counter, registry::Registry};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use self::{
     adaptive::{AdaptiveMetrics, watch_surges},
     metrics::FilterCollector,
     upstream::{UpstreamMetrics, WITHDRAW_TIMEOUT, run_upstream},
-    watch::{FileSets, ReloadLabels, Watch, watch_rules},
+    watch::{FileSets, ReloadMetrics, Watch, watch_rules},
 };
 use crate::{filter::stats, state::PinRoot, sys};
 
 /// Where `serve` listens unless told otherwise: loopback only.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9419";
+/// Port 19419: the exporter range Prometheus allocates (9100-9999) is full
+/// (9419 is the RabbitMQ exporter's), and the allocations that go on above
+/// it start at 10000; see README.md.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:19419";
 
 /// The Content-Type of what /metrics returns: prometheus-client's text
 /// encoder writes OpenMetrics 1.0 (counters as `NAME_total`, a closing
@@ -103,7 +105,7 @@ async fn stats_json(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn index() -> &'static str {
-    "filterctl serve: GET /metrics (OpenMetrics), GET /stats (the `filterctl stats --json` document)\n"
+    "filterctl serve: GET /metrics (OpenMetrics), GET /stats (the `filterctl stats --json` document), GET /top (`top --json`), GET /healthz (200 when every loaded or watched interface runs the filter)\n"
 }
 
 /// SIGTERM or SIGINT, whichever comes first.
@@ -130,27 +132,28 @@ impl Stop {
 
 /// `filterctl serve`: runs until SIGTERM or SIGINT, then returns Ok.
 pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> anyhow::Result<()> {
-    sys::require_root("serve")?;
+    // Reloading watched files loads programs; serving metrics alone needs
+    // only read access to the pins.
+    if !watches.is_empty() {
+        crate::privilege::require("serve --watch", crate::privilege::LOAD)?;
+    }
     // Signals first: from here on SIGTERM, SIGINT and SIGHUP never kill the
     // daemon with their default action.
     let mut stop = Stop::new()?;
     let hup = signal(SignalKind::hangup()).context("cannot catch SIGHUP")?;
 
     let scrape_errors = Counter::default();
-    let reloads = Family::<ReloadLabels, Counter>::default();
+    let reloads = ReloadMetrics::default();
     let mut registry = Registry::with_prefix("filterctl");
-    registry.register(
-        "reloads",
-        // The registry ends registered help texts with a period.
-        "Reloads of watched rule files by this daemon, by interface and result (ok, invalid, failed)",
-        reloads.clone(),
-    );
+    reloads.register(&mut registry);
+    let watched: Vec<String> = watches.iter().map(|w| w.iface.clone()).collect();
     let upstream_metrics = UpstreamMetrics::default();
     upstream_metrics.register(&mut registry);
     let adaptive_metrics = AdaptiveMetrics::register(&mut registry);
     registry.register_collector(Box::new(FilterCollector {
         root: root.clone(),
         scrape_errors: scrape_errors.clone(),
+        watched: watched.clone(),
     }));
     let app = Arc::new(App {
         root: root.clone(),
@@ -161,7 +164,8 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
         .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/stats", get(stats_json))
-        .with_state(app);
+        .with_state(app)
+        .merge(endpoints::router(root.clone(), watched));
 
     let limits = http::Limits::DEFAULT.within_files(open_file_limit());
     let listener = tokio::net::TcpListener::bind(listen)

@@ -9,14 +9,15 @@ use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::bail;
 use log::{debug, error, info, warn};
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
 };
 use sha2::{Digest as _, Sha256};
 use tokio::signal::unix::Signal;
@@ -105,6 +106,70 @@ pub struct ReloadLabels {
     /// ok, invalid (the file did not parse or the lockout guard refused
     /// it) or failed (the kernel or the pins refused it).
     result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InterfaceLabel {
+    interface: String,
+}
+
+/// What the daemon's own reloads show on /metrics: how many by result, and
+/// when the last one ran and whether it enforces.
+#[derive(Clone, Debug, Default)]
+pub struct ReloadMetrics {
+    count: Family<ReloadLabels, Counter>,
+    last_time: Family<InterfaceLabel, Gauge>,
+    last_ok: Family<InterfaceLabel, Gauge>,
+}
+
+impl ReloadMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "reloads",
+            // The registry ends registered help texts with a period.
+            "Reloads of watched rule files by this daemon, by interface and result (ok, invalid, failed)",
+            self.count.clone(),
+        );
+        registry.register(
+            "last_reload_timestamp_seconds",
+            "When this daemon last tried to reload an interface's watched rule file (Unix time)",
+            self.last_time.clone(),
+        );
+        registry.register(
+            "last_reload_success",
+            "1 if this daemon's last reload of the interface enforces the file, 0 if it was refused or failed",
+            self.last_ok.clone(),
+        );
+    }
+
+    /// Every series of `iface` from the start, at 0, so that rates work.
+    fn start(&self, iface: &str) {
+        for result in ["ok", "invalid", "failed"] {
+            drop(self.count.get_or_create(&ReloadLabels {
+                interface: iface.to_string(),
+                result: result.to_string(),
+            }));
+        }
+    }
+
+    fn record(&self, iface: &str, result: &str) {
+        self.count
+            .get_or_create(&ReloadLabels {
+                interface: iface.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+        let label = InterfaceLabel {
+            interface: iface.to_string(),
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.last_time.get_or_create(&label).set(now);
+        self.last_ok
+            .get_or_create(&label)
+            .set(i64::from(result == "ok"));
+    }
 }
 
 /// What the poll compares: the rule file's bytes and, for each list file it
@@ -270,7 +335,7 @@ pub async fn watch_rules(
     root: PinRoot,
     watches: Vec<Watch>,
     mut hup: Signal,
-    reloads: Family<ReloadLabels, Counter>,
+    reloads: ReloadMetrics,
     files: FileSets,
 ) {
     let mut watched: Vec<Watched> = watches
@@ -283,13 +348,7 @@ pub async fn watch_rules(
                     watch.rules.display()
                 );
             }
-            for result in ["ok", "invalid", "failed"] {
-                // Every series from the start, at 0, so that rates work.
-                drop(reloads.get_or_create(&ReloadLabels {
-                    interface: watch.iface.clone(),
-                    result: result.to_string(),
-                }));
-            }
+            reloads.start(&watch.iface);
             Watched {
                 watch,
                 seen: Fingerprint::default(),
@@ -331,12 +390,7 @@ pub async fn watch_rules(
                     "failed"
                 }
             };
-            reloads
-                .get_or_create(&ReloadLabels {
-                    interface: w.watch.iface.clone(),
-                    result: result.to_string(),
-                })
-                .inc();
+            reloads.record(&w.watch.iface, result);
         }
     }
 }

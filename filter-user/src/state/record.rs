@@ -45,6 +45,29 @@ fn range(lo: u16, hi: u16) -> String {
     }
 }
 
+/// Nanoseconds as seconds, without trailing zeros ("30", "0.25").
+fn seconds(ns: u64) -> String {
+    (ns as f64 / 1e9).to_string()
+}
+
+/// A compiled limit in the rule file's terms: rates and bursts.
+fn describe_limit(l: &filter_common::Limit) -> String {
+    let mut parts = Vec::new();
+    if let Some(pps) = 1_000_000_000u64.checked_div(l.pkt_interval_ns) {
+        let burst = l.pkt_tolerance_ns / l.pkt_interval_ns + 1;
+        parts.push(format!("pps {pps} burst_packets {burst}"));
+    }
+    if let Some(bps) = 8_000_000_000_000u64.checked_div(l.byte_cost_ps) {
+        let burst = l.byte_tolerance_ns * 1000 / l.byte_cost_ps;
+        parts.push(format!("bps {bps} burst_bytes {burst}"));
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 impl Canonical {
     pub fn of(set: &RuleSet) -> Canonical {
         let mut settings = BTreeMap::new();
@@ -53,17 +76,14 @@ impl Canonical {
             "fragments".into(),
             format!("{:?}", set.fragments).to_lowercase(),
         );
-        settings.insert(
-            "fragment_memory_ns".into(),
-            set.fragment_memory_ns.to_string(),
-        );
+        settings.insert("fragment_memory_s".into(), seconds(set.fragment_memory_ns));
         settings.insert("sources.ipv4_prefix".into(), set.src_prefix_v4.to_string());
         settings.insert("sources.ipv6_prefix".into(), set.src_prefix_v6.to_string());
         settings.insert("sources.table_size".into(), set.table_size.to_string());
-        settings.insert("ban.after_ns".into(), set.ban_after_ns.to_string());
-        settings.insert("ban.for_ns".into(), set.ban_for_ns.to_string());
+        settings.insert("ban.after_s".into(), seconds(set.ban_after_ns));
+        settings.insert("ban.for_s".into(), seconds(set.ban_for_ns));
         for (name, l) in &set.limits {
-            settings.insert(format!("limit {name}"), format!("{l:?}"));
+            settings.insert(format!("limit {name}"), describe_limit(l));
         }
         if let Some(a) = &set.adaptive {
             settings.insert("adaptive".into(), format!("{a:?}"));
@@ -113,8 +133,9 @@ impl Canonical {
                     f.insert(
                         "aggregate".into(),
                         format!(
-                            "{} ns tolerance {} ns",
-                            x.agg_interval_ns, x.agg_tolerance_ns
+                            "interval {} s tolerance {} s",
+                            seconds(x.agg_interval_ns),
+                            seconds(x.agg_tolerance_ns)
                         ),
                     );
                 }
@@ -182,5 +203,21 @@ mod tests {
         let c = Canonical::of(&parse("a.toml", text).unwrap());
         let chunks = c.to_chunks().unwrap();
         assert_eq!(Canonical::from_chunks(&chunks).unwrap(), c);
+    }
+
+    #[test]
+    fn durations_in_seconds_and_limits_in_the_file_s_terms() {
+        let text = "fragment_memory = \"30s\"\n[per_source]\npps = 100\nbps = \"8Mbit\"\n[ban]\nafter = \"500ms\"\nfor = \"10m\"\n";
+        let c = Canonical::of(&parse("a.toml", text).unwrap());
+        let get = |k: &str| c.settings[k].as_str();
+        assert_eq!(get("fragment_memory_s"), "30");
+        assert_eq!(get("ban.after_s"), "0.5");
+        assert_eq!(get("ban.for_s"), "600");
+        let limit = get("limit per_source");
+        assert!(
+            limit.starts_with("pps 100 burst_packets 10, bps 8000000 burst_bytes"),
+            "{limit}"
+        );
+        assert!(!c.settings.values().any(|v| v.contains('{')), "{c:?}");
     }
 }

@@ -81,3 +81,10 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The first interface of `status --json`.
+pub fn status(net: &TestNet) -> serde_json::Value {
+    let doc: serde_json::Value =
+        serde_json::from_str(&ok(run(net, &["status", "--json"]))).expect("status --json is JSON");
+    doc["interfaces"][0].clone()
+}

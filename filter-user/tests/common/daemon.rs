@@ -46,6 +46,8 @@ pub fn serve_command(net: &TestNet, port: u16, rules: &str) -> Command {
 }
 
 pub struct Daemon {
+    /// What the log is of, for the failure message.
+    pub name: &'static str,
     pub child: Child,
     /// Where its stderr goes.
     pub log: PathBuf,
@@ -61,7 +63,11 @@ impl Daemon {
             .stderr(File::create(&log).unwrap())
             .spawn()
             .expect("start filterctl serve");
-        Daemon { child, log }
+        Daemon {
+            name: "filterctl serve",
+            child,
+            log,
+        }
     }
 
     /// `filterctl serve` on a free loopback port of the victim, with
@@ -72,6 +78,7 @@ impl Daemon {
         let mut all = vec!["serve", "--listen", &listen];
         all.extend_from_slice(args);
         let mut daemon = Daemon {
+            name: "filterctl serve",
             child: command(net, &all)
                 // The daemon's own default log level (info) is under test.
                 .env_remove("RUST_LOG")
@@ -99,7 +106,7 @@ impl Daemon {
 
     pub fn assert_running(&mut self) {
         if let Some(st) = self.child.try_wait().unwrap() {
-            panic!("serve exited ({st}):\n{}", self.log());
+            panic!("{} exited ({st}):\n{}", self.name, self.log());
         }
     }
 }
@@ -109,7 +116,7 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("--- filterctl serve log ---\n{}", self.log());
+            eprintln!("--- {} log ---\n{}", self.name, self.log());
         }
     }
 }

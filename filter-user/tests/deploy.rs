@@ -1,0 +1,337 @@
+//! The deployment files checked against the binary they run: the systemd
+//! unit verified by `systemd-analyze`, every filterctl command line in the
+//! unit, the DaemonSet and the Containerfile parsed by filterctl's own
+//! command-line parser and each of its flags found in `--help`, every path
+//! they name found in the image or a volume, the ConfigMap's rules valid,
+//! and the alerts checked and unit-tested by promtool. No root needed.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::{Command, Output},
+};
+
+use clap::Parser as _;
+use filterctl::commands::args::Cli;
+use serde_yaml::Value;
+
+const FILTERCTL: &str = env!("CARGO_BIN_EXE_filterctl");
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+/// Where the unit, the package and the image put the binary.
+const INSTALLED: &str = "/usr/bin/filterctl";
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{REPO}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (cargo xtask setup installs it): {e}"))
+}
+
+fn assert_clean(what: &str, out: &Output) {
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{what}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `filterctl [SUB] --help`.
+fn help(sub: Option<&str>) -> String {
+    let out = output(Command::new(FILTERCTL).args(sub).arg("--help"));
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A filterctl command line from a deployment file: parsed by filterctl's
+/// own parser, each flag in --help, the binary where the image has it.
+fn check_command_line(place: &str, argv: &[String]) {
+    assert_eq!(argv[0], INSTALLED, "{place}: {argv:?}");
+    if let Err(e) = Cli::try_parse_from(argv) {
+        panic!("{place}: filterctl refuses {argv:?}:\n{e}");
+    }
+    let sub = argv[1..].iter().find(|a| !a.starts_with('-'));
+    let (top, sub_help) = (help(None), help(sub.map(String::as_str)));
+    for flag in argv.iter().filter(|a| a.starts_with("--")) {
+        let flag = flag.split('=').next().unwrap();
+        assert!(
+            sub_help.contains(flag) || top.contains(flag),
+            "{place}: {flag} is not in `filterctl {} --help`",
+            sub.map_or("", |s| s)
+        );
+    }
+}
+
+/// Replaces ${NAME} (systemd) or $(NAME) (Kubernetes) with `env`'s values.
+fn expand(text: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = text.to_string();
+    for (k, v) in env {
+        out = out
+            .replace(&format!("${{{k}}}"), v)
+            .replace(&format!("$({k})"), v);
+    }
+    assert!(
+        !out.contains("${") && !out.contains("$("),
+        "unset variable in {out}"
+    );
+    out
+}
+
+/// Paths of `argv` (values starting with '/', also after `IF=`).
+fn paths(argv: &[String]) -> Vec<String> {
+    argv.iter()
+        .skip(1)
+        .filter_map(|a| {
+            let v = a.rsplit('=').next().unwrap();
+            v.starts_with('/').then(|| v.to_string())
+        })
+        .collect()
+}
+
+/// What the Containerfile puts where: destination path -> source.
+fn image_layout() -> BTreeMap<String, String> {
+    let mut layout = BTreeMap::new();
+    for line in read("deploy/container/Containerfile").lines() {
+        let Some(rest) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let (dest, sources) = words.split_last().unwrap();
+        for src in sources {
+            let target = if dest.ends_with('/') {
+                format!(
+                    "{dest}{}",
+                    Path::new(src).file_name().unwrap().to_str().unwrap()
+                )
+            } else {
+                dest.to_string()
+            };
+            // target/ is built by `cargo xtask build --release` first.
+            assert!(
+                src.starts_with("target/") || Path::new(REPO).join(src).exists(),
+                "the Containerfile copies {src}, which the repository lacks"
+            );
+            layout.insert(target, src.to_string());
+        }
+    }
+    layout
+}
+
+#[test]
+fn systemd_unit_verifies_and_runs_real_commands() {
+    let unit = read("deploy/systemd/filterctl.service");
+    let dir = std::env::temp_dir().join(format!("flt-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // systemd-analyze checks that the binary exists: point it at this build.
+    let path = dir.join("filterctl.service");
+    std::fs::write(&path, unit.replace(INSTALLED, FILTERCTL)).unwrap();
+    let out = output(
+        Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&path),
+    );
+    // Hardening: exposure at most 3.0 of 10 (`systemd-analyze security`
+    // says 2.1, "OK", for this unit).
+    let security = output(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--threshold=30", "--no-pager"])
+            .arg(&path),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_clean("systemd-analyze verify", &out);
+    assert!(
+        security.status.success(),
+        "the unit's exposure is above 3.0:\n{}",
+        String::from_utf8_lossy(&security.stdout)
+    );
+
+    let mut env = BTreeMap::new();
+    for line in unit.lines() {
+        if let Some(kv) = line.strip_prefix("Environment=") {
+            let (k, v) = kv.split_once('=').unwrap();
+            env.insert(k.to_string(), v.to_string());
+        }
+    }
+    let mut seen = 0;
+    for line in unit.lines() {
+        let Some((key, cmd)) = line.split_once('=') else {
+            continue;
+        };
+        if !key.starts_with("Exec") || !cmd.starts_with(INSTALLED) {
+            continue;
+        }
+        let argv: Vec<String> = expand(cmd, &env)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        check_command_line(&format!("filterctl.service {key}"), &argv);
+        for p in paths(&argv) {
+            assert!(
+                p.starts_with("/etc/filterctl/") || p.starts_with("/sys/fs/bpf"),
+                "{key} names {p}, which the package does not install"
+            );
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 2, "ExecStartPre (apply) and ExecStart (serve)");
+    for needed in [
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "AmbientCapabilities=CAP_BPF CAP_NET_ADMIN CAP_PERFMON",
+        "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON",
+        "User=filterctl",
+    ] {
+        assert!(unit.lines().any(|l| l == needed), "the unit lacks {needed}");
+    }
+}
+
+fn yaml_docs(path: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(&read(path))
+        .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| s.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// A container's filterctl command line, its environment expanded.
+fn container_argv(c: &Value) -> Vec<String> {
+    let mut env = BTreeMap::new();
+    for e in c["env"].as_sequence().unwrap() {
+        let value = e["value"].as_str().unwrap_or("192.0.2.1");
+        env.insert(e["name"].as_str().unwrap().to_string(), value.to_string());
+    }
+    strings(&c["command"])
+        .into_iter()
+        .chain(strings(&c["args"]))
+        .map(|a| expand(&a, &env))
+        .collect()
+}
+
+/// A DaemonSet container: its command line, capabilities, the volume of
+/// every path it names, its readiness probe on the port it listens on.
+fn check_container(c: &Value, volumes: &[Value], config_map: &Value) {
+    let name = c["name"].as_str().unwrap();
+    let argv = container_argv(c);
+    check_command_line(&format!("DaemonSet container {name}"), &argv);
+    let caps = strings(&c["securityContext"]["capabilities"]["add"]);
+    assert_eq!(caps, ["BPF", "NET_ADMIN", "PERFMON"], "{name}");
+    let mounts = c["volumeMounts"].as_sequence().unwrap();
+    for p in paths(&argv) {
+        let mount = mounts
+            .iter()
+            .find(|m| p.starts_with(m["mountPath"].as_str().unwrap()))
+            .unwrap_or_else(|| panic!("{name}: {p} is on no volume"));
+        let volume = volumes
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .expect("the mount's volume");
+        if volume["configMap"]["name"] == config_map["metadata"]["name"] {
+            let key = p.rsplit('/').next().unwrap();
+            assert!(
+                config_map["data"][key].is_string(),
+                "{name}: {p} is not a key of the ConfigMap"
+            );
+        }
+    }
+    if let Some(probe) = c.get("readinessProbe") {
+        assert_eq!(probe["httpGet"]["path"], "/healthz");
+        let port = probe["httpGet"]["port"].as_u64().unwrap();
+        let listen = argv.iter().position(|a| a == "--listen").unwrap();
+        assert!(argv[listen + 1].ends_with(&format!(":{port}")), "{argv:?}");
+        let ports = c["ports"].as_sequence().unwrap();
+        assert_eq!(ports[0]["containerPort"].as_u64(), Some(port));
+    }
+}
+
+#[test]
+fn kubernetes_and_container_name_what_exists() {
+    let layout = image_layout();
+    for needed in [INSTALLED, "/etc/filterctl/rules.toml"] {
+        assert!(layout.contains_key(needed), "the image lacks {needed}");
+    }
+    let containerfile = read("deploy/container/Containerfile");
+    assert!(
+        containerfile.contains(&format!("ENTRYPOINT [\"{INSTALLED}\"]")),
+        "the image's entry point is not filterctl"
+    );
+
+    let mut manifests = BTreeMap::new();
+    for entry in std::fs::read_dir(format!("{REPO}/deploy/kubernetes")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        for doc in yaml_docs(&format!("deploy/kubernetes/{name}")) {
+            let kind = doc["kind"].as_str().unwrap_or("config").to_string();
+            manifests.insert(kind, doc);
+        }
+    }
+    let ds = &manifests["DaemonSet"];
+    let spec = &ds["spec"]["template"]["spec"];
+    assert_eq!(spec["hostNetwork"], Value::Bool(true));
+    let volumes = spec["volumes"].as_sequence().unwrap();
+    let config_map = &manifests["ConfigMap"];
+    let containers: Vec<&Value> = spec["initContainers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .chain(spec["containers"].as_sequence().unwrap())
+        .collect();
+    for c in containers {
+        check_container(c, volumes, config_map);
+    }
+
+    // The ConfigMap's rules are valid.
+    let dir = std::env::temp_dir().join(format!("flt-cm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("rules.toml");
+    std::fs::write(&rules, config_map["data"]["rules.toml"].as_str().unwrap()).unwrap();
+    let check = output(Command::new(FILTERCTL).arg("check").arg(&rules));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(check.status.success(), "the ConfigMap's rules: {check:?}");
+
+    // The scrape config keeps the DaemonSet's pods and its metrics port.
+    let scrape = &manifests["config"]["scrape_configs"][0];
+    let keeps: Vec<&Value> = scrape["relabel_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "keep")
+        .collect();
+    let label = &ds["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"];
+    assert_eq!(keeps[0]["regex"], *label);
+    assert_eq!(
+        keeps[1]["regex"], spec["containers"][0]["ports"][0]["name"],
+        "the scrape config keeps another port"
+    );
+}
+
+#[test]
+fn promtool_checks_and_tests_the_alerts() {
+    let dir = format!("{REPO}/deploy/prometheus");
+    let promtool = |args: &[&str]| output(Command::new("promtool").args(args).current_dir(&dir));
+    for args in [
+        &["check", "rules", "alerts.yml"][..],
+        &["test", "rules", "alerts_test.yml"],
+        &["check", "config", "prometheus.yml"],
+    ] {
+        let out = promtool(args);
+        assert!(out.status.success(), "promtool {args:?}: {out:?}");
+    }
+    // The unit tests cover every alert.
+    let tests = read("deploy/prometheus/alerts_test.yml");
+    for doc in yaml_docs("deploy/prometheus/alerts.yml") {
+        for group in doc["groups"].as_sequence().unwrap() {
+            for rule in group["rules"].as_sequence().unwrap() {
+                let name = rule["alert"].as_str().unwrap();
+                assert!(
+                    tests.contains(&format!("alertname: {name}")),
+                    "alerts_test.yml does not test {name}"
+                );
+            }
+        }
+    }
+}
