@@ -307,8 +307,16 @@ pub struct SourceState {
     /// it is within its limit.
     pub over_since: u64,
     pub dropped: u64,
+    /// When the limiter last refused the source: a source over its limit
+    /// still gets one packet admitted every interval, so "within its limit
+    /// again" means no refusal for [`OVER_BREAK_NS`], not one admission.
+    pub last_over: u64,
 }
-const _: () = assert!(size_of::<SourceState>() == 32);
+const _: () = assert!(size_of::<SourceState>() == 40);
+
+/// How long a source must go without a refusal before its time over the
+/// limit starts again from zero (and a ban needs a new `after`).
+pub const OVER_BREAK_NS: u64 = 1_000_000_000;
 
 /// One datagram, for remembering that its first fragment was dropped.
 #[repr(C)]

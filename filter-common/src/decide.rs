@@ -5,7 +5,7 @@
 
 use crate::abi::{
     ACTION_DROP, ACTION_LIMIT, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, Chain, Config, FAMILY_V4,
-    FragKey, Limit, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, Reason, Rule, SrcKey,
+    FragKey, Limit, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, OVER_BREAK_NS, Reason, Rule, SrcKey,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +104,7 @@ pub struct SourceCell<C> {
     pub byte_tat: C,
     pub over_since: C,
     pub dropped: C,
+    pub last_over: C,
 }
 
 /// What the decision needs from its surroundings.
@@ -291,22 +292,7 @@ fn admit_source<E: Env>(
     let now = clock.now(env);
     let key = src_key(p, cfg, limit as u8);
     let ban_after = cfg.ban_after_ns;
-    let verdict = env.with_source(&key, |cell| {
-        if admit(cell, &l, now, p.frame_len) {
-            cell.over_since.store(0);
-            return (true, false);
-        }
-        cell.dropped.add(1);
-        let since = cell.over_since.load();
-        if since == 0 {
-            cell.over_since.store(now);
-            return (false, false);
-        }
-        (
-            false,
-            ban_after != 0 && now.saturating_sub(since) >= ban_after,
-        )
-    });
+    let verdict = env.with_source(&key, |cell| over_limit(cell, &l, now, p.frame_len, ban_after));
     match verdict {
         // No room in the limiter: fail open rather than drop unknowns.
         None => true,
@@ -317,6 +303,39 @@ fn admit_source<E: Env>(
             ok
         }
     }
+}
+
+/// Charges a packet to a source and tracks how long it has stayed over its
+/// limit: `(admitted, ban)`. A source over its limit still has one packet
+/// admitted every interval, so an admission does not end its time over the
+/// limit; only a break of [`OVER_BREAK_NS`] without a refusal does. Without
+/// that, `ban_after` longer than one interval could never be reached.
+#[inline(always)]
+pub fn over_limit<C: Shared64>(
+    cell: &SourceCell<C>,
+    l: &Limit,
+    now: u64,
+    frame_len: u64,
+    ban_after: u64,
+) -> (bool, bool) {
+    let since = cell.over_since.load();
+    let broke = now.saturating_sub(cell.last_over.load()) >= OVER_BREAK_NS;
+    if admit(cell, l, now, frame_len) {
+        if since != 0 && broke {
+            cell.over_since.store(0);
+        }
+        return (true, false);
+    }
+    cell.dropped.add(1);
+    cell.last_over.store(now);
+    if since == 0 || broke {
+        cell.over_since.store(now);
+        return (false, false);
+    }
+    (
+        false,
+        ban_after != 0 && now.saturating_sub(since) >= ban_after,
+    )
 }
 
 /// Packet and bit rate of one source, both GCRA. A packet is charged to
@@ -638,6 +657,7 @@ mod tests {
             byte_tat: AtomicU64::new(0),
             over_since: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            last_over: AtomicU64::new(0),
         };
         // 1000 pps, 8000 bit/s = 1000 bytes/s: 1 ms per byte.
         let l = Limit {
@@ -652,6 +672,62 @@ mod tests {
         // The refused packet was charged to neither rate.
         assert_eq!(cell.pkt_tat.load(Relaxed), now + 1_000_000);
         assert_eq!(cell.byte_tat.load(Relaxed), now + 1_000_000_000);
+    }
+
+    fn fresh_cell() -> SourceCell<AtomicU64> {
+        SourceCell {
+            pkt_tat: AtomicU64::new(0),
+            byte_tat: AtomicU64::new(0),
+            over_since: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            last_over: AtomicU64::new(0),
+        }
+    }
+
+    /// Sends at `pps` for `secs` from `start` under the default profile's
+    /// limit (20000 pps, burst 2000) with a 10 s ban delay; when the ban
+    /// fires, in ns since `start`.
+    fn ban_time(cell: &SourceCell<AtomicU64>, pps: u64, start: u64, secs: u64) -> Option<u64> {
+        let l = Limit {
+            pkt_interval_ns: 50_000,
+            pkt_tolerance_ns: 1999 * 50_000,
+            ..Limit::default()
+        };
+        let gap = 1_000_000_000 / pps;
+        (0..pps * secs).map(|i| start + i * gap).find_map(|now| {
+            let (_, ban) = over_limit(cell, &l, now, 100, 10_000_000_000);
+            ban.then(|| now - start)
+        })
+    }
+
+    #[test]
+    fn a_source_that_stays_over_its_limit_is_banned_after_the_delay() {
+        // 5x and 1.5x the limit: one packet in five (in 1.5) still gets
+        // through, which must not count as a break.
+        for pps in [100_000, 30_000] {
+            let at = ban_time(&fresh_cell(), pps, 1_000_000_000, 15)
+                .unwrap_or_else(|| panic!("{pps} pps for 15 s was never banned"));
+            assert!(
+                (10_000_000_000..10_200_000_000).contains(&at),
+                "{pps} pps banned after {at} ns, not 10 s"
+            );
+        }
+    }
+
+    #[test]
+    fn a_source_within_its_limit_is_never_banned() {
+        assert_eq!(ban_time(&fresh_cell(), 19_000, 1_000_000_000, 15), None);
+    }
+
+    #[test]
+    fn a_break_without_refusals_restarts_the_time_over_the_limit() {
+        let cell = fresh_cell();
+        let start = 1_000_000_000;
+        // 8 s over, 2 s quiet, 8 s over again: never 10 s without a break.
+        assert_eq!(ban_time(&cell, 100_000, start, 8), None);
+        assert_eq!(ban_time(&cell, 100_000, start + 10_000_000_000, 8), None);
+        // A third stretch, joined to the second without a break, bans.
+        assert!(ban_time(&cell, 100_000, start + 18_000_000_000, 8).is_some());
     }
 
     #[test]

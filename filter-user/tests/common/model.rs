@@ -317,6 +317,7 @@ impl Env for Model {
             byte_tat: AtomicU64::new(0),
             over_since: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            last_over: AtomicU64::new(0),
         });
         Some(f(cell))
     }
