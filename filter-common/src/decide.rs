@@ -5,8 +5,10 @@
 
 use crate::abi::{
     ACTION_DROP, ACTION_LIMIT, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, Chain, Config, FAMILY_V4,
-    FragKey, Limit, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, OVER_BREAK_NS, Reason, Rule, SrcKey,
+    FragKey, IPPROTO_UDP, Limit, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, OVER_BREAK_NS, Reason,
+    ReplyKey, Rule, SrcKey,
 };
+use crate::guard::{ReplyCell, Spend, reply_key, spend};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Frag {
@@ -138,6 +140,19 @@ pub trait Env {
     fn with_aggregate<R>(&mut self, rule: u32, f: impl FnOnce(&Self::Cell) -> R) -> Option<R>;
     fn frag_dropped(&self, key: &FragKey, now: u64) -> bool;
     fn remember_frag_drop(&mut self, key: &FragKey, until: u64);
+    /// Whether the reply guard is on and `src_port` is a guarded port.
+    fn guarded(&self, src_port: u16) -> bool;
+    /// Runs `f` on the tracked request `key`, if there is one.
+    fn with_reply<R>(
+        &mut self,
+        key: &ReplyKey,
+        f: impl FnOnce(&ReplyCell<Self::Cell>) -> R,
+    ) -> Option<R>;
+    /// Whether a socket on this host receives the packet as a request (a
+    /// server bound to its destination port).
+    fn listening(&self, p: &Packet) -> bool;
+    /// Whether the source must never be banned.
+    fn never_ban(&self, key: &SrcKey) -> bool;
 }
 
 /// ICMPv6 router and neighbour solicitations and advertisements, and
@@ -210,6 +225,11 @@ fn decide_ip<E: Env>(env: &mut E, p: &Packet, cfg: &Config) -> Reason {
         }
         return later_fragment_reason(cfg.flags);
     }
+    let solicited = match reply_guard(env, p, &mut clock) {
+        Guard::Drop(reason) => return reason,
+        Guard::Solicited => true,
+        Guard::Other => false,
+    };
     let mut limit = cfg.default_limit;
     let mut aggregate = None;
     if let Some(hit) = match_rule(env, p) {
@@ -225,7 +245,9 @@ fn decide_ip<E: Env>(env: &mut E, p: &Packet, cfg: &Config) -> Reason {
             _ => return Reason::RulePass,
         }
     }
-    if !admit_source(env, p, cfg, limit, &mut clock) {
+    // A reply the host asked for was held to its request's budget instead:
+    // a forged stream of the peer's address can't spend it.
+    if !solicited && !admit_source(env, p, cfg, limit, &mut clock) {
         return Reason::RateLimitDrop;
     }
     if let Some((index, interval, tolerance)) = aggregate {
@@ -235,7 +257,43 @@ fn decide_ip<E: Env>(env: &mut E, p: &Packet, cfg: &Config) -> Reason {
             return Reason::AggregateDrop;
         }
     }
-    Reason::Pass
+    if solicited {
+        Reason::SolicitedReply
+    } else {
+        Reason::Pass
+    }
+}
+
+/// What the reply guard makes of a packet.
+enum Guard {
+    /// Not from a guarded port, or a request to a listening socket.
+    Other,
+    /// Answers a tracked request, within its budget.
+    Solicited,
+    Drop(Reason),
+}
+
+/// UDP from a guarded source port must answer a request this host sent
+/// (to that peer, or to a group), or reach a socket that listens for
+/// requests. Later fragments have no ports: they follow their first.
+#[inline(always)]
+fn reply_guard<E: Env>(env: &mut E, p: &Packet, clock: &mut Clock) -> Guard {
+    if p.proto != IPPROTO_UDP || !env.guarded(p.src_port) {
+        return Guard::Other;
+    }
+    let now = clock.now(env);
+    let bytes = p.payload_len as u64;
+    for group in [false, true] {
+        match env.with_reply(&reply_key(p, group), |c| spend(c, now, bytes)) {
+            Some(Spend::Ok) => return Guard::Solicited,
+            Some(Spend::OverBudget) => return Guard::Drop(Reason::ReplyOverBudget),
+            Some(Spend::Expired) | None => {}
+        }
+    }
+    if env.listening(p) {
+        return Guard::Other;
+    }
+    Guard::Drop(Reason::UnsolicitedReply)
 }
 
 /// What a matched rule asks for (copied out: the rule itself stays in its
@@ -292,12 +350,14 @@ fn admit_source<E: Env>(
     let now = clock.now(env);
     let key = src_key(p, cfg, limit as u8);
     let ban_after = cfg.ban_after_ns;
-    let verdict = env.with_source(&key, |cell| over_limit(cell, &l, now, p.frame_len, ban_after));
+    let verdict = env.with_source(&key, |cell| {
+        over_limit(cell, &l, now, p.frame_len, ban_after)
+    });
     match verdict {
         // No room in the limiter: fail open rather than drop unknowns.
         None => true,
         Some((ok, ban)) => {
-            if ban {
+            if ban && !env.never_ban(&src_key(p, cfg, 0)) {
                 env.set_ban(&src_key(p, cfg, 0), now.saturating_add(cfg.ban_for_ns));
             }
             ok

@@ -4,5 +4,6 @@
 
 pub mod abi;
 pub mod decide;
+pub mod guard;
 
 pub use abi::*;

@@ -1,12 +1,18 @@
 //! The decision's view of the kernel: maps, the clock, and the payload bytes
 //! a rule compares. The decision itself lives in filter-common.
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{BPF_F_CURRENT_NETNS, bpf_sock_tuple},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_sk_lookup_udp, bpf_sk_release},
+    maps::lpm_trie::Key,
+    programs::XdpContext,
+};
 use aya_log_ebpf::info;
 use filter_common::{
-    CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, Chain, Config, FAMILY_V4, FragKey, Limit, MATCH_MAX,
-    MATCH_OFFSET_MAX, Rule, SourceState, SrcKey,
+    CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Chain, Config, FAMILY_V4, FragKey,
+    Limit, MATCH_MAX, MATCH_OFFSET_MAX, ReplyKey, Rule, SourceState, SrcKey,
     decide::{Env, Packet, SourceCell},
+    guard::{ReplyCell, port_bit},
     port_slot,
 };
 
@@ -157,6 +163,93 @@ impl Env for KernelEnv<'_> {
     fn remember_frag_drop(&mut self, key: &FragKey, until: u64) {
         let _ = FRAGS.insert(key, until, 0);
     }
+
+    #[inline(always)]
+    fn guarded(&self, src_port: u16) -> bool {
+        guarded(&self.config, src_port)
+    }
+
+    #[inline(always)]
+    fn with_reply<R>(
+        &mut self,
+        key: &ReplyKey,
+        f: impl FnOnce(&ReplyCell<BpfU64>) -> R,
+    ) -> Option<R> {
+        let ptr = REPLIES.get_ptr_mut(key)?;
+        // SAFETY: ReplyCell has ReplyState's layout; the value stays valid
+        // for the program's run (RCU) and all CPUs touch it atomically.
+        Some(f(unsafe { &*(ptr as *const ReplyCell<BpfU64>) }))
+    }
+
+    #[inline(always)]
+    fn listening(&self, p: &Packet) -> bool {
+        // Asked only for UDP from a guarded port that answers no request:
+        // the socket table is the truth about servers, at any moment.
+        let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+        let size = if p.family == FAMILY_V4 {
+            // SAFETY: writing plain fields of a zeroed union.
+            let t = unsafe { &mut tuple.__bindgen_anon_1.ipv4 };
+            t.saddr = u32::from_ne_bytes([p.src[0], p.src[1], p.src[2], p.src[3]]);
+            t.daddr = u32::from_ne_bytes([p.dst[0], p.dst[1], p.dst[2], p.dst[3]]);
+            t.sport = p.src_port.to_be();
+            t.dport = p.dst_port.to_be();
+            core::mem::size_of_val(t)
+        } else {
+            // SAFETY: as above.
+            let t = unsafe { &mut tuple.__bindgen_anon_1.ipv6 };
+            t.saddr = words(&p.src);
+            t.daddr = words(&p.dst);
+            t.sport = p.src_port.to_be();
+            t.dport = p.dst_port.to_be();
+            core::mem::size_of_val(t)
+        };
+        // SAFETY: a valid context and tuple; a socket found is released.
+        unsafe {
+            let sk = bpf_sk_lookup_udp(
+                self.ctx.ctx as *mut _,
+                &mut tuple,
+                size as u32,
+                BPF_F_CURRENT_NETNS as u64,
+                0,
+            );
+            if sk.is_null() {
+                return false;
+            }
+            bpf_sk_release(sk as *mut _);
+        }
+        true
+    }
+
+    #[inline(always)]
+    fn never_ban(&self, key: &SrcKey) -> bool {
+        // Looked up only when a ban is about to be set: rare, no flag needed.
+        if key.family == FAMILY_V4 {
+            let k = Key::new(32, [key.addr[0], key.addr[1], key.addr[2], key.addr[3]]);
+            NEVER_BAN_V4.get(k).is_some()
+        } else {
+            NEVER_BAN_V6.get(Key::new(128, key.addr)).is_some()
+        }
+    }
+}
+
+/// Whether the reply guard is on and guards `port`: one bitmap word.
+#[inline(always)]
+pub fn guarded(config: &Config, port: u16) -> bool {
+    config.flags & CONFIG_REPLY_GUARD != 0
+        && GUARD_PORTS
+            .get((port >> 6) as u32)
+            .is_some_and(|w| port_bit(*w, port))
+}
+
+/// An IPv6 address as the socket tuple's four network-order words.
+#[inline(always)]
+fn words(a: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
 }
 
 #[inline(always)]

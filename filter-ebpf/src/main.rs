@@ -9,6 +9,7 @@
 mod env;
 mod maps;
 mod parse;
+mod requests;
 mod shared;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -23,7 +24,7 @@ pub fn filter(ctx: XdpContext) -> u32 {
     // decision is verified once instead of once per parsing path (VLAN tags
     // x IP versions x extension chains x fragment kinds), which would
     // exceed its budget; and the 512-byte stack stays free.
-    let Some(slot) = maps::SCRATCH.get_ptr_mut(0) else {
+    let Some(slot) = maps::SCRATCH.get_ptr_mut(maps::SCRATCH_XDP) else {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: a per-CPU slot that only this CPU's run of the program uses.

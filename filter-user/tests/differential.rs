@@ -75,7 +75,34 @@ name = "dns-ok"
 protocol = "udp"
 src_port = 53
 action = "pass"
+
+[reply_guard]
+ports = [19, 161, 1900, 5005, 40000]
+packets = 3
+expiry = "40d"
+multicast_expiry = "40d"
+
+[reply_guard.port.5005]
+packets = 1000000
 "#;
+
+/// Requests the host sent before the run (victim 192.0.2.1, local port
+/// 40000): to a unicast peer on ports 19 and 5005, and to the SSDP group.
+fn requests() -> Vec<Vec<u8>> {
+    use filter_testkit::frames::{Frag, ether, ipv4, udp};
+    [
+        ([192, 0, 2, 77], 19u16),
+        ([198, 51, 100, 67], 5005),
+        ([239, 255, 255, 250], 1900),
+    ]
+    .iter()
+    .map(|(dst, port)| {
+        let mut ip = ipv4(17, &[], Frag::default(), &udp(40000, *port, b"request"));
+        ip[16..20].copy_from_slice(dst);
+        ether(&[], 0x0800, &ip)
+    })
+    .collect()
+}
 
 /// The longest frame BPF_PROG_TEST_RUN hands an XDP program whole: a page
 /// less XDP headroom and skb_shared_info. Longer ones get silently split
@@ -510,6 +537,10 @@ fn run(set: &RuleSet, seed: u64, frames: usize, monitor: bool) -> (Simulator, Co
     let runner =
         Simulator::new(set).unwrap_or_else(|e| panic!("cannot load the XDP program: {e:#}"));
     let mut model = Model::new(set);
+    for r in requests() {
+        runner.record_request(&r).unwrap();
+        model.record_request(&r);
+    }
     let mut rng = Rng(seed);
     let mut cov = Coverage {
         counts: vec![0u64; Reason::ALL.len()],

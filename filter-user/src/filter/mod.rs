@@ -8,6 +8,7 @@ pub mod bans;
 pub mod diff;
 pub mod failpoint;
 pub mod load;
+pub mod neverban;
 pub mod provenance;
 pub mod simulator;
 pub mod stats;

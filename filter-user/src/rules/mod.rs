@@ -5,6 +5,7 @@
 pub mod compile;
 pub mod error;
 pub mod files;
+pub mod guard;
 pub mod parse;
 pub mod prefixes;
 pub mod schema;
@@ -60,6 +61,10 @@ pub struct RuleSet {
     pub ban_after_ns: u64,
     pub ban_for_ns: u64,
     pub rules: Vec<RuleSpec>,
+    /// `[reply_guard]`, when on.
+    pub reply_guard: Option<guard::ReplyGuard>,
+    /// Sources never banned besides those the host's configuration names.
+    pub never_ban: Vec<Prefix>,
     /// SHA-256 of the file's bytes and of every list file it reads.
     pub digest: [u8; 32],
 }

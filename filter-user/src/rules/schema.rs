@@ -34,6 +34,10 @@ pub struct FileSchema {
     pub ban: Option<BanSchema>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RuleSchema>>,
+    #[serde(default)]
+    pub reply_guard: Option<super::guard::ReplyGuardSchema>,
+    #[serde(default)]
+    pub never_ban: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

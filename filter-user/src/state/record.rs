@@ -45,6 +45,13 @@ impl Canonical {
         settings.insert("sources.table_size".into(), set.table_size.to_string());
         settings.insert("ban.after_ns".into(), set.ban_after_ns.to_string());
         settings.insert("ban.for_ns".into(), set.ban_for_ns.to_string());
+        if let Some(g) = &set.reply_guard {
+            for (port, b) in &g.ports {
+                settings.insert(format!("reply_guard port {port}"), format!("{b:?}"));
+            }
+        }
+        let never_ban: Vec<String> = set.never_ban.iter().map(ToString::to_string).collect();
+        settings.insert("never_ban".into(), never_ban.join(" "));
         for (name, l) in &set.limits {
             settings.insert(format!("limit {name}"), format!("{l:?}"));
         }

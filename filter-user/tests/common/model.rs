@@ -13,8 +13,10 @@ use etherparse::{
     Ipv6HeaderSlice, Ipv6RawExtHeaderSlice, SingleVlanHeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
 };
 use filter_common::{
-    Chain, Config, FAMILY_V4, FAMILY_V6, FragKey, Limit, MATCH_MAX, Rule, SrcKey,
+    Chain, Config, FAMILY_V4, FAMILY_V6, FragKey, GuardPort, Limit, MATCH_MAX, ReplyKey, Rule,
+    SrcKey,
     decide::{Env, Frag, Packet, Parsed, SourceCell, decide},
+    guard::{ReplyCell, request_entry},
     port_slot,
 };
 use filterctl::rules::{Compiled, Prefix, RuleSet};
@@ -215,6 +217,12 @@ pub struct Model {
     sources: HashMap<SrcKey, SourceCell<AtomicU64>>,
     aggregate: HashMap<u32, AtomicU64>,
     frags: HashSet<FragKey>,
+    guard: HashMap<u16, GuardPort>,
+    replies: HashMap<ReplyKey, ReplyCell<AtomicU64>>,
+    never_ban: Vec<Prefix>,
+    /// Destination ports where a server listens (the kernel asks its
+    /// socket table; the model is told).
+    pub listening: HashSet<u16>,
     pub rule_hits: Vec<u64>,
     /// The frame being decided.
     frame: Vec<u8>,
@@ -229,6 +237,8 @@ impl Model {
             chains,
             port_chains,
             limits,
+            guard_ports,
+            ..
         } = set.compile();
         Model {
             config,
@@ -242,6 +252,10 @@ impl Model {
             sources: HashMap::new(),
             aggregate: HashMap::new(),
             frags: HashSet::new(),
+            guard: guard_ports.into_iter().collect(),
+            replies: HashMap::new(),
+            never_ban: set.never_ban.clone(),
+            listening: HashSet::new(),
             rule_hits: vec![0; rules.len()],
             frame: Vec::new(),
             now: 1_000_000_000,
@@ -254,6 +268,25 @@ impl Model {
         self.frame.extend_from_slice(frame);
         let (parsed, p) = parse(frame);
         decide(self, parsed, &p)
+    }
+
+    /// What the egress program records for an outgoing `frame`.
+    pub fn record_request(&mut self, frame: &[u8]) {
+        let (parsed, p) = parse(frame);
+        if parsed != Parsed::Ip || p.proto != 17 || p.frag == Frag::Later {
+            return;
+        }
+        if let Some(port) = self.guard.get(&p.dst_port) {
+            let (key, s) = request_entry(&p, port, self.now);
+            self.replies.insert(
+                key,
+                ReplyCell {
+                    expires: AtomicU64::new(s.expires),
+                    packets_left: AtomicU64::new(s.packets_left),
+                    bytes_left: AtomicU64::new(s.bytes_left),
+                },
+            );
+        }
     }
 }
 
@@ -332,5 +365,23 @@ impl Env for Model {
     }
     fn remember_frag_drop(&mut self, key: &FragKey, _until: u64) {
         self.frags.insert(*key);
+    }
+    fn guarded(&self, src_port: u16) -> bool {
+        self.guard.contains_key(&src_port)
+    }
+    fn with_reply<R>(
+        &mut self,
+        key: &ReplyKey,
+        f: impl FnOnce(&ReplyCell<AtomicU64>) -> R,
+    ) -> Option<R> {
+        self.replies.get(key).map(f)
+    }
+    fn listening(&self, p: &Packet) -> bool {
+        self.listening.contains(&p.dst_port)
+    }
+    fn never_ban(&self, key: &SrcKey) -> bool {
+        self.never_ban
+            .iter()
+            .any(|x| x.contains(key.family, &key.addr))
     }
 }
