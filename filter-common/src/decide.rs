@@ -274,8 +274,7 @@ enum Guard {
 }
 
 /// UDP from a guarded source port must answer a request this host sent
-/// (to that peer, or to a group), or reach a socket that listens for
-/// requests. Later fragments have no ports: they follow their first.
+/// (to that peer, or to a group), or reach a server on a guarded port. Later fragments have no ports: they follow their first.
 #[inline(always)]
 fn reply_guard<E: Env>(env: &mut E, p: &Packet, clock: &mut Clock) -> Guard {
     if p.proto != IPPROTO_UDP || !env.guarded(p.src_port) {
@@ -290,7 +289,11 @@ fn reply_guard<E: Env>(env: &mut E, p: &Packet, clock: &mut Clock) -> Guard {
             Some(Spend::Expired) | None => {}
         }
     }
-    if env.listening(p) {
+    // A request from a guarded port to a server on a guarded port (NTP
+    // symmetric peers and clients using port 123, DNS servers talking from
+    // port 53). Other bound sockets, which may be a client's, don't count:
+    // a reflection aimed at one is still a reflection.
+    if env.guarded(p.dst_port) && env.listening(p) {
         return Guard::Other;
     }
     Guard::Drop(Reason::UnsolicitedReply)

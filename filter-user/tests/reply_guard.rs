@@ -1,0 +1,235 @@
+//! The reply guard with the shipped default profile on a veth pair: ten
+//! reflection vectors (IPv4 and IPv6, the big ones fragmented) from hundreds
+//! of spoofed sources are kept from the victim's UDP layer while, in the
+//! same run, real DNS resolution (dnsmasq answering, dig asking, a large
+//! EDNS answer that arrives fragmented), chrony time sync (from an ephemeral
+//! port and from port 123) and a UDP service on the victim lose nothing.
+//! Needs root, BPF, dnsmasq, dig and chronyd (`cargo xtask setup`).
+
+mod common;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use filter_testkit::net::{ATTACKER_V4, ATTACKER_V6, Sink, TestNet, VICTIM_V4, VICTIM_V6, send_udp};
+
+use common::cli::{TempDir, ok, run as filterctl};
+
+/// A daemon in a test namespace, stopped (by its own pid) on every path.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(ns: &str, program: &str, args: &[&str]) -> Daemon {
+    let child = TestNet::command_in(ns, program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program} (cargo xtask setup installs it): {e}"));
+    Daemon(child)
+}
+
+/// The ten vectors: source port and a reply-sized payload (CLDAP and DNS
+/// ANY replies are larger than the MTU: the kernel fragments them).
+const VECTORS: [(&str, u16, usize); 10] = [
+    ("ntp-monlist", 123, 468),
+    ("ssdp", 1900, 300),
+    ("memcached", 11211, 1400),
+    ("cldap", 389, 3000),
+    ("ws-discovery", 3702, 1000),
+    ("dns-any", 53, 3500),
+    ("chargen", 19, 1000),
+    ("snmp", 161, 1200),
+    ("coap", 5683, 500),
+    ("ard", 3283, 1000),
+];
+
+/// The victim's UDP counters: (InDatagrams, NoPorts) of IPv4 and of IPv6,
+/// read in the calling thread's namespace.
+fn udp_counters() -> [u64; 4] {
+    let field = |text: &str, prefix: &str, name: &str| -> u64 {
+        let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+        let (head, vals) = (lines.next().unwrap(), lines.next().unwrap());
+        let i = head.split_whitespace().position(|h| h == name).unwrap();
+        vals.split_whitespace().nth(i).unwrap().parse().unwrap()
+    };
+    let v6 = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap()
+    };
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+    let snmp6 = std::fs::read_to_string("/proc/thread-self/net/snmp6").unwrap();
+    [
+        field(&snmp, "Udp:", "InDatagrams"),
+        field(&snmp, "Udp:", "NoPorts"),
+        v6(&snmp6, "Udp6InDatagrams"),
+        v6(&snmp6, "Udp6NoPorts"),
+    ]
+}
+
+fn dig(ns: &str, name: &str, kind: &str) -> Option<String> {
+    let out = TestNet::command_in(ns, "dig")
+        .args([
+            "@192.0.2.2",
+            name,
+            kind,
+            "+bufsize=4096",
+            "+notcp",
+            "+ignore",
+            "+tries=1",
+            "+time=2",
+            "+short",
+        ])
+        .output()
+        .expect("run dig (cargo xtask setup installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success() && !text.trim().is_empty()).then_some(text)
+}
+
+/// One chronyd -Q measurement against the peer's server (the clock is
+/// never set), from `port` when given.
+fn chrony_sync(ns: &str, files: &TempDir, port: Option<u16>) -> bool {
+    let mut conf = format!(
+        "server {ATTACKER_V4} iburst\ncmdport 0\npidfile {}/c.pid\n",
+        files.path().display()
+    );
+    if let Some(p) = port {
+        conf.push_str(&format!("acquisitionport {p}\n"));
+    }
+    let path = files.write("client.conf", &conf);
+    let out = TestNet::command_in(ns, "chronyd")
+        .args(["-Q", "-u", "root", "-t", "10", "-f", &path])
+        .output()
+        .expect("run chronyd");
+    let text = String::from_utf8_lossy(&out.stderr);
+    out.status.success() && text.contains("System clock wrong by")
+}
+
+#[test]
+fn ten_vectors_held_off_while_dns_ntp_and_a_service_keep_working() {
+    common::require_bpf();
+    let net = TestNet::new("rg").expect("create test namespaces");
+    let files = TempDir::new("rg");
+    let big: String = (0..12)
+        .map(|i| format!("\"{}\"", char::from(b'a' + i).to_string().repeat(250)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let _dns = spawn(
+        &net.attacker_ns,
+        "dnsmasq",
+        &[
+            "-k",
+            "--conf-file=/dev/null",
+            "--user=root",
+            "--pid-file=",
+            "--listen-address=192.0.2.2",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--edns-packet-max=4096",
+            "--address=/ok.test/198.51.100.10",
+            &format!("--txt-record=big.test,{big}"),
+        ],
+    );
+    let server_conf = files.write(
+        "server.conf",
+        &format!(
+            "local stratum 1\nallow all\nbindaddress {ATTACKER_V4}\nbindaddress {ATTACKER_V6}\ncmdport 0\npidfile {}/s.pid\n",
+            files.path().display()
+        ),
+    );
+    let _ntp = spawn(
+        &net.attacker_ns,
+        "chronyd",
+        &["-d", "-x", "-u", "root", "-f", &server_conf],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let rules = format!("{}/../rules/default.toml", env!("CARGO_MANIFEST_DIR"));
+    ok(filterctl(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &rules],
+    ));
+
+    let service = SocketAddr::new(IpAddr::V4(VICTIM_V4), 9999);
+    let sink = TestNet::in_ns(&net.victim_ns, || Sink::bind(&[service]))
+        .unwrap()
+        .unwrap();
+    let before = TestNet::in_ns(&net.victim_ns, udp_counters).unwrap();
+
+    // The flood, one vector after another, from its own thread; the
+    // host's own traffic meanwhile.
+    let sources4: Vec<Ipv4Addr> = (1..=128)
+        .flat_map(|i| [Ipv4Addr::new(198, 51, 100, i), Ipv4Addr::new(203, 0, 113, i)])
+        .collect();
+    let sources6: Vec<Ipv6Addr> = (1..=64)
+        .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, i))
+        .collect();
+    let (sent4, sent6, dns_ok, sync_ok) = std::thread::scope(|s| {
+        let flood = s.spawn(|| {
+            TestNet::in_ns(&net.attacker_ns, || {
+                let (mut n4, mut n6) = (0u64, 0u64);
+                for (i, (_, port, size)) in VECTORS.iter().enumerate() {
+                    let payload = vec![0x17u8; *size];
+                    for (j, src) in sources4.iter().enumerate() {
+                        let to = SocketAddr::new(VICTIM_V4.into(), 20000 + (i * 100 + j) as u16);
+                        send_udp(SocketAddr::new((*src).into(), *port), to, &payload, 2).unwrap();
+                        n4 += 2;
+                    }
+                    for (j, src) in sources6.iter().enumerate() {
+                        let to = SocketAddr::new(VICTIM_V6.into(), 30000 + (i * 100 + j) as u16);
+                        send_udp(SocketAddr::new((*src).into(), *port), to, &payload, 2).unwrap();
+                        n6 += 2;
+                    }
+                }
+                (n4, n6)
+            })
+            .unwrap()
+        });
+        let mut dns_ok = 0;
+        for _ in 0..10 {
+            let small = dig(&net.victim_ns, "ok.test", "A");
+            assert_eq!(small.as_deref().map(str::trim), Some("198.51.100.10"), "DNS lost");
+            let large = dig(&net.victim_ns, "big.test", "TXT").expect("large DNS answer lost");
+            assert!(large.len() > 3000, "truncated answer: {} bytes", large.len());
+            dns_ok += 1;
+        }
+        let sync_ok = chrony_sync(&net.victim_ns, &files, None)
+            && chrony_sync(&net.victim_ns, &files, Some(123));
+        TestNet::in_ns(&net.attacker_ns, || {
+            send_udp(
+                SocketAddr::new(ATTACKER_V4.into(), 45000),
+                service,
+                b"service request",
+                100,
+            )
+        })
+        .unwrap()
+        .unwrap();
+        let (n4, n6) = flood.join().unwrap();
+        (n4, n6, dns_ok, sync_ok)
+    });
+    assert_eq!(dns_ok, 10);
+    assert!(sync_ok, "chrony sync failed (ephemeral port or port 123)");
+    let counts = sink.drain();
+    assert_eq!(counts[&service], 100, "the victim's UDP service lost datagrams");
+
+    let after = TestNet::in_ns(&net.victim_ns, udp_counters).unwrap();
+    // The flood goes to ports where nothing listens: whatever of it
+    // reached the UDP layer shows in NoPorts.
+    let (leak4, leak6) = (after[1] - before[1], after[3] - before[3]);
+    println!("flood: {sent4} IPv4 datagrams, {leak4} delivered; {sent6} IPv6, {leak6} delivered");
+    assert!(leak4 * 100 < sent4, "{leak4} of {sent4} IPv4 flood datagrams delivered");
+    assert!(leak6 * 100 < sent6, "{leak6} of {sent6} IPv6 flood datagrams delivered");
+    assert!(after[0] > before[0], "nothing delivered at all: the counters are not the victim's");
+    ok(filterctl(&net, &["unload", "--iface", &net.victim_if]));
+}
