@@ -201,7 +201,9 @@ fn reflection_dropped_benign_delivered_and_unload_leaves_nothing() {
     assert_eq!(rule("ssdp-reflection"), 0);
     assert_eq!(rule("ntp-time-replies"), 10);
     assert_eq!(
-        i["reasons"]["unsolicited_reply"]["packets"].as_u64().unwrap(),
+        i["reasons"]["unsolicited_reply"]["packets"]
+            .as_u64()
+            .unwrap(),
         ntp_sent + ssdp_sent
     );
     assert_eq!(

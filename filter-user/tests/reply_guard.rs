@@ -14,7 +14,9 @@ use std::{
     time::Duration,
 };
 
-use filter_testkit::net::{ATTACKER_V4, ATTACKER_V6, Sink, TestNet, VICTIM_V4, VICTIM_V6, send_udp};
+use filter_testkit::net::{
+    ATTACKER_V4, ATTACKER_V6, Sink, TestNet, VICTIM_V4, VICTIM_V6, send_udp,
+};
 
 use common::cli::{TempDir, ok, run as filterctl};
 
@@ -169,7 +171,12 @@ fn ten_vectors_held_off_while_dns_ntp_and_a_service_keep_working() {
     // The flood, one vector after another, from its own thread; the
     // host's own traffic meanwhile.
     let sources4: Vec<Ipv4Addr> = (1..=128)
-        .flat_map(|i| [Ipv4Addr::new(198, 51, 100, i), Ipv4Addr::new(203, 0, 113, i)])
+        .flat_map(|i| {
+            [
+                Ipv4Addr::new(198, 51, 100, i),
+                Ipv4Addr::new(203, 0, 113, i),
+            ]
+        })
         .collect();
     let sources6: Vec<Ipv6Addr> = (1..=64)
         .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, i))
@@ -198,9 +205,17 @@ fn ten_vectors_held_off_while_dns_ntp_and_a_service_keep_working() {
         let mut dns_ok = 0;
         for _ in 0..10 {
             let small = dig(&net.victim_ns, "ok.test", "A");
-            assert_eq!(small.as_deref().map(str::trim), Some("198.51.100.10"), "DNS lost");
+            assert_eq!(
+                small.as_deref().map(str::trim),
+                Some("198.51.100.10"),
+                "DNS lost"
+            );
             let large = dig(&net.victim_ns, "big.test", "TXT").expect("large DNS answer lost");
-            assert!(large.len() > 3000, "truncated answer: {} bytes", large.len());
+            assert!(
+                large.len() > 3000,
+                "truncated answer: {} bytes",
+                large.len()
+            );
             dns_ok += 1;
         }
         let sync_ok = chrony_sync(&net.victim_ns, &files, None)
@@ -221,15 +236,27 @@ fn ten_vectors_held_off_while_dns_ntp_and_a_service_keep_working() {
     assert_eq!(dns_ok, 10);
     assert!(sync_ok, "chrony sync failed (ephemeral port or port 123)");
     let counts = sink.drain();
-    assert_eq!(counts[&service], 100, "the victim's UDP service lost datagrams");
+    assert_eq!(
+        counts[&service], 100,
+        "the victim's UDP service lost datagrams"
+    );
 
     let after = TestNet::in_ns(&net.victim_ns, udp_counters).unwrap();
     // The flood goes to ports where nothing listens: whatever of it
     // reached the UDP layer shows in NoPorts.
     let (leak4, leak6) = (after[1] - before[1], after[3] - before[3]);
     println!("flood: {sent4} IPv4 datagrams, {leak4} delivered; {sent6} IPv6, {leak6} delivered");
-    assert!(leak4 * 100 < sent4, "{leak4} of {sent4} IPv4 flood datagrams delivered");
-    assert!(leak6 * 100 < sent6, "{leak6} of {sent6} IPv6 flood datagrams delivered");
-    assert!(after[0] > before[0], "nothing delivered at all: the counters are not the victim's");
+    assert!(
+        leak4 * 100 < sent4,
+        "{leak4} of {sent4} IPv4 flood datagrams delivered"
+    );
+    assert!(
+        leak6 * 100 < sent6,
+        "{leak6} of {sent6} IPv6 flood datagrams delivered"
+    );
+    assert!(
+        after[0] > before[0],
+        "nothing delivered at all: the counters are not the victim's"
+    );
     ok(filterctl(&net, &["unload", "--iface", &net.victim_if]));
 }

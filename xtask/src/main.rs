@@ -55,6 +55,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nftables",
     "util-linux",
     "ethtool",
+    // Real peers for the reply guard's tests: a resolver, a DNS client, an
+    // NTP server and client, an SNMP agent and poller.
+    "dnsmasq-base",
+    "bind9-dnsutils",
+    "chrony",
+    "snmp",
+    "snmpd",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Prefix of the network namespaces tests and the demo create.

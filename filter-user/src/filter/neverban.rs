@@ -59,22 +59,29 @@ pub fn never_ban_set(set: &RuleSet, files: &HostFiles<'_>) -> BTreeSet<Prefix> {
     out
 }
 
-/// Gateways of /proc/net/route: the third column, a little-endian hex u32.
+/// Default gateways of /proc/net/route: the gateway (third column, a
+/// little-endian hex u32) of routes to 0.0.0.0/0.
 pub fn gateways_v4(text: &str) -> Vec<IpAddr> {
     text.lines()
         .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(2))
-        .filter_map(|g| u32::from_str_radix(g, 16).ok())
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let default = f.get(1) == Some(&"00000000") && f.get(7) == Some(&"00000000");
+            default.then(|| u32::from_str_radix(f.get(2)?, 16).ok())?
+        })
         .filter(|g| *g != 0)
         .map(|g| IpAddr::from(g.to_le_bytes()))
         .collect()
 }
 
-/// Next hops of /proc/net/ipv6_route: the fifth column, 32 hex digits.
+/// Default gateways of /proc/net/ipv6_route: the next hop (fifth column)
+/// of routes to ::/0.
 pub fn gateways_v6(text: &str) -> Vec<IpAddr> {
     text.lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .filter_map(|h| u128::from_str_radix(h, 16).ok())
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"00")).then(|| u128::from_str_radix(f.get(4)?, 16).ok())?
+        })
         .filter(|h| *h != 0)
         .map(|h| IpAddr::from(h.to_be_bytes()))
         .collect()
@@ -161,12 +168,14 @@ mod tests {
 
     #[test]
     fn reads_gateways_resolvers_and_time_servers() {
-        let route = "Iface\tDestination\tGateway \tFlags\n\
-                     eth0\t00000000\t010200C0\t0003\n\
-                     eth0\t000200C0\t00000000\t0001\n";
+        let route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                     eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\n\
+                     eth0\t006433C6\t020200C0\t0003\t0\t0\t0\t00FFFFFF\n\
+                     eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n";
         assert_eq!(gateways_v4(route), ["192.0.2.1".parse::<IpAddr>().unwrap()]);
         let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 20010db8000000000000000000000001 00000400 00000000 00000000 00000003 eth0\n\
-                  20010db8000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000000 00000000 00000001 eth0\n";
+                  20010db8000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000000 00000000 00000001 eth0\n\
+                  20010db80bad00000000000000000000 30 00000000000000000000000000000000 00 20010db8000000000000000000000002 00000400 00000000 00000000 00000003 eth0\n";
         assert_eq!(gateways_v6(v6), ["2001:db8::1".parse::<IpAddr>().unwrap()]);
         let resolv =
             "# comment\nsearch example.org\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\n";
