@@ -260,3 +260,206 @@ fn ten_vectors_held_off_while_dns_ntp_and_a_service_keep_working() {
     );
     ok(filterctl(&net, &["unload", "--iface", &net.victim_if]));
 }
+
+/// A UDP socket on the victim that sends a request and counts the replies.
+fn ask(ns: &str, from: SocketAddr, to: SocketAddr) -> std::net::UdpSocket {
+    TestNet::in_ns(ns, || {
+        let s = std::net::UdpSocket::bind(from).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        s.send_to(b"request", to).unwrap();
+        s
+    })
+    .unwrap()
+}
+
+fn replies(s: &std::net::UdpSocket) -> usize {
+    let mut buf = [0u8; 2048];
+    std::iter::from_fn(|| s.recv_from(&mut buf).ok()).count()
+}
+
+fn reason(net: &TestNet, name: &str) -> u64 {
+    let stats: serde_json::Value = serde_json::from_str(&ok(filterctl(
+        net,
+        &["stats", "--json", "--iface", &net.victim_if],
+    )))
+    .unwrap();
+    stats["interfaces"][0]["reasons"][name]["packets"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn polls_discovery_servers_reloads_and_monitor_mode() {
+    common::require_bpf();
+    let net = TestNet::new("rgp").expect("create test namespaces");
+    let files = TempDir::new("rgp");
+    let rules = format!("{}/../rules/default.toml", env!("CARGO_MANIFEST_DIR"));
+    ok(filterctl(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &rules],
+    ));
+    let victim = |port| SocketAddr::new(IpAddr::V4(VICTIM_V4), port);
+    let peer = |port| SocketAddr::new(IpAddr::V4(ATTACKER_V4), port);
+
+    // SNMP polling with the real agent and poller.
+    let snmpd_conf = files.write("snmpd.conf", "rocommunity public\n");
+    let _snmpd = spawn(
+        &net.attacker_ns,
+        "snmpd",
+        &["-f", "-Lo", "-C", "-c", &snmpd_conf, "udp:192.0.2.2:161"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let out = TestNet::command_in(&net.victim_ns, "snmpget")
+        .args([
+            "-v2c",
+            "-c",
+            "public",
+            "-t",
+            "2",
+            "-r",
+            "1",
+            "192.0.2.2",
+            "1.3.6.1.2.1.1.5.0",
+        ])
+        .output()
+        .expect("run snmpget (cargo xtask setup installs snmp)");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1.5.0 = STRING"),
+        "SNMP poll failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An LDAP (CLDAP) query over UDP: the reply to it passes, an unasked
+    // one from the same server does not.
+    let q = ask(&net.victim_ns, victim(41389), peer(389));
+    TestNet::in_ns(&net.attacker_ns, || {
+        send_udp(peer(389), victim(41389), b"reply", 1)
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(replies(&q), 1, "CLDAP reply lost");
+    TestNet::in_ns(&net.attacker_ns, || {
+        send_udp(peer(389), victim(41389), b"again", 12)
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(replies(&q), 7, "a request's budget is 8 replies");
+
+    // SSDP discovery: a search sent to the group, answered by a device
+    // from its own address.
+    ip(&[
+        "-n",
+        &net.victim_ns,
+        "route",
+        "add",
+        "224.0.0.0/4",
+        "dev",
+        &net.victim_if,
+    ]);
+    let search = ask(
+        &net.victim_ns,
+        victim(41900),
+        "239.255.255.250:1900".parse().unwrap(),
+    );
+    TestNet::in_ns(&net.attacker_ns, || {
+        send_udp(peer(1900), victim(41900), b"HTTP/1.1 200 OK\r\n", 3)
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(replies(&search), 3, "SSDP discovery answers lost");
+
+    // A host that serves NTP: clients using source port 123 reach it.
+    let _server = spawn(
+        &net.victim_ns,
+        "chronyd",
+        &["-d", "-x", "-u", "root", "-f", &files.write(
+            "victim-ntp.conf",
+            &format!(
+                "local stratum 1\nallow all\nbindaddress {VICTIM_V4}\ncmdport 0\npidfile {}/v.pid\n",
+                files.path().display()
+            ),
+        )],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let client = files.write(
+        "peer-client.conf",
+        &format!(
+            "server {VICTIM_V4} iburst\nacquisitionport 123\ncmdport 0\npidfile {}/p.pid\n",
+            files.path().display()
+        ),
+    );
+    let out = TestNet::command_in(&net.attacker_ns, "chronyd")
+        .args(["-Q", "-u", "root", "-t", "10", "-f", &client])
+        .output()
+        .expect("run chronyd");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("System clock wrong by"),
+        "a client from port 123 could not sync with the victim's server"
+    );
+
+    // A reload keeps the tracked requests.
+    let pending = ask(&net.victim_ns, victim(41053), peer(53));
+    ok(filterctl(
+        &net,
+        &["reload", "--iface", &net.victim_if, "--rules", &rules],
+    ));
+    TestNet::in_ns(&net.attacker_ns, || {
+        send_udp(peer(53), victim(41053), b"answer", 1)
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        replies(&pending),
+        1,
+        "an answer to a request sent before a reload was lost"
+    );
+
+    // Unasked replies: dropped, counted; in monitor mode passed, counted.
+    let sink = TestNet::in_ns(&net.victim_ns, || Sink::bind(&[victim(42000)]))
+        .unwrap()
+        .unwrap();
+    let unsolicited = reason(&net, "unsolicited_reply");
+    let flood = || {
+        TestNet::in_ns(&net.attacker_ns, || {
+            send_udp(
+                "198.51.100.9:11211".parse().unwrap(),
+                victim(42000),
+                b"VALUE",
+                10,
+            )
+        })
+        .unwrap()
+        .unwrap()
+    };
+    flood();
+    assert_eq!(
+        sink.drain()[&victim(42000)],
+        0,
+        "memcached reflection delivered"
+    );
+    assert_eq!(reason(&net, "unsolicited_reply"), unsolicited + 10);
+    ok(filterctl(
+        &net,
+        &["mode", "--iface", &net.victim_if, "monitor"],
+    ));
+    flood();
+    assert_eq!(sink.drain()[&victim(42000)], 10, "monitor mode dropped");
+    assert_eq!(reason(&net, "unsolicited_reply"), unsolicited + 20);
+    ok(filterctl(&net, &["unload", "--iface", &net.victim_if]));
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
