@@ -16,6 +16,7 @@ use filter_common::{FAMILY_V4, MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6};
 use crate::{
     lockout,
     rules::{Prefix, RuleSet, prefixes::parse_prefix},
+    state::{PinRoot, current_generation, record::read_record},
 };
 
 /// Where the host's facts are read from (tests point it elsewhere).
@@ -41,6 +42,31 @@ pub const HOST: HostFiles<'static> = HostFiles {
 /// The whole set: the rule file's entries and the host's, as /32 and /128
 /// prefixes. Files that don't exist add nothing.
 pub fn never_ban_set(set: &RuleSet, files: &HostFiles<'_>) -> BTreeSet<Prefix> {
+    with_host(&set.never_ban, files)
+}
+
+/// Re-reads the host's facts and brings the never-ban set of the filter on
+/// `iface` up to date, keeping the running rule set's own entries (from
+/// its record). Returns the set's size.
+pub fn refresh(root: &PinRoot, iface: &str) -> anyhow::Result<usize> {
+    let dir = root.iface_dir(iface);
+    let current = current_generation(&dir)?;
+    let record = read_record(&current.dir)?;
+    let listed: Vec<Prefix> = record
+        .settings
+        .get("never_ban")
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|p| parse_prefix(p).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let want = with_host(&listed, &HOST);
+    sync_pinned(&dir, &want)?;
+    Ok(want.len())
+}
+
+fn with_host(listed: &[Prefix], files: &HostFiles<'_>) -> BTreeSet<Prefix> {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let mut addrs = gateways_v4(&read(files.route));
     addrs.extend(gateways_v6(&read(files.ipv6_route)));
@@ -49,7 +75,7 @@ pub fn never_ban_set(set: &RuleSet, files: &HostFiles<'_>) -> BTreeSet<Prefix> {
         addrs.extend(ntp_servers(&read(conf)));
     }
     addrs.extend(lockout::ssh_client().map(|p| p.addr));
-    let mut out: BTreeSet<Prefix> = set.never_ban.iter().copied().collect();
+    let mut out: BTreeSet<Prefix> = listed.iter().copied().collect();
     out.extend(
         addrs
             .into_iter()

@@ -162,9 +162,33 @@ fn budget(cx: &Ctx<'_>, s: &BudgetSchema, base: GuardPort) -> Result<GuardPort, 
     Ok(out)
 }
 
+/// `check`'s warning for a rule set that bans without a `never_ban` list:
+/// only the peers filterctl finds on the host (default gateways, resolvers,
+/// time servers, the SSH client) would be safe from a forged flood.
+pub fn ban_warning(set: &super::RuleSet) -> Option<String> {
+    (set.ban_after_ns != 0 && set.never_ban.is_empty()).then(|| {
+        "warning: [ban] is set but never_ban lists nobody: a flood forging a peer's address \
+         can get it banned; list the peers this host must never lose (monitoring, load \
+         balancers, backup servers). Default gateways, resolvers, NTP servers and the SSH \
+         client are protected automatically."
+            .to_string()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use crate::rules::parse;
+
+    #[test]
+    fn bans_without_a_never_ban_list_are_warned_about() {
+        let ban = "[per_source]\npps = 10\n[ban]\nafter = \"1s\"\nfor = \"1m\"\n";
+        let warned = |text: &str| super::ban_warning(&parse("t.toml", text).unwrap()).is_some();
+        assert!(warned(&format!("{ban}{RULE}")));
+        assert!(!warned(&format!(
+            "never_ban = [\"192.0.2.9\"]\n{ban}{RULE}"
+        )));
+        assert!(!warned(RULE));
+    }
 
     const RULE: &str =
         "[[rule]]\nname = \"x\"\nprotocol = \"udp\"\nsrc_port = 7\naction = \"drop\"\n";

@@ -22,13 +22,16 @@ use tokio::signal::unix::Signal;
 use crate::{
     filter::{
         apply::{Applied, Guard, apply_rules},
-        status,
+        neverban, status,
     },
     state::PinRoot,
 };
 
 /// How often the watched rule files are checked.
 const POLL: Duration = Duration::from_secs(1);
+/// How often the never-ban set is rebuilt from the host's facts (gateways,
+/// resolvers, time servers, the SSH client), in polls.
+const NEVER_BAN_POLLS: u64 = 30;
 
 /// An interface whose rules follow a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,7 +252,7 @@ pub async fn watch_rules(
         .collect();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for polls in 0u64.. {
         let force = tokio::select! {
             _ = tick.tick() => false,
             _ = hup.recv() => {
@@ -257,6 +260,9 @@ pub async fn watch_rules(
                 true
             }
         };
+        if polls % NEVER_BAN_POLLS == NEVER_BAN_POLLS - 1 {
+            refresh_never_ban(&root, &watched).await;
+        }
         for w in &mut watched {
             let first = w.seen.value.is_none();
             if !w.seen.changed(&w.watch.rules) && !force {
@@ -289,6 +295,20 @@ pub async fn watch_rules(
                     result: result.to_string(),
                 })
                 .inc();
+        }
+    }
+}
+
+/// Rebuilds every watched interface's never-ban set (the host's resolvers
+/// or gateways may have changed since the load).
+async fn refresh_never_ban(root: &PinRoot, watched: &[Watched]) {
+    for w in watched {
+        let (root, iface) = (root.clone(), w.watch.iface.clone());
+        let done = tokio::task::spawn_blocking(move || neverban::refresh(&root, &iface)).await;
+        match done {
+            Ok(Ok(n)) => debug!("{}: never-ban set refreshed: {n} entries", w.watch.iface),
+            Ok(Err(e)) => warn!("{}: cannot refresh the never-ban set: {e:#}", w.watch.iface),
+            Err(e) => error!("{}: the never-ban refresh failed: {e}", w.watch.iface),
         }
     }
 }
