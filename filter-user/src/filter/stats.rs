@@ -10,7 +10,8 @@ use std::{
 use anyhow::Context as _;
 use aya::maps::{Array, PerCpuArray};
 use filter_common::{
-    ACTION_DROP, Counter, MAP_RULE_STATS, MAP_RULES, MAP_STATS, Reason, Rule, STATS_MONITOR_SLOT,
+    ACTION_DROP, ACTION_LIMIT, Counter, MAP_RULE_STATS, MAP_RULES, MAP_STATS, Reason, Rule,
+    STATS_MONITOR_SLOT,
 };
 use serde::Serialize;
 
@@ -159,10 +160,10 @@ fn read_counters(
             .unwrap_or(rule.name.len());
         out.rules.push(RuleStats {
             name: String::from_utf8_lossy(&rule.name[..name_len]).into_owned(),
-            action: if rule.action == ACTION_DROP {
-                "drop"
-            } else {
-                "pass"
+            action: match rule.action {
+                ACTION_DROP => "drop",
+                ACTION_LIMIT => "limit",
+                _ => "pass",
             },
             packets: t.packets,
             bytes: t.bytes,
