@@ -47,6 +47,9 @@ pub const MAP_FRAGS: &str = "FRAGS";
 /// guarded ports, recorded by the egress program, an LRU that outlives
 /// reloads.
 pub const MAP_REPLIES: &str = "REPLIES";
+/// Local port (u32) -> until when (ns) a request sent from it to a group
+/// may be answered: the wildcard lookup is skipped for other ports.
+pub const MAP_GROUP_UNTIL: &str = "GROUP_UNTIL";
 /// 65536-bit bitmap (u64 words) of guarded source ports: a UDP packet from
 /// one of them must answer an outstanding request.
 pub const MAP_GUARD_PORTS: &str = "GUARD_PORTS";
@@ -467,9 +470,10 @@ impl Default for Meta {
 /// Maps whose contents outlive a reload: counters, limiter and ban state,
 /// fragment memory. A new program generation reuses their pins; every other
 /// map belongs to one generation and is built anew with each rule set.
-pub const STATE_MAPS: [&str; 11] = [
+pub const STATE_MAPS: [&str; 12] = [
     MAP_STATS,
     MAP_REPLIES,
+    MAP_GROUP_UNTIL,
     MAP_NEVER_BAN_V4,
     MAP_NEVER_BAN_V6,
     MAP_SOURCES,

@@ -142,6 +142,9 @@ pub trait Env {
     fn remember_frag_drop(&mut self, key: &FragKey, until: u64);
     /// Whether the reply guard is on and `src_port` is a guarded port.
     fn guarded(&self, src_port: u16) -> bool;
+    /// Until when a request sent from `local_port` to a group may be
+    /// answered (0: never was).
+    fn group_until(&self, local_port: u16) -> u64;
     /// Runs `f` on the tracked request `key`, if there is one.
     fn with_reply<R>(
         &mut self,
@@ -283,6 +286,12 @@ fn reply_guard<E: Env>(env: &mut E, p: &Packet, clock: &mut Clock) -> Guard {
     let now = clock.now(env);
     let bytes = p.payload_len as u64;
     for group in [false, true] {
+        // The wildcard entry only where a group request may still be
+        // answered: one array read instead of a second hash lookup for
+        // every unsolicited packet.
+        if group && now >= env.group_until(p.dst_port) {
+            break;
+        }
         match env.with_reply(&reply_key(p, group), |c| spend(c, now, bytes)) {
             Some(Spend::Ok) => return Guard::Solicited,
             Some(Spend::OverBudget) => return Guard::Drop(Reason::ReplyOverBudget),

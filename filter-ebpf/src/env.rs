@@ -170,6 +170,11 @@ impl Env for KernelEnv<'_> {
     }
 
     #[inline(always)]
+    fn group_until(&self, local_port: u16) -> u64 {
+        GROUP_UNTIL.get(local_port as u32).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
     fn with_reply<R>(
         &mut self,
         key: &ReplyKey,

@@ -84,6 +84,9 @@ pub static FRAGS: LruHashMap<FragKey, u64> = LruHashMap::with_max_entries(MAX_FR
 #[map(name = "REPLIES")]
 pub static REPLIES: LruHashMap<ReplyKey, ReplyState> = LruHashMap::with_max_entries(MAX_REPLIES, 0);
 
+#[map(name = "GROUP_UNTIL")]
+pub static GROUP_UNTIL: Array<u64> = Array::with_max_entries(65536, 0);
+
 #[map(name = "GUARD_PORTS")]
 pub static GUARD_PORTS: Array<u64> = Array::with_max_entries(GUARD_WORDS, 0);
 

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use filter_common::{
     CONFIG_REPLY_GUARD, IPPROTO_UDP,
     decide::{Frag, Parsed},
-    guard::request_entry,
+    guard::{is_group, request_entry},
 };
 
 use crate::{maps, parse};
@@ -44,4 +44,11 @@ fn record(ctx: &TcContext) {
     let (key, state) = request_entry(p, &port, now);
     // A repeated request renews the entry and its budget.
     let _ = maps::REPLIES.insert(key, state, 0);
+    if is_group(p)
+        && let Some(until) = maps::GROUP_UNTIL.get_ptr_mut(p.src_port as u32)
+    {
+        // SAFETY: a live array slot; CPUs racing here each store a deadline
+        // of their own request, and the later one wins within an instant.
+        unsafe { *until = (*until).max(state.expires) };
+    }
 }

@@ -6,6 +6,8 @@
 //! 1. In-kernel ns per frame (BPF_PROG_TEST_RUN, large repeat counts, median
 //!    and spread of several runs) per frame kind, against XDP_DROP and
 //!    XDP_PASS floor programs.
+//! 1b. The reply guard: a guarded reflection frame, a solicited reply and an
+//!    unrelated benign frame, guard on and off, against the XDP_DROP floor.
 //! 2. A spoofed flood: frames from a million distinct sources through the
 //!    limiter, against the same number from one source.
 //! 3. Rules at scale: 100,000 deny prefixes and 1,000 rules against the
@@ -225,6 +227,82 @@ fn per_frame(report: &mut Report, o: &Opts) -> anyhow::Result<(f64, f64)> {
         json!({"repeat": repeat, "runs": runs, "drop_floor_ns": drop_floor, "pass_floor_ns": pass_floor, "frames": rows}),
     );
     Ok((drop_floor, pass_floor))
+}
+
+/// A reply from SRC4:`sport` to DST4:40053, and the request it answers.
+fn reply_and_request(sport: u16, payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let reply = ether(
+        &[],
+        ETH_IPV4,
+        &ipv4(UDP, &[], Frag::default(), &udp(sport, 40053, payload)),
+    );
+    let mut ip = ipv4(UDP, &[], Frag::default(), &udp(40053, sport, &dns_query()));
+    let (src, dst) = (ip[12..16].to_vec(), ip[16..20].to_vec());
+    ip[12..16].copy_from_slice(&dst);
+    ip[16..20].copy_from_slice(&src);
+    (reply, ether(&[], ETH_IPV4, &ip))
+}
+
+/// What the reply guard adds: three frames through the default profile with
+/// the guard on and with it off, over the XDP_DROP floor of the same run.
+fn reply_guard_cost(report: &mut Report, o: &Opts, drop_floor: f64) -> anyhow::Result<()> {
+    let (repeat, runs) = if o.quick {
+        (200_000, 3)
+    } else {
+        (2_000_000, 5)
+    };
+    // A budget no run can spend, so the solicited reply stays solicited.
+    let on = format!(
+        "{}\n[reply_guard.port.53]\npackets = 4000000000\n",
+        bench_rules()
+    );
+    let off = on.replace("[reply_guard]", "[reply_guard]\nenabled = false");
+    let mut memcached = b"VALUE a 0 1400\r\n".to_vec();
+    memcached.resize(1400, b'x');
+    let (reflection, _) = reply_and_request(11211, &memcached);
+    let (answer, request) = reply_and_request(53, &dns_query());
+    let benign = ether(
+        &[],
+        ETH_IPV4,
+        &ipv4(UDP, &[], Frag::default(), &udp(53000, 53, &dns_query())),
+    );
+    let frames = [
+        ("guarded_reflection", &reflection),
+        ("solicited_reply", &answer),
+        ("unrelated_benign", &benign),
+    ];
+    let _ = writeln!(
+        report.text,
+        "\n1b. reply guard (ns per frame over the XDP_DROP floor {drop_floor:.1} ns)\n   {:<20} {:>10} {:>10} {:>8}",
+        "frame", "guard on", "guard off", "on-off"
+    );
+    let mut rows = Vec::new();
+    let sims = [on, off].map(|text| -> anyhow::Result<Simulator> {
+        let set = rules::parse("bench.toml", &text).map_err(|e| anyhow!("{e}"))?;
+        let sim = Simulator::new(&set)?;
+        sim.record_request(&request)?;
+        Ok(sim)
+    });
+    let [on, off] = sims;
+    let (on, off) = (on?, off?);
+    for (name, frame) in frames {
+        let (a, _, _) = measure(filter_prog(&on)?, frame, repeat, runs)?;
+        let (b, _, _) = measure(filter_prog(&off)?, frame, repeat, runs)?;
+        let (a, b) = (a - drop_floor, b - drop_floor);
+        let _ = writeln!(
+            report.text,
+            "   {name:<20} {a:>+10.1} {b:>+10.1} {:>+8.1}",
+            a - b
+        );
+        rows.push(
+            json!({"frame": name, "guard_on_above_floor_ns": a, "guard_off_above_floor_ns": b}),
+        );
+    }
+    report.json.insert(
+        "reply_guard".into(),
+        json!({"drop_floor_ns": drop_floor, "frames": rows}),
+    );
+    Ok(())
 }
 
 /// ns per frame, from the kernel's own timing, over `frames` single runs.
@@ -603,7 +681,8 @@ fn run() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel.trim()
     );
-    per_frame(&mut report, &o)?;
+    let (drop_floor, _) = per_frame(&mut report, &o)?;
+    reply_guard_cost(&mut report, &o, drop_floor)?;
     spoofed_flood(&mut report, &o)?;
     at_scale(&mut report, &o)?;
     control_plane(&mut report)?;

@@ -117,16 +117,15 @@ fn chrony_sync(ns: &str, files: &TempDir, port: Option<u16>) -> bool {
     out.status.success() && text.contains("System clock wrong by")
 }
 
-#[test]
-fn ten_vectors_held_off_while_dns_ntp_and_a_service_keep_working() {
-    common::require_bpf();
-    let net = TestNet::new("rg").expect("create test namespaces");
-    let files = TempDir::new("rg");
+/// dnsmasq (a local zone with a TXT answer larger than the MTU) and a
+/// chronyd server on the attacker side, the victim's resolver and time
+/// server.
+fn start_peers(net: &TestNet, files: &TempDir) -> [Daemon; 2] {
     let big: String = (0..12)
         .map(|i| format!("\"{}\"", char::from(b'a' + i).to_string().repeat(250)))
         .collect::<Vec<_>>()
         .join(",");
-    let _dns = spawn(
+    let dns = spawn(
         &net.attacker_ns,
         "dnsmasq",
         &[
@@ -150,114 +149,131 @@ fn ten_vectors_held_off_while_dns_ntp_and_a_service_keep_working() {
             files.path().display()
         ),
     );
-    let _ntp = spawn(
+    let ntp = spawn(
         &net.attacker_ns,
         "chronyd",
         &["-d", "-x", "-u", "root", "-f", &server_conf],
     );
     std::thread::sleep(Duration::from_millis(500));
-    let rules = format!("{}/../rules/default.toml", env!("CARGO_MANIFEST_DIR"));
-    ok(filterctl(
-        &net,
-        &["load", "--iface", &net.victim_if, "--rules", &rules],
-    ));
+    [dns, ntp]
+}
 
+/// One vector from every spoofed source, two replies each, to ports where
+/// the victim has no socket: whatever reaches its UDP layer shows in
+/// NoPorts. Returns (IPv4 sent, delivered, IPv6 sent, delivered).
+fn flood_vector(net: &TestNet, port: u16, size: usize) -> [u64; 4] {
+    let sources4: Vec<IpAddr> = (1..=128)
+        .flat_map(|i| {
+            [
+                Ipv4Addr::new(198, 51, 100, i).into(),
+                Ipv4Addr::new(203, 0, 113, i).into(),
+            ]
+        })
+        .collect();
+    let sources6: Vec<IpAddr> = (1..=64)
+        .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, i).into())
+        .collect();
+    let before = TestNet::in_ns(&net.victim_ns, udp_counters).unwrap();
+    let payload = vec![0x17u8; size];
+    TestNet::in_ns(&net.attacker_ns, || {
+        for (victim, sources) in [
+            (IpAddr::from(VICTIM_V4), &sources4),
+            (VICTIM_V6.into(), &sources6),
+        ] {
+            for (j, src) in sources.iter().enumerate() {
+                let to = SocketAddr::new(victim, 20000 + j as u16);
+                send_udp(SocketAddr::new(*src, port), to, &payload, 2).unwrap();
+            }
+        }
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let after = TestNet::in_ns(&net.victim_ns, udp_counters).unwrap();
+    [
+        2 * sources4.len() as u64,
+        after[1] - before[1],
+        2 * sources6.len() as u64,
+        after[3] - before[3],
+    ]
+}
+
+/// The victim's own traffic while the flood runs: every lookup answered
+/// (a large one arriving fragmented), both time syncs done, every datagram
+/// to its service delivered.
+fn host_traffic(net: &TestNet, files: &TempDir) {
     let service = SocketAddr::new(IpAddr::V4(VICTIM_V4), 9999);
     let sink = TestNet::in_ns(&net.victim_ns, || Sink::bind(&[service]))
         .unwrap()
         .unwrap();
-    let before = TestNet::in_ns(&net.victim_ns, udp_counters).unwrap();
-
-    // The flood, one vector after another, from its own thread; the
-    // host's own traffic meanwhile.
-    let sources4: Vec<Ipv4Addr> = (1..=128)
-        .flat_map(|i| {
-            [
-                Ipv4Addr::new(198, 51, 100, i),
-                Ipv4Addr::new(203, 0, 113, i),
-            ]
-        })
-        .collect();
-    let sources6: Vec<Ipv6Addr> = (1..=64)
-        .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, i))
-        .collect();
-    let (sent4, sent6, dns_ok, sync_ok) = std::thread::scope(|s| {
-        let flood = s.spawn(|| {
-            TestNet::in_ns(&net.attacker_ns, || {
-                let (mut n4, mut n6) = (0u64, 0u64);
-                for (i, (_, port, size)) in VECTORS.iter().enumerate() {
-                    let payload = vec![0x17u8; *size];
-                    for (j, src) in sources4.iter().enumerate() {
-                        let to = SocketAddr::new(VICTIM_V4.into(), 20000 + (i * 100 + j) as u16);
-                        send_udp(SocketAddr::new((*src).into(), *port), to, &payload, 2).unwrap();
-                        n4 += 2;
-                    }
-                    for (j, src) in sources6.iter().enumerate() {
-                        let to = SocketAddr::new(VICTIM_V6.into(), 30000 + (i * 100 + j) as u16);
-                        send_udp(SocketAddr::new((*src).into(), *port), to, &payload, 2).unwrap();
-                        n6 += 2;
-                    }
-                }
-                (n4, n6)
-            })
-            .unwrap()
-        });
-        let mut dns_ok = 0;
-        for _ in 0..10 {
-            let small = dig(&net.victim_ns, "ok.test", "A");
-            assert_eq!(
-                small.as_deref().map(str::trim),
-                Some("198.51.100.10"),
-                "DNS lost"
-            );
-            let large = dig(&net.victim_ns, "big.test", "TXT").expect("large DNS answer lost");
-            assert!(
-                large.len() > 3000,
-                "truncated answer: {} bytes",
-                large.len()
-            );
-            dns_ok += 1;
-        }
-        let sync_ok = chrony_sync(&net.victim_ns, &files, None)
-            && chrony_sync(&net.victim_ns, &files, Some(123));
-        TestNet::in_ns(&net.attacker_ns, || {
-            send_udp(
-                SocketAddr::new(ATTACKER_V4.into(), 45000),
-                service,
-                b"service request",
-                100,
-            )
-        })
-        .unwrap()
-        .unwrap();
-        let (n4, n6) = flood.join().unwrap();
-        (n4, n6, dns_ok, sync_ok)
-    });
-    assert_eq!(dns_ok, 10);
-    assert!(sync_ok, "chrony sync failed (ephemeral port or port 123)");
+    for _ in 0..10 {
+        let small = dig(&net.victim_ns, "ok.test", "A");
+        assert_eq!(
+            small.as_deref().map(str::trim),
+            Some("198.51.100.10"),
+            "DNS lost"
+        );
+        let large = dig(&net.victim_ns, "big.test", "TXT").expect("large DNS answer lost");
+        assert!(
+            large.len() > 3000,
+            "truncated answer: {} bytes",
+            large.len()
+        );
+    }
+    assert!(
+        chrony_sync(&net.victim_ns, files, None),
+        "chrony sync failed"
+    );
+    assert!(
+        chrony_sync(&net.victim_ns, files, Some(123)),
+        "chrony sync from port 123 failed"
+    );
+    TestNet::in_ns(&net.attacker_ns, || {
+        send_udp(
+            SocketAddr::new(ATTACKER_V4.into(), 45000),
+            service,
+            b"service request",
+            100,
+        )
+    })
+    .unwrap()
+    .unwrap();
     let counts = sink.drain();
     assert_eq!(
         counts[&service], 100,
         "the victim's UDP service lost datagrams"
     );
+}
 
-    let after = TestNet::in_ns(&net.victim_ns, udp_counters).unwrap();
-    // The flood goes to ports where nothing listens: whatever of it
-    // reached the UDP layer shows in NoPorts.
-    let (leak4, leak6) = (after[1] - before[1], after[3] - before[3]);
-    println!("flood: {sent4} IPv4 datagrams, {leak4} delivered; {sent6} IPv6, {leak6} delivered");
-    assert!(
-        leak4 * 100 < sent4,
-        "{leak4} of {sent4} IPv4 flood datagrams delivered"
-    );
-    assert!(
-        leak6 * 100 < sent6,
-        "{leak6} of {sent6} IPv6 flood datagrams delivered"
-    );
-    assert!(
-        after[0] > before[0],
-        "nothing delivered at all: the counters are not the victim's"
-    );
+#[test]
+fn ten_vectors_held_off_while_dns_ntp_and_a_service_keep_working() {
+    common::require_bpf();
+    let net = TestNet::new("rg").expect("create test namespaces");
+    let files = TempDir::new("rg");
+    let _peers = start_peers(&net, &files);
+    let rules = format!("{}/../rules/default.toml", env!("CARGO_MANIFEST_DIR"));
+    ok(filterctl(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &rules],
+    ));
+    // The flood, one vector after another, on its own thread; the host's
+    // own traffic meanwhile.
+    let results = std::thread::scope(|s| {
+        let flood =
+            s.spawn(|| VECTORS.map(|(name, port, size)| (name, flood_vector(&net, port, size))));
+        host_traffic(&net, &files);
+        flood.join().unwrap()
+    });
+    for (name, [sent4, leak4, sent6, leak6]) in results {
+        println!("{name}: IPv4 {leak4} of {sent4} delivered, IPv6 {leak6} of {sent6}");
+        assert!(
+            leak4 * 100 < sent4,
+            "{name}: {leak4} of {sent4} IPv4 datagrams delivered"
+        );
+        assert!(
+            leak6 * 100 < sent6,
+            "{name}: {leak6} of {sent6} IPv6 datagrams delivered"
+        );
+    }
     ok(filterctl(&net, &["unload", "--iface", &net.victim_if]));
 }
 

@@ -16,7 +16,7 @@ use filter_common::{
     Chain, Config, FAMILY_V4, FAMILY_V6, FragKey, GuardPort, Limit, MATCH_MAX, ReplyKey, Rule,
     SrcKey,
     decide::{Env, Frag, Packet, Parsed, SourceCell, decide},
-    guard::{ReplyCell, request_entry},
+    guard::{ReplyCell, is_group, request_entry},
     port_slot,
 };
 use filterctl::rules::{Compiled, Prefix, RuleSet};
@@ -219,6 +219,7 @@ pub struct Model {
     frags: HashSet<FragKey>,
     guard: HashMap<u16, GuardPort>,
     replies: HashMap<ReplyKey, ReplyCell<AtomicU64>>,
+    group_until: HashMap<u16, u64>,
     never_ban: Vec<Prefix>,
     /// Destination ports where a server listens (the kernel asks its
     /// socket table; the model is told).
@@ -254,6 +255,7 @@ impl Model {
             frags: HashSet::new(),
             guard: guard_ports.into_iter().collect(),
             replies: HashMap::new(),
+            group_until: HashMap::new(),
             never_ban: set.never_ban.clone(),
             listening: HashSet::new(),
             rule_hits: vec![0; rules.len()],
@@ -278,6 +280,10 @@ impl Model {
         }
         if let Some(port) = self.guard.get(&p.dst_port) {
             let (key, s) = request_entry(&p, port, self.now);
+            if is_group(&p) {
+                let until = self.group_until.entry(p.src_port).or_insert(0);
+                *until = (*until).max(s.expires);
+            }
             self.replies.insert(
                 key,
                 ReplyCell {
@@ -368,6 +374,9 @@ impl Env for Model {
     }
     fn guarded(&self, src_port: u16) -> bool {
         self.guard.contains_key(&src_port)
+    }
+    fn group_until(&self, local_port: u16) -> u64 {
+        self.group_until.get(&local_port).copied().unwrap_or(0)
     }
     fn with_reply<R>(
         &mut self,
