@@ -47,9 +47,10 @@ pub const MAP_FRAGS: &str = "FRAGS";
 /// guarded ports, recorded by the egress program, an LRU that outlives
 /// reloads.
 pub const MAP_REPLIES: &str = "REPLIES";
-/// Local port (u32) -> until when (ns) a request sent from it to a group
-/// may be answered: the wildcard lookup is skipped for other ports.
-pub const MAP_GROUP_UNTIL: &str = "GROUP_UNTIL";
+/// Local port (u32) -> [`LocalPort`]: until when a request sent from it
+/// may be answered. Replies to other ports need no hash lookup to be found
+/// unsolicited.
+pub const MAP_LOCAL_PORTS: &str = "LOCAL_PORTS";
 /// 65536-bit bitmap (u64 words) of guarded source ports: a UDP packet from
 /// one of them must answer an outstanding request.
 pub const MAP_GUARD_PORTS: &str = "GUARD_PORTS";
@@ -401,6 +402,16 @@ pub struct ReplyState {
 }
 const _: () = assert!(size_of::<ReplyState>() == 24);
 
+/// Until when (ns, coarse monotonic) requests sent from a local port may be
+/// answered: any request, and one sent to a group.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalPort {
+    pub until: u64,
+    pub group_until: u64,
+}
+const _: () = assert!(size_of::<LocalPort>() == 16);
+
 /// How much a request to a guarded port may receive, and for how long.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -473,7 +484,7 @@ impl Default for Meta {
 pub const STATE_MAPS: [&str; 12] = [
     MAP_STATS,
     MAP_REPLIES,
-    MAP_GROUP_UNTIL,
+    MAP_LOCAL_PORTS,
     MAP_NEVER_BAN_V4,
     MAP_NEVER_BAN_V6,
     MAP_SOURCES,
@@ -500,6 +511,7 @@ mod pod {
     unsafe impl aya::Pod for ReplyKey {}
     unsafe impl aya::Pod for ReplyState {}
     unsafe impl aya::Pod for GuardPort {}
+    unsafe impl aya::Pod for LocalPort {}
 }
 
 #[cfg(test)]

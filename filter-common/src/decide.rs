@@ -5,8 +5,8 @@
 
 use crate::abi::{
     ACTION_DROP, ACTION_LIMIT, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, Chain, Config, FAMILY_V4,
-    FragKey, IPPROTO_UDP, Limit, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, OVER_BREAK_NS, Reason,
-    ReplyKey, Rule, SrcKey,
+    FragKey, IPPROTO_UDP, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, OVER_BREAK_NS,
+    Reason, ReplyKey, Rule, SrcKey,
 };
 use crate::guard::{ReplyCell, Spend, reply_key, spend};
 
@@ -142,9 +142,8 @@ pub trait Env {
     fn remember_frag_drop(&mut self, key: &FragKey, until: u64);
     /// Whether the reply guard is on and `src_port` is a guarded port.
     fn guarded(&self, src_port: u16) -> bool;
-    /// Until when a request sent from `local_port` to a group may be
-    /// answered (0: never was).
-    fn group_until(&self, local_port: u16) -> u64;
+    /// Until when requests sent from `local_port` may be answered.
+    fn local_port(&self, local_port: u16) -> LocalPort;
     /// Runs `f` on the tracked request `key`, if there is one.
     fn with_reply<R>(
         &mut self,
@@ -285,12 +284,12 @@ fn reply_guard<E: Env>(env: &mut E, p: &Packet, clock: &mut Clock) -> Guard {
     }
     let now = clock.now(env);
     let bytes = p.payload_len as u64;
-    for group in [false, true] {
-        // The wildcard entry only where a group request may still be
-        // answered: one array read instead of a second hash lookup for
-        // every unsolicited packet.
-        if group && now >= env.group_until(p.dst_port) {
-            break;
+    // A reflection flood sprays the host's ports; a request is open on few
+    // of them. One array read rules out the rest without a hash lookup.
+    let open = env.local_port(p.dst_port);
+    for (group, until) in [(false, open.until), (true, open.group_until)] {
+        if now >= until {
+            continue;
         }
         match env.with_reply(&reply_key(p, group), |c| spend(c, now, bytes)) {
             Some(Spend::Ok) => return Guard::Solicited,

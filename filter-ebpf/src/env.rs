@@ -10,7 +10,7 @@ use aya_ebpf::{
 use aya_log_ebpf::info;
 use filter_common::{
     CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Chain, Config, FAMILY_V4, FragKey,
-    Limit, MATCH_MAX, MATCH_OFFSET_MAX, ReplyKey, Rule, SourceState, SrcKey,
+    Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, ReplyKey, Rule, SourceState, SrcKey,
     decide::{Env, Packet, SourceCell},
     guard::{ReplyCell, port_bit},
     port_slot,
@@ -170,8 +170,11 @@ impl Env for KernelEnv<'_> {
     }
 
     #[inline(always)]
-    fn group_until(&self, local_port: u16) -> u64 {
-        GROUP_UNTIL.get(local_port as u32).copied().unwrap_or(0)
+    fn local_port(&self, local_port: u16) -> LocalPort {
+        LOCAL_PORTS
+            .get(local_port as u32)
+            .copied()
+            .unwrap_or_default()
     }
 
     #[inline(always)]

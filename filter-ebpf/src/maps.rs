@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use filter_common::{
-    Chain, Config, Counter, DEFAULT_SOURCES, FragKey, GUARD_WORDS, GuardPort, Limit, MAX_BANS,
-    MAX_CHAINS, MAX_FRAGS, MAX_GUARDED_PORTS, MAX_LIMITS, MAX_NEVER_BAN, MAX_PREFIX_BANS,
+    Chain, Config, Counter, DEFAULT_SOURCES, FragKey, GUARD_WORDS, GuardPort, Limit, LocalPort,
+    MAX_BANS, MAX_CHAINS, MAX_FRAGS, MAX_GUARDED_PORTS, MAX_LIMITS, MAX_NEVER_BAN, MAX_PREFIX_BANS,
     MAX_PREFIXES, MAX_REPLIES, MAX_RULES, Meta, PORT_SLOTS, RULESET_CHUNK, RULESET_CHUNKS, Reason,
     ReplyKey, ReplyState, Rule, STATS_MONITOR_SLOT, STATS_SLOTS, SourceState, SrcKey,
     decide::Packet,
@@ -84,8 +84,8 @@ pub static FRAGS: LruHashMap<FragKey, u64> = LruHashMap::with_max_entries(MAX_FR
 #[map(name = "REPLIES")]
 pub static REPLIES: LruHashMap<ReplyKey, ReplyState> = LruHashMap::with_max_entries(MAX_REPLIES, 0);
 
-#[map(name = "GROUP_UNTIL")]
-pub static GROUP_UNTIL: Array<u64> = Array::with_max_entries(65536, 0);
+#[map(name = "LOCAL_PORTS")]
+pub static LOCAL_PORTS: Array<LocalPort> = Array::with_max_entries(65536, 0);
 
 #[map(name = "GUARD_PORTS")]
 pub static GUARD_PORTS: Array<u64> = Array::with_max_entries(GUARD_WORDS, 0);

@@ -44,11 +44,13 @@ fn record(ctx: &TcContext) {
     let (key, state) = request_entry(p, &port, now);
     // A repeated request renews the entry and its budget.
     let _ = maps::REPLIES.insert(key, state, 0);
-    if is_group(p)
-        && let Some(until) = maps::GROUP_UNTIL.get_ptr_mut(p.src_port as u32)
-    {
+    if let Some(open) = maps::LOCAL_PORTS.get_ptr_mut(p.src_port as u32) {
         // SAFETY: a live array slot; CPUs racing here each store a deadline
         // of their own request, and the later one wins within an instant.
-        unsafe { *until = (*until).max(state.expires) };
+        let open = unsafe { &mut *open };
+        open.until = open.until.max(state.expires);
+        if is_group(p) {
+            open.group_until = open.group_until.max(state.expires);
+        }
     }
 }

@@ -313,20 +313,23 @@ fn reason(net: &TestNet, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn polls_discovery_servers_reloads_and_monitor_mode() {
-    common::require_bpf();
-    let net = TestNet::new("rgp").expect("create test namespaces");
-    let files = TempDir::new("rgp");
-    let rules = format!("{}/../rules/default.toml", env!("CARGO_MANIFEST_DIR"));
-    ok(filterctl(
-        &net,
-        &["load", "--iface", &net.victim_if, "--rules", &rules],
-    ));
-    let victim = |port| SocketAddr::new(IpAddr::V4(VICTIM_V4), port);
-    let peer = |port| SocketAddr::new(IpAddr::V4(ATTACKER_V4), port);
+fn victim(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(VICTIM_V4), port)
+}
 
-    // SNMP polling with the real agent and poller.
+fn peer(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(ATTACKER_V4), port)
+}
+
+/// `count` replies from `from` to `to`, sent on the attacker side.
+fn reply(net: &TestNet, from: SocketAddr, to: SocketAddr, count: usize) {
+    TestNet::in_ns(&net.attacker_ns, || send_udp(from, to, b"reply", count))
+        .unwrap()
+        .unwrap();
+}
+
+/// SNMP polling with the real agent and poller.
+fn snmp_poll(net: &TestNet, files: &TempDir) {
     let snmpd_conf = files.write("snmpd.conf", "rocommunity public\n");
     let _snmpd = spawn(
         &net.attacker_ns,
@@ -335,17 +338,8 @@ fn polls_discovery_servers_reloads_and_monitor_mode() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let out = TestNet::command_in(&net.victim_ns, "snmpget")
-        .args([
-            "-v2c",
-            "-c",
-            "public",
-            "-t",
-            "2",
-            "-r",
-            "1",
-            "192.0.2.2",
-            "1.3.6.1.2.1.1.5.0",
-        ])
+        .args(["-v2c", "-c", "public", "-t", "2", "-r", "1"])
+        .args(["192.0.2.2", "1.3.6.1.2.1.1.5.0"])
         .output()
         .expect("run snmpget (cargo xtask setup installs snmp)");
     assert!(
@@ -355,26 +349,22 @@ fn polls_discovery_servers_reloads_and_monitor_mode() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
 
-    // An LDAP (CLDAP) query over UDP: the reply to it passes, an unasked
-    // one from the same server does not.
+/// An LDAP (CLDAP) query over UDP: its reply passes, and a stream riding
+/// on it stops at the request's budget of 8 replies.
+fn cldap_budget(net: &TestNet) {
     let q = ask(&net.victim_ns, victim(41389), peer(389));
-    TestNet::in_ns(&net.attacker_ns, || {
-        send_udp(peer(389), victim(41389), b"reply", 1)
-    })
-    .unwrap()
-    .unwrap();
+    reply(net, peer(389), victim(41389), 1);
     assert_eq!(replies(&q), 1, "CLDAP reply lost");
-    TestNet::in_ns(&net.attacker_ns, || {
-        send_udp(peer(389), victim(41389), b"again", 12)
-    })
-    .unwrap()
-    .unwrap();
+    reply(net, peer(389), victim(41389), 12);
     assert_eq!(replies(&q), 7, "a request's budget is 8 replies");
+}
 
-    // SSDP discovery: a search sent to the group, answered by a device
-    // from its own address.
-    ip(&[
+/// SSDP discovery: a search sent to the group, answered by a device from
+/// its own address.
+fn ssdp_discovery(net: &TestNet) {
+    let route = [
         "-n",
         &net.victim_ns,
         "route",
@@ -382,30 +372,26 @@ fn polls_discovery_servers_reloads_and_monitor_mode() {
         "224.0.0.0/4",
         "dev",
         &net.victim_if,
-    ]);
-    let search = ask(
-        &net.victim_ns,
-        victim(41900),
-        "239.255.255.250:1900".parse().unwrap(),
-    );
-    TestNet::in_ns(&net.attacker_ns, || {
-        send_udp(peer(1900), victim(41900), b"HTTP/1.1 200 OK\r\n", 3)
-    })
-    .unwrap()
-    .unwrap();
+    ];
+    ip(&route);
+    let group = "239.255.255.250:1900".parse().unwrap();
+    let search = ask(&net.victim_ns, victim(41900), group);
+    reply(net, peer(1900), victim(41900), 3);
     assert_eq!(replies(&search), 3, "SSDP discovery answers lost");
+}
 
-    // A host that serves NTP: clients using source port 123 reach it.
-    let _server = spawn(
+/// A host that serves NTP: the real chronyd on the victim, a chronyd
+/// client from port 123 on the peer; and symmetric peers, 123 to 123.
+fn serves_ntp(net: &TestNet, files: &TempDir) {
+    let conf = format!(
+        "local stratum 1\nallow all\nbindaddress {VICTIM_V4}\ncmdport 0\npidfile {}/v.pid\n",
+        files.path().display()
+    );
+    let conf = files.write("victim-ntp.conf", &conf);
+    let server = spawn(
         &net.victim_ns,
         "chronyd",
-        &["-d", "-x", "-u", "root", "-f", &files.write(
-            "victim-ntp.conf",
-            &format!(
-                "local stratum 1\nallow all\nbindaddress {VICTIM_V4}\ncmdport 0\npidfile {}/v.pid\n",
-                files.path().display()
-            ),
-        )],
+        &["-d", "-x", "-u", "root", "-f", &conf],
     );
     std::thread::sleep(Duration::from_millis(500));
     let client = files.write(
@@ -423,55 +409,67 @@ fn polls_discovery_servers_reloads_and_monitor_mode() {
         String::from_utf8_lossy(&out.stderr).contains("System clock wrong by"),
         "a client from port 123 could not sync with the victim's server"
     );
+    drop(server);
+    // Symmetric: the victim's peer socket on 123 talks to the peer's 123.
+    let sym = ask(&net.victim_ns, victim(123), peer(123));
+    reply(net, peer(123), victim(123), 1);
+    assert_eq!(replies(&sym), 1, "symmetric NTP 123<->123 lost");
+}
 
-    // A reload keeps the tracked requests.
+/// A request sent before a reload still gets its answer after it.
+fn reload_keeps_requests(net: &TestNet, rules: &str) {
     let pending = ask(&net.victim_ns, victim(41053), peer(53));
     ok(filterctl(
-        &net,
-        &["reload", "--iface", &net.victim_if, "--rules", &rules],
+        net,
+        &["reload", "--iface", &net.victim_if, "--rules", rules],
     ));
-    TestNet::in_ns(&net.attacker_ns, || {
-        send_udp(peer(53), victim(41053), b"answer", 1)
-    })
-    .unwrap()
-    .unwrap();
+    reply(net, peer(53), victim(41053), 1);
     assert_eq!(
         replies(&pending),
         1,
         "an answer to a request sent before a reload was lost"
     );
+}
 
-    // Unasked replies: dropped, counted; in monitor mode passed, counted.
+/// Unasked replies: dropped and counted; in monitor mode passed and counted.
+fn monitor_mode(net: &TestNet) {
     let sink = TestNet::in_ns(&net.victim_ns, || Sink::bind(&[victim(42000)]))
         .unwrap()
         .unwrap();
-    let unsolicited = reason(&net, "unsolicited_reply");
-    let flood = || {
-        TestNet::in_ns(&net.attacker_ns, || {
-            send_udp(
-                "198.51.100.9:11211".parse().unwrap(),
-                victim(42000),
-                b"VALUE",
-                10,
-            )
-        })
-        .unwrap()
-        .unwrap()
-    };
-    flood();
+    let memcached = "198.51.100.9:11211".parse().unwrap();
+    let before = reason(net, "unsolicited_reply");
+    reply(net, memcached, victim(42000), 10);
     assert_eq!(
         sink.drain()[&victim(42000)],
         0,
         "memcached reflection delivered"
     );
-    assert_eq!(reason(&net, "unsolicited_reply"), unsolicited + 10);
+    assert_eq!(reason(net, "unsolicited_reply"), before + 10);
     ok(filterctl(
-        &net,
+        net,
         &["mode", "--iface", &net.victim_if, "monitor"],
     ));
-    flood();
+    reply(net, memcached, victim(42000), 10);
     assert_eq!(sink.drain()[&victim(42000)], 10, "monitor mode dropped");
-    assert_eq!(reason(&net, "unsolicited_reply"), unsolicited + 20);
+    assert_eq!(reason(net, "unsolicited_reply"), before + 20);
+}
+
+#[test]
+fn polls_discovery_servers_reloads_and_monitor_mode() {
+    common::require_bpf();
+    let net = TestNet::new("rgp").expect("create test namespaces");
+    let files = TempDir::new("rgp");
+    let rules = format!("{}/../rules/default.toml", env!("CARGO_MANIFEST_DIR"));
+    ok(filterctl(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &rules],
+    ));
+    snmp_poll(&net, &files);
+    cldap_budget(&net);
+    ssdp_discovery(&net);
+    serves_ntp(&net, &files);
+    reload_keeps_requests(&net, &rules);
+    monitor_mode(&net);
     ok(filterctl(&net, &["unload", "--iface", &net.victim_if]));
 }
 

@@ -13,8 +13,8 @@ use etherparse::{
     Ipv6HeaderSlice, Ipv6RawExtHeaderSlice, SingleVlanHeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
 };
 use filter_common::{
-    Chain, Config, FAMILY_V4, FAMILY_V6, FragKey, GuardPort, Limit, MATCH_MAX, ReplyKey, Rule,
-    SrcKey,
+    Chain, Config, FAMILY_V4, FAMILY_V6, FragKey, GuardPort, Limit, LocalPort, MATCH_MAX, ReplyKey,
+    Rule, SrcKey,
     decide::{Env, Frag, Packet, Parsed, SourceCell, decide},
     guard::{ReplyCell, is_group, request_entry},
     port_slot,
@@ -219,7 +219,7 @@ pub struct Model {
     frags: HashSet<FragKey>,
     guard: HashMap<u16, GuardPort>,
     replies: HashMap<ReplyKey, ReplyCell<AtomicU64>>,
-    group_until: HashMap<u16, u64>,
+    local_ports: HashMap<u16, LocalPort>,
     never_ban: Vec<Prefix>,
     /// Destination ports where a server listens (the kernel asks its
     /// socket table; the model is told).
@@ -255,7 +255,7 @@ impl Model {
             frags: HashSet::new(),
             guard: guard_ports.into_iter().collect(),
             replies: HashMap::new(),
-            group_until: HashMap::new(),
+            local_ports: HashMap::new(),
             never_ban: set.never_ban.clone(),
             listening: HashSet::new(),
             rule_hits: vec![0; rules.len()],
@@ -280,9 +280,10 @@ impl Model {
         }
         if let Some(port) = self.guard.get(&p.dst_port) {
             let (key, s) = request_entry(&p, port, self.now);
+            let open = self.local_ports.entry(p.src_port).or_default();
+            open.until = open.until.max(s.expires);
             if is_group(&p) {
-                let until = self.group_until.entry(p.src_port).or_insert(0);
-                *until = (*until).max(s.expires);
+                open.group_until = open.group_until.max(s.expires);
             }
             self.replies.insert(
                 key,
@@ -375,8 +376,11 @@ impl Env for Model {
     fn guarded(&self, src_port: u16) -> bool {
         self.guard.contains_key(&src_port)
     }
-    fn group_until(&self, local_port: u16) -> u64 {
-        self.group_until.get(&local_port).copied().unwrap_or(0)
+    fn local_port(&self, local_port: u16) -> LocalPort {
+        self.local_ports
+            .get(&local_port)
+            .copied()
+            .unwrap_or_default()
     }
     fn with_reply<R>(
         &mut self,
