@@ -229,14 +229,14 @@ fn per_frame(report: &mut Report, o: &Opts) -> anyhow::Result<(f64, f64)> {
     Ok((drop_floor, pass_floor))
 }
 
-/// A reply from SRC4:`sport` to DST4:40053, and the request it answers.
-fn reply_and_request(sport: u16, payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
+/// A reply from SRC4:`sport` to DST4:`dport`, and the request it answers.
+fn reply_and_request(sport: u16, dport: u16, payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let reply = ether(
         &[],
         ETH_IPV4,
-        &ipv4(UDP, &[], Frag::default(), &udp(sport, 40053, payload)),
+        &ipv4(UDP, &[], Frag::default(), &udp(sport, dport, payload)),
     );
-    let mut ip = ipv4(UDP, &[], Frag::default(), &udp(40053, sport, &dns_query()));
+    let mut ip = ipv4(UDP, &[], Frag::default(), &udp(dport, sport, &dns_query()));
     let (src, dst) = (ip[12..16].to_vec(), ip[16..20].to_vec());
     ip[12..16].copy_from_slice(&dst);
     ip[16..20].copy_from_slice(&src);
@@ -259,8 +259,10 @@ fn reply_guard_cost(report: &mut Report, o: &Opts, drop_floor: f64) -> anyhow::R
     let off = on.replace("[reply_guard]", "[reply_guard]\nenabled = false");
     let mut memcached = b"VALUE a 0 1400\r\n".to_vec();
     memcached.resize(1400, b'x');
-    let (reflection, _) = reply_and_request(11211, &memcached);
-    let (answer, request) = reply_and_request(53, &dns_query());
+    // A flood sprays the host's ports: most have no request open.
+    let (reflection, _) = reply_and_request(11211, 40000, &memcached);
+    let (at_open_port, _) = reply_and_request(11211, 40053, &memcached);
+    let (answer, request) = reply_and_request(53, 40053, &dns_query());
     let benign = ether(
         &[],
         ETH_IPV4,
@@ -268,6 +270,7 @@ fn reply_guard_cost(report: &mut Report, o: &Opts, drop_floor: f64) -> anyhow::R
     );
     let frames = [
         ("guarded_reflection", &reflection),
+        ("reflection_open_port", &at_open_port),
         ("solicited_reply", &answer),
         ("unrelated_benign", &benign),
     ];
