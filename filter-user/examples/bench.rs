@@ -5,9 +5,9 @@
 //!
 //! 1. In-kernel ns per frame (BPF_PROG_TEST_RUN, large repeat counts, median
 //!    and spread of several runs) per frame kind, against XDP_DROP and
-//!    XDP_PASS floor programs.
-//! 1b. The reply guard: a guarded reflection frame, a solicited reply and an
-//!    unrelated benign frame, guard on and off, against the XDP_DROP floor.
+//!    XDP_PASS floor programs; then the reply guard: a guarded reflection
+//!    frame, a solicited reply and an unrelated benign frame, guard on and
+//!    off, against the XDP_DROP floor.
 //! 2. A spoofed flood: frames from a million distinct sources through the
 //!    limiter, against the same number from one source.
 //! 3. Rules at scale: 100,000 deny prefixes and 1,000 rules against the

@@ -88,6 +88,36 @@ fn filterctl(net: &TestNet, bin: &PathBuf, args: &[&str]) -> anyhow::Result<Stri
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// One wave of the attack: a vector, its reflectors, the victim's port.
+struct Phase<'a> {
+    what: &'static str,
+    from: &'a [IpAddr],
+    port: u16,
+    payload: Vec<u8>,
+    to: SocketAddr,
+}
+
+/// Sends the phases one after another and prints what reached the victim
+/// in each; returns the datagrams sent and delivered in all.
+fn wave(net: &TestNet, sink: &Sink, phases: &[Phase<'_>]) -> anyhow::Result<(u64, u64)> {
+    println!("   {:<38} {:>6} {:>10}", "phase", "sent", "delivered");
+    let (mut flood, mut leaked) = (0, 0);
+    for p in phases {
+        TestNet::in_ns(&net.attacker_ns, || -> anyhow::Result<()> {
+            for &s in p.from {
+                send_udp(SocketAddr::new(s, p.port), p.to, &p.payload, PER_SOURCE)?;
+            }
+            Ok(())
+        })??;
+        let sent = (p.from.len() * PER_SOURCE) as u64;
+        let got = sink.drain()[&p.to];
+        println!("   {:<38} {sent:>6} {got:>10}", p.what);
+        flood += sent;
+        leaked += got;
+    }
+    Ok((flood, leaked))
+}
+
 fn run() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -144,51 +174,42 @@ fn run() -> anyhow::Result<()> {
     memcached_reply.resize(1400, b'x');
     let ssdp_reply =
         b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nST: upnp:rootdevice\r\n\r\n".to_vec();
-    let phases: [(&str, &[IpAddr], u16, Vec<u8>, SocketAddr); 4] = [
-        (
-            "NTP monlist (port 123)",
-            &sources,
-            123,
-            ntp_monlist_reply(),
-            ntp,
-        ),
-        (
-            "NTP monlist over IPv6",
-            &sources6,
-            123,
-            ntp_monlist_reply(),
-            ntp6,
-        ),
-        ("SSDP (port 1900)", &sources, 1900, ssdp_reply, ssdp),
-        (
-            "memcached (11211): no rule names it",
-            &sources,
-            11211,
-            memcached_reply,
-            memcached,
-        ),
+    let phases = [
+        Phase {
+            what: "NTP monlist (port 123)",
+            from: &sources,
+            port: 123,
+            payload: ntp_monlist_reply(),
+            to: ntp,
+        },
+        Phase {
+            what: "NTP monlist over IPv6",
+            from: &sources6,
+            port: 123,
+            payload: ntp_monlist_reply(),
+            to: ntp6,
+        },
+        Phase {
+            what: "SSDP (port 1900)",
+            from: &sources,
+            port: 1900,
+            payload: ssdp_reply,
+            to: ssdp,
+        },
+        Phase {
+            what: "memcached (11211): no rule names it",
+            from: &sources,
+            port: 11211,
+            payload: memcached_reply,
+            to: memcached,
+        },
     ];
     println!(
         "\n== the attack comes in waves, each from {} spoofed IPv4 (or {} IPv6) reflectors, {PER_SOURCE} replies each",
         sources.len(),
         sources6.len()
     );
-    println!("   {:<38} {:>6} {:>10}", "phase", "sent", "delivered");
-    let mut flood = 0;
-    let mut leaked = 0;
-    for (what, from, port, payload, to) in &phases {
-        TestNet::in_ns(&net.attacker_ns, || -> anyhow::Result<()> {
-            for &s in *from {
-                send_udp(SocketAddr::new(s, *port), *to, payload, PER_SOURCE)?;
-            }
-            Ok(())
-        })??;
-        let sent = (from.len() * PER_SOURCE) as u64;
-        let got = sink.drain()[to];
-        println!("   {what:<38} {sent:>6} {got:>10}");
-        flood += sent;
-        leaked += got;
-    }
+    let (flood, leaked) = wave(&net, &sink, &phases)?;
 
     println!(
         "\n== meanwhile the victim's own traffic: time sync (requests, then replies), DNS, TCP, ping"
