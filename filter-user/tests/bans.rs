@@ -7,14 +7,14 @@ mod common;
 
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
-    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
+use common::{
+    cli::{TempDir, ok, reason, run as filterctl},
+    peers::{dig, resolver},
+};
 use filter_testkit::net::{ATTACKER_V4, TestNet, VICTIM_V4};
-use serde_json::Value;
-
-use common::cli::{TempDir, ok, run as filterctl};
 
 /// Sends from `from` to `to` at `pps` for `secs`, in 1 ms slices (call it
 /// in the attacker's namespace). Returns the datagrams sent.
@@ -33,17 +33,6 @@ fn send_at(from: SocketAddr, to: SocketAddr, pps: u64, secs: f64) -> u64 {
         std::thread::sleep(Duration::from_micros(500));
     }
     sent
-}
-
-fn reason(net: &TestNet, name: &str) -> u64 {
-    let stats: Value = serde_json::from_str(&ok(filterctl(
-        net,
-        &["stats", "--json", "--iface", &net.victim_if],
-    )))
-    .unwrap();
-    stats["interfaces"][0]["reasons"][name]["packets"]
-        .as_u64()
-        .unwrap_or(0)
 }
 
 #[test]
@@ -72,57 +61,15 @@ fn a_source_over_the_default_limit_is_banned_after_ten_seconds() {
     );
 }
 
-/// dnsmasq on the attacker side, the victim's resolver; stopped on drop.
-struct Resolver(Child);
-
-impl Drop for Resolver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn resolver(net: &TestNet) -> Resolver {
-    let child = TestNet::command_in(&net.attacker_ns, "dnsmasq")
-        .args([
-            "-k",
-            "--conf-file=/dev/null",
-            "--user=root",
-            "--pid-file=",
-            "--listen-address=192.0.2.2",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
-            "--address=/ok.test/198.51.100.10",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start dnsmasq (cargo xtask setup installs it)");
-    std::thread::sleep(Duration::from_millis(300));
-    Resolver(child)
-}
-
 fn resolves(net: &TestNet) -> bool {
-    let out = TestNet::command_in(&net.victim_ns, "dig")
-        .args([
-            "@192.0.2.2",
-            "ok.test",
-            "A",
-            "+tries=1",
-            "+time=1",
-            "+short",
-        ])
-        .output()
-        .expect("run dig");
-    String::from_utf8_lossy(&out.stdout).trim() == "198.51.100.10"
+    dig(net, "ok.test", "A", 1).is_some_and(|a| a.trim() == "198.51.100.10")
 }
 
 /// Queries during a forged flood of the resolver's address (3x its limit,
 /// longer than the ban delay) and after it: (answered during, of, after).
 fn forged_flood(never_ban: &str) -> (usize, usize, usize) {
     let net = TestNet::new("fgd").expect("create test namespaces");
-    let _dns = resolver(&net);
+    let _dns = resolver(&net, &[]);
     let files = TempDir::new(&format!("fgd{}", never_ban.len()));
     let rules = files.write(
         "rules.toml",

@@ -10,7 +10,6 @@ mod common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    process::{Child, Stdio},
     time::Duration,
 };
 
@@ -18,27 +17,10 @@ use filter_testkit::net::{
     ATTACKER_V4, ATTACKER_V6, Sink, TestNet, VICTIM_V4, VICTIM_V6, send_udp,
 };
 
-use common::cli::{TempDir, ok, run as filterctl};
-
-/// A daemon in a test namespace, stopped (by its own pid) on every path.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(ns: &str, program: &str, args: &[&str]) -> Daemon {
-    let child = TestNet::command_in(ns, program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program} (cargo xtask setup installs it): {e}"));
-    Daemon(child)
-}
+use common::{
+    cli::{TempDir, ok, reason, run as filterctl},
+    peers::{Daemon, dig, resolver, spawn},
+};
 
 /// The ten vectors: source port and a reply-sized payload (CLDAP and DNS
 /// ANY replies are larger than the MTU: the kernel fragments them).
@@ -79,25 +61,6 @@ fn udp_counters() -> [u64; 4] {
     ]
 }
 
-fn dig(ns: &str, name: &str, kind: &str) -> Option<String> {
-    let out = TestNet::command_in(ns, "dig")
-        .args([
-            "@192.0.2.2",
-            name,
-            kind,
-            "+bufsize=4096",
-            "+notcp",
-            "+ignore",
-            "+tries=1",
-            "+time=2",
-            "+short",
-        ])
-        .output()
-        .expect("run dig (cargo xtask setup installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    (out.status.success() && !text.trim().is_empty()).then_some(text)
-}
-
 /// One chronyd -Q measurement against the peer's server (the clock is
 /// never set), from `port` when given.
 fn chrony_sync(ns: &str, files: &TempDir, port: Option<u16>) -> bool {
@@ -125,20 +88,10 @@ fn start_peers(net: &TestNet, files: &TempDir) -> [Daemon; 2] {
         .map(|i| format!("\"{}\"", char::from(b'a' + i).to_string().repeat(250)))
         .collect::<Vec<_>>()
         .join(",");
-    let dns = spawn(
-        &net.attacker_ns,
-        "dnsmasq",
+    let dns = resolver(
+        net,
         &[
-            "-k",
-            "--conf-file=/dev/null",
-            "--user=root",
-            "--pid-file=",
-            "--listen-address=192.0.2.2",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
             "--edns-packet-max=4096",
-            "--address=/ok.test/198.51.100.10",
             &format!("--txt-record=big.test,{big}"),
         ],
     );
@@ -206,13 +159,13 @@ fn host_traffic(net: &TestNet, files: &TempDir) {
         .unwrap()
         .unwrap();
     for _ in 0..10 {
-        let small = dig(&net.victim_ns, "ok.test", "A");
+        let small = dig(net, "ok.test", "A", 2);
         assert_eq!(
             small.as_deref().map(str::trim),
             Some("198.51.100.10"),
             "DNS lost"
         );
-        let large = dig(&net.victim_ns, "big.test", "TXT").expect("large DNS answer lost");
+        let large = dig(net, "big.test", "TXT", 2).expect("large DNS answer lost");
         assert!(
             large.len() > 3000,
             "truncated answer: {} bytes",
@@ -300,17 +253,6 @@ fn ask(ns: &str, from: SocketAddr, to: SocketAddr) -> std::net::UdpSocket {
 fn replies(s: &std::net::UdpSocket) -> usize {
     let mut buf = [0u8; 2048];
     std::iter::from_fn(|| s.recv_from(&mut buf).ok()).count()
-}
-
-fn reason(net: &TestNet, name: &str) -> u64 {
-    let stats: serde_json::Value = serde_json::from_str(&ok(filterctl(
-        net,
-        &["stats", "--json", "--iface", &net.victim_if],
-    )))
-    .unwrap();
-    stats["interfaces"][0]["reasons"][name]["packets"]
-        .as_u64()
-        .unwrap_or(0)
 }
 
 fn victim(port: u16) -> SocketAddr {

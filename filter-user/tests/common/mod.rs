@@ -4,5 +4,6 @@
 pub mod cases;
 pub mod cli;
 pub mod model;
+pub mod peers;
 
 pub use filter_testkit::{frames, require_bpf};
