@@ -231,12 +231,7 @@ impl Env for KernelEnv<'_> {
     #[inline(always)]
     fn never_ban(&self, key: &SrcKey) -> bool {
         // Looked up only when a ban is about to be set: rare, no flag needed.
-        if key.family == FAMILY_V4 {
-            let k = Key::new(32, [key.addr[0], key.addr[1], key.addr[2], key.addr[3]]);
-            NEVER_BAN_V4.get(k).is_some()
-        } else {
-            NEVER_BAN_V6.get(Key::new(128, key.addr)).is_some()
-        }
+        in_tries(key.family, &key.addr, &NEVER_BAN_V4, &NEVER_BAN_V6)
     }
 }
 
@@ -266,11 +261,22 @@ fn lookup_prefix(
     v4: &aya_ebpf::maps::LpmTrie<[u8; 4], u8>,
     v6: &aya_ebpf::maps::LpmTrie<[u8; 16], u8>,
 ) -> bool {
-    if p.family == FAMILY_V4 {
-        v4.get(Key::new(32, [p.src[0], p.src[1], p.src[2], p.src[3]]))
+    in_tries(p.family, &p.src, v4, v6)
+}
+
+/// Whether `addr` (IPv4 in its first 4 bytes) is in the family's trie.
+#[inline(always)]
+fn in_tries(
+    family: u8,
+    addr: &[u8; 16],
+    v4: &aya_ebpf::maps::LpmTrie<[u8; 4], u8>,
+    v6: &aya_ebpf::maps::LpmTrie<[u8; 16], u8>,
+) -> bool {
+    if family == FAMILY_V4 {
+        v4.get(Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
             .is_some()
     } else {
-        v6.get(Key::new(128, p.src)).is_some()
+        v6.get(Key::new(128, *addr)).is_some()
     }
 }
 

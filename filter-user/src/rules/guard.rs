@@ -36,13 +36,16 @@ pub struct ReplyGuard {
     pub ports: BTreeMap<u16, GuardPort>,
 }
 
+/// `[reply_guard]`, and each `[reply_guard.port.N]`, which takes only the
+/// budget keys (one shape for both: serde can't flatten a shared part into
+/// a struct that refuses unknown keys).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplyGuardSchema {
     #[serde(default)]
-    pub enabled: Option<bool>,
+    pub enabled: Option<Spanned<bool>>,
     #[serde(default)]
-    pub ports: Option<Vec<Spanned<i64>>>,
+    pub ports: Option<Spanned<Vec<Spanned<i64>>>>,
     #[serde(default)]
     pub packets: Option<Spanned<i64>>,
     #[serde(default)]
@@ -53,32 +56,17 @@ pub struct ReplyGuardSchema {
     pub multicast_expiry: Option<Spanned<String>>,
     /// Per-port budgets: `[reply_guard.port.1900]`; the port is guarded too.
     #[serde(default)]
-    pub port: BTreeMap<Spanned<String>, BudgetSchema>,
+    pub port: BTreeMap<Spanned<String>, ReplyGuardSchema>,
 }
 
 impl ReplyGuardSchema {
-    /// The section's own budget keys, the default of every port.
-    fn budget(&self) -> BudgetSchema {
-        BudgetSchema {
-            packets: self.packets.clone(),
-            bytes: self.bytes.clone(),
-            expiry: self.expiry.clone(),
-            multicast_expiry: self.multicast_expiry.clone(),
-        }
+    /// Where a key that only `[reply_guard]` takes appears, if one does.
+    fn section_key(&self) -> Option<std::ops::Range<usize>> {
+        let nested = self.port.keys().next().map(|k| k.span());
+        let enabled = self.enabled.as_ref().map(|e| e.span());
+        let ports = self.ports.as_ref().map(|p| p.span());
+        enabled.or(ports).or(nested)
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BudgetSchema {
-    #[serde(default)]
-    pub packets: Option<Spanned<i64>>,
-    #[serde(default)]
-    pub bytes: Option<Spanned<i64>>,
-    #[serde(default)]
-    pub expiry: Option<Spanned<String>>,
-    #[serde(default)]
-    pub multicast_expiry: Option<Spanned<String>>,
 }
 
 /// The guard as the program needs it; None when it is absent or off.
@@ -89,12 +77,12 @@ pub fn reply_guard(
     let Some(s) = s else {
         return Ok(None);
     };
-    let base = budget(cx, &s.budget(), DEFAULT_BUDGET)?;
+    let base = budget(cx, s, DEFAULT_BUDGET)?;
     let mut ports = BTreeMap::new();
     match &s.ports {
         None => ports.extend(DEFAULT_PORTS.iter().map(|p| (*p, base))),
         Some(list) => {
-            for p in list {
+            for p in list.get_ref() {
                 ports.insert(port(cx, p.span(), *p.get_ref())?, base);
             }
         }
@@ -106,6 +94,15 @@ pub fn reply_guard(
                 format!("[reply_guard.port.{}]: not a port number", name.get_ref()),
             )
         })?;
+        if let Some(span) = b.section_key() {
+            return Err(cx.err(
+                span,
+                format!(
+                    "[reply_guard.port.{}] takes packets, bytes, expiry and multicast_expiry only",
+                    name.get_ref()
+                ),
+            ));
+        }
         ports.insert(port(cx, name.span(), n)?, budget(cx, b, base)?);
     }
     if ports.len() > MAX_GUARDED_PORTS as usize {
@@ -114,7 +111,8 @@ pub fn reply_guard(
             format!("[reply_guard] guards at most {MAX_GUARDED_PORTS} ports"),
         ));
     }
-    Ok((s.enabled != Some(false)).then_some(ReplyGuard { ports }))
+    let off = s.enabled.as_ref().is_some_and(|e| !*e.get_ref());
+    Ok((!off).then_some(ReplyGuard { ports }))
 }
 
 fn port(cx: &Ctx<'_>, span: std::ops::Range<usize>, n: i64) -> Result<u16, RuleError> {
@@ -126,7 +124,7 @@ fn port(cx: &Ctx<'_>, span: std::ops::Range<usize>, n: i64) -> Result<u16, RuleE
     })
 }
 
-fn budget(cx: &Ctx<'_>, s: &BudgetSchema, base: GuardPort) -> Result<GuardPort, RuleError> {
+fn budget(cx: &Ctx<'_>, s: &ReplyGuardSchema, base: GuardPort) -> Result<GuardPort, RuleError> {
     let mut out = base;
     let count = |v: &Spanned<i64>, what: &str, lo: i64| {
         let n = *v.get_ref();
@@ -234,6 +232,7 @@ mod tests {
             ("[reply_guard]\nexpiry = \"soon\"\n", 2, ""),
             ("[reply_guard.port.dns]\npackets = 1\n", 1, "not a port"),
             ("[reply_guard]\ncolour = 1\n", 2, "unknown field"),
+            ("[reply_guard.port.53]\nports = [1]\n", 2, "takes packets"),
         ] {
             let e = parse("t.toml", &format!("{text}{RULE}")).expect_err(text);
             assert_eq!(e.line, line, "{text}: {e}");
