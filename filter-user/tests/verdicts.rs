@@ -6,7 +6,7 @@
 mod common;
 
 use common::{
-    cases::{Case, case, cases, ntp7},
+    cases::{Case, case, cases, ntp7, table_rules},
     frames::*,
 };
 use filter_common::Reason;
@@ -24,11 +24,7 @@ fn runner(text: &str) -> (Simulator, rules::RuleSet) {
 }
 
 fn default_rules() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../rules/default.toml"
-    ))
-    .unwrap()
+    table_rules()
 }
 
 /// Runs every case, checking that exactly the expected reason counter (and
@@ -275,4 +271,111 @@ action = "drop"
         ],
         false,
     );
+}
+
+/// The reply guard of the shipped profile: unasked replies from guarded
+/// ports dropped before any rule (their later fragments with them), asked
+/// ones passed within their budget, a request's wildcard for a group.
+#[test]
+fn guard_verdicts() {
+    use Reason::*;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rules/default.toml"
+    ))
+    .unwrap();
+    let (runner, set) = runner(&text);
+    let v4 = |l4: &[u8]| ether(&[], ETH_IPV4, &ipv4(UDP, &[], Frag::default(), l4));
+    // From this host (DST4) to the peer (SRC4): addresses swapped.
+    let request = |l4: &[u8], to: [u8; 4]| {
+        let mut ip = ipv4(UDP, &[], Frag::default(), l4);
+        ip[12..16].copy_from_slice(&DST4);
+        ip[16..20].copy_from_slice(&to);
+        ether(&[], ETH_IPV4, &ip)
+    };
+    let first = Frag {
+        more: true,
+        offset: 0,
+        id: 9,
+    };
+    let later = Frag {
+        more: false,
+        offset: 100,
+        id: 9,
+    };
+    let mut cases = vec![
+        case(
+            "memcached reply nobody asked for",
+            v4(&udp(11211, 40000, b"VALUE a")),
+            UnsolicitedReply,
+            None,
+        ),
+        case(
+            "ntp monlist nobody asked for",
+            v4(&ntp7()),
+            UnsolicitedReply,
+            None,
+        ),
+        case(
+            "dns any, first fragment, unasked",
+            ether(
+                &[],
+                ETH_IPV4,
+                &ipv4(UDP, &[], first, &udp(53, 40000, &[0; 100])),
+            ),
+            UnsolicitedReply,
+            None,
+        ),
+        case(
+            "its later fragment follows it",
+            ether(&[], ETH_IPV4, &ipv4(UDP, &[], later, &[0; 64])),
+            FragmentFollowDrop,
+            None,
+        ),
+        case(
+            "dns query to this host",
+            v4(&udp(53000, 53, &dns_query())),
+            Pass,
+            None,
+        ),
+    ];
+    check(&runner, &set, &cases, false);
+    runner
+        .record_request(&request(&udp(40053, 53, &dns_query()), SRC4))
+        .unwrap();
+    runner
+        .record_request(&request(
+            &udp(41900, 1900, b"M-SEARCH"),
+            [239, 255, 255, 250],
+        ))
+        .unwrap();
+    cases = (0..8)
+        .map(|_| {
+            case(
+                "dns answer",
+                v4(&udp(53, 40053, &dns_query())),
+                SolicitedReply,
+                None,
+            )
+        })
+        .collect();
+    cases.push(case(
+        "a ninth answer",
+        v4(&udp(53, 40053, &dns_query())),
+        ReplyOverBudget,
+        None,
+    ));
+    cases.push(case(
+        "ssdp answer to a search",
+        v4(&udp(1900, 41900, &ssdp_reply())),
+        SolicitedReply,
+        None,
+    ));
+    cases.push(case(
+        "an answer from another port",
+        v4(&udp(123, 40053, &ntp_time_reply())),
+        UnsolicitedReply,
+        None,
+    ));
+    check(&runner, &set, &cases, false);
 }
