@@ -67,10 +67,31 @@ fn resolves(net: &TestNet) -> bool {
 
 /// Queries during a forged flood of the resolver's address (3x its limit,
 /// longer than the ban delay) and after it: (answered during, of, after).
-fn forged_flood(never_ban: &str) -> (usize, usize, usize) {
+/// With `gateway`, the resolver is also the victim's default gateway, which
+/// filterctl finds on the host by itself.
+fn forged_flood(never_ban: &str, gateway: bool) -> (usize, usize, usize) {
     let net = TestNet::new("fgd").expect("create test namespaces");
+    if gateway {
+        let out = std::process::Command::new("ip")
+            .args([
+                "-n",
+                &net.victim_ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                "192.0.2.2",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let _dns = resolver(&net, &[]);
-    let files = TempDir::new(&format!("fgd{}", never_ban.len()));
+    let files = TempDir::new(&format!("fgd{}{gateway}", never_ban.len()));
     let rules = files.write(
         "rules.toml",
         &format!(
@@ -114,7 +135,7 @@ fn forged_flood(never_ban: &str) -> (usize, usize, usize) {
 #[test]
 fn a_flood_forging_the_resolver_neither_bans_it_nor_spends_its_answers() {
     common::require_bpf();
-    let (during, of, after) = forged_flood("\"192.0.2.2\"");
+    let (during, of, after) = forged_flood("\"192.0.2.2\"", false);
     assert!(
         during * 100 >= of * 95,
         "{during} of {of} answered during the flood"
@@ -122,6 +143,17 @@ fn a_flood_forging_the_resolver_neither_bans_it_nor_spends_its_answers() {
     assert_eq!(after, 10, "answers lost after the flood");
     // The same flood without the never-ban entry bans the resolver: the
     // protection above is what made the difference.
-    let (_, _, after) = forged_flood("");
+    let (_, _, after) = forged_flood("", false);
     assert_eq!(after, 0, "the forged flood did not get the resolver banned");
+}
+
+#[test]
+fn the_default_gateway_is_never_banned_without_being_listed() {
+    common::require_bpf();
+    let (during, of, after) = forged_flood("", true);
+    assert!(
+        during * 100 >= of * 95,
+        "{during} of {of} answered during the flood"
+    );
+    assert_eq!(after, 10, "the default gateway got banned");
 }

@@ -19,7 +19,7 @@ use filter_testkit::net::{
 
 use common::{
     cli::{TempDir, ok, reason, run as filterctl},
-    peers::{Daemon, dig, resolver, spawn},
+    peers::{Daemon, dig, dnsmasq, resolver, spawn},
 };
 
 /// The ten vectors: source port and a reply-sized payload (CLDAP and DNS
@@ -320,6 +320,11 @@ fn ssdp_discovery(net: &TestNet) {
     let search = ask(&net.victim_ns, victim(41900), group);
     reply(net, peer(1900), victim(41900), 3);
     assert_eq!(replies(&search), 3, "SSDP discovery answers lost");
+    // mDNS, asked from an ordinary port (a one-shot query).
+    let group = "224.0.0.251:5353".parse().unwrap();
+    let query = ask(&net.victim_ns, victim(45353), group);
+    reply(net, peer(5353), victim(45353), 2);
+    assert_eq!(replies(&query), 2, "mDNS answers lost");
 }
 
 /// A host that serves NTP: the real chronyd on the victim, a chronyd
@@ -356,6 +361,21 @@ fn serves_ntp(net: &TestNet, files: &TempDir) {
     let sym = ask(&net.victim_ns, victim(123), peer(123));
     reply(net, peer(123), victim(123), 1);
     assert_eq!(replies(&sym), 1, "symmetric NTP 123<->123 lost");
+}
+
+/// A DNS server on the victim, asked by another server from port 53.
+fn serves_dns(net: &TestNet) {
+    let _dns = dnsmasq(&net.victim_ns, "192.0.2.1", &[]);
+    let out = TestNet::command_in(&net.attacker_ns, "dig")
+        .args(["-b", "192.0.2.2#53", "@192.0.2.1", "ok.test", "A"])
+        .args(["+tries=1", "+time=2", "+short"])
+        .output()
+        .expect("run dig");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "198.51.100.10",
+        "a query from port 53 to the victim's DNS server went unanswered"
+    );
 }
 
 /// A request sent before a reload still gets its answer after it.
@@ -410,6 +430,7 @@ fn polls_discovery_servers_reloads_and_monitor_mode() {
     cldap_budget(&net);
     ssdp_discovery(&net);
     serves_ntp(&net, &files);
+    serves_dns(&net);
     reload_keeps_requests(&net, &rules);
     monitor_mode(&net);
     ok(filterctl(&net, &["unload", "--iface", &net.victim_if]));

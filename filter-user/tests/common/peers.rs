@@ -25,24 +25,30 @@ pub fn spawn(ns: &str, program: &str, args: &[&str]) -> Daemon {
     Daemon(child)
 }
 
-/// dnsmasq answering a local zone at 192.0.2.2 (the attacker side, the
-/// victim's resolver): ok.test A 198.51.100.10, plus `extra` options.
-pub fn resolver(net: &TestNet, extra: &[&str]) -> Daemon {
+/// dnsmasq answering a local zone (ok.test A 198.51.100.10) on `listen`
+/// in namespace `ns`, plus `extra` options.
+pub fn dnsmasq(ns: &str, listen: &str, extra: &[&str]) -> Daemon {
+    let listen = format!("--listen-address={listen}");
     let mut args = vec![
         "-k",
         "--conf-file=/dev/null",
         "--user=root",
         "--pid-file=",
-        "--listen-address=192.0.2.2",
+        &listen,
         "--bind-interfaces",
         "--no-resolv",
         "--no-hosts",
         "--address=/ok.test/198.51.100.10",
     ];
     args.extend_from_slice(extra);
-    let d = spawn(&net.attacker_ns, "dnsmasq", &args);
+    let d = spawn(ns, "dnsmasq", &args);
     std::thread::sleep(std::time::Duration::from_millis(300));
     d
+}
+
+/// The victim's resolver: dnsmasq at 192.0.2.2, on the attacker side.
+pub fn resolver(net: &TestNet, extra: &[&str]) -> Daemon {
+    dnsmasq(&net.attacker_ns, "192.0.2.2", extra)
 }
 
 /// dig at the resolver from the victim, one try of `secs` seconds over UDP
