@@ -193,6 +193,7 @@ impl Env for KernelEnv<'_> {
     fn listening(&self, p: &Packet) -> bool {
         // Asked only for UDP from a guarded port that answers no request:
         // the socket table is the truth about servers, at any moment.
+        // SAFETY: a plain C union of integers: all zeroes is a valid value.
         let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
         let size = if p.family == FAMILY_V4 {
             // SAFETY: writing plain fields of a zeroed union.

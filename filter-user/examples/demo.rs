@@ -118,6 +118,57 @@ fn wave(net: &TestNet, sink: &Sink, phases: &[Phase<'_>]) -> anyhow::Result<(u64
     Ok((flood, leaked))
 }
 
+/// The victim's own traffic meanwhile: time sync (its requests, then the
+/// replies), DNS queries to it, a TCP connection, pings. Prints what got
+/// through; true if all of it did.
+fn host_traffic(
+    net: &TestNet,
+    sink: &Sink,
+    listener: &TcpListener,
+    time: SocketAddr,
+    dns: SocketAddr,
+) -> anyhow::Result<bool> {
+    let v4 = |port| SocketAddr::new(IpAddr::V4(VICTIM_V4), port);
+    let server = SocketAddr::new(ATTACKER_V4.into(), 123);
+    for _ in 0..4 {
+        sink.send_from(time, server, &[0x23; 48])?;
+        std::thread::sleep(Duration::from_millis(20));
+        TestNet::in_ns(&net.attacker_ns, || {
+            send_udp(server, time, &ntp_time_reply(), 5)
+        })??;
+    }
+    let pings = TestNet::in_ns(&net.attacker_ns, || -> anyhow::Result<u16> {
+        send_udp(
+            SocketAddr::new(ATTACKER_V4.into(), 41000),
+            dns,
+            b"\x12\x34\x01\x00",
+            100,
+        )?;
+        let mut c = TcpStream::connect_timeout(&v4(8080), Duration::from_secs(5))?;
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+        ping(VICTIM_V4, 5)
+    })??;
+    let (mut conn, _) = listener.accept()?;
+    let mut req = [0u8; 18];
+    conn.read_exact(&mut req)?;
+    let got = sink.drain();
+    println!("   {:<38} {:>6} {:>10}", "traffic", "sent", "delivered");
+    for (what, sent, addr) in [
+        ("NTP time replies (to 4 requests)", 20, time),
+        ("DNS queries to the victim", 100, dns),
+    ] {
+        println!("   {what:<38} {sent:>6} {:>10}", got[&addr]);
+    }
+    println!(
+        "   {:<38} {:>6} {:>10}",
+        "TCP connection (bytes)",
+        18,
+        req.len()
+    );
+    println!("   {:<38} {:>6} {:>10}", "ping", 5, pings);
+    Ok(got[&time] == 20 && got[&dns] == 100 && pings == 5)
+}
+
 fn run() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -214,43 +265,7 @@ fn run() -> anyhow::Result<()> {
     println!(
         "\n== meanwhile the victim's own traffic: time sync (requests, then replies), DNS, TCP, ping"
     );
-    let server = SocketAddr::new(ATTACKER_V4.into(), 123);
-    for _ in 0..4 {
-        sink.send_from(time, server, &[0x23; 48])?;
-        std::thread::sleep(Duration::from_millis(20));
-        TestNet::in_ns(&net.attacker_ns, || {
-            send_udp(server, time, &ntp_time_reply(), 5)
-        })??;
-    }
-    let pings = TestNet::in_ns(&net.attacker_ns, || -> anyhow::Result<u16> {
-        send_udp(
-            SocketAddr::new(ATTACKER_V4.into(), 41000),
-            dns,
-            b"\x12\x34\x01\x00",
-            100,
-        )?;
-        let mut c = TcpStream::connect_timeout(&v4(8080), Duration::from_secs(5))?;
-        c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-        ping(VICTIM_V4, 5)
-    })??;
-    let (mut conn, _) = listener.accept()?;
-    let mut req = [0u8; 18];
-    conn.read_exact(&mut req)?;
-    let got = sink.drain();
-    println!("   {:<38} {:>6} {:>10}", "traffic", "sent", "delivered");
-    for (what, sent, addr) in [
-        ("NTP time replies (to 4 requests)", 20, time),
-        ("DNS queries to the victim", 100, dns),
-    ] {
-        println!("   {what:<38} {sent:>6} {:>10}", got[&addr]);
-    }
-    println!(
-        "   {:<38} {:>6} {:>10}",
-        "TCP connection (bytes)",
-        18,
-        req.len()
-    );
-    println!("   {:<38} {:>6} {:>10}", "ping", 5, pings);
+    let benign_ok = host_traffic(&net, &sink, &listener, time, dns)?;
 
     println!("\n== what the filter counted");
     print!(
@@ -273,7 +288,6 @@ fn run() -> anyhow::Result<()> {
         filterctl(&net, &bin, &["unload", "--iface", &net.victim_if])?
     );
     let dropped_ok = leaked == 0 && dropped == flood;
-    let benign_ok = got[&time] == 20 && got[&dns] == 100 && pings == 5;
     drop(net);
     if !(dropped_ok && benign_ok) {
         bail!(

@@ -28,6 +28,18 @@ fn range(lo: u16, hi: u16) -> String {
     }
 }
 
+/// The reply guard's ports and budgets, and the never-ban list (which
+/// `serve` reads back to refresh the set).
+fn guard_settings(set: &RuleSet, settings: &mut BTreeMap<String, String>) {
+    if let Some(g) = &set.reply_guard {
+        for (port, b) in &g.ports {
+            settings.insert(format!("reply_guard port {port}"), format!("{b:?}"));
+        }
+    }
+    let never_ban: Vec<String> = set.never_ban.iter().map(ToString::to_string).collect();
+    settings.insert("never_ban".into(), never_ban.join(" "));
+}
+
 impl Canonical {
     pub fn of(set: &RuleSet) -> Canonical {
         let mut settings = BTreeMap::new();
@@ -45,13 +57,7 @@ impl Canonical {
         settings.insert("sources.table_size".into(), set.table_size.to_string());
         settings.insert("ban.after_ns".into(), set.ban_after_ns.to_string());
         settings.insert("ban.for_ns".into(), set.ban_for_ns.to_string());
-        if let Some(g) = &set.reply_guard {
-            for (port, b) in &g.ports {
-                settings.insert(format!("reply_guard port {port}"), format!("{b:?}"));
-            }
-        }
-        let never_ban: Vec<String> = set.never_ban.iter().map(ToString::to_string).collect();
-        settings.insert("never_ban".into(), never_ban.join(" "));
+        guard_settings(set, &mut settings);
         for (name, l) in &set.limits {
             settings.insert(format!("limit {name}"), format!("{l:?}"));
         }
