@@ -378,13 +378,39 @@ fn serves_dns(net: &TestNet) {
     );
 }
 
-/// A request sent before a reload still gets its answer after it.
+/// Names and ids of the programs on the victim interface's TC egress.
+fn egress_programs(net: &TestNet) -> Vec<(String, u32)> {
+    TestNet::in_ns(&net.victim_ns, || {
+        let (_, progs) = aya::programs::SchedClassifier::query_tcx(
+            &net.victim_if,
+            aya::programs::TcAttachType::Egress,
+        )
+        .expect("query TCX egress");
+        progs
+            .iter()
+            .map(|p| (p.name_as_str().unwrap_or("?").to_string(), p.id()))
+            .collect()
+    })
+    .unwrap()
+}
+
+/// A request sent before a reload still gets its answer after it; the
+/// reload switched the egress link (one recorder, the new one).
 fn reload_keeps_requests(net: &TestNet, rules: &str) {
     let pending = ask(&net.victim_ns, victim(41053), peer(53));
+    let before = egress_programs(net);
+    assert_eq!(before.len(), 1, "one request recorder: {before:?}");
+    assert_eq!(before[0].0, "requests");
     ok(filterctl(
         net,
         &["reload", "--iface", &net.victim_if, "--rules", rules],
     ));
+    let after = egress_programs(net);
+    assert_eq!(after.len(), 1, "one recorder after a reload: {after:?}");
+    assert_ne!(
+        after[0].1, before[0].1,
+        "the reload did not switch the recorder"
+    );
     reply(net, peer(53), victim(41053), 1);
     assert_eq!(
         replies(&pending),
@@ -434,6 +460,10 @@ fn polls_discovery_servers_reloads_and_monitor_mode() {
     reload_keeps_requests(&net, &rules);
     monitor_mode(&net);
     ok(filterctl(&net, &["unload", "--iface", &net.victim_if]));
+    assert!(
+        egress_programs(&net).is_empty(),
+        "unload left the recorder attached"
+    );
 }
 
 fn ip(args: &[&str]) {
