@@ -43,6 +43,24 @@ pub const MAP_AGGREGATE: &str = "AGGREGATE";
 /// [`FragKey`] -> deadline: datagrams whose first fragment was dropped.
 pub const MAP_FRAGS: &str = "FRAGS";
 
+/// [`ReplyKey`] -> [`ReplyState`]: the host's outstanding UDP requests to
+/// guarded ports, recorded by the egress program, an LRU that outlives
+/// reloads.
+pub const MAP_REPLIES: &str = "REPLIES";
+/// Local port (u32) -> [`LocalPort`]: until when a request sent from it
+/// may be answered. Replies to other ports need no hash lookup to be found
+/// unsolicited.
+pub const MAP_LOCAL_PORTS: &str = "LOCAL_PORTS";
+/// 65536-bit bitmap (u64 words) of guarded source ports: a UDP packet from
+/// one of them must answer an outstanding request.
+pub const MAP_GUARD_PORTS: &str = "GUARD_PORTS";
+/// Guarded port (u32) -> [`GuardPort`]: what a request to it may receive.
+pub const MAP_GUARD_BUDGETS: &str = "GUARD_BUDGETS";
+/// Sources never banned (gateways, resolvers, time servers, the
+/// operator's SSH client, `never_ban`): prefix -> 1. Still rate-limited.
+pub const MAP_NEVER_BAN_V4: &str = "NEVER_BAN_V4";
+pub const MAP_NEVER_BAN_V6: &str = "NEVER_BAN_V6";
+
 /// The loaded rule set in canonical JSON (rules and settings, not the
 /// prefix lists), NUL-padded over [`RULESET_CHUNKS`] chunks: what `diff`
 /// compares a rule file against. Only the controller uses it.
@@ -63,6 +81,8 @@ pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "filter";
+/// Name of the TC egress program that records the host's requests.
+pub const REQUESTS_PROGRAM_NAME: &str = "requests";
 
 pub const MAX_RULES: u32 = 1024;
 pub const MAX_LIMITS: u32 = 64;
@@ -74,6 +94,12 @@ pub const MAX_BANS: u32 = 65_536;
 /// Prefix bans the operator may set.
 pub const MAX_PREFIX_BANS: u32 = 16_384;
 pub const MAX_FRAGS: u32 = 16_384;
+/// Outstanding requests tracked at once (LRU: the oldest go first).
+pub const MAX_REPLIES: u32 = 65_536;
+/// u64 words of the guarded-port bitmap.
+pub const GUARD_WORDS: u32 = 1024;
+pub const MAX_GUARDED_PORTS: u32 = 1024;
+pub const MAX_NEVER_BAN: u32 = 4096;
 /// Longest list of candidate rules one (protocol, source port) leads to. The
 /// program walks at most this many, whatever the total number of rules.
 pub const MAX_CHAIN: usize = 8;
@@ -133,9 +159,17 @@ pub enum Reason {
     FragmentDrop = 11,
     /// Non-first fragment of a datagram whose first fragment was dropped.
     FragmentFollowDrop = 12,
+    /// UDP from a guarded (amplification) source port that answers no
+    /// request this host sent and reaches no socket listening for requests.
+    UnsolicitedReply = 13,
+    /// A reply to a tracked request beyond that request's budget.
+    ReplyOverBudget = 14,
+    /// A reply to a tracked request that no rule matched: passed without
+    /// meeting the per-source limit, so forgeries can't spend its budget.
+    SolicitedReply = 15,
 }
 
-pub const REASON_COUNT: u32 = 13;
+pub const REASON_COUNT: u32 = 16;
 /// Extra slot in [`MAP_STATS`]: packets that a reason said to drop but that
 /// passed because the filter runs in monitor mode. Not a reason of its own,
 /// so the reason counters still add up to the frames seen.
@@ -157,6 +191,9 @@ impl Reason {
         Reason::FragmentPass,
         Reason::FragmentDrop,
         Reason::FragmentFollowDrop,
+        Reason::UnsolicitedReply,
+        Reason::ReplyOverBudget,
+        Reason::SolicitedReply,
     ];
 
     /// Stable name used in JSON and Prometheus labels.
@@ -175,6 +212,9 @@ impl Reason {
             Reason::FragmentPass => "fragment_pass",
             Reason::FragmentDrop => "fragment_drop",
             Reason::FragmentFollowDrop => "fragment_follow_drop",
+            Reason::UnsolicitedReply => "unsolicited_reply",
+            Reason::ReplyOverBudget => "reply_over_budget",
+            Reason::SolicitedReply => "solicited_reply",
         }
     }
 
@@ -189,6 +229,8 @@ impl Reason {
                 | Reason::Malformed
                 | Reason::FragmentDrop
                 | Reason::FragmentFollowDrop
+                | Reason::UnsolicitedReply
+                | Reason::ReplyOverBudget
         )
     }
 }
@@ -258,6 +300,8 @@ pub const CONFIG_MONITOR: u32 = 1 << 1;
 /// The allow (deny) tries hold entries: empty ones are not even looked up.
 pub const CONFIG_HAS_ALLOW: u32 = 1 << 2;
 pub const CONFIG_HAS_DENY: u32 = 1 << 3;
+/// UDP from guarded source ports must answer a tracked request.
+pub const CONFIG_REPLY_GUARD: u32 = 1 << 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -318,8 +362,16 @@ pub struct SourceState {
     /// it is within its limit.
     pub over_since: u64,
     pub dropped: u64,
+    /// When the limiter last refused the source: a source over its limit
+    /// still gets one packet admitted every interval, so "within its limit
+    /// again" means no refusal for [`OVER_BREAK_NS`], not one admission.
+    pub last_over: u64,
 }
-const _: () = assert!(size_of::<SourceState>() == 32);
+const _: () = assert!(size_of::<SourceState>() == 40);
+
+/// How long a source must go without a refusal before its time over the
+/// limit starts again from zero (and a ban needs a new `after`).
+pub const OVER_BREAK_NS: u64 = 1_000_000_000;
 
 /// One datagram, for remembering that its first fragment was dropped.
 #[repr(C)]
@@ -333,6 +385,58 @@ pub struct FragKey {
     pub _pad: [u8; 2],
 }
 const _: () = assert!(size_of::<FragKey>() == 40);
+
+/// An outstanding request as the reply to it will look: the peer it went
+/// to and the local port it left from. A request to a multicast or
+/// broadcast group is recorded with a zero `peer` (any device may answer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReplyKey {
+    /// The peer's address as two words holding its network-order bytes in
+    /// memory order, like `decide::Packet`'s: copied in two instructions.
+    pub peer: [u64; 2],
+    pub family: u8,
+    pub _pad: u8,
+    pub peer_port: u16,
+    pub local_port: u16,
+    pub _pad2: [u8; 2],
+}
+const _: () = assert!(size_of::<ReplyKey>() == 24);
+
+/// What is left of a request's reply budget, shared by all CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyState {
+    /// CLOCK_MONOTONIC (coarse) ns after which no reply is expected.
+    pub expires: u64,
+    /// Signed counts kept in u64 (spent with atomic adds).
+    pub packets_left: u64,
+    pub bytes_left: u64,
+}
+const _: () = assert!(size_of::<ReplyState>() == 24);
+
+/// Until when (ns, coarse monotonic) requests sent from a local port may be
+/// answered: any request, and one sent to a group.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalPort {
+    pub until: u64,
+    pub group_until: u64,
+}
+const _: () = assert!(size_of::<LocalPort>() == 16);
+
+/// How much a request to a guarded port may receive, and for how long.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardPort {
+    pub packets: u32,
+    /// UDP payload bytes; 0 = no byte budget.
+    pub bytes: u32,
+    pub expiry_ms: u32,
+    /// Expiry of a request sent to a multicast or broadcast group.
+    pub multicast_expiry_ms: u32,
+}
+const _: () = assert!(size_of::<GuardPort>() == 16);
 
 pub const META_SOURCE_LEN: usize = 256;
 
@@ -396,8 +500,12 @@ impl Default for Meta {
 /// Maps whose contents outlive a reload: counters, limiter and ban state,
 /// fragment memory. A new program generation reuses their pins; every other
 /// map belongs to one generation and is built anew with each rule set.
-pub const STATE_MAPS: [&str; 11] = [
+pub const STATE_MAPS: [&str; 15] = [
     MAP_STATS,
+    MAP_REPLIES,
+    MAP_LOCAL_PORTS,
+    MAP_NEVER_BAN_V4,
+    MAP_NEVER_BAN_V6,
     MAP_SOURCES,
     MAP_BANS,
     MAP_BAN_FLAG,
@@ -423,6 +531,10 @@ mod pod {
     unsafe impl aya::Pod for SrcKey {}
     unsafe impl aya::Pod for SourceState {}
     unsafe impl aya::Pod for FragKey {}
+    unsafe impl aya::Pod for ReplyKey {}
+    unsafe impl aya::Pod for ReplyState {}
+    unsafe impl aya::Pod for GuardPort {}
+    unsafe impl aya::Pod for LocalPort {}
 }
 
 #[cfg(test)]

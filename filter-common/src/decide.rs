@@ -5,8 +5,10 @@
 
 use crate::abi::{
     ACTION_DROP, ACTION_LIMIT, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, Chain, Config, FAMILY_V4,
-    FragKey, Limit, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, Reason, Rule, SrcKey,
+    FragKey, IPPROTO_UDP, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, OVER_BREAK_NS,
+    Reason, ReplyKey, Rule, SrcKey,
 };
+use crate::guard::{ReplyCell, Spend, reply_key, spend};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Frag {
@@ -139,6 +141,7 @@ pub struct SourceCell<C> {
     pub byte_tat: C,
     pub over_since: C,
     pub dropped: C,
+    pub last_over: C,
 }
 
 /// What the decision needs from its surroundings.
@@ -171,6 +174,21 @@ pub trait Env {
     fn with_aggregate<R>(&mut self, rule: u32, f: impl FnOnce(&Self::Cell) -> R) -> Option<R>;
     fn frag_dropped(&self, key: &FragKey, now: u64) -> bool;
     fn remember_frag_drop(&mut self, key: &FragKey, until: u64);
+    /// Whether the reply guard is on and `src_port` is a guarded port.
+    fn guarded(&self, src_port: u16) -> bool;
+    /// Until when requests sent from `local_port` may be answered.
+    fn local_port(&self, local_port: u16) -> LocalPort;
+    /// Runs `f` on the tracked request `key`, if there is one.
+    fn with_reply<R>(
+        &mut self,
+        key: &ReplyKey,
+        f: impl FnOnce(&ReplyCell<Self::Cell>) -> R,
+    ) -> Option<R>;
+    /// Whether a socket on this host receives the packet as a request (a
+    /// server bound to its destination port).
+    fn listening(&self, p: &Packet) -> bool;
+    /// Whether the source must never be banned.
+    fn never_ban(&self, key: &SrcKey) -> bool;
 }
 
 /// ICMPv6 router and neighbour solicitations and advertisements, and
@@ -244,6 +262,11 @@ fn decide_ip<E: Env>(env: &mut E, p: &Packet, cfg: &Config, clock: &mut Clock) -
         }
         return later_fragment_reason(cfg.flags);
     }
+    let solicited = match reply_guard(env, p, clock) {
+        Guard::Drop(reason) => return reason,
+        Guard::Solicited => true,
+        Guard::Other => false,
+    };
     let mut limit = cfg.default_limit;
     let mut aggregate = None;
     if let Some(hit) = match_rule(env, p) {
@@ -259,7 +282,9 @@ fn decide_ip<E: Env>(env: &mut E, p: &Packet, cfg: &Config, clock: &mut Clock) -
             _ => return Reason::RulePass,
         }
     }
-    if !admit_source(env, p, cfg, limit, clock) {
+    // A reply the host asked for was held to its request's budget instead:
+    // a forged stream of the peer's address can't spend it.
+    if !solicited && !admit_source(env, p, cfg, limit, clock) {
         return Reason::RateLimitDrop;
     }
     if let Some((index, interval, tolerance)) = aggregate {
@@ -269,7 +294,52 @@ fn decide_ip<E: Env>(env: &mut E, p: &Packet, cfg: &Config, clock: &mut Clock) -
             return Reason::AggregateDrop;
         }
     }
-    Reason::Pass
+    if solicited {
+        Reason::SolicitedReply
+    } else {
+        Reason::Pass
+    }
+}
+
+/// What the reply guard makes of a packet.
+enum Guard {
+    /// Not from a guarded port, or a request to a listening socket.
+    Other,
+    /// Answers a tracked request, within its budget.
+    Solicited,
+    Drop(Reason),
+}
+
+/// UDP from a guarded source port must answer a request this host sent
+/// (to that peer, or to a group), or reach a server on a guarded port. Later fragments have no ports: they follow their first.
+#[inline(always)]
+fn reply_guard<E: Env>(env: &mut E, p: &Packet, clock: &mut Clock) -> Guard {
+    if p.proto != IPPROTO_UDP || !env.guarded(p.src_port) {
+        return Guard::Other;
+    }
+    let now = clock.now(env);
+    let bytes = p.payload_len as u64;
+    // A reflection flood sprays the host's ports; a request is open on few
+    // of them. One array read rules out the rest without a hash lookup.
+    let open = env.local_port(p.dst_port);
+    for (group, until) in [(false, open.until), (true, open.group_until)] {
+        if now >= until {
+            continue;
+        }
+        match env.with_reply(&reply_key(p, group), |c| spend(c, now, bytes)) {
+            Some(Spend::Ok) => return Guard::Solicited,
+            Some(Spend::OverBudget) => return Guard::Drop(Reason::ReplyOverBudget),
+            Some(Spend::Expired) | None => {}
+        }
+    }
+    // A request from a guarded port to a server on a guarded port (NTP
+    // symmetric peers and clients using port 123, DNS servers talking from
+    // port 53). Other bound sockets, which may be a client's, don't count:
+    // a reflection aimed at one is still a reflection.
+    if env.guarded(p.dst_port) && env.listening(p) {
+        return Guard::Other;
+    }
+    Guard::Drop(Reason::UnsolicitedReply)
 }
 
 /// What a matched rule asks for (copied out: the rule itself stays in its
@@ -327,31 +397,51 @@ fn admit_source<E: Env>(
     let key = src_key(p, cfg, limit as u8);
     let ban_after = cfg.ban_after_ns;
     let verdict = env.with_source(&key, |cell| {
-        if admit(cell, &l, now, p.frame_len) {
-            cell.over_since.store(0);
-            return (true, false);
-        }
-        cell.dropped.add(1);
-        let since = cell.over_since.load();
-        if since == 0 {
-            cell.over_since.store(now);
-            return (false, false);
-        }
-        (
-            false,
-            ban_after != 0 && now.saturating_sub(since) >= ban_after,
-        )
+        over_limit(cell, &l, now, p.frame_len, ban_after)
     });
     match verdict {
         // No room in the limiter: fail open rather than drop unknowns.
         None => true,
         Some((ok, ban)) => {
-            if ban {
+            if ban && !env.never_ban(&src_key(p, cfg, 0)) {
                 env.set_ban(&src_key(p, cfg, 0), now.saturating_add(cfg.ban_for_ns));
             }
             ok
         }
     }
+}
+
+/// Charges a packet to a source and tracks how long it has stayed over its
+/// limit: `(admitted, ban)`. A source over its limit still has one packet
+/// admitted every interval, so an admission does not end its time over the
+/// limit; only a break of [`OVER_BREAK_NS`] without a refusal does. Without
+/// that, `ban_after` longer than one interval could never be reached.
+#[inline(always)]
+pub fn over_limit<C: Shared64>(
+    cell: &SourceCell<C>,
+    l: &Limit,
+    now: u64,
+    frame_len: u64,
+    ban_after: u64,
+) -> (bool, bool) {
+    let since = cell.over_since.load();
+    let broke = now.saturating_sub(cell.last_over.load()) >= OVER_BREAK_NS;
+    if admit(cell, l, now, frame_len) {
+        if since != 0 && broke {
+            cell.over_since.store(0);
+        }
+        return (true, false);
+    }
+    cell.dropped.add(1);
+    cell.last_over.store(now);
+    if since == 0 || broke {
+        cell.over_since.store(now);
+        return (false, false);
+    }
+    (
+        false,
+        ban_after != 0 && now.saturating_sub(since) >= ban_after,
+    )
 }
 
 /// Packet and bit rate of one source, both GCRA. A packet is charged to
@@ -666,6 +756,7 @@ mod tests {
             byte_tat: AtomicU64::new(0),
             over_since: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            last_over: AtomicU64::new(0),
         };
         // 1000 pps, 8000 bit/s = 1000 bytes/s: 1 ms per byte.
         let l = Limit {
@@ -680,6 +771,62 @@ mod tests {
         // The refused packet was charged to neither rate.
         assert_eq!(cell.pkt_tat.load(Relaxed), now + 1_000_000);
         assert_eq!(cell.byte_tat.load(Relaxed), now + 1_000_000_000);
+    }
+
+    fn fresh_cell() -> SourceCell<AtomicU64> {
+        SourceCell {
+            pkt_tat: AtomicU64::new(0),
+            byte_tat: AtomicU64::new(0),
+            over_since: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            last_over: AtomicU64::new(0),
+        }
+    }
+
+    /// Sends at `pps` for `secs` from `start` under the default profile's
+    /// limit (20000 pps, burst 2000) with a 10 s ban delay; when the ban
+    /// fires, in ns since `start`.
+    fn ban_time(cell: &SourceCell<AtomicU64>, pps: u64, start: u64, secs: u64) -> Option<u64> {
+        let l = Limit {
+            pkt_interval_ns: 50_000,
+            pkt_tolerance_ns: 1999 * 50_000,
+            ..Limit::default()
+        };
+        let gap = 1_000_000_000 / pps;
+        (0..pps * secs).map(|i| start + i * gap).find_map(|now| {
+            let (_, ban) = over_limit(cell, &l, now, 100, 10_000_000_000);
+            ban.then(|| now - start)
+        })
+    }
+
+    #[test]
+    fn a_source_that_stays_over_its_limit_is_banned_after_the_delay() {
+        // 5x and 1.5x the limit: one packet in five (in 1.5) still gets
+        // through, which must not count as a break.
+        for pps in [100_000, 30_000] {
+            let at = ban_time(&fresh_cell(), pps, 1_000_000_000, 15)
+                .unwrap_or_else(|| panic!("{pps} pps for 15 s was never banned"));
+            assert!(
+                (10_000_000_000..10_200_000_000).contains(&at),
+                "{pps} pps banned after {at} ns, not 10 s"
+            );
+        }
+    }
+
+    #[test]
+    fn a_source_within_its_limit_is_never_banned() {
+        assert_eq!(ban_time(&fresh_cell(), 19_000, 1_000_000_000, 15), None);
+    }
+
+    #[test]
+    fn a_break_without_refusals_restarts_the_time_over_the_limit() {
+        let cell = fresh_cell();
+        let start = 1_000_000_000;
+        // 8 s over, 2 s quiet, 8 s over again: never 10 s without a break.
+        assert_eq!(ban_time(&cell, 100_000, start, 8), None);
+        assert_eq!(ban_time(&cell, 100_000, start + 10_000_000_000, 8), None);
+        // A third stretch, joined to the second without a break, bans.
+        assert!(ban_time(&cell, 100_000, start + 18_000_000_000, 8).is_some());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod abi;
 pub mod capture;
 pub mod decide;
+pub mod guard;
 
 pub use abi::*;
 pub use capture::*;

@@ -3,11 +3,17 @@
 
 use core::mem::MaybeUninit;
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{BPF_F_CURRENT_NETNS, bpf_sock_tuple},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_sk_lookup_udp, bpf_sk_release},
+    maps::lpm_trie::Key,
+    programs::XdpContext,
+};
 use filter_common::{
-    CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, Chain, Config, FAMILY_V4, FragKey, Limit, MATCH_MAX,
-    MATCH_OFFSET_MAX, Rule, SourceState, SrcKey,
-    decide::{Env, Packet, Shared64 as _, SourceCell, addr_bytes},
+    CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Chain, Config, FAMILY_V4, FragKey,
+    Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, ReplyKey, Rule, SourceState, SrcKey,
+    decide::{Addr, Env, Packet, Shared64 as _, SourceCell, addr_bytes},
+    guard::{ReplyCell, port_bit},
     port_slot,
 };
 
@@ -172,6 +178,99 @@ impl Env for KernelEnv<'_> {
         }
         let _ = FRAGS.insert(key, until, 0);
     }
+
+    #[inline(always)]
+    fn guarded(&self, src_port: u16) -> bool {
+        guarded(self.config, src_port)
+    }
+
+    #[inline(always)]
+    fn local_port(&self, local_port: u16) -> LocalPort {
+        LOCAL_PORTS
+            .get(local_port as u32)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    #[inline(always)]
+    fn with_reply<R>(
+        &mut self,
+        key: &ReplyKey,
+        f: impl FnOnce(&ReplyCell<BpfU64>) -> R,
+    ) -> Option<R> {
+        let ptr = REPLIES.get_ptr_mut(key)?;
+        // SAFETY: ReplyCell has ReplyState's layout; the value stays valid
+        // for the program's run (RCU) and all CPUs touch it atomically.
+        Some(f(unsafe { &*(ptr as *const ReplyCell<BpfU64>) }))
+    }
+
+    #[inline(always)]
+    fn listening(&self, p: &Packet) -> bool {
+        // Asked only for UDP from a guarded port that answers no request:
+        // the socket table is the truth about servers, at any moment.
+        // SAFETY: a plain C union of integers: all zeroes is a valid value.
+        let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+        let size = if p.family == FAMILY_V4 {
+            // SAFETY: writing plain fields of a zeroed union.
+            let t = unsafe { &mut tuple.__bindgen_anon_1.ipv4 };
+            t.saddr = p.src[0] as u32;
+            t.daddr = p.dst[0] as u32;
+            t.sport = p.src_port.to_be();
+            t.dport = p.dst_port.to_be();
+            core::mem::size_of_val(t)
+        } else {
+            // SAFETY: as above.
+            let t = unsafe { &mut tuple.__bindgen_anon_1.ipv6 };
+            t.saddr = words(&p.src);
+            t.daddr = words(&p.dst);
+            t.sport = p.src_port.to_be();
+            t.dport = p.dst_port.to_be();
+            core::mem::size_of_val(t)
+        };
+        // SAFETY: a valid context and tuple; a socket found is released.
+        unsafe {
+            let sk = bpf_sk_lookup_udp(
+                self.ctx.ctx as *mut _,
+                &mut tuple,
+                size as u32,
+                BPF_F_CURRENT_NETNS as u64,
+                0,
+            );
+            if sk.is_null() {
+                return false;
+            }
+            bpf_sk_release(sk as *mut _);
+        }
+        true
+    }
+
+    #[inline(always)]
+    fn never_ban(&self, key: &SrcKey) -> bool {
+        // Looked up only when a ban is about to be set: rare, no flag needed.
+        in_tries(key.family, &key.addr, &NEVER_BAN_V4, &NEVER_BAN_V6)
+    }
+}
+
+/// Whether the reply guard is on and guards `port`: one bitmap word.
+#[inline(always)]
+pub fn guarded(config: &Config, port: u16) -> bool {
+    config.flags & CONFIG_REPLY_GUARD != 0
+        && GUARD_PORTS
+            .get((port >> 6) as u32)
+            .is_some_and(|w| port_bit(*w, port))
+}
+
+/// An IPv6 address as the socket tuple's four network-order words.
+#[inline(always)]
+fn words(a: &Addr) -> [u32; 4] {
+    // Each word holds its bytes in memory order: its low half first on
+    // this little-endian target.
+    [
+        a[0] as u32,
+        (a[0] >> 32) as u32,
+        a[1] as u32,
+        (a[1] >> 32) as u32,
+    ]
 }
 
 #[inline(always)]
@@ -185,6 +284,23 @@ fn lookup_prefix(
             .is_some()
     } else {
         v6.get(Key::new(128, addr_bytes(&p.src))).is_some()
+    }
+}
+
+/// Whether `addr` (IPv4 in its first 4 bytes) is in the family's trie:
+/// for keys, which hold addresses as bytes.
+#[inline(always)]
+fn in_tries(
+    family: u8,
+    addr: &[u8; 16],
+    v4: &aya_ebpf::maps::LpmTrie<[u8; 4], u8>,
+    v6: &aya_ebpf::maps::LpmTrie<[u8; 16], u8>,
+) -> bool {
+    if family == FAMILY_V4 {
+        v4.get(Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
+            .is_some()
+    } else {
+        v6.get(Key::new(128, *addr)).is_some()
     }
 }
 

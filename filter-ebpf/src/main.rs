@@ -11,6 +11,7 @@ mod env;
 mod maps;
 mod parse;
 mod ports;
+mod requests;
 mod shared;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -34,7 +35,7 @@ pub fn filter(ctx: XdpContext) -> u32 {
     // budget instead of 23,000, for ~20 instructions saved per packet (as
     // an `#[inline(never)]` decision: 766,000, and slower), too little room
     // for the steps still to come. And the 512-byte stack stays free.
-    let Some(slot) = maps::SCRATCH.get_ptr_mut(0) else {
+    let Some(slot) = maps::SCRATCH.get_ptr_mut(maps::SCRATCH_XDP) else {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: a per-CPU slot that only this CPU's run of the program uses.

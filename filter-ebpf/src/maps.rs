@@ -2,13 +2,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use filter_common::{
-    BPF_F_MMAPABLE, Chain, Config, Counter, DEFAULT_SOURCES, FragKey, Limit, MAX_BANS, MAX_CHAINS,
-    MAX_FRAGS, MAX_LIMITS, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_RULES, Meta, PORT_SLOTS,
-    RULESET_CHUNK, RULESET_CHUNKS, Reason, Rule, STATS_MONITOR_SLOT, STATS_SLOTS, SourceState,
-    SrcKey, UDP_PORT_SLOTS, decide::Packet,
+    BPF_F_MMAPABLE, Chain, Config, Counter, DEFAULT_SOURCES, FragKey, GUARD_WORDS, GuardPort,
+    Limit, LocalPort, MAX_BANS, MAX_CHAINS, MAX_FRAGS, MAX_GUARDED_PORTS, MAX_LIMITS,
+    MAX_NEVER_BAN, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_REPLIES, MAX_RULES, Meta, PORT_SLOTS,
+    RULESET_CHUNK, RULESET_CHUNKS, Reason, ReplyKey, ReplyState, Rule, STATS_MONITOR_SLOT,
+    STATS_SLOTS, SourceState, SrcKey, UDP_PORT_SLOTS, decide::Packet,
 };
 
 #[map(name = "STATS")]
@@ -80,10 +81,31 @@ pub static AGGREGATE: Array<u64> = Array::with_max_entries(MAX_RULES, 0);
 #[map(name = "FRAGS")]
 pub static FRAGS: LruHashMap<FragKey, u64> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
 
-// One per CPU: the parsed packet passes through it on its way to the
-// decision (see main.rs for why).
+#[map(name = "REPLIES")]
+pub static REPLIES: LruHashMap<ReplyKey, ReplyState> = LruHashMap::with_max_entries(MAX_REPLIES, 0);
+
+#[map(name = "LOCAL_PORTS")]
+pub static LOCAL_PORTS: Array<LocalPort> = Array::with_max_entries(65536, 0);
+
+#[map(name = "GUARD_PORTS")]
+pub static GUARD_PORTS: Array<u64> = Array::with_max_entries(GUARD_WORDS, 0);
+
+#[map(name = "GUARD_BUDGETS")]
+pub static GUARD_BUDGETS: HashMap<u32, GuardPort> = HashMap::with_max_entries(MAX_GUARDED_PORTS, 0);
+
+#[map(name = "NEVER_BAN_V4")]
+pub static NEVER_BAN_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_NEVER_BAN, 0);
+
+#[map(name = "NEVER_BAN_V6")]
+pub static NEVER_BAN_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_NEVER_BAN, 0);
+
+// One per CPU and program: the parsed packet passes through it on its way
+// to the decision (see main.rs for why). Slot 0 is the XDP program's, slot
+// 1 the egress program's.
 #[map(name = "SCRATCH")]
-pub static SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(2, 0);
+pub const SCRATCH_XDP: u32 = 0;
+pub const SCRATCH_EGRESS: u32 = 1;
 
 #[inline(always)]
 fn add(counter: Option<*mut Counter>, bytes: u64) {

@@ -2,7 +2,7 @@
 //! real header length, IPv6 with a bounded walk over extension headers, and
 //! the UDP, TCP or ICMP header. Every header is reached through `Hdr::at`.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
 use filter_common::{
     FAMILY_V4, FAMILY_V6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
     decide::{Frag, Packet, Parsed},
@@ -27,6 +27,35 @@ const NEXTHDR_FRAGMENT: u8 = 44;
 const NEXTHDR_AUTH: u8 = 51;
 const NEXTHDR_DEST: u8 = 60;
 
+/// A frame in packet memory: the XDP program's incoming frames and the
+/// egress program's outgoing ones are parsed by the same code.
+pub trait Frame {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+}
+
 /// A header in packet memory whose `N` bytes passed one bounds check; its
 /// fields are then read with fixed-offset loads of their own width.
 #[derive(Clone, Copy)]
@@ -37,7 +66,7 @@ impl<const N: usize> Hdr<N> {
     /// purpose: for a one-byte check LLVM emits `ptr >= end`, from which
     /// the verifier derives no range.
     #[inline(always)]
-    pub fn at(ctx: &XdpContext, off: usize) -> Option<Self> {
+    pub fn at(ctx: &impl Frame, off: usize) -> Option<Self> {
         let start = ctx.data();
         if start + off + N > ctx.data_end() {
             return None;
@@ -90,7 +119,7 @@ impl<const N: usize> Hdr<N> {
 /// Parses the frame; for IP packets fills `p`, which lives in a map (see
 /// main.rs), every field written on every path.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext, p: &mut Packet) -> Parsed {
+pub fn parse(ctx: &impl Frame, p: &mut Packet) -> Parsed {
     let frame_len = ctx.data_end() - ctx.data();
     let Some(eth) = Hdr::<ETH_HDR_LEN>::at(ctx, 0) else {
         return Parsed::Malformed;
@@ -136,7 +165,7 @@ fn reset(p: &mut Packet, family: u8, proto: u8, frame_len: usize) {
 }
 
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, p: &mut Packet, off: usize, frame_len: usize) -> Parsed {
+fn parse_ipv4(ctx: &impl Frame, p: &mut Packet, off: usize, frame_len: usize) -> Parsed {
     let Some(h) = Hdr::<20>::at(ctx, off) else {
         return Parsed::Malformed;
     };
@@ -167,7 +196,7 @@ fn parse_ipv4(ctx: &XdpContext, p: &mut Packet, off: usize, frame_len: usize) ->
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, p: &mut Packet, off: usize, frame_len: usize) -> Parsed {
+fn parse_ipv6(ctx: &impl Frame, p: &mut Packet, off: usize, frame_len: usize) -> Parsed {
     let Some(h) = Hdr::<40>::at(ctx, off) else {
         return Parsed::Malformed;
     };
@@ -232,7 +261,7 @@ fn is_extension(next: u8) -> bool {
 }
 
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, p: &mut Packet, l4: usize, ip_end: usize) -> Parsed {
+fn parse_l4(ctx: &impl Frame, p: &mut Packet, l4: usize, ip_end: usize) -> Parsed {
     if p.frag == Frag::Later {
         return Parsed::Ip;
     }

@@ -383,6 +383,24 @@ impl Sink {
         Ok(Sink { sockets })
     }
 
+    /// Sends from the socket bound to `from` (a request whose replies the
+    /// sink then counts).
+    pub fn send_from(
+        &self,
+        from: std::net::SocketAddr,
+        to: std::net::SocketAddr,
+        payload: &[u8],
+    ) -> anyhow::Result<()> {
+        let (_, sock) = self
+            .sockets
+            .iter()
+            .find(|(a, _)| *a == from)
+            .with_context(|| format!("no socket bound to {from}"))?;
+        sock.send_to(payload, to)
+            .with_context(|| format!("cannot send from {from} to {to}"))?;
+        Ok(())
+    }
+
     /// Datagrams received per bound address, reading until each socket has
     /// been quiet for 200 ms.
     pub fn drain(&self) -> std::collections::HashMap<std::net::SocketAddr, u64> {

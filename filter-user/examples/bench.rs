@@ -5,7 +5,9 @@
 //!
 //! 1. In-kernel ns per frame (BPF_PROG_TEST_RUN, large repeat counts, median
 //!    and spread of several runs) per frame kind, against XDP_DROP and
-//!    XDP_PASS floor programs. Then (1b) the surge counters (UDP by source
+//!    XDP_PASS floor programs; then the reply guard: a guarded reflection
+//!    frame, a solicited reply and an unrelated benign frame, guard on and
+//!    off, against the XDP_DROP floor. Then (1c) the surge counters (UDP by source
 //!    port): their cost per frame, as floor programs that only count and
 //!    drop (a shared mmapable array with atomic adds, as the filter does,
 //!    and per-CPU arrays), and the cost of reading all 65536 each way.
@@ -253,6 +255,85 @@ fn per_frame(report: &mut Report, o: &Opts) -> anyhow::Result<(f64, f64)> {
     Ok((drop_floor, pass_floor))
 }
 
+/// A reply from SRC4:`sport` to DST4:`dport`, and the request it answers.
+fn reply_and_request(sport: u16, dport: u16, payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let reply = ether(
+        &[],
+        ETH_IPV4,
+        &ipv4(UDP, &[], Frag::default(), &udp(sport, dport, payload)),
+    );
+    let mut ip = ipv4(UDP, &[], Frag::default(), &udp(dport, sport, &dns_query()));
+    let (src, dst) = (ip[12..16].to_vec(), ip[16..20].to_vec());
+    ip[12..16].copy_from_slice(&dst);
+    ip[16..20].copy_from_slice(&src);
+    (reply, ether(&[], ETH_IPV4, &ip))
+}
+
+/// What the reply guard adds: three frames through the default profile with
+/// the guard on and with it off, over the XDP_DROP floor of the same run.
+fn reply_guard_cost(report: &mut Report, o: &Opts, drop_floor: f64) -> anyhow::Result<()> {
+    let (repeat, runs) = if o.quick {
+        (200_000, 3)
+    } else {
+        (2_000_000, 5)
+    };
+    // A budget no run can spend, so the solicited reply stays solicited.
+    let on = format!(
+        "{}\n[reply_guard.port.53]\npackets = 4000000000\n",
+        bench_rules()
+    );
+    let off = on.replace("[reply_guard]", "[reply_guard]\nenabled = false");
+    let mut memcached = b"VALUE a 0 1400\r\n".to_vec();
+    memcached.resize(1400, b'x');
+    // A flood sprays the host's ports: most have no request open.
+    let (reflection, _) = reply_and_request(11211, 40000, &memcached);
+    let (at_open_port, _) = reply_and_request(11211, 40053, &memcached);
+    let (answer, request) = reply_and_request(53, 40053, &dns_query());
+    let benign = ether(
+        &[],
+        ETH_IPV4,
+        &ipv4(UDP, &[], Frag::default(), &udp(53000, 53, &dns_query())),
+    );
+    let frames = [
+        ("guarded_reflection", &reflection),
+        ("reflection_open_port", &at_open_port),
+        ("solicited_reply", &answer),
+        ("unrelated_benign", &benign),
+    ];
+    let _ = writeln!(
+        report.text,
+        "\n1b. reply guard (ns per frame over the XDP_DROP floor {drop_floor:.1} ns)\n   {:<20} {:>10} {:>10} {:>8}",
+        "frame", "guard on", "guard off", "on-off"
+    );
+    let mut rows = Vec::new();
+    let sims = [on, off].map(|text| -> anyhow::Result<Simulator> {
+        let set = rules::parse("bench.toml", &text).map_err(|e| anyhow!("{e}"))?;
+        let sim = Simulator::new(&set)?;
+        sim.record_request(&request)?;
+        Ok(sim)
+    });
+    let [on, off] = sims;
+    let (on, off) = (on?, off?);
+    for (name, frame) in frames {
+        let (a, _, _) = measure(filter_prog(&on)?, frame, repeat, runs)?;
+        let (b, _, _) = measure(filter_prog(&off)?, frame, repeat, runs)?;
+        let (a, b) = (a - drop_floor, b - drop_floor);
+        let _ = writeln!(
+            report.text,
+            "   {name:<20} {a:>+10.1} {b:>+10.1} {:>+8.1}",
+            a - b
+        );
+        rows.push(
+            json!({"frame": name, "guard_on_above_floor_ns": a, "guard_off_above_floor_ns": b}),
+        );
+    }
+    report.json.insert(
+        "reply_guard".into(),
+        json!({"drop_floor_ns": drop_floor, "frames": rows}),
+    );
+    Ok(())
+}
+
 /// The surge counters: per-frame cost of each way of counting (floors that
 /// count and drop, against the drop floor) and of reading all 65536.
 fn surge_counting(report: &mut Report, o: &Opts, frame: &[u8]) -> anyhow::Result<()> {
@@ -324,7 +405,7 @@ fn surge_counting(report: &mut Report, o: &Opts, frame: &[u8]) -> anyhow::Result
     anyhow::ensure!(total > 0, "the per-CPU counter missed the frames");
     let _ = writeln!(
         report.text,
-        "\n1b. surge counting (UDP by source port), NTP reply, against XDP_DROP {floor:.1} ns (both CPUs at once: {floor2:.1} ns)\n   shared mmapable array, atomic adds (the filter's): +{:.1} ns/frame, both CPUs on one port +{:.1}; all 65536 read through one mmap: {:.2} ms\n   per-CPU arrays, plain adds:                  +{:.1} ns/frame, both CPUs on one port +{:.1}; all 65536 read by lookups: {:.1} ms",
+        "\n1c. surge counting (UDP by source port), NTP reply, against XDP_DROP {floor:.1} ns (both CPUs at once: {floor2:.1} ns)\n   shared mmapable array, atomic adds (the filter's): +{:.1} ns/frame, both CPUs on one port +{:.1}; all 65536 read through one mmap: {:.2} ms\n   per-CPU arrays, plain adds:                  +{:.1} ns/frame, both CPUs on one port +{:.1}; all 65536 read by lookups: {:.1} ms",
         shared - floor,
         shared2 - floor2,
         mmap_read.as_secs_f64() * 1e3,
@@ -843,7 +924,8 @@ fn run() -> anyhow::Result<()> {
         kernel.trim()
     );
     if o.runs("per-frame") {
-        per_frame(&mut report, &o)?;
+        let (drop_floor, _) = per_frame(&mut report, &o)?;
+        reply_guard_cost(&mut report, &o, drop_floor)?;
         surge_counting(&mut report, &o, &frame_kinds()[0].1)?;
     }
     if o.runs("flood") {

@@ -1,7 +1,9 @@
 //! The demo behind `cargo xtask demo`: builds two test hosts, loads the
-//! filter on the victim with rules/default.toml, sends a reflection flood
-//! from spoofed sources plus ordinary traffic, and shows what got through
-//! and what `filterctl stats` counted. Cleans up on exit, failure or Ctrl-C.
+//! filter on the victim with rules/default.toml, sends a reflection attack
+//! that switches vectors (NTP, SSDP, then memcached, which no rule names)
+//! from spoofed sources, plus the victim's own traffic, and shows what got
+//! through in each phase and what `filterctl stats` counted. Cleans up on
+//! exit, failure or Ctrl-C.
 
 use std::{
     io::{Read as _, Write as _},
@@ -86,6 +88,87 @@ fn filterctl(net: &TestNet, bin: &PathBuf, args: &[&str]) -> anyhow::Result<Stri
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// One wave of the attack: a vector, its reflectors, the victim's port.
+struct Phase<'a> {
+    what: &'static str,
+    from: &'a [IpAddr],
+    port: u16,
+    payload: Vec<u8>,
+    to: SocketAddr,
+}
+
+/// Sends the phases one after another and prints what reached the victim
+/// in each; returns the datagrams sent and delivered in all.
+fn wave(net: &TestNet, sink: &Sink, phases: &[Phase<'_>]) -> anyhow::Result<(u64, u64)> {
+    println!("   {:<38} {:>6} {:>10}", "phase", "sent", "delivered");
+    let (mut flood, mut leaked) = (0, 0);
+    for p in phases {
+        TestNet::in_ns(&net.attacker_ns, || -> anyhow::Result<()> {
+            for &s in p.from {
+                send_udp(SocketAddr::new(s, p.port), p.to, &p.payload, PER_SOURCE)?;
+            }
+            Ok(())
+        })??;
+        let sent = (p.from.len() * PER_SOURCE) as u64;
+        let got = sink.drain()[&p.to];
+        println!("   {:<38} {sent:>6} {got:>10}", p.what);
+        flood += sent;
+        leaked += got;
+    }
+    Ok((flood, leaked))
+}
+
+/// The victim's own traffic meanwhile: time sync (its requests, then the
+/// replies), DNS queries to it, a TCP connection, pings. Prints what got
+/// through; true if all of it did.
+fn host_traffic(
+    net: &TestNet,
+    sink: &Sink,
+    listener: &TcpListener,
+    time: SocketAddr,
+    dns: SocketAddr,
+) -> anyhow::Result<bool> {
+    let v4 = |port| SocketAddr::new(IpAddr::V4(VICTIM_V4), port);
+    let server = SocketAddr::new(ATTACKER_V4.into(), 123);
+    for _ in 0..4 {
+        sink.send_from(time, server, &[0x23; 48])?;
+        std::thread::sleep(Duration::from_millis(20));
+        TestNet::in_ns(&net.attacker_ns, || {
+            send_udp(server, time, &ntp_time_reply(), 5)
+        })??;
+    }
+    let pings = TestNet::in_ns(&net.attacker_ns, || -> anyhow::Result<u16> {
+        send_udp(
+            SocketAddr::new(ATTACKER_V4.into(), 41000),
+            dns,
+            b"\x12\x34\x01\x00",
+            100,
+        )?;
+        let mut c = TcpStream::connect_timeout(&v4(8080), Duration::from_secs(5))?;
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+        ping(VICTIM_V4, 5)
+    })??;
+    let (mut conn, _) = listener.accept()?;
+    let mut req = [0u8; 18];
+    conn.read_exact(&mut req)?;
+    let got = sink.drain();
+    println!("   {:<38} {:>6} {:>10}", "traffic", "sent", "delivered");
+    for (what, sent, addr) in [
+        ("NTP time replies (to 4 requests)", 20, time),
+        ("DNS queries to the victim", 100, dns),
+    ] {
+        println!("   {what:<38} {sent:>6} {:>10}", got[&addr]);
+    }
+    println!(
+        "   {:<38} {:>6} {:>10}",
+        "TCP connection (bytes)",
+        18,
+        req.len()
+    );
+    println!("   {:<38} {:>6} {:>10}", "ping", 5, pings);
+    Ok(got[&time] == 20 && got[&dns] == 100 && pings == 5)
+}
+
 fn run() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -114,94 +197,75 @@ fn run() -> anyhow::Result<()> {
 
     let v4 = |port| SocketAddr::new(IpAddr::V4(VICTIM_V4), port);
     let v6 = |port| SocketAddr::new(IpAddr::V6(VICTIM_V6), port);
-    let (ntp, ntp6, ssdp, time, dns) = (v4(40000), v6(40000), v4(50000), v4(40001), v4(53));
-    let sink = TestNet::in_ns(&net.victim_ns, || Sink::bind(&[ntp, ntp6, ssdp, time, dns]))??;
+    let (ntp, ntp6, ssdp, memcached, time, dns) = (
+        v4(40000),
+        v6(40000),
+        v4(50000),
+        v4(50001),
+        v4(40001),
+        v4(53),
+    );
+    let sink = TestNet::in_ns(&net.victim_ns, || {
+        Sink::bind(&[ntp, ntp6, ssdp, memcached, time, dns])
+    })??;
     let listener = TestNet::in_ns(&net.victim_ns, || TcpListener::bind(v4(8080)))??;
 
-    let sources: Vec<Ipv4Addr> = (1..=100)
+    let sources: Vec<IpAddr> = (1..=100)
         .flat_map(|i| {
             [
-                Ipv4Addr::new(198, 51, 100, i),
-                Ipv4Addr::new(203, 0, 113, i),
+                Ipv4Addr::new(198, 51, 100, i).into(),
+                Ipv4Addr::new(203, 0, 113, i).into(),
             ]
         })
         .collect();
-    let sources6: Vec<Ipv6Addr> = (1..=50)
-        .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, i))
+    let sources6: Vec<IpAddr> = (1..=50)
+        .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, i).into())
         .collect();
+    let mut memcached_reply = b"VALUE a 0 1400\r\n".to_vec();
+    memcached_reply.resize(1400, b'x');
+    let ssdp_reply =
+        b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nST: upnp:rootdevice\r\n\r\n".to_vec();
+    let phases = [
+        Phase {
+            what: "NTP monlist (port 123)",
+            from: &sources,
+            port: 123,
+            payload: ntp_monlist_reply(),
+            to: ntp,
+        },
+        Phase {
+            what: "NTP monlist over IPv6",
+            from: &sources6,
+            port: 123,
+            payload: ntp_monlist_reply(),
+            to: ntp6,
+        },
+        Phase {
+            what: "SSDP (port 1900)",
+            from: &sources,
+            port: 1900,
+            payload: ssdp_reply,
+            to: ssdp,
+        },
+        Phase {
+            what: "memcached (11211): no rule names it",
+            from: &sources,
+            port: 11211,
+            payload: memcached_reply,
+            to: memcached,
+        },
+    ];
     println!(
-        "\n== attacker: NTP monlist and SSDP replies from {} spoofed IPv4 and {} IPv6 reflectors, {PER_SOURCE} each,",
+        "\n== the attack comes in waves, each from {} spoofed IPv4 (or {} IPv6) reflectors, {PER_SOURCE} replies each",
         sources.len(),
         sources6.len()
     );
-    println!("   plus benign traffic: NTP time replies, DNS, a TCP connection, ping");
-    let pings = TestNet::in_ns(&net.attacker_ns, || -> anyhow::Result<u16> {
-        for &s in &sources {
-            send_udp(
-                SocketAddr::new(s.into(), 123),
-                ntp,
-                &ntp_monlist_reply(),
-                PER_SOURCE,
-            )?;
-            send_udp(
-                SocketAddr::new(s.into(), 1900),
-                ssdp,
-                b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nST: upnp:rootdevice\r\n\r\n",
-                PER_SOURCE,
-            )?;
-        }
-        for &s in &sources6 {
-            send_udp(
-                SocketAddr::new(s.into(), 123),
-                ntp6,
-                &ntp_monlist_reply(),
-                PER_SOURCE,
-            )?;
-        }
-        send_udp(
-            SocketAddr::new(ATTACKER_V4.into(), 123),
-            time,
-            &ntp_time_reply(),
-            20,
-        )?;
-        send_udp(
-            SocketAddr::new(ATTACKER_V4.into(), 41000),
-            dns,
-            b"\x12\x34\x01\x00",
-            100,
-        )?;
-        let mut c = TcpStream::connect_timeout(&v4(8080), Duration::from_secs(5))?;
-        c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-        ping(VICTIM_V4, 5)
-    })??;
-    let (mut conn, _) = listener.accept()?;
-    let mut req = [0u8; 18];
-    conn.read_exact(&mut req)?;
+    let (flood, leaked) = wave(&net, &sink, &phases)?;
 
-    let got = sink.drain();
-    let reflection = (sources.len() * PER_SOURCE) as u64;
-    println!("\n== what reached the victim's sockets");
-    println!("   {:<34} {:>6} {:>10}", "traffic", "sent", "delivered");
-    for (what, sent, addr) in [
-        ("NTP monlist replies (reflection)", reflection, ntp),
-        ("SSDP replies (reflection)", reflection, ssdp),
-        (
-            "NTP monlist replies over IPv6",
-            (sources6.len() * PER_SOURCE) as u64,
-            ntp6,
-        ),
-        ("NTP time replies (time sync)", 20, time),
-        ("DNS queries", 100, dns),
-    ] {
-        println!("   {what:<34} {sent:>6} {:>10}", got[&addr]);
-    }
     println!(
-        "   {:<34} {:>6} {:>10}",
-        "TCP connection (bytes)",
-        18,
-        req.len()
+        "\n== meanwhile the victim's own traffic: time sync (requests, then replies), DNS, TCP, ping"
     );
-    println!("   {:<34} {:>6} {:>10}", "ping", 5, pings);
+    let benign_ok = host_traffic(&net, &sink, &listener, time, dns)?;
 
     println!("\n== what the filter counted");
     print!(
@@ -217,15 +281,13 @@ fn run() -> anyhow::Result<()> {
     let dropped = json["interfaces"][0]["dropped"]["packets"]
         .as_u64()
         .unwrap_or(0);
-    let flood = 2 * reflection + (sources6.len() * PER_SOURCE) as u64;
 
     println!("\n== unloading and removing the test hosts");
     print!(
         "{}",
         filterctl(&net, &bin, &["unload", "--iface", &net.victim_if])?
     );
-    let dropped_ok = got[&ntp] == 0 && got[&ssdp] == 0 && got[&ntp6] == 0 && dropped == flood;
-    let benign_ok = got[&time] == 20 && got[&dns] == 100 && pings == 5;
+    let dropped_ok = leaked == 0 && dropped == flood;
     drop(net);
     if !(dropped_ok && benign_ok) {
         bail!(

@@ -53,7 +53,7 @@ pub fn protected_addresses() -> Vec<Protected> {
 
 /// The client of the SSH session filterctl runs in, from SSH_CONNECTION
 /// ("client port server port") or SSH_CLIENT ("client port serverport").
-fn ssh_client() -> Option<Protected> {
+pub fn ssh_client() -> Option<Protected> {
     let (client, cport, sport) = if let Ok(c) = std::env::var("SSH_CONNECTION") {
         let f: Vec<&str> = c.split_whitespace().collect();
         (

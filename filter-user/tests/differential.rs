@@ -75,7 +75,58 @@ name = "dns-ok"
 protocol = "udp"
 src_port = 53
 action = "pass"
+
+[reply_guard]
+ports = [19, 161, 1900, 5005, 40000]
+packets = 3
+expiry = "40d"
+multicast_expiry = "40d"
+
+[reply_guard.port.5005]
+packets = 1000000
 "#;
+
+/// The kernel asks its socket table whether a reply from a guarded port to
+/// a guarded port reaches a server; the model knows of none. A UDP socket
+/// bound on one of these ports in the test's namespace would make them
+/// differ: say so instead of reporting a divergence.
+fn assert_no_udp_server_on_guarded_ports() {
+    let guarded = [19u16, 161, 1900, 5005, 40000];
+    for table in ["udp", "udp6"] {
+        let path = format!("/proc/thread-self/net/{table}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines().skip(1) {
+            let local = line.split_whitespace().nth(1).unwrap_or("");
+            let port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if let Some(p) = port.filter(|p| guarded.contains(p)) {
+                panic!(
+                    "a UDP socket is bound on port {p} ({path}): the kernel would count it as a server and differ from the model; stop it or run elsewhere"
+                );
+            }
+        }
+    }
+}
+
+/// Requests the host sent before the run (victim 192.0.2.1, local port
+/// 40000): to a unicast peer on ports 19 and 5005, and to the SSDP group.
+fn requests() -> Vec<Vec<u8>> {
+    use filter_testkit::frames::{Frag, ether, ipv4, udp};
+    [
+        ([192, 0, 2, 77], 19u16),
+        ([198, 51, 100, 67], 5005),
+        ([239, 255, 255, 250], 1900),
+    ]
+    .iter()
+    .map(|(dst, port)| {
+        let mut ip = ipv4(17, &[], Frag::default(), &udp(40000, *port, b"request"));
+        ip[16..20].copy_from_slice(dst);
+        ether(&[], 0x0800, &ip)
+    })
+    .collect()
+}
 
 /// The longest frame BPF_PROG_TEST_RUN hands an XDP program whole: a page
 /// less XDP headroom and skb_shared_info. Longer ones get silently split
@@ -509,7 +560,12 @@ struct Coverage {
 fn run(set: &RuleSet, seed: u64, frames: usize, monitor: bool) -> (Simulator, Coverage) {
     let runner =
         Simulator::new(set).unwrap_or_else(|e| panic!("cannot load the XDP program: {e:#}"));
+    assert_no_udp_server_on_guarded_ports();
     let mut model = Model::new(set);
+    for r in requests() {
+        runner.record_request(&r).unwrap();
+        model.record_request(&r);
+    }
     let mut rng = Rng(seed);
     let mut cov = Coverage {
         counts: vec![0u64; Reason::ALL.len()],

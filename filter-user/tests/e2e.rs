@@ -137,13 +137,14 @@ fn reflection_dropped_benign_delivered_and_unload_leaves_nothing() {
             )
             .unwrap();
         }
-        send_udp(
-            SocketAddr::new(ATTACKER_V4.into(), 123),
-            time,
-            &ntp_time_reply(),
-            10,
-        )
-        .unwrap();
+        // The host's own time sync: its requests first (the reply guard
+        // lets only answers in), two of them, five replies each.
+        for _ in 0..2 {
+            let server = SocketAddr::new(ATTACKER_V4.into(), 123);
+            sink.send_from(time, server, &[0x23; 48]).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            send_udp(server, time, &ntp_time_reply(), 5).unwrap();
+        }
         send_udp(
             SocketAddr::new(ATTACKER_V4.into(), 41000),
             dns,
@@ -195,12 +196,20 @@ fn reflection_dropped_benign_delivered_and_unload_leaves_nothing() {
     };
     let ntp_sent = ((sources.len() + sources6.len()) * PER_SOURCE) as u64;
     let ssdp_sent = (sources.len() * PER_SOURCE) as u64;
-    assert_eq!(rule("ntp-reflection"), ntp_sent);
-    assert_eq!(rule("ssdp-reflection"), ssdp_sent);
+    // Reflected replies answer no request: the reply guard drops them
+    // before any rule.
+    assert_eq!(rule("ntp-reflection"), 0);
+    assert_eq!(rule("ssdp-reflection"), 0);
     assert_eq!(rule("ntp-time-replies"), 10);
     assert_eq!(
-        i["reasons"]["rule_drop"]["packets"].as_u64().unwrap(),
+        i["reasons"]["unsolicited_reply"]["packets"]
+            .as_u64()
+            .unwrap(),
         ntp_sent + ssdp_sent
+    );
+    assert_eq!(
+        i["reasons"]["solicited_reply"]["packets"].as_u64().unwrap(),
+        10
     );
     assert_eq!(
         i["dropped"]["packets"].as_u64().unwrap(),

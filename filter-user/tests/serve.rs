@@ -274,7 +274,13 @@ fn serve_exposes_the_counters_and_follows_the_rule_file() {
             b"HTTP/1.1 200 OK\r\nST: ssdp:all\r\n\r\n",
             10,
         )?;
-        send_udp(src(7, 123), time, &ntp_time_reply(), 15)?;
+        // The host's time sync: three requests, five replies each (the
+        // reply guard passes only answers).
+        for _ in 0..3 {
+            sink.send_from(time, src(7, 123), &[0x23; 48])?;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            send_udp(src(7, 123), time, &ntp_time_reply(), 5)?;
+        }
         send_udp(src(8, 4000), dns, b"query", 20)
     })
     .unwrap()
@@ -316,12 +322,15 @@ fn serve_exposes_the_counters_and_follows_the_rule_file() {
     let iface = net.victim_if.as_str();
     let value = |name, labels: &[(&str, &str)]| expo.samples[&series(name, labels)];
     let reason = |r| [("interface", iface), ("reason", r), ("verdict", "drop")];
-    assert_eq!(value("filterctl_packets_total", &reason("rule_drop")), 40.0);
+    assert_eq!(
+        value("filterctl_packets_total", &reason("unsolicited_reply")),
+        40.0
+    );
     let rule = |r, a| [("interface", iface), ("rule", r), ("action", a)];
     for (name, action, n) in [
-        ("ntp-reflection", "drop", 30.0),
-        ("ssdp-reflection", "drop", 10.0),
-        ("ntp-time-replies", "pass", 15.0),
+        ("ntp-reflection", "drop", 0.0),
+        ("ssdp-reflection", "drop", 0.0),
+        ("ntp-time-replies", "limit", 15.0),
     ] {
         assert_eq!(
             value("filterctl_rule_packets_total", &rule(name, action)),

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{
-    cases::{Case, case, cases, ntp7},
+    cases::{Case, case, cases, ntp7, table_rules},
     frames::*,
 };
 use filter_common::Reason;
@@ -24,11 +24,7 @@ fn runner(text: &str) -> (Simulator, rules::RuleSet) {
 }
 
 fn default_rules() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../rules/default.toml"
-    ))
-    .unwrap()
+    table_rules()
 }
 
 /// Runs every case, checking that exactly the expected reason counter (and
@@ -275,4 +271,104 @@ action = "drop"
         ],
         false,
     );
+}
+
+/// The shipped profile, reply guard on.
+fn guarded_runner() -> (Simulator, rules::RuleSet) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/default.toml");
+    runner(&std::fs::read_to_string(path).unwrap())
+}
+
+fn v4_udp(l4: &[u8]) -> Vec<u8> {
+    ether(&[], ETH_IPV4, &ipv4(UDP, &[], Frag::default(), l4))
+}
+
+/// A request from this host (DST4) to `to`, as the egress program sees it.
+fn request(l4: &[u8], to: [u8; 4]) -> Vec<u8> {
+    let mut ip = ipv4(UDP, &[], Frag::default(), l4);
+    ip[12..16].copy_from_slice(&DST4);
+    ip[16..20].copy_from_slice(&to);
+    ether(&[], ETH_IPV4, &ip)
+}
+
+/// Replies nobody asked for, from guarded ports: dropped before any rule,
+/// later fragments with their first; benign traffic untouched.
+#[test]
+fn the_guard_drops_unasked_replies() {
+    use Reason::*;
+    let (runner, set) = guarded_runner();
+    let frag = |more, offset, l4: &[u8]| {
+        let f = Frag {
+            more,
+            offset,
+            id: 9,
+        };
+        ether(&[], ETH_IPV4, &ipv4(UDP, &[], f, l4))
+    };
+    let memcached = v4_udp(&udp(11211, 40000, b"VALUE a"));
+    let cases = [
+        case(
+            "memcached reply nobody asked for",
+            memcached,
+            UnsolicitedReply,
+            None,
+        ),
+        case(
+            "ntp monlist nobody asked for",
+            v4_udp(&ntp7()),
+            UnsolicitedReply,
+            None,
+        ),
+        case(
+            "dns any, first fragment, unasked",
+            frag(true, 0, &udp(53, 40000, &[0; 100])),
+            UnsolicitedReply,
+            None,
+        ),
+        case(
+            "its later fragment follows it",
+            frag(false, 100, &[0; 64]),
+            FragmentFollowDrop,
+            None,
+        ),
+        case(
+            "dns query to this host",
+            v4_udp(&udp(53000, 53, &dns_query())),
+            Pass,
+            None,
+        ),
+    ];
+    check(&runner, &set, &cases, false);
+}
+
+/// Replies to requests the real egress program recorded: passed within
+/// their budget (8), then dropped; a group request answered by a device.
+#[test]
+fn the_guard_passes_asked_replies_within_their_budget() {
+    use Reason::*;
+    let (runner, set) = guarded_runner();
+    let dns = request(&udp(40053, 53, &dns_query()), SRC4);
+    runner.record_request(&dns).unwrap();
+    let search = request(&udp(41900, 1900, b"M-SEARCH"), [239, 255, 255, 250]);
+    runner.record_request(&search).unwrap();
+    let answer = || v4_udp(&udp(53, 40053, &dns_query()));
+    let mut cases: Vec<Case> = (0..8)
+        .map(|_| case("dns answer", answer(), SolicitedReply, None))
+        .collect();
+    cases.extend([
+        case("a ninth answer", answer(), ReplyOverBudget, None),
+        case(
+            "ssdp answer to a search",
+            v4_udp(&udp(1900, 41900, &ssdp_reply())),
+            SolicitedReply,
+            None,
+        ),
+        case(
+            "an answer from another port",
+            v4_udp(&udp(123, 40053, &ntp_time_reply())),
+            UnsolicitedReply,
+            None,
+        ),
+    ]);
+    check(&runner, &set, &cases, false);
 }

@@ -89,6 +89,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "tshark",
     // `cargo xtask dist` checks the Debian package with lintian.
     "lintian",
+    // Real peers for the reply guard's tests: a resolver, a DNS client, an
+    // NTP server and client, an SNMP agent and poller.
+    "dnsmasq-base",
+    "bind9-dnsutils",
+    "chrony",
+    "snmp",
+    "snmpd",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Prefix of the network namespaces tests and the demo create.

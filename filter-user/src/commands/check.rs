@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::rules::lint;
+use crate::rules::{self, lint};
 
 pub fn check(paths: &[PathBuf], strict: bool) -> anyhow::Result<()> {
     let (mut bad, mut warned) = (0, 0);
@@ -20,6 +20,15 @@ pub fn check(paths: &[PathBuf], strict: bool) -> anyhow::Result<()> {
                 };
                 println!("{}: ok, {} rules{note}", p.display(), c.set.rules.len());
                 warned += usize::from(!c.warnings.is_empty());
+                if let Some(w) = rules::guard::ban_warning(&c.set) {
+                    // A note, not a warning: the host's own peers are
+                    // protected anyway, and `--strict` is for mistakes.
+                    println!(
+                        "{}: note: {}",
+                        p.display(),
+                        w.trim_start_matches("warning: ")
+                    );
+                }
             }
             Err(e) => {
                 eprintln!("{e}");

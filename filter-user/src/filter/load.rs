@@ -11,28 +11,30 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, Map, MapData,
+        Array, HashMap, Map, MapData,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
-        Xdp, XdpMode,
+        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
         xdp::{XdpLink, XdpLinkId},
     },
 };
 use filter_common::{
     ATTACH_GENERIC, ATTACH_NATIVE, CONFIG_MONITOR, Chain, Config, FAMILY_V4, GIT_CLEAN,
-    GIT_MODIFIED, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CHAINS, MAP_CONFIG, MAP_DENY_V4,
-    MAP_DENY_V6, MAP_LIMITS, MAP_META, MAP_PORT_CHAINS, MAP_RULES, MAP_RULESET, MAP_SOURCES,
-    META_SOURCE_LEN, Meta, PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS,
+    GIT_MODIFIED, GuardPort, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CHAINS, MAP_CONFIG,
+    MAP_DENY_V4, MAP_DENY_V6, MAP_GUARD_BUDGETS, MAP_GUARD_PORTS, MAP_LIMITS, MAP_META,
+    MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6, MAP_PORT_CHAINS, MAP_RULES, MAP_RULESET, MAP_SOURCES,
+    META_SOURCE_LEN, Meta, PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS,
 };
 
-use super::{failpoint, provenance};
+use super::{failpoint, neverban, provenance};
 use crate::{
     EBPF_OBJECT, privilege,
     rules::{Compiled, Prefix, RuleSet},
     state::{
-        LINK, PROG, PinRoot,
+        EGRESS_LINK, EGRESS_PROG, LINK, PROG, PinRoot,
         bpffs::check_owner,
         current_generation,
         generation::attach_mode_name,
@@ -104,7 +106,9 @@ pub fn load(
     )?;
     let generation = 1;
     write_meta(&mut ebpf, set, source, meta_mode, generation)?;
+    write_never_ban(&mut ebpf, set)?;
     pin_generation(&mut ebpf, &generation_dir(&dir, generation))?;
+    attach_egress(&mut ebpf, iface, &dir)?;
     // The link is pinned last: once it is, the filter stays attached after
     // we exit, and everything it needs is already pinned beside it.
     link.pin(dir.join(LINK))
@@ -164,13 +168,16 @@ pub fn reload_with(
     };
     let dir = root.iface_dir(iface);
     let lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT).map_err(|e| not_switched(e.into()))?;
-    let (generation, ebpf, sources) =
+    let (generation, mut ebpf, sources) =
         switch(&dir, iface, set, source, opts).map_err(not_switched)?;
-    let after = || -> anyhow::Result<()> {
+    let mut after = || -> anyhow::Result<()> {
         failpoint::hit("after-switch")?;
         if sources == SourcesTable::Rebuild {
             repin_sources(&ebpf, &dir)?;
         }
+        // The egress program follows: until it does, requests are recorded
+        // with the previous rule set's budgets, which is harmless.
+        attach_egress(&mut ebpf, iface, &dir)?;
         // Older generations are no longer referenced by the link: their
         // pins are all that keep them (crashed reloads may have left some).
         // Nothing newer exists: this reload holds the lock.
@@ -261,6 +268,7 @@ fn switch(
     failpoint::hit("after-prepare")?;
     let generation = generations(dir)?.into_iter().max().unwrap_or(0) + 1;
     write_meta(&mut ebpf, set, source, old_meta.attach_mode, generation)?;
+    write_never_ban(&mut ebpf, set)?;
     let gen_dir = generation_dir(dir, generation);
     let mut guard = PinDirGuard(Some(gen_dir.clone()));
     pin_generation(&mut ebpf, &gen_dir)?;
@@ -283,6 +291,55 @@ fn switch(
     Ok((generation, ebpf, sources))
 }
 
+/// Points the interface's egress link at this object's request recorder:
+/// switches the pinned link when there is one (atomically, like the XDP
+/// link), else attaches one (TCX) and pins it beside the XDP link.
+fn attach_egress(ebpf: &mut Ebpf, iface: &str, dir: &Path) -> anyhow::Result<()> {
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(REQUESTS_PROGRAM_NAME)
+        .expect("prepare checked it")
+        .try_into()?;
+    let path = dir.join(EGRESS_LINK);
+    if path.exists() {
+        let link: FdLink = PinnedLink::from_pin(&path)
+            .with_context(|| format!("cannot open the pinned link {}", path.display()))?
+            .into();
+        let link = SchedClassifierLink::try_from(link)
+            .context("the pinned egress link is not a TC link")?;
+        program
+            .attach_to_link(link)
+            .context("failed to switch the egress link to the new program")?;
+        return Ok(());
+    }
+    let id = program
+        .attach_with_options(
+            iface,
+            TcAttachType::Egress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .with_context(|| {
+            format!("failed to attach the request recorder to {iface} egress (TCX needs Linux 6.6)")
+        })?;
+    let link: FdLink = program
+        .take_link(id)?
+        .try_into()
+        .context("the kernel attached TC without a bpf_link")?;
+    link.pin(&path).context("failed to pin the egress link")?;
+    Ok(())
+}
+
+/// The never-ban set (the rule file's and the host's) into the state maps.
+fn write_never_ban(ebpf: &mut Ebpf, set: &RuleSet) -> anyhow::Result<()> {
+    let want = neverban::never_ban_set(set, &neverban::HOST);
+    let v4 = ebpf
+        .take_map(MAP_NEVER_BAN_V4)
+        .ok_or_else(|| anyhow!("map {MAP_NEVER_BAN_V4} missing from the eBPF object"))?;
+    let v6 = ebpf
+        .take_map(MAP_NEVER_BAN_V6)
+        .ok_or_else(|| anyhow!("map {MAP_NEVER_BAN_V6} missing from the eBPF object"))?;
+    neverban::sync(v4, v6, &want)
+}
+
 /// Pins a generation's program and its own maps (not the state maps, which
 /// are pinned once, beside the link).
 fn pin_generation(ebpf: &mut Ebpf, gen_dir: &Path) -> anyhow::Result<()> {
@@ -294,6 +351,13 @@ fn pin_generation(ebpf: &mut Ebpf, gen_dir: &Path) -> anyhow::Result<()> {
     program
         .pin(gen_dir.join(PROG))
         .context("failed to pin the program")?;
+    let egress: &mut SchedClassifier = ebpf
+        .program_mut(REQUESTS_PROGRAM_NAME)
+        .expect("prepare checked it")
+        .try_into()?;
+    egress
+        .pin(gen_dir.join(EGRESS_PROG))
+        .context("failed to pin the egress program")?;
     // Section maps (.rodata and friends) live as long as the program that
     // uses them; bpffs refuses names with dots anyway.
     for (name, map) in ebpf
@@ -387,6 +451,13 @@ pub fn prepare(
     program
         .load()
         .context("the kernel verifier rejected the XDP program")?;
+    let egress: &mut SchedClassifier = ebpf
+        .program_mut(REQUESTS_PROGRAM_NAME)
+        .ok_or_else(|| anyhow!("program {REQUESTS_PROGRAM_NAME} missing from the eBPF object"))?
+        .try_into()?;
+    egress
+        .load()
+        .context("the kernel verifier rejected the egress program")?;
     Ok(ebpf)
 }
 
@@ -413,6 +484,19 @@ fn write_rules(ebpf: &mut Ebpf, c: &Compiled) -> anyhow::Result<()> {
         limits
             .set(i as u32, l, 0)
             .context("failed to write LIMITS")?;
+    }
+    let mut words: Array<_, u64> = Array::try_from(map_mut(ebpf, MAP_GUARD_PORTS)?)?;
+    for (i, w) in c.guard_words.iter().enumerate().filter(|(_, w)| **w != 0) {
+        words
+            .set(i as u32, w, 0)
+            .context("failed to write GUARD_PORTS")?;
+    }
+    let mut budgets: HashMap<_, u32, GuardPort> =
+        HashMap::try_from(map_mut(ebpf, MAP_GUARD_BUDGETS)?)?;
+    for (port, b) in &c.guard_ports {
+        budgets
+            .insert(*port as u32, b, 0)
+            .context("failed to write GUARD_BUDGETS")?;
     }
     let mut config: Array<_, Config> = Array::try_from(map_mut(ebpf, MAP_CONFIG)?)?;
     config
@@ -494,16 +578,18 @@ pub fn unload(root: &PinRoot, iface: &str) -> anyhow::Result<()> {
     if !dir.is_dir() {
         bail!("no filter loaded on {iface} (no pins in {})", dir.display());
     }
-    let link_path = dir.join(LINK);
-    if link_path.exists() {
-        let link = PinnedLink::from_pin(&link_path)
-            .with_context(|| format!("cannot open pinned link {}", link_path.display()))?;
-        // Unpinning drops the last reference once this fd closes: the
-        // kernel detaches the program from the interface.
-        let fd_link = link
-            .unpin()
-            .with_context(|| format!("cannot unpin {}", link_path.display()))?;
-        drop(fd_link);
+    for name in [LINK, EGRESS_LINK] {
+        let link_path = dir.join(name);
+        if link_path.exists() {
+            let link = PinnedLink::from_pin(&link_path)
+                .with_context(|| format!("cannot open pinned link {}", link_path.display()))?;
+            // Unpinning drops the last reference once this fd closes: the
+            // kernel detaches the program from the interface.
+            let fd_link = link
+                .unpin()
+                .with_context(|| format!("cannot unpin {}", link_path.display()))?;
+            drop(fd_link);
+        }
     }
     std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))
 }

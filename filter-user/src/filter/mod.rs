@@ -11,6 +11,7 @@ pub mod diff;
 pub mod failpoint;
 pub mod gauges;
 pub mod load;
+pub mod neverban;
 pub mod provenance;
 pub mod simulator;
 pub mod stats;

@@ -9,10 +9,11 @@ use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf,
     maps::PerCpuArray,
-    programs::{TestRun as _, TestRunOptions, Xdp},
+    programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 use filter_common::{
-    Counter, MAP_RULE_STATS, MAP_STATS, PROGRAM_NAME, REASON_COUNT, Reason, STATS_MONITOR_SLOT,
+    Counter, MAP_RULE_STATS, MAP_STATS, PROGRAM_NAME, REASON_COUNT, REQUESTS_PROGRAM_NAME, Reason,
+    STATS_MONITOR_SLOT,
 };
 
 use super::{
@@ -76,6 +77,24 @@ impl Simulator {
             .test_run(opts)
             .with_context(|| format!("BPF_PROG_TEST_RUN failed on a {}-byte frame", frame.len()))?;
         Ok((r.return_value, r.duration))
+    }
+
+    /// Runs an outgoing frame through the egress program, which records it
+    /// when it is a request to a guarded port.
+    pub fn record_request(&self, frame: &[u8]) -> anyhow::Result<()> {
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(REQUESTS_PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("no program {REQUESTS_PROGRAM_NAME}"))?
+            .try_into()?;
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::new()
+        };
+        program
+            .test_run(opts)
+            .context("BPF_PROG_TEST_RUN failed on the egress program")?;
+        Ok(())
     }
 
     fn per_cpu_sum(&self, map: &str, index: u32) -> anyhow::Result<Totals> {

@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 
 use filter_common::{
-    CONFIG_FRAGMENT_DROP, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_MONITOR, Chain, Config,
-    IPPROTO_TCP, IPPROTO_UDP, Limit, MAX_CHAIN, MAX_CHAINS, Rule, port_slot,
+    CONFIG_FRAGMENT_DROP, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_MONITOR, CONFIG_REPLY_GUARD,
+    Chain, Config, GUARD_WORDS, GuardPort, IPPROTO_TCP, IPPROTO_UDP, Limit, MAX_CHAIN, MAX_CHAINS,
+    Rule, port_slot,
 };
 
 use super::{FragmentPolicy, Mode, RuleSet, RuleSpec};
@@ -39,6 +40,10 @@ pub struct Compiled {
     pub port_chains: Vec<(u32, u32)>,
     /// By limit id; id 0 is "no limit".
     pub limits: Vec<Limit>,
+    /// Guarded source ports as a bitmap of u64 words (empty when off).
+    pub guard_words: Vec<u64>,
+    /// Guarded port -> its budget.
+    pub guard_ports: Vec<(u16, GuardPort)>,
 }
 
 pub struct ChainOverflow {
@@ -151,6 +156,19 @@ impl RuleSet {
         if !self.deny.is_empty() {
             flags |= CONFIG_HAS_DENY;
         }
+        let guard_ports: Vec<(u16, GuardPort)> = self
+            .reply_guard
+            .iter()
+            .flat_map(|g| g.ports.iter().map(|(p, b)| (*p, *b)))
+            .collect();
+        let mut guard_words = Vec::new();
+        if self.reply_guard.is_some() {
+            flags |= CONFIG_REPLY_GUARD;
+            guard_words = vec![0u64; GUARD_WORDS as usize];
+            for (p, _) in &guard_ports {
+                guard_words[(*p >> 6) as usize] |= 1 << (*p & 63);
+            }
+        }
         Compiled {
             config: Config {
                 flags,
@@ -168,6 +186,8 @@ impl RuleSet {
             limits: std::iter::once(Limit::default())
                 .chain(self.limits.iter().map(|(_, l)| *l))
                 .collect(),
+            guard_words,
+            guard_ports,
         }
     }
 }

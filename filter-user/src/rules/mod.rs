@@ -6,6 +6,7 @@ pub mod adaptive;
 pub mod compile;
 pub mod error;
 pub mod files;
+pub mod guard;
 pub mod lint;
 pub mod parse;
 pub mod prefixes;
@@ -70,6 +71,10 @@ pub struct RuleSet {
     /// Adaptive blocks among `rules` (none in a set read from a file: see
     /// `adaptive::with_blocks`).
     pub blocks: Vec<adaptive::AdaptiveBlock>,
+    /// `[reply_guard]`, when on.
+    pub reply_guard: Option<guard::ReplyGuard>,
+    /// Sources never banned besides those the host's configuration names.
+    pub never_ban: Vec<Prefix>,
     /// SHA-256 of the file's bytes and of every list file it reads.
     pub digest: [u8; 32],
 }

@@ -15,7 +15,7 @@ use super::{
     FragmentPolicy, Mode, RuleSet, RuleSpec, adaptive,
     compile::{compile_chains, gcra_bytes, gcra_packets},
     error::{Ctx, RuleError, line_col},
-    files,
+    files, guard,
     prefixes::{Prefix, parse_list, parse_prefix},
     schema::{FileSchema, LimitSchema, PayloadSchema, RangeValue, RuleSchema},
     units::{parse_bitrate, parse_duration},
@@ -90,6 +90,9 @@ impl Parser<'_> {
             let r = adaptive::parse(&self.cx, a, &limits);
             self.keep(r)
         });
+        let reply_guard = guard::reply_guard(&self.cx, schema.reply_guard.as_ref());
+        let reply_guard = self.keep(reply_guard).flatten();
+        let never_ban = self.prefix_lists(&schema.never_ban, &[], base, &mut hasher);
         let (mode, fragments, fragment_memory_ns) = settings?;
         let set = RuleSet {
             mode,
@@ -108,6 +111,8 @@ impl Parser<'_> {
             upstream,
             adaptive,
             blocks: Vec::new(),
+            reply_guard,
+            never_ban,
             digest: hasher.finalize().into(),
         };
         // Chain limits depend on the whole set: report them at the rule

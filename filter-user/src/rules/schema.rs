@@ -39,6 +39,10 @@ pub struct FileSchema {
     pub rules: Vec<Spanned<RuleSchema>>,
     #[serde(default)]
     pub upstream: Option<Spanned<super::upstream::UpstreamSchema>>,
+    #[serde(default)]
+    pub reply_guard: Option<super::guard::ReplyGuardSchema>,
+    #[serde(default)]
+    pub never_ban: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -26,7 +26,7 @@ use crate::{
     filter::{
         apply::{Applied, ApplyError, Guard, apply_rules},
         load::ReloadError,
-        status,
+        neverban, status,
     },
     rules::RuleSet,
     state::PinRoot,
@@ -48,6 +48,9 @@ impl FileSets {
 
 /// How often the watched rule files are checked.
 const POLL: Duration = Duration::from_secs(1);
+/// How often the never-ban set is rebuilt from the host's facts (gateways,
+/// resolvers, time servers, the SSH client), in polls.
+const NEVER_BAN_POLLS: u64 = 30;
 
 /// An interface whose rules follow a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -357,7 +360,7 @@ pub async fn watch_rules(
         .collect();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for polls in 0u64.. {
         let force = tokio::select! {
             _ = tick.tick() => false,
             _ = hup.recv() => {
@@ -365,6 +368,9 @@ pub async fn watch_rules(
                 true
             }
         };
+        if polls % NEVER_BAN_POLLS == NEVER_BAN_POLLS - 1 {
+            refresh_never_ban(&root, &watched).await;
+        }
         for w in &mut watched {
             let first = w.seen.value.is_none();
             if !w.seen.changed(&w.watch.rules) && !force {
@@ -391,6 +397,20 @@ pub async fn watch_rules(
                 }
             };
             reloads.record(&w.watch.iface, result);
+        }
+    }
+}
+
+/// Rebuilds every watched interface's never-ban set (the host's resolvers
+/// or gateways may have changed since the load).
+async fn refresh_never_ban(root: &PinRoot, watched: &[Watched]) {
+    for w in watched {
+        let (root, iface) = (root.clone(), w.watch.iface.clone());
+        let done = tokio::task::spawn_blocking(move || neverban::refresh(&root, &iface)).await;
+        match done {
+            Ok(Ok(n)) => debug!("{}: never-ban set refreshed: {n} entries", w.watch.iface),
+            Ok(Err(e)) => warn!("{}: cannot refresh the never-ban set: {e:#}", w.watch.iface),
+            Err(e) => error!("{}: the never-ban refresh failed: {e}", w.watch.iface),
         }
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! <root>/<iface>/link            the XDP link: names the generation that runs
+//! <root>/<iface>/egress-link     the TC egress link recording the host's requests
 //! <root>/<iface>/STATS, BANS...  state maps, shared by every generation
 //! <root>/<iface>/gen-<n>/prog    a generation's program
 //! <root>/<iface>/gen-<n>/META    what it enforces (digest, source, git, attach mode)
@@ -30,6 +31,9 @@ pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/filterctl";
 /// Pin file names inside an interface folder, besides the maps.
 pub const PROG: &str = "prog";
 pub const LINK: &str = "link";
+pub const EGRESS_LINK: &str = "egress-link";
+/// A generation's egress program, beside its XDP program.
+pub const EGRESS_PROG: &str = "egress-prog";
 
 #[derive(Clone, Debug)]
 pub struct PinRoot(PathBuf);

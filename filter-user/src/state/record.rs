@@ -68,6 +68,27 @@ fn describe_limit(l: &filter_common::Limit) -> String {
     }
 }
 
+/// The reply guard's ports and budgets, and the never-ban list (which
+/// `serve` reads back to refresh the set).
+fn guard_settings(set: &RuleSet, settings: &mut BTreeMap<String, String>) {
+    if let Some(g) = &set.reply_guard {
+        for (port, b) in &g.ports {
+            settings.insert(
+                format!("reply_guard port {port}"),
+                format!(
+                    "packets {} bytes {} expiry_s {} multicast_expiry_s {}",
+                    b.packets,
+                    b.bytes,
+                    seconds(u64::from(b.expiry_ms) * 1_000_000),
+                    seconds(u64::from(b.multicast_expiry_ms) * 1_000_000)
+                ),
+            );
+        }
+    }
+    let never_ban: Vec<String> = set.never_ban.iter().map(ToString::to_string).collect();
+    settings.insert("never_ban".into(), never_ban.join(" "));
+}
+
 impl Canonical {
     pub fn of(set: &RuleSet) -> Canonical {
         let mut settings = BTreeMap::new();
@@ -82,6 +103,7 @@ impl Canonical {
         settings.insert("sources.table_size".into(), set.table_size.to_string());
         settings.insert("ban.after_s".into(), seconds(set.ban_after_ns));
         settings.insert("ban.for_s".into(), seconds(set.ban_for_ns));
+        guard_settings(set, &mut settings);
         for (name, l) in &set.limits {
             settings.insert(format!("limit {name}"), describe_limit(l));
         }

@@ -21,6 +21,15 @@ pub fn run(net: &TestNet, args: &[&str]) -> Output {
     command(net, args).output().expect("run filterctl")
 }
 
+/// Packets counted for a reason on the test's interface.
+pub fn reason(net: &TestNet, name: &str) -> u64 {
+    let out = ok(run(net, &["stats", "--json", "--iface", &net.victim_if]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["interfaces"][0]["reasons"][name]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no reason {name} in {out}"))
+}
+
 /// Stdout of a command that must succeed.
 pub fn ok(out: Output) -> String {
     assert!(

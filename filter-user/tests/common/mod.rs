@@ -5,5 +5,6 @@ pub mod cases;
 pub mod cli;
 pub mod daemon;
 pub mod model;
+pub mod peers;
 
 pub use filter_testkit::{frames, require_bpf};

@@ -13,8 +13,10 @@ use etherparse::{
     Ipv6HeaderSlice, Ipv6RawExtHeaderSlice, SingleVlanHeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
 };
 use filter_common::{
-    Chain, Config, FAMILY_V4, FAMILY_V6, FragKey, Limit, MATCH_MAX, Rule, SrcKey,
+    Chain, Config, FAMILY_V4, FAMILY_V6, FragKey, GuardPort, Limit, LocalPort, MATCH_MAX, ReplyKey,
+    Rule, SrcKey,
     decide::{Env, Frag, Packet, Parsed, SourceCell, addr_bytes, addr_v4, addr_words, decide},
+    guard::{ReplyCell, is_group, request_entry},
     port_slot,
 };
 use filterctl::rules::{Compiled, Prefix, RuleSet};
@@ -215,6 +217,13 @@ pub struct Model {
     sources: HashMap<SrcKey, SourceCell<AtomicU64>>,
     aggregate: HashMap<u32, AtomicU64>,
     frags: HashSet<FragKey>,
+    guard: HashMap<u16, GuardPort>,
+    replies: HashMap<ReplyKey, ReplyCell<AtomicU64>>,
+    local_ports: HashMap<u16, LocalPort>,
+    never_ban: Vec<Prefix>,
+    /// Destination ports where a server listens (the kernel asks its
+    /// socket table; the model is told).
+    pub listening: HashSet<u16>,
     pub rule_hits: Vec<u64>,
     /// The frame being decided.
     frame: Vec<u8>,
@@ -229,6 +238,8 @@ impl Model {
             chains,
             port_chains,
             limits,
+            guard_ports,
+            ..
         } = set.compile();
         Model {
             config,
@@ -242,6 +253,11 @@ impl Model {
             sources: HashMap::new(),
             aggregate: HashMap::new(),
             frags: HashSet::new(),
+            guard: guard_ports.into_iter().collect(),
+            replies: HashMap::new(),
+            local_ports: HashMap::new(),
+            never_ban: set.never_ban.clone(),
+            listening: HashSet::new(),
             rule_hits: vec![0; rules.len()],
             frame: Vec::new(),
             now: 1_000_000_000,
@@ -255,6 +271,30 @@ impl Model {
         let (parsed, p) = parse(frame);
         let cfg = self.config;
         decide(self, &cfg, parsed, &p)
+    }
+
+    /// What the egress program records for an outgoing `frame`.
+    pub fn record_request(&mut self, frame: &[u8]) {
+        let (parsed, p) = parse(frame);
+        if parsed != Parsed::Ip || p.proto != 17 || p.frag == Frag::Later {
+            return;
+        }
+        if let Some(port) = self.guard.get(&p.dst_port) {
+            let (key, s) = request_entry(&p, port, self.now);
+            let open = self.local_ports.entry(p.src_port).or_default();
+            open.until = open.until.max(s.expires);
+            if is_group(&p) {
+                open.group_until = open.group_until.max(s.expires);
+            }
+            self.replies.insert(
+                key,
+                ReplyCell {
+                    expires: AtomicU64::new(s.expires),
+                    packets_left: AtomicU64::new(s.packets_left),
+                    bytes_left: AtomicU64::new(s.bytes_left),
+                },
+            );
+        }
     }
 }
 
@@ -316,6 +356,7 @@ impl Env for Model {
             byte_tat: AtomicU64::new(0),
             over_since: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            last_over: AtomicU64::new(0),
         });
         Some(f(cell))
     }
@@ -330,5 +371,29 @@ impl Env for Model {
     }
     fn remember_frag_drop(&mut self, key: &FragKey, _until: u64) {
         self.frags.insert(*key);
+    }
+    fn guarded(&self, src_port: u16) -> bool {
+        self.guard.contains_key(&src_port)
+    }
+    fn local_port(&self, local_port: u16) -> LocalPort {
+        self.local_ports
+            .get(&local_port)
+            .copied()
+            .unwrap_or_default()
+    }
+    fn with_reply<R>(
+        &mut self,
+        key: &ReplyKey,
+        f: impl FnOnce(&ReplyCell<AtomicU64>) -> R,
+    ) -> Option<R> {
+        self.replies.get(key).map(f)
+    }
+    fn listening(&self, p: &Packet) -> bool {
+        self.listening.contains(&p.dst_port)
+    }
+    fn never_ban(&self, key: &SrcKey) -> bool {
+        self.never_ban
+            .iter()
+            .any(|x| x.contains(key.family, &key.addr))
     }
 }

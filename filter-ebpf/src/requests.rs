@@ -1,0 +1,58 @@
+//! The egress program: records the host's own UDP requests to guarded ports,
+//! so that the XDP program can tell their replies from reflected floods.
+//! Never drops anything.
+
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_coarse_ns, macros::classifier,
+    programs::TcContext,
+};
+use filter_common::{
+    CONFIG_REPLY_GUARD, IPPROTO_UDP,
+    decide::{Frag, Parsed},
+    guard::{is_group, request_entry},
+};
+
+use crate::{maps, parse};
+
+#[classifier]
+pub fn requests(ctx: TcContext) -> i32 {
+    // Index 0 of an array always exists: the else arm is for the verifier.
+    if let Some(config) = maps::CONFIG.get(0)
+        && config.flags & CONFIG_REPLY_GUARD != 0
+    {
+        record(&ctx);
+    }
+    // TCX_NEXT: whatever else runs on egress still runs.
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn record(ctx: &TcContext) {
+    let Some(slot) = maps::SCRATCH.get_ptr_mut(maps::SCRATCH_EGRESS) else {
+        return;
+    };
+    // SAFETY: this CPU's egress slot; egress runs with bottom halves off, so
+    // nothing else on this CPU uses it meanwhile.
+    let p = unsafe { &mut *slot };
+    if parse::parse(ctx, p) != Parsed::Ip || p.proto != IPPROTO_UDP || p.frag == Frag::Later {
+        return;
+    }
+    // The budget table lists exactly the guarded ports: one lookup.
+    // SAFETY: the value is copied out at once.
+    let Some(port) = (unsafe { maps::GUARD_BUDGETS.get(p.dst_port as u32).copied() }) else {
+        return;
+    };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let (key, state) = request_entry(p, &port, now);
+    // A repeated request renews the entry and its budget.
+    let _ = maps::REPLIES.insert(key, state, 0);
+    if let Some(open) = maps::LOCAL_PORTS.get_ptr_mut(p.src_port as u32) {
+        // SAFETY: a live array slot; CPUs racing here each store a deadline
+        // of their own request, and the later one wins within an instant.
+        let open = unsafe { &mut *open };
+        open.until = open.until.max(state.expires);
+        if is_group(p) {
+            open.group_until = open.group_until.max(state.expires);
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The `[reply_guard]` part of a rule file: which source ports may only
+//! answer requests this host sent, with what budget and for how long.
+
+use std::collections::BTreeMap;
+
+use filter_common::{GuardPort, MAX_GUARDED_PORTS};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    error::{Ctx, RuleError},
+    units::parse_duration,
+};
+
+/// The amplification catalogue: the source ports of `rules/vectors.toml`
+/// plus NTP and SSDP, minus those that carry streams rather than
+/// request-reply exchanges (DTLS/QUIC 443, OpenVPN 1194, RDP 3389), where
+/// one request is followed by far more replies than any budget allows.
+pub const DEFAULT_PORTS: &[u16] = &[
+    17, 19, 53, 69, 111, 123, 137, 161, 389, 427, 520, 1434, 1604, 1900, 3283, 3702, 5353, 5683,
+    10001, 10074, 11211, 27015, 27960, 32414, 33848, 37810,
+];
+
+/// Replies per request, and how long a request waits for them, when the
+/// rule file does not say.
+pub const DEFAULT_BUDGET: GuardPort = GuardPort {
+    packets: 8,
+    bytes: 0,
+    expiry_ms: 10_000,
+    multicast_expiry_ms: 5_000,
+};
+
+/// The guarded ports and what a request to each may receive.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplyGuard {
+    pub ports: BTreeMap<u16, GuardPort>,
+}
+
+/// `[reply_guard]`, and each `[reply_guard.port.N]`, which takes only the
+/// budget keys (one shape for both: serde can't flatten a shared part into
+/// a struct that refuses unknown keys).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyGuardSchema {
+    #[serde(default)]
+    pub enabled: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    #[serde(default)]
+    pub packets: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub expiry: Option<Spanned<String>>,
+    #[serde(default)]
+    pub multicast_expiry: Option<Spanned<String>>,
+    /// Per-port budgets: `[reply_guard.port.1900]`; the port is guarded too.
+    #[serde(default)]
+    pub port: BTreeMap<Spanned<String>, ReplyGuardSchema>,
+}
+
+impl ReplyGuardSchema {
+    /// Where a key that only `[reply_guard]` takes appears, if one does.
+    fn section_key(&self) -> Option<std::ops::Range<usize>> {
+        let nested = self.port.keys().next().map(|k| k.span());
+        let enabled = self.enabled.as_ref().map(|e| e.span());
+        let ports = self.ports.as_ref().map(|p| p.span());
+        enabled.or(ports).or(nested)
+    }
+}
+
+/// The guard as the program needs it; None when it is absent or off.
+pub fn reply_guard(
+    cx: &Ctx<'_>,
+    s: Option<&ReplyGuardSchema>,
+) -> Result<Option<ReplyGuard>, RuleError> {
+    let Some(s) = s else {
+        return Ok(None);
+    };
+    let base = budget(cx, s, DEFAULT_BUDGET)?;
+    let mut ports = BTreeMap::new();
+    match &s.ports {
+        None => ports.extend(DEFAULT_PORTS.iter().map(|p| (*p, base))),
+        Some(list) => {
+            for p in list.get_ref() {
+                ports.insert(port(cx, p.span(), *p.get_ref())?, base);
+            }
+        }
+    }
+    for (name, b) in &s.port {
+        let n = name.get_ref().parse::<i64>().map_err(|_| {
+            cx.err(
+                name.span(),
+                format!("[reply_guard.port.{}]: not a port number", name.get_ref()),
+            )
+        })?;
+        if let Some(span) = b.section_key() {
+            return Err(cx.err(
+                span,
+                format!(
+                    "[reply_guard.port.{}] takes packets, bytes, expiry and multicast_expiry only",
+                    name.get_ref()
+                ),
+            ));
+        }
+        ports.insert(port(cx, name.span(), n)?, budget(cx, b, base)?);
+    }
+    if ports.len() > MAX_GUARDED_PORTS as usize {
+        return Err(cx.err(
+            0..0,
+            format!("[reply_guard] guards at most {MAX_GUARDED_PORTS} ports"),
+        ));
+    }
+    let off = s.enabled.as_ref().is_some_and(|e| !*e.get_ref());
+    Ok((!off).then_some(ReplyGuard { ports }))
+}
+
+fn port(cx: &Ctx<'_>, span: std::ops::Range<usize>, n: i64) -> Result<u16, RuleError> {
+    u16::try_from(n).ok().filter(|p| *p != 0).ok_or_else(|| {
+        cx.err(
+            span,
+            format!("port {n} out of range: allowed is 1 to 65535"),
+        )
+    })
+}
+
+fn budget(cx: &Ctx<'_>, s: &ReplyGuardSchema, base: GuardPort) -> Result<GuardPort, RuleError> {
+    let mut out = base;
+    let count = |v: &Spanned<i64>, what: &str, lo: i64| {
+        let n = *v.get_ref();
+        u32::try_from(n)
+            .ok()
+            .filter(|n| *n as i64 >= lo)
+            .ok_or_else(|| {
+                cx.err(
+                    v.span(),
+                    format!("{what} {n} out of range: allowed is {lo} to {}", u32::MAX),
+                )
+            })
+    };
+    let ms = |v: &Spanned<String>| -> Result<u32, RuleError> {
+        let ns = parse_duration(v.get_ref()).map_err(|e| cx.err(v.span(), e.to_string()))?;
+        u32::try_from(ns / 1_000_000)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| cx.err(v.span(), "expiry must be between 1ms and 49 days"))
+    };
+    if let Some(v) = &s.packets {
+        out.packets = count(v, "packets", 1)?;
+    }
+    if let Some(v) = &s.bytes {
+        out.bytes = count(v, "bytes", 0)?;
+    }
+    if let Some(v) = &s.expiry {
+        out.expiry_ms = ms(v)?;
+    }
+    if let Some(v) = &s.multicast_expiry {
+        out.multicast_expiry_ms = ms(v)?;
+    }
+    Ok(out)
+}
+
+/// `check`'s warning for a rule set that bans without a `never_ban` list:
+/// only the peers filterctl finds on the host (default gateways, resolvers,
+/// time servers, the SSH client) would be safe from a forged flood.
+pub fn ban_warning(set: &super::RuleSet) -> Option<String> {
+    (set.ban_after_ns != 0 && set.never_ban.is_empty()).then(|| {
+        "warning: [ban] is set but never_ban lists nobody: a flood forging a peer's address \
+         can get it banned; list the peers this host must never lose (monitoring, load \
+         balancers, backup servers). Default gateways, resolvers, NTP servers and the SSH \
+         client are protected automatically."
+            .to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::parse;
+
+    #[test]
+    fn bans_without_a_never_ban_list_are_warned_about() {
+        let ban = "[per_source]\npps = 10\n[ban]\nafter = \"1s\"\nfor = \"1m\"\n";
+        let warned = |text: &str| super::ban_warning(&parse("t.toml", text).unwrap()).is_some();
+        assert!(warned(&format!("{ban}{RULE}")));
+        assert!(!warned(&format!(
+            "never_ban = [\"192.0.2.9\"]\n{ban}{RULE}"
+        )));
+        assert!(!warned(RULE));
+    }
+
+    const RULE: &str =
+        "[[rule]]\nname = \"x\"\nprotocol = \"udp\"\nsrc_port = 7\naction = \"drop\"\n";
+
+    #[test]
+    fn defaults_guard_the_catalogue() {
+        let set = parse("t.toml", &format!("[reply_guard]\n{RULE}")).unwrap();
+        let g = set.reply_guard.expect("on");
+        for p in [53, 123, 389, 1900, 11211] {
+            assert_eq!(g.ports[&p], super::DEFAULT_BUDGET, "port {p}");
+        }
+        assert!(!g.ports.contains_key(&443));
+    }
+
+    #[test]
+    fn ports_and_budgets_are_configurable() {
+        let text = format!(
+            "{RULE}[reply_guard]\nports = [53]\npackets = 2\nexpiry = \"3s\"\n\
+             [reply_guard.port.1900]\npackets = 64\nmulticast_expiry = \"2s\"\n"
+        );
+        let g = parse("t.toml", &text).unwrap().reply_guard.unwrap();
+        assert_eq!(g.ports.len(), 2);
+        assert_eq!((g.ports[&53].packets, g.ports[&53].expiry_ms), (2, 3000));
+        let ssdp = g.ports[&1900];
+        assert_eq!(
+            (ssdp.packets, ssdp.expiry_ms, ssdp.multicast_expiry_ms),
+            (64, 3000, 2000)
+        );
+    }
+
+    #[test]
+    fn off_means_absent() {
+        let text = format!("{RULE}[reply_guard]\nenabled = false\n");
+        assert!(parse("t.toml", &text).unwrap().reply_guard.is_none());
+        assert!(parse("t.toml", RULE).unwrap().reply_guard.is_none());
+    }
+
+    #[test]
+    fn bad_values_are_placed() {
+        for (text, line, needle) in [
+            ("[reply_guard]\nports = [70000]\n", 2, "out of range"),
+            ("[reply_guard]\npackets = 0\n", 2, "out of range"),
+            ("[reply_guard]\nexpiry = \"soon\"\n", 2, ""),
+            ("[reply_guard.port.dns]\npackets = 1\n", 1, "not a port"),
+            ("[reply_guard]\ncolour = 1\n", 2, "unknown field"),
+            ("[reply_guard.port.53]\nports = [1]\n", 2, "takes packets"),
+        ] {
+            let e = parse("t.toml", &format!("{text}{RULE}")).expect_err(text);
+            assert_eq!(e.line, line, "{text}: {e}");
+            assert!(e.message.contains(needle), "{text}: {e}");
+        }
+    }
+}
