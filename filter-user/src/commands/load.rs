@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use super::args::ModeArg;
 use crate::{
     filter::{
-        apply::{self, Applied, Guard, apply_rules_with},
+        apply::{self, Applied, Guard, apply_rules},
         load::{self as loader, AttachMode, ReloadOptions},
     },
     rules::{self, RuleSet},
@@ -60,7 +60,7 @@ pub fn reload(
     reset_state: bool,
 ) -> anyhow::Result<()> {
     let opts = ReloadOptions { reset_state };
-    let (set, applied) = apply_rules_with(root, iface, rules, guard_of(force), None, &[], opts)?;
+    let (set, applied) = apply_rules(root, iface, rules, guard_of(force), None, &[], opts)?;
     if let Applied::Reloaded { generation } = applied {
         println!(
             "reloaded {iface}: generation {generation}, {} rules from {}, digest {}",

@@ -9,7 +9,6 @@ use std::{
 
 use super::table;
 use crate::{
-    filter::stats::Totals,
     replay::{FrameResult, Header, Replay, Totalled},
     rules::{self, Mode},
 };
@@ -127,13 +126,9 @@ fn render_totals(t: &Totalled, verbose: bool) -> String {
     if !t.rules.is_empty() {
         out.push('\n');
         out.push_str(&table::rules(
-            t.rules.iter().map(|r| {
-                let totals = Totals {
-                    packets: r.packets,
-                    bytes: r.bytes,
-                };
-                (r.name.as_str(), r.action, totals)
-            }),
+            t.rules
+                .iter()
+                .map(|r| (r.name.as_str(), r.action, r.packets, r.bytes)),
             "frames",
             "",
         ));

@@ -63,13 +63,9 @@ fn render(s: &Snapshot) -> String {
             );
         }
         out.push_str(&table::rules(
-            i.rules.iter().map(|r| {
-                let t = Totals {
-                    packets: r.packets,
-                    bytes: r.bytes,
-                };
-                (r.name.as_str(), r.action, t)
-            }),
+            i.rules
+                .iter()
+                .map(|r| (r.name.as_str(), r.action, r.packets, r.bytes)),
             "packets",
             "  ",
         ));

@@ -38,9 +38,9 @@ pub fn reasons<'a>(
     o
 }
 
-/// Rows of `(rule, action, totals)`, counted in `unit`.
+/// Rows of `(rule, action, packets, bytes)`, counted in `unit`.
 pub fn rules<'a>(
-    rows: impl IntoIterator<Item = (&'a str, &'a str, Totals)>,
+    rows: impl IntoIterator<Item = (&'a str, &'a str, u64, u64)>,
     unit: &str,
     indent: &str,
 ) -> String {
@@ -50,11 +50,11 @@ pub fn rules<'a>(
         "{indent}{:<32} {:>7} {:>12} {:>14}",
         "rule", "action", unit, "bytes"
     );
-    for (name, action, t) in rows {
+    for (name, action, packets, bytes) in rows {
         let _ = writeln!(
             o,
             "{indent}{:<32} {:>7} {:>12} {:>14}",
-            name, action, t.packets, t.bytes
+            name, action, packets, bytes
         );
     }
     o

@@ -63,28 +63,8 @@ pub fn guard(set: &RuleSet, guard: Guard) -> Result<(), Lockout> {
 /// that run (`serve` keeps them; a file without `[adaptive]`, or one whose
 /// rules leave no room for them, drops them), unless `running` is already
 /// the file's digest. Returns the rule set read from the file and what was
-/// done.
+/// done. `opts` say how the reload treats the state maps.
 pub fn apply_rules(
-    root: &PinRoot,
-    iface: &str,
-    path: &Path,
-    lockout_guard: Guard,
-    running: Option<&str>,
-    blocks: &[AdaptiveBlock],
-) -> Result<(RuleSet, Applied), ApplyError> {
-    apply_rules_with(
-        root,
-        iface,
-        path,
-        lockout_guard,
-        running,
-        blocks,
-        ReloadOptions::default(),
-    )
-}
-
-/// `apply_rules` with reload options.
-pub fn apply_rules_with(
     root: &PinRoot,
     iface: &str,
     path: &Path,

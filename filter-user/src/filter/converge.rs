@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use super::{
     apply::{self, Applied, Guard, apply_rules},
-    load::{self, AttachMode},
+    load::{self, AttachMode, ReloadOptions},
     status,
 };
 use crate::{rules::RuleSet, state::PinRoot};
@@ -52,6 +52,7 @@ pub fn converge(
         guard,
         Some(&running.rules_digest),
         &running.adaptive_blocks,
+        ReloadOptions::default(),
     )?;
     let done = match applied {
         Applied::Unchanged => Converged::Unchanged {

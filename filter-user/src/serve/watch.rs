@@ -25,7 +25,7 @@ use tokio::signal::unix::Signal;
 use crate::{
     filter::{
         apply::{Applied, ApplyError, Guard, apply_rules},
-        load::ReloadError,
+        load::{ReloadError, ReloadOptions},
         neverban, status,
     },
     rules::RuleSet,
@@ -277,7 +277,15 @@ fn apply(root: &PinRoot, w: &Watch, force: bool, files: &FileSets) -> Outcome {
         .as_ref()
         .map(|s| s.adaptive_blocks.clone())
         .unwrap_or_default();
-    let result = apply_rules(root, iface, &w.rules, Guard::Check, running, &blocks);
+    let result = apply_rules(
+        root,
+        iface,
+        &w.rules,
+        Guard::Check,
+        running,
+        &blocks,
+        ReloadOptions::default(),
+    );
     if let Ok((set, _)) = &result {
         files.insert(iface.to_string(), set.clone());
     }
