@@ -130,26 +130,23 @@ impl Stop {
     }
 }
 
-/// `filterctl serve`: runs until SIGTERM or SIGINT, then returns Ok.
-pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> anyhow::Result<()> {
-    // Reloading watched files loads programs; serving metrics alone needs
-    // only read access to the pins.
-    if !watches.is_empty() {
-        crate::privilege::require("serve --watch", crate::privilege::LOAD)?;
-    }
-    // Signals first: from here on SIGTERM, SIGINT and SIGHUP never kill the
-    // daemon with their default action.
-    let mut stop = Stop::new()?;
-    let hup = signal(SignalKind::hangup()).context("cannot catch SIGHUP")?;
+/// The metrics the daemon's own tasks keep.
+struct DaemonMetrics {
+    reloads: ReloadMetrics,
+    upstream: UpstreamMetrics,
+    adaptive: AdaptiveMetrics,
+}
 
+/// The HTTP routes, with every metric family registered.
+fn router(root: &PinRoot, watches: &[Watch]) -> (Router, DaemonMetrics) {
     let scrape_errors = Counter::default();
     let reloads = ReloadMetrics::default();
     let mut registry = Registry::with_prefix("filterctl");
     reloads.register(&mut registry);
     let watched: Vec<String> = watches.iter().map(|w| w.iface.clone()).collect();
-    let upstream_metrics = UpstreamMetrics::default();
-    upstream_metrics.register(&mut registry);
-    let adaptive_metrics = AdaptiveMetrics::register(&mut registry);
+    let upstream = UpstreamMetrics::default();
+    upstream.register(&mut registry);
+    let adaptive = AdaptiveMetrics::register(&mut registry);
     registry.register_collector(Box::new(FilterCollector {
         root: root.clone(),
         scrape_errors: scrape_errors.clone(),
@@ -166,6 +163,29 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
         .route("/stats", get(stats_json))
         .with_state(app)
         .merge(endpoints::router(root.clone(), watched));
+    (
+        router,
+        DaemonMetrics {
+            reloads,
+            upstream,
+            adaptive,
+        },
+    )
+}
+
+/// `filterctl serve`: runs until SIGTERM or SIGINT, then returns Ok.
+pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> anyhow::Result<()> {
+    // Reloading watched files loads programs; serving metrics alone needs
+    // only read access to the pins.
+    if !watches.is_empty() {
+        crate::privilege::require("serve --watch", crate::privilege::LOAD)?;
+    }
+    // Signals first: from here on SIGTERM, SIGINT and SIGHUP never kill the
+    // daemon with their default action.
+    let mut stop = Stop::new()?;
+    let hup = signal(SignalKind::hangup()).context("cannot catch SIGHUP")?;
+
+    let (router, metrics) = router(&root, &watches);
 
     let limits = http::Limits::DEFAULT.within_files(open_file_limit());
     let listener = tokio::net::TcpListener::bind(listen)
@@ -188,7 +208,7 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
     let upstream = tokio::spawn(run_upstream(
         root.clone(),
         watches.clone(),
-        upstream_metrics,
+        metrics.upstream,
         stopped,
     ));
     let files = FileSets::default();
@@ -196,9 +216,9 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
         root.clone(),
         watches.clone(),
         files.clone(),
-        adaptive_metrics,
+        metrics.adaptive,
     ));
-    let watcher = tokio::spawn(watch_rules(root, watches, hup, reloads, files));
+    let watcher = tokio::spawn(watch_rules(root, watches, hup, metrics.reloads, files));
 
     let stopping = async move {
         let which = stop.recv().await;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::open_map;
 use crate::rules::{
-    RuleSet,
+    RuleSet, RuleSpec,
     adaptive::{ADAPTIVE_PREFIX, AdaptiveBlock},
     hex,
 };
@@ -108,70 +108,12 @@ impl Canonical {
             settings.insert(format!("limit {name}"), describe_limit(l));
         }
         if let Some(a) = &set.adaptive {
-            settings.insert("adaptive".into(), format!("{a:?}"));
+            settings.insert("adaptive".into(), describe_adaptive(a));
         }
-        let limit_name = |id: u8| {
-            set.limits
-                .get((id as usize).wrapping_sub(1))
-                .map_or("none".to_string(), |(n, _)| n.clone())
-        };
         let rules = set
             .rules
             .iter()
-            .map(|r| {
-                let mut f = BTreeMap::new();
-                let x = &r.rule;
-                let proto = if r.proto == filter_common::IPPROTO_TCP {
-                    "tcp"
-                } else {
-                    "udp"
-                };
-                f.insert("protocol".into(), proto.into());
-                f.insert("src_port".into(), range(r.src_ports.0, r.src_ports.1));
-                f.insert("dst_port".into(), range(x.dst_port_lo, x.dst_port_hi));
-                f.insert("payload_len".into(), range(x.len_lo, x.len_hi));
-                let action = match x.action {
-                    filter_common::ACTION_DROP => "drop",
-                    filter_common::ACTION_LIMIT => "limit",
-                    _ => "pass",
-                };
-                f.insert("action".into(), action.into());
-                if x.match_len > 0 {
-                    let n = x.match_len as usize;
-                    f.insert(
-                        "payload".into(),
-                        format!(
-                            "offset {} mask {} value {}",
-                            x.match_offset,
-                            hex(&x.match_mask[..n]),
-                            hex(&x.match_value[..n])
-                        ),
-                    );
-                }
-                if x.action == filter_common::ACTION_LIMIT {
-                    f.insert("limit".into(), limit_name(x.limit));
-                }
-                if x.agg_interval_ns != 0 {
-                    f.insert(
-                        "aggregate".into(),
-                        format!(
-                            "interval {} s tolerance {} s",
-                            seconds(x.agg_interval_ns),
-                            seconds(x.agg_tolerance_ns)
-                        ),
-                    );
-                }
-                if let Some(b) = set.blocks.iter().find(|b| b.rule_name() == r.name) {
-                    f.insert(
-                        "adaptive".into(),
-                        format!(
-                            "since {} at {} packets/s ({}% of UDP)",
-                            b.since_unix, b.trigger_pps, b.trigger_share_percent
-                        ),
-                    );
-                }
-                (r.name.clone(), f)
-            })
+            .map(|r| (r.name.clone(), rule_fields(set, r)))
             .collect();
         Canonical {
             settings,
@@ -211,6 +153,85 @@ pub fn read_record(gen_dir: &Path) -> anyhow::Result<Canonical> {
         .map(|i| array.get(&i, 0))
         .collect::<Result<Vec<_>, _>>()?;
     Canonical::from_chunks(&chunks)
+}
+
+/// A rule's fields as text, as `diff` compares them.
+fn rule_fields(set: &RuleSet, r: &RuleSpec) -> BTreeMap<String, String> {
+    let mut f = BTreeMap::new();
+    let x = &r.rule;
+    let proto = if r.proto == filter_common::IPPROTO_TCP {
+        "tcp"
+    } else {
+        "udp"
+    };
+    f.insert("protocol".into(), proto.into());
+    f.insert("src_port".into(), range(r.src_ports.0, r.src_ports.1));
+    f.insert("dst_port".into(), range(x.dst_port_lo, x.dst_port_hi));
+    f.insert("payload_len".into(), range(x.len_lo, x.len_hi));
+    f.insert("action".into(), action_name(x.action).into());
+    if x.match_len > 0 {
+        let n = x.match_len as usize;
+        f.insert(
+            "payload".into(),
+            format!(
+                "offset {} mask {} value {}",
+                x.match_offset,
+                hex(&x.match_mask[..n]),
+                hex(&x.match_value[..n])
+            ),
+        );
+    }
+    if x.action == filter_common::ACTION_LIMIT {
+        let name = set
+            .limits
+            .get((x.limit as usize).wrapping_sub(1))
+            .map_or("none".to_string(), |(n, _)| n.clone());
+        f.insert("limit".into(), name);
+    }
+    if x.agg_interval_ns != 0 {
+        f.insert(
+            "aggregate".into(),
+            format!(
+                "interval {} s tolerance {} s",
+                seconds(x.agg_interval_ns),
+                seconds(x.agg_tolerance_ns)
+            ),
+        );
+    }
+    if let Some(b) = set.blocks.iter().find(|b| b.rule_name() == r.name) {
+        f.insert(
+            "adaptive".into(),
+            format!(
+                "since {} at {} packets/s ({}% of UDP)",
+                b.since_unix, b.trigger_pps, b.trigger_share_percent
+            ),
+        );
+    }
+    f
+}
+
+fn action_name(action: u8) -> &'static str {
+    match action {
+        filter_common::ACTION_DROP => "drop",
+        filter_common::ACTION_LIMIT => "limit",
+        _ => "pass",
+    }
+}
+
+/// `[adaptive]` in the rule file's terms.
+fn describe_adaptive(a: &crate::rules::adaptive::Adaptive) -> String {
+    let ports: Vec<String> = a.never_block.iter().map(ToString::to_string).collect();
+    format!(
+        "enabled {} min_pps {} min_share {} action {} limit {} aggregate_interval_s {} hold_s {} never_block [{}]",
+        a.enabled,
+        a.min_pps,
+        a.min_share,
+        action_name(a.action),
+        a.limit,
+        seconds(a.agg_interval_ns),
+        seconds(a.hold_ns),
+        ports.join(", ")
+    )
 }
 
 #[cfg(test)]
