@@ -8,6 +8,7 @@
 
 mod capture;
 mod env;
+mod fast;
 mod maps;
 mod parse;
 mod ports;
@@ -16,7 +17,7 @@ mod shared;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use filter_common::{
-    IPPROTO_UDP,
+    Config, IPPROTO_UDP, Reason,
     decide::{Frag, Outcome, Parsed, decide, outcome},
 };
 
@@ -27,6 +28,16 @@ pub fn filter(ctx: XdpContext) -> u32 {
     let Some(config) = maps::CONFIG.get(0) else {
         return xdp_action::XDP_PASS;
     };
+    if let Some(src_port) = fast::unsolicited(&ctx, config) {
+        maps::count_udp_port(src_port, frame_len);
+        return finish(
+            &ctx,
+            config,
+            Reason::UnsolicitedReply,
+            filter_common::CAPTURE_NO_RULE,
+            frame_len,
+        );
+    }
     // The parsed packet lives in a per-CPU map slot, not on the stack: the
     // verifier does not track what a program stores in map memory, so the
     // decision is verified once instead of once per parsing path (VLAN tags
@@ -52,15 +63,23 @@ pub fn filter(ctx: XdpContext) -> u32 {
         rule: filter_common::CAPTURE_NO_RULE,
     };
     let reason = decide(&mut env, config, parsed, packet);
+    let rule = env.rule;
+    finish(&ctx, config, reason, rule, frame_len)
+}
+
+/// Counts the verdict and acts on it (monitor mode passes what a drop
+/// reason decided).
+#[inline(always)]
+fn finish(ctx: &XdpContext, config: &Config, reason: Reason, rule: u32, frame_len: u64) -> u32 {
     maps::count_reason(reason, frame_len);
     match outcome(reason, config.flags) {
         Outcome::Pass => xdp_action::XDP_PASS,
         Outcome::Drop => {
-            capture::dropped(&ctx, reason, env.rule, frame_len);
+            capture::dropped(ctx, reason, rule, frame_len);
             xdp_action::XDP_DROP
         }
         Outcome::MonitoredPass => {
-            capture::dropped(&ctx, reason, env.rule, frame_len);
+            capture::dropped(ctx, reason, rule, frame_len);
             maps::count_monitored(frame_len);
             xdp_action::XDP_PASS
         }

@@ -759,3 +759,33 @@ fn monitor_mode_and_fragment_drop_policy() {
     assert_eq!(counts[Reason::FragmentPass as usize], 0);
     assert_eq!(runner.monitor_passed().unwrap().packets, would_drop);
 }
+
+/// Without allow or deny lists, an unasked UDP reply from a guarded port is
+/// decided by the program's early verdict, before the full parse: the same
+/// frames, judged by the same model, must get the same reasons.
+#[test]
+fn the_early_verdict_agrees_with_the_full_decision() {
+    common::require_bpf();
+    // Port 40000, where the run's requests left from, unguarded: replies to
+    // it are then the early verdict's to judge, open request or not.
+    let text: String = RULES
+        .lines()
+        .filter(|l| !l.starts_with("allow = ") && !l.starts_with("deny = "))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replace(
+            "ports = [19, 161, 1900, 5005, 40000]",
+            "ports = [19, 161, 1900, 5005]",
+        );
+    let set = rules::parse("differential.toml", &text).expect("valid rules");
+    let (seed, n) = (seed() ^ 2, frames(1_000_000) / 5);
+    println!("early-verdict run: seed {seed}, {n} frames");
+    let (runner, cov) = run(&set, seed, n, false);
+    let counts = cov.counts;
+    assert_counters(&runner, &counts, n);
+    assert!(
+        counts[Reason::UnsolicitedReply as usize] > 1000,
+        "too few unasked replies to exercise the early verdict: {}",
+        counts[Reason::UnsolicitedReply as usize]
+    );
+}
