@@ -1,6 +1,6 @@
 //! The common case of a reflection flood, decided before the full parse:
-//! an IPv4 UDP datagram (no VLAN tag, not a fragment) from a guarded source
-//! port, to a port that is not guarded itself and at which no request of
+//! a UDP datagram over IPv4 or IPv6 (up to two VLAN tags, no IPv4 fragment,
+//! no IPv6 extension header) from a guarded source port, to a port that is not guarded itself and at which no request of
 //! this host is open, while no allow, deny or ban list could change the
 //! outcome. The full decision would come to `unsolicited_reply` at its
 //! reply-guard step; this comes to it in a handful of loads. Anything else,
@@ -18,6 +18,9 @@ use crate::{
 
 const ETH_HDR_LEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
 
 /// The UDP source port of a frame the full decision would drop as an
 /// unsolicited reply, when that is certain from the few fields read here.
@@ -31,26 +34,23 @@ pub fn unsolicited(ctx: &XdpContext, config: &Config) -> Option<u16> {
     }
     let frame_len = ctx.data_end() - ctx.data();
     let eth = Hdr::<ETH_HDR_LEN>::at(ctx, 0)?;
-    if eth.be16::<12>() != ETH_P_IPV4 {
-        return None;
+    let mut ethertype = eth.be16::<12>();
+    let mut off = ETH_HDR_LEN;
+    // The full parser's two tags; a third is its to refuse.
+    for _ in 0..2 {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        ethertype = Hdr::<4>::at(ctx, off)?.be16::<2>();
+        off += 4;
     }
-    let ip = Hdr::<20>::at(ctx, ETH_HDR_LEN)?;
-    let ver_ihl = ip.u8::<0>();
-    let hdr_len = (ver_ihl & 0x0f) as usize * 4;
-    let total_len = ip.be16::<2>() as usize;
-    // The full parser's checks, and no fragment at all (a first fragment's
-    // drop is remembered for its later fragments: the full path does that).
-    if ver_ihl >> 4 != 4
-        || hdr_len < 20
-        || total_len < hdr_len
-        || ETH_HDR_LEN + total_len > frame_len
-        || ip.be16::<6>() & 0x3fff != 0
-        || ip.u8::<9>() != IPPROTO_UDP
-    {
-        return None;
-    }
-    let udp = Hdr::<8>::at(ctx, ETH_HDR_LEN + hdr_len)?;
-    let have = total_len - hdr_len;
+    let (l4, ip_end) = match ethertype {
+        ETH_P_IPV4 => ipv4_udp(ctx, off, frame_len)?,
+        ETH_P_IPV6 => ipv6_udp(ctx, off, frame_len)?,
+        _ => return None,
+    };
+    let udp = Hdr::<8>::at(ctx, l4)?;
+    let have = ip_end - l4;
     let ulen = udp.be16::<4>() as usize;
     if have < 8 || ulen < 8 || ulen > have {
         return None;
@@ -71,4 +71,37 @@ pub fn unsolicited(ctx: &XdpContext, config: &Config) -> Option<u16> {
         }
     }
     Some(src_port)
+}
+
+/// Where the UDP header and the IP packet's end are in an IPv4 packet at
+/// `off` that passes the full parser's checks and is no fragment.
+#[inline(always)]
+fn ipv4_udp(ctx: &XdpContext, off: usize, frame_len: usize) -> Option<(usize, usize)> {
+    let ip = Hdr::<20>::at(ctx, off)?;
+    let ver_ihl = ip.u8::<0>();
+    let hdr_len = (ver_ihl & 0x0f) as usize * 4;
+    let total_len = ip.be16::<2>() as usize;
+    // No fragment at all: a first fragment's drop is remembered for its
+    // later fragments, which the full path does.
+    if ver_ihl >> 4 != 4
+        || hdr_len < 20
+        || total_len < hdr_len
+        || off + total_len > frame_len
+        || ip.be16::<6>() & 0x3fff != 0
+        || ip.u8::<9>() != IPPROTO_UDP
+    {
+        return None;
+    }
+    Some((off + hdr_len, off + total_len))
+}
+
+/// The same for an IPv6 packet whose next header is UDP itself.
+#[inline(always)]
+fn ipv6_udp(ctx: &XdpContext, off: usize, frame_len: usize) -> Option<(usize, usize)> {
+    let ip = Hdr::<40>::at(ctx, off)?;
+    let ip_end = off + 40 + ip.be16::<4>() as usize;
+    if ip.u8::<0>() >> 4 != 6 || ip_end > frame_len || ip.u8::<6>() != IPPROTO_UDP {
+        return None;
+    }
+    Some((off + 40, ip_end))
 }
