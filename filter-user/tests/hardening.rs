@@ -83,6 +83,23 @@ fn assert_one_complete_generation(net: &TestNet, rules: &str) {
     ok(run(net, &["mode", "--iface", &net.victim_if, "enforce"]));
 }
 
+/// `filterctl serve` following `watched` for the victim's interface.
+fn serve_watching(net: &TestNet, files: &TempDir, watched: &str) -> Daemon {
+    Daemon::spawn(
+        command(
+            net,
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--watch",
+                &format!("{}={watched}", net.victim_if),
+            ],
+        ),
+        files.path().join("serve.log"),
+    )
+}
+
 /// A reload either ran or was told why not; never anything else.
 fn reload_outcome(out: &Output) {
     let err = String::from_utf8_lossy(&out.stderr);
@@ -104,19 +121,7 @@ fn concurrent_writers_leave_exactly_one_complete_generation() {
         &net,
         &["load", "--iface", &net.victim_if, "--rules", &a],
     ));
-    let mut daemon = Daemon::spawn(
-        command(
-            &net,
-            &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--watch",
-                &format!("{}={watched}", net.victim_if),
-            ],
-        ),
-        files.path().join("serve.log"),
-    );
+    let mut daemon = serve_watching(&net, &files, &watched);
     for round in 0..6 {
         // The watched file changes while operators reload by hand.
         let next = if round % 2 == 0 { RULES_B } else { RULES_A };
@@ -335,19 +340,7 @@ fn serve_restores_the_watched_rules_after_an_out_of_band_reload() {
         &["load", "--iface", &net.victim_if, "--rules", &watched],
     ));
     let digest = status(&net)["rules_digest"].clone();
-    let mut daemon = Daemon::spawn(
-        command(
-            &net,
-            &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--watch",
-                &format!("{}={watched}", net.victim_if),
-            ],
-        ),
-        files.path().join("serve.log"),
-    );
+    let mut daemon = serve_watching(&net, &files, &watched);
     std::thread::sleep(Duration::from_millis(1500));
     ok(run(
         &net,
