@@ -425,12 +425,25 @@ fn blackhole_past_its_threshold(lab: &Lab) {
         log.contains("BLACKHOLE: announce blackhole 192.0.2.1/32"),
         "{log}"
     );
-    let metrics = lab.metrics(&serve);
+    // The route reaches BIRD while serve's step is still announcing; the
+    // gauges follow when the step ends.
     let series = format!(
         "filterctl_upstream_blackhole_active{{interface=\"{}\"}} 1",
         lab.net.victim_if
     );
-    assert!(metrics.contains(&series), "no {series} in:\n{metrics}");
+    let mut metrics = String::new();
+    let seen = (0..100).any(|_| {
+        metrics = lab.metrics(&serve);
+        let found = metrics.contains(&series);
+        if !found {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        found
+    });
+    assert!(
+        seen,
+        "no {series} within 10 s of the route in BIRD:\n{metrics}"
+    );
     flood.stop();
     poll("blackhole withdrawal", 60, || {
         !lab.bird.table("master4").contains(BLACKHOLE)
