@@ -25,6 +25,10 @@ pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
 /// Source prefixes dropped.
 pub const MAP_DENY_V4: &str = "DENY_V4";
 pub const MAP_DENY_V6: &str = "DENY_V6";
+/// u64 words of bits in front of the allow and deny tries (see
+/// [`crate::hints`]): a clear bit means no listed prefix covers the source.
+/// One word when both lists are empty.
+pub const MAP_SRC_HINTS: &str = "SRC_HINTS";
 /// [`SrcKey`] -> ban deadline (ns, CLOCK_MONOTONIC coarse).
 pub const MAP_BANS: &str = "BANS";
 /// One u32, set to 1 the first time anything is banned (by the limiter or

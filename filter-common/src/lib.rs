@@ -6,6 +6,7 @@ pub mod abi;
 pub mod capture;
 pub mod decide;
 pub mod guard;
+pub mod hints;
 
 pub use abi::*;
 pub use capture::*;

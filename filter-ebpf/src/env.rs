@@ -41,17 +41,22 @@ impl Env for KernelEnv<'_> {
         unsafe { bpf_ktime_get_coarse_ns() }
     }
 
-    // Empty tries are skipped on the controller's word (config flags), ban
-    // maps until anything was ever banned: the same answer as a lookup,
-    // without its cost.
+    // Empty tries are skipped on the controller's word (config flags), and
+    // the tries of a source that no listed prefix covers on the hints' (one
+    // array read), ban maps until anything was ever banned: the same answer
+    // as a lookup, without its cost.
     #[inline(always)]
     fn allowed(&self, p: &Packet) -> bool {
-        self.config.flags & CONFIG_HAS_ALLOW != 0 && lookup_prefix(p, &ALLOW_V4, &ALLOW_V6)
+        self.config.flags & CONFIG_HAS_ALLOW != 0
+            && listed(p.family, &p.src)
+            && lookup_prefix(p, &ALLOW_V4, &ALLOW_V6)
     }
 
     #[inline(always)]
     fn denied(&self, p: &Packet) -> bool {
-        self.config.flags & CONFIG_HAS_DENY != 0 && lookup_prefix(p, &DENY_V4, &DENY_V6)
+        self.config.flags & CONFIG_HAS_DENY != 0
+            && listed(p.family, &p.src)
+            && lookup_prefix(p, &DENY_V4, &DENY_V6)
     }
 
     #[inline(always)]

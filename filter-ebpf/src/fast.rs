@@ -1,18 +1,22 @@
-//! The common case of a reflection flood, decided before the full parse:
-//! a UDP datagram over IPv4 or IPv6 (up to two VLAN tags, no IPv4 fragment,
-//! no IPv6 extension header) from a guarded source port, to a port that is not guarded itself and at which no request of
-//! this host is open, while no allow, deny or ban list could change the
-//! outcome. The full decision would come to `unsolicited_reply` at its
-//! reply-guard step; this comes to it in a handful of loads. Anything else,
-//! malformed frames included, returns None and takes the full path, which
-//! the differential test holds this one to.
+//! The common case of a reflection flood, decided before the full parse: a
+//! UDP datagram over IPv4 or IPv6 (up to two VLAN tags, no IPv4 fragment,
+//! no IPv6 extension header) from a guarded source port, to a port that is
+//! not guarded itself and at which no request of this host is open, from a
+//! source that no allow or deny prefix can cover (the hints say so in one
+//! array read), while nothing was ever banned. The full decision would come
+//! to `unsolicited_reply` at its reply-guard step; this comes to it in a
+//! handful of loads. Anything else, malformed frames included, returns None
+//! and takes the full path, which the differential test holds this one to.
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
-use filter_common::{CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Config, IPPROTO_UDP};
+use filter_common::{
+    CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Config, FAMILY_V4, FAMILY_V6,
+    IPPROTO_UDP, decide::Addr,
+};
 
 use crate::{
     env::guarded,
-    maps::{BAN_FLAG, LOCAL_PORTS},
+    maps::{BAN_FLAG, LOCAL_PORTS, listed},
     parse::Hdr,
 };
 
@@ -26,10 +30,7 @@ const ETH_P_8021AD: u16 = 0x88a8;
 /// unsolicited reply, when that is certain from the few fields read here.
 #[inline(always)]
 pub fn unsolicited(ctx: &XdpContext, config: &Config) -> Option<u16> {
-    if config.flags & (CONFIG_HAS_ALLOW | CONFIG_HAS_DENY | CONFIG_REPLY_GUARD)
-        != CONFIG_REPLY_GUARD
-        || BAN_FLAG.get(0).is_none_or(|f| *f != 0)
-    {
+    if config.flags & CONFIG_REPLY_GUARD == 0 || BAN_FLAG.get(0).is_none_or(|f| *f != 0) {
         return None;
     }
     let frame_len = ctx.data_end() - ctx.data();
@@ -44,11 +45,15 @@ pub fn unsolicited(ctx: &XdpContext, config: &Config) -> Option<u16> {
         ethertype = Hdr::<4>::at(ctx, off)?.be16::<2>();
         off += 4;
     }
-    let (l4, ip_end) = match ethertype {
+    let (l4, ip_end, family, src) = match ethertype {
         ETH_P_IPV4 => ipv4_udp(ctx, off, frame_len)?,
         ETH_P_IPV6 => ipv6_udp(ctx, off, frame_len)?,
         _ => return None,
     };
+    // A source that an allow or deny prefix may cover is the full path's.
+    if config.flags & (CONFIG_HAS_ALLOW | CONFIG_HAS_DENY) != 0 && listed(family, &src) {
+        return None;
+    }
     let udp = Hdr::<8>::at(ctx, l4)?;
     let have = ip_end - l4;
     let ulen = udp.be16::<4>() as usize;
@@ -74,9 +79,10 @@ pub fn unsolicited(ctx: &XdpContext, config: &Config) -> Option<u16> {
 }
 
 /// Where the UDP header and the IP packet's end are in an IPv4 packet at
-/// `off` that passes the full parser's checks and is no fragment.
+/// `off` that passes the full parser's checks and is no fragment, with its
+/// family and source as far as the hints read it.
 #[inline(always)]
-fn ipv4_udp(ctx: &XdpContext, off: usize, frame_len: usize) -> Option<(usize, usize)> {
+fn ipv4_udp(ctx: &XdpContext, off: usize, frame_len: usize) -> Option<(usize, usize, u8, Addr)> {
     let ip = Hdr::<20>::at(ctx, off)?;
     let ver_ihl = ip.u8::<0>();
     let hdr_len = (ver_ihl & 0x0f) as usize * 4;
@@ -92,16 +98,22 @@ fn ipv4_udp(ctx: &XdpContext, off: usize, frame_len: usize) -> Option<(usize, us
     {
         return None;
     }
-    Some((off + hdr_len, off + total_len))
+    Some((
+        off + hdr_len,
+        off + total_len,
+        FAMILY_V4,
+        [ip.raw32::<12>() as u64, 0],
+    ))
 }
 
 /// The same for an IPv6 packet whose next header is UDP itself.
 #[inline(always)]
-fn ipv6_udp(ctx: &XdpContext, off: usize, frame_len: usize) -> Option<(usize, usize)> {
+fn ipv6_udp(ctx: &XdpContext, off: usize, frame_len: usize) -> Option<(usize, usize, u8, Addr)> {
     let ip = Hdr::<40>::at(ctx, off)?;
     let ip_end = off + 40 + ip.be16::<4>() as usize;
     if ip.u8::<0>() >> 4 != 6 || ip_end > frame_len || ip.u8::<6>() != IPPROTO_UDP {
         return None;
     }
-    Some((off + 40, ip_end))
+    // The hints read the first 8 bytes of the source only.
+    Some((off + 40, ip_end, FAMILY_V6, [ip.raw64::<8>(), 0]))
 }

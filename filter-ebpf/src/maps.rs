@@ -51,6 +51,16 @@ pub static DENY_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_PREFIXE
 #[map(name = "DENY_V6")]
 pub static DENY_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 
+// Sized at load time: one word while both lists are empty.
+#[map(name = "SRC_HINTS")]
+pub static SRC_HINTS: Array<u64> = Array::with_max_entries(filter_common::hints::HINT_WORDS, 0);
+
+/// Whether a listed (allow or deny) prefix may cover `src`; false is exact.
+#[inline(always)]
+pub fn listed(family: u8, src: &filter_common::decide::Addr) -> bool {
+    filter_common::hints::hinted(|w| SRC_HINTS.get(w).copied(), family, src)
+}
+
 #[map(name = "BAN_V4")]
 pub static BAN_V4: LpmTrie<[u8; 4], u64> = LpmTrie::with_max_entries(MAX_PREFIX_BANS, 0);
 

@@ -760,19 +760,27 @@ fn monitor_mode_and_fragment_drop_policy() {
     assert_eq!(runner.monitor_passed().unwrap().packets, would_drop);
 }
 
-/// Without allow or deny lists, an unasked UDP reply from a guarded port is
-/// decided by the program's early verdict, before the full parse: the same
-/// frames, judged by the same model, must get the same reasons.
+/// An unasked UDP reply from a guarded port, from a source that no listed
+/// prefix may cover, is decided by the program's early verdict, before the
+/// full parse: the same frames, judged by the same model, must get the same
+/// reasons.
 #[test]
 fn the_early_verdict_agrees_with_the_full_decision() {
     common::require_bpf();
     // Port 40000, where the run's requests left from, unguarded: replies to
-    // it are then the early verdict's to judge, open request or not.
+    // it are then the early verdict's to judge, open request or not. Lists
+    // that leave 192.0.2.0/24, 203.0.113.0/24 and two of the IPv6 /48s to
+    // the early verdict, and the rest (sources their hints cover) to the
+    // full path.
     let text: String = RULES
-        .lines()
-        .filter(|l| !l.starts_with("allow = ") && !l.starts_with("deny = "))
-        .map(|l| format!("{l}\n"))
-        .collect::<String>()
+        .replace(
+            r#"allow = ["192.0.2.0/28", "2001:db8:1::/48"]"#,
+            r#"allow = ["2001:db8:1::/48"]"#,
+        )
+        .replace(
+            r#"deny = ["203.0.113.0/25", "2001:db8:dead::/48", "198.51.100.66"]"#,
+            r#"deny = ["2001:db8:dead::/48", "198.51.100.66"]"#,
+        )
         .replace(
             "ports = [19, 161, 1900, 5005, 40000]",
             "ports = [19, 161, 1900, 5005]",
@@ -788,4 +796,11 @@ fn the_early_verdict_agrees_with_the_full_decision() {
         "too few unasked replies to exercise the early verdict: {}",
         counts[Reason::UnsolicitedReply as usize]
     );
+    for reason in [Reason::AllowPass, Reason::DenyDrop] {
+        assert!(
+            counts[reason as usize] > 100,
+            "the lists took no part: {reason:?} {}",
+            counts[reason as usize]
+        );
+    }
 }

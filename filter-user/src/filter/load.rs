@@ -26,7 +26,8 @@ use filter_common::{
     GIT_MODIFIED, GuardPort, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CHAINS, MAP_CONFIG,
     MAP_DENY_V4, MAP_DENY_V6, MAP_GUARD_BUDGETS, MAP_GUARD_PORTS, MAP_LIMITS, MAP_META,
     MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6, MAP_PORT_CHAINS, MAP_RULES, MAP_RULESET, MAP_SOURCES,
-    META_SOURCE_LEN, Meta, PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS,
+    MAP_SRC_HINTS, META_SOURCE_LEN, Meta, PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule,
+    STATE_MAPS,
 };
 
 use super::{failpoint, neverban, provenance};
@@ -414,8 +415,14 @@ pub fn prepare(
     state_dir: Option<&Path>,
     sources: SourcesTable,
 ) -> anyhow::Result<Ebpf> {
+    let compiled = set.compile();
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(MAP_SOURCES, set.table_size);
+    // 2.2 MB of hints only for lists that need them (one word reads as
+    // "look" while CONFIG says there is no list to look in).
+    if compiled.hint_words.is_empty() {
+        loader.map_max_entries(MAP_SRC_HINTS, 1);
+    }
     // State maps come from the pins of the running generation when there is
     // one (and are pinned there when there is not); a limiter of another
     // size is made anew and pinned after the switch.
@@ -434,7 +441,7 @@ pub fn prepare(
     let mut ebpf = loader
         .load(EBPF_OBJECT)
         .context("failed to load the eBPF object into the kernel")?;
-    write_rules(&mut ebpf, &set.compile())?;
+    write_rules(&mut ebpf, &compiled)?;
     write_prefixes(&mut ebpf, MAP_ALLOW_V4, MAP_ALLOW_V6, &set.allow)?;
     write_prefixes(&mut ebpf, MAP_DENY_V4, MAP_DENY_V6, &set.deny)?;
     let mut record: Array<_, [u8; RULESET_CHUNK]> =
@@ -497,6 +504,10 @@ fn write_rules(ebpf: &mut Ebpf, c: &Compiled) -> anyhow::Result<()> {
         budgets
             .insert(*port as u32, b, 0)
             .context("failed to write GUARD_BUDGETS")?;
+    }
+    let mut hints: Array<_, u64> = Array::try_from(map_mut(ebpf, MAP_SRC_HINTS)?)?;
+    for (i, w) in &c.hint_words {
+        hints.set(*i, w, 0).context("failed to write SRC_HINTS")?;
     }
     let mut config: Array<_, Config> = Array::try_from(map_mut(ebpf, MAP_CONFIG)?)?;
     config

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use filter_common::{
     CONFIG_FRAGMENT_DROP, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_MONITOR, CONFIG_REPLY_GUARD,
     Chain, Config, GUARD_WORDS, GuardPort, IPPROTO_TCP, IPPROTO_UDP, Limit, MAX_CHAIN, MAX_CHAINS,
-    Rule, port_slot,
+    Rule, hints, port_slot,
 };
 
-use super::{FragmentPolicy, Mode, RuleSet, RuleSpec};
+use super::{FragmentPolicy, Mode, RuleSet, RuleSpec, prefixes::Prefix};
 
 /// GCRA spacing and tolerance (ns) of a packet rate with a burst (packets;
 /// by default a tenth of a second at the rate, at least one packet).
@@ -44,6 +44,9 @@ pub struct Compiled {
     pub guard_words: Vec<u64>,
     /// Guarded port -> its budget.
     pub guard_ports: Vec<(u16, GuardPort)>,
+    /// (index, word) of every non-zero word of the source hints in front
+    /// of the allow and deny tries ([`filter_common::hints`]).
+    pub hint_words: Vec<(u32, u64)>,
 }
 
 pub struct ChainOverflow {
@@ -188,6 +191,36 @@ impl RuleSet {
                 .collect(),
             guard_words,
             guard_ports,
+            hint_words: hint_words(self.allow.iter().chain(&self.deny)),
         }
     }
+}
+
+/// The source hints of every listed prefix, allow and deny alike: both
+/// lists are looked up behind one test.
+fn hint_words<'a>(prefixes: impl Iterator<Item = &'a Prefix>) -> Vec<(u32, u64)> {
+    let mut words = Vec::new();
+    for p in prefixes {
+        if words.is_empty() {
+            words = vec![0u64; hints::HINT_WORDS as usize];
+        }
+        hints::prefix_bits(p.family, &p.addr, p.len, |first, count| {
+            let mut bit = first;
+            while bit < first + count {
+                if bit % 64 == 0 && first + count - bit >= 64 {
+                    words[(bit / 64) as usize] = u64::MAX;
+                    bit += 64;
+                } else {
+                    words[(bit / 64) as usize] |= 1 << (bit % 64);
+                    bit += 1;
+                }
+            }
+        });
+    }
+    words
+        .into_iter()
+        .enumerate()
+        .filter(|(_, w)| *w != 0)
+        .map(|(i, w)| (i as u32, w))
+        .collect()
 }
