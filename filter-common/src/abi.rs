@@ -373,6 +373,25 @@ pub struct SourceState {
 }
 const _: () = assert!(size_of::<SourceState>() == 40);
 
+/// A source's first packet, remembered by the limiter's doorkeeper
+/// ([`MAP_DOOR`]) instead of a limiter entry: a spoofed flood, whose
+/// sources each send one packet, then costs one array write a packet
+/// instead of an LRU insert (and evicts no real source from the limiter).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DoorSlot {
+    /// The source's hash ([`crate::decide::door_hash`]); 0 for none.
+    pub hash: u64,
+    /// When its first packet came, and its length.
+    pub at: u64,
+    pub frame_len: u64,
+}
+const _: () = assert!(size_of::<DoorSlot>() == 24);
+
+/// Per-CPU [`DoorSlot`]s, indexed by the low bits of the source's hash.
+pub const MAP_DOOR: &str = "DOOR";
+pub const DOOR_SLOTS: u32 = 1 << 15;
+
 /// How long a source must go without a refusal before its time over the
 /// limit starts again from zero (and a ban needs a new `after`).
 pub const OVER_BREAK_NS: u64 = 1_000_000_000;
@@ -534,6 +553,7 @@ mod pod {
     unsafe impl aya::Pod for Limit {}
     unsafe impl aya::Pod for SrcKey {}
     unsafe impl aya::Pod for SourceState {}
+    unsafe impl aya::Pod for DoorSlot {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for ReplyKey {}
     unsafe impl aya::Pod for ReplyState {}

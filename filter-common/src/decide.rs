@@ -4,9 +4,9 @@
 //! collections).
 
 use crate::abi::{
-    ACTION_DROP, ACTION_LIMIT, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, Chain, Config, FAMILY_V4,
-    FragKey, IPPROTO_UDP, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, OVER_BREAK_NS,
-    Reason, ReplyKey, Rule, SrcKey,
+    ACTION_DROP, ACTION_LIMIT, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, Chain, Config, DoorSlot,
+    FAMILY_V4, FragKey, IPPROTO_UDP, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN,
+    OVER_BREAK_NS, Reason, ReplyKey, Rule, SrcKey,
 };
 use crate::guard::{ReplyCell, Spend, reply_key, spend};
 
@@ -164,12 +164,18 @@ pub trait Env {
     fn payload_head(&self, p: &Packet, offset: u16, len: u8) -> [u8; MATCH_MAX];
     fn count_rule(&mut self, index: u32, bytes: u64);
     fn limit(&self, id: u32) -> Option<Limit>;
-    /// Runs `f` on the source's shared state, creating it if absent.
+    /// Runs `f` on the source's shared state, if the limiter holds it.
     fn with_source<R>(
         &mut self,
         key: &SrcKey,
         f: impl FnOnce(&SourceCell<Self::Cell>) -> R,
     ) -> Option<R>;
+    /// Enters the source in the limiter with the state `f` leaves in a
+    /// fresh cell (if another CPU entered it meanwhile, that entry stays).
+    fn insert_source<R>(&mut self, key: &SrcKey, f: impl FnOnce(&SourceCell<Self::Cell>) -> R)
+    -> R;
+    /// The doorkeeper's slot for a source hash (this CPU's).
+    fn door(&mut self, hash: u64) -> Option<&mut DoorSlot>;
     /// Runs `f` on a rule's aggregate theoretical arrival time.
     fn with_aggregate<R>(&mut self, rule: u32, f: impl FnOnce(&Self::Cell) -> R) -> Option<R>;
     fn frag_dropped(&self, key: &FragKey, now: u64) -> bool;
@@ -395,20 +401,61 @@ fn admit_source<E: Env>(
     };
     let now = clock.now(env);
     let key = src_key(p, cfg, limit as u8);
-    let ban_after = cfg.ban_after_ns;
-    let verdict = env.with_source(&key, |cell| {
-        over_limit(cell, &l, now, p.frame_len, ban_after)
-    });
-    match verdict {
-        // No room in the limiter: fail open rather than drop unknowns.
-        None => true,
-        Some((ok, ban)) => {
-            if ban && !env.never_ban(&src_key(p, cfg, 0)) {
-                env.set_ban(&src_key(p, cfg, 0), now.saturating_add(cfg.ban_for_ns));
-            }
-            ok
-        }
+    let (len, ban_after) = (p.frame_len, cfg.ban_after_ns);
+    let verdict = match env.with_source(&key, |cell| over_limit(cell, &l, now, len, ban_after)) {
+        Some(v) => v,
+        None => match first_sighting(env, &key, now, len) {
+            // A fresh state admits any first packet, banning nothing.
+            None => return true,
+            // The second: the state the first packet would have left, then
+            // this one, as if the source had been entered at once.
+            Some((then, then_len)) => env.insert_source(&key, |cell| {
+                over_limit(cell, &l, then, then_len, ban_after);
+                over_limit(cell, &l, now, len, ban_after)
+            }),
+        },
+    };
+    let (ok, ban) = verdict;
+    if ban && !env.never_ban(&src_key(p, cfg, 0)) {
+        env.set_ban(&src_key(p, cfg, 0), now.saturating_add(cfg.ban_for_ns));
     }
+    ok
+}
+
+/// The limiter's doorkeeper: a source enters the limiter on its second
+/// packet, not its first. The first is remembered in a slot of this CPU
+/// (a hash, a time, a length), which a later source of the same slot
+/// overwrites; the second finds it and returns it. A spoofed flood whose
+/// sources send one packet each then writes an array slot per packet
+/// instead of inserting into the LRU and evicting real sources from it.
+/// What it gives up: a packet whose earlier one was overwritten is judged
+/// as a first one again, so a source can pass uncounted only while new
+/// sources overwrite its slot (one in 32,768 per CPU) between every two of
+/// its packets: a flood of millions of sources a second against a source
+/// sending a few. Per CPU, a source may also enter one packet late on each.
+#[inline(always)]
+fn first_sighting<E: Env>(env: &mut E, key: &SrcKey, now: u64, len: u64) -> Option<(u64, u64)> {
+    let hash = door_hash(key);
+    let slot = env.door(hash)?;
+    if slot.hash == hash {
+        return Some((slot.at, slot.frame_len));
+    }
+    *slot = DoorSlot {
+        hash,
+        at: now,
+        frame_len: len,
+    };
+    None
+}
+
+/// A source key's doorkeeper hash (never 0, the empty slot's); its low bits
+/// pick the slot.
+#[inline(always)]
+pub fn door_hash(key: &SrcKey) -> u64 {
+    let w = addr_words(&key.addr);
+    let h = (w[0] ^ w[1].rotate_left(31) ^ ((key.family as u64) << 8 | key.limit as u64))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h ^ h >> 29) | 1 << 63
 }
 
 /// Charges a packet to a source and tracks how long it has stayed over its

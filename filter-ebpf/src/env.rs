@@ -10,8 +10,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use filter_common::{
-    CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Chain, Config, FAMILY_V4, FragKey,
-    Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, ReplyKey, Rule, SourceState, SrcKey,
+    CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Chain, Config, DOOR_SLOTS, DoorSlot,
+    FAMILY_V4, FragKey, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, ReplyKey, Rule, SourceState,
+    SrcKey,
     decide::{Addr, Env, Packet, Shared64 as _, SourceCell, addr_bytes},
     guard::{ReplyCell, port_bit},
     port_slot,
@@ -131,16 +132,19 @@ impl Env for KernelEnv<'_> {
         key: &SrcKey,
         f: impl FnOnce(&SourceCell<BpfU64>) -> R,
     ) -> Option<R> {
-        if let Some(ptr) = SOURCES.get_ptr_mut(key) {
-            // SAFETY: SourceCell has SourceState's layout; the map value
-            // stays valid for the program's run (RCU), and every access is
-            // atomic because all CPUs share it.
-            return Some(f(unsafe { &*(ptr as *const SourceCell<BpfU64>) }));
-        }
-        // A new source: decide on a fresh state here and insert the result,
-        // one hash operation instead of an insert and a second lookup. If
-        // another CPU inserted the same source in between (BPF_NOEXIST
-        // fails), its entry stays and this one packet was judged fresh.
+        let ptr = SOURCES.get_ptr_mut(key)?;
+        // SAFETY: SourceCell has SourceState's layout; the map value stays
+        // valid for the program's run (RCU), and every access is atomic
+        // because all CPUs share it.
+        Some(f(unsafe { &*(ptr as *const SourceCell<BpfU64>) }))
+    }
+
+    #[inline(always)]
+    fn insert_source<R>(&mut self, key: &SrcKey, f: impl FnOnce(&SourceCell<BpfU64>) -> R) -> R {
+        // The state is decided here and inserted once, one hash operation
+        // instead of an insert and a second lookup. If another CPU
+        // inserted the same source in between (BPF_NOEXIST fails), its
+        // entry stays and this packet was judged on its own.
         let mut fresh = MaybeUninit::<SourceState>::uninit();
         // SAFETY: as above, on a local value, whose every field is stored
         // before `f` reads it.
@@ -151,10 +155,18 @@ impl Env for KernelEnv<'_> {
         cell.byte_tat.store(0);
         cell.over_since.store(0);
         cell.dropped.store(0);
+        cell.last_over.store(0);
         let r = f(cell);
         // SAFETY: every field was stored above.
         let _ = SOURCES.insert(key, unsafe { fresh.assume_init_ref() }, 1);
-        Some(r)
+        r
+    }
+
+    #[inline(always)]
+    fn door(&mut self, hash: u64) -> Option<&mut DoorSlot> {
+        let ptr = DOOR.get_ptr_mut(hash as u32 & (DOOR_SLOTS - 1))?;
+        // SAFETY: this CPU's slot of a per-CPU array, used by this run only.
+        Some(unsafe { &mut *ptr })
     }
 
     #[inline(always)]

@@ -5,11 +5,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use filter_common::{
-    BPF_F_MMAPABLE, Chain, Config, Counter, DEFAULT_SOURCES, FragKey, GUARD_WORDS, GuardPort,
-    Limit, LocalPort, MAX_BANS, MAX_CHAINS, MAX_FRAGS, MAX_GUARDED_PORTS, MAX_LIMITS,
-    MAX_NEVER_BAN, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_REPLIES, MAX_RULES, Meta, PORT_SLOTS,
-    RULESET_CHUNK, RULESET_CHUNKS, Reason, ReplyKey, ReplyState, Rule, STATS_MONITOR_SLOT,
-    STATS_SLOTS, SourceState, SrcKey, UDP_PORT_SLOTS, decide::Packet,
+    BPF_F_MMAPABLE, Chain, Config, Counter, DEFAULT_SOURCES, DOOR_SLOTS, DoorSlot, FragKey,
+    GUARD_WORDS, GuardPort, Limit, LocalPort, MAX_BANS, MAX_CHAINS, MAX_FRAGS, MAX_GUARDED_PORTS,
+    MAX_LIMITS, MAX_NEVER_BAN, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_REPLIES, MAX_RULES, Meta,
+    PORT_SLOTS, RULESET_CHUNK, RULESET_CHUNKS, Reason, ReplyKey, ReplyState, Rule,
+    STATS_MONITOR_SLOT, STATS_SLOTS, SourceState, SrcKey, UDP_PORT_SLOTS, decide::Packet,
 };
 
 #[map(name = "STATS")]
@@ -81,6 +81,11 @@ const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 #[map(name = "SOURCES")]
 pub static SOURCES: LruHashMap<SrcKey, SourceState> =
     LruHashMap::with_max_entries(DEFAULT_SOURCES, BPF_F_NO_COMMON_LRU);
+
+// The limiter's doorkeeper (see decide::first_sighting): per CPU, so its
+// slots are plain stores that no other CPU's cache line fights over.
+#[map(name = "DOOR")]
+pub static DOOR: PerCpuArray<DoorSlot> = PerCpuArray::with_max_entries(DOOR_SLOTS, 0);
 
 #[map(name = "LIMITS")]
 pub static LIMITS: Array<Limit> = Array::with_max_entries(MAX_LIMITS, 0);

@@ -13,8 +13,8 @@ use etherparse::{
     Ipv6HeaderSlice, Ipv6RawExtHeaderSlice, SingleVlanHeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
 };
 use filter_common::{
-    Chain, Config, FAMILY_V4, FAMILY_V6, FragKey, GuardPort, Limit, LocalPort, MATCH_MAX, ReplyKey,
-    Rule, SrcKey,
+    Chain, Config, DOOR_SLOTS, DoorSlot, FAMILY_V4, FAMILY_V6, FragKey, GuardPort, Limit,
+    LocalPort, MATCH_MAX, ReplyKey, Rule, SrcKey,
     decide::{Env, Frag, Packet, Parsed, SourceCell, addr_bytes, addr_v4, addr_words, decide},
     guard::{ReplyCell, is_group, request_entry},
     port_slot,
@@ -215,6 +215,7 @@ pub struct Model {
     deny: Vec<Prefix>,
     bans: HashMap<SrcKey, u64>,
     sources: HashMap<SrcKey, SourceCell<AtomicU64>>,
+    door: HashMap<u64, DoorSlot>,
     aggregate: HashMap<u32, AtomicU64>,
     frags: HashSet<FragKey>,
     guard: HashMap<u16, GuardPort>,
@@ -251,6 +252,7 @@ impl Model {
             deny: set.deny.clone(),
             bans: HashMap::new(),
             sources: HashMap::new(),
+            door: HashMap::new(),
             aggregate: HashMap::new(),
             frags: HashSet::new(),
             guard: guard_ports.into_iter().collect(),
@@ -351,6 +353,9 @@ impl Env for Model {
         key: &SrcKey,
         f: impl FnOnce(&SourceCell<AtomicU64>) -> R,
     ) -> Option<R> {
+        self.sources.get(key).map(f)
+    }
+    fn insert_source<R>(&mut self, key: &SrcKey, f: impl FnOnce(&SourceCell<AtomicU64>) -> R) -> R {
         let cell = self.sources.entry(*key).or_insert_with(|| SourceCell {
             pkt_tat: AtomicU64::new(0),
             byte_tat: AtomicU64::new(0),
@@ -358,7 +363,11 @@ impl Env for Model {
             dropped: AtomicU64::new(0),
             last_over: AtomicU64::new(0),
         });
-        Some(f(cell))
+        f(cell)
+    }
+    fn door(&mut self, hash: u64) -> Option<&mut DoorSlot> {
+        // One CPU's slots.
+        Some(self.door.entry(hash & (DOOR_SLOTS as u64 - 1)).or_default())
     }
     fn with_aggregate<R>(&mut self, rule: u32, f: impl FnOnce(&AtomicU64) -> R) -> Option<R> {
         Some(f(self
