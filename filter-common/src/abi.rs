@@ -376,7 +376,7 @@ const _: () = assert!(size_of::<SourceState>() == 40);
 /// A source's first packet, remembered by the limiter's doorkeeper
 /// ([`MAP_DOOR`]) instead of a limiter entry: a spoofed flood, whose
 /// sources each send one packet, then costs one array write a packet
-/// instead of an LRU insert (and evicts no real source from the limiter).
+/// instead of an LRU insert.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DoorSlot {

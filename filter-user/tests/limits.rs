@@ -308,3 +308,69 @@ burst_packets = 5
     let seen: u64 = r.reasons().unwrap().iter().map(|t| t.packets).sum();
     assert_eq!(seen, frames);
 }
+
+#[test]
+fn forged_sources_of_one_packet_never_enter_the_limiter() {
+    // A spoofed flood's sources each send one packet: the doorkeeper
+    // remembers it in a slot instead of inserting the source into the
+    // limiter's LRU. A source enters on its second packet, with the state
+    // both packets leave, so its limit holds as if it had entered at once.
+    let r = runner(
+        r#"
+[sources]
+table_size = 1024
+[per_source]
+pps = 1
+burst_packets = 5
+"#,
+    );
+    // On one CPU: the doorkeeper's slots are per CPU.
+    pin_to_one_cpu();
+    let real = dns_from([198, 51, 100, 7]);
+    assert_eq!(r.run(&real).unwrap(), XDP_PASS);
+    assert_eq!(
+        r.limiter_sources().unwrap(),
+        0,
+        "entered on its first packet"
+    );
+    for _ in 0..9 {
+        r.run(&real).unwrap();
+    }
+    assert_eq!(
+        r.limiter_sources().unwrap(),
+        1,
+        "not entered on its second packet"
+    );
+    // Burst 5: the first packet counted although it entered on the second.
+    assert_eq!(count(&r, Reason::RateLimitDrop), 5, "10 packets at burst 5");
+    let forged = |i: u32| {
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        src[4..8].copy_from_slice(&i.to_be_bytes());
+        src[15] = 1;
+        dns6_from(src)
+    };
+    for i in 0..20_000u32 {
+        assert_eq!(r.run(&forged(i)).unwrap(), XDP_PASS, "forged source {i}");
+    }
+    assert_eq!(count(&r, Reason::RateLimitDrop), 5);
+    assert_eq!(r.limiter_sources().unwrap(), 1, "forged sources entered");
+    assert_eq!(r.run(&real).unwrap(), XDP_DROP, "the real source forgotten");
+    // A forged source that sends again enters like any other.
+    r.run(&forged(19_999)).unwrap();
+    assert_eq!(r.limiter_sources().unwrap(), 2);
+}
+
+/// Keeps the calling thread (where BPF_PROG_TEST_RUN runs the program) on
+/// the CPU it is on.
+fn pin_to_one_cpu() {
+    // SAFETY: plain syscalls on a zeroed cpu_set_t owned here.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(cpu >= 0, "sched_getcpu failed");
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(rc, 0, "sched_setaffinity failed");
+    }
+}

@@ -48,6 +48,17 @@ impl Simulator {
         Ok(())
     }
 
+    /// How many sources the per-source limiter holds.
+    pub fn limiter_sources(&self) -> anyhow::Result<usize> {
+        let map = self
+            .ebpf
+            .map(filter_common::MAP_SOURCES)
+            .ok_or_else(|| anyhow!("no map {}", filter_common::MAP_SOURCES))?;
+        let sources: aya::maps::HashMap<_, filter_common::SrcKey, filter_common::SourceState> =
+            aya::maps::HashMap::try_from(map)?;
+        Ok(sources.keys().filter(Result::is_ok).count())
+    }
+
     pub fn program(&self) -> anyhow::Result<&Xdp> {
         Ok(self
             .ebpf
