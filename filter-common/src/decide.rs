@@ -590,12 +590,18 @@ fn half_mask(bits: u32) -> u64 {
 
 #[inline(always)]
 pub fn frag_key(p: &Packet) -> FragKey {
+    datagram(p.family, &p.src, &p.dst, p.frag_id, p.frag_proto)
+}
+
+/// The key of the datagram a fragment belongs to.
+#[inline(always)]
+pub fn datagram(family: u8, src: &Addr, dst: &Addr, id: u32, proto: u8) -> FragKey {
     FragKey {
-        src: addr_bytes(&p.src),
-        dst: addr_bytes(&p.dst),
-        id: p.frag_id,
-        proto: p.frag_proto,
-        family: p.family,
+        src: addr_bytes(src),
+        dst: addr_bytes(dst),
+        id,
+        proto,
+        family,
         _pad: [0; 2],
     }
 }

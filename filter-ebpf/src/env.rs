@@ -179,21 +179,12 @@ impl Env for KernelEnv<'_> {
 
     #[inline(always)]
     fn frag_dropped(&self, key: &FragKey, now: u64) -> bool {
-        // SAFETY: the value is a plain u64 copied out at once.
-        unsafe { FRAGS.get(key).is_some_and(|until| now < *until) }
+        frag_dropped(key, now)
     }
 
     #[inline(always)]
     fn remember_frag_drop(&mut self, key: &FragKey, until: u64) {
-        // Every first fragment of a flood would otherwise write the shared
-        // LRU (and bounce its cache line between CPUs). The clock never
-        // runs back, so an entry that already lasts until `until` is what
-        // the insert would write; it differs only once the clock moved on.
-        // SAFETY: the value is a plain u64 read at once.
-        if unsafe { FRAGS.get(key) }.is_some_and(|known| *known >= until) {
-            return;
-        }
-        let _ = FRAGS.insert(key, until, 0);
+        remember_frag_drop(key, until)
     }
 
     #[inline(always)]
@@ -275,6 +266,27 @@ pub fn guarded(config: &Config, port: u16) -> bool {
         && GUARD_PORTS
             .get((port >> 6) as u32)
             .is_some_and(|w| port_bit(*w, port))
+}
+
+/// Whether the datagram's first fragment was dropped, and recently enough.
+#[inline(always)]
+pub fn frag_dropped(key: &FragKey, now: u64) -> bool {
+    // SAFETY: the value is a plain u64 copied out at once.
+    unsafe { FRAGS.get(key).is_some_and(|until| now < *until) }
+}
+
+/// Remembers that the datagram's first fragment was dropped, until `until`.
+#[inline(always)]
+pub fn remember_frag_drop(key: &FragKey, until: u64) {
+    // Every first fragment of a flood would otherwise write the shared LRU
+    // (and bounce its cache line between CPUs). The clock never runs back,
+    // so an entry that already lasts until `until` is what the insert would
+    // write; it differs only once the clock moved on.
+    // SAFETY: the value is a plain u64 read at once.
+    if unsafe { FRAGS.get(key) }.is_some_and(|known| *known >= until) {
+        return;
+    }
+    let _ = FRAGS.insert(key, until, 0);
 }
 
 /// An IPv6 address as the socket tuple's four network-order words.

@@ -1,21 +1,28 @@
-//! The common case of a reflection flood, decided before the full parse: a
-//! UDP datagram over IPv4 or IPv6 (up to two VLAN tags, no IPv4 fragment,
-//! no IPv6 extension header) from a guarded source port, to a port that is
-//! not guarded itself and at which no request of this host is open, from a
-//! source that no allow or deny prefix can cover (the hints say so in one
-//! array read), while nothing was ever banned. The full decision would come
-//! to `unsolicited_reply` at its reply-guard step; this comes to it in a
-//! handful of loads. Anything else, malformed frames included, returns None
-//! and takes the full path, which the differential test holds this one to.
+//! The common cases of a flood, decided before the full parse, while
+//! nothing was ever banned and from a source that no allow or deny prefix
+//! can cover (the hints say so in one array read):
+//! - a UDP datagram over IPv4 or IPv6 (up to two VLAN tags, no IPv6
+//!   extension header), or the first fragment of one over IPv4, from a
+//!   guarded source port, to a port that is not guarded itself and at
+//!   which no request of this host is open: the full decision would come to
+//!   `unsolicited_reply` at its reply-guard step (and remember a first
+//!   fragment's datagram for its later fragments);
+//! - a later IPv4 fragment of a datagram whose first fragment was dropped:
+//!   the full decision's `fragment_follow_drop`.
+//!
+//! Each comes to its verdict in a handful of loads. Anything else,
+//! malformed frames included, returns None and takes the full path, which
+//! the differential test holds this one to.
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use filter_common::{
     CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Config, FAMILY_V4, FAMILY_V6,
-    IPPROTO_UDP, decide::Addr,
+    IPPROTO_UDP,
+    decide::{Addr, datagram},
 };
 
 use crate::{
-    env::guarded,
+    env::{frag_dropped, guarded, remember_frag_drop},
     maps::{BAN_FLAG, LOCAL_PORTS, listed},
     parse::Hdr,
 };
@@ -26,11 +33,18 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 
-/// The UDP source port of a frame the full decision would drop as an
-/// unsolicited reply, when that is certain from the few fields read here.
+/// What the early verdict decided.
+pub enum Early {
+    /// Dropped as `unsolicited_reply`; the UDP source port, for the surge
+    /// counters.
+    Unsolicited(u16),
+    /// Dropped as `fragment_follow_drop`.
+    FollowsDrop,
+}
+
 #[inline(always)]
-pub fn unsolicited(ctx: &XdpContext, config: &Config) -> Option<u16> {
-    if config.flags & CONFIG_REPLY_GUARD == 0 || BAN_FLAG.get(0).is_none_or(|f| *f != 0) {
+pub fn verdict(ctx: &XdpContext, config: &Config) -> Option<Early> {
+    if BAN_FLAG.get(0).is_none_or(|f| *f != 0) {
         return None;
     }
     let frame_len = ctx.data_end() - ctx.data();
@@ -45,19 +59,89 @@ pub fn unsolicited(ctx: &XdpContext, config: &Config) -> Option<u16> {
         ethertype = Hdr::<4>::at(ctx, off)?.be16::<2>();
         off += 4;
     }
-    let (l4, ip_end, family, src) = match ethertype {
-        ETH_P_IPV4 => ipv4_udp(ctx, off, frame_len)?,
-        ETH_P_IPV6 => ipv6_udp(ctx, off, frame_len)?,
-        _ => return None,
-    };
-    // A source that an allow or deny prefix may cover is the full path's.
-    if config.flags & (CONFIG_HAS_ALLOW | CONFIG_HAS_DENY) != 0 && listed(family, &src) {
+    match ethertype {
+        ETH_P_IPV4 => ipv4(ctx, config, off, frame_len),
+        ETH_P_IPV6 => ipv6(ctx, config, off, frame_len),
+        _ => None,
+    }
+}
+
+/// Whether an allow or deny prefix may cover the source: the full path's.
+#[inline(always)]
+fn maybe_listed(config: &Config, family: u8, src: &Addr) -> bool {
+    config.flags & (CONFIG_HAS_ALLOW | CONFIG_HAS_DENY) != 0 && listed(family, src)
+}
+
+/// An IPv4 packet at `off` that passes the full parser's checks.
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, config: &Config, off: usize, frame_len: usize) -> Option<Early> {
+    let ip = Hdr::<20>::at(ctx, off)?;
+    let ver_ihl = ip.u8::<0>();
+    let hdr_len = (ver_ihl & 0x0f) as usize * 4;
+    let total_len = ip.be16::<2>() as usize;
+    if ver_ihl >> 4 != 4 || hdr_len < 20 || total_len < hdr_len || off + total_len > frame_len {
+        return None;
+    }
+    let src: Addr = [ip.raw32::<12>() as u64, 0];
+    if maybe_listed(config, FAMILY_V4, &src) {
+        return None;
+    }
+    let frag = ip.be16::<6>();
+    let proto = ip.u8::<9>();
+    let dst: Addr = [ip.raw32::<16>() as u64, 0];
+    let key = || datagram(FAMILY_V4, &src, &dst, ip.be16::<4>() as u32, proto);
+    if frag & 0x1fff != 0 {
+        // SAFETY: no preconditions.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        return frag_dropped(&key(), now).then_some(Early::FollowsDrop);
+    }
+    if proto != IPPROTO_UDP {
+        return None;
+    }
+    let first = frag & 0x2000 != 0;
+    let src_port = unsolicited(ctx, config, off + hdr_len, off + total_len, first)?;
+    if first {
+        // Its later fragments carry no ports: they follow it.
+        // SAFETY: no preconditions.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        remember_frag_drop(&key(), now.saturating_add(config.frag_track_ns));
+    }
+    Some(Early::Unsolicited(src_port))
+}
+
+/// An IPv6 packet whose next header is UDP itself.
+#[inline(always)]
+fn ipv6(ctx: &XdpContext, config: &Config, off: usize, frame_len: usize) -> Option<Early> {
+    let ip = Hdr::<40>::at(ctx, off)?;
+    let ip_end = off + 40 + ip.be16::<4>() as usize;
+    if ip.u8::<0>() >> 4 != 6 || ip_end > frame_len || ip.u8::<6>() != IPPROTO_UDP {
+        return None;
+    }
+    // The hints read the first 8 bytes of the source only.
+    if maybe_listed(config, FAMILY_V6, &[ip.raw64::<8>(), 0]) {
+        return None;
+    }
+    unsolicited(ctx, config, off + 40, ip_end, false).map(Early::Unsolicited)
+}
+
+/// The UDP source port of a datagram at `l4` (up to `ip_end`) that the
+/// reply guard would find unsolicited. A first fragment's UDP length covers
+/// the whole datagram, not just the bytes at hand.
+#[inline(always)]
+fn unsolicited(
+    ctx: &XdpContext,
+    config: &Config,
+    l4: usize,
+    ip_end: usize,
+    first: bool,
+) -> Option<u16> {
+    if config.flags & CONFIG_REPLY_GUARD == 0 {
         return None;
     }
     let udp = Hdr::<8>::at(ctx, l4)?;
     let have = ip_end - l4;
     let ulen = udp.be16::<4>() as usize;
-    if have < 8 || ulen < 8 || ulen > have {
+    if have < 8 || ulen < 8 || (!first && ulen > have) {
         return None;
     }
     let (src_port, dst_port) = (udp.be16::<0>(), udp.be16::<2>());
@@ -76,44 +160,4 @@ pub fn unsolicited(ctx: &XdpContext, config: &Config) -> Option<u16> {
         }
     }
     Some(src_port)
-}
-
-/// Where the UDP header and the IP packet's end are in an IPv4 packet at
-/// `off` that passes the full parser's checks and is no fragment, with its
-/// family and source as far as the hints read it.
-#[inline(always)]
-fn ipv4_udp(ctx: &XdpContext, off: usize, frame_len: usize) -> Option<(usize, usize, u8, Addr)> {
-    let ip = Hdr::<20>::at(ctx, off)?;
-    let ver_ihl = ip.u8::<0>();
-    let hdr_len = (ver_ihl & 0x0f) as usize * 4;
-    let total_len = ip.be16::<2>() as usize;
-    // No fragment at all: a first fragment's drop is remembered for its
-    // later fragments, which the full path does.
-    if ver_ihl >> 4 != 4
-        || hdr_len < 20
-        || total_len < hdr_len
-        || off + total_len > frame_len
-        || ip.be16::<6>() & 0x3fff != 0
-        || ip.u8::<9>() != IPPROTO_UDP
-    {
-        return None;
-    }
-    Some((
-        off + hdr_len,
-        off + total_len,
-        FAMILY_V4,
-        [ip.raw32::<12>() as u64, 0],
-    ))
-}
-
-/// The same for an IPv6 packet whose next header is UDP itself.
-#[inline(always)]
-fn ipv6_udp(ctx: &XdpContext, off: usize, frame_len: usize) -> Option<(usize, usize, u8, Addr)> {
-    let ip = Hdr::<40>::at(ctx, off)?;
-    let ip_end = off + 40 + ip.be16::<4>() as usize;
-    if ip.u8::<0>() >> 4 != 6 || ip_end > frame_len || ip.u8::<6>() != IPPROTO_UDP {
-        return None;
-    }
-    // The hints read the first 8 bytes of the source only.
-    Some((off + 40, ip_end, FAMILY_V6, [ip.raw64::<8>(), 0]))
 }

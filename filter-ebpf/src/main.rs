@@ -28,12 +28,18 @@ pub fn filter(ctx: XdpContext) -> u32 {
     let Some(config) = maps::CONFIG.get(0) else {
         return xdp_action::XDP_PASS;
     };
-    if let Some(src_port) = fast::unsolicited(&ctx, config) {
-        maps::count_udp_port(src_port, frame_len);
+    if let Some(early) = fast::verdict(&ctx, config) {
+        let reason = match early {
+            fast::Early::Unsolicited(src_port) => {
+                maps::count_udp_port(src_port, frame_len);
+                Reason::UnsolicitedReply
+            }
+            fast::Early::FollowsDrop => Reason::FragmentFollowDrop,
+        };
         return finish(
             &ctx,
             config,
-            Reason::UnsolicitedReply,
+            reason,
             filter_common::CAPTURE_NO_RULE,
             frame_len,
         );

@@ -803,4 +803,11 @@ fn the_early_verdict_agrees_with_the_full_decision() {
             counts[reason as usize]
         );
     }
+    // Later fragments of dropped datagrams, which the early verdict also
+    // judges.
+    assert!(
+        counts[Reason::FragmentFollowDrop as usize] > 100,
+        "too few followed fragments: {}",
+        counts[Reason::FragmentFollowDrop as usize]
+    );
 }
