@@ -178,8 +178,8 @@ pub trait Env {
     fn door(&mut self, hash: u64) -> Option<&mut DoorSlot>;
     /// Runs `f` on a rule's aggregate theoretical arrival time.
     fn with_aggregate<R>(&mut self, rule: u32, f: impl FnOnce(&Self::Cell) -> R) -> Option<R>;
-    fn frag_dropped(&self, key: &FragKey, now: u64) -> bool;
-    fn remember_frag_drop(&mut self, key: &FragKey, until: u64);
+    fn frag_dropped(&self, d: &Datagram, now: u64) -> bool;
+    fn remember_frag_drop(&mut self, d: &Datagram, until: u64);
     /// Whether the reply guard is on and `src_port` is a guarded port.
     fn guarded(&self, src_port: u16) -> bool;
     /// Until when requests sent from `local_port` may be answered.
@@ -233,7 +233,7 @@ pub fn decide<E: Env>(env: &mut E, cfg: &Config, parsed: Parsed, p: &Packet) -> 
         // they follow it, instead of reaching a reassembly that can never
         // complete.
         let until = clock.now(env).saturating_add(cfg.frag_track_ns);
-        env.remember_frag_drop(&frag_key(p), until);
+        env.remember_frag_drop(&datagram(p), until);
     }
     reason
 }
@@ -260,7 +260,7 @@ fn decide_ip<E: Env>(env: &mut E, p: &Packet, cfg: &Config, clock: &mut Clock) -
         return Reason::BanDrop;
     }
     if p.frag == Frag::Later {
-        if env.frag_dropped(&frag_key(p), clock.now(env)) {
+        if env.frag_dropped(&datagram(p), clock.now(env)) {
             return Reason::FragmentFollowDrop;
         }
         if !admit_source(env, p, cfg, cfg.default_limit, clock) {
@@ -588,21 +588,53 @@ fn half_mask(bits: u32) -> u64 {
     }
 }
 
-#[inline(always)]
-pub fn frag_key(p: &Packet) -> FragKey {
-    datagram(p.family, &p.src, &p.dst, p.frag_id, p.frag_proto)
+/// The datagram a fragment belongs to: what remembers that its first
+/// fragment was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    pub family: u8,
+    pub src: Addr,
+    pub dst: Addr,
+    pub id: u32,
+    /// The protocol every fragment names ([`Packet::frag_proto`]).
+    pub proto: u8,
 }
 
-/// The key of the datagram a fragment belongs to.
+impl Datagram {
+    /// As the shared fragment map keys it.
+    #[inline(always)]
+    pub fn key(&self) -> FragKey {
+        FragKey {
+            src: addr_bytes(&self.src),
+            dst: addr_bytes(&self.dst),
+            id: self.id,
+            proto: self.proto,
+            family: self.family,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The same, as words: compared in five loads, and hashed.
+    #[inline(always)]
+    pub fn words(&self) -> [u64; 5] {
+        [
+            self.src[0],
+            self.src[1],
+            self.dst[0],
+            self.dst[1],
+            self.id as u64 | (self.proto as u64) << 32 | (self.family as u64) << 40,
+        ]
+    }
+}
+
 #[inline(always)]
-pub fn datagram(family: u8, src: &Addr, dst: &Addr, id: u32, proto: u8) -> FragKey {
-    FragKey {
-        src: addr_bytes(src),
-        dst: addr_bytes(dst),
-        id,
-        proto,
-        family,
-        _pad: [0; 2],
+pub fn datagram(p: &Packet) -> Datagram {
+    Datagram {
+        family: p.family,
+        src: p.src,
+        dst: p.dst,
+        id: p.frag_id,
+        proto: p.frag_proto,
     }
 }
 

@@ -18,7 +18,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use filter_common::{
     CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Config, FAMILY_V4, FAMILY_V6,
     IPPROTO_UDP,
-    decide::{Addr, datagram},
+    decide::{Addr, Datagram},
 };
 
 use crate::{
@@ -89,11 +89,17 @@ fn ipv4(ctx: &XdpContext, config: &Config, off: usize, frame_len: usize) -> Opti
     let frag = ip.be16::<6>();
     let proto = ip.u8::<9>();
     let dst: Addr = [ip.raw32::<16>() as u64, 0];
-    let key = || datagram(FAMILY_V4, &src, &dst, ip.be16::<4>() as u32, proto);
+    let d = Datagram {
+        family: FAMILY_V4,
+        src,
+        dst,
+        id: ip.be16::<4>() as u32,
+        proto,
+    };
     if frag & 0x1fff != 0 {
         // SAFETY: no preconditions.
         let now = unsafe { bpf_ktime_get_coarse_ns() };
-        return frag_dropped(&key(), now).then_some(Early::FollowsDrop);
+        return frag_dropped(&d, now).then_some(Early::FollowsDrop);
     }
     if proto != IPPROTO_UDP {
         return None;
@@ -104,7 +110,7 @@ fn ipv4(ctx: &XdpContext, config: &Config, off: usize, frame_len: usize) -> Opti
         // Its later fragments carry no ports: they follow it.
         // SAFETY: no preconditions.
         let now = unsafe { bpf_ktime_get_coarse_ns() };
-        remember_frag_drop(&key(), now.saturating_add(config.frag_track_ns));
+        remember_frag_drop(&d, now.saturating_add(config.frag_track_ns));
     }
     Some(Early::Unsolicited(src_port))
 }

@@ -96,6 +96,20 @@ pub static AGGREGATE: Array<u64> = Array::with_max_entries(MAX_RULES, 0);
 #[map(name = "FRAGS")]
 pub static FRAGS: LruHashMap<FragKey, u64> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
 
+/// A datagram's words ([`filter_common::decide::Datagram::words`]) and
+/// until when its later fragments follow its dropped first one.
+#[repr(C)]
+pub struct FragSlot {
+    pub key: [u64; 5],
+    pub until: u64,
+}
+
+/// Per CPU, in front of FRAGS (see env::frag_slot); per generation, not
+/// pinned: FRAGS stays the record that outlives reloads.
+#[map(name = "FRAG_CACHE")]
+pub static FRAG_CACHE: PerCpuArray<FragSlot> = PerCpuArray::with_max_entries(FRAG_CACHE_SLOTS, 0);
+pub const FRAG_CACHE_SLOTS: u32 = 4096;
+
 #[map(name = "REPLIES")]
 pub static REPLIES: LruHashMap<ReplyKey, ReplyState> = LruHashMap::with_max_entries(MAX_REPLIES, 0);
 

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use common::model::Model;
 use filter_common::{
     FragKey, MAX_FRAGS, Reason,
-    decide::{Frag, Parsed, frag_key},
+    decide::{Frag, Parsed, datagram},
 };
 use filterctl::{
     filter::simulator::{Simulator, XDP_DROP, XDP_PASS},
@@ -581,7 +581,7 @@ fn run(set: &RuleSet, seed: u64, frames: usize, monitor: bool) -> (Simulator, Co
         let (parsed, p) = common::model::parse(&f);
         if parsed == Parsed::Ip {
             if want.drops() && p.frag == Frag::First {
-                cov.frag_keys.insert(frag_key(&p));
+                cov.frag_keys.insert(datagram(&p).key());
             }
             cov.deep += (p.frag != Frag::Later && p.payload_off > 1024) as u64;
         }

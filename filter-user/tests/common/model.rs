@@ -15,7 +15,9 @@ use etherparse::{
 use filter_common::{
     Chain, Config, DOOR_SLOTS, DoorSlot, FAMILY_V4, FAMILY_V6, FragKey, GuardPort, Limit,
     LocalPort, MATCH_MAX, ReplyKey, Rule, SrcKey,
-    decide::{Env, Frag, Packet, Parsed, SourceCell, addr_bytes, addr_v4, addr_words, decide},
+    decide::{
+        Datagram, Env, Frag, Packet, Parsed, SourceCell, addr_bytes, addr_v4, addr_words, decide,
+    },
     guard::{ReplyCell, is_group, request_entry},
     port_slot,
 };
@@ -375,11 +377,11 @@ impl Env for Model {
             .entry(rule)
             .or_insert_with(|| AtomicU64::new(0))))
     }
-    fn frag_dropped(&self, key: &FragKey, _now: u64) -> bool {
-        self.frags.contains(key)
+    fn frag_dropped(&self, d: &Datagram, _now: u64) -> bool {
+        self.frags.contains(&d.key())
     }
-    fn remember_frag_drop(&mut self, key: &FragKey, _until: u64) {
-        self.frags.insert(*key);
+    fn remember_frag_drop(&mut self, d: &Datagram, _until: u64) {
+        self.frags.insert(d.key());
     }
     fn guarded(&self, src_port: u16) -> bool {
         self.guard.contains_key(&src_port)
