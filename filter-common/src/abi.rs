@@ -422,7 +422,8 @@ pub struct ReplyKey {
     pub _pad: u8,
     pub peer_port: u16,
     pub local_port: u16,
-    pub _pad2: [u8; 2],
+    // A u16, not [u8; 2]: an array field makes building a key a memset.
+    pub _pad2: u16,
 }
 const _: () = assert!(size_of::<ReplyKey>() == 24);
 

@@ -67,13 +67,14 @@ pub fn is_group(p: &Packet) -> bool {
 #[inline(always)]
 pub fn request_entry(p: &Packet, port: &GuardPort, now: u64) -> (ReplyKey, ReplyState) {
     let group = is_group(p);
+    let keep = if group { 0 } else { u64::MAX };
     let key = ReplyKey {
-        peer: if group { [0; 2] } else { p.dst },
+        peer: [p.dst[0] & keep, p.dst[1] & keep],
         family: p.family,
         _pad: 0,
         peer_port: p.dst_port,
         local_port: p.src_port,
-        _pad2: [0; 2],
+        _pad2: 0,
     };
     let ms = if group {
         port.multicast_expiry_ms
@@ -96,13 +97,15 @@ pub fn request_entry(p: &Packet, port: &GuardPort, now: u64) -> (ReplyKey, Reply
 /// the wildcard entry of a request sent to a group.
 #[inline(always)]
 pub fn reply_key(p: &Packet, group: bool) -> ReplyKey {
+    // Masked rather than chosen: a choice between arrays becomes a memmove.
+    let keep = if group { 0 } else { u64::MAX };
     ReplyKey {
-        peer: if group { [0; 2] } else { p.src },
+        peer: [p.src[0] & keep, p.src[1] & keep],
         family: p.family,
         _pad: 0,
         peer_port: p.src_port,
         local_port: p.dst_port,
-        _pad2: [0; 2],
+        _pad2: 0,
     }
 }
 

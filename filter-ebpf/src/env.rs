@@ -215,30 +215,33 @@ impl Env for KernelEnv<'_> {
     fn listening(&self, p: &Packet) -> bool {
         // Asked only for UDP from a guarded port that answers no request:
         // the socket table is the truth about servers, at any moment.
-        // SAFETY: a plain C union of integers: all zeroes is a valid value.
-        let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
-        let size = if p.family == FAMILY_V4 {
-            // SAFETY: writing plain fields of a zeroed union.
-            let t = unsafe { &mut tuple.__bindgen_anon_1.ipv4 };
-            t.saddr = p.src[0] as u32;
-            t.daddr = p.dst[0] as u32;
-            t.sport = p.src_port.to_be();
-            t.dport = p.dst_port.to_be();
-            core::mem::size_of_val(t)
-        } else {
-            // SAFETY: as above.
-            let t = unsafe { &mut tuple.__bindgen_anon_1.ipv6 };
-            t.saddr = words(&p.src);
-            t.daddr = words(&p.dst);
-            t.sport = p.src_port.to_be();
-            t.dport = p.dst_port.to_be();
-            core::mem::size_of_val(t)
+        // Not zeroed (a memset): each family's branch writes every byte of
+        // the `size` bytes the helper reads, through raw pointers.
+        let mut tuple = MaybeUninit::<bpf_sock_tuple>::uninit();
+        let tp = tuple.as_mut_ptr();
+        // SAFETY: field writes into a local union, no reads before them.
+        let size = unsafe {
+            if p.family == FAMILY_V4 {
+                let t = core::ptr::addr_of_mut!((*tp).__bindgen_anon_1.ipv4);
+                (*t).saddr = p.src[0] as u32;
+                (*t).daddr = p.dst[0] as u32;
+                (*t).sport = p.src_port.to_be();
+                (*t).dport = p.dst_port.to_be();
+                core::mem::size_of_val(&*t)
+            } else {
+                let t = core::ptr::addr_of_mut!((*tp).__bindgen_anon_1.ipv6);
+                (*t).saddr = words(&p.src);
+                (*t).daddr = words(&p.dst);
+                (*t).sport = p.src_port.to_be();
+                (*t).dport = p.dst_port.to_be();
+                core::mem::size_of_val(&*t)
+            }
         };
         // SAFETY: a valid context and tuple; a socket found is released.
         unsafe {
             let sk = bpf_sk_lookup_udp(
                 self.ctx.ctx as *mut _,
-                &mut tuple,
+                tp,
                 size as u32,
                 BPF_F_CURRENT_NETNS as u64,
                 0,
