@@ -281,7 +281,7 @@ pub fn frag_dropped(d: &Datagram, now: u64) -> bool {
         return true;
     }
     // SAFETY: the value is a plain u64 copied out at once.
-    match unsafe { FRAGS.get(&d.key()).copied() } {
+    match unsafe { FRAGS.get(d.key()).copied() } {
         Some(until) => {
             cache_frag(&words, until);
             now < until
@@ -306,8 +306,8 @@ pub fn remember_frag_drop(d: &Datagram, until: u64) {
     }
     let key = d.key();
     // SAFETY: the value is a plain u64 read at once.
-    if unsafe { FRAGS.get(&key) }.is_none_or(|known| *known < until) {
-        let _ = FRAGS.insert(&key, &until, 0);
+    if unsafe { FRAGS.get(key) }.is_none_or(|known| *known < until) {
+        let _ = FRAGS.insert(key, until, 0);
     }
     cache_frag(&words, until);
 }
