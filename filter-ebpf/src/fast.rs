@@ -1,8 +1,8 @@
 //! The common cases of a flood, decided before the full parse, while
 //! nothing was ever banned and from a source that no allow or deny prefix
 //! can cover (the hints say so in one array read):
-//! - a UDP datagram over IPv4 or IPv6 (up to two VLAN tags, no IPv6
-//!   extension header), or the first fragment of one over IPv4, from a
+//! - a UDP datagram over IPv4 or IPv6 (up to two VLAN tags; no IPv6
+//!   fragment header), or the first fragment of one over IPv4, from a
 //!   guarded source port, to a port that is not guarded itself and at
 //!   which no request of this host is open: the full decision would come to
 //!   `unsolicited_reply` at its reply-guard step (and remember a first
@@ -24,7 +24,7 @@ use filter_common::{
 use crate::{
     env::{frag_dropped, guarded, remember_frag_drop},
     maps::{BAN_FLAG, LOCAL_PORTS, listed},
-    parse::Hdr,
+    parse::{Hdr, MAX_EXT_HEADERS, MAX_L4_OFFSET, NEXTHDR_FRAGMENT, ext_len, is_extension},
 };
 
 const ETH_HDR_LEN: usize = 14;
@@ -115,19 +115,39 @@ fn ipv4(ctx: &XdpContext, config: &Config, off: usize, frame_len: usize) -> Opti
     Some(Early::Unsolicited(src_port))
 }
 
-/// An IPv6 packet whose next header is UDP itself.
+/// An IPv6 packet carrying UDP, after up to the full parser's number of
+/// extension headers (a fragment header is the full path's).
 #[inline(always)]
 fn ipv6(ctx: &XdpContext, config: &Config, off: usize, frame_len: usize) -> Option<Early> {
     let ip = Hdr::<40>::at(ctx, off)?;
     let ip_end = off + 40 + ip.be16::<4>() as usize;
-    if ip.u8::<0>() >> 4 != 6 || ip_end > frame_len || ip.u8::<6>() != IPPROTO_UDP {
+    if ip.u8::<0>() >> 4 != 6 || ip_end > frame_len {
         return None;
     }
     // The hints read the first 8 bytes of the source only.
     if maybe_listed(config, FAMILY_V6, &[ip.raw64::<8>(), 0]) {
         return None;
     }
-    unsolicited(ctx, config, off + 40, ip_end, false).map(Early::Unsolicited)
+    let mut next = ip.u8::<6>();
+    let mut l4 = off + 40;
+    for _ in 0..MAX_EXT_HEADERS {
+        if next == IPPROTO_UDP {
+            break;
+        }
+        if !is_extension(next) || next == NEXTHDR_FRAGMENT {
+            return None;
+        }
+        let e = Hdr::<8>::at(ctx, l4)?;
+        l4 += ext_len(next, e);
+        next = e.u8::<0>();
+        if l4 > ip_end || l4 > MAX_L4_OFFSET {
+            return None;
+        }
+    }
+    if next != IPPROTO_UDP {
+        return None;
+    }
+    unsolicited(ctx, config, l4, ip_end, false).map(Early::Unsolicited)
 }
 
 /// The UDP source port of a datagram at `l4` (up to `ip_end`) that the

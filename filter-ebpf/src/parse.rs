@@ -23,7 +23,7 @@ pub const MAX_L4_OFFSET: usize = 1024;
 
 const NEXTHDR_HOP: u8 = 0;
 const NEXTHDR_ROUTING: u8 = 43;
-const NEXTHDR_FRAGMENT: u8 = 44;
+pub const NEXTHDR_FRAGMENT: u8 = 44;
 const NEXTHDR_AUTH: u8 = 51;
 const NEXTHDR_DEST: u8 = 60;
 
@@ -220,7 +220,6 @@ fn parse_ipv6(ctx: &impl Frame, p: &mut Packet, off: usize, frame_len: usize) ->
             return Parsed::Malformed;
         };
         let hdr_len = match next {
-            NEXTHDR_AUTH => (e.u8::<1>() as usize + 2) * 4,
             NEXTHDR_FRAGMENT => {
                 let field = e.be16::<2>();
                 if field & 0xfff8 != 0 {
@@ -232,7 +231,7 @@ fn parse_ipv6(ctx: &impl Frame, p: &mut Packet, off: usize, frame_len: usize) ->
                 p.frag_proto = e.u8::<0>();
                 8
             }
-            _ => (e.u8::<1>() as usize + 1) * 8,
+            _ => ext_len(next, e),
         };
         next = e.u8::<0>();
         cur += hdr_len;
@@ -252,8 +251,20 @@ fn parse_ipv6(ctx: &impl Frame, p: &mut Packet, off: usize, frame_len: usize) ->
     parse_l4(ctx, p, cur, ip_end)
 }
 
+/// The length of a non-fragment extension header `next` whose first 8
+/// bytes are `e`: AH counts 4-byte words past the first two, the others
+/// 8-byte units past the first.
 #[inline(always)]
-fn is_extension(next: u8) -> bool {
+pub fn ext_len(next: u8, e: Hdr<8>) -> usize {
+    if next == NEXTHDR_AUTH {
+        (e.u8::<1>() as usize + 2) * 4
+    } else {
+        (e.u8::<1>() as usize + 1) * 8
+    }
+}
+
+#[inline(always)]
+pub fn is_extension(next: u8) -> bool {
     matches!(
         next,
         NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT
