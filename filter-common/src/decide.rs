@@ -499,17 +499,24 @@ pub fn over_limit<C: Shared64>(
 pub fn admit<C: Shared64>(cell: &SourceCell<C>, l: &Limit, now: u64, frame_len: u64) -> bool {
     let pkt = l.pkt_interval_ns != 0;
     let bytes = l.byte_cost_ps != 0;
-    if pkt && !conforms(&cell.pkt_tat, now, l.pkt_tolerance_ns) {
+    let pkt_tat = if pkt { cell.pkt_tat.load() } else { 0 };
+    let byte_tat = if bytes { cell.byte_tat.load() } else { 0 };
+    if pkt && pkt_tat > now.saturating_add(l.pkt_tolerance_ns) {
         return false;
     }
-    if bytes && !conforms(&cell.byte_tat, now, l.byte_tolerance_ns) {
+    if bytes && byte_tat > now.saturating_add(l.byte_tolerance_ns) {
         return false;
     }
     if pkt {
-        cell.pkt_tat.add(l.pkt_interval_ns);
+        charge(&cell.pkt_tat, pkt_tat, now, l.pkt_interval_ns);
     }
     if bytes {
-        cell.byte_tat.add(frame_len * l.byte_cost_ps / 1000);
+        charge(
+            &cell.byte_tat,
+            byte_tat,
+            now,
+            frame_len * l.byte_cost_ps / 1000,
+        );
     }
     true
 }
@@ -519,27 +526,30 @@ pub fn admit<C: Shared64>(cell: &SourceCell<C>, l: &Limit, now: u64, frame_len: 
 /// ahead of now.
 #[inline(always)]
 pub fn gcra<C: Shared64>(tat: &C, now: u64, interval: u64, tolerance: u64) -> bool {
-    if !conforms(tat, now, tolerance) {
+    let t = tat.load();
+    if t > now.saturating_add(tolerance) {
         return false;
     }
-    tat.add(interval);
+    charge(tat, t, now, interval);
     true
 }
 
-/// The GCRA test without the charge. Atomics rather than a spin lock: no
-/// CPU ever waits, and the races left are small and bounded: CPUs that test
-/// the same source in the same instant may all pass before any charge lands
-/// (at most one extra packet per CPU, once, at the edge of the burst), and
-/// two CPUs catching up an idle source may both store their `now`.
+/// Charges `cost` to a theoretical arrival time last read as `t`. Atomics
+/// rather than a spin lock: no CPU ever waits, and the races left are small
+/// and bounded: CPUs that test the same source in the same instant may all
+/// pass before any charge lands (at most one extra packet per CPU, once, at
+/// the edge of the burst), and two CPUs catching up an idle source may both
+/// store their own charge (one of them lost). An idle source (`t` in the
+/// past) starts again from now, so credit does not pile up beyond the
+/// tolerance: one plain store, where a busy one needs the atomic add (a
+/// locked instruction, several ns; most sources are idle between packets).
 #[inline(always)]
-fn conforms<C: Shared64>(tat: &C, now: u64, tolerance: u64) -> bool {
-    let t = tat.load();
+fn charge<C: Shared64>(tat: &C, t: u64, now: u64, cost: u64) {
     if t < now {
-        // Idle: credit does not pile up beyond the tolerance.
-        tat.store(now);
-        return true;
+        tat.store(now.saturating_add(cost));
+    } else {
+        tat.add(cost);
     }
-    t <= now.saturating_add(tolerance)
 }
 
 /// The source as the limiter and ban list key it: address masked to the

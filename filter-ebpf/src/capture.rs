@@ -4,7 +4,7 @@
 
 use aya_ebpf::{
     bindings::xdp_md,
-    helpers::{bpf_ktime_get_coarse_ns, generated::bpf_xdp_load_bytes},
+    helpers::generated::bpf_xdp_load_bytes,
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
     programs::XdpContext,
@@ -38,8 +38,7 @@ pub fn dropped(ctx: &XdpContext, reason: Reason, rule: u32, frame_len: u64) {
 // of the entry point that reaches a drop.
 #[inline(never)]
 fn copy(ctx: *mut xdp_md, c: &CaptureConfig, reason: Reason, rule: u32, frame_len: u64) {
-    // SAFETY: a helper without preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = crate::clock::now();
     if now >= c.until_ns || !c.wants(reason, rule) {
         return;
     }

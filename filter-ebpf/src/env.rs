@@ -5,7 +5,7 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::{
     bindings::{BPF_F_CURRENT_NETNS, bpf_sock_tuple},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_sk_lookup_udp, bpf_sk_release},
+    helpers::{bpf_sk_lookup_udp, bpf_sk_release},
     maps::lpm_trie::Key,
     programs::XdpContext,
 };
@@ -36,9 +36,9 @@ impl Env for KernelEnv<'_> {
 
     #[inline(always)]
     fn now(&self) -> u64 {
-        // Coarse time (jiffies) is ~17 ns cheaper and exact enough for
-        // limits measured in packets per second.
-        unsafe { bpf_ktime_get_coarse_ns() }
+        // Coarse time (jiffies) is exact enough for limits measured in
+        // packets per second; see clock.rs for how it is read.
+        crate::clock::now()
     }
 
     // Empty tries are skipped on the controller's word (config flags), and

@@ -14,7 +14,7 @@
 //! malformed frames included, returns None and takes the full path, which
 //! the differential test holds this one to.
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use filter_common::{
     CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Config, FAMILY_V4, FAMILY_V6,
     IPPROTO_UDP,
@@ -22,6 +22,7 @@ use filter_common::{
 };
 
 use crate::{
+    clock,
     env::{frag_dropped, guarded, remember_frag_drop},
     maps::{BAN_FLAG, LOCAL_PORTS, listed},
     parse::{Hdr, MAX_EXT_HEADERS, MAX_L4_OFFSET, NEXTHDR_FRAGMENT, ext_len, is_extension},
@@ -97,8 +98,7 @@ fn ipv4(ctx: &XdpContext, config: &Config, off: usize, frame_len: usize) -> Opti
         proto,
     };
     if frag & 0x1fff != 0 {
-        // SAFETY: no preconditions.
-        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        let now = clock::now();
         return frag_dropped(&d, now).then_some(Early::FollowsDrop);
     }
     if proto != IPPROTO_UDP {
@@ -108,8 +108,7 @@ fn ipv4(ctx: &XdpContext, config: &Config, off: usize, frame_len: usize) -> Opti
     let src_port = unsolicited(ctx, config, off + hdr_len, off + total_len, first)?;
     if first {
         // Its later fragments carry no ports: they follow it.
-        // SAFETY: no preconditions.
-        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        let now = clock::now();
         remember_frag_drop(&d, now.saturating_add(config.frag_track_ns));
     }
     Some(Early::Unsolicited(src_port))
@@ -179,8 +178,7 @@ fn unsolicited(
     let open = LOCAL_PORTS.get(dst_port as u32)?;
     if open.until != 0 || open.group_until != 0 {
         // A request left from this port once: still open?
-        // SAFETY: no preconditions.
-        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        let now = clock::now();
         if now < open.until || now < open.group_until {
             return None;
         }

@@ -7,6 +7,7 @@
 #![feature(core_intrinsics)]
 
 mod capture;
+mod clock;
 mod env;
 mod fast;
 mod maps;
