@@ -31,9 +31,16 @@ pub const MAP_DENY_V6: &str = "DENY_V6";
 pub const MAP_SRC_HINTS: &str = "SRC_HINTS";
 /// [`SrcKey`] -> ban deadline (ns, CLOCK_MONOTONIC coarse).
 pub const MAP_BANS: &str = "BANS";
-/// One u32, set to 1 the first time anything is banned (by the limiter or
-/// the operator): until then the ban maps are not looked up at all.
+/// One u32, [`BAN_ANY`] from the first time anything is banned (by the
+/// limiter or the operator): until then the ban maps are not looked up at
+/// all. [`BAN_WIDE`] once a ban was too wide for [`MAP_BAN_HINTS`].
 pub const MAP_BAN_FLAG: &str = "BAN_FLAG";
+pub const BAN_ANY: u32 = 1;
+pub const BAN_WIDE: u32 = 2;
+/// Source hints of every ban ever set (see [`crate::hints`]; never
+/// cleared, so a bit may outlive its ban): the early verdict judges a
+/// source whose bit is clear without looking up the ban maps.
+pub const MAP_BAN_HINTS: &str = "BAN_HINTS";
 /// Prefix bans set by the operator (`filterctl ban PREFIX`): prefix ->
 /// deadline (ns, CLOCK_MONOTONIC coarse).
 pub const MAP_BAN_V4: &str = "BAN_V4";
@@ -524,7 +531,7 @@ impl Default for Meta {
 /// Maps whose contents outlive a reload: counters, limiter and ban state,
 /// fragment memory. A new program generation reuses their pins; every other
 /// map belongs to one generation and is built anew with each rule set.
-pub const STATE_MAPS: [&str; 15] = [
+pub const STATE_MAPS: [&str; 16] = [
     MAP_STATS,
     MAP_REPLIES,
     MAP_LOCAL_PORTS,
@@ -533,6 +540,7 @@ pub const STATE_MAPS: [&str; 15] = [
     MAP_SOURCES,
     MAP_BANS,
     MAP_BAN_FLAG,
+    MAP_BAN_HINTS,
     MAP_BAN_V4,
     MAP_BAN_V6,
     MAP_FRAGS,

@@ -70,6 +70,21 @@ pub fn hinted(word: impl Fn(u32) -> Option<u64>, family: u8, src: &Addr) -> bool
     is_set(&word, a) || (a != b && is_set(&word, b))
 }
 
+/// The one bit that every address of a prefix of `len` bits at `src` tests
+/// (the bit the program sets when it bans a source keyed by that prefix),
+/// or None when no single bit covers it all.
+#[inline(always)]
+pub fn prefix_bit(family: u8, src: &Addr, len: u8) -> Option<u32> {
+    let (short, long) = source_bits(family, src);
+    if family == FAMILY_V4 {
+        (len >= 24).then_some(short)
+    } else if len >= 48 {
+        Some(long)
+    } else {
+        (len >= 32).then_some(short)
+    }
+}
+
 /// Calls `set` with every bit that a prefix of `len` bits at `addr` (IPv4
 /// in its first 4 bytes) needs, so that every address it covers tests
 /// hinted. Whole ranges are passed as `(first, count)`.
@@ -105,6 +120,24 @@ pub fn prefix_bits(family: u8, addr: &[u8; 16], len: u8, mut set: impl FnMut(u32
     }
 }
 
+/// The words of a range of `count` bits from `first`, each with the mask
+/// of the range's bits in it.
+pub fn range_words(first: u32, count: u32, mut word: impl FnMut(u32, u64)) {
+    let end = first + count;
+    let mut bit = first;
+    while bit < end {
+        let upto = end.min((bit / 64 + 1) * 64);
+        let span = upto - bit;
+        let mask = if span == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << span) - 1) << (bit % 64)
+        };
+        word(bit / 64, mask);
+        bit = upto;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -124,9 +157,7 @@ mod tests {
             let mut b = Bits(vec![0; HINT_WORDS as usize]);
             for (family, addr, len) in prefixes {
                 prefix_bits(*family, addr, *len, |first, n| {
-                    for bit in first..first + n {
-                        b.0[(bit / 64) as usize] |= 1 << (bit % 64);
-                    }
+                    range_words(first, n, |w, mask| b.0[w as usize] |= mask)
                 });
             }
             b
@@ -184,6 +215,36 @@ mod tests {
                         bits.hinted(family, &inside),
                         "family {family} /{len}: {inside:?} not hinted"
                     );
+                }
+            }
+        }
+    }
+
+    /// A ban's one bit covers every address of its prefix.
+    #[test]
+    fn a_prefix_bit_covers_its_prefix() {
+        let mut seed = 0xba2_u64;
+        for family in [FAMILY_V4, FAMILY_V6] {
+            let max = if family == FAMILY_V4 { 32 } else { 128 };
+            for len in 0..=max {
+                let prefix = mask(&random_addr(&mut seed, family), len);
+                let Some(bit) = prefix_bit(family, &addr_words(&prefix), len) else {
+                    assert!(len < if family == FAMILY_V4 { 24 } else { 32 });
+                    continue;
+                };
+                let mut bits = Bits(vec![0; HINT_WORDS as usize]);
+                bits.0[(bit / 64) as usize] |= 1 << (bit % 64);
+                for _ in 0..64 {
+                    let tail = random_addr(&mut seed, family);
+                    let keep = mask(&[0xff; 16], len);
+                    let mut inside = [0u8; 16];
+                    for i in 0..16 {
+                        inside[i] = (prefix[i] & keep[i]) | (tail[i] & !keep[i]);
+                    }
+                    if family == FAMILY_V4 {
+                        inside[4..].fill(0);
+                    }
+                    assert!(bits.hinted(family, &inside), "/{len}: {inside:?}");
                 }
             }
         }

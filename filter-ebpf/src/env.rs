@@ -10,10 +10,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use filter_common::{
-    CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Chain, Config, DOOR_SLOTS, DoorSlot,
-    FAMILY_V4, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, ReplyKey, Rule, SourceState, SrcKey,
-    decide::{Addr, Datagram, Env, Packet, Shared64 as _, SourceCell, addr_bytes},
+    BAN_ANY, BAN_WIDE, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Chain, Config,
+    DOOR_SLOTS, DoorSlot, FAMILY_V4, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, ReplyKey, Rule,
+    SourceState, SrcKey,
+    decide::{Addr, Datagram, Env, Packet, Shared64 as _, SourceCell, addr_bytes, addr_words},
     guard::{ReplyCell, port_bit},
+    hints::prefix_bit,
     port_slot,
 };
 
@@ -85,11 +87,33 @@ impl Env for KernelEnv<'_> {
         // the program (two of them tripled its size), and the controller
         // did not read the log; a ban shows in `filterctl top` (BANS) and
         // its drops in the `ban_drop` counter.
-        if BANS.insert(key, until, 0).is_ok()
-            && let Some(flag) = BAN_FLAG.get_ptr_mut(0)
-        {
-            // SAFETY: a live map slot; every writer stores the same 1.
-            unsafe { *flag = 1 };
+        if BANS.insert(key, until, 0).is_err() {
+            return;
+        }
+        // The hint first, then the flag: the early verdict reads the flag
+        // first. Plain read-modify-writes: two CPUs setting bits of one
+        // word at once may lose one, and then that source's unasked
+        // replies are dropped by the early verdict as unsolicited instead
+        // of by the full path as banned: the same drop, another counter.
+        let prefix = if key.family == FAMILY_V4 {
+            self.config.src_prefix_v4
+        } else {
+            self.config.src_prefix_v6
+        };
+        let wide = match prefix_bit(key.family, &addr_words(&key.addr), prefix) {
+            Some(bit) => match BAN_HINTS.get_ptr_mut(bit / 64) {
+                Some(w) => {
+                    // SAFETY: a live map slot.
+                    unsafe { *w |= 1 << (bit % 64) };
+                    0
+                }
+                None => BAN_WIDE,
+            },
+            None => BAN_WIDE,
+        };
+        if let Some(flag) = BAN_FLAG.get_ptr_mut(0) {
+            // SAFETY: a live map slot; writers only ever add bits.
+            unsafe { *flag |= BAN_ANY | wide };
         }
     }
 

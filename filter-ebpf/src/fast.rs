@@ -1,6 +1,6 @@
-//! The common cases of a flood, decided before the full parse, while
-//! nothing was ever banned and from a source that no allow or deny prefix
-//! can cover (the hints say so in one array read):
+//! The common cases of a flood, decided before the full parse, from a
+//! source that no allow or deny prefix and no ban can cover (the hints say
+//! so in an array read each; a ban too wide for its hint turns this off):
 //! - a UDP datagram over IPv4 or IPv6 (up to two VLAN tags; no IPv6
 //!   fragment header), or the first fragment of one over IPv4, from a
 //!   guarded source port, to a port that is not guarded itself and at
@@ -16,7 +16,7 @@
 
 use aya_ebpf::programs::XdpContext;
 use filter_common::{
-    CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Config, FAMILY_V4, FAMILY_V6,
+    BAN_WIDE, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Config, FAMILY_V4, FAMILY_V6,
     IPPROTO_UDP,
     decide::{Addr, Datagram},
 };
@@ -24,7 +24,7 @@ use filter_common::{
 use crate::{
     clock,
     env::{frag_dropped, guarded, remember_frag_drop},
-    maps::{BAN_FLAG, LOCAL_PORTS, listed},
+    maps::{BAN_FLAG, LOCAL_PORTS, listed, maybe_banned},
     parse::{Hdr, MAX_EXT_HEADERS, MAX_L4_OFFSET, NEXTHDR_FRAGMENT, ext_len, is_extension},
 };
 
@@ -45,7 +45,8 @@ pub enum Early {
 
 #[inline(always)]
 pub fn verdict(ctx: &XdpContext, config: &Config) -> Option<Early> {
-    if BAN_FLAG.get(0).is_none_or(|f| *f != 0) {
+    let bans = *BAN_FLAG.get(0)?;
+    if bans & BAN_WIDE != 0 {
         return None;
     }
     let frame_len = ctx.data_end() - ctx.data();
@@ -61,21 +62,29 @@ pub fn verdict(ctx: &XdpContext, config: &Config) -> Option<Early> {
         off += 4;
     }
     match ethertype {
-        ETH_P_IPV4 => ipv4(ctx, config, off, frame_len),
-        ETH_P_IPV6 => ipv6(ctx, config, off, frame_len),
+        ETH_P_IPV4 => ipv4(ctx, config, bans, off, frame_len),
+        ETH_P_IPV6 => ipv6(ctx, config, bans, off, frame_len),
         _ => None,
     }
 }
 
-/// Whether an allow or deny prefix may cover the source: the full path's.
+/// Whether an allow or deny prefix or a ban may cover the source: the full
+/// path's.
 #[inline(always)]
-fn maybe_listed(config: &Config, family: u8, src: &Addr) -> bool {
-    config.flags & (CONFIG_HAS_ALLOW | CONFIG_HAS_DENY) != 0 && listed(family, src)
+fn maybe_listed(config: &Config, bans: u32, family: u8, src: &Addr) -> bool {
+    (config.flags & (CONFIG_HAS_ALLOW | CONFIG_HAS_DENY) != 0 && listed(family, src))
+        || (bans != 0 && maybe_banned(family, src))
 }
 
 /// An IPv4 packet at `off` that passes the full parser's checks.
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, config: &Config, off: usize, frame_len: usize) -> Option<Early> {
+fn ipv4(
+    ctx: &XdpContext,
+    config: &Config,
+    bans: u32,
+    off: usize,
+    frame_len: usize,
+) -> Option<Early> {
     let ip = Hdr::<20>::at(ctx, off)?;
     let ver_ihl = ip.u8::<0>();
     let hdr_len = (ver_ihl & 0x0f) as usize * 4;
@@ -84,7 +93,7 @@ fn ipv4(ctx: &XdpContext, config: &Config, off: usize, frame_len: usize) -> Opti
         return None;
     }
     let src: Addr = [ip.raw32::<12>() as u64, 0];
-    if maybe_listed(config, FAMILY_V4, &src) {
+    if maybe_listed(config, bans, FAMILY_V4, &src) {
         return None;
     }
     let frag = ip.be16::<6>();
@@ -117,14 +126,20 @@ fn ipv4(ctx: &XdpContext, config: &Config, off: usize, frame_len: usize) -> Opti
 /// An IPv6 packet carrying UDP, after up to the full parser's number of
 /// extension headers (a fragment header is the full path's).
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, config: &Config, off: usize, frame_len: usize) -> Option<Early> {
+fn ipv6(
+    ctx: &XdpContext,
+    config: &Config,
+    bans: u32,
+    off: usize,
+    frame_len: usize,
+) -> Option<Early> {
     let ip = Hdr::<40>::at(ctx, off)?;
     let ip_end = off + 40 + ip.be16::<4>() as usize;
     if ip.u8::<0>() >> 4 != 6 || ip_end > frame_len {
         return None;
     }
     // The hints read the first 8 bytes of the source only.
-    if maybe_listed(config, FAMILY_V6, &[ip.raw64::<8>(), 0]) {
+    if maybe_listed(config, bans, FAMILY_V6, &[ip.raw64::<8>(), 0]) {
         return None;
     }
     let mut next = ip.u8::<6>();

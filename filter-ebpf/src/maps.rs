@@ -70,6 +70,16 @@ pub static BAN_V6: LpmTrie<[u8; 16], u64> = LpmTrie::with_max_entries(MAX_PREFIX
 #[map(name = "BAN_FLAG")]
 pub static BAN_FLAG: Array<u32> = Array::with_max_entries(1, 0);
 
+#[map(name = "BAN_HINTS")]
+pub static BAN_HINTS: Array<u64> = Array::with_max_entries(filter_common::hints::HINT_WORDS, 0);
+
+/// Whether a ban may cover `src`; false is exact (a wide ban is the
+/// caller's to check in BAN_FLAG).
+#[inline(always)]
+pub fn maybe_banned(family: u8, src: &filter_common::decide::Addr) -> bool {
+    filter_common::hints::hinted(|w| BAN_HINTS.get(w).copied(), family, src)
+}
+
 #[map(name = "BANS")]
 pub static BANS: LruHashMap<SrcKey, u64> = LruHashMap::with_max_entries(MAX_BANS, 0);
 

@@ -335,6 +335,59 @@ fn reply_guard_cost(report: &mut Report, o: &Opts, drop_floor: f64) -> anyhow::R
     Ok(())
 }
 
+/// NTP reflection once something is banned: from another source (the ban
+/// hints keep the early verdict on) and from the banned source (the full
+/// path, to its ban).
+fn with_a_ban(report: &mut Report, o: &Opts, drop_floor: f64) -> anyhow::Result<()> {
+    let (repeat, runs) = if o.quick {
+        (200_000, 3)
+    } else {
+        (2_000_000, 5)
+    };
+    let text = default_rules()
+        .replace("\npps = 20000", "\npps = 10\nburst_packets = 2")
+        .replace("after = \"10s\"", "after = \"20ms\"");
+    let sim = Simulator::new(&rules::parse("ban.toml", &text).map_err(|e| anyhow!("{e}"))?)?;
+    let banned = [198, 51, 100, 9];
+    let dns = with_src4(
+        ether(
+            &[],
+            ETH_IPV4,
+            &ipv4(UDP, &[], Frag::default(), &udp(53000, 53, &dns_query())),
+        ),
+        banned,
+    );
+    for _ in 0..2 {
+        for _ in 0..50 {
+            sim.run(&dns)?;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::ensure!(
+        sim.reason(filter_common::Reason::BanDrop)?.packets > 0,
+        "the bench's source was not banned"
+    );
+    let ntp = &frame_kinds()[0].1;
+    let (other, _, _) = measure(filter_prog(&sim)?, ntp, repeat, runs)?;
+    let (own, _, _) = measure(
+        filter_prog(&sim)?,
+        &with_src4(ntp.clone(), banned),
+        repeat,
+        runs,
+    )?;
+    let _ = writeln!(
+        report.text,
+        "\n1d. NTP reflection while a source is banned (ns over the XDP_DROP floor)\n   from another source (ban hints: early verdict) {:+.1}, from the banned source (full path) {:+.1}",
+        other - drop_floor,
+        own - drop_floor
+    );
+    report.json.insert(
+        "with_a_ban".into(),
+        json!({"other_source_above_floor_ns": other - drop_floor, "banned_source_above_floor_ns": own - drop_floor}),
+    );
+    Ok(())
+}
+
 /// The surge counters: per-frame cost of each way of counting (floors that
 /// count and drop, against the drop floor) and of reading all 65536.
 fn surge_counting(report: &mut Report, o: &Opts, frame: &[u8]) -> anyhow::Result<()> {
@@ -980,6 +1033,7 @@ fn run() -> anyhow::Result<()> {
     if o.runs("per-frame") {
         let (drop_floor, _) = per_frame(&mut report, &o)?;
         reply_guard_cost(&mut report, &o, drop_floor)?;
+        with_a_ban(&mut report, &o, drop_floor)?;
         surge_counting(&mut report, &o, &frame_kinds()[0].1)?;
     }
     if o.runs("flood") {

@@ -54,6 +54,21 @@ fn ntp_from(src: [u8; 4]) -> Vec<u8> {
     )
 }
 
+fn first_fragment_from(src: [u8; 4]) -> Vec<u8> {
+    let first = Frag {
+        more: true,
+        offset: 0,
+        id: 0x4242,
+    };
+    let mut p = vec![0x97, 0, 3, 0x2a];
+    p.resize(468, 0);
+    let l4 = udp(123, 4000, &p);
+    with_src4(
+        ether(&[], ETH_IPV4, &ipv4(UDP, &[], first, &l4[..200])),
+        src,
+    )
+}
+
 fn count(r: &Simulator, reason: Reason) -> u64 {
     r.reason(reason).unwrap().packets
 }
@@ -214,6 +229,9 @@ burst_packets = 2
 [ban]
 after = "20ms"
 for = "300ms"
+[reply_guard]
+packets = 8
+expiry = "10s"
 "#,
     );
     let a = dns_from([198, 51, 100, 9]);
@@ -229,6 +247,24 @@ for = "300ms"
     assert_eq!(count(&r, Reason::BanDrop), banned + 20);
     // Another source is not affected.
     assert_eq!(passed(&r, &dns_from([198, 51, 100, 10]), 2), 2);
+    // Unasked NTP replies, which the early verdict judges before the full
+    // parse: from the banned source they are the ban's (its hint bit is
+    // set), from another source they are unsolicited, whole or fragmented.
+    for (frame, what) in [
+        (ntp_from([198, 51, 100, 9]), "reply"),
+        (first_fragment_from([198, 51, 100, 9]), "first fragment"),
+    ] {
+        let before = count(&r, Reason::BanDrop);
+        assert_eq!(r.run(&frame).unwrap(), XDP_DROP);
+        assert_eq!(
+            count(&r, Reason::BanDrop),
+            before + 1,
+            "a banned source's unasked {what} not counted as banned"
+        );
+    }
+    let unsolicited = count(&r, Reason::UnsolicitedReply);
+    assert_eq!(r.run(&ntp_from([198, 51, 100, 10])).unwrap(), XDP_DROP);
+    assert_eq!(count(&r, Reason::UnsolicitedReply), unsolicited + 1);
     // The ban runs out by itself; the bucket has refilled meanwhile.
     std::thread::sleep(Duration::from_millis(400));
     let before = count(&r, Reason::BanDrop);

@@ -52,6 +52,11 @@ fn bans_apply_at_once_survive_reloads_and_lift() {
     assert_eq!(delivered(&net, host, 5000), 0);
     assert_eq!(delivered(&net, in_prefix, 5000), 0);
     assert_eq!(reason(&net, "ban_drop"), 20);
+    // Unasked NTP replies from the banned prefix are the ban's, although
+    // the early verdict judges such frames before the full parse: the ban
+    // set its hint bits.
+    assert_eq!(delivered(&net, Ipv4Addr::new(203, 0, 113, 9), 123), 0);
+    assert_eq!(reason(&net, "ban_drop"), 30);
     assert_eq!(delivered(&net, Ipv4Addr::new(198, 51, 100, 78), 5000), 10);
 
     let top: Value = serde_json::from_str(&ok(run(&net, &["top", "--json"]))).unwrap();
@@ -81,6 +86,21 @@ fn bans_apply_at_once_survive_reloads_and_lift() {
         &["reload", "--iface", &net.victim_if, "--rules", &rules],
     ));
     assert_eq!(delivered(&net, host, 5000), 0);
+
+    // A generation of a build before ban hints has no BAN_HINTS pin: a
+    // reload makes one, without --reset-state, and its bans, which have
+    // no hint bits, still hold against unasked replies (the early verdict
+    // stays off for bans, as it was then).
+    let hints = net.pin_root.join(&net.victim_if).join("BAN_HINTS");
+    std::fs::remove_file(&hints).unwrap();
+    ok(run(
+        &net,
+        &["reload", "--iface", &net.victim_if, "--rules", &rules],
+    ));
+    assert!(hints.exists(), "BAN_HINTS not made again");
+    let before = reason(&net, "ban_drop");
+    assert_eq!(delivered(&net, Ipv4Addr::new(203, 0, 113, 9), 123), 0);
+    assert_eq!(reason(&net, "ban_drop"), before + 10);
 
     ok(run(&net, &["unban", "198.51.100.77"]));
     assert_eq!(delivered(&net, host, 5000), 10);

@@ -73,10 +73,15 @@ pub fn ban(
     let dir = root.iface_dir(iface);
     let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
     let until = monotonic_coarse_ns() + duration.as_nanos() as u64;
-    // The program skips ban lookups until something was ever banned.
+    // The hints first, then the flag, as the program does: the program
+    // skips ban lookups until something was ever banned, and its early
+    // verdict skips them for sources whose hint bit is clear.
+    set_ban_hints(&dir, target)?;
     let mut flag: aya::maps::Array<_, u32> =
         aya::maps::Array::try_from(open_map(&dir, filter_common::MAP_BAN_FLAG)?)?;
-    flag.set(0, 1, 0).context("failed to write BAN_FLAG")?;
+    let bans = flag.get(&0, 0).context("failed to read BAN_FLAG")?;
+    flag.set(0, bans | filter_common::BAN_ANY, 0)
+        .context("failed to write BAN_FLAG")?;
     match place(target, source_prefix(root, iface, target.family)?) {
         Place::Source(key, banned) => {
             let mut bans: HashMap<_, SrcKey, u64> = HashMap::try_from(open_map(&dir, MAP_BANS)?)?;
@@ -107,6 +112,29 @@ pub fn unban(root: &PinRoot, iface: &str, target: Prefix) -> anyhow::Result<Pref
             Ok(p)
         }
     }
+}
+
+/// Sets the hint bits of every address `target` covers (whether it is
+/// banned as a source or as a prefix, its bits cover both). Bits are never
+/// cleared: one that outlives its ban costs a lookup, nothing more.
+fn set_ban_hints(dir: &Path, target: Prefix) -> anyhow::Result<()> {
+    let mut words: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(open_map(dir, filter_common::MAP_BAN_HINTS)?)?;
+    let mut ranges = Vec::new();
+    filter_common::hints::prefix_bits(target.family, &target.addr, target.len, |first, n| {
+        ranges.push((first, n))
+    });
+    for (first, n) in ranges {
+        let mut masks = Vec::new();
+        filter_common::hints::range_words(first, n, |w, mask| masks.push((w, mask)));
+        for (w, mask) in masks {
+            let old = words.get(&w, 0).context("failed to read BAN_HINTS")?;
+            words
+                .set(w, old | mask, 0)
+                .context("failed to write BAN_HINTS")?;
+        }
+    }
+    Ok(())
 }
 
 fn write_prefix_ban(dir: &Path, p: Prefix, until: Option<u64>) -> anyhow::Result<()> {

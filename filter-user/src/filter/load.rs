@@ -22,12 +22,12 @@ use aya::{
     },
 };
 use filter_common::{
-    ATTACH_GENERIC, ATTACH_NATIVE, CONFIG_MONITOR, Chain, Config, FAMILY_V4, GIT_CLEAN,
-    GIT_MODIFIED, GuardPort, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CHAINS, MAP_CONFIG,
-    MAP_DENY_V4, MAP_DENY_V6, MAP_GUARD_BUDGETS, MAP_GUARD_PORTS, MAP_LIMITS, MAP_META,
-    MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6, MAP_PORT_CHAINS, MAP_RULES, MAP_RULESET, MAP_SOURCES,
-    MAP_SRC_HINTS, META_SOURCE_LEN, Meta, PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule,
-    STATE_MAPS,
+    ATTACH_GENERIC, ATTACH_NATIVE, BAN_WIDE, CONFIG_MONITOR, Chain, Config, FAMILY_V4, GIT_CLEAN,
+    GIT_MODIFIED, GuardPort, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_FLAG, MAP_BAN_HINTS,
+    MAP_CHAINS, MAP_CONFIG, MAP_DENY_V4, MAP_DENY_V6, MAP_GUARD_BUDGETS, MAP_GUARD_PORTS,
+    MAP_LIMITS, MAP_META, MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6, MAP_PORT_CHAINS, MAP_RULES,
+    MAP_RULESET, MAP_SOURCES, MAP_SRC_HINTS, META_SOURCE_LEN, Meta, PROGRAM_NAME,
+    REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS,
 };
 
 use super::{failpoint, neverban, provenance};
@@ -213,10 +213,12 @@ fn check_state_pins(
     set: &RuleSet,
     opts: ReloadOptions,
 ) -> anyhow::Result<SourcesTable> {
+    // BAN_HINTS came later than the rest: a generation of an older build
+    // has none, and it is made then (see `prepare`).
     let missing: Vec<&str> = STATE_MAPS
         .iter()
         .copied()
-        .filter(|n| !dir.join(n).exists())
+        .filter(|n| *n != MAP_BAN_HINTS && !dir.join(n).exists())
         .collect();
     if !missing.is_empty() && !opts.reset_state {
         bail!(
@@ -438,9 +440,13 @@ pub fn prepare(
     for (name, path) in &state_pins {
         loader.map_pin_path(name, path.as_path());
     }
+    let hints_missing = state_dir.is_some_and(|d| !d.join(MAP_BAN_HINTS).exists());
     let mut ebpf = loader
         .load(EBPF_OBJECT)
         .context("failed to load the eBPF object into the kernel")?;
+    if hints_missing {
+        no_hints_for_old_bans(&mut ebpf)?;
+    }
     write_rules(&mut ebpf, &compiled)?;
     write_prefixes(&mut ebpf, MAP_ALLOW_V4, MAP_ALLOW_V6, &set.allow)?;
     write_prefixes(&mut ebpf, MAP_DENY_V4, MAP_DENY_V6, &set.deny)?;
@@ -466,6 +472,18 @@ pub fn prepare(
         .load()
         .context("the kernel verifier rejected the egress program")?;
     Ok(ebpf)
+}
+
+/// Bans set before BAN_HINTS existed have no hints: mark them too wide for
+/// hints, which turns the early verdict off while bans exist, as it was.
+fn no_hints_for_old_bans(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let mut flag: Array<_, u32> = Array::try_from(map_mut(ebpf, MAP_BAN_FLAG)?)?;
+    let bans = flag.get(&0, 0).context("failed to read BAN_FLAG")?;
+    if bans != 0 {
+        flag.set(0, bans | BAN_WIDE, 0)
+            .context("failed to write BAN_FLAG")?;
+    }
+    Ok(())
 }
 
 /// Writes the compiled rule set into a freshly loaded program's maps.

@@ -205,16 +205,7 @@ fn hint_words<'a>(prefixes: impl Iterator<Item = &'a Prefix>) -> Vec<(u32, u64)>
             words = vec![0u64; hints::HINT_WORDS as usize];
         }
         hints::prefix_bits(p.family, &p.addr, p.len, |first, count| {
-            let mut bit = first;
-            while bit < first + count {
-                if bit % 64 == 0 && first + count - bit >= 64 {
-                    words[(bit / 64) as usize] = u64::MAX;
-                    bit += 64;
-                } else {
-                    words[(bit / 64) as usize] |= 1 << (bit % 64);
-                    bit += 1;
-                }
-            }
+            hints::range_words(first, count, |w, mask| words[w as usize] |= mask)
         });
     }
     words
