@@ -45,8 +45,18 @@ pub const MAP_BAN_HINTS: &str = "BAN_HINTS";
 /// deadline (ns, CLOCK_MONOTONIC coarse).
 pub const MAP_BAN_V4: &str = "BAN_V4";
 pub const MAP_BAN_V6: &str = "BAN_V6";
-/// [`SrcKey`] -> [`SourceState`]: per-source rate limiter, an LRU.
+/// The per-source rate limiter: [`SourceSlot`]s shared by all CPUs, two
+/// ways per set (a source lives in one of the two slots its hash picks),
+/// [`source_slots`] of them, mmapable so that `top` and the metrics read
+/// it whole.
 pub const MAP_SOURCES: &str = "SOURCES";
+/// The limiter table's fingerprints, one u32 per set of [`MAP_SOURCES`]:
+/// the low 16 bits for its first way, the high 16 for its second (0 for
+/// none; see [`crate::decide::Source::fingerprint`]). A quarter MB for the
+/// default table, so a source the table doesn't hold (every packet of a
+/// spoofed flood) is told apart in cache, not by reading two slots from
+/// memory.
+pub const MAP_SOURCE_TAGS: &str = "SOURCE_TAGS";
 /// [`Limit`] by limit id; id 0 means "no limit".
 pub const MAP_LIMITS: &str = "LIMITS";
 /// Theoretical arrival time (u64 ns) of each rule's aggregate limit.
@@ -329,7 +339,8 @@ pub struct Config {
     pub frag_track_ns: u64,
     /// Limit id every packet that reaches the per-source step meets; 0 = none.
     pub default_limit: u32,
-    pub _pad2: u32,
+    /// Slots of the limiter table ([`MAP_SOURCES`]) minus one.
+    pub sources_mask: u32,
 }
 const _: () = assert!(size_of::<Config>() == 40);
 
@@ -398,6 +409,24 @@ const _: () = assert!(size_of::<DoorSlot>() == 24);
 /// Per-CPU [`DoorSlot`]s, indexed by the low bits of the source's hash.
 pub const MAP_DOOR: &str = "DOOR";
 pub const DOOR_SLOTS: u32 = 1 << 15;
+
+/// A slot of the limiter table: a source (its masked address as
+/// [`crate::decide::Packet`] words, and [`crate::decide::Source::tag`]; 0
+/// for an empty slot) and its state. One cache line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceSlot {
+    pub addr: [u64; 2],
+    pub tag: u64,
+    pub state: SourceState,
+}
+const _: () = assert!(size_of::<SourceSlot>() == 64);
+
+/// Slots of a limiter table for `table_size` sources: a power of two, so
+/// that a hash picks a set with a mask.
+pub const fn source_slots(table_size: u32) -> u32 {
+    table_size.next_power_of_two()
+}
 
 /// How long a source must go without a refusal before its time over the
 /// limit starts again from zero (and a ban needs a new `after`).
@@ -531,13 +560,14 @@ impl Default for Meta {
 /// Maps whose contents outlive a reload: counters, limiter and ban state,
 /// fragment memory. A new program generation reuses their pins; every other
 /// map belongs to one generation and is built anew with each rule set.
-pub const STATE_MAPS: [&str; 16] = [
+pub const STATE_MAPS: [&str; 17] = [
     MAP_STATS,
     MAP_REPLIES,
     MAP_LOCAL_PORTS,
     MAP_NEVER_BAN_V4,
     MAP_NEVER_BAN_V6,
     MAP_SOURCES,
+    MAP_SOURCE_TAGS,
     MAP_BANS,
     MAP_BAN_FLAG,
     MAP_BAN_HINTS,
@@ -563,6 +593,7 @@ mod pod {
     unsafe impl aya::Pod for SrcKey {}
     unsafe impl aya::Pod for SourceState {}
     unsafe impl aya::Pod for DoorSlot {}
+    unsafe impl aya::Pod for SourceSlot {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for ReplyKey {}
     unsafe impl aya::Pod for ReplyState {}

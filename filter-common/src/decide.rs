@@ -167,12 +167,12 @@ pub trait Env {
     /// Runs `f` on the source's shared state, if the limiter holds it.
     fn with_source<R>(
         &mut self,
-        key: &SrcKey,
+        src: &Source,
         f: impl FnOnce(&SourceCell<Self::Cell>) -> R,
     ) -> Option<R>;
     /// Enters the source in the limiter with the state `f` leaves in a
     /// fresh cell (if another CPU entered it meanwhile, that entry stays).
-    fn insert_source<R>(&mut self, key: &SrcKey, f: impl FnOnce(&SourceCell<Self::Cell>) -> R)
+    fn insert_source<R>(&mut self, src: &Source, f: impl FnOnce(&SourceCell<Self::Cell>) -> R)
     -> R;
     /// The doorkeeper's slot for a source hash (this CPU's).
     fn door(&mut self, hash: u64) -> Option<&mut DoorSlot>;
@@ -400,16 +400,16 @@ fn admit_source<E: Env>(
         return true;
     };
     let now = clock.now(env);
-    let key = src_key(p, cfg, limit as u8);
+    let src = source(p, cfg, limit as u8);
     let (len, ban_after) = (p.frame_len, cfg.ban_after_ns);
-    let verdict = match env.with_source(&key, |cell| over_limit(cell, &l, now, len, ban_after)) {
+    let verdict = match env.with_source(&src, |cell| over_limit(cell, &l, now, len, ban_after)) {
         Some(v) => v,
-        None => match first_sighting(env, &key, now, len) {
+        None => match first_sighting(env, &src, now, len) {
             // A fresh state admits any first packet, banning nothing.
             None => return true,
             // The second: the state the first packet would have left, then
             // this one, as if the source had been entered at once.
-            Some((then, then_len)) => env.insert_source(&key, |cell| {
+            Some((then, then_len)) => env.insert_source(&src, |cell| {
                 over_limit(cell, &l, then, then_len, ban_after);
                 over_limit(cell, &l, now, len, ban_after)
             }),
@@ -436,8 +436,8 @@ fn admit_source<E: Env>(
 /// its packets: a flood of millions of sources a second against a source
 /// sending a few. Per CPU, a source may also enter one packet late on each.
 #[inline(always)]
-fn first_sighting<E: Env>(env: &mut E, key: &SrcKey, now: u64, len: u64) -> Option<(u64, u64)> {
-    let hash = door_hash(key);
+fn first_sighting<E: Env>(env: &mut E, src: &Source, now: u64, len: u64) -> Option<(u64, u64)> {
+    let hash = src.hash();
     let slot = env.door(hash)?;
     if slot.hash == hash {
         return Some((slot.at, slot.frame_len));
@@ -450,14 +450,65 @@ fn first_sighting<E: Env>(env: &mut E, key: &SrcKey, now: u64, len: u64) -> Opti
     None
 }
 
-/// A source key's doorkeeper hash (never 0, the empty slot's); its low bits
-/// pick the slot.
+/// A source as the limiter keys it: the address masked to the configured
+/// prefix length, as words, and the limit it is counted against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub addr: Addr,
+    pub family: u8,
+    pub limit: u8,
+}
+
+impl Source {
+    /// As maps of bytes key it.
+    #[inline(always)]
+    pub fn key(&self) -> SrcKey {
+        SrcKey {
+            addr: addr_bytes(&self.addr),
+            family: self.family,
+            limit: self.limit,
+            _pad: [0; 2],
+        }
+    }
+
+    /// Family and limit as the limiter table's slots tag them (never 0, an
+    /// empty slot's tag).
+    #[inline(always)]
+    pub fn tag(&self) -> u64 {
+        1 << 63 | (self.family as u64) << 8 | self.limit as u64
+    }
+
+    /// Never 0 (the doorkeeper's empty slot): its low bits pick the
+    /// doorkeeper's slot, its high bits the limiter table's.
+    #[inline(always)]
+    pub fn hash(&self) -> u64 {
+        let h = (self.addr[0] ^ self.addr[1].rotate_left(31) ^ self.tag())
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h ^ h >> 29) | 1 << 63
+    }
+}
+
+impl Source {
+    /// The 16 bits the limiter's tags hold for the source: never 0.
+    #[inline(always)]
+    pub fn fingerprint(&self) -> u32 {
+        (self.hash() >> 16) as u32 & 0xffff | 1
+    }
+}
+
+/// The source as the limiter keys it.
 #[inline(always)]
-pub fn door_hash(key: &SrcKey) -> u64 {
-    let w = addr_words(&key.addr);
-    let h = (w[0] ^ w[1].rotate_left(31) ^ ((key.family as u64) << 8 | key.limit as u64))
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (h ^ h >> 29) | 1 << 63
+pub fn source(p: &Packet, cfg: &Config, limit: u8) -> Source {
+    let prefix = if p.family == FAMILY_V4 {
+        cfg.src_prefix_v4
+    } else {
+        cfg.src_prefix_v6
+    };
+    Source {
+        addr: mask_words(&p.src, prefix),
+        family: p.family,
+        limit,
+    }
 }
 
 /// Charges a packet to a source and tracks how long it has stayed over its
@@ -556,17 +607,7 @@ fn charge<C: Shared64>(tat: &C, t: u64, now: u64, cost: u64) {
 /// configured prefix length.
 #[inline(always)]
 pub fn src_key(p: &Packet, cfg: &Config, limit: u8) -> SrcKey {
-    let prefix = if p.family == FAMILY_V4 {
-        cfg.src_prefix_v4
-    } else {
-        cfg.src_prefix_v6
-    };
-    SrcKey {
-        addr: addr_bytes(&mask_words(&p.src, prefix)),
-        family: p.family,
-        limit,
-        _pad: [0; 2],
-    }
+    source(p, cfg, limit).key()
 }
 
 /// `addr` with every bit past `prefix` cleared.

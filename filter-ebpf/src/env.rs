@@ -12,8 +12,10 @@ use aya_ebpf::{
 use filter_common::{
     BAN_ANY, BAN_WIDE, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Chain, Config,
     DOOR_SLOTS, DoorSlot, FAMILY_V4, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, ReplyKey, Rule,
-    SourceState, SrcKey,
-    decide::{Addr, Datagram, Env, Packet, Shared64 as _, SourceCell, addr_bytes, addr_words},
+    SourceSlot, SourceState, SrcKey,
+    decide::{
+        Addr, Datagram, Env, Packet, Shared64 as _, Source, SourceCell, addr_bytes, addr_words,
+    },
     guard::{ReplyCell, port_bit},
     hints::prefix_bit,
     port_slot,
@@ -152,25 +154,50 @@ impl Env for KernelEnv<'_> {
     #[inline(always)]
     fn with_source<R>(
         &mut self,
-        key: &SrcKey,
+        src: &Source,
         f: impl FnOnce(&SourceCell<BpfU64>) -> R,
     ) -> Option<R> {
-        let ptr = SOURCES.get_ptr_mut(key)?;
-        // SAFETY: SourceCell has SourceState's layout; the map value stays
-        // valid for the program's run (RCU), and every access is atomic
-        // because all CPUs share it.
-        Some(f(unsafe { &*(ptr as *const SourceCell<BpfU64>) }))
+        let set = source_set(src, self.config);
+        // The fingerprints first: a source the table doesn't hold is told
+        // apart in one cached word, without the two slots' cache lines.
+        let tags = *SOURCE_TAGS.get(set / 2)?;
+        let fp = src.fingerprint();
+        for way in 0..2 {
+            if (tags >> (16 * way)) & 0xffff != fp {
+                continue;
+            }
+            let slot = SOURCES.get_ptr_mut(set + way)?;
+            // SAFETY: a live slot of an array shared by all CPUs: the
+            // state is only touched through SourceCell's atomics, the key
+            // words read whole (a slot another CPU is rewriting may match
+            // for one packet: see insert_source).
+            unsafe {
+                // Word by word: `==` on arrays becomes a byte-wise memcmp.
+                if (*slot).tag == src.tag()
+                    && (*slot).addr[0] == src.addr[0]
+                    && (*slot).addr[1] == src.addr[1]
+                {
+                    let state = core::ptr::addr_of_mut!((*slot).state);
+                    return Some(f(&*(state as *const SourceCell<BpfU64>)));
+                }
+            }
+        }
+        None
     }
 
     #[inline(always)]
-    fn insert_source<R>(&mut self, key: &SrcKey, f: impl FnOnce(&SourceCell<BpfU64>) -> R) -> R {
-        // The state is decided here and inserted once, one hash operation
-        // instead of an insert and a second lookup. If another CPU
-        // inserted the same source in between (BPF_NOEXIST fails), its
-        // entry stays and this packet was judged on its own.
+    fn insert_source<R>(&mut self, src: &Source, f: impl FnOnce(&SourceCell<BpfU64>) -> R) -> R {
+        // The state is decided on a local copy, then written to the slot of
+        // the set that is empty or holds the source seen least recently
+        // (the earlier theoretical arrival time). Plain stores: a CPU
+        // reading the slot meanwhile may judge one packet by a mix of the
+        // old and the new source's state, and two CPUs entering sources of
+        // one set at once may leave one slot each or one slot mixed; the
+        // limiter is approximate there, for a packet, never stuck (a lost
+        // fingerprint makes its source enter again, in the other way).
         let mut fresh = MaybeUninit::<SourceState>::uninit();
-        // SAFETY: as above, on a local value, whose every field is stored
-        // before `f` reads it.
+        // SAFETY: SourceCell has SourceState's layout; every field is
+        // stored before `f` reads it.
         let cell = unsafe { &*(fresh.as_mut_ptr() as *const SourceCell<BpfU64>) };
         // Cell by cell (volatile stores): a zeroed struct becomes a call to
         // a byte-wise memset subprogram.
@@ -180,8 +207,32 @@ impl Env for KernelEnv<'_> {
         cell.dropped.store(0);
         cell.last_over.store(0);
         let r = f(cell);
-        // SAFETY: every field was stored above.
-        let _ = SOURCES.insert(key, unsafe { fresh.assume_init_ref() }, 1);
+        let set = source_set(src, self.config);
+        let (Some(a), Some(b)) = (SOURCES.get_ptr_mut(set), SOURCES.get_ptr_mut(set + 1)) else {
+            return r;
+        };
+        // SAFETY: live slots; every field of `fresh` was stored above.
+        unsafe {
+            let recent = |s: *mut SourceSlot| (*s).state.pkt_tat.max((*s).state.byte_tat);
+            let (slot, way) = if (*a).tag == 0 || ((*b).tag != 0 && recent(a) <= recent(b)) {
+                (a, 0)
+            } else {
+                (b, 1)
+            };
+            let state = fresh.assume_init_ref();
+            (*slot).tag = 0;
+            (*slot).addr = src.addr;
+            (*slot).state.pkt_tat = state.pkt_tat;
+            (*slot).state.byte_tat = state.byte_tat;
+            (*slot).state.over_since = state.over_since;
+            (*slot).state.dropped = state.dropped;
+            (*slot).state.last_over = state.last_over;
+            (*slot).tag = src.tag();
+            if let Some(tags) = SOURCE_TAGS.get_ptr_mut(set / 2) {
+                let shift = 16 * way;
+                *tags = (*tags & !(0xffff << shift)) | src.fingerprint() << shift;
+            }
+        }
         r
     }
 
@@ -292,6 +343,12 @@ pub fn guarded(config: &Config, port: u16) -> bool {
         && GUARD_PORTS
             .get((port >> 6) as u32)
             .is_some_and(|w| port_bit(*w, port))
+}
+
+/// The first slot of the source's set in the limiter table.
+#[inline(always)]
+fn source_set(src: &Source, config: &Config) -> u32 {
+    (src.hash() >> 32) as u32 & config.sources_mask & !1
 }
 
 /// Whether the datagram's first fragment was dropped, and recently enough.

@@ -9,7 +9,7 @@ use filter_common::{
     GUARD_WORDS, GuardPort, Limit, LocalPort, MAX_BANS, MAX_CHAINS, MAX_FRAGS, MAX_GUARDED_PORTS,
     MAX_LIMITS, MAX_NEVER_BAN, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_REPLIES, MAX_RULES, Meta,
     PORT_SLOTS, RULESET_CHUNK, RULESET_CHUNKS, Reason, ReplyKey, ReplyState, Rule,
-    STATS_MONITOR_SLOT, STATS_SLOTS, SourceState, SrcKey, UDP_PORT_SLOTS, decide::Packet,
+    STATS_MONITOR_SLOT, STATS_SLOTS, SourceSlot, SrcKey, UDP_PORT_SLOTS, decide::Packet,
 };
 
 #[map(name = "STATS")]
@@ -83,14 +83,14 @@ pub fn maybe_banned(family: u8, src: &filter_common::decide::Addr) -> bool {
 #[map(name = "BANS")]
 pub static BANS: LruHashMap<SrcKey, u64> = LruHashMap::with_max_entries(MAX_BANS, 0);
 
-/// LRU lists per CPU rather than one shared list: a flood of new sources
-/// inserts on every CPU at once, and a common list serialises them.
-const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
-
-// Sized at load time from the rule file (limiter table size).
+// Sized at load time from the rule file (limiter table size, rounded up
+// to a power of two); mmapable for `top` and the metrics.
 #[map(name = "SOURCES")]
-pub static SOURCES: LruHashMap<SrcKey, SourceState> =
-    LruHashMap::with_max_entries(DEFAULT_SOURCES, BPF_F_NO_COMMON_LRU);
+pub static SOURCES: Array<SourceSlot> = Array::with_max_entries(DEFAULT_SOURCES, BPF_F_MMAPABLE);
+
+// Sized at load time: one u32 per set of SOURCES.
+#[map(name = "SOURCE_TAGS")]
+pub static SOURCE_TAGS: Array<u32> = Array::with_max_entries(DEFAULT_SOURCES / 2, 0);
 
 // The limiter's doorkeeper (see decide::first_sighting): per CPU, so its
 // slots are plain stores that no other CPU's cache line fights over.

@@ -7,7 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::frames::*;
-use filter_common::Reason;
+use filter_common::{
+    FAMILY_V4, Reason,
+    decide::{Source, addr_v4},
+};
 use filterctl::{
     filter::simulator::{Simulator, XDP_DROP, XDP_PASS},
     rules,
@@ -409,4 +412,56 @@ fn pin_to_one_cpu() {
         let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
         assert_eq!(rc, 0, "sched_setaffinity failed");
     }
+}
+
+#[test]
+fn a_full_set_of_the_limiter_table_forgets_its_least_recent_source() {
+    // The table keeps a source in one of the two slots of the set its hash
+    // picks. Three sources of one set: the third to enter takes the slot of
+    // the one whose allowance runs out first, the other stays limited.
+    let r = runner(
+        r#"
+[sources]
+table_size = 1024
+[per_source]
+pps = 1
+burst_packets = 2
+"#,
+    );
+    pin_to_one_cpu();
+    let set_of = |a: [u8; 4]| {
+        let src = Source {
+            addr: addr_v4(a),
+            family: FAMILY_V4,
+            // The default limit is the rule set's first.
+            limit: 1,
+        };
+        (src.hash() >> 32) as u32 & (1024 - 1) & !1
+    };
+    let mut by_set: std::collections::HashMap<u32, Vec<[u8; 4]>> = Default::default();
+    for net in [[192, 0, 2], [198, 51, 100], [203, 0, 113]] {
+        for host in 1..=254u8 {
+            let a = [net[0], net[1], net[2], host];
+            by_set.entry(set_of(a)).or_default().push(a);
+        }
+    }
+    let three = by_set
+        .values()
+        .find(|v| v.len() >= 3)
+        .expect("three documentation addresses in one set");
+    let (a, b, c) = (dns_from(three[0]), dns_from(three[1]), dns_from(three[2]));
+    for f in [&a, &b] {
+        assert_eq!(passed(&r, f, 5), 2, "burst of 2");
+    }
+    assert_eq!(r.limiter_sources().unwrap(), 2);
+    // c enters on its second packet, in a's slot: a's allowance ran out
+    // first (it sent first).
+    assert_eq!(passed(&r, &c, 2), 2);
+    assert_eq!(r.limiter_sources().unwrap(), 2);
+    assert_eq!(r.run(&b).unwrap(), XDP_DROP, "b was forgotten");
+    assert_eq!(
+        r.run(&a).unwrap(),
+        XDP_PASS,
+        "a still limited: c took another slot"
+    );
 }

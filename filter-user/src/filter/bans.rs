@@ -10,8 +10,7 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use filter_common::{
-    FAMILY_V4, FAMILY_V6, MAP_BAN_V4, MAP_BAN_V6, MAP_BANS, MAP_SOURCES, SourceState, SrcKey,
-    decide::mask,
+    FAMILY_V4, FAMILY_V6, MAP_BAN_V4, MAP_BAN_V6, MAP_BANS, MAP_SOURCES, SrcKey, decide::mask,
 };
 
 use crate::{
@@ -181,9 +180,10 @@ pub fn top(root: &PinRoot, iface: &str, n: usize) -> anyhow::Result<Vec<Entry>> 
     let now = monotonic_coarse_ns();
     let keyed = keyed_prefix(root, iface)?;
     let mut out = Vec::new();
-    let sources: HashMap<_, SrcKey, SourceState> = HashMap::try_from(open_map(&dir, MAP_SOURCES)?)?;
-    for item in sources.iter() {
-        let (k, s) = item?;
+    let path = dir.join(MAP_SOURCES);
+    let table = aya::maps::MapData::from_pin(&path)
+        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+    for (k, s) in super::limiter::sources(&table)?.0 {
         // A source that stopped sending keeps its over_since until it
         // sends again: it counts as over only while its allowance (the
         // theoretical arrival time) is within a second of now, which a

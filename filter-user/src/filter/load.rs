@@ -26,8 +26,8 @@ use filter_common::{
     GIT_MODIFIED, GuardPort, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_FLAG, MAP_BAN_HINTS,
     MAP_CHAINS, MAP_CONFIG, MAP_DENY_V4, MAP_DENY_V6, MAP_GUARD_BUDGETS, MAP_GUARD_PORTS,
     MAP_LIMITS, MAP_META, MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6, MAP_PORT_CHAINS, MAP_RULES,
-    MAP_RULESET, MAP_SOURCES, MAP_SRC_HINTS, META_SOURCE_LEN, Meta, PROGRAM_NAME,
-    REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS,
+    MAP_RULESET, MAP_SOURCE_TAGS, MAP_SOURCES, MAP_SRC_HINTS, META_SOURCE_LEN, Meta, PROGRAM_NAME,
+    REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS, SourceSlot, source_slots,
 };
 
 use super::{failpoint, neverban, provenance};
@@ -213,12 +213,15 @@ fn check_state_pins(
     set: &RuleSet,
     opts: ReloadOptions,
 ) -> anyhow::Result<SourcesTable> {
+    let sources = limiter_table(dir, set)?;
     // BAN_HINTS came later than the rest: a generation of an older build
-    // has none, and it is made then (see `prepare`).
+    // has none, and it is made then (see `prepare`); so did SOURCE_TAGS,
+    // made with the limiter table it goes with.
     let missing: Vec<&str> = STATE_MAPS
         .iter()
         .copied()
         .filter(|n| *n != MAP_BAN_HINTS && !dir.join(n).exists())
+        .filter(|n| !(*n == MAP_SOURCE_TAGS && sources == SourcesTable::Rebuild))
         .collect();
     if !missing.is_empty() && !opts.reset_state {
         bail!(
@@ -227,28 +230,47 @@ fn check_state_pins(
             dir.display()
         );
     }
+    Ok(sources)
+}
+
+/// Whether the limiter table can carry over: the same kind and size, and
+/// its tags with it.
+fn limiter_table(dir: &Path, set: &RuleSet) -> anyhow::Result<SourcesTable> {
     let sources = dir.join(MAP_SOURCES);
-    if sources.exists() {
-        let size = MapData::from_pin(&sources)
-            .and_then(|m| m.info())
-            .with_context(|| format!("cannot read {}", sources.display()))?
-            .max_entries();
-        if size != set.table_size {
-            return Ok(SourcesTable::Rebuild);
-        }
+    if !sources.exists() {
+        return Ok(SourcesTable::Reuse);
+    }
+    let info = MapData::from_pin(&sources)
+        .and_then(|m| m.info())
+        .with_context(|| format!("cannot read {}", sources.display()))?;
+    // An older build kept the limiter in an LRU hash of other entries: its
+    // state can't carry over either.
+    let same_kind = matches!(info.map_type(), Ok(aya::maps::MapType::Array))
+        && info.value_size() as usize == size_of::<SourceSlot>();
+    if !same_kind
+        || info.max_entries() != source_slots(set.table_size)
+        || !dir.join(MAP_SOURCE_TAGS).exists()
+    {
+        return Ok(SourcesTable::Rebuild);
     }
     Ok(SourcesTable::Reuse)
 }
 
-/// Pins a rebuilt limiter map in place of the old one.
+/// Pins a rebuilt limiter table and its tags in place of the old ones.
 fn repin_sources(ebpf: &Ebpf, dir: &Path) -> anyhow::Result<()> {
-    let path = dir.join(MAP_SOURCES);
-    let map = ebpf
-        .map(MAP_SOURCES)
-        .ok_or_else(|| anyhow!("map {MAP_SOURCES} missing from the eBPF object"))?;
-    std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-    map.pin(&path)
-        .with_context(|| format!("cannot pin the resized limiter at {}", path.display()))
+    for name in [MAP_SOURCES, MAP_SOURCE_TAGS] {
+        let path = dir.join(name);
+        let map = ebpf
+            .map(name)
+            .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
+        if path.exists() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+        map.pin(&path)
+            .with_context(|| format!("cannot pin the rebuilt limiter at {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Builds, pins and switches to a new generation; returns its number, the
@@ -419,7 +441,8 @@ pub fn prepare(
 ) -> anyhow::Result<Ebpf> {
     let compiled = set.compile();
     let mut loader = EbpfLoader::new();
-    loader.map_max_entries(MAP_SOURCES, set.table_size);
+    loader.map_max_entries(MAP_SOURCES, source_slots(set.table_size));
+    loader.map_max_entries(MAP_SOURCE_TAGS, source_slots(set.table_size) / 2);
     // 2.2 MB of hints only for lists that need them (one word reads as
     // "look" while CONFIG says there is no list to look in).
     if compiled.hint_words.is_empty() {
@@ -432,7 +455,10 @@ pub fn prepare(
         .map(|d| {
             STATE_MAPS
                 .iter()
-                .filter(|n| !(**n == MAP_SOURCES && sources == SourcesTable::Rebuild))
+                .filter(|n| {
+                    !([MAP_SOURCES, MAP_SOURCE_TAGS].contains(*n)
+                        && sources == SourcesTable::Rebuild)
+                })
                 .map(|n| (*n, d.join(n)))
                 .collect()
         })

@@ -10,6 +10,7 @@ pub mod converge;
 pub mod diff;
 pub mod failpoint;
 pub mod gauges;
+pub mod limiter;
 pub mod load;
 pub mod neverban;
 pub mod provenance;

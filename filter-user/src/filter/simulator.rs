@@ -54,9 +54,10 @@ impl Simulator {
             .ebpf
             .map(filter_common::MAP_SOURCES)
             .ok_or_else(|| anyhow!("no map {}", filter_common::MAP_SOURCES))?;
-        let sources: aya::maps::HashMap<_, filter_common::SrcKey, filter_common::SourceState> =
-            aya::maps::HashMap::try_from(map)?;
-        Ok(sources.keys().filter(Result::is_ok).count())
+        let aya::maps::Map::Array(data) = map else {
+            anyhow::bail!("{} is not an array", filter_common::MAP_SOURCES);
+        };
+        Ok(super::limiter::sources(data)?.0.len())
     }
 
     pub fn program(&self) -> anyhow::Result<&Xdp> {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use filter_common::{
     CONFIG_FRAGMENT_DROP, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_MONITOR, CONFIG_REPLY_GUARD,
     Chain, Config, GUARD_WORDS, GuardPort, IPPROTO_TCP, IPPROTO_UDP, Limit, MAX_CHAIN, MAX_CHAINS,
-    Rule, hints, port_slot,
+    Rule, hints, port_slot, source_slots,
 };
 
 use super::{FragmentPolicy, Mode, RuleSet, RuleSpec, prefixes::Prefix};
@@ -181,6 +181,7 @@ impl RuleSet {
                 ban_for_ns: self.ban_for_ns,
                 frag_track_ns: self.fragment_memory_ns,
                 default_limit: self.default_limit,
+                sources_mask: source_slots(self.table_size) - 1,
                 ..Config::default()
             },
             rules: self.rules.iter().map(|r| r.rule).collect(),

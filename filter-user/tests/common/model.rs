@@ -16,7 +16,8 @@ use filter_common::{
     Chain, Config, DOOR_SLOTS, DoorSlot, FAMILY_V4, FAMILY_V6, FragKey, GuardPort, Limit,
     LocalPort, MATCH_MAX, ReplyKey, Rule, SrcKey,
     decide::{
-        Datagram, Env, Frag, Packet, Parsed, SourceCell, addr_bytes, addr_v4, addr_words, decide,
+        Datagram, Env, Frag, Packet, Parsed, Source, SourceCell, addr_bytes, addr_v4, addr_words,
+        decide,
     },
     guard::{ReplyCell, is_group, request_entry},
     port_slot,
@@ -352,13 +353,13 @@ impl Env for Model {
     }
     fn with_source<R>(
         &mut self,
-        key: &SrcKey,
+        src: &Source,
         f: impl FnOnce(&SourceCell<AtomicU64>) -> R,
     ) -> Option<R> {
-        self.sources.get(key).map(f)
+        self.sources.get(&src.key()).map(f)
     }
-    fn insert_source<R>(&mut self, key: &SrcKey, f: impl FnOnce(&SourceCell<AtomicU64>) -> R) -> R {
-        let cell = self.sources.entry(*key).or_insert_with(|| SourceCell {
+    fn insert_source<R>(&mut self, src: &Source, f: impl FnOnce(&SourceCell<AtomicU64>) -> R) -> R {
+        let cell = self.sources.entry(src.key()).or_insert_with(|| SourceCell {
             pkt_tat: AtomicU64::new(0),
             byte_tat: AtomicU64::new(0),
             over_since: AtomicU64::new(0),
