@@ -27,12 +27,43 @@ use crate::{
     shared::BpfU64,
 };
 
+impl KernelEnv<'_> {
+    /// The source hints' answer, read once for both lists.
+    #[inline(always)]
+    fn listed(&self, p: &Packet) -> bool {
+        match self.listed.get() {
+            LISTED_UNKNOWN => {
+                let yes = listed(p.family, &p.src);
+                self.listed.set(yes as u8);
+                yes
+            }
+            known => known != 0,
+        }
+    }
+}
+
+const LISTED_UNKNOWN: u8 = 2;
+
 pub struct KernelEnv<'a> {
     pub ctx: &'a XdpContext,
     /// In its map, read where it lies.
     pub config: &'a Config,
     /// Index of the rule that matched, for captures; CAPTURE_NO_RULE if none.
     pub rule: u32,
+    /// Whether a listed prefix may cover the source (0, 1), or not yet
+    /// asked.
+    listed: core::cell::Cell<u8>,
+}
+
+impl<'a> KernelEnv<'a> {
+    pub fn new(ctx: &'a XdpContext, config: &'a Config) -> Self {
+        KernelEnv {
+            ctx,
+            config,
+            rule: filter_common::CAPTURE_NO_RULE,
+            listed: core::cell::Cell::new(LISTED_UNKNOWN),
+        }
+    }
 }
 
 impl Env for KernelEnv<'_> {
@@ -52,14 +83,14 @@ impl Env for KernelEnv<'_> {
     #[inline(always)]
     fn allowed(&self, p: &Packet) -> bool {
         self.config.flags & CONFIG_HAS_ALLOW != 0
-            && listed(p.family, &p.src)
+            && self.listed(p)
             && lookup_prefix(p, &ALLOW_V4, &ALLOW_V6)
     }
 
     #[inline(always)]
     fn denied(&self, p: &Packet) -> bool {
         self.config.flags & CONFIG_HAS_DENY != 0
-            && listed(p.family, &p.src)
+            && self.listed(p)
             && lookup_prefix(p, &DENY_V4, &DENY_V6)
     }
 

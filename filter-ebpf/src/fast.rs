@@ -93,9 +93,9 @@ fn ipv4(
         return None;
     }
     let src: Addr = [ip.raw32::<12>() as u64, 0];
-    if maybe_listed(config, bans, FAMILY_V4, &src) {
-        return None;
-    }
+    // The hints last, on each path: a frame that the rest turns away
+    // (benign traffic, mostly) should not pay for them twice.
+    let listed = || maybe_listed(config, bans, FAMILY_V4, &src);
     let frag = ip.be16::<6>();
     let proto = ip.u8::<9>();
     let dst: Addr = [ip.raw32::<16>() as u64, 0];
@@ -108,13 +108,16 @@ fn ipv4(
     };
     if frag & 0x1fff != 0 {
         let now = clock::now();
-        return frag_dropped(&d, now).then_some(Early::FollowsDrop);
+        return (frag_dropped(&d, now) && !listed()).then_some(Early::FollowsDrop);
     }
     if proto != IPPROTO_UDP {
         return None;
     }
     let first = frag & 0x2000 != 0;
     let src_port = unsolicited(ctx, config, off + hdr_len, off + total_len, first)?;
+    if listed() {
+        return None;
+    }
     if first {
         // Its later fragments carry no ports: they follow it.
         let now = clock::now();
@@ -138,10 +141,6 @@ fn ipv6(
     if ip.u8::<0>() >> 4 != 6 || ip_end > frame_len {
         return None;
     }
-    // The hints read the first 8 bytes of the source only.
-    if maybe_listed(config, bans, FAMILY_V6, &[ip.raw64::<8>(), 0]) {
-        return None;
-    }
     let mut next = ip.u8::<6>();
     let mut l4 = off + 40;
     for _ in 0..MAX_EXT_HEADERS {
@@ -161,7 +160,12 @@ fn ipv6(
     if next != IPPROTO_UDP {
         return None;
     }
-    unsolicited(ctx, config, l4, ip_end, false).map(Early::Unsolicited)
+    let src_port = unsolicited(ctx, config, l4, ip_end, false)?;
+    // The hints read the first 8 bytes of the source only.
+    if maybe_listed(config, bans, FAMILY_V6, &[ip.raw64::<8>(), 0]) {
+        return None;
+    }
+    Some(Early::Unsolicited(src_port))
 }
 
 /// The UDP source port of a datagram at `l4` (up to `ip_end`) that the

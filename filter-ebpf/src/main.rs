@@ -68,11 +68,7 @@ pub fn filter(ctx: XdpContext) -> u32 {
     if parsed == Parsed::Ip && packet.proto == IPPROTO_UDP && packet.frag != Frag::Later {
         maps::count_udp_port(packet.src_port, frame_len);
     }
-    let mut env = env::KernelEnv {
-        ctx: &ctx,
-        config,
-        rule: filter_common::CAPTURE_NO_RULE,
-    };
+    let mut env = env::KernelEnv::new(&ctx, config);
     let reason = decide(&mut env, config, parsed, packet);
     let rule = env.rule;
     finish(&ctx, config, reason, rule, frame_len)

@@ -240,7 +240,7 @@ fn encode_state(enc: &mut DescriptorEncoder, readings: &[Reading], down: &[Strin
     gauge_family(
         enc,
         "limiter_entries",
-        "Sources in the per-source limiter table (an LRU: when full, the least recently seen is evicted).",
+        "Sources in the per-source limiter table (two per set: a new source takes the place of its set's least recently seen).",
         readings
             .iter()
             .map(|r| (iface(r), r.limiter.entries as i64)),
