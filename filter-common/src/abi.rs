@@ -72,9 +72,12 @@ pub const MAP_REPLIES: &str = "REPLIES";
 /// may be answered. Replies to other ports need no hash lookup to be found
 /// unsolicited.
 pub const MAP_LOCAL_PORTS: &str = "LOCAL_PORTS";
-/// 65536-bit bitmap (u64 words) of guarded source ports: a UDP packet from
-/// one of them must answer an outstanding request.
-pub const MAP_GUARD_PORTS: &str = "GUARD_PORTS";
+/// 65536-bit bitmap ([`GUARD_WORDS`] u64 words) of guarded source ports: a
+/// UDP packet from one of them must answer an outstanding request. A
+/// read-only global of the program, set at load (the guarded ports change
+/// only with the rule set): read in two instructions where a map lookup
+/// takes a dozen.
+pub const GLOBAL_GUARD_PORTS: &str = "GUARD_PORTS";
 /// Guarded port (u32) -> [`GuardPort`]: what a request to it may receive.
 pub const MAP_GUARD_BUDGETS: &str = "GUARD_BUDGETS";
 /// Sources never banned (gateways, resolvers, time servers, the

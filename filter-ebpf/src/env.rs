@@ -370,10 +370,14 @@ impl Env for KernelEnv<'_> {
 /// Whether the reply guard is on and guards `port`: one bitmap word.
 #[inline(always)]
 pub fn guarded(config: &Config, port: u16) -> bool {
+    // Volatile: the compiler sees the global's initial zeros, the loader
+    // writes the real words.
     config.flags & CONFIG_REPLY_GUARD != 0
-        && GUARD_PORTS
-            .get((port >> 6) as u32)
-            .is_some_and(|w| port_bit(*w, port))
+        && port_bit(
+            // SAFETY: an index below GUARD_WORDS into a static array.
+            unsafe { core::ptr::read_volatile(&GUARD_PORTS[(port >> 6) as usize]) },
+            port,
+        )
 }
 
 /// The first slot of the source's set in the limiter table.

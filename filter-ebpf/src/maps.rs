@@ -126,8 +126,9 @@ pub static REPLIES: LruHashMap<ReplyKey, ReplyState> = LruHashMap::with_max_entr
 #[map(name = "LOCAL_PORTS")]
 pub static LOCAL_PORTS: Array<LocalPort> = Array::with_max_entries(65536, 0);
 
-#[map(name = "GUARD_PORTS")]
-pub static GUARD_PORTS: Array<u64> = Array::with_max_entries(GUARD_WORDS, 0);
+// Set at load (filter_common::GLOBAL_GUARD_PORTS); all zero until then.
+#[unsafe(no_mangle)]
+pub static GUARD_PORTS: [u64; GUARD_WORDS as usize] = [0; GUARD_WORDS as usize];
 
 #[map(name = "GUARD_BUDGETS")]
 pub static GUARD_BUDGETS: HashMap<u32, GuardPort> = HashMap::with_max_entries(MAX_GUARDED_PORTS, 0);

@@ -23,10 +23,10 @@ use aya::{
 };
 use filter_common::{
     ATTACH_GENERIC, ATTACH_NATIVE, BAN_WIDE, CONFIG_MONITOR, Chain, Config, FAMILY_V4, GIT_CLEAN,
-    GIT_MODIFIED, GuardPort, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_FLAG, MAP_BAN_HINTS,
-    MAP_CHAINS, MAP_CONFIG, MAP_DENY_V4, MAP_DENY_V6, MAP_GUARD_BUDGETS, MAP_GUARD_PORTS,
-    MAP_LIMITS, MAP_META, MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6, MAP_PORT_CHAINS, MAP_RULES,
-    MAP_RULESET, MAP_SOURCE_TAGS, MAP_SOURCES, MAP_SRC_HINTS, META_SOURCE_LEN, Meta, PROGRAM_NAME,
+    GIT_MODIFIED, GLOBAL_GUARD_PORTS, GuardPort, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_FLAG,
+    MAP_BAN_HINTS, MAP_CHAINS, MAP_CONFIG, MAP_DENY_V4, MAP_DENY_V6, MAP_GUARD_BUDGETS, MAP_LIMITS,
+    MAP_META, MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6, MAP_PORT_CHAINS, MAP_RULES, MAP_RULESET,
+    MAP_SOURCE_TAGS, MAP_SOURCES, MAP_SRC_HINTS, META_SOURCE_LEN, Meta, PROGRAM_NAME,
     REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS, SourceSlot, source_slots,
 };
 
@@ -448,6 +448,10 @@ pub fn prepare(
     if compiled.hint_words.is_empty() {
         loader.map_max_entries(MAP_SRC_HINTS, 1);
     }
+    // Empty while the reply guard is off: the program's zeros stay.
+    if !compiled.guard_words.is_empty() {
+        loader.override_global(GLOBAL_GUARD_PORTS, compiled.guard_words.as_slice(), true);
+    }
     // State maps come from the pins of the running generation when there is
     // one (and are pinned there when there is not); a limiter of another
     // size is made anew and pinned after the switch.
@@ -535,12 +539,6 @@ fn write_rules(ebpf: &mut Ebpf, c: &Compiled) -> anyhow::Result<()> {
         limits
             .set(i as u32, l, 0)
             .context("failed to write LIMITS")?;
-    }
-    let mut words: Array<_, u64> = Array::try_from(map_mut(ebpf, MAP_GUARD_PORTS)?)?;
-    for (i, w) in c.guard_words.iter().enumerate().filter(|(_, w)| **w != 0) {
-        words
-            .set(i as u32, w, 0)
-            .context("failed to write GUARD_PORTS")?;
     }
     let mut budgets: HashMap<_, u32, GuardPort> =
         HashMap::try_from(map_mut(ebpf, MAP_GUARD_BUDGETS)?)?;
