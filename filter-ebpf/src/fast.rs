@@ -98,17 +98,18 @@ fn ipv4(
     let listed = || maybe_listed(config, bans, FAMILY_V4, &src);
     let frag = ip.be16::<6>();
     let proto = ip.u8::<9>();
-    let dst: Addr = [ip.raw32::<16>() as u64, 0];
-    let d = Datagram {
+    // Built only on the fragment paths: for a whole datagram its loads
+    // and spills would be wasted.
+    let datagram = || Datagram {
         family: FAMILY_V4,
         src,
-        dst,
+        dst: [ip.raw32::<16>() as u64, 0],
         id: ip.be16::<4>() as u32,
         proto,
     };
     if frag & 0x1fff != 0 {
         let now = clock::now();
-        return (frag_dropped(&d, now) && !listed()).then_some(Early::FollowsDrop);
+        return (frag_dropped(&datagram(), now) && !listed()).then_some(Early::FollowsDrop);
     }
     if proto != IPPROTO_UDP {
         return None;
@@ -121,7 +122,7 @@ fn ipv4(
     if first {
         // Its later fragments carry no ports: they follow it.
         let now = clock::now();
-        remember_frag_drop(&d, now.saturating_add(config.frag_track_ns));
+        remember_frag_drop(&datagram(), now.saturating_add(config.frag_track_ns));
     }
     Some(Early::Unsolicited(src_port))
 }
