@@ -11,13 +11,12 @@ use std::{
     collections::BTreeMap,
     fs::File,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    process::Stdio,
     time::{Duration, Instant, SystemTime},
 };
 
 use common::{
-    cli::{TempDir, command, ok, run},
-    daemon::{Daemon, Exposition, Series, free_port, get, parse_openmetrics, series, wait_until},
+    cli::{TempDir, ok, run},
+    daemon::{Daemon, Exposition, Series, get, parse_openmetrics, series, wait_until},
 };
 use filter_testkit::frames::{ntp_monlist_reply, ntp_time_reply};
 use filter_testkit::net::{Sink, TestNet, VICTIM_V4, send_udp};
@@ -288,34 +287,11 @@ fn serve_exposes_the_counters_and_follows_the_rule_file() {
     let got = sink.drain();
     assert_eq!((got[&reflect], got[&time], got[&dns]), (0, 15, 20));
 
-    let port = free_port(&net);
-    let log = files.path().join("serve.log");
-    let mut daemon = Daemon {
-        name: "filterctl serve",
-        child: command(
-            &net,
-            &[
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--iface",
-                &net.victim_if,
-                "--rules",
-                &rules,
-            ],
-        )
-        // The daemon's own default log level (info) is under test.
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).unwrap())
-        .spawn()
-        .expect("start filterctl serve"),
-        log,
-    };
-    wait_until("serve to answer", 10, || {
-        daemon.assert_running();
-        get(&net, port, "/").is_some_and(|r| r.status == 200)
-    });
+    let (mut daemon, port) = Daemon::start(
+        &net,
+        files.path().join("serve.log"),
+        &["--iface", &net.victim_if, "--rules", &rules],
+    );
 
     // 1 and 2: /metrics and /stats are `stats --json`.
     let expo = check_against_stats(&net, port, [0, 0, 0]);

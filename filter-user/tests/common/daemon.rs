@@ -77,17 +77,7 @@ impl Daemon {
         let listen = format!("127.0.0.1:{port}");
         let mut all = vec!["serve", "--listen", &listen];
         all.extend_from_slice(args);
-        let mut daemon = Daemon {
-            name: "filterctl serve",
-            child: command(net, &all)
-                // The daemon's own default log level (info) is under test.
-                .env_remove("RUST_LOG")
-                .stdout(Stdio::null())
-                .stderr(File::create(&log).unwrap())
-                .spawn()
-                .expect("start filterctl serve"),
-            log,
-        };
+        let mut daemon = Daemon::spawn(command(net, &all), log);
         wait_until("serve to answer", 10, || {
             daemon.assert_running();
             get(net, port, "/").is_some_and(|r| r.status == 200)
