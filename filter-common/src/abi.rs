@@ -347,6 +347,18 @@ pub struct Config {
 }
 const _: () = assert!(size_of::<Config>() == 40);
 
+impl Config {
+    /// The prefix length that keys a source of `family`.
+    #[inline(always)]
+    pub fn src_prefix(&self, family: u8) -> u8 {
+        if family == FAMILY_V4 {
+            self.src_prefix_v4
+        } else {
+            self.src_prefix_v6
+        }
+    }
+}
+
 /// A rate limit as the program applies it (GCRA: spacing and tolerance).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

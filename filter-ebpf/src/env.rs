@@ -128,11 +128,7 @@ impl Env for KernelEnv<'_> {
         // word at once may lose one, and then that source's unasked
         // replies are dropped by the early verdict as unsolicited instead
         // of by the full path as banned: the same drop, another counter.
-        let prefix = if key.family == FAMILY_V4 {
-            self.config.src_prefix_v4
-        } else {
-            self.config.src_prefix_v6
-        };
+        let prefix = self.config.src_prefix(key.family);
         let wide = match prefix_bit(key.family, &addr_words(&key.addr), prefix) {
             Some(bit) => match BAN_HINTS.get_ptr_mut(bit / 64) {
                 Some(w) => {

@@ -26,12 +26,7 @@ use crate::{
 /// Prefix length by which the running filter keys sources of `family`.
 fn source_prefix(root: &PinRoot, iface: &str, family: u8) -> anyhow::Result<u8> {
     let current = current_generation(&root.iface_dir(iface))?;
-    let c = read_config(&current.dir)?;
-    Ok(if family == FAMILY_V4 {
-        c.src_prefix_v4
-    } else {
-        c.src_prefix_v6
-    })
+    Ok(read_config(&current.dir)?.src_prefix(family))
 }
 
 /// Where a ban on `target` lives: as one source key when the prefix is at
@@ -72,16 +67,25 @@ pub fn ban(
     let dir = root.iface_dir(iface);
     let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
     let until = monotonic_coarse_ns() + duration.as_nanos() as u64;
+    let place = place(target, source_prefix(root, iface, target.family)?);
     // The hints first, then the flag, as the program does: the program
     // skips ban lookups until something was ever banned, and its early
-    // verdict skips them for sources whose hint bit is clear.
-    set_ban_hints(&dir, target)?;
+    // verdict skips them for sources whose hint bit is clear. The bits are
+    // those of what is really banned: a source key may be wider than the
+    // target.
+    set_ban_hints(
+        &dir,
+        match &place {
+            Place::Source(_, banned) => *banned,
+            Place::Prefix(p) => *p,
+        },
+    )?;
     let mut flag: aya::maps::Array<_, u32> =
         aya::maps::Array::try_from(open_map(&dir, filter_common::MAP_BAN_FLAG)?)?;
     let bans = flag.get(&0, 0).context("failed to read BAN_FLAG")?;
     flag.set(0, bans | filter_common::BAN_ANY, 0)
         .context("failed to write BAN_FLAG")?;
-    match place(target, source_prefix(root, iface, target.family)?) {
+    match place {
         Place::Source(key, banned) => {
             let mut bans: HashMap<_, SrcKey, u64> = HashMap::try_from(open_map(&dir, MAP_BANS)?)?;
             bans.insert(key, until, 0).context("failed to write BANS")?;
@@ -113,25 +117,20 @@ pub fn unban(root: &PinRoot, iface: &str, target: Prefix) -> anyhow::Result<Pref
     }
 }
 
-/// Sets the hint bits of every address `target` covers (whether it is
-/// banned as a source or as a prefix, its bits cover both). Bits are never
+/// Sets the hint bits of every address `banned` covers. Bits are never
 /// cleared: one that outlives its ban costs a lookup, nothing more.
-fn set_ban_hints(dir: &Path, target: Prefix) -> anyhow::Result<()> {
+fn set_ban_hints(dir: &Path, banned: Prefix) -> anyhow::Result<()> {
     let mut words: aya::maps::Array<_, u64> =
         aya::maps::Array::try_from(open_map(dir, filter_common::MAP_BAN_HINTS)?)?;
-    let mut ranges = Vec::new();
-    filter_common::hints::prefix_bits(target.family, &target.addr, target.len, |first, n| {
-        ranges.push((first, n))
+    let mut masks = Vec::new();
+    filter_common::hints::prefix_bits(banned.family, &banned.addr, banned.len, |first, n| {
+        filter_common::hints::range_words(first, n, |w, mask| masks.push((w, mask)))
     });
-    for (first, n) in ranges {
-        let mut masks = Vec::new();
-        filter_common::hints::range_words(first, n, |w, mask| masks.push((w, mask)));
-        for (w, mask) in masks {
-            let old = words.get(&w, 0).context("failed to read BAN_HINTS")?;
-            words
-                .set(w, old | mask, 0)
-                .context("failed to write BAN_HINTS")?;
-        }
+    for (w, mask) in masks {
+        let old = words.get(&w, 0).context("failed to read BAN_HINTS")?;
+        words
+            .set(w, old | mask, 0)
+            .context("failed to write BAN_HINTS")?;
     }
     Ok(())
 }

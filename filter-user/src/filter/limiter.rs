@@ -5,7 +5,7 @@ use std::os::fd::{AsFd as _, BorrowedFd};
 
 use anyhow::Context as _;
 use aya::maps::MapData;
-use filter_common::{SourceState, SrcKey, decide::addr_bytes};
+use filter_common::{SourceState, SrcKey, decide::Source};
 
 use crate::sys::SharedMapping;
 
@@ -29,15 +29,8 @@ pub fn read(fd: BorrowedFd<'_>, slots: u32) -> std::io::Result<Vec<(SrcKey, Sour
     let mut out = Vec::new();
     for i in 0..slots as usize {
         let w = |j: usize| mapping.u64_at(i * SLOT_WORDS + j);
-        let tag = w(2);
-        if tag == 0 {
+        let Some(src) = Source::of_slot([w(0), w(1)], w(2)) else {
             continue;
-        }
-        let key = SrcKey {
-            addr: addr_bytes(&[w(0), w(1)]),
-            family: (tag >> 8) as u8,
-            limit: tag as u8,
-            _pad: [0; 2],
         };
         let state = SourceState {
             pkt_tat: w(3),
@@ -46,7 +39,7 @@ pub fn read(fd: BorrowedFd<'_>, slots: u32) -> std::io::Result<Vec<(SrcKey, Sour
             dropped: w(6),
             last_over: w(7),
         };
-        out.push((key, state));
+        out.push((src.key(), state));
     }
     Ok(out)
 }
