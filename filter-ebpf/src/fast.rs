@@ -25,14 +25,11 @@ use crate::{
     clock,
     env::{frag_dropped, guarded, remember_frag_drop},
     maps::{BAN_FLAG, LOCAL_PORTS, listed, maybe_banned},
-    parse::{Hdr, MAX_EXT_HEADERS, MAX_L4_OFFSET, NEXTHDR_FRAGMENT, ext_len, is_extension},
+    parse::{
+        self, ETH_P_IPV4, ETH_P_IPV6, Hdr, MAX_EXT_HEADERS, MAX_L4_OFFSET, NEXTHDR_FRAGMENT,
+        ext_len, is_extension,
+    },
 };
-
-const ETH_HDR_LEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
 
 /// What the early verdict decided.
 pub enum Early {
@@ -50,17 +47,8 @@ pub fn verdict(ctx: &XdpContext, config: &Config) -> Option<Early> {
         return None;
     }
     let frame_len = ctx.data_end() - ctx.data();
-    let eth = Hdr::<ETH_HDR_LEN>::at(ctx, 0)?;
-    let mut ethertype = eth.be16::<12>();
-    let mut off = ETH_HDR_LEN;
-    // The full parser's two tags; a third is its to refuse.
-    for _ in 0..2 {
-        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
-            break;
-        }
-        ethertype = Hdr::<4>::at(ctx, off)?.be16::<2>();
-        off += 4;
-    }
+    // A third tag is the full parser's to refuse.
+    let (ethertype, off) = parse::ethertype(ctx)?;
     match ethertype {
         ETH_P_IPV4 => ipv4(ctx, config, bans, off, frame_len),
         ETH_P_IPV6 => ipv6(ctx, config, bans, off, frame_len),
@@ -85,13 +73,7 @@ fn ipv4(
     off: usize,
     frame_len: usize,
 ) -> Option<Early> {
-    let ip = Hdr::<20>::at(ctx, off)?;
-    let ver_ihl = ip.u8::<0>();
-    let hdr_len = (ver_ihl & 0x0f) as usize * 4;
-    let total_len = ip.be16::<2>() as usize;
-    if ver_ihl >> 4 != 4 || hdr_len < 20 || total_len < hdr_len || off + total_len > frame_len {
-        return None;
-    }
+    let (ip, hdr_len, total_len) = parse::ipv4_header(ctx, off, frame_len)?;
     let src: Addr = [ip.raw32::<12>() as u64, 0];
     // The hints last, on each path: a frame that the rest turns away
     // (benign traffic, mostly) should not pay for them twice.
@@ -137,11 +119,7 @@ fn ipv6(
     off: usize,
     frame_len: usize,
 ) -> Option<Early> {
-    let ip = Hdr::<40>::at(ctx, off)?;
-    let ip_end = off + 40 + ip.be16::<4>() as usize;
-    if ip.u8::<0>() >> 4 != 6 || ip_end > frame_len {
-        return None;
-    }
+    let (ip, ip_end) = parse::ipv6_header(ctx, off, frame_len)?;
     let mut next = ip.u8::<6>();
     let mut l4 = off + 40;
     for _ in 0..MAX_EXT_HEADERS {

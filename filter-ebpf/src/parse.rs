@@ -9,8 +9,8 @@ use filter_common::{
 };
 
 const ETH_HDR_LEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const MAX_VLAN_TAGS: usize = 2;
@@ -121,22 +121,9 @@ impl<const N: usize> Hdr<N> {
 #[inline(always)]
 pub fn parse(ctx: &impl Frame, p: &mut Packet) -> Parsed {
     let frame_len = ctx.data_end() - ctx.data();
-    let Some(eth) = Hdr::<ETH_HDR_LEN>::at(ctx, 0) else {
+    let Some((ethertype, off)) = ethertype(ctx) else {
         return Parsed::Malformed;
     };
-    let mut ethertype = eth.be16::<12>();
-    let mut off = ETH_HDR_LEN;
-    for _ in 0..MAX_VLAN_TAGS {
-        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
-            break;
-        }
-        // Tag: 2 bytes TCI, then the inner ethertype.
-        let Some(tag) = Hdr::<4>::at(ctx, off) else {
-            return Parsed::Malformed;
-        };
-        ethertype = tag.be16::<2>();
-        off += 4;
-    }
     match ethertype {
         ETH_P_IPV4 => parse_ipv4(ctx, p, off, frame_len),
         ETH_P_IPV6 => parse_ipv6(ctx, p, off, frame_len),
@@ -144,6 +131,54 @@ pub fn parse(ctx: &impl Frame, p: &mut Packet) -> Parsed {
         ETH_P_8021Q | ETH_P_8021AD => Parsed::Malformed,
         _ => Parsed::NonIp,
     }
+}
+
+/// The ethertype after the Ethernet header and up to [`MAX_VLAN_TAGS`]
+/// tags, and the offset of what it names; None if a header is cut short.
+/// A tag left after that is the caller's to refuse.
+#[inline(always)]
+pub fn ethertype(ctx: &impl Frame) -> Option<(u16, usize)> {
+    let mut ethertype = Hdr::<ETH_HDR_LEN>::at(ctx, 0)?.be16::<12>();
+    let mut off = ETH_HDR_LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        // Tag: 2 bytes TCI, then the inner ethertype.
+        ethertype = Hdr::<4>::at(ctx, off)?.be16::<2>();
+        off += 4;
+    }
+    Some((ethertype, off))
+}
+
+/// An IPv4 header at `off` whose lengths hold: its header length and its
+/// packet's total length, within the frame.
+#[inline(always)]
+pub fn ipv4_header(
+    ctx: &impl Frame,
+    off: usize,
+    frame_len: usize,
+) -> Option<(Hdr<20>, usize, usize)> {
+    let h = Hdr::<20>::at(ctx, off)?;
+    let version_ihl = h.u8::<0>();
+    let hdr_len = (version_ihl & 0x0f) as usize * 4;
+    let total_len = h.be16::<2>() as usize;
+    if version_ihl >> 4 != 4 || hdr_len < 20 || total_len < hdr_len || off + total_len > frame_len {
+        return None;
+    }
+    Some((h, hdr_len, total_len))
+}
+
+/// An IPv6 header at `off` whose payload ends within the frame, and where
+/// it ends.
+#[inline(always)]
+pub fn ipv6_header(ctx: &impl Frame, off: usize, frame_len: usize) -> Option<(Hdr<40>, usize)> {
+    let h = Hdr::<40>::at(ctx, off)?;
+    let ip_end = off + 40 + h.be16::<4>() as usize;
+    if h.u8::<0>() >> 4 != 6 || ip_end > frame_len {
+        return None;
+    }
+    Some((h, ip_end))
 }
 
 /// Every field but the addresses, which each IP version writes whole.
@@ -166,18 +201,9 @@ fn reset(p: &mut Packet, family: u8, proto: u8, frame_len: usize) {
 
 #[inline(always)]
 fn parse_ipv4(ctx: &impl Frame, p: &mut Packet, off: usize, frame_len: usize) -> Parsed {
-    let Some(h) = Hdr::<20>::at(ctx, off) else {
+    let Some((h, hdr_len, total_len)) = ipv4_header(ctx, off, frame_len) else {
         return Parsed::Malformed;
     };
-    let version_ihl = h.u8::<0>();
-    let hdr_len = (version_ihl & 0x0f) as usize * 4;
-    if version_ihl >> 4 != 4 || hdr_len < 20 {
-        return Parsed::Malformed;
-    }
-    let total_len = h.be16::<2>() as usize;
-    if total_len < hdr_len || off + total_len > frame_len {
-        return Parsed::Malformed;
-    }
     let frag_field = h.be16::<6>();
     reset(p, FAMILY_V4, h.u8::<9>(), frame_len);
     p.frag = if frag_field & 0x1fff != 0 {
@@ -197,13 +223,9 @@ fn parse_ipv4(ctx: &impl Frame, p: &mut Packet, off: usize, frame_len: usize) ->
 
 #[inline(always)]
 fn parse_ipv6(ctx: &impl Frame, p: &mut Packet, off: usize, frame_len: usize) -> Parsed {
-    let Some(h) = Hdr::<40>::at(ctx, off) else {
+    let Some((h, ip_end)) = ipv6_header(ctx, off, frame_len) else {
         return Parsed::Malformed;
     };
-    let ip_end = off + 40 + h.be16::<4>() as usize;
-    if h.u8::<0>() >> 4 != 6 || ip_end > frame_len {
-        return Parsed::Malformed;
-    }
     let mut next = h.u8::<6>();
     reset(p, FAMILY_V6, next, frame_len);
     p.src = [h.raw64::<8>(), h.raw64::<16>()];
