@@ -66,6 +66,15 @@ impl Opts {
     fn runs(&self, section: &str) -> bool {
         self.only.as_deref().is_none_or(|o| o == section)
     }
+
+    /// Repeats per kernel-timed run, and runs per figure.
+    fn repeat_runs(&self) -> (u32, usize) {
+        if self.quick {
+            (200_000, 3)
+        } else {
+            (2_000_000, 5)
+        }
+    }
 }
 
 fn opts() -> anyhow::Result<Opts> {
@@ -218,11 +227,7 @@ struct Report {
 }
 
 fn per_frame(report: &mut Report, o: &Opts) -> anyhow::Result<(f64, f64)> {
-    let (repeat, runs) = if o.quick {
-        (200_000, 3)
-    } else {
-        (2_000_000, 5)
-    };
+    let (repeat, runs) = o.repeat_runs();
     let floors = load_floors()?;
     let set = rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?;
     let runner = Simulator::new(&set)?;
@@ -283,11 +288,7 @@ fn reply_and_request(sport: u16, dport: u16, payload: &[u8]) -> (Vec<u8>, Vec<u8
 /// What the reply guard adds: three frames through the default profile with
 /// the guard on and with it off, over the XDP_DROP floor of the same run.
 fn reply_guard_cost(report: &mut Report, o: &Opts, drop_floor: f64) -> anyhow::Result<()> {
-    let (repeat, runs) = if o.quick {
-        (200_000, 3)
-    } else {
-        (2_000_000, 5)
-    };
+    let (repeat, runs) = o.repeat_runs();
     // A budget no run can spend, so the solicited reply stays solicited.
     let on = format!(
         "{}\n[reply_guard.port.53]\npackets = 4000000000\n",
@@ -349,11 +350,7 @@ fn reply_guard_cost(report: &mut Report, o: &Opts, drop_floor: f64) -> anyhow::R
 /// hints keep the early verdict on) and from the banned source (the full
 /// path, to its ban).
 fn with_a_ban(report: &mut Report, o: &Opts, drop_floor: f64) -> anyhow::Result<()> {
-    let (repeat, runs) = if o.quick {
-        (200_000, 3)
-    } else {
-        (2_000_000, 5)
-    };
+    let (repeat, runs) = o.repeat_runs();
     let text = default_rules()
         .replace("\npps = 20000", "\npps = 10\nburst_packets = 2")
         .replace("after = \"10s\"", "after = \"20ms\"");
@@ -402,11 +399,7 @@ fn with_a_ban(report: &mut Report, o: &Opts, drop_floor: f64) -> anyhow::Result<
 /// count and drop, against the drop floor) and of reading all 65536.
 fn surge_counting(report: &mut Report, o: &Opts, frame: &[u8]) -> anyhow::Result<()> {
     use std::os::fd::AsFd as _;
-    let (repeat, runs) = if o.quick {
-        (200_000, 3)
-    } else {
-        (2_000_000, 5)
-    };
+    let (repeat, runs) = o.repeat_runs();
     let mut floors = Ebpf::load(filter_testkit::FLOORS_OBJECT)?;
     for name in ["drop_all", "count_shared", "count_percpu"] {
         let p: &mut Xdp = floors
@@ -967,11 +960,7 @@ fn veth(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
 
 /// What a capture costs the drop path, and that the pass path never pays.
 fn capture_cost(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
-    let (repeat, runs) = if o.quick {
-        (200_000, 3)
-    } else {
-        (2_000_000, 5)
-    };
+    let (repeat, runs) = o.repeat_runs();
     let set = rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?;
     let mut runner = Simulator::new(&set)?;
     let kinds = frame_kinds();
