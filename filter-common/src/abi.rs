@@ -78,6 +78,39 @@ pub const MAP_LOCAL_PORTS: &str = "LOCAL_PORTS";
 /// only with the rule set): read in two instructions where a map lookup
 /// takes a dozen.
 pub const GLOBAL_GUARD_PORTS: &str = "GUARD_PORTS";
+/// The rule set's [`Config`] as the program runs it: a read-only global
+/// set at load, so that the verifier sees every setting as a constant and
+/// removes the steps it turns off, and no packet pays for a lookup. Its
+/// monitor bit is always clear: monitor mode is [`MODE_FLAG`]'s.
+pub const GLOBAL_CONFIG: &str = "LOADED_CONFIG";
+/// A u32 global of the program that the controller writes while the
+/// program runs: in a data section of its own (so one map of its own),
+/// pinned in each generation's folder under its symbol's name.
+#[derive(Clone, Copy, Debug)]
+pub struct FlagGlobal {
+    pub symbol: &'static str,
+    pub section: &'static str,
+}
+
+/// [`CONFIG_MONITOR`] or 0: the one setting that changes while a program
+/// runs (`filterctl mode`).
+pub const MODE_FLAG: FlagGlobal = FlagGlobal {
+    symbol: "MODE",
+    section: ".data.mode",
+};
+/// Nonzero while a capture may run ([`crate::capture::MAP_CAPTURE`] says
+/// what it wants): the drop path looks at nothing else while it is 0.
+pub const CAPTURE_FLAG: FlagGlobal = FlagGlobal {
+    symbol: "CAPTURING",
+    section: ".data.capture",
+};
+/// The generation's copy of [`MAP_BAN_FLAG`], which the early verdict reads
+/// on every frame.
+pub const BAN_FLAG_COPY: FlagGlobal = FlagGlobal {
+    symbol: "BAN_BITS",
+    section: ".data.bans",
+};
+pub const FLAG_GLOBALS: [FlagGlobal; 3] = [MODE_FLAG, CAPTURE_FLAG, BAN_FLAG_COPY];
 /// Guarded port (u32) -> [`GuardPort`]: what a request to it may receive.
 pub const MAP_GUARD_BUDGETS: &str = "GUARD_BUDGETS";
 /// Sources never banned (gateways, resolvers, time servers, the
@@ -92,14 +125,21 @@ pub const MAP_RULESET: &str = "RULESET";
 pub const RULESET_CHUNK: usize = 4096;
 pub const RULESET_CHUNKS: u32 = 128;
 
-/// [`Counter`] by UDP source port of every UDP frame that arrives (later
+/// Packets by UDP source port of every UDP frame that arrives (later
 /// fragments, which carry no port, excepted), counted before any decision
 /// so that `serve`'s surge detector sees a flood even while rules drop it.
-/// One array shared by all CPUs (atomic adds) and created
-/// [`BPF_F_MMAPABLE`], so the controller reads all 65536 entries through
-/// one mmap instead of 65536 lookups.
+/// One shard of [`UDP_PORT_SLOTS`] u64s per possible CPU (sized at load),
+/// each written by its CPU alone with plain adds, in one array created
+/// [`BPF_F_MMAPABLE`]: the controller sums the shards through one mmap
+/// instead of 65536 per-CPU lookups.
 pub const MAP_UDP_PORTS: &str = "UDP_PORTS";
 pub const UDP_PORT_SLOTS: u32 = 65536;
+
+/// The slot of `port` in `cpu`'s shard of [`MAP_UDP_PORTS`].
+#[inline(always)]
+pub fn udp_port_slot(cpu: u32, port: u16) -> u32 {
+    (cpu << 16) | port as u32
+}
 /// Map flag: userspace may mmap the array's values.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 

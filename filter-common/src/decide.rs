@@ -226,7 +226,7 @@ pub fn decide<E: Env>(env: &mut E, cfg: &Config, parsed: Parsed, p: &Packet) -> 
     if env.allowed(p) {
         return Reason::AllowPass;
     }
-    let mut clock = Clock(None);
+    let mut clock = Clock(0);
     let reason = decide_ip(env, p, cfg, &mut clock);
     if reason.drops() && p.frag == Frag::First {
         // Its later fragments carry no ports: remember the datagram so
@@ -239,12 +239,18 @@ pub fn decide<E: Env>(env: &mut E, cfg: &Config, parsed: Parsed, p: &Packet) -> 
 }
 
 /// The clock read at most once per packet, and only by steps that need it.
-struct Clock(Option<u64>);
+/// 0 until read (the monotonic clock is past 0 once the system runs): an
+/// `Option` leaves its value undefined while None, and LLVM may then spill
+/// that undefined register, which the verifier refuses to load.
+struct Clock(u64);
 
 impl Clock {
     #[inline(always)]
     fn now<E: Env>(&mut self, env: &E) -> u64 {
-        *self.0.get_or_insert_with(|| env.now())
+        if self.0 == 0 {
+            self.0 = env.now();
+        }
+        self.0
     }
 }
 

@@ -1,6 +1,7 @@
 //! `filterctl capture`: copies of dropped frames to user space through a
 //! ring buffer. Called on the drop path only; while no capture runs, the
-//! cost is one array lookup there and nothing on the pass path.
+//! cost is one load of a global there (globals::capturing) and nothing on
+//! the pass path.
 
 use aya_ebpf::{
     bindings::xdp_md,
@@ -25,6 +26,9 @@ pub static CAPTURE_RING: RingBuf = RingBuf::with_byte_size(CAPTURE_RING_BYTES, 0
 /// Copies the frame if a capture runs and wants it.
 #[inline(always)]
 pub fn dropped(ctx: &XdpContext, reason: Reason, rule: u32, frame_len: u64) {
+    if !crate::globals::capturing() {
+        return;
+    }
     let Some(c) = CAPTURE.get(0) else {
         return;
     };

@@ -96,7 +96,7 @@ impl Env for KernelEnv<'_> {
 
     #[inline(always)]
     fn may_ban(&self) -> bool {
-        BAN_FLAG.get(0).is_some_and(|f| *f != 0)
+        crate::globals::ban_bits() != 0
     }
 
     #[inline(always)]
@@ -144,6 +144,7 @@ impl Env for KernelEnv<'_> {
             // SAFETY: a live map slot; writers only ever add bits.
             unsafe { *flag |= BAN_ANY | wide };
         }
+        crate::globals::add_ban_bits(BAN_ANY | wide);
     }
 
     #[inline(always)]
@@ -371,7 +372,7 @@ pub fn guarded(config: &Config, port: u16) -> bool {
     config.flags & CONFIG_REPLY_GUARD != 0
         && port_bit(
             // SAFETY: an index below GUARD_WORDS into a static array.
-            unsafe { core::ptr::read_volatile(&GUARD_PORTS[(port >> 6) as usize]) },
+            crate::globals::guard_word((port >> 6) as usize),
             port,
         )
 }

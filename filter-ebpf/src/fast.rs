@@ -24,7 +24,8 @@ use filter_common::{
 use crate::{
     clock,
     env::{frag_dropped, guarded, remember_frag_drop},
-    maps::{BAN_FLAG, LOCAL_PORTS, listed, maybe_banned},
+    globals,
+    maps::{LOCAL_PORTS, listed, maybe_banned},
     parse::{
         self, ETH_P_IPV4, ETH_P_IPV6, Hdr, MAX_EXT_HEADERS, MAX_L4_OFFSET, NEXTHDR_FRAGMENT,
         ext_len, is_extension,
@@ -42,7 +43,7 @@ pub enum Early {
 
 #[inline(always)]
 pub fn verdict(ctx: &XdpContext, config: &Config) -> Option<Early> {
-    let bans = *BAN_FLAG.get(0)?;
+    let bans = globals::ban_bits();
     if bans & BAN_WIDE != 0 {
         return None;
     }

@@ -10,6 +10,7 @@ mod capture;
 mod clock;
 mod env;
 mod fast;
+mod globals;
 mod maps;
 mod parse;
 mod ports;
@@ -29,14 +30,11 @@ use filter_common::{
 #[inline(always)]
 pub fn filter(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
-    // Index 0 of an array always exists: the else arm is for the verifier.
-    let Some(config) = maps::CONFIG.get(0) else {
-        return xdp_action::XDP_PASS;
-    };
+    let config = globals::config();
     if let Some(early) = fast::verdict(&ctx, config) {
         let reason = match early {
             fast::Early::Unsolicited(src_port) => {
-                maps::count_udp_port(src_port, frame_len);
+                maps::count_udp_port(src_port);
                 Reason::UnsolicitedReply
             }
             fast::Early::FollowsDrop => Reason::FragmentFollowDrop,
@@ -66,7 +64,7 @@ pub fn filter(ctx: XdpContext) -> u32 {
     // Counted as it arrives, whatever the decision: the surge detector must
     // see a flood that rules already drop, or it would lift its own block.
     if parsed == Parsed::Ip && packet.proto == IPPROTO_UDP && packet.frag != Frag::Later {
-        maps::count_udp_port(packet.src_port, frame_len);
+        maps::count_udp_port(packet.src_port);
     }
     let mut env = env::KernelEnv::new(&ctx, config);
     let reason = decide(&mut env, config, parsed, packet);
@@ -79,7 +77,7 @@ pub fn filter(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn finish(ctx: &XdpContext, config: &Config, reason: Reason, rule: u32, frame_len: u64) -> u32 {
     maps::count_reason(reason, frame_len);
-    match outcome(reason, config.flags) {
+    match outcome(reason, config.flags | globals::monitor_flag()) {
         Outcome::Pass => xdp_action::XDP_PASS,
         Outcome::Drop => {
             capture::dropped(ctx, reason, rule, frame_len);

@@ -6,10 +6,10 @@ use aya_ebpf::{
 };
 use filter_common::{
     BPF_F_MMAPABLE, Chain, Config, Counter, DEFAULT_SOURCES, DOOR_SLOTS, DoorSlot, FragKey,
-    GUARD_WORDS, GuardPort, Limit, LocalPort, MAX_BANS, MAX_CHAINS, MAX_FRAGS, MAX_GUARDED_PORTS,
-    MAX_LIMITS, MAX_NEVER_BAN, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_REPLIES, MAX_RULES, Meta,
-    PORT_SLOTS, RULESET_CHUNK, RULESET_CHUNKS, Reason, ReplyKey, ReplyState, Rule,
-    STATS_MONITOR_SLOT, STATS_SLOTS, SourceSlot, SrcKey, UDP_PORT_SLOTS, decide::Packet,
+    GuardPort, Limit, LocalPort, MAX_BANS, MAX_CHAINS, MAX_FRAGS, MAX_GUARDED_PORTS, MAX_LIMITS,
+    MAX_NEVER_BAN, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_REPLIES, MAX_RULES, Meta, PORT_SLOTS,
+    RULESET_CHUNK, RULESET_CHUNKS, Reason, ReplyKey, ReplyState, Rule, STATS_MONITOR_SLOT,
+    STATS_SLOTS, SourceSlot, SrcKey, UDP_PORT_SLOTS, decide::Packet,
 };
 
 #[map(name = "STATS")]
@@ -18,8 +18,10 @@ pub static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STATS_SLO
 #[map(name = "RULE_STATS")]
 pub static RULE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_RULES, 0);
 
+// The controller's record of the settings (what `status` shows and `mode`
+// flips); the program runs on the globals (globals.rs).
 #[map(name = "CONFIG")]
-pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+pub static CONFIG_RECORD: Array<Config> = Array::with_max_entries(1, 0);
 
 // Only the controller reads and writes it; declared here so that it lives
 // and dies with the program's other maps.
@@ -126,10 +128,6 @@ pub static REPLIES: LruHashMap<ReplyKey, ReplyState> = LruHashMap::with_max_entr
 #[map(name = "LOCAL_PORTS")]
 pub static LOCAL_PORTS: Array<LocalPort> = Array::with_max_entries(65536, 0);
 
-// Set at load (filter_common::GLOBAL_GUARD_PORTS); all zero until then.
-#[unsafe(no_mangle)]
-pub static GUARD_PORTS: [u64; GUARD_WORDS as usize] = [0; GUARD_WORDS as usize];
-
 #[map(name = "GUARD_BUDGETS")]
 pub static GUARD_BUDGETS: HashMap<u32, GuardPort> = HashMap::with_max_entries(MAX_GUARDED_PORTS, 0);
 
@@ -173,12 +171,13 @@ pub fn count_rule(index: u32, bytes: u64) {
     add(RULE_STATS.get_ptr_mut(index), bytes);
 }
 
-// Shared by all CPUs and mmapable: see MAP_UDP_PORTS.
+// One shard per CPU, mmapable: see MAP_UDP_PORTS. Sized at load to the
+// machine's possible CPUs.
 #[map(name = "UDP_PORTS")]
-pub static UDP_PORTS: Array<Counter> = Array::with_max_entries(UDP_PORT_SLOTS, BPF_F_MMAPABLE);
+pub static UDP_PORTS: Array<u64> = Array::with_max_entries(UDP_PORT_SLOTS, BPF_F_MMAPABLE);
 
 /// Counts a UDP frame by source port for the surge detector.
 #[inline(always)]
-pub fn count_udp_port(port: u16, bytes: u64) {
-    crate::ports::count(&UDP_PORTS, port, bytes);
+pub fn count_udp_port(port: u16) {
+    crate::ports::count(&UDP_PORTS, port);
 }

@@ -16,10 +16,7 @@ use crate::{maps, parse};
 
 #[classifier]
 pub fn requests(ctx: TcContext) -> i32 {
-    // Index 0 of an array always exists: the else arm is for the verifier.
-    if let Some(config) = maps::CONFIG.get(0)
-        && config.flags & CONFIG_REPLY_GUARD != 0
-    {
+    if crate::globals::config().flags & CONFIG_REPLY_GUARD != 0 {
         record(&ctx);
     }
     // TCX_NEXT: whatever else runs on egress still runs.

@@ -6,13 +6,14 @@ use std::{
     borrow::Cow,
     io::Write,
     os::fd::AsFd as _,
+    path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, bail};
 use aya::maps::{Array, MapData, RingBuf};
 use filter_common::{
-    CAPTURE_ANY_RULE, CAPTURE_SNAP_MAX, CaptureConfig, CaptureRecord, MAP_CAPTURE,
+    CAPTURE_ANY_RULE, CAPTURE_FLAG, CAPTURE_SNAP_MAX, CaptureConfig, CaptureRecord, MAP_CAPTURE,
     MAP_CAPTURE_RING, Reason,
 };
 use pcap_file::{
@@ -26,9 +27,9 @@ use pcap_file::{
     },
 };
 
-use super::stats;
+use super::{flags, stats};
 use crate::{
-    state::{PinRoot, open_map},
+    state::{PinRoot, current_generation, open_map},
     sys,
 };
 
@@ -71,6 +72,8 @@ impl Frame {
 
 /// A running capture; dropping it stops the program's copy.
 pub struct Capture {
+    /// The interface's pin folder: each generation has its own switch.
+    dir: PathBuf,
     config: Array<MapData, CaptureConfig>,
     ring: RingBuf<MapData>,
     template: CaptureConfig,
@@ -137,6 +140,7 @@ impl Capture {
         })?)?;
         let config = Array::try_from(open_map(&dir, MAP_CAPTURE)?)?;
         let mut capture = Capture {
+            dir,
             config,
             ring,
             template,
@@ -154,7 +158,16 @@ impl Capture {
         };
         self.config
             .set(0, c, 0)
-            .context("cannot write the capture settings")
+            .context("cannot write the capture settings")?;
+        // Then the running generation's switch; again every second, for a
+        // generation that a reload made meanwhile (a reload copies it from
+        // the settings, but may have read them just before a capture began).
+        self.switch(1)
+    }
+
+    fn switch(&self, on: u32) -> anyhow::Result<()> {
+        let current = current_generation(&self.dir)?;
+        flags::write(&current.dir, CAPTURE_FLAG, on)
     }
 
     /// Waits until copies are ready or `timeout` passed.
@@ -192,6 +205,10 @@ impl Capture {
 impl Drop for Capture {
     fn drop(&mut self) {
         let _ = self.config.set(0, CaptureConfig::default(), 0);
+        // A capture killed before this leaves the switch on: the program
+        // then reads the settings on every drop, finds the lease run out
+        // and copies nothing, until the next capture or reload.
+        let _ = self.switch(0);
     }
 }
 

@@ -22,15 +22,16 @@ use aya::{
     },
 };
 use filter_common::{
-    ATTACH_GENERIC, ATTACH_NATIVE, BAN_WIDE, CONFIG_MONITOR, Chain, Config, FAMILY_V4, GIT_CLEAN,
-    GIT_MODIFIED, GLOBAL_GUARD_PORTS, GuardPort, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_FLAG,
-    MAP_BAN_HINTS, MAP_CHAINS, MAP_CONFIG, MAP_DENY_V4, MAP_DENY_V6, MAP_GUARD_BUDGETS, MAP_LIMITS,
+    ATTACH_GENERIC, ATTACH_NATIVE, BAN_FLAG_COPY, BAN_WIDE, CAPTURE_FLAG, CONFIG_MONITOR,
+    CaptureConfig, Chain, Config, FAMILY_V4, GIT_CLEAN, GIT_MODIFIED, GLOBAL_CONFIG,
+    GLOBAL_GUARD_PORTS, GuardPort, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_FLAG, MAP_BAN_HINTS,
+    MAP_CAPTURE, MAP_CHAINS, MAP_CONFIG, MAP_DENY_V4, MAP_DENY_V6, MAP_GUARD_BUDGETS, MAP_LIMITS,
     MAP_META, MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6, MAP_PORT_CHAINS, MAP_RULES, MAP_RULESET,
-    MAP_SOURCE_TAGS, MAP_SOURCES, MAP_SRC_HINTS, META_SOURCE_LEN, Meta, PROGRAM_NAME,
-    REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS, SourceSlot, source_slots,
+    MAP_SOURCE_TAGS, MAP_SOURCES, MAP_SRC_HINTS, MAP_UDP_PORTS, META_SOURCE_LEN, MODE_FLAG, Meta,
+    PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS, SourceSlot, source_slots,
 };
 
-use super::{failpoint, neverban, provenance};
+use super::{failpoint, flags, neverban, provenance, udp_ports};
 use crate::{
     EBPF_OBJECT, privilege,
     rules::{Compiled, Prefix, RuleSet},
@@ -95,7 +96,7 @@ pub fn load(
     // reload, ban or unload that started meanwhile wait for this one.
     let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
 
-    let mut ebpf = prepare(set, Some(&dir), SourcesTable::Reuse)?;
+    let mut ebpf = prepare(set, Some(&dir), &[])?;
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .expect("prepare checked it")
@@ -169,16 +170,21 @@ pub fn reload_with(
     };
     let dir = root.iface_dir(iface);
     let lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT).map_err(|e| not_switched(e.into()))?;
-    let (generation, mut ebpf, sources) =
+    let (generation, mut ebpf, remade) =
         switch(&dir, iface, set, source, opts).map_err(not_switched)?;
     let mut after = || -> anyhow::Result<()> {
         failpoint::hit("after-switch")?;
-        if sources == SourcesTable::Rebuild {
-            repin_sources(&ebpf, &dir)?;
-        }
+        repin_remade(&ebpf, &dir, &remade)?;
         // The egress program follows: until it does, requests are recorded
         // with the previous rule set's budgets, which is harmless.
         attach_egress(&mut ebpf, iface, &dir)?;
+        // Bans that the previous generation set after `prepare` copied the
+        // flag: it no longer runs.
+        flags::write(
+            &generation_dir(&dir, generation),
+            BAN_FLAG_COPY,
+            flags::pinned_ban_flag(&dir)?,
+        )?;
         // Older generations are no longer referenced by the link: their
         // pins are all that keep them (crashed reloads may have left some).
         // Nothing newer exists: this reload holds the lock.
@@ -198,30 +204,22 @@ pub fn reload_with(
     result.map(|()| generation)
 }
 
-/// Whether the per-source limiter keeps its pinned map or gets a new one
-/// (its size is fixed when a map is made).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SourcesTable {
-    Reuse,
-    Rebuild,
-}
-
 /// Checks the state pins of a running filter before a reload: a missing
-/// one would silently start empty.
+/// one would silently start empty. Returns the state maps whose pins can't
+/// carry over and are made anew (see [`remade_state_maps`]).
 fn check_state_pins(
     dir: &Path,
     set: &RuleSet,
     opts: ReloadOptions,
-) -> anyhow::Result<SourcesTable> {
-    let sources = limiter_table(dir, set)?;
+) -> anyhow::Result<Vec<&'static str>> {
+    let remade = remade_state_maps(dir, set)?;
     // BAN_HINTS came later than the rest: a generation of an older build
     // has none, and it is made then (see `prepare`); so did SOURCE_TAGS,
     // made with the limiter table it goes with.
     let missing: Vec<&str> = STATE_MAPS
         .iter()
         .copied()
-        .filter(|n| *n != MAP_BAN_HINTS && !dir.join(n).exists())
-        .filter(|n| !(*n == MAP_SOURCE_TAGS && sources == SourcesTable::Rebuild))
+        .filter(|n| *n != MAP_BAN_HINTS && !dir.join(n).exists() && !remade.contains(n))
         .collect();
     if !missing.is_empty() && !opts.reset_state {
         bail!(
@@ -230,35 +228,47 @@ fn check_state_pins(
             dir.display()
         );
     }
-    Ok(sources)
+    Ok(remade)
 }
 
-/// Whether the limiter table can carry over: the same kind and size, and
-/// its tags with it.
-fn limiter_table(dir: &Path, set: &RuleSet) -> anyhow::Result<SourcesTable> {
-    let sources = dir.join(MAP_SOURCES);
-    if !sources.exists() {
-        return Ok(SourcesTable::Reuse);
-    }
-    let info = MapData::from_pin(&sources)
-        .and_then(|m| m.info())
-        .with_context(|| format!("cannot read {}", sources.display()))?;
-    // An older build kept the limiter in an LRU hash of other entries: its
-    // state can't carry over either.
-    let same_kind = matches!(info.map_type(), Ok(aya::maps::MapType::Array))
-        && info.value_size() as usize == size_of::<SourceSlot>();
-    if !same_kind
-        || info.max_entries() != source_slots(set.table_size)
-        || !dir.join(MAP_SOURCE_TAGS).exists()
+/// The state maps whose pins can't carry over, because their shape is
+/// fixed when a map is made: the limiter table (and its tags) of another
+/// size or of an older build's kind (an LRU hash), and surge counters of
+/// an older build (one slot per port, not a shard per CPU). They start
+/// anew and are pinned after the switch.
+fn remade_state_maps(dir: &Path, set: &RuleSet) -> anyhow::Result<Vec<&'static str>> {
+    let mut remade = Vec::new();
+    let slots = source_slots(set.table_size);
+    if !pin_fits(dir, MAP_SOURCES, size_of::<SourceSlot>(), slots)?
+        || !pin_fits(dir, MAP_SOURCE_TAGS, size_of::<u32>(), slots / 2)?
+        || (dir.join(MAP_SOURCES).exists() && !dir.join(MAP_SOURCE_TAGS).exists())
     {
-        return Ok(SourcesTable::Rebuild);
+        remade.extend([MAP_SOURCES, MAP_SOURCE_TAGS]);
     }
-    Ok(SourcesTable::Reuse)
+    if !pin_fits(dir, MAP_UDP_PORTS, size_of::<u64>(), udp_ports::slots()?)? {
+        remade.push(MAP_UDP_PORTS);
+    }
+    Ok(remade)
 }
 
-/// Pins a rebuilt limiter table and its tags in place of the old ones.
-fn repin_sources(ebpf: &Ebpf, dir: &Path) -> anyhow::Result<()> {
-    for name in [MAP_SOURCES, MAP_SOURCE_TAGS] {
+/// Whether the array pinned as `name` (if any) has this value size and
+/// number of entries: what the loader makes otherwise.
+fn pin_fits(dir: &Path, name: &str, value_size: usize, max_entries: u32) -> anyhow::Result<bool> {
+    let path = dir.join(name);
+    if !path.exists() {
+        return Ok(true);
+    }
+    let info = MapData::from_pin(&path)
+        .and_then(|m| m.info())
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(matches!(info.map_type(), Ok(aya::maps::MapType::Array))
+        && info.value_size() as usize == value_size
+        && info.max_entries() == max_entries)
+}
+
+/// Pins the state maps made anew in place of the old ones.
+fn repin_remade(ebpf: &Ebpf, dir: &Path, remade: &[&str]) -> anyhow::Result<()> {
+    for name in remade {
         let path = dir.join(name);
         let map = ebpf
             .map(name)
@@ -268,28 +278,28 @@ fn repin_sources(ebpf: &Ebpf, dir: &Path) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot remove {}", path.display()))?;
         }
         map.pin(&path)
-            .with_context(|| format!("cannot pin the rebuilt limiter at {}", path.display()))?;
+            .with_context(|| format!("cannot pin the new {name} at {}", path.display()))?;
     }
     Ok(())
 }
 
 /// Builds, pins and switches to a new generation; returns its number, the
-/// loaded object (its maps are needed after the switch) and whether the
-/// limiter map was rebuilt.
+/// loaded object (its maps are needed after the switch) and the state maps
+/// it made anew.
 fn switch(
     dir: &Path,
     iface: &str,
     set: &RuleSet,
     source: &Path,
     opts: ReloadOptions,
-) -> anyhow::Result<(u32, Ebpf, SourcesTable)> {
+) -> anyhow::Result<(u32, Ebpf, Vec<&'static str>)> {
     privilege::require("reload", privilege::LOAD)?;
     let current = current_generation(dir)
         .with_context(|| format!("no filter running on {iface}: use `filterctl load` first"))?;
     let old_meta = read_meta(&current.dir)?;
-    let sources = check_state_pins(dir, set, opts)?;
+    let remade = check_state_pins(dir, set, opts)?;
 
-    let mut ebpf = prepare(set, Some(dir), sources)?;
+    let mut ebpf = prepare(set, Some(dir), &remade)?;
     failpoint::hit("after-prepare")?;
     let generation = generations(dir)?.into_iter().max().unwrap_or(0) + 1;
     write_meta(&mut ebpf, set, source, old_meta.attach_mode, generation)?;
@@ -313,7 +323,7 @@ fn switch(
         .attach_to_link(link)
         .context("failed to switch the XDP link to the new program")?;
     guard.0 = None;
-    Ok((generation, ebpf, sources))
+    Ok((generation, ebpf, remade))
 }
 
 /// Points the interface's egress link at this object's request recorder:
@@ -392,7 +402,8 @@ fn pin_generation(ebpf: &mut Ebpf, gen_dir: &Path) -> anyhow::Result<()> {
         map.pin(gen_dir.join(name))
             .with_context(|| format!("failed to pin map {name}"))?;
     }
-    Ok(())
+    // Except the flags: the controller writes them.
+    flags::pin(ebpf, gen_dir)
 }
 
 fn attach(
@@ -434,35 +445,35 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Map> {
 /// Loads the embedded object into the kernel with `set` in its rule maps and
 /// the program verified, but attached nowhere: `load` and `reload` attach
 /// it; tests and `replay` run frames through it with BPF_PROG_TEST_RUN.
-pub fn prepare(
-    set: &RuleSet,
-    state_dir: Option<&Path>,
-    sources: SourcesTable,
-) -> anyhow::Result<Ebpf> {
+pub fn prepare(set: &RuleSet, state_dir: Option<&Path>, remade: &[&str]) -> anyhow::Result<Ebpf> {
     let compiled = set.compile();
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(MAP_SOURCES, source_slots(set.table_size));
     loader.map_max_entries(MAP_SOURCE_TAGS, source_slots(set.table_size) / 2);
+    loader.map_max_entries(MAP_UDP_PORTS, udp_ports::slots()?);
     // 2.2 MB of hints only for lists that need them (one word reads as
     // "look" while CONFIG says there is no list to look in).
     if compiled.hint_words.is_empty() {
         loader.map_max_entries(MAP_SRC_HINTS, 1);
     }
+    // What the program runs on; monitor mode apart, which `mode` rewrites.
+    let loaded = Config {
+        flags: compiled.config.flags & !CONFIG_MONITOR,
+        ..compiled.config
+    };
+    loader.override_global(GLOBAL_CONFIG, &loaded, true);
     // Empty while the reply guard is off: the program's zeros stay.
     if !compiled.guard_words.is_empty() {
         loader.override_global(GLOBAL_GUARD_PORTS, compiled.guard_words.as_slice(), true);
     }
     // State maps come from the pins of the running generation when there is
-    // one (and are pinned there when there is not); a limiter of another
-    // size is made anew and pinned after the switch.
+    // one (and are pinned there when there is not); those that can't carry
+    // over are made anew and pinned after the switch.
     let state_pins: Vec<(&str, PathBuf)> = state_dir
         .map(|d| {
             STATE_MAPS
                 .iter()
-                .filter(|n| {
-                    !([MAP_SOURCES, MAP_SOURCE_TAGS].contains(*n)
-                        && sources == SourcesTable::Rebuild)
-                })
+                .filter(|n| !remade.contains(n))
                 .map(|n| (*n, d.join(n)))
                 .collect()
         })
@@ -477,6 +488,7 @@ pub fn prepare(
     if hints_missing {
         no_hints_for_old_bans(&mut ebpf)?;
     }
+    seed_flags(&mut ebpf, compiled.config.flags & CONFIG_MONITOR)?;
     write_rules(&mut ebpf, &compiled)?;
     write_prefixes(&mut ebpf, MAP_ALLOW_V4, MAP_ALLOW_V6, &set.allow)?;
     write_prefixes(&mut ebpf, MAP_DENY_V4, MAP_DENY_V6, &set.deny)?;
@@ -514,6 +526,21 @@ fn no_hints_for_old_bans(ebpf: &mut Ebpf) -> anyhow::Result<()> {
             .context("failed to write BAN_FLAG")?;
     }
     Ok(())
+}
+
+/// The flags of a freshly made object: the rule file's mode, and the state
+/// of the running filter (the ban flag, a capture that runs on).
+fn seed_flags(ebpf: &mut Ebpf, mode: u32) -> anyhow::Result<()> {
+    flags::set(ebpf, MODE_FLAG, mode)?;
+    let bans = flags::ban_flag(ebpf)?;
+    flags::set(ebpf, BAN_FLAG_COPY, bans)?;
+    let capture: Array<_, CaptureConfig> = Array::try_from(map_mut(ebpf, MAP_CAPTURE)?)?;
+    let on = capture
+        .get(&0, 0)
+        .context("failed to read CAPTURE")?
+        .until_ns
+        != 0;
+    flags::set(ebpf, CAPTURE_FLAG, on as u32)
 }
 
 /// Writes the compiled rule set into a freshly loaded program's maps.
@@ -605,8 +632,8 @@ fn write_meta(
     Ok(())
 }
 
-/// Flips monitor mode in the running generation's config: the program reads
-/// it per packet, so it applies at once.
+/// Flips monitor mode in the running generation: the program reads it per
+/// packet, so it applies at once. The config record says so too.
 pub fn set_mode(root: &PinRoot, iface: &str, monitor: bool) -> anyhow::Result<()> {
     let dir = root.iface_dir(iface);
     let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
@@ -620,7 +647,7 @@ pub fn set_mode(root: &PinRoot, iface: &str, monitor: bool) -> anyhow::Result<()
         c.flags &= !CONFIG_MONITOR;
     }
     config.set(0, c, 0).context("failed to write CONFIG")?;
-    Ok(())
+    flags::write(&current.dir, MODE_FLAG, c.flags & CONFIG_MONITOR)
 }
 
 /// Detaches the filter from `iface` and removes every pin of it.

@@ -9,6 +9,7 @@ pub mod capture;
 pub mod converge;
 pub mod diff;
 pub mod failpoint;
+pub mod flags;
 pub mod gauges;
 pub mod limiter;
 pub mod load;

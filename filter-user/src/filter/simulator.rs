@@ -33,7 +33,7 @@ pub struct Simulator {
 impl Simulator {
     pub fn new(set: &RuleSet) -> anyhow::Result<Self> {
         Ok(Simulator {
-            ebpf: load::prepare(set, None, load::SourcesTable::Reuse)?,
+            ebpf: load::prepare(set, None, &[])?,
         })
     }
 
@@ -45,7 +45,11 @@ impl Simulator {
             .map_mut(filter_common::MAP_CAPTURE)
             .ok_or_else(|| anyhow!("no map {}", filter_common::MAP_CAPTURE))?;
         aya::maps::Array::try_from(map)?.set(0, c, 0)?;
-        Ok(())
+        super::flags::set(
+            &mut self.ebpf,
+            filter_common::CAPTURE_FLAG,
+            (c.until_ns != 0) as u32,
+        )
     }
 
     /// How many sources the per-source limiter holds.

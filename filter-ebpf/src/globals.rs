@@ -1,0 +1,85 @@
+//! The program's global data: what the loader fixes (the settings, the
+//! guarded ports), and the flags the controller flips while the program
+//! runs. Each is read with a load from an address the verifier knows,
+//! where a map lookup takes a dozen instructions and a round trip of its
+//! key through the stack.
+//!
+//! The compiler sees only the zeros below; the loader writes the real
+//! values (filter_common::GLOBAL_*), hence the volatile reads.
+
+use filter_common::{Config, GUARD_WORDS};
+
+#[unsafe(no_mangle)]
+static LOADED_CONFIG: Config = unsafe { core::mem::zeroed() };
+
+#[unsafe(no_mangle)]
+static GUARD_PORTS: [u64; GUARD_WORDS as usize] = [0; GUARD_WORDS as usize];
+
+// Each flag in a data section of its own: one writer each, so that no
+// controller's write of one can undo another's write of the other.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.mode")]
+static mut MODE: u32 = 0;
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.capture")]
+static mut CAPTURING: u32 = 0;
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.bans")]
+static mut BAN_BITS: u32 = 0;
+
+/// The settings the program was loaded with, monitor mode aside (see
+/// [`monitor_flag`]). Read-only to the program and frozen: the verifier
+/// knows each field as a constant and removes the steps it turns off.
+#[inline(always)]
+pub fn config() -> &'static Config {
+    // A volatile read of the address, so that every field is a load.
+    // SAFETY: the address of a static, read from a local.
+    unsafe { &*core::ptr::read_volatile(&(&raw const LOADED_CONFIG)) }
+}
+
+/// Word `i` (below GUARD_WORDS) of the guarded-ports bitmap.
+#[inline(always)]
+pub fn guard_word(i: usize) -> u64 {
+    // SAFETY: an index into a static array; out of range panics, which
+    // the callers' `port >> 6` rules out.
+    unsafe { core::ptr::read_volatile(&GUARD_PORTS[i]) }
+}
+
+/// CONFIG_MONITOR while the filter only counts what it would drop, else 0
+/// (`filterctl mode`).
+#[inline(always)]
+pub fn monitor_flag() -> u32 {
+    // SAFETY: an aligned u32 that the controller may rewrite at any time;
+    // one load sees either value.
+    unsafe { core::ptr::read_volatile(&raw const MODE) }
+}
+
+/// Whether a capture may run: then the drop path looks at its settings.
+/// Set by `filterctl capture` (every second while it runs, so that a
+/// generation loaded meanwhile catches up) and cleared when it stops.
+#[inline(always)]
+pub fn capturing() -> bool {
+    // SAFETY: as in monitor_flag.
+    unsafe { core::ptr::read_volatile(&raw const CAPTURING) != 0 }
+}
+
+/// This generation's copy of the BAN_FLAG state map (BAN_ANY, BAN_WIDE):
+/// the loader copies it in at load and again after the switch (for bans
+/// the previous generation set meanwhile), `filterctl ban` and the program
+/// set bits in both.
+#[inline(always)]
+pub fn ban_bits() -> u32 {
+    // SAFETY: as in monitor_flag.
+    unsafe { core::ptr::read_volatile(&raw const BAN_BITS) }
+}
+
+/// Adds `bits` to [`ban_bits`]. A plain read-modify-write: a bit lost to
+/// another CPU's write at the same instant costs what a lost hint bit
+/// costs (see env.rs, set_ban): a counter, not a verdict.
+#[inline(always)]
+pub fn add_ban_bits(bits: u32) {
+    // SAFETY: as in monitor_flag; an aligned u32 store.
+    unsafe { core::ptr::write_volatile(&raw mut BAN_BITS, ban_bits() | bits) }
+}
