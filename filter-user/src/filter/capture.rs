@@ -22,7 +22,7 @@ use pcap_file::{
         PcapNgWriter,
         blocks::{
             enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption},
-            interface_description::InterfaceDescriptionBlock,
+            interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption},
         },
     },
 };
@@ -224,7 +224,10 @@ impl<W: Write> PcapngSink<W> {
             .write_pcapng_block(InterfaceDescriptionBlock {
                 linktype: DataLink::ETHERNET,
                 snaplen,
-                options: vec![],
+                // The writer stores nanoseconds; readers assume
+                // microseconds unless told (tshark dated frames 1000 times
+                // too late).
+                options: vec![InterfaceDescriptionOption::IfTsResol(9)],
             })
             .context("cannot write the pcapng interface block")?;
         Ok(PcapngSink { writer })
