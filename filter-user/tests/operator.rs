@@ -80,12 +80,16 @@ fn bans_apply_at_once_survive_reloads_and_lift() {
         .unwrap();
     assert!(left > 590.0 && left <= 600.0, "{left}");
 
-    // Bans are state: a reload keeps them.
+    // Bans are state: a reload keeps them, and the new generation's copy
+    // of the ban flag says so to its early verdict.
     ok(run(
         &net,
         &["reload", "--iface", &net.victim_if, "--rules", &rules],
     ));
     assert_eq!(delivered(&net, host, 5000), 0);
+    let before = reason(&net, "ban_drop");
+    assert_eq!(delivered(&net, Ipv4Addr::new(203, 0, 113, 9), 123), 0);
+    assert_eq!(reason(&net, "ban_drop"), before + 10);
 
     // A generation of a build before ban hints has no BAN_HINTS pin: a
     // reload makes one, without --reset-state, and its bans, which have
