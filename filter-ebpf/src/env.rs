@@ -96,7 +96,11 @@ impl Env for KernelEnv<'_> {
 
     #[inline(always)]
     fn may_ban(&self) -> bool {
-        crate::globals::ban_bits() != 0
+        // The shared flag, not this generation's copy (globals::ban_bits):
+        // a ban that the previous generation set while this one loaded
+        // must hold here from the first packet. The copy is for the early
+        // verdict, where a stale one costs a counter, not a verdict.
+        BAN_FLAG.get(0).is_some_and(|f| *f != 0)
     }
 
     #[inline(always)]

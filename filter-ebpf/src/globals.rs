@@ -65,10 +65,12 @@ pub fn capturing() -> bool {
     unsafe { core::ptr::read_volatile(&raw const CAPTURING) != 0 }
 }
 
-/// This generation's copy of the BAN_FLAG state map (BAN_ANY, BAN_WIDE):
-/// the loader copies it in at load and again after the switch (for bans
-/// the previous generation set meanwhile), `filterctl ban` and the program
-/// set bits in both.
+/// This generation's copy of the BAN_FLAG state map (BAN_ANY, BAN_WIDE),
+/// for the early verdict: the loader copies it in at load and again after
+/// the switch (for bans the previous generation set meanwhile), `filterctl
+/// ban` and the program set bits in both. Until a bit arrives, a banned
+/// source's unasked replies are dropped as unsolicited rather than as
+/// banned; the full path reads the shared flag.
 #[inline(always)]
 pub fn ban_bits() -> u32 {
     // SAFETY: as in monitor_flag.
