@@ -66,14 +66,27 @@ fn comments(file: &str) -> Vec<String> {
         .collect()
 }
 
-/// Runs a capture while traffic flows; returns its comments.
-fn capture_with_traffic(net: &TestNet, args: &[&str]) -> String {
+/// Runs a capture while traffic flows, and `during` beside it; returns
+/// what the capture said and what `during` returned.
+fn capture_with_traffic<T>(
+    net: &TestNet,
+    args: &[&str],
+    during: impl FnOnce() -> T,
+) -> (String, T) {
     let stop = Arc::new(AtomicBool::new(false));
     let sender = traffic(net.attacker_ns.clone(), stop.clone());
-    let out = command(net, args).output().expect("run filterctl capture");
+    let capture = command(net, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start filterctl capture");
+    let done = during();
+    let out = capture
+        .wait_with_output()
+        .expect("wait for filterctl capture");
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
-    ok(out)
+    (ok(out), done)
 }
 
 /// `replay` of `file` with `rules` gives every frame the verdict its
@@ -107,7 +120,7 @@ fn captures_are_bounded_labelled_and_replay_to_their_verdicts() {
     // 1: everything dropped, at most 25 frames a second for 2 seconds.
     let all = dir.path().join("all.pcapng");
     let all = all.to_str().unwrap();
-    let said = capture_with_traffic(
+    let (said, ()) = capture_with_traffic(
         &net,
         &[
             "capture",
@@ -120,6 +133,7 @@ fn captures_are_bounded_labelled_and_replay_to_their_verdicts() {
             "-w",
             all,
         ],
+        || (),
     );
     let got = comments(all);
     // Two seconds can span three one-second windows of the bound.
@@ -159,6 +173,7 @@ fn captures_are_bounded_labelled_and_replay_to_their_verdicts() {
             "-w",
             denied,
         ],
+        || (),
     );
     assert_eq!(comments(denied), vec!["reason=deny_drop"; 5]);
 
@@ -169,38 +184,26 @@ fn captures_are_bounded_labelled_and_replay_to_their_verdicts() {
     // frames as soon as it enforces (each generation has its own switch).
     let across = dir.path().join("across.pcapng");
     let across = across.to_str().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = traffic(net.attacker_ns.clone(), stop.clone());
-    let capture = command(
+    let (_, reloaded) = capture_with_traffic(
         &net,
         &[
             "capture",
             "--iface",
             &iface,
-            "--reason",
-            "deny_drop",
             "--duration",
             "4",
             "-w",
             across,
         ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .expect("start filterctl capture");
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    ok(run(&net, &["reload", "--iface", &iface, "--rules", &rules]));
-    let reloaded = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    let out = capture
-        .wait_with_output()
-        .expect("wait for filterctl capture");
-    stop.store(true, Ordering::Relaxed);
-    sender.join().unwrap();
-    ok(out);
+        || {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            ok(run(&net, &["reload", "--iface", &iface, "--rules", &rules]));
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        },
+    );
     let times = Command::new("tshark")
         .args(["-r", across, "-T", "fields", "-e", "frame.time_epoch"])
         .output()
