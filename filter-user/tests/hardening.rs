@@ -258,6 +258,28 @@ fn lost_state_pins_and_resized_limiters_are_never_silent() {
     ));
     assert_eq!(plan, "no changes\n");
     ok(run(&net, &["top"]));
+
+    // Surge counters pinned by an older build (one {packets, bytes} slot
+    // per port, shared by all CPUs) are made anew, a shard per CPU.
+    let shape = |dir: &Path| {
+        let info = MapData::from_pin(dir.join("UDP_PORTS"))
+            .unwrap()
+            .info()
+            .unwrap();
+        (info.value_size(), info.max_entries())
+    };
+    let sharded = shape(&dir);
+    assert_eq!(sharded.0, 8);
+    std::fs::remove_file(dir.join("UDP_PORTS")).unwrap();
+    aya::maps::Array::<MapData, [u64; 2]>::create(65536, 1 << 10)
+        .unwrap()
+        .pin(dir.join("UDP_PORTS"))
+        .unwrap();
+    ok(run(
+        &net,
+        &["reload", "--iface", &net.victim_if, "--rules", &a],
+    ));
+    assert_eq!(shape(&dir), sharded);
 }
 
 #[test]
