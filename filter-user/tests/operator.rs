@@ -153,6 +153,20 @@ fn monitor_mode_switches_at_once_without_a_reload() {
 
     ok(run(&net, &["mode", "--iface", &net.victim_if, "enforce"]));
     assert_eq!(delivered(&net, reflector, 1900), 0);
+
+    // The program reads its mode through the generation's MODE pin: with
+    // that pin removed by hand a switch could not reach it, and says so.
+    let gen_dir = net
+        .pin_root
+        .join(&net.victim_if)
+        .join(format!("gen-{}", st(&net)["generation"]));
+    std::fs::remove_file(gen_dir.join("MODE")).unwrap();
+    let out = run(&net, &["mode", "--iface", &net.victim_if, "monitor"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("MODE is missing"),
+        "{err}"
+    );
     ok(run(&net, &["unload", "--iface", &net.victim_if]));
 }
 

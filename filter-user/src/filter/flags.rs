@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf,
     maps::{Array, Map},
@@ -23,10 +23,18 @@ pub fn set(ebpf: &mut Ebpf, flag: FlagGlobal, value: u32) -> anyhow::Result<()> 
 }
 
 /// Sets `flag` in the generation pinned in `gen_dir`. A generation of an
-/// older build has no such pin and reads the state map itself: nothing to
-/// do then.
+/// older build has none of these pins and reads the maps themselves:
+/// nothing to do then. One pin missing beside the others was removed by
+/// hand, and the program would not see the change: an error.
 pub fn write(gen_dir: &Path, flag: FlagGlobal, value: u32) -> anyhow::Result<()> {
-    if !gen_dir.join(flag.symbol).exists() {
+    let path = gen_dir.join(flag.symbol);
+    if !path.exists() {
+        if FLAG_GLOBALS.iter().any(|f| gen_dir.join(f.symbol).exists()) {
+            bail!(
+                "{} is missing (removed by hand?): the running program would not see the change; `filterctl reload` makes it again",
+                path.display()
+            );
+        }
         return Ok(());
     }
     write_map(&mut open_map(gen_dir, flag.symbol)?, flag, value)

@@ -646,8 +646,10 @@ pub fn set_mode(root: &PinRoot, iface: &str, monitor: bool) -> anyhow::Result<()
     } else {
         c.flags &= !CONFIG_MONITOR;
     }
-    config.set(0, c, 0).context("failed to write CONFIG")?;
-    flags::write(&current.dir, MODE_FLAG, c.flags & CONFIG_MONITOR)
+    // What the program reads first: if it can't be written, the record
+    // stays as it was too.
+    flags::write(&current.dir, MODE_FLAG, c.flags & CONFIG_MONITOR)?;
+    config.set(0, c, 0).context("failed to write CONFIG")
 }
 
 /// Detaches the filter from `iface` and removes every pin of it.
