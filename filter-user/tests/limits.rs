@@ -352,7 +352,7 @@ burst_packets = 5
 fn forged_sources_of_one_packet_never_enter_the_limiter() {
     // A spoofed flood's sources each send one packet: the doorkeeper
     // remembers it in a slot instead of inserting the source into the
-    // limiter's LRU. A source enters on its second packet, with the state
+    // limiter table. A source enters on its second packet, with the state
     // both packets leave, so its limit holds as if it had entered at once.
     let r = runner(
         r#"

@@ -15,7 +15,7 @@ use std::{
 };
 
 use common::{
-    cli::{TempDir, ok, run},
+    cli::{TempDir, load_default, ok, run},
     daemon::{Daemon, Exposition, Series, get, parse_openmetrics, series, wait_until},
 };
 use filter_testkit::frames::{ntp_monlist_reply, ntp_time_reply};
@@ -247,16 +247,7 @@ fn serve_exposes_the_counters_and_follows_the_rule_file() {
     common::require_bpf();
     let net = TestNet::new("srv").expect("create test namespaces");
     let files = TempDir::new("serve");
-    let default = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../rules/default.toml"
-    ))
-    .unwrap();
-    let rules = files.write("rules.toml", &default);
-    ok(run(
-        &net,
-        &["load", "--iface", &net.victim_if, "--rules", &rules],
-    ));
+    let (rules, default) = load_default(&net, &files);
 
     // Reflection (NTP monlist, SSDP), NTP time replies and other traffic.
     let v4 = |port| SocketAddr::new(IpAddr::V4(VICTIM_V4), port);
