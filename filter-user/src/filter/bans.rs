@@ -86,12 +86,7 @@ pub fn ban(
     flag.set(0, bans | filter_common::BAN_ANY, 0)
         .context("failed to write BAN_FLAG")?;
     // And the running generation's copy (the lock keeps reloads out).
-    let current = current_generation(&dir)?;
-    super::flags::write(
-        &current.dir,
-        filter_common::BAN_FLAG_COPY,
-        super::flags::pinned_ban_flag(&dir)?,
-    )?;
+    super::flags::copy_ban_flag(&dir, &current_generation(&dir)?.dir)?;
     match place {
         Place::Source(key, banned) => {
             let mut bans: HashMap<_, SrcKey, u64> = HashMap::try_from(open_map(&dir, MAP_BANS)?)?;

@@ -10,7 +10,7 @@ use aya::{
     Ebpf,
     maps::{Array, Map},
 };
-use filter_common::{FLAG_GLOBALS, FlagGlobal, MAP_BAN_FLAG};
+use filter_common::{BAN_FLAG_COPY, FLAG_GLOBALS, FlagGlobal, MAP_BAN_FLAG};
 
 use crate::state::open_map;
 
@@ -58,20 +58,11 @@ pub fn pin(ebpf: &Ebpf, gen_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The ban flag state map as it stands, read through an object's map (it
-/// is the running filter's pin when there is one).
-pub fn ban_flag(ebpf: &mut Ebpf) -> anyhow::Result<u32> {
-    let map = ebpf
-        .map_mut(MAP_BAN_FLAG)
-        .ok_or_else(|| anyhow!("map {MAP_BAN_FLAG} missing from the eBPF object"))?;
-    Array::<_, u32>::try_from(map)?
+/// Copies the ban flag state map of the filter in `iface_dir`, as it
+/// stands, into the copy of the generation in `gen_dir`.
+pub fn copy_ban_flag(iface_dir: &Path, gen_dir: &Path) -> anyhow::Result<()> {
+    let bans = Array::<_, u32>::try_from(open_map(iface_dir, MAP_BAN_FLAG)?)?
         .get(&0, 0)
-        .context("failed to read BAN_FLAG")
-}
-
-/// The pinned ban flag of the filter whose state maps are in `iface_dir`.
-pub fn pinned_ban_flag(iface_dir: &Path) -> anyhow::Result<u32> {
-    Array::<_, u32>::try_from(open_map(iface_dir, MAP_BAN_FLAG)?)?
-        .get(&0, 0)
-        .context("failed to read BAN_FLAG")
+        .context("failed to read BAN_FLAG")?;
+    write(gen_dir, BAN_FLAG_COPY, bans)
 }

@@ -180,11 +180,7 @@ pub fn reload_with(
         attach_egress(&mut ebpf, iface, &dir)?;
         // Bans that the previous generation set after `prepare` copied the
         // flag: it no longer runs.
-        flags::write(
-            &generation_dir(&dir, generation),
-            BAN_FLAG_COPY,
-            flags::pinned_ban_flag(&dir)?,
-        )?;
+        flags::copy_ban_flag(&dir, &generation_dir(&dir, generation))?;
         // Older generations are no longer referenced by the link: their
         // pins are all that keep them (crashed reloads may have left some).
         // Nothing newer exists: this reload holds the lock.
@@ -485,10 +481,8 @@ pub fn prepare(set: &RuleSet, state_dir: Option<&Path>, remade: &[&str]) -> anyh
     let mut ebpf = loader
         .load(EBPF_OBJECT)
         .context("failed to load the eBPF object into the kernel")?;
-    if hints_missing {
-        no_hints_for_old_bans(&mut ebpf)?;
-    }
-    seed_flags(&mut ebpf, compiled.config.flags & CONFIG_MONITOR)?;
+    let bans = ban_flag_at_load(&mut ebpf, hints_missing)?;
+    seed_flags(&mut ebpf, compiled.config.flags & CONFIG_MONITOR, bans)?;
     write_rules(&mut ebpf, &compiled)?;
     write_prefixes(&mut ebpf, MAP_ALLOW_V4, MAP_ALLOW_V6, &set.allow)?;
     write_prefixes(&mut ebpf, MAP_DENY_V4, MAP_DENY_V6, &set.deny)?;
@@ -516,23 +510,25 @@ pub fn prepare(set: &RuleSet, state_dir: Option<&Path>, remade: &[&str]) -> anyh
     Ok(ebpf)
 }
 
-/// Bans set before BAN_HINTS existed have no hints: mark them too wide for
-/// hints, which turns the early verdict off while bans exist, as it was.
-fn no_hints_for_old_bans(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+/// The ban flag as the new generation starts with it. Bans set before
+/// BAN_HINTS existed (`hints_missing`) have no hints: they are marked too
+/// wide for hints, which turns the early verdict off while bans exist, as
+/// it was.
+fn ban_flag_at_load(ebpf: &mut Ebpf, hints_missing: bool) -> anyhow::Result<u32> {
     let mut flag: Array<_, u32> = Array::try_from(map_mut(ebpf, MAP_BAN_FLAG)?)?;
     let bans = flag.get(&0, 0).context("failed to read BAN_FLAG")?;
-    if bans != 0 {
-        flag.set(0, bans | BAN_WIDE, 0)
-            .context("failed to write BAN_FLAG")?;
+    if !hints_missing || bans == 0 {
+        return Ok(bans);
     }
-    Ok(())
+    flag.set(0, bans | BAN_WIDE, 0)
+        .context("failed to write BAN_FLAG")?;
+    Ok(bans | BAN_WIDE)
 }
 
 /// The flags of a freshly made object: the rule file's mode, and the state
-/// of the running filter (the ban flag, a capture that runs on).
-fn seed_flags(ebpf: &mut Ebpf, mode: u32) -> anyhow::Result<()> {
+/// of the running filter (the ban flag `bans`, a capture that runs on).
+fn seed_flags(ebpf: &mut Ebpf, mode: u32, bans: u32) -> anyhow::Result<()> {
     flags::set(ebpf, MODE_FLAG, mode)?;
-    let bans = flags::ban_flag(ebpf)?;
     flags::set(ebpf, BAN_FLAG_COPY, bans)?;
     let capture: Array<_, CaptureConfig> = Array::try_from(map_mut(ebpf, MAP_CAPTURE)?)?;
     let on = capture
