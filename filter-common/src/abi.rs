@@ -72,11 +72,14 @@ pub const MAP_REPLIES: &str = "REPLIES";
 /// may be answered. Replies to other ports need no hash lookup to be found
 /// unsolicited.
 pub const MAP_LOCAL_PORTS: &str = "LOCAL_PORTS";
-/// 65536-bit bitmap ([`GUARD_WORDS`] u64 words) of guarded source ports: a
-/// UDP packet from one of them must answer an outstanding request. A
+/// One byte per port ([`GUARD_TABLE_LEN`]), nonzero for a guarded source
+/// port: a UDP packet from one of them must answer an outstanding request.
+/// Indexed by [`crate::guard::guard_index`], the port's two bytes as they
+/// lie in the packet, so the program indexes it with the raw load. A
 /// read-only global of the program, set at load (the guarded ports change
-/// only with the rule set): read in two instructions where a map lookup
-/// takes a dozen.
+/// only with the rule set): one load where a map lookup takes a dozen
+/// instructions, and where the bitmap it replaced took a byte swap and
+/// two shifts on top (about 0.7 ns a port checked, measured).
 pub const GLOBAL_GUARD_PORTS: &str = "GUARD_PORTS";
 /// The rule set's [`Config`] as the program runs it: a read-only global
 /// set at load, so that the verifier sees every setting as a constant and
@@ -160,8 +163,8 @@ pub const MAX_PREFIX_BANS: u32 = 16_384;
 pub const MAX_FRAGS: u32 = 16_384;
 /// Outstanding requests tracked at once (LRU: the oldest go first).
 pub const MAX_REPLIES: u32 = 65_536;
-/// u64 words of the guarded-port bitmap.
-pub const GUARD_WORDS: u32 = 1024;
+/// Bytes of the guarded-port table: one per port.
+pub const GUARD_TABLE_LEN: usize = 65536;
 pub const MAX_GUARDED_PORTS: u32 = 1024;
 pub const MAX_NEVER_BAN: u32 = 4096;
 /// Longest list of candidate rules one (protocol, source port) leads to. The

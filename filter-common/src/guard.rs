@@ -109,10 +109,12 @@ pub fn reply_key(p: &Packet, group: bool) -> ReplyKey {
     }
 }
 
-/// Whether `port` is set in a guarded-port bitmap word.
+/// Where `port` lies in the guarded-port table
+/// ([`crate::GLOBAL_GUARD_PORTS`]): its network-order value read as a
+/// native u16, which is what a plain two-byte load of the packet gives.
 #[inline(always)]
-pub fn port_bit(word: u64, port: u16) -> bool {
-    word & (1u64 << (port & 63)) != 0
+pub fn guard_index(port: u16) -> usize {
+    port.to_be() as usize
 }
 
 #[cfg(test)]
@@ -209,8 +211,9 @@ mod tests {
     }
 
     #[test]
-    fn port_bits() {
-        assert!(port_bit(1 << 59, 123));
-        assert!(!port_bit(1 << 59, 122));
+    fn guard_index_is_the_wire_order() {
+        // 123 on the wire: 0x00 0x7b, loaded as a native u16.
+        assert_eq!(guard_index(123), u16::from_ne_bytes([0x00, 0x7b]) as usize);
+        assert_eq!(guard_index(1900), u16::from_ne_bytes([0x07, 0x6c]) as usize);
     }
 }

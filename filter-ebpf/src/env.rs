@@ -16,7 +16,7 @@ use filter_common::{
     decide::{
         Addr, Datagram, Env, Packet, Shared64 as _, Source, SourceCell, addr_bytes, addr_words,
     },
-    guard::{ReplyCell, port_bit},
+    guard::ReplyCell,
     hints::prefix_bit,
     port_slot,
 };
@@ -368,17 +368,10 @@ impl Env for KernelEnv<'_> {
     }
 }
 
-/// Whether the reply guard is on and guards `port`: one bitmap word.
+/// Whether the reply guard is on and guards `port` (in host order).
 #[inline(always)]
 pub fn guarded(config: &Config, port: u16) -> bool {
-    // Volatile: the compiler sees the global's initial zeros, the loader
-    // writes the real words.
-    config.flags & CONFIG_REPLY_GUARD != 0
-        && port_bit(
-            // SAFETY: an index below GUARD_WORDS into a static array.
-            crate::globals::guard_word((port >> 6) as usize),
-            port,
-        )
+    config.flags & CONFIG_REPLY_GUARD != 0 && crate::globals::guarded_wire(port.to_be())
 }
 
 /// The first slot of the source's set in the limiter table.

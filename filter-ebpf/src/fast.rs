@@ -1,8 +1,9 @@
 //! The common cases of a flood, decided before the full parse, from a
 //! source that no allow or deny prefix and no ban can cover (the hints say
 //! so in an array read each; a ban too wide for its hint turns this off):
-//! - a UDP datagram over IPv4 or IPv6 (up to two VLAN tags; no IPv6
-//!   fragment header), or the first fragment of one over IPv4, from a
+//! - a UDP datagram over IPv4 or IPv6 (up to two VLAN tags; of the IPv6
+//!   extension headers, options and routing only), or the first fragment
+//!   of one over IPv4, from a
 //!   guarded source port, to a port that is not guarded itself and at
 //!   which no request of this host is open: the full decision would come to
 //!   `unsolicited_reply` at its reply-guard step (and remember a first
@@ -23,12 +24,12 @@ use filter_common::{
 
 use crate::{
     clock,
-    env::{frag_dropped, guarded, remember_frag_drop},
+    env::{frag_dropped, remember_frag_drop},
     globals,
     maps::{LOCAL_PORTS, listed, maybe_banned},
     parse::{
-        self, ETH_P_IPV4, ETH_P_IPV6, Hdr, MAX_EXT_HEADERS, MAX_L4_OFFSET, NEXTHDR_FRAGMENT,
-        ext_len, is_extension,
+        self, ETH_P_IPV4, ETH_P_IPV6, Hdr, MAX_EXT_HEADERS, MAX_L4_OFFSET, NEXTHDR_DEST,
+        NEXTHDR_HOP, NEXTHDR_ROUTING,
     },
 };
 
@@ -111,7 +112,9 @@ fn ipv4(
 }
 
 /// An IPv6 packet carrying UDP, after up to the full parser's number of
-/// extension headers (a fragment header is the full path's).
+/// extension headers. Only the options and routing headers are walked here
+/// (one length rule, and a flood has no use for the others); an
+/// authentication or fragment header is the full path's.
 #[inline(always)]
 fn ipv6(
     ctx: &XdpContext,
@@ -127,17 +130,18 @@ fn ipv6(
         if next == IPPROTO_UDP {
             break;
         }
-        if !is_extension(next) || next == NEXTHDR_FRAGMENT {
+        if next != NEXTHDR_HOP && next != NEXTHDR_DEST && next != NEXTHDR_ROUTING {
             return None;
         }
+        // In 8-byte units past the first 8.
         let e = Hdr::<8>::at(ctx, l4)?;
-        l4 += ext_len(next, e);
+        l4 += (e.u8::<1>() as usize + 1) * 8;
         next = e.u8::<0>();
-        if l4 > ip_end || l4 > MAX_L4_OFFSET {
-            return None;
-        }
     }
-    if next != IPPROTO_UDP {
+    // Checked once, not per header: the offset only grows, so a header
+    // that ran past the packet (which the full parser refuses) leaves it
+    // past the end.
+    if next != IPPROTO_UDP || l4 > ip_end || l4 > MAX_L4_OFFSET {
         return None;
     }
     let src_port = unsolicited(ctx, config, l4, ip_end, false)?;
@@ -168,13 +172,14 @@ fn unsolicited(
     if have < 8 || ulen < 8 || (!first && ulen > have) {
         return None;
     }
-    let (src_port, dst_port) = (udp.be16::<0>(), udp.be16::<2>());
+    // The ports as they lie in the packet: the guard table is indexed so.
+    let (src_wire, dst_wire) = (udp.raw16::<0>(), udp.raw16::<2>());
     // A guarded destination port may be a server's: the full path asks the
     // socket table.
-    if !guarded(config, src_port) || guarded(config, dst_port) {
+    if !globals::guarded_wire(src_wire) || globals::guarded_wire(dst_wire) {
         return None;
     }
-    let open = LOCAL_PORTS.get(dst_port as u32)?;
+    let open = LOCAL_PORTS.get(u16::from_be(dst_wire) as u32)?;
     if open.until != 0 || open.group_until != 0 {
         // A request left from this port once: still open?
         let now = clock::now();
@@ -182,5 +187,5 @@ fn unsolicited(
             return None;
         }
     }
-    Some(src_port)
+    Some(u16::from_be(src_wire))
 }

@@ -7,13 +7,13 @@
 //! The compiler sees only the zeros below; the loader writes the real
 //! values (filter_common::GLOBAL_*), hence the volatile reads.
 
-use filter_common::{Config, GUARD_WORDS};
+use filter_common::{Config, GUARD_TABLE_LEN};
 
 #[unsafe(no_mangle)]
 static LOADED_CONFIG: Config = unsafe { core::mem::zeroed() };
 
 #[unsafe(no_mangle)]
-static GUARD_PORTS: [u64; GUARD_WORDS as usize] = [0; GUARD_WORDS as usize];
+static GUARD_PORTS: [u8; GUARD_TABLE_LEN] = [0; GUARD_TABLE_LEN];
 
 // Each flag in a data section of its own: one writer each, so that no
 // controller's write of one can undo another's write of the other.
@@ -39,12 +39,12 @@ pub fn config() -> &'static Config {
     unsafe { &*core::ptr::read_volatile(&(&raw const LOADED_CONFIG)) }
 }
 
-/// Word `i` (below GUARD_WORDS) of the guarded-ports bitmap.
+/// Whether the port whose two bytes, as they lie in the packet, read
+/// `wire` as a native u16 is guarded ([`filter_common::GLOBAL_GUARD_PORTS`]).
 #[inline(always)]
-pub fn guard_word(i: usize) -> u64 {
-    // SAFETY: an index into a static array; out of range panics, which
-    // the callers' `port >> 6` rules out.
-    unsafe { core::ptr::read_volatile(&GUARD_PORTS[i]) }
+pub fn guarded_wire(wire: u16) -> bool {
+    // SAFETY: a u16 index into a static array of 65536 bytes.
+    unsafe { core::ptr::read_volatile(&GUARD_PORTS[wire as usize]) != 0 }
 }
 
 /// CONFIG_MONITOR while the filter only counts what it would drop, else 0

@@ -21,11 +21,11 @@ pub const MAX_EXT_HEADERS: usize = 6;
 /// provably bounded for the verifier; real headers end far earlier.
 pub const MAX_L4_OFFSET: usize = 1024;
 
-const NEXTHDR_HOP: u8 = 0;
-const NEXTHDR_ROUTING: u8 = 43;
-pub const NEXTHDR_FRAGMENT: u8 = 44;
+pub const NEXTHDR_HOP: u8 = 0;
+pub const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
 const NEXTHDR_AUTH: u8 = 51;
-const NEXTHDR_DEST: u8 = 60;
+pub const NEXTHDR_DEST: u8 = 60;
 
 /// A frame in packet memory: the XDP program's incoming frames and the
 /// egress program's outgoing ones are parsed by the same code.
@@ -87,11 +87,17 @@ impl<const N: usize> Hdr<N> {
         unsafe { *self.0.add(I) }
     }
 
+    /// Two bytes in memory order (not converted from network order).
     #[inline(always)]
-    pub fn be16<const I: usize>(self) -> u16 {
+    pub fn raw16<const I: usize>(self) -> u16 {
         const { assert!(I + 2 <= N) };
         // SAFETY: as above.
-        u16::from_be(unsafe { (self.0.add(I) as *const u16).read() })
+        unsafe { (self.0.add(I) as *const u16).read() }
+    }
+
+    #[inline(always)]
+    pub fn be16<const I: usize>(self) -> u16 {
+        u16::from_be(self.raw16::<I>())
     }
 
     /// Four bytes in memory order (not converted from network order).
@@ -277,7 +283,7 @@ fn parse_ipv6(ctx: &impl Frame, p: &mut Packet, off: usize, frame_len: usize) ->
 /// bytes are `e`: AH counts 4-byte words past the first two, the others
 /// 8-byte units past the first.
 #[inline(always)]
-pub fn ext_len(next: u8, e: Hdr<8>) -> usize {
+fn ext_len(next: u8, e: Hdr<8>) -> usize {
     if next == NEXTHDR_AUTH {
         (e.u8::<1>() as usize + 2) * 4
     } else {
@@ -286,7 +292,7 @@ pub fn ext_len(next: u8, e: Hdr<8>) -> usize {
 }
 
 #[inline(always)]
-pub fn is_extension(next: u8) -> bool {
+fn is_extension(next: u8) -> bool {
     matches!(
         next,
         NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT

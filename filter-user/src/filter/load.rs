@@ -459,8 +459,8 @@ pub fn prepare(set: &RuleSet, state_dir: Option<&Path>, remade: &[&str]) -> anyh
     };
     loader.override_global(GLOBAL_CONFIG, &loaded, true);
     // Empty while the reply guard is off: the program's zeros stay.
-    if !compiled.guard_words.is_empty() {
-        loader.override_global(GLOBAL_GUARD_PORTS, compiled.guard_words.as_slice(), true);
+    if !compiled.guard_table.is_empty() {
+        loader.override_global(GLOBAL_GUARD_PORTS, compiled.guard_table.as_slice(), true);
     }
     // State maps come from the pins of the running generation when there is
     // one (and are pinned there when there is not); those that can't carry

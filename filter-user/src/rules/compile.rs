@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use filter_common::{
     CONFIG_FRAGMENT_DROP, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_MONITOR, CONFIG_REPLY_GUARD,
-    Chain, Config, GUARD_WORDS, GuardPort, IPPROTO_TCP, IPPROTO_UDP, Limit, MAX_CHAIN, MAX_CHAINS,
-    Rule, hints, port_slot, source_slots,
+    Chain, Config, GUARD_TABLE_LEN, GuardPort, IPPROTO_TCP, IPPROTO_UDP, Limit, MAX_CHAIN,
+    MAX_CHAINS, Rule, guard::guard_index, hints, port_slot, source_slots,
 };
 
 use super::{FragmentPolicy, Mode, RuleSet, RuleSpec, prefixes::Prefix};
@@ -40,8 +40,9 @@ pub struct Compiled {
     pub port_chains: Vec<(u32, u32)>,
     /// By limit id; id 0 is "no limit".
     pub limits: Vec<Limit>,
-    /// Guarded source ports as a bitmap of u64 words (empty when off).
-    pub guard_words: Vec<u64>,
+    /// The guarded-port table, a byte per port (empty when off; see
+    /// [`filter_common::GLOBAL_GUARD_PORTS`]).
+    pub guard_table: Vec<u8>,
     /// Guarded port -> its budget.
     pub guard_ports: Vec<(u16, GuardPort)>,
     /// (index, word) of every non-zero word of the source hints in front
@@ -164,12 +165,12 @@ impl RuleSet {
             .iter()
             .flat_map(|g| g.ports.iter().map(|(p, b)| (*p, *b)))
             .collect();
-        let mut guard_words = Vec::new();
+        let mut guard_table = Vec::new();
         if self.reply_guard.is_some() {
             flags |= CONFIG_REPLY_GUARD;
-            guard_words = vec![0u64; GUARD_WORDS as usize];
+            guard_table = vec![0u8; GUARD_TABLE_LEN];
             for (p, _) in &guard_ports {
-                guard_words[(*p >> 6) as usize] |= 1 << (*p & 63);
+                guard_table[guard_index(*p)] = 1;
             }
         }
         Compiled {
@@ -190,7 +191,7 @@ impl RuleSet {
             limits: std::iter::once(Limit::default())
                 .chain(self.limits.iter().map(|(_, l)| *l))
                 .collect(),
-            guard_words,
+            guard_table,
             guard_ports,
             hint_words: hint_words(self.allow.iter().chain(&self.deny)),
         }
