@@ -538,6 +538,9 @@ const _: () = assert!(size_of::<ReplyState>() == 24);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LocalPort {
+    /// Covers every request, those to a group included, so it is never
+    /// before `group_until`: a port past it has no request open at all
+    /// (what the early verdict reads).
     pub until: u64,
     pub group_until: u64,
 }

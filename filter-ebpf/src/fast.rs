@@ -17,7 +17,7 @@
 
 use aya_ebpf::programs::XdpContext;
 use filter_common::{
-    BAN_WIDE, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Config, FAMILY_V4, FAMILY_V6,
+    BAN_WIDE, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, FAMILY_V4, FAMILY_V6,
     IPPROTO_UDP,
     decide::{Addr, Datagram},
 };
@@ -43,7 +43,7 @@ pub enum Early {
 }
 
 #[inline(always)]
-pub fn verdict(ctx: &XdpContext, config: &Config) -> Option<Early> {
+pub fn verdict(ctx: &XdpContext) -> Option<Early> {
     let bans = globals::ban_bits();
     if bans & BAN_WIDE != 0 {
         return None;
@@ -52,8 +52,8 @@ pub fn verdict(ctx: &XdpContext, config: &Config) -> Option<Early> {
     // A third tag is the full parser's to refuse.
     let (ethertype, off) = parse::ethertype(ctx)?;
     match ethertype {
-        ETH_P_IPV4 => ipv4(ctx, config, bans, off, frame_len),
-        ETH_P_IPV6 => ipv6(ctx, config, bans, off, frame_len),
+        ETH_P_IPV4 => ipv4(ctx, bans, off, frame_len),
+        ETH_P_IPV6 => ipv6(ctx, bans, off, frame_len),
         _ => None,
     }
 }
@@ -61,25 +61,19 @@ pub fn verdict(ctx: &XdpContext, config: &Config) -> Option<Early> {
 /// Whether an allow or deny prefix or a ban may cover the source: the full
 /// path's.
 #[inline(always)]
-fn maybe_listed(config: &Config, bans: u32, family: u8, src: &Addr) -> bool {
-    (config.flags & (CONFIG_HAS_ALLOW | CONFIG_HAS_DENY) != 0 && listed(family, src))
+fn maybe_listed(bans: u32, family: u8, src: &Addr) -> bool {
+    (globals::flags() & (CONFIG_HAS_ALLOW | CONFIG_HAS_DENY) != 0 && listed(family, src))
         || (bans != 0 && maybe_banned(family, src))
 }
 
 /// An IPv4 packet at `off` that passes the full parser's checks.
 #[inline(always)]
-fn ipv4(
-    ctx: &XdpContext,
-    config: &Config,
-    bans: u32,
-    off: usize,
-    frame_len: usize,
-) -> Option<Early> {
+fn ipv4(ctx: &XdpContext, bans: u32, off: usize, frame_len: usize) -> Option<Early> {
     let (ip, hdr_len, total_len) = parse::ipv4_header(ctx, off, frame_len)?;
     let src: Addr = [ip.raw32::<12>() as u64, 0];
     // The hints last, on each path: a frame that the rest turns away
     // (benign traffic, mostly) should not pay for them twice.
-    let listed = || maybe_listed(config, bans, FAMILY_V4, &src);
+    let listed = || maybe_listed(bans, FAMILY_V4, &src);
     let frag = ip.be16::<6>();
     let proto = ip.u8::<9>();
     // Built only on the fragment paths: for a whole datagram its loads
@@ -99,14 +93,14 @@ fn ipv4(
         return None;
     }
     let first = frag & 0x2000 != 0;
-    let src_port = unsolicited(ctx, config, off + hdr_len, off + total_len, first)?;
+    let src_port = unsolicited(ctx, off + hdr_len, off + total_len, first)?;
     if listed() {
         return None;
     }
     if first {
         // Its later fragments carry no ports: they follow it.
         let now = clock::now();
-        remember_frag_drop(&datagram(), now.saturating_add(config.frag_track_ns));
+        remember_frag_drop(&datagram(), now.saturating_add(globals::frag_track_ns()));
     }
     Some(Early::Unsolicited(src_port))
 }
@@ -116,13 +110,7 @@ fn ipv4(
 /// (one length rule, and a flood has no use for the others); an
 /// authentication or fragment header is the full path's.
 #[inline(always)]
-fn ipv6(
-    ctx: &XdpContext,
-    config: &Config,
-    bans: u32,
-    off: usize,
-    frame_len: usize,
-) -> Option<Early> {
+fn ipv6(ctx: &XdpContext, bans: u32, off: usize, frame_len: usize) -> Option<Early> {
     let (ip, ip_end) = parse::ipv6_header(ctx, off, frame_len)?;
     let mut next = ip.u8::<6>();
     let mut l4 = off + 40;
@@ -144,9 +132,9 @@ fn ipv6(
     if next != IPPROTO_UDP || l4 > ip_end || l4 > MAX_L4_OFFSET {
         return None;
     }
-    let src_port = unsolicited(ctx, config, l4, ip_end, false)?;
+    let src_port = unsolicited(ctx, l4, ip_end, false)?;
     // The hints read the first 8 bytes of the source only.
-    if maybe_listed(config, bans, FAMILY_V6, &[ip.raw64::<8>(), 0]) {
+    if maybe_listed(bans, FAMILY_V6, &[ip.raw64::<8>(), 0]) {
         return None;
     }
     Some(Early::Unsolicited(src_port))
@@ -156,14 +144,8 @@ fn ipv6(
 /// reply guard would find unsolicited. A first fragment's UDP length covers
 /// the whole datagram, not just the bytes at hand.
 #[inline(always)]
-fn unsolicited(
-    ctx: &XdpContext,
-    config: &Config,
-    l4: usize,
-    ip_end: usize,
-    first: bool,
-) -> Option<u16> {
-    if config.flags & CONFIG_REPLY_GUARD == 0 {
+fn unsolicited(ctx: &XdpContext, l4: usize, ip_end: usize, first: bool) -> Option<u16> {
+    if globals::flags() & CONFIG_REPLY_GUARD == 0 {
         return None;
     }
     let udp = Hdr::<8>::at(ctx, l4)?;
@@ -179,13 +161,11 @@ fn unsolicited(
     if !globals::guarded_wire(src_wire) || globals::guarded_wire(dst_wire) {
         return None;
     }
-    let open = LOCAL_PORTS.get(u16::from_be(dst_wire) as u32)?;
-    if open.until != 0 || open.group_until != 0 {
-        // A request left from this port once: still open?
-        let now = clock::now();
-        if now < open.until || now < open.group_until {
-            return None;
-        }
+    // `until` covers group requests too (see LocalPort).
+    let until = LOCAL_PORTS.get(u16::from_be(dst_wire) as u32)?.until;
+    // A request left from this port once: still open?
+    if until != 0 && clock::now() < until {
+        return None;
     }
     Some(u16::from_be(src_wire))
 }

@@ -39,6 +39,21 @@ pub fn config() -> &'static Config {
     unsafe { &*core::ptr::read_volatile(&(&raw const LOADED_CONFIG)) }
 }
 
+/// The loaded settings' flags (as [`config`]'s; the early verdict reads
+/// them one by one, where the pointer would be held across it).
+#[inline(always)]
+pub fn flags() -> u32 {
+    // SAFETY: a field of a static.
+    unsafe { core::ptr::read_volatile(&raw const LOADED_CONFIG.flags) }
+}
+
+/// The loaded settings' fragment memory, in ns.
+#[inline(always)]
+pub fn frag_track_ns() -> u64 {
+    // SAFETY: a field of a static.
+    unsafe { core::ptr::read_volatile(&raw const LOADED_CONFIG.frag_track_ns) }
+}
+
 /// Whether the port whose two bytes, as they lie in the packet, read
 /// `wire` as a native u16 is guarded ([`filter_common::GLOBAL_GUARD_PORTS`]).
 #[inline(always)]

@@ -19,7 +19,7 @@ mod shared;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use filter_common::{
-    Config, IPPROTO_UDP, Reason,
+    IPPROTO_UDP, Reason,
     decide::{Frag, Outcome, Parsed, decide, outcome},
 };
 
@@ -31,7 +31,7 @@ use filter_common::{
 pub fn filter(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     let config = globals::config();
-    if let Some(early) = fast::verdict(&ctx, config) {
+    if let Some(early) = fast::verdict(&ctx) {
         let reason = match early {
             fast::Early::Unsolicited(src_port) => {
                 maps::count_udp_port(src_port);
@@ -39,13 +39,7 @@ pub fn filter(ctx: XdpContext) -> u32 {
             }
             fast::Early::FollowsDrop => Reason::FragmentFollowDrop,
         };
-        return finish(
-            &ctx,
-            config,
-            reason,
-            filter_common::CAPTURE_NO_RULE,
-            frame_len,
-        );
+        return finish(&ctx, reason, filter_common::CAPTURE_NO_RULE, frame_len);
     }
     // The parsed packet lives in a per-CPU map slot, not on the stack: the
     // verifier does not track what a program stores in map memory, so the
@@ -69,15 +63,16 @@ pub fn filter(ctx: XdpContext) -> u32 {
     let mut env = env::KernelEnv::new(&ctx, config);
     let reason = decide(&mut env, config, parsed, packet);
     let rule = env.rule;
-    finish(&ctx, config, reason, rule, frame_len)
+    finish(&ctx, reason, rule, frame_len)
 }
 
 /// Counts the verdict and acts on it (monitor mode passes what a drop
 /// reason decided).
 #[inline(always)]
-fn finish(ctx: &XdpContext, config: &Config, reason: Reason, rule: u32, frame_len: u64) -> u32 {
+fn finish(ctx: &XdpContext, reason: Reason, rule: u32, frame_len: u64) -> u32 {
     maps::count_reason(reason, frame_len);
-    match outcome(reason, config.flags | globals::monitor_flag()) {
+    // The loaded settings' monitor bit is always clear: the flag says.
+    match outcome(reason, globals::monitor_flag()) {
         Outcome::Pass => xdp_action::XDP_PASS,
         Outcome::Drop => {
             capture::dropped(ctx, reason, rule, frame_len);
