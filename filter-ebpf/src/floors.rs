@@ -7,7 +7,9 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
-mod ports;
+// Only its port counting is measured here.
+#[allow(dead_code)]
+mod counters;
 mod shared;
 
 use aya_ebpf::{
@@ -16,7 +18,8 @@ use aya_ebpf::{
     maps::Array,
     programs::XdpContext,
 };
-use filter_common::{BPF_F_MMAPABLE, Counter, UDP_PORT_SLOTS, decide::Shared64 as _};
+use counters::Counters;
+use filter_common::{BPF_F_MMAPABLE, Counter, CpuCounters, UDP_PORTS, decide::Shared64 as _};
 use shared::BpfU64;
 
 #[xdp]
@@ -38,13 +41,13 @@ pub fn tx_all(_ctx: XdpContext) -> u32 {
 }
 
 // The two ways to count UDP per source port that the benchmark compares:
-// the filter's (a shard per CPU in one mmapable array, plain adds), and
+// the filter's (a block per CPU in one mmapable array, plain adds), and
 // one slot per port shared by all CPUs (atomic adds), which it replaced.
 #[map(name = "COUNT_SHARDED")]
-static COUNT_SHARDED: Array<u64> = Array::with_max_entries(UDP_PORT_SLOTS, BPF_F_MMAPABLE);
+static COUNT_SHARDED: Array<CpuCounters> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 #[map(name = "COUNT_SHARED")]
-static COUNT_SHARED: Array<Counter> = Array::with_max_entries(UDP_PORT_SLOTS, BPF_F_MMAPABLE);
+static COUNT_SHARED: Array<Counter> = Array::with_max_entries(UDP_PORTS as u32, BPF_F_MMAPABLE);
 
 /// The UDP source port of an untagged IPv4 frame without options: a fixed
 /// offset, so that the floors cost no more than the counting they measure.
@@ -62,8 +65,10 @@ fn udp_src_port(ctx: &XdpContext) -> Option<u16> {
 /// XDP_DROP after counting the frame the way the filter does.
 #[xdp]
 pub fn count_sharded(ctx: XdpContext) -> u32 {
-    if let Some(port) = udp_src_port(&ctx) {
-        ports::count(&COUNT_SHARDED, port);
+    if let Some(port) = udp_src_port(&ctx)
+        && let Some(counters) = Counters::of_this_cpu(&COUNT_SHARDED)
+    {
+        counters.udp_port(port);
     }
     xdp_action::XDP_DROP
 }

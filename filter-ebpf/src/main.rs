@@ -8,16 +8,17 @@
 
 mod capture;
 mod clock;
+mod counters;
 mod env;
 mod fast;
 mod globals;
 mod maps;
 mod parse;
-mod ports;
 mod requests;
 mod shared;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use counters::Counters;
 use filter_common::{
     IPPROTO_UDP, Reason,
     decide::{Frag, Outcome, Parsed, decide, outcome},
@@ -32,14 +33,19 @@ pub fn filter(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     let config = globals::config();
     if let Some(early) = fast::verdict(&ctx) {
+        // This CPU's counters: one lookup for the frame's reason and port.
+        let Some(counters) = Counters::of_this_cpu(&maps::COUNTERS) else {
+            return xdp_action::XDP_PASS;
+        };
         let reason = match early {
             fast::Early::Unsolicited(src_port) => {
-                maps::count_udp_port(src_port);
+                counters.udp_port(src_port);
                 Reason::UnsolicitedReply
             }
             fast::Early::FollowsDrop => Reason::FragmentFollowDrop,
         };
-        return finish(&ctx, reason, filter_common::CAPTURE_NO_RULE, frame_len);
+        let rule = filter_common::CAPTURE_NO_RULE;
+        return finish(&ctx, counters, reason, rule, frame_len);
     }
     // The parsed packet lives in a per-CPU map slot, not on the stack: the
     // verifier does not track what a program stores in map memory, so the
@@ -52,25 +58,28 @@ pub fn filter(ctx: XdpContext) -> u32 {
     let Some(slot) = maps::SCRATCH.get_ptr_mut(maps::SCRATCH_XDP) else {
         return xdp_action::XDP_PASS;
     };
+    let Some(counters) = Counters::of_this_cpu(&maps::COUNTERS) else {
+        return xdp_action::XDP_PASS;
+    };
     // SAFETY: a per-CPU slot that only this CPU's run of the program uses.
     let packet = unsafe { &mut *slot };
     let parsed = parse::parse(&ctx, packet);
     // Counted as it arrives, whatever the decision: the surge detector must
     // see a flood that rules already drop, or it would lift its own block.
     if parsed == Parsed::Ip && packet.proto == IPPROTO_UDP && packet.frag != Frag::Later {
-        maps::count_udp_port(packet.src_port);
+        counters.udp_port(packet.src_port);
     }
     let mut env = env::KernelEnv::new(&ctx, config);
     let reason = decide(&mut env, config, parsed, packet);
     let rule = env.rule;
-    finish(&ctx, reason, rule, frame_len)
+    finish(&ctx, counters, reason, rule, frame_len)
 }
 
 /// Counts the verdict and acts on it (monitor mode passes what a drop
 /// reason decided).
 #[inline(always)]
-fn finish(ctx: &XdpContext, reason: Reason, rule: u32, frame_len: u64) -> u32 {
-    maps::count_reason(reason, frame_len);
+fn finish(ctx: &XdpContext, counters: Counters, reason: Reason, rule: u32, frame_len: u64) -> u32 {
+    counters.reason(reason, frame_len);
     // The loaded settings' monitor bit is always clear: the flag says.
     match outcome(reason, globals::monitor_flag()) {
         Outcome::Pass => xdp_action::XDP_PASS,
@@ -80,7 +89,7 @@ fn finish(ctx: &XdpContext, reason: Reason, rule: u32, frame_len: u64) -> u32 {
         }
         Outcome::MonitoredPass => {
             capture::dropped(ctx, reason, rule, frame_len);
-            maps::count_monitored(frame_len);
+            counters.monitored(frame_len);
             xdp_action::XDP_PASS
         }
     }

@@ -5,15 +5,16 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use filter_common::{
-    BPF_F_MMAPABLE, Chain, Config, Counter, DEFAULT_SOURCES, DOOR_SLOTS, DoorSlot, FragKey,
-    GuardPort, Limit, LocalPort, MAX_BANS, MAX_CHAINS, MAX_FRAGS, MAX_GUARDED_PORTS, MAX_LIMITS,
-    MAX_NEVER_BAN, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_REPLIES, MAX_RULES, Meta, PORT_SLOTS,
-    RULESET_CHUNK, RULESET_CHUNKS, Reason, ReplyKey, ReplyState, Rule, STATS_MONITOR_SLOT,
-    STATS_SLOTS, SourceSlot, SrcKey, UDP_PORT_SLOTS, decide::Packet,
+    BPF_F_MMAPABLE, Chain, Config, Counter, CpuCounters, DEFAULT_SOURCES, DOOR_SLOTS, DoorSlot,
+    FragKey, GuardPort, Limit, LocalPort, MAX_BANS, MAX_CHAINS, MAX_FRAGS, MAX_GUARDED_PORTS,
+    MAX_LIMITS, MAX_NEVER_BAN, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_REPLIES, MAX_RULES, Meta,
+    PORT_SLOTS, RULESET_CHUNK, RULESET_CHUNKS, ReplyKey, ReplyState, Rule, SourceSlot, SrcKey,
+    decide::Packet,
 };
 
-#[map(name = "STATS")]
-pub static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);
+// A block per CPU: see MAP_COUNTERS. Sized at load to the possible CPUs.
+#[map(name = "COUNTERS")]
+pub static COUNTERS: Array<CpuCounters> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 #[map(name = "RULE_STATS")]
 pub static RULE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_RULES, 0);
@@ -146,38 +147,12 @@ pub const SCRATCH_XDP: u32 = 0;
 pub const SCRATCH_EGRESS: u32 = 1;
 
 #[inline(always)]
-fn add(counter: Option<*mut Counter>, bytes: u64) {
-    if let Some(c) = counter {
+pub fn count_rule(index: u32, bytes: u64) {
+    if let Some(c) = RULE_STATS.get_ptr_mut(index) {
         // Per-CPU slot: no other CPU writes it, so plain adds are exact.
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes;
         }
     }
-}
-
-#[inline(always)]
-pub fn count_reason(reason: Reason, bytes: u64) {
-    add(STATS.get_ptr_mut(reason as u32), bytes);
-}
-
-#[inline(always)]
-pub fn count_monitored(bytes: u64) {
-    add(STATS.get_ptr_mut(STATS_MONITOR_SLOT), bytes);
-}
-
-#[inline(always)]
-pub fn count_rule(index: u32, bytes: u64) {
-    add(RULE_STATS.get_ptr_mut(index), bytes);
-}
-
-// One shard per CPU, mmapable: see MAP_UDP_PORTS. Sized at load to the
-// machine's possible CPUs.
-#[map(name = "UDP_PORTS")]
-pub static UDP_PORTS: Array<u64> = Array::with_max_entries(UDP_PORT_SLOTS, BPF_F_MMAPABLE);
-
-/// Counts a UDP frame by source port for the surge detector.
-#[inline(always)]
-pub fn count_udp_port(port: u16) {
-    crate::ports::count(&UDP_PORTS, port);
 }

@@ -401,7 +401,7 @@ fn with_a_ban(report: &mut Report, o: &Opts, drop_floor: f64) -> anyhow::Result<
 fn surge_counting(report: &mut Report, o: &Opts, frame: &[u8]) -> anyhow::Result<()> {
     let (repeat, runs) = o.repeat_runs();
     let mut floors = EbpfLoader::new()
-        .map_max_entries("COUNT_SHARDED", filterctl::filter::udp_ports::slots()?)
+        .map_max_entries("COUNT_SHARDED", filterctl::filter::counters::blocks()?)
         .load(filter_testkit::FLOORS_OBJECT)?;
     for name in ["drop_all", "count_sharded", "count_shared"] {
         let p: &mut Xdp = floors
@@ -441,13 +441,13 @@ fn surge_counting(report: &mut Report, o: &Opts, frame: &[u8]) -> anyhow::Result
     };
     let t0 = Instant::now();
     for _ in 0..reads {
-        let counts = filterctl::filter::udp_ports::read_packets(data)?;
-        anyhow::ensure!(counts[123] > 0, "the sharded counter missed the frames");
+        let counts = filterctl::filter::counters::read_packets(data)?;
+        anyhow::ensure!(counts[123] > 0, "the per-CPU counters missed the frames");
     }
     let mmap_read = t0.elapsed() / reads;
     let _ = writeln!(
         report.text,
-        "\n1c. surge counting (UDP by source port), NTP reply, against XDP_DROP {floor:.1} ns (both CPUs at once: {floor2:.1} ns)\n   a shard per CPU, plain adds (the filter's): +{:.1} ns/frame, both CPUs on one port +{:.1}; all 65536 ports summed over the shards through one mmap: {:.2} ms\n   one slot per port, atomic adds (before):    +{:.1} ns/frame, both CPUs on one port +{:.1}",
+        "\n1c. surge counting (UDP by source port), NTP reply, against XDP_DROP {floor:.1} ns (both CPUs at once: {floor2:.1} ns)\n   a block per CPU, plain adds (the filter's): +{:.1} ns/frame, both CPUs on one port +{:.1}; all 65536 ports summed over the blocks through one mmap: {:.2} ms\n   one slot per port, atomic adds (before):    +{:.1} ns/frame, both CPUs on one port +{:.1}",
         sharded - floor,
         sharded2 - floor2,
         mmap_read.as_secs_f64() * 1e3,

@@ -17,7 +17,7 @@ use filter_testkit::net::TestNet;
 use serde_json::Value;
 
 use common::{
-    cli::{TempDir, command, failed, ok, run, status},
+    cli::{TempDir, command, failed, ok, reason, run, status},
     daemon::Daemon,
 };
 
@@ -204,15 +204,15 @@ fn lost_state_pins_and_resized_limiters_are_never_silent() {
     ));
     let dir = net.pin_root.join(&net.victim_if);
 
-    // A reload after the STATS pin was deleted would start the counters
+    // A reload after the COUNTERS pin was deleted would start the counters
     // from zero: refused unless asked for.
     let before = status(&net)["generation"].clone();
-    std::fs::remove_file(dir.join("STATS")).unwrap();
+    std::fs::remove_file(dir.join("COUNTERS")).unwrap();
     let err = failed(run(
         &net,
         &["reload", "--iface", &net.victim_if, "--rules", &a],
     ));
-    assert!(err.contains("state maps STATS are missing"), "{err}");
+    assert!(err.contains("state maps COUNTERS are missing"), "{err}");
     assert!(err.contains("previous rules are still enforcing"), "{err}");
     assert_eq!(status(&net)["generation"], before);
     ok(run(
@@ -226,7 +226,7 @@ fn lost_state_pins_and_resized_limiters_are_never_silent() {
             "--reset-state",
         ],
     ));
-    assert!(dir.join("STATS").exists());
+    assert!(dir.join("COUNTERS").exists());
 
     // A new table size rebuilds the limiter, and diff says so first.
     let size = |dir: &Path| {
@@ -259,27 +259,37 @@ fn lost_state_pins_and_resized_limiters_are_never_silent() {
     assert_eq!(plan, "no changes\n");
     ok(run(&net, &["top"]));
 
-    // Surge counters pinned by an older build (one {packets, bytes} slot
-    // per port, shared by all CPUs) are made anew, a shard per CPU.
-    let shape = |dir: &Path| {
-        let info = MapData::from_pin(dir.join("UDP_PORTS"))
-            .unwrap()
-            .info()
-            .unwrap();
-        (info.value_size(), info.max_entries())
-    };
-    let sharded = shape(&dir);
-    assert_eq!(sharded.0, 8);
-    std::fs::remove_file(dir.join("UDP_PORTS")).unwrap();
-    aya::maps::Array::<MapData, [u64; 2]>::create(65536, 1 << 10)
-        .unwrap()
-        .pin(dir.join("UDP_PORTS"))
-        .unwrap();
+    // An older build kept its counters in two maps: per-CPU STATS by
+    // reason, and UDP_PORTS, a shard of port counters per CPU. The reload
+    // that upgrades carries their totals over and removes them.
+    let cpus = aya::util::nr_cpus().unwrap();
+    std::fs::remove_file(dir.join("COUNTERS")).unwrap();
+    let mut stats = aya::maps::PerCpuArray::<MapData, [u64; 2]>::create(17, 0).unwrap();
+    let per_cpu = |v: [u64; 2]| aya::maps::PerCpuValues::try_from(vec![v; cpus]).unwrap();
+    stats.set(0, per_cpu([5, 500]), 0).unwrap();
+    stats.set(13, per_cpu([7, 700]), 0).unwrap();
+    stats.pin(dir.join("STATS")).unwrap();
+    let mut ports = aya::maps::Array::<MapData, u64>::create(65536 * cpus as u32, 1 << 10).unwrap();
+    ports.set(123, 9, 0).unwrap();
+    ports.pin(dir.join("UDP_PORTS")).unwrap();
     ok(run(
         &net,
         &["reload", "--iface", &net.victim_if, "--rules", &a],
     ));
-    assert_eq!(shape(&dir), sharded);
+    assert!(!dir.join("STATS").exists() && !dir.join("UDP_PORTS").exists());
+    // Neighbour discovery on the link passes meanwhile; nothing here is
+    // unsolicited.
+    assert!(reason(&net, "pass") >= 5 * cpus as u64);
+    assert_eq!(reason(&net, "unsolicited_reply"), 7 * cpus as u64);
+    let counters = MapData::from_pin(dir.join("COUNTERS")).unwrap();
+    let packets = filterctl::filter::counters::read_packets(&counters).unwrap();
+    assert_eq!(packets[123], 9);
+    // Once carried over, they stay, once: the next reload adopts nothing.
+    ok(run(
+        &net,
+        &["reload", "--iface", &net.victim_if, "--rules", &a],
+    ));
+    assert_eq!(reason(&net, "unsolicited_reply"), 7 * cpus as u64);
 }
 
 #[test]

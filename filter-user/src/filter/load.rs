@@ -23,15 +23,16 @@ use aya::{
 };
 use filter_common::{
     ATTACH_GENERIC, ATTACH_NATIVE, BAN_FLAG_COPY, BAN_WIDE, CAPTURE_FLAG, CONFIG_MONITOR,
-    CaptureConfig, Chain, Config, FAMILY_V4, GIT_CLEAN, GIT_MODIFIED, GLOBAL_CONFIG,
+    CaptureConfig, Chain, Config, CpuCounters, FAMILY_V4, GIT_CLEAN, GIT_MODIFIED, GLOBAL_CONFIG,
     GLOBAL_GUARD_PORTS, GuardPort, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_FLAG, MAP_BAN_HINTS,
-    MAP_CAPTURE, MAP_CHAINS, MAP_CONFIG, MAP_DENY_V4, MAP_DENY_V6, MAP_GUARD_BUDGETS, MAP_LIMITS,
-    MAP_META, MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6, MAP_PORT_CHAINS, MAP_RULES, MAP_RULESET,
-    MAP_SOURCE_TAGS, MAP_SOURCES, MAP_SRC_HINTS, MAP_UDP_PORTS, META_SOURCE_LEN, MODE_FLAG, Meta,
-    PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS, SourceSlot, source_slots,
+    MAP_CAPTURE, MAP_CHAINS, MAP_CONFIG, MAP_COUNTERS, MAP_DENY_V4, MAP_DENY_V6, MAP_GUARD_BUDGETS,
+    MAP_LIMITS, MAP_META, MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6, MAP_PORT_CHAINS, MAP_RULES,
+    MAP_RULESET, MAP_SOURCE_TAGS, MAP_SOURCES, MAP_SRC_HINTS, META_SOURCE_LEN, MODE_FLAG, Meta,
+    OLDER_STATS, PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS, SourceSlot,
+    source_slots,
 };
 
-use super::{failpoint, flags, neverban, provenance, udp_ports};
+use super::{counters, failpoint, flags, neverban, provenance};
 use crate::{
     EBPF_OBJECT, privilege,
     rules::{Compiled, Prefix, RuleSet},
@@ -175,6 +176,7 @@ pub fn reload_with(
     let mut after = || -> anyhow::Result<()> {
         failpoint::hit("after-switch")?;
         repin_remade(&ebpf, &dir, &remade)?;
+        counters::adopt_older(&dir)?;
         // The egress program follows: until it does, requests are recorded
         // with the previous rule set's budgets, which is harmless.
         attach_egress(&mut ebpf, iface, &dir)?;
@@ -229,8 +231,9 @@ fn check_state_pins(
 
 /// The state maps whose pins can't carry over, because their shape is
 /// fixed when a map is made: the limiter table (and its tags) of another
-/// size or of an older build's kind (an LRU hash), and surge counters of
-/// an older build (one slot per port, not a shard per CPU). They start
+/// size or of an older build's kind (an LRU hash), and the counters of
+/// another CPU count or of an older build (which kept them in maps of
+/// other names; their totals carry over after the switch). They start
 /// anew and are pinned after the switch.
 fn remade_state_maps(dir: &Path, set: &RuleSet) -> anyhow::Result<Vec<&'static str>> {
     let mut remade = Vec::new();
@@ -241,8 +244,17 @@ fn remade_state_maps(dir: &Path, set: &RuleSet) -> anyhow::Result<Vec<&'static s
     {
         remade.extend([MAP_SOURCES, MAP_SOURCE_TAGS]);
     }
-    if !pin_fits(dir, MAP_UDP_PORTS, size_of::<u64>(), udp_ports::slots()?)? {
-        remade.push(MAP_UDP_PORTS);
+    // An older build kept its counters in other maps (see
+    // counters::adopt_older), or another CPU count its blocks.
+    if (!dir.join(MAP_COUNTERS).exists() && dir.join(OLDER_STATS).exists())
+        || !pin_fits(
+            dir,
+            MAP_COUNTERS,
+            size_of::<CpuCounters>(),
+            counters::blocks()?,
+        )?
+    {
+        remade.push(MAP_COUNTERS);
     }
     Ok(remade)
 }
@@ -446,7 +458,7 @@ pub fn prepare(set: &RuleSet, state_dir: Option<&Path>, remade: &[&str]) -> anyh
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(MAP_SOURCES, source_slots(set.table_size));
     loader.map_max_entries(MAP_SOURCE_TAGS, source_slots(set.table_size) / 2);
-    loader.map_max_entries(MAP_UDP_PORTS, udp_ports::slots()?);
+    loader.map_max_entries(MAP_COUNTERS, counters::blocks()?);
     // 2.2 MB of hints only for lists that need them (one word reads as
     // "look" while CONFIG says there is no list to look in).
     if compiled.hint_words.is_empty() {

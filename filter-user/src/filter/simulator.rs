@@ -5,19 +5,19 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf,
     maps::PerCpuArray,
     programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 use filter_common::{
-    Counter, MAP_RULE_STATS, MAP_STATS, PROGRAM_NAME, REASON_COUNT, REQUESTS_PROGRAM_NAME, Reason,
-    STATS_MONITOR_SLOT,
+    Counter, MAP_COUNTERS, MAP_RULE_STATS, PROGRAM_NAME, REASON_COUNT, REQUESTS_PROGRAM_NAME,
+    Reason, STATS_MONITOR_SLOT,
 };
 
 use super::{
-    load,
+    counters, load,
     stats::{self, Totals},
 };
 use crate::rules::RuleSet;
@@ -119,19 +119,28 @@ impl Simulator {
         stats::sum_per_cpu(&array, index)
     }
 
+    /// The reason slots ([`filter_common::STATS_SLOTS`]), summed over the
+    /// CPUs.
+    fn reason_slots(&self) -> anyhow::Result<Vec<Totals>> {
+        let Some(aya::maps::Map::Array(map)) = self.ebpf.map(MAP_COUNTERS) else {
+            bail!("no array {MAP_COUNTERS}");
+        };
+        counters::read_reasons(map)
+    }
+
     pub fn reason(&self, reason: Reason) -> anyhow::Result<Totals> {
-        self.per_cpu_sum(MAP_STATS, reason as u32)
+        Ok(self.reason_slots()?[reason as usize])
     }
 
     /// Counters of every reason, in [`Reason::ALL`] order.
     pub fn reasons(&self) -> anyhow::Result<Vec<Totals>> {
-        (0..REASON_COUNT)
-            .map(|i| self.per_cpu_sum(MAP_STATS, i))
-            .collect()
+        let mut slots = self.reason_slots()?;
+        slots.truncate(REASON_COUNT as usize);
+        Ok(slots)
     }
 
     pub fn monitor_passed(&self) -> anyhow::Result<Totals> {
-        self.per_cpu_sum(MAP_STATS, STATS_MONITOR_SLOT)
+        Ok(self.reason_slots()?[STATS_MONITOR_SLOT as usize])
     }
 
     pub fn rule(&self, index: u32) -> anyhow::Result<Totals> {

@@ -8,14 +8,17 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::{Array, PerCpuArray};
+use aya::maps::{Array, MapData, PerCpuArray};
 use filter_common::{
-    ACTION_DROP, ACTION_LIMIT, Counter, MAP_RULE_STATS, MAP_RULES, MAP_STATS, Reason, Rule,
+    ACTION_DROP, ACTION_LIMIT, Counter, MAP_COUNTERS, MAP_RULE_STATS, MAP_RULES, Reason, Rule,
     STATS_MONITOR_SLOT,
 };
 use serde::Serialize;
 
-use super::status::{self, Status};
+use super::{
+    counters,
+    status::{self, Status},
+};
 use crate::state::{PinRoot, generation_dir, open_map};
 
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -112,7 +115,11 @@ fn read_counters(
     rules_digest: String,
     rule_count: u32,
 ) -> anyhow::Result<InterfaceStats> {
-    let stats: PerCpuArray<_, Counter> = PerCpuArray::try_from(open_map(dir, MAP_STATS)?)?;
+    let path = dir.join(MAP_COUNTERS);
+    let counters = MapData::from_pin(&path)
+        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+    let slots = counters::read_reasons(&counters)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let mut out = InterfaceStats {
         interface: iface.to_string(),
         mode,
@@ -120,13 +127,12 @@ fn read_counters(
         seen: Totals::default(),
         dropped: Totals::default(),
         passed: Totals::default(),
-        monitor_passed: sum_per_cpu(&stats, STATS_MONITOR_SLOT)?,
+        monitor_passed: slots[STATS_MONITOR_SLOT as usize],
         reasons: BTreeMap::new(),
         rules: Vec::new(),
     };
     for reason in Reason::ALL {
-        let t = sum_per_cpu(&stats, reason as u32)
-            .with_context(|| format!("cannot read counter {}", reason.name()))?;
+        let t = slots[reason as usize];
         out.seen.add(t);
         if reason.drops() {
             out.dropped.add(t);

@@ -22,10 +22,9 @@ use prometheus_client::{
 use super::watch::{FileSets, Watch};
 use crate::{
     filter::{
-        load,
+        counters, load,
         status::{self, Status},
         surge::{Change, Detector},
-        udp_ports,
     },
     rules::adaptive::{Adaptive, AdaptiveBlock, with_blocks},
     state::PinRoot,
@@ -151,7 +150,7 @@ impl Surges {
     /// One observation: read, detect, report, and install what changed.
     fn step(&mut self, root: &PinRoot, files: &FileSets, metrics: &AdaptiveMetrics) {
         let iface = self.watch.iface.clone();
-        let packets = match udp_ports::packets(root, &iface) {
+        let packets = match counters::packets(root, &iface) {
             Ok(p) => p,
             Err(e) => return warn!("{iface}: cannot read the UDP port counters: {e:#}"),
         };

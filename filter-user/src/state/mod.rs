@@ -6,7 +6,7 @@
 //! ```text
 //! <root>/<iface>/link            the XDP link: names the generation that runs
 //! <root>/<iface>/egress-link     the TC egress link recording the host's requests
-//! <root>/<iface>/STATS, BANS...  state maps, shared by every generation
+//! <root>/<iface>/COUNTERS, BANS... state maps, shared by every generation
 //! <root>/<iface>/gen-<n>/prog    a generation's program
 //! <root>/<iface>/gen-<n>/META    what it enforces (digest, source, git, attach mode)
 //! <root>/<iface>/gen-<n>/RULESET its rule set in canonical form (for diff)

@@ -1,0 +1,167 @@
+//! The kernel's counters ([`MAP_COUNTERS`]): a block per CPU of reason
+//! counters and UDP source-port counters, summed through one mmap of the
+//! array rather than per-CPU lookups; and, after an upgrade, the totals an
+//! older build's maps held.
+
+use std::{os::fd::AsFd as _, path::Path};
+
+use anyhow::{Context as _, anyhow};
+use aya::maps::{Array, MapData, PerCpuArray};
+use filter_common::{
+    Counter, CpuCounters, MAP_COUNTERS, OLDER_STATS, OLDER_UDP_PORTS, STATS_SLOTS, UDP_PORTS,
+};
+
+use crate::{
+    filter::stats::Totals,
+    state::{PinRoot, open_map},
+    sys::SharedMapping,
+};
+
+/// Blocks of the counter array on this machine: one per possible CPU (the
+/// kernel's CPU numbers run below that count), and one after them that no
+/// CPU writes, for the totals carried over from an older build's maps.
+pub fn blocks() -> anyhow::Result<u32> {
+    let cpus =
+        aya::util::nr_cpus().map_err(|(what, e)| anyhow!("cannot count CPUs: {what}: {e}"))?;
+    u32::try_from(cpus + 1).map_err(|_| anyhow!("{cpus} CPUs: too many for a counter block each"))
+}
+
+/// Packets that arrived from each UDP source port since the filter was
+/// loaded on `iface` (or since its counters were made anew), by port.
+pub fn packets(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<u64>> {
+    let path = root.iface_dir(iface).join(MAP_COUNTERS);
+    let map = MapData::from_pin(&path)
+        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+    read_packets(&map).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The blocks of a counter array, mapped.
+struct Blocks {
+    mapping: SharedMapping,
+    count: usize,
+}
+
+impl Blocks {
+    fn map(map: &MapData) -> anyhow::Result<Blocks> {
+        let info = map.info()?;
+        let count = info.max_entries() as usize;
+        if info.value_size() as usize != size_of::<CpuCounters>() || count == 0 {
+            anyhow::bail!(
+                "not a counter array: {} entries of {} bytes, where a CPU's block takes {}",
+                count,
+                info.value_size(),
+                size_of::<CpuCounters>()
+            );
+        }
+        let mapping = SharedMapping::new(map.fd().as_fd(), count * size_of::<CpuCounters>())
+            .context("cannot mmap it")?;
+        Ok(Blocks { mapping, count })
+    }
+
+    /// The sum over the blocks of the u64 at `word` of each.
+    fn sum(&self, word: usize) -> u64 {
+        (0..self.count)
+            .map(|b| self.mapping.u64_at(b * CpuCounters::WORDS + word))
+            .sum()
+    }
+}
+
+/// Packets by UDP source port, summed over the blocks.
+pub fn read_packets(map: &MapData) -> anyhow::Result<Vec<u64>> {
+    let blocks = Blocks::map(map)?;
+    Ok((0..UDP_PORTS)
+        .map(|port| blocks.sum(CpuCounters::UDP_PORTS_AT + port))
+        .collect())
+}
+
+/// Packets and bytes by reason slot ([`STATS_SLOTS`] of them: the reasons,
+/// then the monitor slot), summed over the blocks.
+pub fn read_reasons(map: &MapData) -> anyhow::Result<Vec<Totals>> {
+    let blocks = Blocks::map(map)?;
+    Ok((0..STATS_SLOTS as usize)
+        .map(|slot| {
+            let at = CpuCounters::REASONS_AT + 2 * slot;
+            Totals {
+                packets: blocks.sum(at),
+                bytes: blocks.sum(at + 1),
+            }
+        })
+        .collect())
+}
+
+/// After the reload that upgrades from a build that kept its counters in
+/// [`OLDER_STATS`] and [`OLDER_UDP_PORTS`]: their totals become the block
+/// that no CPU writes, and their pins go. That older program no longer
+/// runs, so its totals are final; writing them (not adding) makes a rerun
+/// after a failure here harmless.
+pub fn adopt_older(dir: &Path) -> anyhow::Result<()> {
+    let stats_path = dir.join(OLDER_STATS);
+    if !stats_path.exists() {
+        return Ok(());
+    }
+    let mut block = zeroed_block();
+    let stats: PerCpuArray<_, Counter> = PerCpuArray::try_from(open_map(dir, OLDER_STATS)?)?;
+    for (slot, c) in block.reasons.iter_mut().enumerate() {
+        let Ok(per_cpu) = stats.get(&(slot as u32), 0) else {
+            // An older build with fewer reasons.
+            break;
+        };
+        for v in per_cpu.iter() {
+            c.packets += v.packets;
+            c.bytes += v.bytes;
+        }
+    }
+    let ports_path = dir.join(OLDER_UDP_PORTS);
+    if let Ok(ports) = MapData::from_pin(&ports_path) {
+        // One layout carries over, a shard of u64s per CPU; the one before
+        // it (a {packets, bytes} per port shared by all CPUs) is worth a
+        // surge detector's few seconds, not a reader.
+        if let Ok(packets) = read_older_shards(&ports) {
+            block.udp_ports.copy_from_slice(&packets);
+        }
+    }
+    let mut array: Array<_, CpuCounters> = Array::try_from(open_map(dir, MAP_COUNTERS)?)?;
+    let last = array.len() - 1;
+    array
+        .set(last, block.as_ref(), 0)
+        .with_context(|| format!("cannot write the carried-over totals into {MAP_COUNTERS}"))?;
+    for path in [stats_path, ports_path] {
+        if path.exists() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The packets by port of an older build's port counters: one u64 per
+/// port and CPU, shard after shard.
+fn read_older_shards(map: &MapData) -> anyhow::Result<Vec<u64>> {
+    let info = map.info()?;
+    let slots = info.max_entries() as usize;
+    if info.value_size() != 8 || slots == 0 || !slots.is_multiple_of(UDP_PORTS) {
+        anyhow::bail!("not the sharded layout");
+    }
+    let mapping = SharedMapping::new(map.fd().as_fd(), slots * 8)?;
+    let mut counts = vec![0u64; UDP_PORTS];
+    for shard in 0..slots / UDP_PORTS {
+        for (port, n) in counts.iter_mut().enumerate() {
+            *n += mapping.u64_at(shard * UDP_PORTS + port);
+        }
+    }
+    Ok(counts)
+}
+
+/// A block of zeros on the heap (half a megabyte: not for the stack).
+fn zeroed_block() -> Box<CpuCounters> {
+    let layout = std::alloc::Layout::new::<CpuCounters>();
+    // SAFETY: a non-zero-sized layout; all zeros is a valid CpuCounters
+    // (integers only), and the allocation is the layout's, so Box owns it.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout) as *mut CpuCounters;
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(ptr)
+    }
+}
