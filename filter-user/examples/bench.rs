@@ -226,19 +226,21 @@ struct Report {
     json: serde_json::Map<String, Value>,
 }
 
-/// Loads of the filter that section 1's rounds go round.
+/// Loads of the filter that the rounds of sections 1 and 3 go round.
 const INSTANCES: usize = 4;
+
+/// The filter with `set`, loaded [`INSTANCES`] times over: the JIT places
+/// each image at a random offset, and the same program measured 1 ns apart
+/// between two loads here (code alignment).
+fn loads(set: &rules::RuleSet) -> anyhow::Result<Vec<Simulator>> {
+    (0..INSTANCES).map(|_| Simulator::new(set)).collect()
+}
 
 fn per_frame(report: &mut Report, o: &Opts) -> anyhow::Result<(f64, f64)> {
     let (repeat, runs) = o.repeat_runs();
     let floors = load_floors()?;
     let set = rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?;
-    // Loaded several times over: the JIT places each image at a random
-    // offset, and the same program measured 1 ns apart between two loads
-    // here (code alignment). The rounds go round the copies.
-    let runners = (0..INSTANCES)
-        .map(|_| Simulator::new(&set))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let runners = loads(&set)?;
     let runner = &runners[0];
     size(report, &filter_prog(runner)?.info()?);
     let kinds = frame_kinds();
@@ -458,7 +460,7 @@ fn surge_counting(report: &mut Report, o: &Opts, frame: &[u8]) -> anyhow::Result
     let mmap_read = t0.elapsed() / reads;
     let _ = writeln!(
         report.text,
-        "\n1c. surge counting (UDP by source port), NTP reply, against XDP_DROP {floor:.1} ns (both CPUs at once: {floor2:.1} ns)\n   a block per CPU, plain adds (the filter's): +{:.1} ns/frame, both CPUs on one port +{:.1}; all 65536 ports summed over the blocks through one mmap: {:.2} ms\n   one slot per port, atomic adds (before):    +{:.1} ns/frame, both CPUs on one port +{:.1}",
+        "\n1c. surge counting (UDP by source port), NTP reply, against XDP_DROP {floor:.1} ns (both CPUs at once: {floor2:.1} ns)\n   a block per CPU, plain adds (the filter's): {:+.1} ns/frame, both CPUs on one port {:+.1}; all 65536 ports summed over the blocks through one mmap: {:.2} ms\n   one slot per port, atomic adds (before):    {:+.1} ns/frame, both CPUs on one port {:+.1}",
         sharded - floor,
         sharded2 - floor2,
         mmap_read.as_secs_f64() * 1e3,
@@ -623,26 +625,26 @@ fn big_rules() -> String {
 fn at_scale(report: &mut Report, o: &Opts) -> anyhow::Result<()> {
     // More rounds than elsewhere: a 1 ns step is 3% of these frames.
     let (repeat, rounds) = if o.quick {
-        (200_000, 7)
+        (200_000, 2 * INSTANCES + 1)
     } else {
-        (2_000_000, 9)
+        (2_000_000, 3 * INSTANCES + 1)
     };
-    let small =
-        Simulator::new(&rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?)?;
-    let big = Simulator::new(&rules::parse("big.toml", &big_rules()).map_err(|e| anyhow!("{e}"))?)?;
+    let small = loads(&rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?)?;
+    let big = loads(&rules::parse("big.toml", &big_rules()).map_err(|e| anyhow!("{e}"))?)?;
     let kinds = frame_kinds();
     let _ = writeln!(
         report.text,
-        "\n3. rules at scale: default file vs +100,000 deny and +10,000 allow prefixes (scattered) and +1,000 rules\n   (interleaved, median of {rounds} rounds)\n   {:<20} {:>10} {:>10} {:>8}",
+        "\n3. rules at scale: default file vs +100,000 deny and +10,000 allow prefixes (scattered) and +1,000 rules\n   (interleaved, median of {rounds} rounds over {INSTANCES} loads of each)\n   {:<20} {:>10} {:>10} {:>8}",
         "frame", "default", "large", "change"
     );
     let mut rows = Vec::new();
     let mut worst: f64 = 0.0;
     for (name, frame) in kinds.iter().filter(|k| k.0 != "truncated") {
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            a.push(measure(filter_prog(&small)?, frame, repeat, 1)?.0);
-            b.push(measure(filter_prog(&big)?, frame, repeat, 1)?.0);
+        for round in 0..rounds {
+            let i = round % INSTANCES;
+            a.push(measure(filter_prog(&small[i])?, frame, repeat, 1)?.0);
+            b.push(measure(filter_prog(&big[i])?, frame, repeat, 1)?.0);
         }
         let (a, b) = (median(a), median(b));
         let change = (b - a) / a;
