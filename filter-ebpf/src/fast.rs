@@ -3,11 +3,10 @@
 //! so in an array read each; a ban too wide for its hint turns this off):
 //! - a UDP datagram over IPv4 or IPv6 (up to two VLAN tags; of the IPv6
 //!   extension headers, options and routing only), or the first fragment
-//!   of one over IPv4, from a
-//!   guarded source port, to a port that is not guarded itself and at
-//!   which no request of this host is open: the full decision would come to
-//!   `unsolicited_reply` at its reply-guard step (and remember a first
-//!   fragment's datagram for its later fragments);
+//!   of one over IPv4, from a guarded source port, to a port that is not
+//!   guarded itself and at which no request of this host is open: the full
+//!   decision would come to `unsolicited_reply` at its reply-guard step
+//!   (and remember a first fragment's datagram for its later fragments);
 //! - a later IPv4 fragment of a datagram whose first fragment was dropped:
 //!   the full decision's `fragment_follow_drop`.
 //!
