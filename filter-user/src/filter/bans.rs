@@ -18,7 +18,7 @@ use crate::{
     state::{
         PinRoot, current_generation,
         lock::{IfaceLock, LOCK_WAIT},
-        open_map, read_config,
+        open_map, open_map_data, read_config,
     },
     sys::monotonic_coarse_ns,
 };
@@ -181,9 +181,7 @@ pub fn top(root: &PinRoot, iface: &str, n: usize) -> anyhow::Result<Vec<Entry>> 
     let now = monotonic_coarse_ns();
     let keyed = keyed_prefix(root, iface)?;
     let mut out = Vec::new();
-    let path = dir.join(MAP_SOURCES);
-    let table = aya::maps::MapData::from_pin(&path)
-        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+    let table = open_map_data(&dir, MAP_SOURCES)?;
     for (k, s) in super::limiter::sources(&table)?.0 {
         // A source that stopped sending keeps its over_since until it
         // sends again: it counts as over only while its allowance (the

@@ -12,8 +12,8 @@ use filter_common::{
 };
 
 use crate::{
-    filter::stats::Totals,
-    state::{PinRoot, open_map},
+    filter::stats::{self, Totals},
+    state::{PinRoot, open_map, open_map_data},
     sys::SharedMapping,
 };
 
@@ -29,10 +29,9 @@ pub fn blocks() -> anyhow::Result<u32> {
 /// Packets that arrived from each UDP source port since the filter was
 /// loaded on `iface` (or since its counters were made anew), by port.
 pub fn packets(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<u64>> {
-    let path = root.iface_dir(iface).join(MAP_COUNTERS);
-    let map = MapData::from_pin(&path)
-        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
-    read_packets(&map).with_context(|| format!("cannot read {}", path.display()))
+    let dir = root.iface_dir(iface);
+    read_packets(&open_map_data(&dir, MAP_COUNTERS)?)
+        .with_context(|| format!("cannot read {}", dir.join(MAP_COUNTERS).display()))
 }
 
 /// The blocks of a counter array, mapped.
@@ -102,14 +101,12 @@ pub fn adopt_older(dir: &Path) -> anyhow::Result<()> {
     let mut block = zeroed_block();
     let stats: PerCpuArray<_, Counter> = PerCpuArray::try_from(open_map(dir, OLDER_STATS)?)?;
     for (slot, c) in block.reasons.iter_mut().enumerate() {
-        let Ok(per_cpu) = stats.get(&(slot as u32), 0) else {
+        let Ok(t) = stats::sum_per_cpu(&stats, slot as u32) else {
             // An older build with fewer reasons.
             break;
         };
-        for v in per_cpu.iter() {
-            c.packets += v.packets;
-            c.bytes += v.bytes;
-        }
+        c.packets = t.packets;
+        c.bytes = t.bytes;
     }
     let ports_path = dir.join(OLDER_UDP_PORTS);
     if let Ok(ports) = MapData::from_pin(&ports_path) {

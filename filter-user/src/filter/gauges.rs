@@ -1,11 +1,9 @@
 //! Point-in-time readings of a loaded filter that the metrics show beside
 //! its counters: how full the per-source limiter table is.
 
-use anyhow::Context as _;
-use aya::maps::MapData;
 use filter_common::MAP_SOURCES;
 
-use crate::state::PinRoot;
+use crate::state::{PinRoot, open_map_data};
 
 /// Sources in the per-source limiter table and how many it holds at most
 /// (two ways per set: a new source takes the slot of its set's least
@@ -19,9 +17,7 @@ pub struct Occupancy {
 /// Reads the limiter table through one mmap: a scrape of the default
 /// 65536 slots costs about a millisecond, of 16M slots a second.
 pub fn limiter_occupancy(root: &PinRoot, iface: &str) -> anyhow::Result<Occupancy> {
-    let path = root.iface_dir(iface).join(MAP_SOURCES);
-    let table = MapData::from_pin(&path)
-        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+    let table = open_map_data(&root.iface_dir(iface), MAP_SOURCES)?;
     let (sources, slots) = super::limiter::sources(&table)?;
     Ok(Occupancy {
         entries: sources.len() as u64,

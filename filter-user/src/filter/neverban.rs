@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, net::IpAddr, path::Path};
 
 use anyhow::Context as _;
 use aya::maps::{
-    Map, MapData,
+    Map,
     lpm_trie::{Key, LpmTrie},
 };
 use filter_common::{FAMILY_V4, MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6};
@@ -16,7 +16,7 @@ use filter_common::{FAMILY_V4, MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6};
 use crate::{
     lockout,
     rules::{Prefix, RuleSet, prefixes::parse_prefix},
-    state::{PinRoot, current_generation, record::read_record},
+    state::{PinRoot, current_generation, open_map, record::read_record},
 };
 
 /// Where the host's facts are read from (tests point it elsewhere).
@@ -138,13 +138,11 @@ fn directives(text: &str, keys: &[&str]) -> Vec<IpAddr> {
 
 /// Makes the pinned never-ban tries of `dir` hold exactly `want`.
 pub fn sync_pinned(dir: &Path, want: &BTreeSet<Prefix>) -> anyhow::Result<()> {
-    let open = |name: &str| -> anyhow::Result<Map> {
-        let path = dir.join(name);
-        let data = MapData::from_pin(&path)
-            .with_context(|| format!("cannot open pinned map {}", path.display()))?;
-        Ok(Map::from_map_data(data)?)
-    };
-    sync(open(MAP_NEVER_BAN_V4)?, open(MAP_NEVER_BAN_V6)?, want)
+    sync(
+        open_map(dir, MAP_NEVER_BAN_V4)?,
+        open_map(dir, MAP_NEVER_BAN_V6)?,
+        want,
+    )
 }
 
 /// Makes a pair of never-ban tries hold exactly `want`: additions first,

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::{Array, MapData, PerCpuArray};
+use aya::maps::{Array, PerCpuArray};
 use filter_common::{
     ACTION_DROP, ACTION_LIMIT, Counter, MAP_COUNTERS, MAP_RULE_STATS, MAP_RULES, Reason, Rule,
     STATS_MONITOR_SLOT,
@@ -19,7 +19,7 @@ use super::{
     counters,
     status::{self, Status},
 };
-use crate::state::{PinRoot, generation_dir, open_map};
+use crate::state::{PinRoot, generation_dir, open_map, open_map_data};
 
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Totals {
@@ -115,11 +115,8 @@ fn read_counters(
     rules_digest: String,
     rule_count: u32,
 ) -> anyhow::Result<InterfaceStats> {
-    let path = dir.join(MAP_COUNTERS);
-    let counters = MapData::from_pin(&path)
-        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
-    let slots = counters::read_reasons(&counters)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let slots = counters::read_reasons(&open_map_data(dir, MAP_COUNTERS)?)
+        .with_context(|| format!("cannot read {}", dir.join(MAP_COUNTERS).display()))?;
     let mut out = InterfaceStats {
         interface: iface.to_string(),
         mode,

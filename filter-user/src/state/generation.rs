@@ -62,10 +62,14 @@ pub fn current_generation(iface_dir: &Path) -> anyhow::Result<CurrentGeneration>
 }
 
 pub fn open_map(dir: &Path, name: &str) -> anyhow::Result<Map> {
+    Ok(Map::from_map_data(open_map_data(dir, name)?)?)
+}
+
+/// The map pinned as `name` in `dir`, untyped: for readers that map its
+/// values rather than look them up.
+pub fn open_map_data(dir: &Path, name: &str) -> anyhow::Result<MapData> {
     let path = dir.join(name);
-    let data = MapData::from_pin(&path)
-        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
-    Ok(Map::from_map_data(data)?)
+    MapData::from_pin(&path).with_context(|| format!("cannot open pinned map {}", path.display()))
 }
 
 pub fn read_meta(gen_dir: &Path) -> anyhow::Result<Meta> {

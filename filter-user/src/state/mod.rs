@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 pub use self::generation::{
-    CurrentGeneration, current_generation, open_map, read_config, read_meta,
+    CurrentGeneration, current_generation, open_map, open_map_data, read_config, read_meta,
 };
 
 /// Default root of filterctl's pins.
