@@ -25,7 +25,7 @@ use crate::{
     clock,
     env::{frag_dropped, remember_frag_drop},
     globals,
-    maps::{LOCAL_PORTS, listed, maybe_banned},
+    maps::{listed, maybe_banned},
     parse::{
         self, ETH_P_IPV4, ETH_P_IPV6, Hdr, MAX_EXT_HEADERS, MAX_L4_OFFSET, NEXTHDR_DEST,
         NEXTHDR_HOP, NEXTHDR_ROUTING,
@@ -160,8 +160,9 @@ fn unsolicited(ctx: &XdpContext, l4: usize, ip_end: usize, first: bool) -> Optio
     if !globals::guarded_wire(src_wire) || globals::guarded_wire(dst_wire) {
         return None;
     }
-    // `until` covers group requests too (see LocalPort).
-    let until = LOCAL_PORTS.get(u16::from_be(dst_wire) as u32)?.until;
+    // LOCAL_PORTS' `until`, which covers group requests too (see
+    // LocalPort), as this generation's copy holds it.
+    let until = globals::open_until(u16::from_be(dst_wire));
     // A request left from this port once: still open?
     if until != 0 && clock::now() < until {
         return None;

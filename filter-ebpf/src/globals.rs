@@ -7,13 +7,18 @@
 //! The compiler sees only the zeros below; the loader writes the real
 //! values (filter_common::GLOBAL_*), hence the volatile reads.
 
-use filter_common::{Config, GUARD_TABLE_LEN};
+use filter_common::{Config, GUARD_TABLE_LEN, UDP_PORTS};
 
 #[unsafe(no_mangle)]
 static LOADED_CONFIG: Config = unsafe { core::mem::zeroed() };
 
 #[unsafe(no_mangle)]
 static GUARD_PORTS: [u8; GUARD_TABLE_LEN] = [0; GUARD_TABLE_LEN];
+
+// filter_common::OPEN_UNTIL_SECTION.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".bss.open")]
+static mut OPEN_UNTIL: [u64; UDP_PORTS] = [0; UDP_PORTS];
 
 // Each flag in a data section of its own: one writer each, so that no
 // controller's write of one can undo another's write of the other.
@@ -99,4 +104,28 @@ pub fn ban_bits() -> u32 {
 pub fn add_ban_bits(bits: u32) {
     // SAFETY: as in monitor_flag; an aligned u32 store.
     unsafe { core::ptr::write_volatile(&raw mut BAN_BITS, ban_bits() | bits) }
+}
+
+/// Until when a request sent from local `port` may be answered: this
+/// generation's copy of LOCAL_PORTS' `until` (see
+/// [`filter_common::OPEN_UNTIL_SECTION`]); 0 if none was ever sent.
+#[inline(always)]
+pub fn open_until(port: u16) -> u64 {
+    // SAFETY: a u16 index into a static array of 65536 u64s, which the
+    // egress program and a reload may rewrite at any time; one aligned
+    // load sees either value.
+    unsafe { core::ptr::read_volatile(&raw const OPEN_UNTIL[port as usize]) }
+}
+
+/// Moves [`open_until`] of `port` on to `until` if that is later. A plain
+/// read-modify-write, as LOCAL_PORTS' (see requests.rs).
+#[inline(always)]
+pub fn extend_open(port: u16, until: u64) {
+    // SAFETY: as in open_until; an aligned u64 store.
+    unsafe {
+        let slot = &raw mut OPEN_UNTIL[port as usize];
+        if core::ptr::read_volatile(slot) < until {
+            core::ptr::write_volatile(slot, until);
+        }
+    }
 }

@@ -43,6 +43,9 @@ fn record(ctx: &TcContext) {
     let (key, state) = request_entry(p, &port, now);
     // A repeated request renews the entry and its budget.
     let _ = maps::REPLIES.insert(key, state, 0);
+    // The early verdict's copy first: a reload that finds a port open in
+    // LOCAL_PORTS may then take it to be in this generation's copy too.
+    crate::globals::extend_open(p.src_port, state.expires);
     if let Some(open) = maps::LOCAL_PORTS.get_ptr_mut(p.src_port as u32) {
         // SAFETY: a live array slot; CPUs racing here each store a deadline
         // of their own request, and the later one wins within an instant.

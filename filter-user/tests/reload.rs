@@ -14,7 +14,7 @@ use std::{
 use filter_testkit::net::{Sink, TestNet, VICTIM_V4};
 use serde_json::Value;
 
-use common::cli::{TempDir as Files, command as filterctl_cmd, ok, run};
+use common::cli::{TempDir as Files, command as filterctl_cmd, egress_programs, ok, run};
 
 fn status(net: &TestNet) -> Value {
     serde_json::from_str::<Value>(&ok(run(net, &["status", "--json"]))).unwrap()["interfaces"][0]
@@ -300,13 +300,21 @@ fn a_reload_killed_midway_leaves_a_complete_rule_set_and_status_tells_which() {
     assert!(reflection_still_dropped(&net));
 
     // Killed right after the switch, before the old pins were removed: the
-    // new rules run, and status says so.
+    // new rules run, and status says so. Its request recorder runs too
+    // (beside the others: the killed reloads pinned theirs with their
+    // generations), or the running program would miss new requests.
+    let recorders = egress_programs(&net).len();
     kill_reload_at(&net, &b, "after-switch");
     let st = status(&net);
     assert_eq!(st["generation"], 3);
     assert!(st["rules_source"].as_str().unwrap().ends_with("b.toml"));
     assert_eq!(st["stale_generations"], serde_json::json!([1, 2]));
     assert!(reflection_still_dropped(&net));
+    assert_eq!(
+        egress_programs(&net).len(),
+        recorders + 1,
+        "the running generation's recorder is not attached"
+    );
 
     // The next reload cleans up what the killed ones left.
     ok(run(
@@ -316,6 +324,11 @@ fn a_reload_killed_midway_leaves_a_complete_rule_set_and_status_tells_which() {
     let st = status(&net);
     assert_eq!(st["generation"], 4);
     assert_eq!(st["stale_generations"], serde_json::json!([]));
+    assert_eq!(
+        egress_programs(&net).len(),
+        1,
+        "the killed reloads' recorders outlived their generations"
+    );
     assert!(
         Path::new(&net.pin_root)
             .join(&net.victim_if)

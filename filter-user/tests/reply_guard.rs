@@ -18,7 +18,7 @@ use filter_testkit::net::{
 };
 
 use common::{
-    cli::{TempDir, ok, reason, run as filterctl},
+    cli::{TempDir, egress_programs, ok, reason, run as filterctl},
     peers::{Daemon, dig, dnsmasq, resolver, spawn},
 };
 
@@ -376,22 +376,6 @@ fn serves_dns(net: &TestNet) {
         "198.51.100.10",
         "a query from port 53 to the victim's DNS server went unanswered"
     );
-}
-
-/// Names and ids of the programs on the victim interface's TC egress.
-fn egress_programs(net: &TestNet) -> Vec<(String, u32)> {
-    TestNet::in_ns(&net.victim_ns, || {
-        let (_, progs) = aya::programs::SchedClassifier::query_tcx(
-            &net.victim_if,
-            aya::programs::TcAttachType::Egress,
-        )
-        .expect("query TCX egress");
-        progs
-            .iter()
-            .map(|p| (p.name_as_str().unwrap_or("?").to_string(), p.id()))
-            .collect()
-    })
-    .unwrap()
 }
 
 /// A request sent before a reload still gets its answer after it; the

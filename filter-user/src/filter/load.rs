@@ -17,7 +17,7 @@ use aya::{
     programs::{
         LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
-        tc::{SchedClassifierLink, TcAttachOptions},
+        tc::TcAttachOptions,
         xdp::{XdpLink, XdpLinkId},
     },
 };
@@ -32,7 +32,7 @@ use filter_common::{
     source_slots,
 };
 
-use super::{counters, failpoint, flags, neverban, provenance};
+use super::{counters, failpoint, flags, neverban, open_ports, provenance};
 use crate::{
     EBPF_OBJECT, privilege,
     rules::{Compiled, Prefix, RuleSet},
@@ -111,7 +111,7 @@ pub fn load(
     write_meta(&mut ebpf, set, source, meta_mode, generation)?;
     write_never_ban(&mut ebpf, set)?;
     pin_generation(&mut ebpf, &generation_dir(&dir, generation))?;
-    attach_egress(&mut ebpf, iface, &dir)?;
+    pin_link(attach_recorder(&mut ebpf, iface)?, &dir.join(EGRESS_LINK))?;
     // The link is pinned last: once it is, the filter stays attached after
     // we exit, and everything it needs is already pinned beside it.
     link.pin(dir.join(LINK))
@@ -171,15 +171,22 @@ pub fn reload_with(
     };
     let dir = root.iface_dir(iface);
     let lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT).map_err(|e| not_switched(e.into()))?;
-    let (generation, mut ebpf, remade) =
+    let (generation, ebpf, remade) =
         switch(&dir, iface, set, source, opts).map_err(not_switched)?;
-    let mut after = || -> anyhow::Result<()> {
+    let after = || -> anyhow::Result<()> {
         failpoint::hit("after-switch")?;
         repin_remade(&ebpf, &dir, &remade)?;
         counters::adopt_older(&dir)?;
-        // The egress program follows: until it does, requests are recorded
-        // with the previous rule set's budgets, which is harmless.
-        attach_egress(&mut ebpf, iface, &dir)?;
+        // The new recorder's link replaces the old one's pin, which
+        // detaches the old recorder: the program whose copy of the open
+        // requests it kept no longer runs.
+        let next = generation_dir(&dir, generation).join(EGRESS_LINK);
+        std::fs::rename(&next, dir.join(EGRESS_LINK)).with_context(|| {
+            format!(
+                "cannot move the new recorder's link {} into place",
+                next.display()
+            )
+        })?;
         // Bans that the previous generation set after `prepare` copied the
         // flag: it no longer runs.
         flags::copy_ban_flag(&dir, &generation_dir(&dir, generation))?;
@@ -315,6 +322,15 @@ fn switch(
     let gen_dir = generation_dir(dir, generation);
     let mut guard = PinDirGuard(Some(gen_dir.clone()));
     pin_generation(&mut ebpf, &gen_dir)?;
+    // The new recorder runs beside the old one from here, then the new
+    // generation's copy of the open requests is filled (see open_ports).
+    // Pinned with its generation: a reload that stops short leaves both
+    // recorders running, and the next one removes it with the generation.
+    pin_link(
+        attach_recorder(&mut ebpf, iface)?,
+        &gen_dir.join(EGRESS_LINK),
+    )?;
+    open_ports::seed(&ebpf)?;
 
     let link_path = dir.join(LINK);
     let link: FdLink = PinnedLink::from_pin(&link_path)
@@ -334,26 +350,13 @@ fn switch(
     Ok((generation, ebpf, remade))
 }
 
-/// Points the interface's egress link at this object's request recorder:
-/// switches the pinned link when there is one (atomically, like the XDP
-/// link), else attaches one (TCX) and pins it beside the XDP link.
-fn attach_egress(ebpf: &mut Ebpf, iface: &str, dir: &Path) -> anyhow::Result<()> {
+/// Attaches this object's request recorder to `iface`'s egress (TCX),
+/// after whatever runs there.
+fn attach_recorder(ebpf: &mut Ebpf, iface: &str) -> anyhow::Result<FdLink> {
     let program: &mut SchedClassifier = ebpf
         .program_mut(REQUESTS_PROGRAM_NAME)
         .expect("prepare checked it")
         .try_into()?;
-    let path = dir.join(EGRESS_LINK);
-    if path.exists() {
-        let link: FdLink = PinnedLink::from_pin(&path)
-            .with_context(|| format!("cannot open the pinned link {}", path.display()))?
-            .into();
-        let link = SchedClassifierLink::try_from(link)
-            .context("the pinned egress link is not a TC link")?;
-        program
-            .attach_to_link(link)
-            .context("failed to switch the egress link to the new program")?;
-        return Ok(());
-    }
     let id = program
         .attach_with_options(
             iface,
@@ -363,11 +366,16 @@ fn attach_egress(ebpf: &mut Ebpf, iface: &str, dir: &Path) -> anyhow::Result<()>
         .with_context(|| {
             format!("failed to attach the request recorder to {iface} egress (TCX needs Linux 6.6)")
         })?;
-    let link: FdLink = program
+    program
         .take_link(id)?
         .try_into()
-        .context("the kernel attached TC without a bpf_link")?;
-    link.pin(&path).context("failed to pin the egress link")?;
+        .context("the kernel attached TC without a bpf_link")
+}
+
+/// Pins `link` at `path`: it stays attached once this process exits.
+fn pin_link(link: FdLink, path: &Path) -> anyhow::Result<()> {
+    link.pin(path)
+        .with_context(|| format!("failed to pin the egress link at {}", path.display()))?;
     Ok(())
 }
 

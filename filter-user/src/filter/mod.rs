@@ -15,6 +15,7 @@ pub mod gauges;
 pub mod limiter;
 pub mod load;
 pub mod neverban;
+pub mod open_ports;
 pub mod provenance;
 pub mod simulator;
 pub mod stats;

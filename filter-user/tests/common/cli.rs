@@ -97,3 +97,19 @@ pub fn status(net: &TestNet) -> serde_json::Value {
         serde_json::from_str(&ok(run(net, &["status", "--json"]))).expect("status --json is JSON");
     doc["interfaces"][0].clone()
 }
+
+/// Names and ids of the programs on the victim interface's TC egress.
+pub fn egress_programs(net: &TestNet) -> Vec<(String, u32)> {
+    TestNet::in_ns(&net.victim_ns, || {
+        let (_, progs) = aya::programs::SchedClassifier::query_tcx(
+            &net.victim_if,
+            aya::programs::TcAttachType::Egress,
+        )
+        .expect("query TCX egress");
+        progs
+            .iter()
+            .map(|p| (p.name_as_str().unwrap_or("?").to_string(), p.id()))
+            .collect()
+    })
+    .unwrap()
+}
