@@ -32,7 +32,7 @@
 
 use std::{
     fmt::Write as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -60,11 +60,13 @@ struct Opts {
     /// Run only this section (per-frame, flood, scale, control, veth,
     /// capture).
     only: Option<String>,
+    /// Another build's eBPF object: measure this build against it, only.
+    against: Option<PathBuf>,
 }
 
 impl Opts {
     fn runs(&self, section: &str) -> bool {
-        self.only.as_deref().is_none_or(|o| o == section)
+        self.against.is_none() && self.only.as_deref().is_none_or(|o| o == section)
     }
 
     /// Repeats per kernel-timed run, and runs per figure.
@@ -82,6 +84,7 @@ fn opts() -> anyhow::Result<Opts> {
         quick: false,
         json: None,
         only: None,
+        against: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -89,9 +92,16 @@ fn opts() -> anyhow::Result<Opts> {
             "--quick" => o.quick = true,
             "--json" => o.json = Some(args.next().context("--json needs a file")?.into()),
             "--only" => o.only = Some(args.next().context("--only needs a section")?),
-            other => {
-                anyhow::bail!("unknown argument {other}: use --quick, --json FILE, --only SECTION")
+            "--against" => {
+                o.against = Some(
+                    args.next()
+                        .context("--against needs an object file")?
+                        .into(),
+                )
             }
+            other => anyhow::bail!(
+                "unknown argument {other}: use --quick, --json FILE, --only SECTION, --against OBJECT"
+            ),
         }
     }
     Ok(o)
@@ -675,6 +685,78 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// The mean of the middle half of `sorted`: as robust to a noisy round as
 /// the median, but not bound to the whole ns that each round is timed in.
+/// This build against another's object, frame by frame: both loaded
+/// [`INSTANCES`] times in this process, each round the drop floor, this
+/// build and the other one after the other, so that the machine's drift
+/// hits both sides of each difference. Resolves what section 1, run once
+/// per build, can't: a tenth of a nanosecond, where two runs of one build
+/// differ by half of one.
+fn against(report: &mut Report, o: &Opts, object: &Path) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(object).with_context(|| format!("cannot read {}", object.display()))?;
+    let (repeat, runs) = o.repeat_runs();
+    let floors = load_floors()?;
+    let set = rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?;
+    let this = loads(&set)?;
+    let other = (0..INSTANCES)
+        .map(|_| Simulator::with_object(&set, &bytes))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .with_context(|| format!("cannot load {} as the filter", object.display()))?;
+    let sizes = |s: &Simulator| -> anyhow::Result<String> {
+        let info = filter_prog(s)?.info()?;
+        Ok(format!(
+            "{} insns, {} B JIT",
+            info.size_translated().unwrap_or(0) / 8,
+            info.size_jitted()
+        ))
+    };
+    let rounds = 4 * runs * INSTANCES + 1;
+    let _ = write!(
+        report.text,
+        "\nthis build ({}) against {} ({})\n   {rounds} rounds over {INSTANCES} loads of each, each round the drop floor, this build, the other;\n   ns over the floor (median, interquartile mean), and this minus the other (median, iqm, [middle half])\n   {:<20} {:>14} {:>14} {:>22}",
+        sizes(&this[0])?,
+        object.display(),
+        sizes(&other[0])?,
+        "frame",
+        "this",
+        "other",
+        "this - other"
+    );
+    let mut rows = Vec::new();
+    for (name, frame) in &frame_kinds() {
+        let (mut a, mut b, mut d) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let floor = measure(program(&floors, "drop_all")?, frame, repeat, 1)?.0;
+            let x = measure(filter_prog(&this[round % INSTANCES])?, frame, repeat, 1)?.0;
+            let y = measure(filter_prog(&other[round % INSTANCES])?, frame, repeat, 1)?.0;
+            a.push(x - floor);
+            b.push(y - floor);
+            d.push(x - y);
+        }
+        for v in [&mut a, &mut b, &mut d] {
+            v.sort_by(|p, q| p.total_cmp(q));
+        }
+        let mid = |v: &[f64]| v[rounds / 2];
+        let (q1, q3) = (d[rounds / 4], d[rounds - 1 - rounds / 4]);
+        let _ = write!(
+            report.text,
+            "\n   {name:<20} {:>+6.1} {:>+6.2} {:>+6.1} {:>+6.2} {:>+6.1} {:>+6.2} [{q1:+.0} .. {q3:+.0}]",
+            mid(&a),
+            interquartile_mean(&a),
+            mid(&b),
+            interquartile_mean(&b),
+            mid(&d),
+            interquartile_mean(&d)
+        );
+        rows.push(json!({"frame": name, "this_ns": mid(&a), "this_iqm_ns": interquartile_mean(&a), "other_ns": mid(&b), "other_iqm_ns": interquartile_mean(&b), "difference_ns": mid(&d), "difference_iqm_ns": interquartile_mean(&d)}));
+    }
+    report.json.insert(
+        "against".into(),
+        json!({"object": object.display().to_string(), "rounds": rounds, "instances": INSTANCES, "frames": rows}),
+    );
+    Ok(())
+}
+
 fn interquartile_mean(sorted: &[f64]) -> f64 {
     let q = sorted.len() / 4;
     let mid = &sorted[q..sorted.len() - q];
@@ -1035,6 +1117,9 @@ fn run() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel.trim()
     );
+    if let Some(object) = &o.against {
+        against(&mut report, &o, object)?;
+    }
     if o.runs("per-frame") {
         let (drop_floor, _) = per_frame(&mut report, &o)?;
         reply_guard_cost(&mut report, &o, drop_floor)?;

@@ -51,6 +51,11 @@ enum Task {
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Only measure this build's filter against another build's eBPF
+        /// object (frame by frame, interleaved in one process), e.g. one
+        /// kept from `target/release/build/filter-user-*/out/filter`.
+        #[arg(long)]
+        against: Option<PathBuf>,
     },
     /// Set up, then fuzz the rule-file parser and the capture reader with
     /// seeded mutations (not coverage-guided) for a bounded time.
@@ -109,7 +114,11 @@ fn main() -> ExitCode {
         Task::Build { release } => build(release),
         Task::Test { args } => test(&args),
         Task::Demo => demo(),
-        Task::Bench { quick, json } => bench(quick, json),
+        Task::Bench {
+            quick,
+            json,
+            against,
+        } => bench(quick, json, against),
         Task::Fuzz {
             rules,
             captures,
@@ -538,7 +547,7 @@ fn demo() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench(quick: bool, json: Option<PathBuf>) -> anyhow::Result<()> {
+fn bench(quick: bool, json: Option<PathBuf>, against: Option<PathBuf>) -> anyhow::Result<()> {
     setup()?;
     run(cmd(
         "cargo",
@@ -559,6 +568,9 @@ fn bench(quick: bool, json: Option<PathBuf>) -> anyhow::Result<()> {
         // Relative to where the user stands, not to the workspace root.
         let j = std::env::current_dir()?.join(j);
         bench.arg("--json").arg(j);
+    }
+    if let Some(o) = against {
+        bench.arg("--against").arg(std::env::current_dir()?.join(o));
     }
     run(bench)?;
     check_leftovers()

@@ -462,6 +462,18 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Map> {
 /// the program verified, but attached nowhere: `load` and `reload` attach
 /// it; tests and `replay` run frames through it with BPF_PROG_TEST_RUN.
 pub fn prepare(set: &RuleSet, state_dir: Option<&Path>, remade: &[&str]) -> anyhow::Result<Ebpf> {
+    prepare_object(EBPF_OBJECT, set, state_dir, remade)
+}
+
+/// [`prepare`] with another build's object (`cargo xtask bench --against`
+/// measures one against the other); its maps and globals must be this
+/// build's.
+pub fn prepare_object(
+    object: &[u8],
+    set: &RuleSet,
+    state_dir: Option<&Path>,
+    remade: &[&str],
+) -> anyhow::Result<Ebpf> {
     let compiled = set.compile();
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(MAP_SOURCES, source_slots(set.table_size));
@@ -499,7 +511,7 @@ pub fn prepare(set: &RuleSet, state_dir: Option<&Path>, remade: &[&str]) -> anyh
     }
     let hints_missing = state_dir.is_some_and(|d| !d.join(MAP_BAN_HINTS).exists());
     let mut ebpf = loader
-        .load(EBPF_OBJECT)
+        .load(object)
         .context("failed to load the eBPF object into the kernel")?;
     let bans = ban_flag_at_load(&mut ebpf, hints_missing)?;
     seed_flags(&mut ebpf, compiled.config.flags & CONFIG_MONITOR, bans)?;

@@ -37,6 +37,14 @@ impl Simulator {
         })
     }
 
+    /// A copy of another build's filter (its ELF object), for comparing
+    /// two builds in one process.
+    pub fn with_object(set: &RuleSet, object: &[u8]) -> anyhow::Result<Self> {
+        Ok(Simulator {
+            ebpf: load::prepare_object(object, set, None, &[])?,
+        })
+    }
+
     /// Sets what the program copies of dropped frames (`filterctl
     /// capture`'s switch), for measuring what a capture costs.
     pub fn set_capture(&mut self, c: filter_common::CaptureConfig) -> anyhow::Result<()> {
