@@ -379,6 +379,63 @@ pub fn map_write_words(
     map_elem(BPF_MAP_UPDATE_ELEM, fd, key, value.as_ptr() as *mut u64)
 }
 
+/// The `bpf(2)` attributes of the batch commands.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// Reads every value of the BPF array `fd` (u32 keys) in one call, where
+/// element by element takes a call each (65536 of them: 20 ms): `values`
+/// holds the map's value size in u64s for each of its entries. Returns how
+/// many entries the kernel copied.
+pub fn map_read_all(
+    fd: std::os::fd::BorrowedFd<'_>,
+    values: &mut [u64],
+    entries: usize,
+) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd as _;
+    let mut keys = vec![0u32; entries];
+    let mut next = 0u32;
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: &mut next as *mut u32 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: entries as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: the attributes point at live buffers: `entries` keys, and
+    // values that the caller sizes to `entries` of the map's values.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            &mut attr as *mut BatchAttr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    // ENOENT: the batch reached the map's end, which reading all of it does.
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOENT) {
+            return Err(e);
+        }
+    }
+    Ok(attr.count as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,10 +15,7 @@
 use std::os::fd::AsFd as _;
 
 use anyhow::{Context as _, anyhow, bail};
-use aya::{
-    Ebpf,
-    maps::{Array, MapData},
-};
+use aya::{Ebpf, maps::MapData};
 use filter_common::{LocalPort, MAP_LOCAL_PORTS, OPEN_UNTIL_SECTION, UDP_PORTS};
 
 use crate::sys;
@@ -30,10 +27,10 @@ const ROUNDS: usize = 8;
 /// Fills the copy of a loaded generation in `ebpf` from the LOCAL_PORTS
 /// state map it shares, with its recorder already attached.
 pub fn seed(ebpf: &Ebpf) -> anyhow::Result<()> {
-    let local: Array<&MapData, LocalPort> = Array::try_from(
-        ebpf.map(MAP_LOCAL_PORTS)
-            .ok_or_else(|| anyhow!("map {MAP_LOCAL_PORTS} missing from the eBPF object"))?,
-    )?;
+    let local = match ebpf.map(MAP_LOCAL_PORTS) {
+        Some(aya::maps::Map::Array(data)) => data,
+        _ => bail!("map {MAP_LOCAL_PORTS} missing from the eBPF object, or not an array"),
+    };
     let map = ebpf
         .map(OPEN_UNTIL_SECTION)
         .ok_or_else(|| anyhow!("section {OPEN_UNTIL_SECTION} missing from the eBPF object"))?;
@@ -51,7 +48,7 @@ pub fn seed(ebpf: &Ebpf) -> anyhow::Result<()> {
     let fd = copy.fd().as_fd();
     let mut words = vec![0u64; UDP_PORTS];
     for _ in 0..ROUNDS {
-        let open = deadlines(&local)?;
+        let open = deadlines(local)?;
         sys::map_read_words(fd, 0, &mut words)
             .with_context(|| format!("cannot read {OPEN_UNTIL_SECTION}"))?;
         if raise(&mut words, &open) == 0 {
@@ -66,15 +63,27 @@ pub fn seed(ebpf: &Ebpf) -> anyhow::Result<()> {
 }
 
 /// Each local port's `until`, as LOCAL_PORTS holds it.
-fn deadlines(local: &Array<&MapData, LocalPort>) -> anyhow::Result<Vec<u64>> {
-    (0..UDP_PORTS as u32)
-        .map(|port| {
-            local
-                .get(&port, 0)
-                .map(|p| p.until)
-                .with_context(|| format!("cannot read port {port} of LOCAL_PORTS"))
-        })
-        .collect()
+fn deadlines(local: &MapData) -> anyhow::Result<Vec<u64>> {
+    const WORDS: usize = size_of::<LocalPort>() / 8;
+    let info = local.info()?;
+    if info.value_size() as usize != size_of::<LocalPort>()
+        || info.max_entries() as usize != UDP_PORTS
+    {
+        bail!(
+            "{MAP_LOCAL_PORTS} holds {} entries of {} bytes, where this build expects {UDP_PORTS} of {}",
+            info.max_entries(),
+            info.value_size(),
+            size_of::<LocalPort>()
+        );
+    }
+    let mut values = vec![0u64; UDP_PORTS * WORDS];
+    let read = sys::map_read_all(local.fd().as_fd(), &mut values, UDP_PORTS)
+        .with_context(|| format!("cannot read {MAP_LOCAL_PORTS}"))?;
+    if read != UDP_PORTS {
+        bail!("{MAP_LOCAL_PORTS}: read {read} of its {UDP_PORTS} entries");
+    }
+    let until = std::mem::offset_of!(LocalPort, until) / 8;
+    Ok(values.chunks_exact(WORDS).map(|v| v[until]).collect())
 }
 
 /// Raises each deadline of `copy` to `open`'s where that is later; returns
