@@ -490,13 +490,15 @@ fn size(report: &mut Report, info: &ProgramInfo) {
     let xlated = info.size_translated().unwrap_or(0);
     let insns = xlated / 8;
     let jited = info.size_jitted();
+    // What the verifier walked, of its budget of 1,000,000.
+    let verified = info.verified_instruction_count().unwrap_or(0);
     let _ = write!(
         report.text,
-        "\n0. program size: {insns} translated instructions ({xlated} bytes), {jited} bytes of JIT code"
+        "\n0. program size: {insns} translated instructions ({xlated} bytes), {jited} bytes of JIT code; the verifier walked {verified} instructions"
     );
     report.json.insert(
         "program_size".into(),
-        json!({"translated_insns": insns, "translated_bytes": xlated, "jited_bytes": jited}),
+        json!({"translated_insns": insns, "translated_bytes": xlated, "jited_bytes": jited, "verified_insns": verified}),
     );
 }
 
@@ -705,9 +707,10 @@ fn against(report: &mut Report, o: &Opts, object: &Path) -> anyhow::Result<()> {
     let sizes = |s: &Simulator| -> anyhow::Result<String> {
         let info = filter_prog(s)?.info()?;
         Ok(format!(
-            "{} insns, {} B JIT",
+            "{} insns, {} B JIT, {} verified",
             info.size_translated().unwrap_or(0) / 8,
-            info.size_jitted()
+            info.size_jitted(),
+            info.verified_instruction_count().unwrap_or(0)
         ))
     };
     let rounds = 4 * runs * INSTANCES + 1;
