@@ -92,8 +92,9 @@ pub const MAP_LOCAL_PORTS: &str = "LOCAL_PORTS";
 /// (the loader writes a section's initial data into its map). So each
 /// generation's egress program writes both, this copy first; a reload
 /// attaches the new recorder beside the old one, then fills the new copy
-/// from the state map and checks that nothing was missed, before the XDP
-/// switch (see the controller's `open_ports`).
+/// from the state map in the kernel, port by port ([`OPEN_SEED_PROGRAM_NAME`]),
+/// and checks that nothing was missed, before the XDP switch (see the
+/// controller's `open_ports`).
 pub const OPEN_UNTIL_SECTION: &str = ".bss.open";
 /// One byte per port ([`GUARD_TABLE_LEN`]), nonzero for a guarded source
 /// port: a UDP packet from one of them must answer an outstanding request.
@@ -185,6 +186,13 @@ pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 pub const PROGRAM_NAME: &str = "filter";
 /// Name of the TC egress program that records the host's requests.
 pub const REQUESTS_PROGRAM_NAME: &str = "requests";
+/// Name of the XDP program that fills a generation's copy of the open
+/// requests ([`OPEN_UNTIL_SECTION`]) from LOCAL_PORTS, [`OPEN_SEED_CHUNK`]
+/// ports a run: the controller runs it (BPF_PROG_TEST_RUN) over every
+/// chunk at a reload, never attaches it. The chunk's number is the frame's
+/// first two bytes, native order.
+pub const OPEN_SEED_PROGRAM_NAME: &str = "seed_open";
+pub const OPEN_SEED_CHUNK: u32 = 64;
 
 pub const MAX_RULES: u32 = 1024;
 pub const MAX_LIMITS: u32 = 64;

@@ -1,13 +1,16 @@
 //! The egress program: records the host's own UDP requests to guarded ports,
 //! so that the XDP program can tell their replies from reflected floods.
-//! Never drops anything.
+//! Never drops anything. And the program that fills a new generation's copy
+//! of those records at a reload.
 
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_coarse_ns, macros::classifier,
-    programs::TcContext,
+    bindings::{TC_ACT_UNSPEC, xdp_action},
+    helpers::bpf_ktime_get_coarse_ns,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use filter_common::{
-    CONFIG_REPLY_GUARD, IPPROTO_UDP,
+    CONFIG_REPLY_GUARD, IPPROTO_UDP, OPEN_SEED_CHUNK, UDP_PORTS,
     decide::{Frag, Parsed},
     guard::{is_group, request_entry},
 };
@@ -55,4 +58,27 @@ fn record(ctx: &TcContext) {
             open.group_until = open.group_until.max(state.expires);
         }
     }
+}
+
+/// Raises this generation's copy of the open requests to LOCAL_PORTS'
+/// deadlines for one chunk of ports (see
+/// [`filter_common::OPEN_SEED_PROGRAM_NAME`]). Port by port, so that it
+/// never undoes what the recorder writes meanwhile to other ports, as a
+/// write of the whole copy from user space would.
+#[xdp]
+pub fn seed_open(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + 2 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: two bytes inside the frame, checked above.
+    let chunk = unsafe { core::ptr::read_unaligned(start as *const u16) } as u32;
+    let first = (chunk * OPEN_SEED_CHUNK) % UDP_PORTS as u32;
+    for i in 0..OPEN_SEED_CHUNK {
+        let port = first + i;
+        if let Some(open) = maps::LOCAL_PORTS.get(port) {
+            crate::globals::extend_open(port as u16, open.until);
+        }
+    }
+    xdp_action::XDP_PASS
 }

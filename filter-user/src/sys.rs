@@ -1,8 +1,8 @@
 //! The few calls into libc that filterctl makes, each wrapped once in a safe
 //! function: interface indexes, the kernel's coarse clock, filesystem
 //! types and mounts, this host's addresses, and the open-file limit (with
-//! the errors that say a process is out of resources), and the map values
-//! too big for aya's by-value reads.
+//! the errors that say a process is out of resources), and map values read
+//! whole where aya's by-value reads would put them on the stack.
 
 use std::{
     ffi::{CStr, CString},
@@ -325,38 +325,6 @@ struct ElemAttr {
 }
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-
-/// One `bpf(2)` element command on `fd` at `key` with `value` (the map's
-/// whole value: the kernel copies its value size).
-fn map_elem(
-    cmd: libc::c_long,
-    fd: std::os::fd::BorrowedFd<'_>,
-    key: u32,
-    value: *mut u64,
-) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    let attr = ElemAttr {
-        map_fd: fd.as_raw_fd() as u32,
-        key: &key as *const u32 as u64,
-        value: value as u64,
-        flags: 0,
-    };
-    // SAFETY: the attributes point at a live key and at a value buffer
-    // that the callers size to the map's value (checked there).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            &attr as *const ElemAttr,
-            size_of::<ElemAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
 
 /// Reads the value at `key` of the BPF array `fd`, whose values are
 /// `value.len()` u64s: for values too big for the stack, where aya's maps
@@ -366,17 +334,27 @@ pub fn map_read_words(
     key: u32,
     value: &mut [u64],
 ) -> std::io::Result<()> {
-    map_elem(BPF_MAP_LOOKUP_ELEM, fd, key, value.as_mut_ptr())
-}
-
-/// Writes the value at `key` of the BPF array `fd` (as [`map_read_words`]).
-pub fn map_write_words(
-    fd: std::os::fd::BorrowedFd<'_>,
-    key: u32,
-    value: &[u64],
-) -> std::io::Result<()> {
-    // The kernel only reads through the pointer for an update.
-    map_elem(BPF_MAP_UPDATE_ELEM, fd, key, value.as_ptr() as *mut u64)
+    use std::os::fd::AsRawFd as _;
+    let attr = ElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: the attributes point at a live key and at a value buffer
+    // that the caller sizes to the map's value.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_ELEM,
+            &attr as *const ElemAttr,
+            size_of::<ElemAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The `bpf(2)` attributes of the batch commands.

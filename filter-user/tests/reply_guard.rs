@@ -9,8 +9,9 @@
 mod common;
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    time::Duration,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
 };
 
 use filter_testkit::net::{
@@ -448,6 +449,109 @@ fn polls_discovery_servers_reloads_and_monitor_mode() {
         egress_programs(&net).is_empty(),
         "unload left the recorder attached"
     );
+}
+
+/// Requests that leave while the rules are swapped, each from a port of
+/// its own, all get their answers, which a slow server sends 400 ms later:
+/// the early verdict reads its generation's own copy of the open requests,
+/// and a reload must not switch to a copy that misses one (the copy is
+/// filled from LOCAL_PORTS, and the new recorder runs beside the old one
+/// from before that until after the switch).
+#[test]
+fn answers_to_requests_sent_during_reloads_all_arrive() {
+    common::require_bpf();
+    let net = TestNet::new("rgs").expect("create test namespaces");
+    let rules = format!("{}/../rules/default.toml", env!("CARGO_MANIFEST_DIR"));
+    ok(filterctl(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &rules],
+    ));
+    let server = TestNet::in_ns(&net.attacker_ns, || UdpSocket::bind(peer(53)))
+        .unwrap()
+        .unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    let delay = Duration::from_millis(400);
+    let done = AtomicBool::new(false);
+    let sockets = std::thread::scope(|s| {
+        // Answers each request from port 53, `delay` after it came.
+        let answering = s.spawn(|| {
+            let mut due = std::collections::VecDeque::new();
+            let mut buf = [0u8; 64];
+            loop {
+                if let Ok((n, from)) = server.recv_from(&mut buf) {
+                    due.push_back((Instant::now() + delay, from, buf[..n].to_vec()));
+                }
+                while due.front().is_some_and(|(at, _, _)| *at <= Instant::now()) {
+                    let (_, to, data) = due.pop_front().unwrap();
+                    server.send_to(&data, to).unwrap();
+                }
+                if due.is_empty() && done.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        });
+        let asking = s.spawn(|| {
+            TestNet::in_ns(&net.victim_ns, || {
+                let mut sockets = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    // A fresh port: no earlier request's deadline covers it.
+                    let sock = UdpSocket::bind(victim(0)).unwrap();
+                    sock.send_to(b"request", peer(53)).unwrap();
+                    sockets.push(sock);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                sockets
+            })
+            .unwrap()
+        });
+        // Stops both threads however this one leaves, or the scope would
+        // wait for them forever.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let stop = Stop(&done);
+        for _ in 0..6 {
+            ok(filterctl(
+                &net,
+                &["reload", "--iface", &net.victim_if, "--rules", &rules],
+            ));
+        }
+        drop(stop);
+        let sockets = asking.join().unwrap();
+        answering.join().unwrap();
+        sockets
+    });
+    let mut buf = [0u8; 64];
+    let lost = sockets
+        .iter()
+        .filter(|sock| {
+            sock.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            sock.recv_from(&mut buf).is_err()
+        })
+        .count();
+    assert!(
+        sockets.len() > 200,
+        "too few requests during the reloads: {}",
+        sockets.len()
+    );
+    assert_eq!(
+        lost,
+        0,
+        "answers to {lost} of {} requests sent during reloads were dropped",
+        sockets.len()
+    );
+    assert_eq!(
+        egress_programs(&net).len(),
+        1,
+        "one recorder after the reloads"
+    );
+    ok(filterctl(&net, &["unload", "--iface", &net.victim_if]));
 }
 
 fn ip(args: &[&str]) {

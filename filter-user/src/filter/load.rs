@@ -330,7 +330,7 @@ fn switch(
         attach_recorder(&mut ebpf, iface)?,
         &gen_dir.join(EGRESS_LINK),
     )?;
-    open_ports::seed(&ebpf)?;
+    open_ports::seed(&mut ebpf)?;
 
     let link_path = dir.join(LINK);
     let link: FdLink = PinnedLink::from_pin(&link_path)

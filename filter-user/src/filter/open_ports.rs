@@ -5,39 +5,50 @@
 //! new program runs:
 //! 1. the new generation's recorder is attached beside the old one (the
 //!    caller's), so every request from then on reaches both copies;
-//! 2. the state map is read, then the copy, and what the copy lacks is
-//!    written into it; this write may undo a record that the recorder made
-//!    meanwhile, which the next round's reads show: the recorder writes the
-//!    copy before the state map, so a port that a round finds open in the
-//!    state map is in the copy read after it, unless a write undid it;
-//! 3. a round that finds nothing missing ends it.
+//! 2. the generation's seeder raises the copy to the state map's deadlines
+//!    in the kernel, port by port ([`OPEN_SEED_PROGRAM_NAME`]); a write of
+//!    the whole copy from here would undo what the recorder wrote to other
+//!    ports meanwhile, and on a busy resolver never stop doing so;
+//! 3. the state map is read, then the copy: the recorder writes the copy
+//!    before the state map, so a port open in the first read is in the
+//!    second unless a race on that very port undid it, which another round
+//!    mends. A round that finds nothing missing ends it.
 
 use std::os::fd::AsFd as _;
 
 use anyhow::{Context as _, anyhow, bail};
-use aya::{Ebpf, maps::MapData};
-use filter_common::{LocalPort, MAP_LOCAL_PORTS, OPEN_UNTIL_SECTION, UDP_PORTS};
+use aya::{
+    Ebpf,
+    maps::{Map, MapData},
+    programs::{TestRun as _, TestRunOptions, Xdp},
+};
+use filter_common::{
+    LocalPort, MAP_LOCAL_PORTS, OPEN_SEED_CHUNK, OPEN_SEED_PROGRAM_NAME, OPEN_UNTIL_SECTION,
+    UDP_PORTS,
+};
 
 use crate::sys;
 
-/// Rounds before giving up: one finds the copy empty, the next finds it
-/// full unless a request raced a write.
-const ROUNDS: usize = 8;
+/// Rounds before giving up: the first finds the copy full unless a request
+/// raced the seeder on its own port.
+const ROUNDS: usize = 4;
 
 /// Fills the copy of a loaded generation in `ebpf` from the LOCAL_PORTS
 /// state map it shares, with its recorder already attached.
-pub fn seed(ebpf: &Ebpf) -> anyhow::Result<()> {
-    let local = match ebpf.map(MAP_LOCAL_PORTS) {
-        Some(aya::maps::Map::Array(data)) => data,
-        _ => bail!("map {MAP_LOCAL_PORTS} missing from the eBPF object, or not an array"),
-    };
-    let map = ebpf
-        .map(OPEN_UNTIL_SECTION)
-        .ok_or_else(|| anyhow!("section {OPEN_UNTIL_SECTION} missing from the eBPF object"))?;
-    let copy = match map {
-        aya::maps::Map::Array(data) => data,
-        _ => bail!("section {OPEN_UNTIL_SECTION} is not an array"),
-    };
+pub fn seed(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let seeder: &mut Xdp = ebpf
+        .program_mut(OPEN_SEED_PROGRAM_NAME)
+        .ok_or_else(|| anyhow!("program {OPEN_SEED_PROGRAM_NAME} missing from the eBPF object"))?
+        .try_into()?;
+    seeder
+        .load()
+        .context("the kernel verifier rejected the open requests' seeder")?;
+    let seeder: &Xdp = ebpf
+        .program(OPEN_SEED_PROGRAM_NAME)
+        .expect("loaded above")
+        .try_into()?;
+    let local = array(ebpf, MAP_LOCAL_PORTS)?;
+    let copy = array(ebpf, OPEN_UNTIL_SECTION)?;
     let value_size = copy.info()?.value_size() as usize;
     if value_size != UDP_PORTS * 8 {
         bail!(
@@ -45,21 +56,40 @@ pub fn seed(ebpf: &Ebpf) -> anyhow::Result<()> {
             UDP_PORTS * 8
         );
     }
-    let fd = copy.fd().as_fd();
     let mut words = vec![0u64; UDP_PORTS];
     for _ in 0..ROUNDS {
+        run_seeder(seeder)?;
         let open = deadlines(local)?;
-        sys::map_read_words(fd, 0, &mut words)
+        sys::map_read_words(copy.fd().as_fd(), 0, &mut words)
             .with_context(|| format!("cannot read {OPEN_UNTIL_SECTION}"))?;
-        if raise(&mut words, &open) == 0 {
+        if missing(&words, &open) == 0 {
             return Ok(());
         }
-        sys::map_write_words(fd, 0, &words)
-            .with_context(|| format!("cannot write {OPEN_UNTIL_SECTION}"))?;
     }
-    bail!(
-        "the new generation's copy of the open requests still missed some after {ROUNDS} rounds (requests raced every write)"
-    )
+    bail!("the new generation's copy of the open requests still missed some after {ROUNDS} rounds")
+}
+
+fn array<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a MapData> {
+    match ebpf.map(name) {
+        Some(Map::Array(data)) => Ok(data),
+        _ => bail!("map {name} missing from the eBPF object, or not an array"),
+    }
+}
+
+/// One run of the seeder for each chunk of ports.
+fn run_seeder(seeder: &Xdp) -> anyhow::Result<()> {
+    // The kernel's test harness takes no frame shorter than 14 bytes.
+    let mut frame = [0u8; 14];
+    for chunk in 0..(UDP_PORTS as u32).div_ceil(OPEN_SEED_CHUNK) {
+        frame[..2].copy_from_slice(&(chunk as u16).to_ne_bytes());
+        seeder
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ..TestRunOptions::new()
+            })
+            .with_context(|| format!("the open requests' seeder failed on chunk {chunk}"))?;
+    }
+    Ok(())
 }
 
 /// Each local port's `until`, as LOCAL_PORTS holds it.
@@ -86,14 +116,9 @@ fn deadlines(local: &MapData) -> anyhow::Result<Vec<u64>> {
     Ok(values.chunks_exact(WORDS).map(|v| v[until]).collect())
 }
 
-/// Raises each deadline of `copy` to `open`'s where that is later; returns
-/// how many it raised.
-fn raise(copy: &mut [u64], open: &[u64]) -> usize {
-    copy.iter_mut()
-        .zip(open)
-        .filter(|(c, o)| **c < **o)
-        .map(|(c, o)| *c = *o)
-        .count()
+/// How many ports' deadlines in `copy` are earlier than in `open`.
+fn missing(copy: &[u64], open: &[u64]) -> usize {
+    copy.iter().zip(open).filter(|(c, o)| c < o).count()
 }
 
 #[cfg(test)]
@@ -101,14 +126,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn raises_only_what_is_later() {
-        let mut copy = vec![0, 5, 9, 7];
-        assert_eq!(raise(&mut copy, &[3, 5, 4, 8]), 2);
-        assert_eq!(copy, [3, 5, 9, 8]);
-        assert_eq!(
-            raise(&mut copy, &[3, 5, 4, 8]),
-            0,
-            "a second round finds nothing"
-        );
+    fn only_earlier_deadlines_are_missing() {
+        assert_eq!(missing(&[0, 5, 9, 7], &[3, 5, 4, 8]), 2);
+        assert_eq!(missing(&[3, 5, 9, 8], &[3, 5, 4, 8]), 0);
     }
 }
