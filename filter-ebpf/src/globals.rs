@@ -1,11 +1,13 @@
 //! The program's global data: what the loader fixes (the settings, the
-//! guarded ports), and the flags the controller flips while the program
-//! runs. Each is read with a load from an address the verifier knows,
-//! where a map lookup takes a dozen instructions and a round trip of its
-//! key through the stack.
+//! guarded ports), the generation's copy of the open requests (which the
+//! recorder and a reload's seeder write), and the flags the controller
+//! flips while the program runs. Each is read with a load from an address
+//! the verifier knows, where a map lookup takes a dozen instructions and a
+//! round trip of its key through the stack.
 //!
-//! The compiler sees only the zeros below; the loader writes the real
-//! values (filter_common::GLOBAL_*), hence the volatile reads.
+//! The compiler sees only the zeros below; the loader, the controller and
+//! the other programs write the real values (filter_common::GLOBAL_*),
+//! hence the volatile reads.
 
 use filter_common::{Config, GUARD_TABLE_LEN, UDP_PORTS};
 

@@ -380,7 +380,7 @@ fn serves_dns(net: &TestNet) {
 }
 
 /// A request sent before a reload still gets its answer after it; the
-/// reload switched the egress link (one recorder, the new one).
+/// reload replaced the recorder (one recorder, the new one).
 fn reload_keeps_requests(net: &TestNet, rules: &str) {
     let pending = ask(&net.victim_ns, victim(41053), peer(53));
     let before = egress_programs(net);

@@ -10,6 +10,8 @@
 //! <root>/<iface>/gen-<n>/prog    a generation's program
 //! <root>/<iface>/gen-<n>/META    what it enforces (digest, source, git, attach mode)
 //! <root>/<iface>/gen-<n>/RULESET its rule set in canonical form (for diff)
+//! <root>/<iface>/gen-<n>/egress-link its recorder's link, during a reload
+//!                                (moved to <iface>/egress-link after the switch)
 //! ```
 
 pub mod bpffs;
