@@ -315,42 +315,15 @@ pub fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// The `bpf(2)` attributes of the map element commands.
-#[repr(C)]
-struct ElemAttr {
-    map_fd: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-
-/// Reads the value at `key` of the BPF array `fd`, whose values are
-/// `value.len()` u64s: for values too big for the stack, where aya's maps
-/// return them by value. The caller checks the map's value size.
-pub fn map_read_words(
-    fd: std::os::fd::BorrowedFd<'_>,
-    key: u32,
-    value: &mut [u64],
-) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    let attr = ElemAttr {
-        map_fd: fd.as_raw_fd() as u32,
-        key: &key as *const u32 as u64,
-        value: value.as_mut_ptr() as u64,
-        flags: 0,
-    };
-    // SAFETY: the attributes point at a live key and at a value buffer
-    // that the caller sizes to the map's value.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_ELEM,
-            &attr as *const ElemAttr,
-            size_of::<ElemAttr>(),
-        )
-    };
+/// `bpf(2)` with the attributes `attr` (a `#[repr(C)]` union member).
+///
+/// # Safety
+/// The pointers in `attr` must point at live buffers of the sizes the
+/// command writes through them.
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<()> {
+    // SAFETY: attr is a live, writable struct of the size passed; the
+    // caller vouches for the pointers inside it.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>()) };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -373,9 +346,10 @@ struct BatchAttr {
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
 /// Reads every value of the BPF array `fd` (u32 keys) in one call, where
-/// element by element takes a call each (65536 of them: 20 ms): `values`
-/// holds the map's value size in u64s for each of its entries. Returns how
-/// many entries the kernel copied.
+/// element by element takes a call each (65536 of them: 20 ms), and into
+/// the heap, where aya's by-value reads would put a large value on the
+/// stack: `values` holds the map's value size in u64s for each of its
+/// entries. Returns how many entries the kernel copied.
 pub fn map_read_all(
     fd: std::os::fd::BorrowedFd<'_>,
     values: &mut [u64],
@@ -394,24 +368,14 @@ pub fn map_read_all(
         elem_flags: 0,
         flags: 0,
     };
-    // SAFETY: the attributes point at live buffers: `entries` keys, and
-    // values that the caller sizes to `entries` of the map's values.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_BATCH,
-            &mut attr as *mut BatchAttr,
-            size_of::<BatchAttr>(),
-        )
-    };
-    // ENOENT: the batch reached the map's end, which reading all of it does.
-    if rc < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ENOENT) {
-            return Err(e);
-        }
+    // SAFETY: live buffers: `entries` keys, and values that the caller
+    // sizes to `entries` of the map's values.
+    match unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) } {
+        // ENOENT: the batch reached the map's end, which reading all of it
+        // does.
+        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+        _ => Ok(attr.count as usize),
     }
-    Ok(attr.count as usize)
 }
 
 #[cfg(test)]

@@ -126,15 +126,7 @@ fn swaps_under_traffic_drop_no_benign_and_pass_no_reflection() {
             })
             .unwrap()
         });
-        // Stops the sender however this thread leaves (a failed assertion
-        // included), or the scope would wait for it forever.
-        struct Stop<'a>(&'a AtomicBool);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
-        let stop = Stop(&done);
+        let stop = common::StopOnDrop(&done);
         let mut reloads = 0;
         for i in 0..20 {
             let file = if i % 2 == 0 { &b } else { &a };

@@ -506,15 +506,7 @@ fn answers_to_requests_sent_during_reloads_all_arrive() {
             })
             .unwrap()
         });
-        // Stops both threads however this one leaves, or the scope would
-        // wait for them forever.
-        struct Stop<'a>(&'a AtomicBool);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
-        let stop = Stop(&done);
+        let stop = common::StopOnDrop(&done);
         for _ in 0..6 {
             ok(filterctl(
                 &net,

@@ -60,8 +60,11 @@ pub fn seed(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     for _ in 0..ROUNDS {
         run_seeder(seeder)?;
         let open = deadlines(local)?;
-        sys::map_read_words(copy.fd().as_fd(), 0, &mut words)
+        let read = sys::map_read_all(copy.fd().as_fd(), &mut words, 1)
             .with_context(|| format!("cannot read {OPEN_UNTIL_SECTION}"))?;
+        if read != 1 {
+            bail!("cannot read {OPEN_UNTIL_SECTION}: the kernel copied nothing");
+        }
         if missing(&words, &open) == 0 {
             return Ok(());
         }

@@ -8,3 +8,16 @@ pub mod model;
 pub mod peers;
 
 pub use filter_testkit::{frames, require_bpf};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Sets its flag when dropped: stops a test's traffic threads on every exit
+/// path (a failed assertion included), or a thread scope would wait for
+/// them forever.
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
