@@ -348,9 +348,12 @@ const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// Reads every value of the BPF array `fd` (u32 keys) in one call, where
 /// element by element takes a call each (65536 of them: 20 ms), and into
 /// the heap, where aya's by-value reads would put a large value on the
-/// stack: `values` holds the map's value size in u64s for each of its
-/// entries. Returns how many entries the kernel copied.
-pub fn map_read_all(
+/// stack. Returns how many entries the kernel copied.
+///
+/// # Safety
+/// `values` must hold at least `entries` of the map's values: the kernel
+/// writes the map's value size for each entry it copies.
+pub unsafe fn map_read_all(
     fd: std::os::fd::BorrowedFd<'_>,
     values: &mut [u64],
     entries: usize,
@@ -369,7 +372,7 @@ pub fn map_read_all(
         flags: 0,
     };
     // SAFETY: live buffers: `entries` keys, and values that the caller
-    // sizes to `entries` of the map's values.
+    // sizes to `entries` of the map's values (this function's contract).
     match unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) } {
         // ENOENT: the batch reached the map's end, which reading all of it
         // does.

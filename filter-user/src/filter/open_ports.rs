@@ -60,7 +60,8 @@ pub fn seed(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     for _ in 0..ROUNDS {
         run_seeder(seeder)?;
         let open = deadlines(local)?;
-        let read = sys::map_read_all(copy.fd().as_fd(), &mut words, 1)
+        // SAFETY: one value of the size checked above.
+        let read = unsafe { sys::map_read_all(copy.fd().as_fd(), &mut words, 1) }
             .with_context(|| format!("cannot read {OPEN_UNTIL_SECTION}"))?;
         if read != 1 {
             bail!("cannot read {OPEN_UNTIL_SECTION}: the kernel copied nothing");
@@ -110,7 +111,8 @@ fn deadlines(local: &MapData) -> anyhow::Result<Vec<u64>> {
         );
     }
     let mut values = vec![0u64; UDP_PORTS * WORDS];
-    let read = sys::map_read_all(local.fd().as_fd(), &mut values, UDP_PORTS)
+    // SAFETY: UDP_PORTS values of the size checked above.
+    let read = unsafe { sys::map_read_all(local.fd().as_fd(), &mut values, UDP_PORTS) }
         .with_context(|| format!("cannot read {MAP_LOCAL_PORTS}"))?;
     if read != UDP_PORTS {
         bail!("{MAP_LOCAL_PORTS}: read {read} of its {UDP_PORTS} entries");
