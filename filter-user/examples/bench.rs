@@ -486,12 +486,34 @@ fn surge_counting(report: &mut Report, o: &Opts, frame: &[u8]) -> anyhow::Result
 
 /// The program as the kernel holds it: translated instructions and JIT
 /// code.
+/// A loaded program's size: translated bytes and instructions, JIT bytes,
+/// and what the verifier walked (of its budget of 1,000,000).
+struct Size {
+    xlated: u32,
+    insns: u32,
+    jited: u32,
+    verified: u32,
+}
+
+impl Size {
+    fn of(info: &ProgramInfo) -> Size {
+        let xlated = info.size_translated().unwrap_or(0);
+        Size {
+            xlated,
+            insns: xlated / 8,
+            jited: info.size_jitted(),
+            verified: info.verified_instruction_count().unwrap_or(0),
+        }
+    }
+}
+
 fn size(report: &mut Report, info: &ProgramInfo) {
-    let xlated = info.size_translated().unwrap_or(0);
-    let insns = xlated / 8;
-    let jited = info.size_jitted();
-    // What the verifier walked, of its budget of 1,000,000.
-    let verified = info.verified_instruction_count().unwrap_or(0);
+    let Size {
+        xlated,
+        insns,
+        jited,
+        verified,
+    } = Size::of(info);
     let _ = write!(
         report.text,
         "\n0. program size: {insns} translated instructions ({xlated} bytes), {jited} bytes of JIT code; the verifier walked {verified} instructions"
@@ -705,12 +727,10 @@ fn against(report: &mut Report, o: &Opts, object: &Path) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()
         .with_context(|| format!("cannot load {} as the filter", object.display()))?;
     let sizes = |s: &Simulator| -> anyhow::Result<String> {
-        let info = filter_prog(s)?.info()?;
+        let z = Size::of(&filter_prog(s)?.info()?);
         Ok(format!(
             "{} insns, {} B JIT, {} verified",
-            info.size_translated().unwrap_or(0) / 8,
-            info.size_jitted(),
-            info.verified_instruction_count().unwrap_or(0)
+            z.insns, z.jited, z.verified
         ))
     };
     let rounds = 4 * runs * INSTANCES + 1;
