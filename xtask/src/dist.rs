@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{cmd, root, run};
+use crate::cmd::{cmd, root, run, target_dir};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const MAINTAINER: &str = "xdp-reflect-filter maintainers <filterctl@example.org>";
@@ -138,6 +138,16 @@ fn stage_tree(stage: &Path, docs: &Path) -> anyhow::Result<()> {
         &std::fs::read(r.join("deploy/README.md"))?,
         &doc.join("deploy.md.gz"),
     )?;
+    // README's links lead here: docs/X.md ships as docs/X.md.gz.
+    let md = doc.join("docs");
+    std::fs::create_dir_all(&md)?;
+    for entry in std::fs::read_dir(r.join("docs"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "md") {
+            let name = path.file_name().expect("a file").to_string_lossy();
+            gzip_to(&std::fs::read(&path)?, &md.join(format!("{name}.gz")))?;
+        }
+    }
     let changelog = format!(
         "filterctl ({VERSION}) unstable; urgency=medium\n\n  * Release {VERSION}.\n\n -- {MAINTAINER}  Sun, 29 Nov 2026 00:00:00 +0000\n"
     );
@@ -229,11 +239,6 @@ fn with<S: AsRef<std::ffi::OsStr>>(
 ) -> std::process::Command {
     c.args(args);
     c
-}
-
-/// Where cargo builds: CARGO_TARGET_DIR or the workspace's target/.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 
 pub fn dist() -> anyhow::Result<()> {
