@@ -74,9 +74,13 @@ fn filterctl_path() -> anyhow::Result<PathBuf> {
 }
 
 fn filterctl(net: &TestNet, bin: &PathBuf, args: &[&str]) -> anyhow::Result<String> {
-    let mut cmd = TestNet::command_in(&net.victim_ns, bin);
-    cmd.arg("--pin-root").arg(&net.pin_root).args(args);
-    println!("$ filterctl {}", args.join(" "));
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("--netns")
+        .arg(&net.victim_ns)
+        .arg("--pin-root")
+        .arg(&net.pin_root)
+        .args(args);
+    println!("$ filterctl --netns {} {}", net.victim_ns, args.join(" "));
     let out = cmd.output().context("cannot run filterctl")?;
     if !out.status.success() {
         bail!(

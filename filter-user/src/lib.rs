@@ -18,6 +18,7 @@ pub mod commands;
 pub mod filter;
 pub mod lockout;
 pub mod privilege;
+pub mod probe;
 pub mod replay;
 pub mod rules;
 pub mod serve;

@@ -1,13 +1,16 @@
 //! filterctl: see `filterctl --help` and README.md.
 
+use anyhow::Context as _;
 use clap::Parser as _;
-use filterctl::commands::{
-    self,
-    args::{Cli, Command},
+use filterctl::{
+    commands::{
+        self,
+        args::{Cli, Command},
+    },
+    sys,
 };
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The daemon says what it does; one-shot commands print their results.
     let level = if matches!(cli.command, Command::Serve { .. }) {
@@ -16,11 +19,24 @@ async fn main() -> std::process::ExitCode {
         "warn"
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
-    match commands::run(cli).await {
+    match run(cli) {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    // Before the runtime starts any thread: setns moves only the calling
+    // thread, and the threads it starts afterwards inherit its namespace.
+    if let Some(ns) = &cli.netns {
+        sys::enter_net_namespace(ns).context("--netns")?;
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?
+        .block_on(commands::run(cli))
 }

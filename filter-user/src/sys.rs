@@ -94,17 +94,97 @@ pub fn mount_bpffs(at: &Path) -> Result<(), SysError> {
     Ok(())
 }
 
-/// Whether this process runs in the host's (PID 1's) mount namespace. A
-/// container or a service with private mounts does not: a bpffs mounted
-/// there vanishes with it. False when it cannot be told.
-pub fn in_initial_mount_namespace() -> bool {
+/// A namespace's identity: the device and inode of its file under /proc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NsId {
+    dev: u64,
+    ino: u64,
+}
+
+fn ns_id(path: impl AsRef<Path>) -> Option<NsId> {
     use std::os::unix::fs::MetadataExt as _;
-    match (
-        std::fs::metadata("/proc/self/ns/mnt"),
-        std::fs::metadata("/proc/1/ns/mnt"),
-    ) {
-        (Ok(me), Ok(init)) => me.dev() == init.dev() && me.ino() == init.ino(),
-        _ => false,
+    let m = std::fs::metadata(path).ok()?;
+    Some(NsId {
+        dev: m.dev(),
+        ino: m.ino(),
+    })
+}
+
+/// The mount namespace of process `pid` ("self" or a number); `None` when
+/// it cannot be read (a VM's custom init may refuse even root, and a test
+/// can fake that with `FILTERCTL_FAKE=init-ns-unreadable`).
+pub fn mount_namespace(pid: &str) -> Option<NsId> {
+    if pid == "1" && fake::on("init-ns-unreadable") {
+        return None;
+    }
+    ns_id(format!("/proc/{pid}/ns/mnt"))
+}
+
+/// The parent process's id.
+pub fn parent_pid() -> u32 {
+    // SAFETY: getppid has no preconditions.
+    unsafe { libc::getppid() as u32 }
+}
+
+/// The name under /run/netns (as `ip netns add` makes them) of this
+/// process's network namespace, if it has one.
+pub fn named_net_namespace() -> Option<String> {
+    let me = ns_id("/proc/self/ns/net")?;
+    std::fs::read_dir("/run/netns")
+        .ok()?
+        .flatten()
+        .find(|e| ns_id(e.path()) == Some(me))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+}
+
+/// Moves this thread, and the threads it starts from now on, into the
+/// network namespace named `name` under /run/netns (as `ip -n NAME` and
+/// `nsenter --net=/run/netns/NAME` do); the mount namespace, and with it
+/// the host's bpffs, stays.
+pub fn enter_net_namespace(name: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("bad network namespace name {name:?}"),
+        ));
+    }
+    let path = Path::new("/run/netns").join(name);
+    let file = std::fs::File::open(&path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "no network namespace {name} ({}: {e}; see `ip netns list`)",
+                path.display()
+            ),
+        )
+    })?;
+    // SAFETY: a valid fd of an open file; setns changes only this thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(
+            e.kind(),
+            format!("cannot enter network namespace {name}: {e}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Test fakes: `FILTERCTL_FAKE=a,b` makes the named system facts read as
+/// refused or missing (an unreadable /proc/1, a kernel without TCX...),
+/// so that the paths of machines unlike this one run in tests. Compiled in
+/// only with the `failpoints` feature, as fault injection is.
+pub mod fake {
+    #[cfg(feature = "failpoints")]
+    pub fn on(what: &str) -> bool {
+        std::env::var("FILTERCTL_FAKE").is_ok_and(|v| v.split(',').any(|w| w.trim() == what))
+    }
+
+    /// Product builds: nothing is faked.
+    #[cfg(not(feature = "failpoints"))]
+    #[inline(always)]
+    pub fn on(_what: &str) -> bool {
+        false
     }
 }
 
@@ -379,6 +459,80 @@ pub unsafe fn map_read_all(
         Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
         _ => Ok(attr.count as usize),
     }
+}
+
+/// Moves the calling thread into a new, empty network namespace of its
+/// own (CAP_SYS_ADMIN): probes that must attach something do it there,
+/// and it vanishes with the thread.
+pub fn unshare_net() -> std::io::Result<()> {
+    // SAFETY: unshare has no memory preconditions; CLONE_NEWNET affects
+    // only the calling thread.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The driver of a network interface, as `ethtool -i` names it (veth,
+/// virtio_net, mlx5_core...).
+pub fn driver_of(iface: &str) -> std::io::Result<String> {
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    // struct ethtool_drvinfo: cmd, driver[32], version[32], fw_version[32],
+    // bus_info[32], erom_version[32], reserved2[12], five u32 counts.
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 32 * 4 + 12 + 5 * 4],
+    }
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 32 * 4 + 12 + 5 * 4],
+    };
+    let name = iface.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("bad interface name {iface:?}"),
+        ));
+    }
+    // SAFETY: a zeroed ifreq is valid; the name fits with its NUL.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+    // SAFETY: a plain datagram socket for the ioctl, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: req points to a valid ifreq whose data points to a
+    // drvinfo large enough for the kernel's copy.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &mut req) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return Err(err);
+    }
+    let len = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Ok(String::from_utf8_lossy(&info.driver[..len]).into_owned())
+}
+
+/// The running kernel's release (uname -r).
+pub fn kernel_release() -> String {
+    // SAFETY: a zeroed utsname is valid for uname to fill.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: u is writable.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return "unknown".to_string();
+    }
+    // SAFETY: uname NUL-terminates release.
+    unsafe { CStr::from_ptr(u.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]

@@ -489,3 +489,61 @@ fn top_stops_counting_the_over_time_of_a_source_that_stopped() {
     assert!(e["over_for_s"].is_null(), "{e}");
     assert!(e["dropped"].as_u64().unwrap() > 0, "{e}");
 }
+
+/// As on a fresh VM: nothing mounted at /sys/fs/bpf, and PID 1's mount
+/// namespace unreadable even for root (faked here: most machines can read
+/// it), filterctl started from a shell of the namespace it runs in. Then
+/// `load` mounts a bpffs, says why in one line, and the filter runs.
+#[test]
+fn load_mounts_a_bpffs_where_pid_1_cannot_be_read() {
+    common::require_bpf();
+    let net = TestNet::new("mnr").unwrap();
+    let (f, root, i) = (
+        common::cli::FILTERCTL,
+        net.pin_root.display().to_string(),
+        &net.victim_if,
+    );
+    // Not `exec`: filterctl's parent is the shell, in the same namespace.
+    let script = format!(
+        "while mountpoint -q /sys/fs/bpf; do umount -l /sys/fs/bpf || exit 9; done; \
+         {f} --pin-root {root} load --iface {i} || exit 1; \
+         mountpoint -q /sys/fs/bpf || exit 2; \
+         {f} --pin-root {root} status | grep -q 'generation 1' || exit 3; \
+         {f} --pin-root {root} unload --iface {i} || exit 4"
+    );
+    let out = TestNet::command_in(&net.victim_ns, "unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("FILTERCTL_FAKE", "init-ns-unreadable")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(
+        err.contains("mounted a bpffs at /sys/fs/bpf") && err.contains("cannot be read"),
+        "{err}"
+    );
+}
+
+/// `ip netns exec` hides the host's bpffs behind a /sys of its own: load
+/// is refused, and status does not claim that no filter runs; both name
+/// --netns, which works.
+#[test]
+fn ip_netns_exec_is_refused_naming_the_netns_option() {
+    common::require_bpf();
+    let net = TestNet::new("ipx").unwrap();
+    let in_ip_netns_exec = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &net.victim_ns, common::cli::FILTERCTL])
+            .arg("--pin-root")
+            .arg(&net.pin_root)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let hint = format!("filterctl --netns {}", net.victim_ns);
+    let err = failed(in_ip_netns_exec(&["load", "--iface", &net.victim_if]));
+    assert!(err.contains(&hint), "{err}");
+    let err = failed(in_ip_netns_exec(&["status"]));
+    assert!(err.contains(&hint), "{err}");
+    assert!(!net.pin_root.join(&net.victim_if).exists());
+}

@@ -367,3 +367,131 @@ fn diff_plans_a_reload_and_interfaces_keep_their_own_rules() {
     );
     assert_eq!(ok(run(&net, &["status"])).trim(), "no filter loaded");
 }
+
+/// `--netns NAME` runs every command on the interfaces of a named network
+/// namespace, with no nsenter or `ip netns exec` around filterctl.
+#[test]
+fn netns_option_loads_reports_and_unloads_in_a_named_namespace() {
+    common::require_bpf();
+    let net = TestNet::new("nsn").expect("create test namespaces");
+    let filterctl = |args: &[&str]| {
+        std::process::Command::new(FILTERCTL)
+            .arg("--netns")
+            .arg(&net.victim_ns)
+            .arg("--pin-root")
+            .arg(&net.pin_root)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(filterctl(&["load", "--iface", &net.victim_if]));
+    let status: Value = serde_json::from_str(&ok(filterctl(&["status", "--json"]))).unwrap();
+    let s = &status["interfaces"][0];
+    assert_eq!(s["interface"], net.victim_if.as_str(), "{status}");
+    assert_eq!(s["interface_present"], true, "{status}");
+    // An NTP monlist-sized reply from a reflector, unasked: dropped.
+    let reflector = Ipv4Addr::new(198, 51, 100, 7);
+    assert_eq!(delivered(&net, reflector, 123), 0);
+    let stats: Value = serde_json::from_str(&ok(filterctl(&["stats", "--json"]))).unwrap();
+    let dropped = stats["interfaces"][0]["reasons"]["unsolicited_reply"]["packets"]
+        .as_u64()
+        .unwrap_or(0)
+        + stats["interfaces"][0]["reasons"]["rule_drop"]["packets"]
+            .as_u64()
+            .unwrap_or(0);
+    assert_eq!(dropped, 10, "{stats}");
+    ok(filterctl(&["unload", "--iface", &net.victim_if]));
+    let link = TestNet::command_in(&net.victim_ns, "ip")
+        .args(["-d", "link", "show", &net.victim_if])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&link.stdout).contains("prog/xdp"));
+    // An unknown namespace is an error that names it.
+    let out = std::process::Command::new(FILTERCTL)
+        .args(["--netns", "flt-no-such-ns", "status"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no network namespace flt-no-such-ns"),
+        "{out:?}"
+    );
+}
+
+/// `doctor` reports what this machine does, checked against the test's
+/// own tries, and each feature that a test fakes off as refused, with the
+/// consequence (the reply guard moves to clsact, then stops).
+#[test]
+fn doctor_reports_this_machine_and_features_forced_off() {
+    common::require_bpf();
+    let doctor = |fake: &str| -> Value {
+        let out = std::process::Command::new(FILTERCTL)
+            .args(["doctor", "--json"])
+            .env("FILTERCTL_FAKE", fake)
+            .output()
+            .unwrap();
+        serde_json::from_str(&String::from_utf8_lossy(&out.stdout))
+            .unwrap_or_else(|e| panic!("{e}: {out:?}"))
+    };
+    let runs = |doc: &Value, name: &str| -> Value {
+        doc["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {doc}"))["runs"]
+            .clone()
+    };
+    let here = doctor("");
+    let tcx_here =
+        aya::programs::SchedClassifier::query_tcx("lo", aya::programs::TcAttachType::Egress)
+            .is_ok();
+    assert_eq!(runs(&here, "tcx"), tcx_here, "{here}");
+    assert_eq!(runs(&here, "xdp filter"), true, "{here}");
+    assert_eq!(runs(&here, "reply guard"), true, "{here}");
+    assert_eq!(runs(&here, "live frames"), live_frames_run(), "{here}");
+
+    let no_tcx = doctor("tcx");
+    assert_eq!(runs(&no_tcx, "tcx"), false, "{no_tcx}");
+    assert_eq!(runs(&no_tcx, "clsact"), true, "{no_tcx}");
+    assert_eq!(runs(&no_tcx, "reply guard"), true, "{no_tcx}");
+    let guard = no_tcx["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "reply guard")
+        .unwrap()["why"]
+        .to_string();
+    assert!(guard.contains("clsact"), "{guard}");
+
+    let bare = doctor("tcx,clsact,live-frames,ringbuf,bpf_xdp_load_bytes");
+    for off in ["tcx", "clsact", "reply guard", "live frames", "ring buffer"] {
+        assert_eq!(runs(&bare, off), false, "{off}: {bare}");
+    }
+    assert_eq!(runs(&bare, "bpf_xdp_load_bytes"), false, "{bare}");
+}
+
+/// Whether this kernel runs BPF_F_TEST_XDP_LIVE_FRAMES, tried by the test
+/// itself with a floor program in a test namespace.
+fn live_frames_run() -> bool {
+    use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
+    let net = TestNet::new("lvf").expect("create test namespaces");
+    TestNet::in_ns(&net.victim_ns, || {
+        let mut floors = aya::Ebpf::load(filter_testkit::FLOORS_OBJECT).unwrap();
+        let p: &mut Xdp = floors.program_mut("pass_all").unwrap().try_into().unwrap();
+        p.load().unwrap();
+        let frame = [0u8; 64];
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&64u32.to_ne_bytes());
+        ctx[12..16].copy_from_slice(&1u32.to_ne_bytes());
+        p.test_run(TestRunOptions {
+            data_in: Some(&frame),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            attrs: TestRunAttrs::new().xdp_live_frames(1),
+            ..TestRunOptions::new()
+        })
+        .is_ok()
+    })
+    .unwrap()
+}

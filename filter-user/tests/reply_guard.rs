@@ -19,7 +19,10 @@ use filter_testkit::net::{
 };
 
 use common::{
-    cli::{TempDir, egress_programs, ok, reason, run as filterctl},
+    cli::{
+        TempDir, clsact_egress_programs, command, egress_programs, ok, reason, run as filterctl,
+        status,
+    },
     peers::{Daemon, dig, dnsmasq, resolver, spawn},
 };
 
@@ -392,6 +395,7 @@ fn reload_keeps_requests(net: &TestNet, rules: &str) {
     ));
     let after = egress_programs(net);
     assert_eq!(after.len(), 1, "one recorder after a reload: {after:?}");
+    assert_eq!(status(net)["request_recorder"], expected_hook());
     assert_ne!(
         after[0].1, before[0].1,
         "the reload did not switch the recorder"
@@ -557,4 +561,69 @@ fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The hook the recorder should be on in this run: clsact when the run
+/// fakes a kernel without TCX (`cargo xtask test` runs this file a second
+/// time with FILTERCTL_FAKE=tcx), TCX otherwise.
+fn expected_hook() -> &'static str {
+    let faked = std::env::var("FILTERCTL_FAKE").unwrap_or_default();
+    if faked.split(',').any(|w| w == "tcx") {
+        "clsact"
+    } else {
+        "tcx"
+    }
+}
+
+/// On a kernel without TCX (faked), the recorder is a clsact filter that
+/// follows the reloads as the TCX link does: one recorder at a time, the
+/// new one beside the old until the switch, answers to requests sent
+/// before a reload still let in; a reload on a kernel with TCX moves it
+/// back to a TCX link, and unload leaves neither.
+#[test]
+fn recorder_on_clsact_follows_reloads_and_unload() {
+    common::require_bpf();
+    let net = TestNet::new("rgc").expect("create test namespaces");
+    let rules = format!("{}/../rules/default.toml", env!("CARGO_MANIFEST_DIR"));
+    let run = |fake: &str, args: &[&str]| {
+        ok(command(&net, args)
+            .env("FILTERCTL_FAKE", fake)
+            .output()
+            .unwrap())
+    };
+    let reload = ["reload", "--iface", &net.victim_if, "--rules", &rules];
+    run(
+        "tcx",
+        &["load", "--iface", &net.victim_if, "--rules", &rules],
+    );
+    assert_eq!(status(&net)["request_recorder"], "clsact");
+    let mut last = clsact_egress_programs(&net);
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert_eq!(last[0].0, "requests");
+    for round in 0..3 {
+        let pending = ask(&net.victim_ns, victim(41100 + round), peer(53));
+        run("tcx", &reload);
+        let now = clsact_egress_programs(&net);
+        assert_eq!(now.len(), 1, "one clsact recorder after a reload: {now:?}");
+        assert_ne!(
+            now[0].1, last[0].1,
+            "the reload did not switch the recorder"
+        );
+        reply(&net, peer(53), victim(41100 + round), 1);
+        assert_eq!(replies(&pending), 1, "an answer was lost across a reload");
+        last = now;
+    }
+    // Unasked replies still go.
+    assert_eq!(flood_vector(&net, 11211, 1400)[1], 0);
+    // The same filter reloaded where TCX works: the clsact filter goes.
+    run("", &reload);
+    assert_eq!(status(&net)["request_recorder"], "tcx");
+    assert!(clsact_egress_programs(&net).is_empty());
+    assert_eq!(egress_programs(&net).len(), 1);
+    // And back.
+    run("tcx", &reload);
+    assert_eq!(status(&net)["request_recorder"], "clsact");
+    assert_eq!(egress_programs(&net).len(), 1);
+    run("tcx", &["unload", "--iface", &net.victim_if]);
+    assert!(egress_programs(&net).is_empty(), "unload left a recorder");
 }

@@ -10,18 +10,38 @@ use crate::{
         self,
         watch::{Watch, parse_watch},
     },
-    state::DEFAULT_ROOT,
+    state::{DEFAULT_ROOT, PinRoot},
 };
 
 /// Host-level XDP filter against UDP reflection floods.
 #[derive(Parser, Debug)]
 #[command(name = "filterctl", version)]
 pub struct Cli {
-    /// Folder on bpffs that holds one subfolder of pins per interface.
-    #[arg(long, global = true, env = "FILTERCTL_PIN_ROOT", default_value = DEFAULT_ROOT)]
-    pub pin_root: PathBuf,
+    /// Folder on bpffs that holds one subfolder of pins per interface
+    /// [default: /sys/fs/bpf/filterctl; with --netns NAME, its subfolder
+    /// netns:NAME].
+    #[arg(long, global = true, env = "FILTERCTL_PIN_ROOT")]
+    pub pin_root: Option<PathBuf>,
+    /// Act on the interfaces of the named network namespace (as `ip -n
+    /// NAME`; see `ip netns list`): filterctl enters only that network
+    /// namespace and keeps the host's mounts, bpffs included, which `ip
+    /// netns exec` would hide.
+    #[arg(long, global = true, value_name = "NAME", env = "FILTERCTL_NETNS")]
+    pub netns: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The pin root this command works under: the one given, or the
+    /// default (a namespace's own folder in it with --netns).
+    pub fn pin_root(&self) -> PinRoot {
+        match (&self.pin_root, &self.netns) {
+            (Some(root), _) => PinRoot::new(root),
+            (None, Some(ns)) => PinRoot::new(DEFAULT_ROOT).for_netns(ns),
+            (None, None) => PinRoot::new(DEFAULT_ROOT),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,6 +157,14 @@ pub enum Command {
         /// or your SSH session.
         #[arg(long)]
         force: bool,
+    },
+    /// Probe this machine: which features run (bpffs, capabilities, the
+    /// XDP filter, the reply guard's TCX or clsact hook, the capture ring,
+    /// live-frame test runs, native XDP per interface), which do not, and
+    /// why. Changes nothing. Exit status 1 when the filter cannot load.
+    Doctor {
+        #[arg(long)]
+        json: bool,
     },
     /// Lift a ban set with `ban` (or by the limiter).
     Unban {

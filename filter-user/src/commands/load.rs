@@ -22,6 +22,11 @@ pub(super) fn guard_of(force: bool) -> Guard {
     if force { Guard::Force } else { Guard::Check }
 }
 
+/// The built-in default profile.
+pub fn default_rule_set() -> anyhow::Result<RuleSet> {
+    Ok(rules::parse(DEFAULT_RULES_NAME, DEFAULT_RULES)?)
+}
+
 fn rules_for(path: Option<&Path>) -> anyhow::Result<(RuleSet, PathBuf)> {
     match path {
         Some(p) => Ok((rules::load_file(p)?, p.to_path_buf())),

@@ -9,6 +9,7 @@ mod bans;
 mod capture;
 mod check;
 mod diff;
+mod doctor;
 mod load;
 mod replay;
 mod stats;
@@ -24,7 +25,7 @@ pub use self::load::DEFAULT_RULES;
 /// Runs a command; the exit status is 0 unless the command says otherwise
 /// (`apply`'s codes).
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let root = PinRoot::new(&cli.pin_root);
+    let root = cli.pin_root();
     if let Command::Apply {
         iface,
         rules,
@@ -37,12 +38,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         let code = apply::apply(&root, &iface, &rules, mode, force, json)?;
         return Ok(if exit_zero { 0 } else { code });
     }
+    if let Command::Doctor { json } = cli.command {
+        return doctor::doctor(&root, json);
+    }
     dispatch(root, cli.command).await.map(|()| 0)
 }
 
 async fn dispatch(root: PinRoot, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Apply { .. } => unreachable!("run handles apply"),
+        Command::Apply { .. } | Command::Doctor { .. } => {
+            unreachable!("run handles apply and doctor")
+        }
         Command::Serve {
             listen,
             iface,
@@ -110,7 +116,20 @@ fn interfaces(root: &PinRoot, iface: Option<String>) -> anyhow::Result<Vec<Strin
         None => root.interfaces()?,
     };
     if all.is_empty() {
-        anyhow::bail!("no filter loaded");
+        anyhow::bail!("no filter loaded{}", elsewhere(root));
     }
     Ok(all)
+}
+
+/// Where else filters run, for a "no filter loaded" that would mislead:
+/// the network namespaces with their own folder under this root.
+fn elsewhere(root: &PinRoot) -> String {
+    let names = root.netns_roots();
+    if names.is_empty() {
+        return String::new();
+    }
+    format!(
+        " here; network namespaces {} have filters (use `filterctl --netns NAME`)",
+        names.join(", ")
+    )
 }

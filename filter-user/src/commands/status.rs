@@ -31,7 +31,7 @@ pub fn status(root: &PinRoot, json: bool) -> anyhow::Result<()> {
 fn render(root: &PinRoot, all: &[Status]) -> String {
     use std::fmt::Write as _;
     if all.is_empty() {
-        return "no filter loaded\n".to_string();
+        return format!("no filter loaded{}\n", super::elsewhere(root));
     }
     let mut o = String::new();
     for s in all {
@@ -53,6 +53,9 @@ fn render(root: &PinRoot, all: &[Status]) -> String {
             s.rules_digest,
             s.fragments
         );
+        if s.request_recorder == Some("clsact") {
+            let _ = writeln!(o, "  request recorder on clsact (this kernel has no TCX)");
+        }
         if !s.interface_present {
             let _ = writeln!(
                 o,

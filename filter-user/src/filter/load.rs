@@ -15,9 +15,8 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
-        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        SchedClassifier, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
-        tc::TcAttachOptions,
         xdp::{XdpLink, XdpLinkId},
     },
 };
@@ -32,7 +31,7 @@ use filter_common::{
     source_slots,
 };
 
-use super::{counters, failpoint, flags, neverban, open_ports, provenance};
+use super::{counters, failpoint, flags, neverban, open_ports, provenance, recorder};
 use crate::{
     EBPF_OBJECT, privilege,
     rules::{Compiled, Prefix, RuleSet},
@@ -59,12 +58,26 @@ pub enum AttachMode {
 }
 
 /// Removes a half-made pin folder unless disarmed: a failed load or reload
-/// leaves nothing behind.
-struct PinDirGuard(Option<PathBuf>);
+/// leaves nothing behind, not even a clsact recorder (which, unlike a
+/// link, outlives its process by itself).
+struct PinDirGuard {
+    dir: Option<PathBuf>,
+    iface: String,
+    /// The generation that this load or reload made, and its folder.
+    generation: (u32, PathBuf),
+}
+
+impl PinDirGuard {
+    fn disarm(&mut self) {
+        self.dir = None;
+    }
+}
 
 impl Drop for PinDirGuard {
     fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
+        if let Some(dir) = self.dir.take() {
+            let (n, gen_dir) = &self.generation;
+            let _ = recorder::detach_clsact(&self.iface, gen_dir, *n);
             let _ = std::fs::remove_dir_all(dir);
         }
     }
@@ -92,7 +105,13 @@ pub fn load(
         );
     }
     std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut guard = PinDirGuard(Some(dir.clone()));
+    let generation = 1;
+    let gen_dir = generation_dir(&dir, generation);
+    let mut guard = PinDirGuard {
+        dir: Some(dir.clone()),
+        iface: iface.to_string(),
+        generation: (generation, gen_dir.clone()),
+    };
     // mkdir above is what makes a second `load` fail; the lock makes a
     // reload, ban or unload that started meanwhile wait for this one.
     let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
@@ -107,16 +126,19 @@ pub fn load(
     let link: FdLink = link.try_into().context(
         "the kernel attached XDP without a bpf_link; filterctl needs Linux 5.9 or later",
     )?;
-    let generation = 1;
     write_meta(&mut ebpf, set, source, meta_mode, generation)?;
     write_never_ban(&mut ebpf, set)?;
-    pin_generation(&mut ebpf, &generation_dir(&dir, generation))?;
-    pin_link(attach_recorder(&mut ebpf, iface)?, &dir.join(EGRESS_LINK))?;
+    pin_generation(&mut ebpf, &gen_dir)?;
+    recorder::attach(&mut ebpf, iface, generation)?.keep(
+        &mut ebpf,
+        &dir.join(EGRESS_LINK),
+        &gen_dir,
+    )?;
     // The link is pinned last: once it is, the filter stays attached after
     // we exit, and everything it needs is already pinned beside it.
     link.pin(dir.join(LINK))
         .context("failed to pin the XDP link")?;
-    guard.0 = None;
+    guard.disarm();
     Ok(attach_mode_name(meta_mode))
 }
 
@@ -177,16 +199,9 @@ pub fn reload_with(
         failpoint::hit("after-switch")?;
         repin_remade(&ebpf, &dir, &remade)?;
         counters::adopt_older(&dir)?;
-        // The new recorder's link replaces the old one's pin, which
-        // detaches the old recorder: the program whose copy of the open
-        // requests it kept no longer runs.
-        let next = generation_dir(&dir, generation).join(EGRESS_LINK);
-        std::fs::rename(&next, dir.join(EGRESS_LINK)).with_context(|| {
-            format!(
-                "cannot move the new recorder's link {} into place",
-                next.display()
-            )
-        })?;
+        // The old recorders go: the program whose copy of the open
+        // requests they kept no longer runs.
+        recorder::retire_older(iface, &dir, generation)?;
         // Bans that the previous generation set after `prepare` copied the
         // flag: it no longer runs.
         flags::copy_ban_flag(&dir, &generation_dir(&dir, generation))?;
@@ -320,15 +335,20 @@ fn switch(
     write_meta(&mut ebpf, set, source, old_meta.attach_mode, generation)?;
     write_never_ban(&mut ebpf, set)?;
     let gen_dir = generation_dir(dir, generation);
-    let mut guard = PinDirGuard(Some(gen_dir.clone()));
+    let mut guard = PinDirGuard {
+        dir: Some(gen_dir.clone()),
+        iface: iface.to_string(),
+        generation: (generation, gen_dir.clone()),
+    };
     pin_generation(&mut ebpf, &gen_dir)?;
     // The new recorder runs beside the old one from here, then the new
     // generation's copy of the open requests is filled (see open_ports).
     // Pinned with its generation: a reload that stops short leaves both
     // recorders running, and the next one removes it with the generation.
-    pin_link(
-        attach_recorder(&mut ebpf, iface)?,
+    recorder::attach(&mut ebpf, iface, generation)?.keep(
+        &mut ebpf,
         &gen_dir.join(EGRESS_LINK),
+        &gen_dir,
     )?;
     open_ports::seed(&mut ebpf)?;
 
@@ -346,37 +366,8 @@ fn switch(
     program
         .attach_to_link(link)
         .context("failed to switch the XDP link to the new program")?;
-    guard.0 = None;
+    guard.disarm();
     Ok((generation, ebpf, remade))
-}
-
-/// Attaches this object's request recorder to `iface`'s egress (TCX),
-/// after whatever runs there.
-fn attach_recorder(ebpf: &mut Ebpf, iface: &str) -> anyhow::Result<FdLink> {
-    let program: &mut SchedClassifier = ebpf
-        .program_mut(REQUESTS_PROGRAM_NAME)
-        .expect("prepare checked it")
-        .try_into()?;
-    let id = program
-        .attach_with_options(
-            iface,
-            TcAttachType::Egress,
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
-        )
-        .with_context(|| {
-            format!("failed to attach the request recorder to {iface} egress (TCX needs Linux 6.6)")
-        })?;
-    program
-        .take_link(id)?
-        .try_into()
-        .context("the kernel attached TC without a bpf_link")
-}
-
-/// Pins `link` at `path`: it stays attached once this process exits.
-fn pin_link(link: FdLink, path: &Path) -> anyhow::Result<()> {
-    link.pin(path)
-        .with_context(|| format!("failed to pin the egress link at {}", path.display()))?;
-    Ok(())
 }
 
 /// The never-ban set (the rule file's and the host's) into the state maps.
@@ -701,5 +692,6 @@ pub fn unload(root: &PinRoot, iface: &str) -> anyhow::Result<()> {
             drop(fd_link);
         }
     }
+    recorder::detach_all(iface, &dir)?;
     std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))
 }

@@ -17,6 +17,7 @@ pub mod load;
 pub mod neverban;
 pub mod open_ports;
 pub mod provenance;
+pub mod recorder;
 pub mod simulator;
 pub mod stats;
 pub mod status;

@@ -5,6 +5,7 @@ use filter_common::{
     CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, GIT_MODIFIED, GIT_NONE, META_SOURCE_LEN,
 };
 
+use super::recorder;
 use crate::{
     rules::{adaptive::AdaptiveBlock, hex},
     state::{
@@ -26,6 +27,9 @@ pub struct Status {
     pub generation: u32,
     pub stale_generations: Vec<u32>,
     pub attach_mode: &'static str,
+    /// How the reply guard's request recorder hooks egress: "tcx", or
+    /// "clsact" on kernels without TCX; null when none runs.
+    pub request_recorder: Option<&'static str>,
     pub rules_digest: String,
     pub rules_source: String,
     /// Commit of the git work tree holding the rule file, if any.
@@ -59,7 +63,8 @@ pub fn retry<T>(mut read: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T
 
 /// One read of an interface's status, without retrying.
 pub fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
-    let current = current_generation(&root.iface_dir(iface))?;
+    let dir = root.iface_dir(iface);
+    let current = current_generation(&dir)?;
     let meta = read_meta(&current.dir)?;
     let config = read_config(&current.dir)?;
     // Only read when META says there are some: the record is 512 KiB.
@@ -81,6 +86,7 @@ pub fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
         generation: current.generation,
         stale_generations: current.stale,
         attach_mode: attach_mode_name(meta.attach_mode),
+        request_recorder: recorder::hook_of(&dir, &current.dir).map(recorder::Hook::name),
         rules_digest: hex(&meta.digest),
         rules_source: String::from_utf8_lossy(&meta.source[..source_len]).into_owned(),
         git_commit: (meta.git_state != GIT_NONE)

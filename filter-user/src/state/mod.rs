@@ -12,6 +12,10 @@
 //! <root>/<iface>/gen-<n>/RULESET its rule set in canonical form (for diff)
 //! <root>/<iface>/gen-<n>/egress-link its recorder's link, during a reload
 //!                                (moved to <iface>/egress-link after the switch)
+//! <root>/<iface>/gen-<n>/egress-tc its recorder's program again, where the
+//!                                kernel has no TCX: says that a clsact filter
+//!                                with the generation's number runs it
+//! <root>netns:<name>/...         `--netns NAME` under the default root
 //! ```
 
 pub mod bpffs;
@@ -36,6 +40,9 @@ pub const LINK: &str = "link";
 pub const EGRESS_LINK: &str = "egress-link";
 /// A generation's egress program, beside its XDP program.
 pub const EGRESS_PROG: &str = "egress-prog";
+/// A generation's egress program pinned again where its recorder runs as a
+/// clsact filter (kernels without TCX): see filter::recorder.
+pub const EGRESS_TC: &str = "egress-tc";
 
 #[derive(Clone, Debug)]
 pub struct PinRoot(PathBuf);
@@ -49,6 +56,30 @@ impl PinRoot {
         &self.0
     }
 
+    /// The root of the filters of network namespace `name` (`--netns`):
+    /// a folder of its own under the default root, since interfaces of
+    /// one name (eth0) live in many namespaces. No interface name holds a
+    /// colon, so the host's listing tells them apart.
+    pub fn for_netns(&self, name: &str) -> Self {
+        PinRoot(self.0.join(format!("netns:{name}")))
+    }
+
+    /// Network namespaces with filters under this root (see `for_netns`).
+    pub fn netns_roots(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix("netns:").map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
     pub fn iface_dir(&self, iface: &str) -> PathBuf {
         self.0.join(iface)
     }
@@ -59,7 +90,14 @@ impl PinRoot {
     pub fn interfaces(&self) -> anyhow::Result<Vec<String>> {
         let entries = match std::fs::read_dir(&self.0) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Under `ip netns exec` the host's bpffs is hidden: "no
+                // filter" would be a lie.
+                if let Some(why) = self.hidden_bpffs() {
+                    anyhow::bail!("no filter can be seen from here: {why}");
+                }
+                return Ok(Vec::new());
+            }
             Err(e) => return Err(e).with_context(|| format!("cannot list {}", self.0.display())),
         };
         let mut names = Vec::new();
@@ -72,7 +110,13 @@ impl PinRoot {
                 log::warn!("ignored: {e:#}");
                 continue;
             }
-            names.push(entry.file_name().to_string_lossy().into_owned());
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Another network namespace's filters (see `for_netns`): no
+            // interface name holds a colon.
+            if name.contains(':') {
+                continue;
+            }
+            names.push(name);
         }
         names.sort();
         Ok(names)

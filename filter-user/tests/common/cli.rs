@@ -10,10 +10,15 @@ use filter_testkit::net::TestNet;
 
 pub const FILTERCTL: &str = env!("CARGO_BIN_EXE_filterctl");
 
-/// filterctl in the victim's namespace, on the test's own pin root.
+/// filterctl on the victim's namespace (`--netns`), on the test's own pin
+/// root.
 pub fn command(net: &TestNet, args: &[&str]) -> Command {
-    let mut c = TestNet::command_in(&net.victim_ns, FILTERCTL);
-    c.arg("--pin-root").arg(&net.pin_root).args(args);
+    let mut c = Command::new(FILTERCTL);
+    c.arg("--netns")
+        .arg(&net.victim_ns)
+        .arg("--pin-root")
+        .arg(&net.pin_root)
+        .args(args);
     c
 }
 
@@ -100,7 +105,7 @@ pub fn status(net: &TestNet) -> serde_json::Value {
 
 /// Names and ids of the programs on the victim interface's TC egress.
 pub fn egress_programs(net: &TestNet) -> Vec<(String, u32)> {
-    TestNet::in_ns(&net.victim_ns, || {
+    let mut progs = TestNet::in_ns(&net.victim_ns, || {
         let (_, progs) = aya::programs::SchedClassifier::query_tcx(
             &net.victim_if,
             aya::programs::TcAttachType::Egress,
@@ -109,7 +114,32 @@ pub fn egress_programs(net: &TestNet) -> Vec<(String, u32)> {
         progs
             .iter()
             .map(|p| (p.name_as_str().unwrap_or("?").to_string(), p.id()))
-            .collect()
+            .collect::<Vec<_>>()
     })
-    .unwrap()
+    .unwrap();
+    progs.extend(clsact_egress_programs(net));
+    progs
+}
+
+/// The BPF filters on the victim interface's clsact egress hook (where
+/// the recorder runs when TCX is off), as `tc filter show` lists them:
+/// `... bpf chain 0 handle 0x2 requests direct-action not_in_hw id 41 ...`.
+pub fn clsact_egress_programs(net: &TestNet) -> Vec<(String, u32)> {
+    let out = TestNet::command_in(&net.victim_ns, "tc")
+        .args(["filter", "show", "dev", &net.victim_if, "egress"])
+        .output()
+        .expect("run tc");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let after = |w: &str| {
+                let i = words.iter().position(|x| *x == w)?;
+                words.get(i + 1).copied()
+            };
+            let name = words.get(words.iter().position(|x| *x == "handle")? + 2)?;
+            let id = after("id")?.parse().ok()?;
+            Some((name.to_string(), id))
+        })
+        .collect()
 }

@@ -1,0 +1,225 @@
+//! Attaching the reply guard's request recorder to an interface's egress:
+//! with a TCX link (Linux 6.6) where the kernel has TCX, with a netlink TC
+//! filter on the clsact qdisc where it does not (Debian 12's 6.1, Ubuntu
+//! 22.04's 5.15, RHEL 9's 5.14). Both keep the reload's order: the new
+//! generation's recorder runs beside the old one until after the switch,
+//! then the old one goes.
+//!
+//! A TCX link is a pin (`<iface>/egress-link`, or `gen-<n>/egress-link`
+//! during a reload). A clsact filter outlives the process by itself and
+//! cannot be pinned: it sits at a priority of filterctl's own with the
+//! generation's number as its handle, and a second pin of the
+//! generation's egress program (`gen-<n>/egress-tc`) says it is there, so
+//! that whatever removes the generation detaches it.
+
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf,
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType,
+        links::{FdLink, Link as _},
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
+    },
+};
+use filter_common::REQUESTS_PROGRAM_NAME;
+
+use crate::{
+    state::{EGRESS_LINK, EGRESS_TC, generation_dir, generations},
+    sys,
+};
+
+/// The clsact priority of filterctl's recorders: late (a high number), so
+/// that they run after what others attached, as the TCX link does.
+const PRIORITY: u16 = 0xfe17;
+
+/// How the recorder was attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Tcx,
+    Clsact,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Tcx => "tcx",
+            Hook::Clsact => "clsact",
+        }
+    }
+}
+
+/// A recorder attached by this process: detached when dropped, until
+/// [`Recorder::keep`] makes it outlive the process.
+pub enum Recorder {
+    Tcx(FdLink),
+    Clsact(SchedClassifierLink),
+}
+
+/// Attaches `ebpf`'s recorder to `iface`'s egress for `generation`, after
+/// whatever runs there: TCX where the kernel has it, else clsact.
+pub fn attach(ebpf: &mut Ebpf, iface: &str, generation: u32) -> anyhow::Result<Recorder> {
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(REQUESTS_PROGRAM_NAME)
+        .expect("prepare checked it")
+        .try_into()?;
+    if !sys::fake::on("tcx") {
+        match program.attach_with_options(
+            iface,
+            TcAttachType::Egress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        ) {
+            Ok(id) => {
+                let link = program
+                    .take_link(id)?
+                    .try_into()
+                    .context("the kernel attached TC without a bpf_link")?;
+                return Ok(Recorder::Tcx(link));
+            }
+            // Kernels before 6.6 refuse the attach type (EINVAL).
+            Err(e) => log::info!("TCX refused ({e}): attaching the request recorder with clsact"),
+        }
+    }
+    if let Err(e) = tc::qdisc_add_clsact(iface) {
+        // EEXIST: the qdisc is there already (ours, or tc's users').
+        let exists =
+            matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
+        if !exists {
+            return Err(anyhow!(e)).with_context(|| {
+                format!("cannot add the clsact qdisc to {iface} for the request recorder")
+            });
+        }
+    }
+    let options = NlOptions {
+        priority: PRIORITY,
+        handle: TcHandle::from(generation),
+        classid: None,
+    };
+    let id = program
+        .attach_with_options(
+            iface,
+            TcAttachType::Egress,
+            TcAttachOptions::Netlink(options),
+        )
+        .with_context(|| {
+            format!("failed to attach the request recorder to {iface} egress (TCX or clsact)")
+        })?;
+    let link = program.take_link(id)?;
+    Ok(Recorder::Clsact(link))
+}
+
+impl Recorder {
+    pub fn hook(&self) -> Hook {
+        match self {
+            Recorder::Tcx(_) => Hook::Tcx,
+            Recorder::Clsact(_) => Hook::Clsact,
+        }
+    }
+
+    /// Makes the recorder outlive this process: a TCX link pinned at
+    /// `link_path`; a clsact filter marked in `gen_dir` (by a pin of its
+    /// program) and let go.
+    pub fn keep(self, ebpf: &mut Ebpf, link_path: &Path, gen_dir: &Path) -> anyhow::Result<()> {
+        match self {
+            Recorder::Tcx(link) => {
+                link.pin(link_path).with_context(|| {
+                    format!("failed to pin the egress link at {}", link_path.display())
+                })?;
+            }
+            Recorder::Clsact(link) => {
+                let program: &mut SchedClassifier = ebpf
+                    .program_mut(REQUESTS_PROGRAM_NAME)
+                    .expect("prepare checked it")
+                    .try_into()?;
+                let marker = gen_dir.join(EGRESS_TC);
+                program
+                    .pin(&marker)
+                    .with_context(|| format!("failed to pin {}", marker.display()))?;
+                // Dropped, the link would detach the filter: it stays
+                // attached, found again through the marker.
+                std::mem::forget(link);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How the recorder of the generation in `gen_dir` is attached, if it is
+/// (a TCX link in the generation's folder only during a reload).
+pub fn hook_of(iface_dir: &Path, gen_dir: &Path) -> Option<Hook> {
+    if gen_dir.join(EGRESS_TC).exists() {
+        Some(Hook::Clsact)
+    } else if gen_dir.join(EGRESS_LINK).exists() || iface_dir.join(EGRESS_LINK).exists() {
+        Some(Hook::Tcx)
+    } else {
+        None
+    }
+}
+
+/// Detaches generation `generation`'s clsact recorder, if it has one (the
+/// caller removes its folder, and with it the marker). One already gone
+/// (the qdisc deleted by hand, the interface gone) is no error.
+pub fn detach_clsact(iface: &str, gen_dir: &Path, generation: u32) -> anyhow::Result<()> {
+    if !gen_dir.join(EGRESS_TC).exists() {
+        return Ok(());
+    }
+    let link = match SchedClassifierLink::attached(
+        iface,
+        TcAttachType::Egress,
+        PRIORITY,
+        TcHandle::from(generation),
+        None,
+    ) {
+        Ok(link) => link,
+        // No such interface: nothing is attached to it.
+        Err(_) => return Ok(()),
+    };
+    match link.detach() {
+        Ok(()) => Ok(()),
+        Err(aya::programs::ProgramError::NetlinkError(e))
+            if e.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(anyhow!(e)).with_context(|| {
+            format!("cannot detach the request recorder of generation {generation} from {iface}")
+        }),
+    }
+}
+
+/// After a switch to `generation`: its recorder takes the place of the
+/// older ones, which are detached (TCX: by replacing or removing the
+/// interface's link pin; clsact: by handle).
+pub fn retire_older(iface: &str, iface_dir: &Path, generation: u32) -> anyhow::Result<()> {
+    let next = generation_dir(iface_dir, generation).join(EGRESS_LINK);
+    let current = iface_dir.join(EGRESS_LINK);
+    if next.exists() {
+        // Replacing the pin detaches the old TCX recorder: the program
+        // whose copy of the open requests it kept no longer runs.
+        std::fs::rename(&next, &current).with_context(|| {
+            format!(
+                "cannot move the new recorder's link {} into place",
+                next.display()
+            )
+        })?;
+    } else if current.exists() {
+        // The new recorder is a clsact filter: the TCX one goes.
+        std::fs::remove_file(&current)
+            .with_context(|| format!("cannot remove {}", current.display()))?;
+    }
+    for g in generations(iface_dir)? {
+        if g < generation {
+            detach_clsact(iface, &generation_dir(iface_dir, g), g)?;
+        }
+    }
+    Ok(())
+}
+
+/// Detaches every recorder of the filter in `iface_dir` (unload).
+pub fn detach_all(iface: &str, iface_dir: &Path) -> anyhow::Result<()> {
+    for g in generations(iface_dir)? {
+        detach_clsact(iface, &generation_dir(iface_dir, g), g)?;
+    }
+    Ok(())
+}
