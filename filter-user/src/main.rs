@@ -13,7 +13,7 @@ use filterctl::{
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The daemon says what it does; one-shot commands print their results.
-    let level = if matches!(cli.command, Command::Serve { .. }) {
+    let level = if matches!(cli.command, Command::Serve(_)) {
         "info"
     } else {
         "warn"

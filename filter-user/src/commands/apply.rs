@@ -1,14 +1,11 @@
 //! `apply`: load, reload or leave an interface so that it runs a rule file;
 //! the exit status says which.
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use super::load::guard_of;
+use super::load::{AttachModeArg, guard_of};
 use crate::{
-    filter::{
-        converge::{Converged, converge},
-        load::AttachMode,
-    },
+    filter::converge::{Converged, converge},
     state::PinRoot,
 };
 
@@ -33,15 +30,30 @@ struct Report<'a> {
     exit_code: u8,
 }
 
-pub fn apply(
-    root: &PinRoot,
-    iface: &str,
-    rules: &Path,
-    mode: AttachMode,
+#[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    #[arg(long)]
+    iface: String,
+    #[arg(long)]
+    rules: PathBuf,
+    /// Attach mode for a first load (ignored when a filter runs).
+    #[arg(long, value_enum, default_value_t = AttachModeArg::Auto)]
+    mode: AttachModeArg,
+    /// Apply even if the rules would lock you out (see `load --force`).
+    #[arg(long)]
     force: bool,
+    /// Print what was done as JSON.
+    #[arg(long)]
     json: bool,
-) -> anyhow::Result<u8> {
-    let (set, done) = converge(root, iface, rules, guard_of(force), mode)?;
+    /// Exit 0 whether it loaded, reloaded or found nothing to do (for
+    /// systemd's ExecStartPre and init containers); errors still exit 1.
+    #[arg(long)]
+    exit_zero: bool,
+}
+
+pub fn run(root: &PinRoot, a: ApplyArgs) -> anyhow::Result<u8> {
+    let (iface, rules) = (a.iface.as_str(), &a.rules);
+    let (set, done) = converge(root, iface, rules, guard_of(a.force), a.mode.into())?;
     let (action, generation, attach_mode, code) = match done {
         Converged::Unchanged { generation } => {
             ("unchanged", Some(generation), None, EXIT_UNCHANGED)
@@ -59,7 +71,7 @@ pub fn apply(
         rule_count: set.rules.len(),
         exit_code: code,
     };
-    if json {
+    if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let how = attach_mode.map_or(String::new(), |m| format!(" ({m} mode)"));
@@ -71,5 +83,5 @@ pub fn apply(
             &report.rules_digest[..16]
         );
     }
-    Ok(code)
+    Ok(if a.exit_zero { 0 } else { code })
 }

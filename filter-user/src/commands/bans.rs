@@ -7,44 +7,70 @@ use crate::{
     state::PinRoot,
 };
 
-pub fn ban(
-    root: &PinRoot,
-    target: &str,
-    duration: &str,
+#[derive(clap::Args, Debug)]
+pub struct BanArgs {
+    /// 198.51.100.7, 2001:db8::/48, ...
+    target: String,
+    /// How long: 30s, 10m, 2h, 1d.
+    #[arg(long = "for", value_name = "DURATION")]
+    duration: String,
+    #[arg(long)]
     iface: Option<String>,
+    /// Ban even a prefix that covers everyone, this host's own addresses
+    /// or your SSH session.
+    #[arg(long)]
     force: bool,
-) -> anyhow::Result<()> {
-    let target = bans::parse_target(target)?;
-    if !force {
-        lockout::check_ban(&target, &lockout::protected_addresses())?;
-    }
-    let ns = parse_duration(duration)?;
-    for iface in super::interfaces(root, iface)? {
-        let banned = bans::ban(root, &iface, target, std::time::Duration::from_nanos(ns))?;
-        println!("{iface}: banned {banned} for {duration}");
-    }
-    Ok(())
 }
 
-pub fn unban(root: &PinRoot, target: &str, iface: Option<String>) -> anyhow::Result<()> {
-    let target = bans::parse_target(target)?;
-    for iface in super::interfaces(root, iface)? {
+pub fn ban(root: &PinRoot, a: BanArgs) -> anyhow::Result<u8> {
+    let target = bans::parse_target(&a.target)?;
+    if !a.force {
+        lockout::check_ban(&target, &lockout::protected_addresses())?;
+    }
+    let ns = parse_duration(&a.duration)?;
+    for iface in super::interfaces(root, a.iface)? {
+        let banned = bans::ban(root, &iface, target, std::time::Duration::from_nanos(ns))?;
+        println!("{iface}: banned {banned} for {}", a.duration);
+    }
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UnbanArgs {
+    target: String,
+    #[arg(long)]
+    iface: Option<String>,
+}
+
+pub fn unban(root: &PinRoot, a: UnbanArgs) -> anyhow::Result<u8> {
+    let target = bans::parse_target(&a.target)?;
+    for iface in super::interfaces(root, a.iface)? {
         let lifted = bans::unban(root, &iface, target)?;
         println!("{iface}: lifted the ban on {lifted}");
     }
-    Ok(())
+    Ok(0)
 }
 
-pub fn top(root: &PinRoot, iface: Option<String>, n: usize, json: bool) -> anyhow::Result<()> {
-    let report = bans::top_report(root, super::interfaces(root, iface)?, n)?;
-    if json {
+#[derive(clap::Args, Debug)]
+pub struct TopArgs {
+    #[arg(long)]
+    iface: Option<String>,
+    #[arg(short, default_value_t = 20)]
+    n: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn top(root: &PinRoot, a: TopArgs) -> anyhow::Result<u8> {
+    let report = bans::top_report(root, super::interfaces(root, a.iface)?, a.n)?;
+    if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for t in &report.interfaces {
             print!("{}", render(&t.interface, &t.sources));
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 fn render(iface: &str, entries: &[Entry]) -> String {

@@ -17,31 +17,58 @@ use crate::{
     state::PinRoot,
 };
 
-/// When the capture ends (besides Ctrl-C or SIGTERM).
-#[derive(Debug, Clone, Copy)]
-pub struct Stop {
-    pub duration: Option<u64>,
-    pub count: Option<u64>,
+#[derive(clap::Args, Debug)]
+pub struct CaptureArgs {
+    #[arg(long)]
+    iface: String,
+    /// Only frames dropped for this reason (repeatable; e.g. rule_drop,
+    /// rate_limit_drop, deny_drop); all drop reasons when absent.
+    #[arg(long = "reason", value_name = "REASON")]
+    reasons: Vec<String>,
+    /// Only frames this rule matched (of the rule set running when the
+    /// capture starts: restart it after a reload that reorders rules).
+    #[arg(long)]
+    rule: Option<String>,
+    /// Copy one frame in N (per CPU).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    sample: u32,
+    /// At most this many frames per second are written.
+    #[arg(long, value_name = "M", default_value_t = 1000)]
+    max_pps: u32,
+    /// Bytes of each frame to keep (at most 1528).
+    #[arg(long, value_name = "B", default_value_t = 1528)]
+    snaplen: u32,
+    /// The pcapng file to write.
+    #[arg(short = 'w', value_name = "FILE")]
+    write: PathBuf,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+    /// Stop after this many frames.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
 }
 
-pub fn selection(
-    reasons: &[String],
-    rule: Option<String>,
-    sample: u32,
-    max_pps: u32,
-    snaplen: u32,
-) -> anyhow::Result<Selection> {
-    anyhow::ensure!(sample >= 1, "--sample must be 1 or more");
-    anyhow::ensure!(max_pps >= 1, "--max-pps must be 1 or more");
+/// When the capture ends (besides Ctrl-C or SIGTERM).
+#[derive(Debug, Clone, Copy)]
+struct Stop {
+    duration: Option<u64>,
+    count: Option<u64>,
+}
+
+fn selection(a: &CaptureArgs) -> anyhow::Result<Selection> {
+    anyhow::ensure!(a.sample >= 1, "--sample must be 1 or more");
+    anyhow::ensure!(a.max_pps >= 1, "--max-pps must be 1 or more");
     Ok(Selection {
-        reasons: reasons
+        reasons: a
+            .reasons
             .iter()
             .map(|r| parse_reason(r))
             .collect::<anyhow::Result<_>>()?,
-        rule,
-        sample,
-        max_pps,
-        snaplen,
+        rule: a.rule.clone(),
+        sample: a.sample,
+        max_pps: a.max_pps,
+        snaplen: a.snaplen,
     })
 }
 
@@ -53,13 +80,13 @@ struct Written {
     over_bound: u64,
 }
 
-pub async fn capture(
-    root: PinRoot,
-    iface: String,
-    sel: Selection,
-    path: PathBuf,
-    stop: Stop,
-) -> anyhow::Result<()> {
+pub async fn run(root: PinRoot, a: CaptureArgs) -> anyhow::Result<u8> {
+    let sel = selection(&a)?;
+    let stop = Stop {
+        duration: a.duration,
+        count: a.count,
+    };
+    let (iface, path) = (a.iface, a.write);
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = interrupted.clone();
     let (file, iface_name) = (path.clone(), iface.clone());
@@ -82,7 +109,7 @@ pub async fn capture(
             String::new()
         }
     );
-    Ok(())
+    Ok(0)
 }
 
 /// The capture loop, blocking: reads copies, bounds them to --max-pps per

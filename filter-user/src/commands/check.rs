@@ -5,7 +5,17 @@ use std::path::PathBuf;
 
 use crate::rules::{self, lint};
 
-pub fn check(paths: &[PathBuf], strict: bool) -> anyhow::Result<()> {
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Exit status 1 on warnings too.
+    #[arg(long)]
+    strict: bool,
+}
+
+pub fn run(a: CheckArgs) -> anyhow::Result<u8> {
+    let (paths, strict) = (&a.paths, a.strict);
     let (mut bad, mut warned) = (0, 0);
     for p in paths {
         match lint::check_file(p) {
@@ -45,5 +55,5 @@ pub fn check(paths: &[PathBuf], strict: bool) -> anyhow::Result<()> {
             paths.len()
         );
     }
-    Ok(())
+    Ok(0)
 }

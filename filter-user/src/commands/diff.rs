@@ -1,13 +1,24 @@
 //! `diff`: what reloading an interface with a rule file would change.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use crate::{filter::diff, rules, state::PinRoot};
 
-pub fn diff(root: &PinRoot, iface: &str, rules: &Path, json: bool) -> anyhow::Result<()> {
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    #[arg(long)]
+    iface: String,
+    #[arg(long)]
+    rules: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(root: &PinRoot, a: DiffArgs) -> anyhow::Result<u8> {
+    let (iface, rules) = (&a.iface, &a.rules);
     let set = rules::load_file(rules)?;
     let plan = diff::plan(root, iface, &set)?;
-    if json {
+    if a.json {
         let doc = serde_json::json!({
             "schema_version": crate::JSON_SCHEMA_VERSION,
             "interface": iface,
@@ -19,5 +30,5 @@ pub fn diff(root: &PinRoot, iface: &str, rules: &Path, json: bool) -> anyhow::Re
     } else {
         print!("{}", plan.render());
     }
-    Ok(())
+    Ok(0)
 }

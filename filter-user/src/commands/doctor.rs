@@ -3,10 +3,16 @@
 use super::load::default_rule_set;
 use crate::{probe, state::PinRoot};
 
+#[derive(clap::Args, Debug)]
+pub struct DoctorArgs {
+    #[arg(long)]
+    json: bool,
+}
+
 /// Exit status 1 when the filter itself cannot load here.
-pub fn doctor(root: &PinRoot, json: bool) -> anyhow::Result<u8> {
+pub fn run(root: &PinRoot, a: DoctorArgs) -> anyhow::Result<u8> {
     let report = probe::probe(root, &default_rule_set()?);
-    if json {
+    if a.json {
         let doc = serde_json::json!({
             "schema_version": crate::JSON_SCHEMA_VERSION,
             "kernel": report.kernel,

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use super::args::ModeArg;
 use crate::{
     filter::{
         apply::{self, Applied, Guard, apply_rules},
@@ -37,16 +36,45 @@ fn rules_for(path: Option<&Path>) -> anyhow::Result<(RuleSet, PathBuf)> {
     }
 }
 
-pub fn load(
-    root: &PinRoot,
-    iface: &str,
-    rules: Option<&Path>,
-    mode: AttachMode,
+/// `--mode` of `load` and `apply`: the library's [`AttachMode`] on the
+/// command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachModeArg {
+    Auto,
+    Native,
+    Generic,
+}
+
+impl From<AttachModeArg> for AttachMode {
+    fn from(m: AttachModeArg) -> Self {
+        match m {
+            AttachModeArg::Auto => AttachMode::Auto,
+            AttachModeArg::Native => AttachMode::Native,
+            AttachModeArg::Generic => AttachMode::Generic,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    #[arg(long)]
+    iface: String,
+    /// Rule file (TOML); the built-in default profile when absent.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = AttachModeArg::Auto)]
+    mode: AttachModeArg,
+    /// Load even if the rules would drop traffic from this host's own
+    /// addresses or from your SSH session.
+    #[arg(long)]
     force: bool,
-) -> anyhow::Result<()> {
-    let (set, source) = rules_for(rules)?;
-    apply::guard(&set, guard_of(force))?;
-    let used = loader::load(root, iface, &set, &source, mode)
+}
+
+pub fn load(root: &PinRoot, a: LoadArgs) -> anyhow::Result<u8> {
+    let iface = &a.iface;
+    let (set, source) = rules_for(a.rules.as_deref())?;
+    apply::guard(&set, guard_of(a.force))?;
+    let used = loader::load(root, iface, &set, &source, a.mode.into())
         .with_context(|| format!("failed to load the filter on {iface}"))?;
     println!(
         "loaded on {iface} ({used} mode): {} rules from {}, digest {}",
@@ -54,18 +82,30 @@ pub fn load(
         source.display(),
         &set.digest_hex()[..16]
     );
-    Ok(())
+    Ok(0)
 }
 
-pub fn reload(
-    root: &PinRoot,
-    iface: &str,
-    rules: &Path,
+#[derive(clap::Args, Debug)]
+pub struct ReloadArgs {
+    #[arg(long)]
+    iface: String,
+    #[arg(long)]
+    rules: PathBuf,
+    /// Reload even if the rules would lock you out (see `load --force`).
+    #[arg(long)]
     force: bool,
+    /// Accept state maps (counters, bans, limiter) whose pins were
+    /// removed: they start empty. Without it such a reload fails.
+    #[arg(long)]
     reset_state: bool,
-) -> anyhow::Result<()> {
-    let opts = ReloadOptions { reset_state };
-    let (set, applied) = apply_rules(root, iface, rules, guard_of(force), None, &[], opts)?;
+}
+
+pub fn reload(root: &PinRoot, a: ReloadArgs) -> anyhow::Result<u8> {
+    let (iface, rules) = (&a.iface, &a.rules);
+    let opts = ReloadOptions {
+        reset_state: a.reset_state,
+    };
+    let (set, applied) = apply_rules(root, iface, rules, guard_of(a.force), None, &[], opts)?;
     if let Applied::Reloaded { generation } = applied {
         println!(
             "reloaded {iface}: generation {generation}, {} rules from {}, digest {}",
@@ -74,27 +114,54 @@ pub fn reload(
             &set.digest_hex()[..16]
         );
     }
-    Ok(())
+    Ok(0)
 }
 
-pub fn mode(root: &PinRoot, iface: &str, mode: ModeArg) -> anyhow::Result<()> {
-    let monitor = mode == ModeArg::Monitor;
-    loader::set_mode(root, iface, monitor)?;
-    println!("{iface}: {}", if monitor { "monitor" } else { "enforce" });
-    Ok(())
+/// The positional argument of `mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EnforceOrMonitor {
+    Enforce,
+    Monitor,
 }
 
-pub fn unload(root: &PinRoot, iface: Option<String>, all: bool) -> anyhow::Result<()> {
-    let targets = match iface {
+#[derive(clap::Args, Debug)]
+pub struct ModeArgs {
+    #[arg(long)]
+    iface: String,
+    #[arg(value_enum)]
+    mode: EnforceOrMonitor,
+}
+
+pub fn mode(root: &PinRoot, a: ModeArgs) -> anyhow::Result<u8> {
+    let monitor = a.mode == EnforceOrMonitor::Monitor;
+    loader::set_mode(root, &a.iface, monitor)?;
+    println!(
+        "{}: {}",
+        a.iface,
+        if monitor { "monitor" } else { "enforce" }
+    );
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UnloadArgs {
+    #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+    iface: Option<String>,
+    #[arg(long)]
+    all: bool,
+}
+
+pub fn unload(root: &PinRoot, a: UnloadArgs) -> anyhow::Result<u8> {
+    let targets = match a.iface {
         Some(i) => vec![i],
         None => root.interfaces()?,
     };
-    if all && targets.is_empty() {
+    if a.all && targets.is_empty() {
         println!("no filter loaded");
     }
     for iface in targets {
         loader::unload(root, &iface)?;
         println!("unloaded from {iface}");
     }
-    Ok(())
+    Ok(0)
 }

@@ -1,7 +1,8 @@
-//! The command layer: `args` holds the command line, each command is one
-//! function that does the work through the library and returns what it
-//! found, and a render function beside it turns that into text or JSON.
-//! `run` only dispatches.
+//! The command layer: `args` holds the command line; each command is an
+//! args struct (its options) and a function beside it that does the work
+//! through the library, prints what it found (a render function beside it
+//! turns that into text) and returns the exit status. `run` only
+//! dispatches.
 
 mod apply;
 pub mod args;
@@ -12,6 +13,7 @@ mod diff;
 mod doctor;
 mod load;
 mod replay;
+mod serve;
 mod stats;
 mod status;
 mod table;
@@ -22,90 +24,28 @@ use crate::state::PinRoot;
 
 pub use self::load::DEFAULT_RULES;
 
-/// Runs a command; the exit status is 0 unless the command says otherwise
-/// (`apply`'s codes).
+/// Runs a command; its exit status is 0 unless the command says otherwise
+/// (`apply`'s codes, `doctor`'s 1).
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let root = cli.pin_root();
-    if let Command::Apply {
-        iface,
-        rules,
-        mode,
-        force,
-        json,
-        exit_zero,
-    } = cli.command
-    {
-        let code = apply::apply(&root, &iface, &rules, mode, force, json)?;
-        return Ok(if exit_zero { 0 } else { code });
-    }
-    if let Command::Doctor { json } = cli.command {
-        return doctor::doctor(&root, json);
-    }
-    dispatch(root, cli.command).await.map(|()| 0)
-}
-
-async fn dispatch(root: PinRoot, command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Apply { .. } | Command::Doctor { .. } => {
-            unreachable!("run handles apply and doctor")
-        }
-        Command::Serve {
-            listen,
-            iface,
-            rules,
-            watch,
-        } => {
-            let watches = crate::serve::watch::watches(iface, rules, watch)?;
-            crate::serve::serve(root, listen, watches).await
-        }
-        Command::Load {
-            iface,
-            rules,
-            mode,
-            force,
-        } => load::load(&root, &iface, rules.as_deref(), mode, force),
-        Command::Reload {
-            iface,
-            rules,
-            force,
-            reset_state,
-        } => load::reload(&root, &iface, &rules, force, reset_state),
-        Command::Diff { iface, rules, json } => diff::diff(&root, &iface, &rules, json),
-        Command::Mode { iface, mode } => load::mode(&root, &iface, mode),
-        Command::Unload { iface, all } => load::unload(&root, iface, all),
-        Command::Status { json } => status::status(&root, json),
-        Command::Stats { iface, json, watch } => stats::stats(&root, iface.as_deref(), json, watch),
-        Command::Ban {
-            target,
-            duration,
-            iface,
-            force,
-        } => bans::ban(&root, &target, &duration, iface, force),
-        Command::Unban { target, iface } => bans::unban(&root, &target, iface),
-        Command::Top { iface, n, json } => bans::top(&root, iface, n, json),
-        Command::Replay {
-            rules,
-            capture,
-            json,
-            verbose,
-        } => replay::replay(&rules, &capture, json, verbose),
-        Command::Check { paths, strict } => check::check(&paths, strict),
-        Command::Upstream { iface, json } => upstream::upstream(&root, iface, json),
-        Command::Capture {
-            iface,
-            reasons,
-            rule,
-            sample,
-            max_pps,
-            snaplen,
-            write,
-            duration,
-            count,
-        } => {
-            let sel = capture::selection(&reasons, rule, sample, max_pps, snaplen)?;
-            let stop = capture::Stop { duration, count };
-            capture::capture(root, iface, sel, write, stop).await
-        }
+    match cli.command {
+        Command::Load(a) => load::load(&root, a),
+        Command::Apply(a) => apply::run(&root, a),
+        Command::Reload(a) => load::reload(&root, a),
+        Command::Diff(a) => diff::run(&root, a),
+        Command::Mode(a) => load::mode(&root, a),
+        Command::Unload(a) => load::unload(&root, a),
+        Command::Status(a) => status::run(&root, a),
+        Command::Stats(a) => stats::run(&root, a),
+        Command::Ban(a) => bans::ban(&root, a),
+        Command::Doctor(a) => doctor::run(&root, a),
+        Command::Unban(a) => bans::unban(&root, a),
+        Command::Top(a) => bans::top(&root, a),
+        Command::Capture(a) => capture::run(root, a).await,
+        Command::Replay(a) => replay::run(a),
+        Command::Serve(a) => serve::run(root, a).await,
+        Command::Upstream(a) => upstream::run(&root, a),
+        Command::Check(a) => check::run(a),
     }
 }
 

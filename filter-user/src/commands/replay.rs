@@ -4,7 +4,7 @@
 use std::{
     fmt::Write as _,
     io::{BufWriter, Write as _},
-    path::Path,
+    path::PathBuf,
 };
 
 use super::table;
@@ -13,9 +13,25 @@ use crate::{
     rules::{self, Mode},
 };
 
-pub fn replay(rules_path: &Path, capture: &Path, json: bool, verbose: bool) -> anyhow::Result<()> {
-    let set = rules::load_file(rules_path)?;
-    let replay = Replay::open(&set, &rules_path.display().to_string(), capture)?;
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// Rule file (TOML) to test.
+    #[arg(long)]
+    rules: PathBuf,
+    /// Capture file (.pcap or .pcapng).
+    capture: PathBuf,
+    /// Print the report as JSON (every frame, totals per reason and rule).
+    #[arg(long)]
+    json: bool,
+    /// List every frame in the human report.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
+    let (json, verbose) = (a.json, a.verbose);
+    let set = rules::load_file(&a.rules)?;
+    let replay = Replay::open(&set, &a.rules.display().to_string(), &a.capture)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     if json {
@@ -57,7 +73,7 @@ pub fn replay(rules_path: &Path, capture: &Path, json: bool, verbose: bool) -> a
         write!(out, "{}", render_totals(&totals, verbose))?;
     }
     out.flush()?;
-    Ok(())
+    Ok(0)
 }
 
 fn render_header(h: &Header, verbose: bool) -> String {

@@ -8,22 +8,29 @@ use crate::{
     state::PinRoot,
 };
 
-pub fn stats(
-    root: &PinRoot,
-    iface: Option<&str>,
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    #[arg(long)]
+    iface: Option<String>,
+    #[arg(long)]
     json: bool,
-    watch_secs: Option<u64>,
-) -> anyhow::Result<()> {
-    if let Some(secs) = watch_secs {
-        return watch(root, iface, secs.max(1), json);
+    /// Print rates (per second over this many seconds) until stopped.
+    #[arg(long, value_name = "SECS")]
+    watch: Option<u64>,
+}
+
+pub fn run(root: &PinRoot, a: StatsArgs) -> anyhow::Result<u8> {
+    let iface = a.iface.as_deref();
+    if let Some(secs) = a.watch {
+        return watch(root, iface, secs.max(1), a.json).map(|()| 0);
     }
     let snap = snapshot(root, iface)?;
-    if json {
+    if a.json {
         println!("{}", serde_json::to_string_pretty(&snap)?);
     } else {
         print!("{}", render(&snap));
     }
-    Ok(())
+    Ok(0)
 }
 
 fn render(s: &Snapshot) -> String {

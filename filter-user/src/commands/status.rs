@@ -8,7 +8,13 @@ use crate::{
     state::PinRoot,
 };
 
-pub fn status(root: &PinRoot, json: bool) -> anyhow::Result<()> {
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(root: &PinRoot, a: StatusArgs) -> anyhow::Result<u8> {
     let mut all = Vec::new();
     for iface in root.interfaces()? {
         all.push(
@@ -16,7 +22,7 @@ pub fn status(root: &PinRoot, json: bool) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot read the state of {iface}"))?,
         );
     }
-    if json {
+    if a.json {
         let doc = serde_json::json!({
             "schema_version": crate::JSON_SCHEMA_VERSION,
             "interfaces": all,
@@ -25,7 +31,7 @@ pub fn status(root: &PinRoot, json: bool) -> anyhow::Result<()> {
     } else {
         print!("{}", render(root, &all));
     }
-    Ok(())
+    Ok(0)
 }
 
 fn render(root: &PinRoot, all: &[Status]) -> String {

@@ -8,9 +8,18 @@ use crate::{
     upstream::state::{self, UpstreamState},
 };
 
-pub fn upstream(root: &PinRoot, iface: Option<String>, json: bool) -> anyhow::Result<()> {
+#[derive(clap::Args, Debug)]
+pub struct UpstreamArgs {
+    #[arg(long)]
+    iface: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(root: &PinRoot, a: UpstreamArgs) -> anyhow::Result<u8> {
+    let json = a.json;
     let mut all = Vec::new();
-    for i in super::interfaces(root, iface)? {
+    for i in super::interfaces(root, a.iface)? {
         match state::read(root, &i)? {
             Some(s) => all.push(s),
             None if !json => println!(
@@ -24,7 +33,7 @@ pub fn upstream(root: &PinRoot, iface: Option<String>, json: bool) -> anyhow::Re
     } else {
         print!("{}", render(&all));
     }
-    Ok(())
+    Ok(0)
 }
 
 fn render(all: &[UpstreamState]) -> String {

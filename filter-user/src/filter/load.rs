@@ -50,7 +50,7 @@ use crate::{
 
 /// How to attach: `auto` tries the driver (native) first and falls back to
 /// generic (skb) mode, which every interface supports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
     Auto,
     Native,
