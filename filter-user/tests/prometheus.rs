@@ -23,6 +23,7 @@ use filter_testkit::{
     frames::ntp_monlist_reply,
     net::{TestNet, VICTIM_V4, send_udp},
 };
+use filterctl::serve::metrics::METRICS;
 use serde_json::Value;
 
 use common::{
@@ -155,6 +156,46 @@ fn alert_expressions() -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// The `filterctl_*` names a PromQL expression asks for.
+fn metric_names(expr: &str) -> Vec<&str> {
+    expr.match_indices("filterctl_")
+        .map(|(at, _)| {
+            let rest = &expr[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect()
+}
+
+/// Every series the dashboard and the alerts ask for is one serve's metric
+/// table declares: a renamed metric fails here rather than leave a panel
+/// empty or an alert silent. Needs no root.
+#[test]
+fn dashboard_and_alerts_ask_only_for_declared_metrics() {
+    let declared: Vec<String> = METRICS.iter().map(|d| d.sample_name()).collect();
+    let all: Vec<_> = dashboard_queries()
+        .into_iter()
+        .chain(alert_expressions())
+        .collect();
+    let mut asked = 0;
+    for (place, expr) in &all {
+        for name in metric_names(expr) {
+            asked += 1;
+            assert!(
+                declared.iter().any(|d| d == name),
+                "{place}: {name} is not a series of serve's metric table (METRICS in filter-user/src/serve/metrics.rs): {expr}"
+            );
+        }
+    }
+    assert!(
+        asked >= all.len(),
+        "{asked} names in {} expressions",
+        all.len()
+    );
 }
 
 /// Reflection, a flood from one source and DNS, in bursts until `stop`.

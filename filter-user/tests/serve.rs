@@ -20,6 +20,10 @@ use common::{
 };
 use filter_testkit::frames::{ntp_monlist_reply, ntp_time_reply};
 use filter_testkit::net::{Sink, TestNet, VICTIM_V4, send_udp};
+use filterctl::serve::{
+    catalogue::{PREFIX, Source},
+    metrics::METRICS,
+};
 use serde_json::Value;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -198,22 +202,7 @@ fn check_against_stats(net: &TestNet, port: u16, reloads: [u64; 3]) -> Expositio
         assert_eq!(metrics.status, 200, "{}", metrics.body);
         assert_eq!(metrics.content_type, OPENMETRICS);
         let expo = parse_openmetrics(&metrics.body);
-        for (family, ty) in [
-            ("filterctl_packets", "counter"),
-            ("filterctl_bytes", "counter"),
-            ("filterctl_rule_packets", "counter"),
-            ("filterctl_rule_bytes", "counter"),
-            ("filterctl_monitor_passed_packets", "counter"),
-            ("filterctl_rules", "info"),
-            ("filterctl_scrape_errors", "counter"),
-            ("filterctl_reloads", "counter"),
-            ("filterctl_up", "gauge"),
-            ("filterctl_attach", "info"),
-            ("filterctl_limiter_entries", "gauge"),
-            ("filterctl_build", "info"),
-        ] {
-            assert_eq!(expo.types.get(family).map(String::as_str), Some(ty));
-        }
+        check_families(&expo);
         let mut expected = expected_samples(&after, &st, reloads);
         expected.extend(expected_gauges(&expo, &st, reloads));
         for (k, v) in &expected {
@@ -228,6 +217,26 @@ fn check_against_stats(net: &TestNet, port: u16, reloads: [u64; 3]) -> Expositio
         return expo;
     }
     panic!("the counters never stood still for one scrape");
+}
+
+/// Every family served is one serve's metric table declares, with its
+/// type; every family read at scrape time is served, and the reloads this
+/// daemon keeps.
+fn check_families(expo: &Exposition) {
+    for (family, ty) in &expo.types {
+        let def = METRICS
+            .iter()
+            .find(|d| format!("{PREFIX}_{}", d.name) == *family)
+            .unwrap_or_else(|| panic!("{family} is served but not in METRICS"));
+        assert_eq!(def.kind.as_str(), ty, "type of {family}");
+    }
+    for def in METRICS
+        .iter()
+        .filter(|d| matches!(d.source, Source::Scrape(_)) || d.name == "reloads")
+    {
+        let family = format!("{PREFIX}_{}", def.name);
+        assert!(expo.types.contains_key(&family), "{family} not served");
+    }
 }
 
 /// filterctl_reloads_total of the interface: ok, invalid, failed.

@@ -13,13 +13,12 @@ use std::{
 
 use anyhow::Context as _;
 use log::{debug, error, info, warn};
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
-};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 
-use super::watch::{FileSets, Watch};
+use super::{
+    catalogue::{Kept, Series},
+    watch::{FileSets, Watch},
+};
 use crate::{
     filter::{
         counters, load,
@@ -34,59 +33,37 @@ use crate::{
 /// How often the counters are read: rates are per second.
 const POLL: Duration = Duration::from_secs(1);
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BlockLabels {
-    interface: String,
-    port: String,
-    /// enforced (a rule drops or limits the port) or monitor (reported
-    /// only: the filter runs in monitor mode).
-    state: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct EventLabels {
-    interface: String,
-    /// installed, lifted, reported (a surge seen in monitor mode) or
-    /// failed (a reload that did not go through).
-    event: String,
-}
-
-/// The adaptive metrics, registered once.
-#[derive(Clone, Default)]
+/// What surge detection shows on /metrics (declared in
+/// `metrics::METRICS`).
+#[derive(Clone)]
 pub struct AdaptiveMetrics {
-    blocks: Family<BlockLabels, Gauge>,
-    since: Family<BlockLabels, Gauge>,
-    events: Family<EventLabels, Counter>,
+    /// By interface, port and state: enforced (a rule drops or limits the
+    /// port) or monitor (reported only: the filter runs in monitor mode).
+    blocks: Series<Gauge>,
+    since: Series<Gauge>,
+    /// By interface and event: installed, lifted, reported (a surge seen
+    /// in monitor mode) or failed (a reload that did not go through).
+    events: Series<Counter>,
 }
 
 impl AdaptiveMetrics {
-    pub fn register(registry: &mut Registry) -> AdaptiveMetrics {
-        let m = AdaptiveMetrics::default();
-        registry.register(
-            "adaptive_blocks",
-            "Surges of one UDP source port that serve blocks (or, in monitor mode, reports) right now: 1 per port",
-            m.blocks.clone(),
-        );
-        registry.register(
-            "adaptive_block_since_seconds",
-            "When each current adaptive block started (unix seconds)",
-            m.since.clone(),
-        );
-        registry.register(
-            "adaptive_block_events",
-            "Adaptive blocks installed and lifted, surges reported in monitor mode, and failed block reloads",
-            m.events.clone(),
-        );
-        m
+    pub fn new(kept: &Kept) -> AdaptiveMetrics {
+        AdaptiveMetrics {
+            blocks: kept.gauge("adaptive_blocks"),
+            since: kept.gauge("adaptive_block_since_seconds"),
+            events: kept.counter("adaptive_block_events"),
+        }
     }
 
     fn event(&self, iface: &str, event: &str) {
-        self.events
-            .get_or_create(&EventLabels {
-                interface: iface.to_string(),
-                event: event.to_string(),
-            })
-            .inc();
+        self.events.get(&[iface, event]).inc();
+    }
+
+    /// Takes a surge's block series out of the scrapes.
+    fn hide(&self, iface: &str, port: u16, state: &str) {
+        let labels = [iface, &port.to_string(), state];
+        self.blocks.remove(&labels);
+        self.since.remove(&labels);
     }
 }
 
@@ -96,8 +73,8 @@ struct Surges {
     detector: Detector,
     /// Whether the blocks found running have been taken over.
     adopted: bool,
-    /// The metric labels of each current surge, by port.
-    shown: BTreeMap<u16, BlockLabels>,
+    /// The state label of each current surge's series, by port.
+    shown: BTreeMap<u16, &'static str>,
     /// The last block set that failed to install, logged once.
     failed: Option<Vec<AdaptiveBlock>>,
 }
@@ -166,9 +143,8 @@ impl Surges {
             if !self.shown.is_empty() {
                 info!("{iface}: surge detection is off in the rule file: its blocks are gone");
             }
-            for (_, labels) in std::mem::take(&mut self.shown) {
-                metrics.blocks.remove(&labels);
-                metrics.since.remove(&labels);
+            for (port, state) in std::mem::take(&mut self.shown) {
+                metrics.hide(&iface, port, state);
             }
             self.detector = Detector::default();
             // The baseline of the first interval judged once the file
@@ -205,18 +181,11 @@ impl Surges {
         }
     }
 
-    fn show(&mut self, metrics: &AdaptiveMetrics, b: &AdaptiveBlock, state: &str) {
-        let labels = BlockLabels {
-            interface: self.watch.iface.clone(),
-            port: b.port.to_string(),
-            state: state.to_string(),
-        };
-        metrics.blocks.get_or_create(&labels).set(1);
-        metrics
-            .since
-            .get_or_create(&labels)
-            .set(b.since_unix as i64);
-        self.shown.insert(b.port, labels);
+    fn show(&mut self, metrics: &AdaptiveMetrics, b: &AdaptiveBlock, state: &'static str) {
+        let labels = [self.watch.iface.as_str(), &b.port.to_string(), state];
+        metrics.blocks.get(&labels).set(1);
+        metrics.since.get(&labels).set(b.since_unix as i64);
+        self.shown.insert(b.port, state);
     }
 
     /// The log line and metrics of a surge that started or ended.
@@ -259,9 +228,8 @@ impl Surges {
                     },
                     lasted / 1_000_000_000
                 );
-                if let Some(labels) = self.shown.remove(&b.port) {
-                    metrics.blocks.remove(&labels);
-                    metrics.since.remove(&labels);
+                if let Some(state) = self.shown.remove(&b.port) {
+                    metrics.hide(&iface, b.port, state);
                 }
             }
         }

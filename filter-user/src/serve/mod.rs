@@ -33,6 +33,7 @@
 //! check.
 
 pub mod adaptive;
+pub mod catalogue;
 mod endpoints;
 pub mod http;
 pub mod metrics;
@@ -55,7 +56,8 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use self::{
     adaptive::{AdaptiveMetrics, watch_surges},
-    metrics::FilterCollector,
+    catalogue::Kept,
+    metrics::{FilterCollector, METRICS},
     upstream::{UpstreamMetrics, WITHDRAW_TIMEOUT, run_upstream},
     watch::{FileSets, ReloadMetrics, Watch, watch_rules},
 };
@@ -140,13 +142,9 @@ struct DaemonMetrics {
 /// The HTTP routes, with every metric family registered.
 fn router(root: &PinRoot, watches: &[Watch]) -> (Router, DaemonMetrics) {
     let scrape_errors = Counter::default();
-    let reloads = ReloadMetrics::default();
-    let mut registry = Registry::with_prefix("filterctl");
-    reloads.register(&mut registry);
+    let mut registry = Registry::with_prefix(catalogue::PREFIX);
+    let kept = Kept::register(&mut registry, METRICS);
     let watched: Vec<String> = watches.iter().map(|w| w.iface.clone()).collect();
-    let upstream = UpstreamMetrics::default();
-    upstream.register(&mut registry);
-    let adaptive = AdaptiveMetrics::register(&mut registry);
     registry.register_collector(Box::new(FilterCollector {
         root: root.clone(),
         scrape_errors: scrape_errors.clone(),
@@ -166,9 +164,9 @@ fn router(root: &PinRoot, watches: &[Watch]) -> (Router, DaemonMetrics) {
     (
         router,
         DaemonMetrics {
-            reloads,
-            upstream,
-            adaptive,
+            reloads: ReloadMetrics::new(&kept),
+            upstream: UpstreamMetrics::new(&kept),
+            adaptive: AdaptiveMetrics::new(&kept),
         },
     )
 }
@@ -260,5 +258,239 @@ fn open_file_limit() -> u64 {
             warn!("{e}: assuming 1024");
             1024
         }
+    }
+}
+
+/// The router called in-process (`oneshot`): no socket, no daemon, no
+/// filter; what serve answers when there is none to read, or only a broken
+/// one.
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use axum::{
+        body::Body,
+        http::{Method, Request},
+    };
+    use serde_json::Value;
+    use tower::ServiceExt as _;
+
+    use super::{catalogue::Source, *};
+
+    /// A pin root of its own, removed when the test ends.
+    struct Pins(PathBuf);
+
+    impl Pins {
+        fn new(name: &str) -> Pins {
+            let dir =
+                std::env::temp_dir().join(format!("flt-router-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Pins(dir)
+        }
+
+        fn root(&self) -> PinRoot {
+            PinRoot::new(&self.0)
+        }
+    }
+
+    impl Drop for Pins {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    struct Reply {
+        status: StatusCode,
+        content_type: String,
+        body: String,
+    }
+
+    impl Reply {
+        fn json(&self) -> Value {
+            serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+        }
+    }
+
+    async fn call(router: &Router, method: Method, uri: &str) -> Reply {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        Reply {
+            status,
+            content_type,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
+    }
+
+    fn watch(iface: &str) -> Watch {
+        Watch {
+            iface: iface.to_string(),
+            rules: PathBuf::from("/nonexistent/rules.toml"),
+        }
+    }
+
+    fn has_line(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
+
+    #[tokio::test]
+    async fn metrics_without_a_filter() {
+        let pins = Pins::new("metrics");
+        let (app, _) = router(&pins.root(), &[watch("flt-gone0")]);
+        let m = call(&app, Method::GET, "/metrics").await;
+        assert_eq!(m.status, StatusCode::OK, "{}", m.body);
+        assert_eq!(m.content_type, METRICS_CONTENT_TYPE);
+        // Families from the table only; every scrape family, empty or not;
+        // no kept family, since no task has written one yet.
+        catalogue::check_exposition(METRICS, &m.body, false);
+        for def in METRICS {
+            let shown = m
+                .body
+                .contains(&format!("# TYPE {}_{} ", catalogue::PREFIX, def.name));
+            let scraped = matches!(def.source, Source::Scrape(_));
+            assert_eq!(shown, scraped, "{def:?} in\n{}", m.body);
+        }
+        // The watched interface has no pins: down, and a failed read.
+        assert!(
+            has_line(&m.body, r#"filterctl_up{interface="flt-gone0"} 0"#),
+            "{}",
+            m.body
+        );
+        assert!(
+            has_line(&m.body, "filterctl_scrape_errors_total 1"),
+            "{}",
+            m.body
+        );
+        let again = call(&app, Method::GET, "/metrics").await;
+        assert!(
+            has_line(&again.body, "filterctl_scrape_errors_total 2"),
+            "{}",
+            again.body
+        );
+    }
+
+    #[tokio::test]
+    async fn healthz_without_a_filter() {
+        let pins = Pins::new("healthz");
+        let (app, _) = router(&pins.root(), &[]);
+        let h = call(&app, Method::GET, "/healthz").await;
+        assert_eq!(
+            h.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no filter is not healthy"
+        );
+        assert!(
+            h.content_type.starts_with("application/json"),
+            "{}",
+            h.content_type
+        );
+        let doc = h.json();
+        assert_eq!(doc["schema_version"], crate::JSON_SCHEMA_VERSION, "{doc}");
+        assert_eq!(doc["healthy"], false, "{doc}");
+        assert_eq!(doc["interfaces"], serde_json::json!([]), "{doc}");
+
+        let (app, _) = router(&pins.root(), &[watch("flt-gone0")]);
+        let doc = call(&app, Method::GET, "/healthz").await.json();
+        let iface = &doc["interfaces"][0];
+        assert_eq!(
+            (&iface["interface"], &iface["running"], &iface["generation"]),
+            (&Value::from("flt-gone0"), &Value::from(false), &Value::Null),
+            "{doc}"
+        );
+        assert!(iface["error"].is_string(), "{doc}");
+    }
+
+    #[tokio::test]
+    async fn stats_and_top_without_a_filter() {
+        let pins = Pins::new("stats");
+        let (app, _) = router(&pins.root(), &[]);
+        let s = call(&app, Method::GET, "/stats").await;
+        assert_eq!(s.status, StatusCode::OK, "{}", s.body);
+        assert_eq!(s.json()["interfaces"], serde_json::json!([]), "{}", s.body);
+        let t = call(&app, Method::GET, "/top?n=3").await;
+        assert_eq!(t.status, StatusCode::OK, "{}", t.body);
+        assert_eq!(t.json()["interfaces"], serde_json::json!([]), "{}", t.body);
+        let bad = call(&app, Method::GET, "/top?n=many").await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert!(bad.body.contains("n=\"many\""), "{}", bad.body);
+    }
+
+    /// An interface folder without its pins (a filter half removed, a
+    /// stray mkdir): every endpoint says so, and the failed reads count.
+    #[tokio::test]
+    async fn broken_pins_are_reported_and_counted() {
+        let pins = Pins::new("broken");
+        std::fs::create_dir(pins.0.join("flt-broken0")).unwrap();
+        let (app, _) = router(&pins.root(), &[]);
+        let s = call(&app, Method::GET, "/stats").await;
+        assert_eq!(s.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", s.body);
+        assert!(s.body.contains("flt-broken0"), "{}", s.body);
+        let t = call(&app, Method::GET, "/top").await;
+        assert_eq!(t.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", t.body);
+        let h = call(&app, Method::GET, "/healthz").await;
+        assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE, "{}", h.body);
+        assert_eq!(h.json()["interfaces"][0]["running"], false, "{}", h.body);
+        let m = call(&app, Method::GET, "/metrics").await;
+        assert_eq!(m.status, StatusCode::OK, "{}", m.body);
+        assert!(
+            has_line(&m.body, r#"filterctl_up{interface="flt-broken0"} 0"#),
+            "{}",
+            m.body
+        );
+        // The failed /stats and this scrape's own read.
+        assert!(
+            has_line(&m.body, "filterctl_scrape_errors_total 2"),
+            "{}",
+            m.body
+        );
+    }
+
+    #[tokio::test]
+    async fn routes_and_methods() {
+        let pins = Pins::new("routes");
+        let (app, _) = router(&pins.root(), &[]);
+        let index = call(&app, Method::GET, "/").await;
+        assert_eq!(index.status, StatusCode::OK);
+        for path in ["/metrics", "/stats", "/top", "/healthz"] {
+            assert!(index.body.contains(path), "{path} in {}", index.body);
+        }
+        assert_eq!(
+            call(&app, Method::GET, "/nope").await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            call(&app, Method::GET, "/metrics/").await.status,
+            StatusCode::NOT_FOUND
+        );
+        for path in ["/", "/metrics", "/stats", "/top", "/healthz"] {
+            for method in [Method::POST, Method::PUT, Method::DELETE] {
+                let r = call(&app, method.clone(), path).await;
+                assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            }
+            // axum answers HEAD wherever it answers GET, without a body.
+            let head = call(&app, Method::HEAD, path).await;
+            assert!(head.body.is_empty(), "HEAD {path}: {}", head.body);
+        }
+    }
+
+    #[test]
+    fn the_tasks_find_their_families_in_the_table() {
+        // The tasks fetch their kept families by name: a name missing from
+        // the table panics here rather than in a daemon.
+        let pins = Pins::new("kept");
+        let _ = router(&pins.root(), &[watch("flt-gone0")]);
     }
 }

@@ -8,14 +8,13 @@
 use std::time::Duration;
 
 use log::{error, warn};
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
-};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use tokio::sync::watch::Receiver;
 
-use super::watch::Watch;
+use super::{
+    catalogue::{Kept, Series},
+    watch::Watch,
+};
 use crate::{
     state::PinRoot,
     upstream::{
@@ -24,68 +23,39 @@ use crate::{
     },
 };
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    pub interface: String,
-    pub kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct IfaceLabels {
-    pub interface: String,
-}
-
-#[derive(Clone, Default)]
+/// What the upstream task shows on /metrics (declared in
+/// `metrics::METRICS`).
+#[derive(Clone)]
 pub struct UpstreamMetrics {
-    routes: Family<KindLabels, Gauge>,
-    selected: Family<KindLabels, Gauge>,
-    errors: Family<IfaceLabels, Counter>,
-    blackhole: Family<IfaceLabels, Gauge>,
+    routes: Series<Gauge>,
+    selected: Series<Gauge>,
+    errors: Series<Counter>,
+    blackhole: Series<Gauge>,
 }
 
 impl UpstreamMetrics {
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "upstream_routes",
-            "Routes the BGP speaker announces for this interface now, by kind (flowspec, blackhole)",
-            self.routes.clone(),
-        );
-        registry.register(
-            "upstream_selected_routes",
-            "Routes selected for announcement, by kind; in dry-run mode none of them is announced",
-            self.selected.clone(),
-        );
-        registry.register(
-            "upstream_speaker_errors",
-            "Failed calls to the BGP speaker (the XDP filter is unaffected)",
-            self.errors.clone(),
-        );
-        registry.register(
-            "upstream_blackhole_active",
-            "1 while this host's addresses are blackholed upstream: all traffic to them is dropped",
-            self.blackhole.clone(),
-        );
+    pub fn new(kept: &Kept) -> UpstreamMetrics {
+        UpstreamMetrics {
+            routes: kept.gauge("upstream_routes"),
+            selected: kept.gauge("upstream_selected_routes"),
+            errors: kept.counter("upstream_speaker_errors"),
+            blackhole: kept.gauge("upstream_blackhole_active"),
+        }
     }
 
     fn update(&self, s: &UpstreamState, new_errors: u64) {
+        let iface = s.interface.as_str();
         for kind in ["flowspec", "blackhole"] {
-            let labels = KindLabels {
-                interface: s.interface.clone(),
-                kind: kind.to_string(),
-            };
             self.routes
-                .get_or_create(&labels)
+                .get(&[iface, kind])
                 .set(s.count(kind, true) as i64);
             self.selected
-                .get_or_create(&labels)
+                .get(&[iface, kind])
                 .set(s.count(kind, false) as i64);
         }
-        let iface = IfaceLabels {
-            interface: s.interface.clone(),
-        };
-        self.errors.get_or_create(&iface).inc_by(new_errors);
+        self.errors.get(&[iface]).inc_by(new_errors);
         self.blackhole
-            .get_or_create(&iface)
+            .get(&[iface])
             .set(i64::from(s.count("blackhole", true) > 0));
     }
 }

@@ -14,14 +14,11 @@ use std::{
 
 use anyhow::bail;
 use log::{debug, error, info, warn};
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
-};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use sha2::{Digest as _, Sha256};
 use tokio::signal::unix::Signal;
 
+use super::catalogue::{Kept, Series};
 use crate::{
     filter::{
         apply::{Applied, ApplyError, Guard, apply_rules},
@@ -103,75 +100,42 @@ pub fn watches(
     Ok(all)
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReloadLabels {
-    interface: String,
-    /// ok, invalid (the file did not parse or the lockout guard refused
-    /// it) or failed (the kernel or the pins refused it).
-    result: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct InterfaceLabel {
-    interface: String,
-}
-
-/// What the daemon's own reloads show on /metrics: how many by result, and
-/// when the last one ran and whether it enforces.
-#[derive(Clone, Debug, Default)]
+/// What the daemon's own reloads show on /metrics (declared in
+/// `metrics::METRICS`): how many by result, and when the last one ran and
+/// whether it enforces.
+#[derive(Clone, Debug)]
 pub struct ReloadMetrics {
-    count: Family<ReloadLabels, Counter>,
-    last_time: Family<InterfaceLabel, Gauge>,
-    last_ok: Family<InterfaceLabel, Gauge>,
+    /// By interface and result: ok, invalid (the file did not parse or the
+    /// lockout guard refused it) or failed (the kernel or the pins refused
+    /// it).
+    count: Series<Counter>,
+    last_time: Series<Gauge>,
+    last_ok: Series<Gauge>,
 }
 
 impl ReloadMetrics {
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "reloads",
-            // The registry ends registered help texts with a period.
-            "Reloads of watched rule files by this daemon, by interface and result (ok, invalid, failed)",
-            self.count.clone(),
-        );
-        registry.register(
-            "last_reload_timestamp_seconds",
-            "When this daemon last tried to reload an interface's watched rule file (Unix time)",
-            self.last_time.clone(),
-        );
-        registry.register(
-            "last_reload_success",
-            "1 if this daemon's last reload of the interface enforces the file, 0 if it was refused or failed",
-            self.last_ok.clone(),
-        );
+    pub fn new(kept: &Kept) -> ReloadMetrics {
+        ReloadMetrics {
+            count: kept.counter("reloads"),
+            last_time: kept.gauge("last_reload_timestamp_seconds"),
+            last_ok: kept.gauge("last_reload_success"),
+        }
     }
 
     /// Every series of `iface` from the start, at 0, so that rates work.
     fn start(&self, iface: &str) {
         for result in ["ok", "invalid", "failed"] {
-            drop(self.count.get_or_create(&ReloadLabels {
-                interface: iface.to_string(),
-                result: result.to_string(),
-            }));
+            drop(self.count.get(&[iface, result]));
         }
     }
 
     fn record(&self, iface: &str, result: &str) {
-        self.count
-            .get_or_create(&ReloadLabels {
-                interface: iface.to_string(),
-                result: result.to_string(),
-            })
-            .inc();
-        let label = InterfaceLabel {
-            interface: iface.to_string(),
-        };
+        self.count.get(&[iface, result]).inc();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        self.last_time.get_or_create(&label).set(now);
-        self.last_ok
-            .get_or_create(&label)
-            .set(i64::from(result == "ok"));
+        self.last_time.get(&[iface]).set(now);
+        self.last_ok.get(&[iface]).set(i64::from(result == "ok"));
     }
 }
 
