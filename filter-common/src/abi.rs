@@ -75,6 +75,13 @@ pub const MAP_LIMITS: &str = "LIMITS";
 pub const MAP_AGGREGATE: &str = "AGGREGATE";
 /// [`FragKey`] -> deadline: datagrams whose first fragment was dropped.
 pub const MAP_FRAGS: &str = "FRAGS";
+/// One [`crate::capture::CaptureConfig`]: what `filterctl capture` copies,
+/// until when.
+pub const MAP_CAPTURE: &str = "CAPTURE";
+/// Per-CPU [`crate::capture::CaptureWindow`]: sampling and rate state.
+pub const MAP_CAPTURE_WINDOW: &str = "CAPTURE_WINDOW";
+/// The ring buffer of [`crate::capture::CaptureRecord`]s.
+pub const MAP_CAPTURE_RING: &str = "CAPTURE_RING";
 
 /// [`ReplyKey`] -> [`ReplyState`]: the host's outstanding UDP requests to
 /// guarded ports, recorded by the egress program, an LRU that outlives
@@ -125,8 +132,8 @@ pub const MODE_FLAG: FlagGlobal = FlagGlobal {
     symbol: "MODE",
     section: ".data.mode",
 };
-/// Nonzero while a capture may run ([`crate::capture::MAP_CAPTURE`] says
-/// what it wants): the drop path looks at nothing else while it is 0.
+/// Nonzero while a capture may run ([`MAP_CAPTURE`] says what it wants):
+/// the drop path looks at nothing else while it is 0.
 pub const CAPTURE_FLAG: FlagGlobal = FlagGlobal {
     symbol: "CAPTURING",
     section: ".data.capture",
@@ -513,7 +520,7 @@ pub const MAP_DOOR: &str = "DOOR";
 pub const DOOR_SLOTS: u32 = 1 << 15;
 
 /// A slot of the limiter table: a source (its masked address as
-/// [`crate::decide::Packet`] words, and [`crate::decide::Source::tag`]; 0
+/// [`crate::packet::Packet`] words, and [`crate::decide::Source::tag`]; 0
 /// for an empty slot) and its state. One cache line.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -554,7 +561,7 @@ const _: () = assert!(size_of::<FragKey>() == 40);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ReplyKey {
     /// The peer's address as two words holding its network-order bytes in
-    /// memory order, like `decide::Packet`'s: copied in two instructions.
+    /// memory order, like `packet::Packet`'s: copied in two instructions.
     pub peer: [u64; 2],
     pub family: u8,
     pub _pad: u8,
@@ -680,9 +687,9 @@ pub const STATE_MAPS: [&str; 16] = [
     MAP_BAN_V6,
     MAP_FRAGS,
     // A capture runs on, across reloads, until its controller stops it.
-    crate::capture::MAP_CAPTURE,
-    crate::capture::MAP_CAPTURE_WINDOW,
-    crate::capture::MAP_CAPTURE_RING,
+    MAP_CAPTURE,
+    MAP_CAPTURE_WINDOW,
+    MAP_CAPTURE_RING,
 ];
 
 #[cfg(feature = "user")]

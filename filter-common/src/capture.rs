@@ -1,19 +1,15 @@
 //! The contract of `filterctl capture`: which dropped frames the program
 //! copies to user space, and the record each copy is. The program checks
 //! [`CaptureConfig::until_ns`] on its drop path only; while no capture runs
-//! it is 0 and nothing else happens.
+//! it is 0 and nothing else happens. The maps' names are with the others
+//! in `abi`, whose `STATE_MAPS` keeps them across reloads.
 
 use core::mem::size_of;
 
 use crate::abi::Reason;
 
-/// One [`CaptureConfig`]: what to copy, until when.
-pub const MAP_CAPTURE: &str = "CAPTURE";
-/// Per-CPU [`CaptureWindow`]: sampling and rate state.
-pub const MAP_CAPTURE_WINDOW: &str = "CAPTURE_WINDOW";
-/// The ring buffer of [`CaptureRecord`]s.
-pub const MAP_CAPTURE_RING: &str = "CAPTURE_RING";
-/// Size of the ring: about 670 records in flight.
+/// Size of the ring ([`crate::abi::MAP_CAPTURE_RING`]): about 670 records
+/// in flight.
 pub const CAPTURE_RING_BYTES: u32 = 1 << 20;
 /// Most bytes of a frame a record holds: an Ethernet frame of a 1500-byte
 /// MTU with two VLAN tags, rounded up to a multiple of 8.

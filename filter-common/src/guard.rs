@@ -3,10 +3,7 @@
 //! functions over a parsed [`Packet`], shared by the egress program, the
 //! XDP program and the reference model.
 
-use crate::{
-    FAMILY_V4, GuardPort, ReplyKey, ReplyState,
-    decide::{Packet, Shared64},
-};
+use crate::{FAMILY_V4, GuardPort, ReplyKey, ReplyState, packet::Packet, shared::Shared64};
 
 /// [`ReplyState`] as the CPUs share it (same layout).
 #[repr(C)]
@@ -122,7 +119,7 @@ mod tests {
     use super::*;
     use crate::{
         FAMILY_V6,
-        decide::{Packet, addr_v4, addr_words},
+        packet::{Packet, addr_v4, addr_words},
     };
     use core::sync::atomic::AtomicU64;
 

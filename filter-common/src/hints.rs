@@ -13,7 +13,7 @@
 //! hold the answer stays exact; only its speed depends on how many bits are
 //! set: a /8 sets 65,536 IPv4 bits, an IPv6 /14 or shorter all of its set.
 
-use crate::{FAMILY_V4, decide::Addr};
+use crate::{FAMILY_V4, packet::Addr};
 
 /// IPv4 /24s.
 pub const V4_BITS: u32 = 1 << 24;
@@ -145,10 +145,7 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use crate::{
-        FAMILY_V6,
-        decide::{addr_words, mask},
-    };
+    use crate::{FAMILY_V6, decide::mask, packet::addr_words};
 
     struct Bits(Vec<u64>);
 

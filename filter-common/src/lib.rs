@@ -7,6 +7,8 @@ pub mod capture;
 pub mod decide;
 pub mod guard;
 pub mod hints;
+pub mod packet;
+pub mod shared;
 
 pub use abi::*;
 pub use capture::*;

@@ -13,12 +13,12 @@ use filter_common::{
     BAN_ANY, BAN_WIDE, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Chain, Config,
     DOOR_SLOTS, DoorSlot, FAMILY_V4, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, ReplyKey, Rule,
     SourceSlot, SourceState, SrcKey,
-    decide::{
-        Addr, Datagram, Env, Packet, Shared64 as _, Source, SourceCell, addr_bytes, addr_words,
-    },
+    decide::{Datagram, Env, Source, SourceCell},
     guard::ReplyCell,
     hints::prefix_bit,
+    packet::{Addr, Packet, addr_bytes, addr_words},
     port_slot,
+    shared::Shared64 as _,
 };
 
 use crate::{

@@ -17,8 +17,7 @@
 use aya_ebpf::programs::XdpContext;
 use filter_common::{
     BAN_WIDE, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, FAMILY_V4, FAMILY_V6,
-    IPPROTO_UDP,
-    decide::{Addr, Datagram},
+    IPPROTO_UDP, decide::Datagram, packet::Addr,
 };
 
 use crate::{

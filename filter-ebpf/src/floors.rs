@@ -19,7 +19,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use counters::Counters;
-use filter_common::{BPF_F_MMAPABLE, Counter, CpuCounters, UDP_PORTS, decide::Shared64 as _};
+use filter_common::{BPF_F_MMAPABLE, Counter, CpuCounters, UDP_PORTS, shared::Shared64 as _};
 use shared::BpfU64;
 
 #[xdp]

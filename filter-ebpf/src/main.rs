@@ -21,7 +21,8 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use counters::Counters;
 use filter_common::{
     IPPROTO_UDP, Reason,
-    decide::{Frag, Outcome, Parsed, decide, outcome},
+    decide::{Outcome, decide, outcome},
+    packet::{Frag, Parsed},
 };
 
 // The macro wraps this function in the real entry point; inlined there,

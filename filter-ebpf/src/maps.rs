@@ -9,7 +9,7 @@ use filter_common::{
     FragKey, GuardPort, Limit, LocalPort, MAX_BANS, MAX_CHAINS, MAX_FRAGS, MAX_GUARDED_PORTS,
     MAX_LIMITS, MAX_NEVER_BAN, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_REPLIES, MAX_RULES, Meta,
     PORT_SLOTS, RULESET_CHUNK, RULESET_CHUNKS, ReplyKey, ReplyState, Rule, SourceSlot, SrcKey,
-    decide::Packet,
+    packet::Packet,
 };
 
 // A block per CPU: see MAP_COUNTERS. Sized at load to the possible CPUs.
@@ -60,7 +60,7 @@ pub static SRC_HINTS: Array<u64> = Array::with_max_entries(filter_common::hints:
 
 /// Whether a listed (allow or deny) prefix may cover `src`; false is exact.
 #[inline(always)]
-pub fn listed(family: u8, src: &filter_common::decide::Addr) -> bool {
+pub fn listed(family: u8, src: &filter_common::packet::Addr) -> bool {
     filter_common::hints::hinted(|w| SRC_HINTS.get(w).copied(), family, src)
 }
 
@@ -79,7 +79,7 @@ pub static BAN_HINTS: Array<u64> = Array::with_max_entries(filter_common::hints:
 /// Whether a ban may cover `src`; false is exact (a wide ban is the
 /// caller's to check in BAN_FLAG).
 #[inline(always)]
-pub fn maybe_banned(family: u8, src: &filter_common::decide::Addr) -> bool {
+pub fn maybe_banned(family: u8, src: &filter_common::packet::Addr) -> bool {
     filter_common::hints::hinted(|w| BAN_HINTS.get(w).copied(), family, src)
 }
 

@@ -5,7 +5,7 @@
 use aya_ebpf::programs::{TcContext, XdpContext};
 use filter_common::{
     FAMILY_V4, FAMILY_V6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
-    decide::{Frag, Packet, Parsed},
+    packet::{Frag, Packet, Parsed},
 };
 
 const ETH_HDR_LEN: usize = 14;

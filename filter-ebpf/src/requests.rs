@@ -11,8 +11,8 @@ use aya_ebpf::{
 };
 use filter_common::{
     CONFIG_REPLY_GUARD, IPPROTO_UDP, OPEN_SEED_CHUNK, UDP_PORTS,
-    decide::{Frag, Parsed},
     guard::{is_group, request_entry},
+    packet::{Frag, Parsed},
 };
 
 use crate::{maps, parse};

@@ -7,7 +7,7 @@ use core::{
     intrinsics::{AtomicOrdering, atomic_xadd},
 };
 
-use filter_common::decide::Shared64;
+use filter_common::shared::Shared64;
 
 #[repr(transparent)]
 pub struct BpfU64(UnsafeCell<u64>);

@@ -1,7 +1,7 @@
 //! The kernel's counters ([`MAP_COUNTERS`]): a block per CPU of reason
 //! counters and UDP source-port counters, summed through one mmap of the
-//! array rather than per-CPU lookups; and, after an upgrade, the totals an
-//! older build's maps held.
+//! array rather than per-CPU lookups, into [`Totals`]; and, after an
+//! upgrade, the totals an older build's maps held.
 
 use std::{os::fd::AsFd as _, path::Path};
 
@@ -10,12 +10,41 @@ use aya::maps::{Array, MapData, PerCpuArray};
 use filter_common::{
     Counter, CpuCounters, MAP_COUNTERS, OLDER_STATS, OLDER_UDP_PORTS, STATS_SLOTS, UDP_PORTS,
 };
+use serde::Serialize;
 
 use crate::{
-    filter::stats::{self, Totals},
     state::{PinRoot, open_map, open_map_data},
     sys::SharedMapping,
 };
+
+/// Packets and bytes, summed over CPUs (and over reasons or rules).
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Totals {
+    pub fn add(&mut self, c: Totals) {
+        self.packets += c.packets;
+        self.bytes += c.bytes;
+    }
+}
+
+/// One counter of a per-CPU array, summed over CPUs.
+pub fn sum_per_cpu<T: std::borrow::Borrow<aya::maps::MapData>>(
+    array: &PerCpuArray<T, Counter>,
+    index: u32,
+) -> anyhow::Result<Totals> {
+    let mut t = Totals::default();
+    for c in array.get(&index, 0)?.iter() {
+        t.add(Totals {
+            packets: c.packets,
+            bytes: c.bytes,
+        });
+    }
+    Ok(t)
+}
 
 /// Blocks of the counter array on this machine: one per possible CPU (the
 /// kernel's CPU numbers run below that count), and one after them that no
@@ -101,7 +130,7 @@ pub fn adopt_older(dir: &Path) -> anyhow::Result<()> {
     let mut block = zeroed_block();
     let stats: PerCpuArray<_, Counter> = PerCpuArray::try_from(open_map(dir, OLDER_STATS)?)?;
     for (slot, c) in block.reasons.iter_mut().enumerate() {
-        let Ok(t) = stats::sum_per_cpu(&stats, slot as u32) else {
+        let Ok(t) = sum_per_cpu(&stats, slot as u32) else {
             // An older build with fewer reasons.
             break;
         };

@@ -15,24 +15,14 @@ use filter_common::{
 };
 use serde::Serialize;
 
+// Down in `counters`, which sums them; re-exported because the readers of
+// the statistics (replay, upstream, the commands) name them here.
+pub use super::counters::{Totals, sum_per_cpu};
 use super::{
     counters,
     status::{self, Status},
 };
 use crate::state::{PinRoot, generation_dir, open_map, open_map_data};
-
-#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
-pub struct Totals {
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-impl Totals {
-    fn add(&mut self, c: Totals) {
-        self.packets += c.packets;
-        self.bytes += c.bytes;
-    }
-}
 
 #[derive(Debug, Serialize)]
 pub struct ReasonStats {
@@ -70,21 +60,6 @@ pub struct Snapshot {
     pub schema_version: u32,
     pub timestamp_unix_ms: u64,
     pub interfaces: Vec<InterfaceStats>,
-}
-
-/// One counter of a per-CPU array, summed over CPUs.
-pub fn sum_per_cpu<T: std::borrow::Borrow<aya::maps::MapData>>(
-    array: &PerCpuArray<T, Counter>,
-    index: u32,
-) -> anyhow::Result<Totals> {
-    let mut t = Totals::default();
-    for c in array.get(&index, 0)?.iter() {
-        t.add(Totals {
-            packets: c.packets,
-            bytes: c.bytes,
-        });
-    }
-    Ok(t)
 }
 
 pub fn read_interface(root: &PinRoot, iface: &str) -> anyhow::Result<InterfaceStats> {

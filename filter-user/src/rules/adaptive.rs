@@ -5,13 +5,13 @@
 
 use filter_common::{ACTION_DROP, ACTION_LIMIT, IPPROTO_UDP, Limit, RULE_NAME_LEN, Rule};
 use serde::{Deserialize, Serialize};
-use toml::Spanned;
 
 use super::{
     RuleSet, RuleSpec,
     compile::{compile_chains, gcra_packets},
     error::{Ctx, RuleError},
-    parse::{duration, int_in, named_limit},
+    schema::AdaptiveSchema,
+    values::{duration, int_in, named_limit},
 };
 
 /// Names of the synthetic rules start with this; rule files may not use it.
@@ -28,28 +28,6 @@ pub const DEFAULT_HOLD_NS: u64 = 120_000_000_000;
 /// guard's job), 443 carries QUIC (HTTP/3) downloads, which are legitimately
 /// large and concentrated on one source port.
 pub const DEFAULT_NEVER_BLOCK: [u16; 2] = [53, 443];
-
-/// `[adaptive]` as written.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdaptiveSchema {
-    #[serde(default)]
-    pub enabled: Option<bool>,
-    #[serde(default)]
-    pub min_pps: Option<Spanned<i64>>,
-    #[serde(default)]
-    pub min_share: Option<Spanned<f64>>,
-    #[serde(default)]
-    pub action: Option<Spanned<String>>,
-    #[serde(default)]
-    pub limit: Option<Spanned<String>>,
-    #[serde(default)]
-    pub aggregate_pps: Option<Spanned<i64>>,
-    #[serde(default)]
-    pub hold: Option<Spanned<String>>,
-    #[serde(default)]
-    pub never_block: Option<Vec<Spanned<i64>>>,
-}
 
 /// Validated `[adaptive]` settings.
 #[derive(Clone, Debug, PartialEq)]

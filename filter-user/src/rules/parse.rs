@@ -18,7 +18,8 @@ use super::{
     files, guard,
     prefixes::{Prefix, parse_list, parse_prefix},
     schema::{FileSchema, LimitSchema, PayloadSchema, RangeValue, RuleSchema},
-    units::{parse_bitrate, parse_duration},
+    units::parse_bitrate,
+    values::{duration, int_in, named_limit},
 };
 
 /// Validates `text` (named `file` in errors); list files are read relative
@@ -375,27 +376,6 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-pub(super) fn int_in(
-    cx: &Ctx<'_>,
-    v: &Spanned<i64>,
-    what: &str,
-    lo: i64,
-    hi: i64,
-) -> Result<i64, RuleError> {
-    let n = *v.get_ref();
-    if !(lo..=hi).contains(&n) {
-        return Err(cx.err(
-            v.span(),
-            format!("{what} {n} out of range: allowed is {lo} to {hi}"),
-        ));
-    }
-    Ok(n)
-}
-
-pub(super) fn duration(cx: &Ctx<'_>, d: &Spanned<String>) -> Result<u64, RuleError> {
-    parse_duration(d.get_ref()).map_err(|e| cx.err(d.span(), e.to_string()))
-}
-
 /// A limit in the program's terms: GCRA spacing and tolerance. The burst
 /// defaults to a tenth of a second at the rate (at least one packet).
 fn limit(cx: &Ctx<'_>, l: &Spanned<LimitSchema>) -> Result<Limit, RuleError> {
@@ -528,30 +508,6 @@ fn limit_ref(
         return Err(cx.err(l.span(), "limit = ... needs action = \"limit\""));
     }
     named_limit(cx, l, limits)
-}
-
-/// The id of the limit `l` names.
-pub(super) fn named_limit(
-    cx: &Ctx<'_>,
-    l: &Spanned<String>,
-    limits: &[(String, Limit)],
-) -> Result<u8, RuleError> {
-    let Some(i) = limits.iter().position(|(n, _)| n == l.get_ref()) else {
-        let known: Vec<&str> = limits.iter().map(|(n, _)| n.as_str()).collect();
-        return Err(cx.err(
-            l.span(),
-            format!(
-                "no limit named {:?}: defined are {}",
-                l.get_ref(),
-                if known.is_empty() {
-                    "none (add [limits.NAME])".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ),
-        ));
-    };
-    Ok((i + 1) as u8)
 }
 
 /// The aggregate limit of a `limit` rule: GCRA spacing and tolerance.

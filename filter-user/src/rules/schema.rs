@@ -34,7 +34,7 @@ pub struct FileSchema {
     pub ban: Option<BanSchema>,
     /// Surge detection: see `rules/adaptive.rs`.
     #[serde(default)]
-    pub adaptive: Option<super::adaptive::AdaptiveSchema>,
+    pub adaptive: Option<AdaptiveSchema>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RuleSchema>>,
     #[serde(default)]
@@ -75,6 +75,28 @@ pub struct BanSchema {
     pub after: Spanned<String>,
     #[serde(rename = "for")]
     pub duration: Spanned<String>,
+}
+
+/// `[adaptive]` as written (validated in `rules/adaptive.rs`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveSchema {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub min_pps: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub min_share: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub action: Option<Spanned<String>>,
+    #[serde(default)]
+    pub limit: Option<Spanned<String>>,
+    #[serde(default)]
+    pub aggregate_pps: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub hold: Option<Spanned<String>>,
+    #[serde(default)]
+    pub never_block: Option<Vec<Spanned<i64>>>,
 }
 
 #[derive(Deserialize)]
