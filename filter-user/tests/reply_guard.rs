@@ -1,9 +1,10 @@
-//! The reply guard with the shipped default profile on a veth pair: ten
-//! reflection vectors (IPv4 and IPv6, the big ones fragmented) from hundreds
-//! of spoofed sources are kept from the victim's UDP layer while, in the
-//! same run, real DNS resolution (dnsmasq answering, dig asking, a large
-//! EDNS answer that arrives fragmented), chrony time sync (from an ephemeral
-//! port and from port 123) and a UDP service on the victim lose nothing.
+//! The reply guard with the shipped default profile on a veth pair: every
+//! guarded reflection vector of the catalogue (IPv4 and IPv6, the big ones
+//! fragmented) from hundreds of spoofed sources is kept from the victim's
+//! UDP layer while, in the same run, real DNS resolution (dnsmasq
+//! answering, dig asking, a large EDNS answer that arrives fragmented),
+//! chrony time sync (from an ephemeral port and from port 123) and a UDP
+//! service on the victim lose nothing.
 //! Needs root, BPF, dnsmasq, dig and chronyd (`cargo xtask setup`).
 
 mod common;
@@ -18,6 +19,8 @@ use filter_testkit::net::{
     ATTACKER_V4, ATTACKER_V6, Sink, TestNet, VICTIM_V4, VICTIM_V6, send_udp,
 };
 
+use filterctl::rules::vectors::{CATALOGUE, Vector, guarded};
+
 use common::{
     cli::{
         TempDir, clsact_egress_programs, command, egress_programs, ok, reason, run as filterctl,
@@ -26,20 +29,13 @@ use common::{
     peers::{Daemon, dig, dnsmasq, resolver, spawn},
 };
 
-/// The ten vectors: source port and a reply-sized payload (CLDAP and DNS
-/// ANY replies are larger than the MTU: the kernel fragments them).
-const VECTORS: [(&str, u16, usize); 10] = [
-    ("ntp-monlist", 123, 468),
-    ("ssdp", 1900, 300),
-    ("memcached", 11211, 1400),
-    ("cldap", 389, 3000),
-    ("ws-discovery", 3702, 1000),
-    ("dns-any", 53, 3500),
-    ("chargen", 19, 1000),
-    ("snmp", 161, 1200),
-    ("coap", 5683, 500),
-    ("ard", 3283, 1000),
-];
+/// The vectors the default profile guards: every one of the catalogue but
+/// the streams (`CATALOGUE` in filter-user/src/rules/vectors.rs), each
+/// flooded with replies of its `reply_bytes` (CLDAP and DNS ANY replies
+/// are larger than the MTU: the kernel fragments them).
+fn vectors() -> impl Iterator<Item = &'static Vector> {
+    guarded(CATALOGUE)
+}
 
 /// The victim's UDP counters: (InDatagrams, NoPorts) of IPv4 and of IPv6,
 /// read in the calling thread's namespace.
@@ -202,7 +198,7 @@ fn host_traffic(net: &TestNet, files: &TempDir) {
 }
 
 #[test]
-fn ten_vectors_held_off_while_dns_ntp_and_a_service_keep_working() {
+fn every_guarded_vector_held_off_while_dns_ntp_and_a_service_keep_working() {
     common::require_bpf();
     let net = TestNet::new("rg").expect("create test namespaces");
     let files = TempDir::new("rg");
@@ -215,8 +211,11 @@ fn ten_vectors_held_off_while_dns_ntp_and_a_service_keep_working() {
     // The flood, one vector after another, on its own thread; the host's
     // own traffic meanwhile.
     let results = std::thread::scope(|s| {
-        let flood =
-            s.spawn(|| VECTORS.map(|(name, port, size)| (name, flood_vector(&net, port, size))));
+        let flood = s.spawn(|| {
+            vectors()
+                .map(|v| (v.name, flood_vector(&net, v.port, v.reply_bytes)))
+                .collect::<Vec<_>>()
+        });
         host_traffic(&net, &files);
         flood.join().unwrap()
     });

@@ -10,16 +10,8 @@ use toml::Spanned;
 use super::{
     error::{Ctx, RuleError},
     units::parse_duration,
+    vectors::{CATALOGUE, Vector, guarded},
 };
-
-/// The amplification catalogue: the source ports of `rules/vectors.toml`
-/// plus NTP and SSDP, minus those that carry streams rather than
-/// request-reply exchanges (DTLS/QUIC 443, OpenVPN 1194, RDP 3389), where
-/// one request is followed by far more replies than any budget allows.
-pub const DEFAULT_PORTS: &[u16] = &[
-    17, 19, 53, 69, 111, 123, 137, 161, 389, 427, 520, 1434, 1604, 1900, 3283, 3702, 5353, 5683,
-    10001, 10074, 11211, 27015, 27960, 32414, 33848, 37810,
-];
 
 /// Replies per request, and how long a request waits for them, when the
 /// rule file does not say.
@@ -80,7 +72,7 @@ pub fn reply_guard(
     let base = budget(cx, s, DEFAULT_BUDGET)?;
     let mut ports = BTreeMap::new();
     match &s.ports {
-        None => ports.extend(DEFAULT_PORTS.iter().map(|p| (*p, base))),
+        None => ports = default_ports(CATALOGUE, base),
         Some(list) => {
             for p in list.get_ref() {
                 ports.insert(port(cx, p.span(), *p.get_ref())?, base);
@@ -113,6 +105,12 @@ pub fn reply_guard(
     }
     let off = s.enabled.as_ref().is_some_and(|e| !*e.get_ref());
     Ok((!off).then_some(ReplyGuard { ports }))
+}
+
+/// The guard of a `[reply_guard]` that lists no ports: every port of
+/// `catalogue` the guard holds (streams are left out), each with `base`.
+pub fn default_ports(catalogue: &[Vector], base: GuardPort) -> BTreeMap<u16, GuardPort> {
+    guarded(catalogue).map(|v| (v.port, base)).collect()
 }
 
 fn port(cx: &Ctx<'_>, span: std::ops::Range<usize>, n: i64) -> Result<u16, RuleError> {
@@ -175,7 +173,10 @@ pub fn ban_warning(set: &super::RuleSet) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::rules::parse;
+    use crate::rules::{
+        parse,
+        vectors::{CATALOGUE, guarded},
+    };
 
     #[test]
     fn bans_without_a_never_ban_list_are_warned_about() {
@@ -199,6 +200,10 @@ mod tests {
             assert_eq!(g.ports[&p], super::DEFAULT_BUDGET, "port {p}");
         }
         assert!(!g.ports.contains_key(&443));
+        for v in CATALOGUE {
+            assert_eq!(g.ports.contains_key(&v.port), v.guarded(), "{}", v.name);
+        }
+        assert_eq!(g.ports.len(), guarded(CATALOGUE).count());
     }
 
     #[test]

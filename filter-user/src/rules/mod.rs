@@ -13,6 +13,8 @@ pub mod prefixes;
 pub mod schema;
 pub mod units;
 pub mod upstream;
+mod values;
+pub mod vectors;
 
 use std::path::Path;
 
