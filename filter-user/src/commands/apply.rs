@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::load::{AttachModeArg, guard_of};
+use super::common::{AttachModeArg, guard_of};
 use crate::{
     filter::converge::{Converged, converge},
     state::PinRoot,

@@ -1,5 +1,6 @@
 //! `ban`, `unban` and `top`: who is banned or limited right now.
 
+use super::common::interfaces;
 use crate::{
     filter::bans::{self, Entry},
     lockout,
@@ -28,7 +29,7 @@ pub fn ban(root: &PinRoot, a: BanArgs) -> anyhow::Result<u8> {
         lockout::check_ban(&target, &lockout::protected_addresses())?;
     }
     let ns = parse_duration(&a.duration)?;
-    for iface in super::interfaces(root, a.iface)? {
+    for iface in interfaces(root, a.iface)? {
         let banned = bans::ban(root, &iface, target, std::time::Duration::from_nanos(ns))?;
         println!("{iface}: banned {banned} for {}", a.duration);
     }
@@ -44,7 +45,7 @@ pub struct UnbanArgs {
 
 pub fn unban(root: &PinRoot, a: UnbanArgs) -> anyhow::Result<u8> {
     let target = bans::parse_target(&a.target)?;
-    for iface in super::interfaces(root, a.iface)? {
+    for iface in interfaces(root, a.iface)? {
         let lifted = bans::unban(root, &iface, target)?;
         println!("{iface}: lifted the ban on {lifted}");
     }
@@ -62,7 +63,7 @@ pub struct TopArgs {
 }
 
 pub fn top(root: &PinRoot, a: TopArgs) -> anyhow::Result<u8> {
-    let report = bans::top_report(root, super::interfaces(root, a.iface)?, a.n)?;
+    let report = bans::top_report(root, interfaces(root, a.iface)?, a.n)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -1,6 +1,6 @@
 //! `doctor`: which features run on this machine, which do not, and why.
 
-use super::load::default_rule_set;
+use super::common::default_rule_set;
 use crate::{probe, state::PinRoot};
 
 #[derive(clap::Args, Debug)]

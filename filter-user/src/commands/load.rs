@@ -4,54 +4,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
+use super::common::{AttachModeArg, DEFAULT_RULES_NAME, default_rule_set, guard_of};
 use crate::{
     filter::{
-        apply::{self, Applied, Guard, apply_rules},
-        load::{self as loader, AttachMode, ReloadOptions},
+        apply::{self, Applied, apply_rules},
+        load::{self as loader, ReloadOptions},
     },
     rules::{self, RuleSet},
     state::PinRoot,
 };
 
-/// The rule file used when `load` gets no --rules.
-pub const DEFAULT_RULES: &str = include_str!("../../../rules/default.toml");
-const DEFAULT_RULES_NAME: &str = "(built-in rules/default.toml)";
-
-pub(super) fn guard_of(force: bool) -> Guard {
-    if force { Guard::Force } else { Guard::Check }
-}
-
-/// The built-in default profile.
-pub fn default_rule_set() -> anyhow::Result<RuleSet> {
-    Ok(rules::parse(DEFAULT_RULES_NAME, DEFAULT_RULES)?)
-}
-
 fn rules_for(path: Option<&Path>) -> anyhow::Result<(RuleSet, PathBuf)> {
     match path {
         Some(p) => Ok((rules::load_file(p)?, p.to_path_buf())),
-        None => Ok((
-            rules::parse(DEFAULT_RULES_NAME, DEFAULT_RULES)?,
-            PathBuf::from(DEFAULT_RULES_NAME),
-        )),
-    }
-}
-
-/// `--mode` of `load` and `apply`: the library's [`AttachMode`] on the
-/// command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum AttachModeArg {
-    Auto,
-    Native,
-    Generic,
-}
-
-impl From<AttachModeArg> for AttachMode {
-    fn from(m: AttachModeArg) -> Self {
-        match m {
-            AttachModeArg::Auto => AttachMode::Auto,
-            AttachModeArg::Native => AttachMode::Native,
-            AttachModeArg::Generic => AttachMode::Generic,
-        }
+        None => Ok((default_rule_set()?, PathBuf::from(DEFAULT_RULES_NAME))),
     }
 }
 

@@ -3,12 +3,18 @@
 //! through the library, prints what it found (a render function beside it
 //! turns that into text) and returns the exit status. `run` only
 //! dispatches.
+//!
+//! Imports run one way: this file uses `args` and the command files,
+//! `args` uses the args structs of the command files, and a command file
+//! uses only `common` and `table` (what commands share), never `args`,
+//! this file or another command.
 
 mod apply;
 pub mod args;
 mod bans;
 mod capture;
 mod check;
+mod common;
 mod diff;
 mod doctor;
 mod load;
@@ -20,9 +26,8 @@ mod table;
 mod upstream;
 
 use self::args::{Cli, Command};
-use crate::state::PinRoot;
 
-pub use self::load::DEFAULT_RULES;
+pub use self::common::DEFAULT_RULES;
 
 /// Runs a command; its exit status is 0 unless the command says otherwise
 /// (`apply`'s codes, `doctor`'s 1).
@@ -47,29 +52,4 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Upstream(a) => upstream::run(&root, a),
         Command::Check(a) => check::run(a),
     }
-}
-
-/// The named interface, or every loaded one.
-fn interfaces(root: &PinRoot, iface: Option<String>) -> anyhow::Result<Vec<String>> {
-    let all = match iface {
-        Some(i) => vec![i],
-        None => root.interfaces()?,
-    };
-    if all.is_empty() {
-        anyhow::bail!("no filter loaded{}", elsewhere(root));
-    }
-    Ok(all)
-}
-
-/// Where else filters run, for a "no filter loaded" that would mislead:
-/// the network namespaces with their own folder under this root.
-fn elsewhere(root: &PinRoot) -> String {
-    let names = root.netns_roots();
-    if names.is_empty() {
-        return String::new();
-    }
-    format!(
-        " here; network namespaces {} have filters (use `filterctl --netns NAME`)",
-        names.join(", ")
-    )
 }

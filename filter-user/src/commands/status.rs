@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 
-use super::upstream;
+use super::common::{elsewhere, upstream_summary};
 use crate::{
     filter::status::{self, Status},
     state::PinRoot,
@@ -37,7 +37,7 @@ pub fn run(root: &PinRoot, a: StatusArgs) -> anyhow::Result<u8> {
 fn render(root: &PinRoot, all: &[Status]) -> String {
     use std::fmt::Write as _;
     if all.is_empty() {
-        return format!("no filter loaded{}\n", super::elsewhere(root));
+        return format!("no filter loaded{}\n", elsewhere(root));
     }
     let mut o = String::new();
     for s in all {
@@ -69,7 +69,7 @@ fn render(root: &PinRoot, all: &[Status]) -> String {
                 s.interface, s.interface
             );
         }
-        if let Some(line) = upstream::summary(root, &s.interface) {
+        if let Some(line) = upstream_summary(root, &s.interface) {
             let _ = writeln!(o, "  {line}");
         }
         for b in &s.adaptive_blocks {

@@ -1,8 +1,9 @@
 //! `upstream`: what serve announces to the BGP peers and why, from its
-//! state file; and the line `status` shows for it.
+//! state file.
 
 use std::fmt::Write as _;
 
+use super::common::{interfaces, upstream_headline};
 use crate::{
     state::PinRoot,
     upstream::state::{self, UpstreamState},
@@ -19,7 +20,7 @@ pub struct UpstreamArgs {
 pub fn run(root: &PinRoot, a: UpstreamArgs) -> anyhow::Result<u8> {
     let json = a.json;
     let mut all = Vec::new();
-    for i in super::interfaces(root, a.iface)? {
+    for i in interfaces(root, a.iface)? {
         match state::read(root, &i)? {
             Some(s) => all.push(s),
             None if !json => println!(
@@ -39,7 +40,7 @@ pub fn run(root: &PinRoot, a: UpstreamArgs) -> anyhow::Result<u8> {
 fn render(all: &[UpstreamState]) -> String {
     let mut o = String::new();
     for s in all {
-        let _ = writeln!(o, "{}: {}", s.interface, headline(s));
+        let _ = writeln!(o, "{}: {}", s.interface, upstream_headline(s));
         for r in &s.routes {
             let state = match (r.announced, s.dry_run) {
                 (true, _) => "announced",
@@ -60,29 +61,6 @@ fn render(all: &[UpstreamState]) -> String {
         }
     }
     o
-}
-
-fn headline(s: &UpstreamState) -> String {
-    let age_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-        .saturating_sub(s.updated_unix_ms)
-        / 1000;
-    format!(
-        "{} flowspec, {} blackhole announced via {}{}, peers {:?}, {} speaker errors (serve, {age_s} s ago)",
-        s.count("flowspec", true),
-        s.count("blackhole", true),
-        s.speaker,
-        if s.dry_run { " (DRY RUN)" } else { "" },
-        s.peers,
-        s.speaker_errors,
-    )
-}
-
-/// The `status` line, when serve drives a speaker for `iface`.
-pub fn summary(root: &PinRoot, iface: &str) -> Option<String> {
-    let s = state::read(root, iface).ok()??;
-    Some(format!("upstream: {}", headline(&s)))
 }
 
 #[cfg(test)]
