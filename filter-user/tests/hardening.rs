@@ -290,6 +290,33 @@ fn lost_state_pins_and_resized_limiters_are_never_silent() {
         &["reload", "--iface", &net.victim_if, "--rules", &a],
     ));
     assert_eq!(reason(&net, "unsolicited_reply"), 7 * cpus as u64);
+
+    // A build with one reason fewer (16 and the monitor slot), on a
+    // machine with one CPU more: its blocks are of another shape, and the
+    // reload that upgrades makes the array anew with their totals.
+    const OLD_WORDS: usize = 2 * 17 + 65536;
+    std::fs::remove_file(dir.join("COUNTERS")).unwrap();
+    let mut old =
+        aya::maps::Array::<MapData, [u64; OLD_WORDS]>::create(cpus as u32 + 2, 1 << 10).unwrap();
+    let mut block: Box<[u64; OLD_WORDS]> = vec![0u64; OLD_WORDS].try_into().unwrap();
+    block[2 * 13] = 11; // unsolicited_reply
+    block[2 * 16] = 3; // the monitor slot
+    block[2 * 17 + 123] = 4; // packets from port 123
+    old.set(0, block.as_ref(), 0).unwrap();
+    old.set(cpus as u32 + 1, block.as_ref(), 0).unwrap();
+    old.pin(dir.join("COUNTERS")).unwrap();
+    ok(run(
+        &net,
+        &["reload", "--iface", &net.victim_if, "--rules", &a],
+    ));
+    assert_eq!(reason(&net, "unsolicited_reply"), 22);
+    assert_eq!(reason(&net, "reflected_to_service"), 0);
+    let stats: Value =
+        serde_json::from_str(&ok(run(&net, &["stats", "--json"]))).unwrap();
+    assert_eq!(stats["interfaces"][0]["monitor_passed"]["packets"], 6, "{stats}");
+    let counters = MapData::from_pin(dir.join("COUNTERS")).unwrap();
+    let packets = filterctl::filter::counters::read_packets(&counters).unwrap();
+    assert_eq!(packets[123], 8);
 }
 
 #[test]

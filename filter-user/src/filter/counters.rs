@@ -117,6 +117,53 @@ pub fn read_reasons(map: &MapData) -> anyhow::Result<Vec<Totals>> {
         .collect())
 }
 
+/// When a reload makes the counter array anew (another CPU count, or an
+/// older build whose blocks held fewer reasons): the old array's totals,
+/// summed over its blocks whatever their layout, become the new array's
+/// block that no CPU writes, so that no counter goes down. Reasons only
+/// ever get added at the end; the old monitor slot moves to the new one.
+pub fn carry_over(old: &MapData, new: &MapData) -> anyhow::Result<()> {
+    let info = old.info()?;
+    let value = info.value_size() as usize;
+    let count = info.max_entries() as usize;
+    let words = value / 8;
+    if value % 8 != 0 || words < UDP_PORTS + 2 || count == 0 {
+        anyhow::bail!("the old counter array has blocks of {value} bytes: not a counter array");
+    }
+    let slots = (words - UDP_PORTS) / 2;
+    let mapping = SharedMapping::new(old.fd().as_fd(), count * value)
+        .context("cannot mmap the old counter array")?;
+    let sum = |word: usize| -> u64 { (0..count).map(|b| mapping.u64_at(b * words + word)).sum() };
+    let mut block = zeroed_block();
+    for slot in 0..slots {
+        // The last slot of any layout is the monitor slot.
+        let to = if slot + 1 == slots {
+            STATS_SLOTS as usize - 1
+        } else if slot < STATS_SLOTS as usize - 1 {
+            slot
+        } else {
+            continue;
+        };
+        block.reasons[to].packets += sum(2 * slot);
+        block.reasons[to].bytes += sum(2 * slot + 1);
+    }
+    for (port, n) in block.udp_ports.iter_mut().enumerate() {
+        *n = sum(2 * slots + port);
+    }
+    // A map of our own over the new array's fd, writable.
+    let fd = new
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("cannot duplicate the new counter array's fd")?;
+    let data = MapData::from_fd(fd)?;
+    let mut array: Array<MapData, CpuCounters> = Array::try_from(aya::maps::Map::Array(data))?;
+    let last = array.len() - 1;
+    array
+        .set(last, block.as_ref(), 0)
+        .context("cannot write the carried-over totals into the new counter array")
+}
+
 /// After the reload that upgrades from a build that kept its counters in
 /// [`OLDER_STATS`] and [`OLDER_UDP_PORTS`]: their totals become the block
 /// that no CPU writes, and their pins go. That older program no longer

@@ -304,6 +304,14 @@ fn repin_remade(ebpf: &Ebpf, dir: &Path, remade: &[&str]) -> anyhow::Result<()> 
             .map(name)
             .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
         if path.exists() {
+            if *name == MAP_COUNTERS {
+                // Counters only grow, across upgrades too.
+                let old = MapData::from_pin(&path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                if let aya::maps::Map::Array(new) = map {
+                    counters::carry_over(&old, new)?;
+                }
+            }
             std::fs::remove_file(&path)
                 .with_context(|| format!("cannot remove {}", path.display()))?;
         }
