@@ -285,9 +285,15 @@ pub enum Reason {
     /// A reply to a tracked request that no rule matched: passed without
     /// meeting the per-source limit, so forgeries can't spend its budget.
     SolicitedReply = 15,
+    /// UDP from a guarded source port to a server of a guarded protocol
+    /// that is not a request of it: from another guarded port (a
+    /// memcached reply aimed at a DNS server), or from the same port
+    /// without a request's shape (a DNS answer aimed at a DNS server; see
+    /// [`crate::shapes`]).
+    ReflectedToService = 16,
 }
 
-pub const REASON_COUNT: u32 = 16;
+pub const REASON_COUNT: u32 = 17;
 /// Extra slot in [`CpuCounters::reasons`]: packets that a reason said to drop but that
 /// passed because the filter runs in monitor mode. Not a reason of its own,
 /// so the reason counters still add up to the frames seen.
@@ -312,6 +318,7 @@ impl Reason {
         Reason::UnsolicitedReply,
         Reason::ReplyOverBudget,
         Reason::SolicitedReply,
+        Reason::ReflectedToService,
     ];
 
     /// Stable name used in JSON and Prometheus labels.
@@ -333,6 +340,7 @@ impl Reason {
             Reason::UnsolicitedReply => "unsolicited_reply",
             Reason::ReplyOverBudget => "reply_over_budget",
             Reason::SolicitedReply => "solicited_reply",
+            Reason::ReflectedToService => "reflected_to_service",
         }
     }
 
@@ -349,6 +357,7 @@ impl Reason {
                 | Reason::FragmentFollowDrop
                 | Reason::UnsolicitedReply
                 | Reason::ReplyOverBudget
+                | Reason::ReflectedToService
         )
     }
 }

@@ -12,6 +12,7 @@ use crate::guard::{ReplyCell, Spend, reply_key, spend};
 // The decision's input, re-exported: the controller's tests and reference
 // model name it through `decide`.
 pub use crate::packet::{Addr, Frag, Packet, Parsed, addr_bytes, addr_v4, addr_words};
+use crate::shapes::served_request;
 use crate::shared::Shared64;
 
 /// Per-source limiter state as the CPUs share it: [`crate::SourceState`]
@@ -225,12 +226,19 @@ fn reply_guard<E: Env>(env: &mut E, p: &Packet, clock: &mut Clock) -> Guard {
             Some(Spend::Expired) | None => {}
         }
     }
-    // A request from a guarded port to a server on a guarded port (NTP
-    // symmetric peers and clients using port 123, DNS servers talking from
-    // port 53). Other bound sockets, which may be a client's, don't count:
-    // a reflection aimed at one is still a reflection.
+    // To a server on a guarded port: a request of its protocol (NTP
+    // symmetric peers and clients using port 123, DNS servers asking from
+    // port 53) if it comes from the same port and has a request's shape;
+    // a reflection aimed at the service otherwise. Other bound sockets,
+    // which may be a client's, don't count: a reflection aimed at one is
+    // still a reflection.
     if env.guarded(p.dst_port) && env.listening(p) {
-        return Guard::Other;
+        let head = |offset: u16| env.payload_head(p, offset, MATCH_MAX as u8);
+        return if served_request(p.src_port, p.dst_port, head) {
+            Guard::Other
+        } else {
+            Guard::Drop(Reason::ReflectedToService)
+        };
     }
     Guard::Drop(Reason::UnsolicitedReply)
 }

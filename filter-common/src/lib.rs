@@ -8,6 +8,7 @@ pub mod decide;
 pub mod guard;
 pub mod hints;
 pub mod packet;
+pub mod shapes;
 pub mod shared;
 
 pub use abi::*;

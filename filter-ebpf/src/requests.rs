@@ -10,7 +10,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use filter_common::{
-    CONFIG_REPLY_GUARD, IPPROTO_UDP, OPEN_SEED_CHUNK, UDP_PORTS,
+    CONFIG_REPLY_GUARD, IPPROTO_UDP, MATCH_MAX, OPEN_SEED_CHUNK, UDP_PORTS,
+    shapes::is_request,
     guard::{is_group, request_entry},
     packet::{Frag, Parsed},
 };
@@ -36,6 +37,18 @@ fn record(ctx: &TcContext) {
     let p = unsafe { &mut *slot };
     if parse::parse(ctx, p) != Parsed::Ip || p.proto != IPPROTO_UDP || p.frag == Frag::Later {
         return;
+    }
+    // A server's answers are not requests: from a guarded port whose
+    // protocol has a request shape (a DNS server answering from 53), only
+    // what has the shape opens anything; otherwise a forged query from
+    // X:11211 would let X's floods to port 53 in as solicited.
+    if crate::globals::guarded_wire(p.src_port.to_be()) && p.payload_off <= parse::MAX_L4_OFFSET + 60
+    {
+        let off = p.payload_off;
+        let head = |o: u16| crate::env::payload_head(ctx, off, o, MATCH_MAX as u8);
+        if is_request(p.src_port, head) == Some(false) {
+            return;
+        }
     }
     // The budget table lists exactly the guarded ports: one lookup.
     // SAFETY: the value is copied out at once.

@@ -9,7 +9,12 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::{
+    collections::HashSet,
+    net::{Ipv6Addr, SocketAddr, UdpSocket},
+};
+
+use filter_testkit::net::TestNet;
 
 use common::model::Model;
 use filter_common::{
@@ -86,12 +91,19 @@ multicast_expiry = "40d"
 packets = 1000000
 "#;
 
+/// Guarded ports where the run's namespace has a server (a UDP socket on
+/// the wildcard address), as the model is told: datagrams from guarded
+/// ports to them take the served-port decisions (a request from the same
+/// port, by its shape where the protocol has one; a reflection aimed at
+/// the service otherwise).
+const SERVED: [u16; 3] = [19, 1900, 5005];
+
 /// The kernel asks its socket table whether a reply from a guarded port to
-/// a guarded port reaches a server; the model knows of none. A UDP socket
-/// bound on one of these ports in the test's namespace would make them
-/// differ: say so instead of reporting a divergence.
+/// a guarded port reaches a server; the model knows only of [`SERVED`]. Any
+/// other UDP socket bound on one of these ports in the run's namespace
+/// would make them differ: say so instead of reporting a divergence.
 fn assert_no_udp_server_on_guarded_ports() {
-    let guarded = [19u16, 161, 1900, 5005, 40000];
+    let guarded = [161u16, 40000];
     for table in ["udp", "udp6"] {
         let path = format!("/proc/thread-self/net/{table}");
         let text = std::fs::read_to_string(&path).unwrap();
@@ -193,6 +205,10 @@ fn l4_payload(r: &mut Rng) -> Vec<u8> {
     if p.len() >= 5 && r.chance(30) {
         p[2] = 0x17;
         p[4] = 0x29;
+    }
+    // SSDP requests, for a server on 1900 (see SERVED).
+    if p.len() >= 8 && r.chance(10) {
+        p[..8].copy_from_slice(r.pick(&[b"M-SEARCH", b"NOTIFY *", b"HTTP/1.1"]));
     }
     p
 }
@@ -558,10 +574,27 @@ struct Coverage {
 /// Runs `frames` frames of `seed` through kernel and model; panics at the
 /// first divergence with the frame in hex.
 fn run(set: &RuleSet, seed: u64, frames: usize, monitor: bool) -> (Simulator, Coverage) {
+    // A namespace of the run's own, with servers on SERVED: the program's
+    // socket lookups (run on its loopback) find them.
+    let net = TestNet::new("dif").expect("create test namespaces");
+    TestNet::in_ns(&net.victim_ns, || {
+        let servers: Vec<UdpSocket> = SERVED
+            .iter()
+            .map(|p| UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, *p))).unwrap())
+            .collect();
+        let out = run_here(set, seed, frames, monitor);
+        drop(servers);
+        out
+    })
+    .unwrap()
+}
+
+fn run_here(set: &RuleSet, seed: u64, frames: usize, monitor: bool) -> (Simulator, Coverage) {
     let runner =
         Simulator::new(set).unwrap_or_else(|e| panic!("cannot load the XDP program: {e:#}"));
     assert_no_udp_server_on_guarded_ports();
     let mut model = Model::new(set);
+    model.listening.extend(SERVED);
     for r in requests() {
         runner.record_request(&r).unwrap();
         model.record_request(&r);

@@ -284,6 +284,19 @@ impl Model {
         if parsed != Parsed::Ip || p.proto != 17 || p.frag == Frag::Later {
             return;
         }
+        // A server's answer from a guarded port opens nothing.
+        let head = |o: u16| {
+            let mut w = [0u8; 4];
+            for (i, b) in w.iter_mut().enumerate() {
+                *b = frame.get(p.payload_off + o as usize + i).copied().unwrap_or(0);
+            }
+            w
+        };
+        if self.guard.contains_key(&p.src_port)
+            && filter_common::shapes::is_request(p.src_port, head) == Some(false)
+        {
+            return;
+        }
         if let Some(port) = self.guard.get(&p.dst_port) {
             let (key, s) = request_entry(&p, port, self.now);
             let open = self.local_ports.entry(p.src_port).or_default();
