@@ -402,13 +402,22 @@ pub struct Rule {
     pub action: u8,
     /// Limit id for [`ACTION_LIMIT`].
     pub limit: u8,
-    pub _pad: [u8; 3],
+    /// [`RULE_SPARES_GUARDED`] and future flags.
+    pub flags: u8,
+    pub _pad: [u8; 2],
     pub match_mask: [u8; MATCH_MAX],
     pub match_value: [u8; MATCH_MAX],
     /// Rule name, NUL-padded; only the controller reads it (for stats).
     pub name: [u8; RULE_NAME_LEN],
 }
 const _: () = assert!(size_of::<Rule>() == 72);
+
+/// Rule flag: the rule does not apply to a reply the reply guard found
+/// solicited, nor to a request it let through to a server of a guarded
+/// protocol. Set on `serve`'s adaptive blocks, so that blocking a port's
+/// flood keeps the host's own answers (time sync, DNS, SNMP polls) and
+/// its service's clients.
+pub const RULE_SPARES_GUARDED: u8 = 1;
 
 /// Candidate rules for one (protocol, source port), in priority order.
 #[repr(C)]

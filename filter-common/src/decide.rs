@@ -4,9 +4,9 @@
 //! collections).
 
 use crate::abi::{
-    ACTION_DROP, ACTION_LIMIT, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, Chain, Config, DoorSlot,
-    FragKey, IPPROTO_UDP, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, OVER_BREAK_NS,
-    Reason, ReplyKey, Rule, SrcKey,
+    ACTION_DROP, ACTION_LIMIT, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, CONFIG_REPLY_GUARD, Chain,
+    Config, DoorSlot, FragKey, IPPROTO_TCP, IPPROTO_UDP, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, OVER_BREAK_NS,
+    RULE_SPARES_GUARDED, Reason, ReplyKey, Rule, SrcKey,
 };
 use crate::guard::{ReplyCell, Spend, reply_key, spend};
 // The decision's input, re-exported: the controller's tests and reference
@@ -75,6 +75,9 @@ pub trait Env {
     /// Whether a socket on this host receives the packet as a request (a
     /// server bound to its destination port).
     fn listening(&self, p: &Packet) -> bool;
+    /// Whether a TCP connection of this host to the packet's source is
+    /// being opened or open (a SYN_SENT or ESTABLISHED socket).
+    fn connecting(&self, p: &Packet) -> bool;
     /// Whether the source must never be banned.
     fn never_ban(&self, key: &SrcKey) -> bool;
 }
@@ -156,14 +159,18 @@ fn decide_ip<E: Env>(env: &mut E, p: &Packet, cfg: &Config, clock: &mut Clock) -
         }
         return later_fragment_reason(cfg.flags);
     }
-    let solicited = match reply_guard(env, p, clock) {
+    if is_unasked_syn_ack(env, p, cfg) {
+        return Reason::UnsolicitedReply;
+    }
+    let (solicited, spared) = match reply_guard(env, p, clock) {
         Guard::Drop(reason) => return reason,
-        Guard::Solicited => true,
-        Guard::Other => false,
+        Guard::Solicited => (true, true),
+        Guard::Served => (false, true),
+        Guard::Other => (false, false),
     };
     let mut limit = cfg.default_limit;
     let mut aggregate = None;
-    if let Some(hit) = match_rule(env, p) {
+    if let Some(hit) = match_rule(env, p, spared) {
         env.count_rule(hit.index, p.frame_len);
         match hit.action {
             ACTION_DROP => return Reason::RuleDrop,
@@ -195,10 +202,28 @@ fn decide_ip<E: Env>(env: &mut E, p: &Packet, cfg: &Config, clock: &mut Clock) -
     }
 }
 
+/// TCP's reflection: spoofed SYNs to thousands of servers, whose SYN-ACKs
+/// flood the victim and would each draw a RST from it. A SYN-ACK answers
+/// only a connection this host is opening; with the reply guard on, any
+/// other goes before the kernel answers it.
+#[inline(always)]
+fn is_unasked_syn_ack<E: Env>(env: &E, p: &Packet, cfg: &Config) -> bool {
+    p.proto == IPPROTO_TCP
+        && p.tcp_flags & TCP_SYN_ACK == TCP_SYN_ACK
+        && cfg.flags & CONFIG_REPLY_GUARD != 0
+        && !env.connecting(p)
+}
+
+/// The SYN and ACK bits of [`Packet::tcp_flags`].
+pub const TCP_SYN_ACK: u8 = 0x12;
+
 /// What the reply guard makes of a packet.
 enum Guard {
-    /// Not from a guarded port, or a request to a listening socket.
+    /// Not from a guarded port.
     Other,
+    /// A request to a server of a guarded protocol, from its own port and
+    /// with a request's shape.
+    Served,
     /// Answers a tracked request, within its budget.
     Solicited,
     Drop(Reason),
@@ -234,10 +259,12 @@ fn reply_guard<E: Env>(env: &mut E, p: &Packet, clock: &mut Clock) -> Guard {
     // still a reflection.
     if env.guarded(p.dst_port) && env.listening(p) {
         let head = |offset: u16| env.payload_head(p, offset, MATCH_MAX as u8);
-        return if served_request(p.src_port, p.dst_port, head) {
-            Guard::Other
-        } else {
-            Guard::Drop(Reason::ReflectedToService)
+        return match served_request(p.src_port, p.dst_port, head) {
+            Some(true) => Guard::Served,
+            // A protocol whose requests and replies look alike: passed to
+            // its server as before, but an adaptive block still holds it.
+            None => Guard::Other,
+            Some(false) => Guard::Drop(Reason::ReflectedToService),
         };
     }
     Guard::Drop(Reason::UnsolicitedReply)
@@ -256,7 +283,7 @@ struct Hit {
 /// The first rule of the packet's chain that matches: at most MAX_CHAIN
 /// candidates, whatever the size of the rule set.
 #[inline(always)]
-fn match_rule<E: Env>(env: &E, p: &Packet) -> Option<Hit> {
+fn match_rule<E: Env>(env: &E, p: &Packet, spared: bool) -> Option<Hit> {
     let chain = env.chain(p.proto, p.src_port)?;
     for i in 0..MAX_CHAIN {
         if i >= chain.len as usize {
@@ -264,6 +291,9 @@ fn match_rule<E: Env>(env: &E, p: &Packet) -> Option<Hit> {
         }
         let index = chain.rules[i] as u32;
         let rule = env.rule(index)?;
+        if spared && rule.flags & RULE_SPARES_GUARDED != 0 {
+            continue;
+        }
         let head = env.payload_head(p, rule.match_offset, rule.match_len);
         if rule_matches(rule, p.dst_port, p.payload_len, &head) {
             return Some(Hit {

@@ -38,6 +38,9 @@ pub struct Packet {
     pub dst_port: u16,
     /// ICMP or ICMPv6 type; 0 for other protocols.
     pub icmp_type: u8,
+    /// TCP flags (the header's byte 13: CWR ECE URG ACK PSH RST SYN FIN);
+    /// 0 for other protocols.
+    pub tcp_flags: u8,
     /// Offset of the L4 payload in the frame (used only to read it).
     pub payload_off: usize,
     /// L4 payload length as the headers declare it (for a first fragment,
@@ -96,6 +99,7 @@ impl Packet {
         frag_proto: 0,
         src_port: 0,
         icmp_type: 0,
+        tcp_flags: 0,
         dst_port: 0,
         payload_off: 0,
         payload_len: 0,

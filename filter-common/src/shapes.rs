@@ -268,13 +268,20 @@ fn test_matches(test: &Test, head: &impl Fn(u16) -> [u8; 4]) -> bool {
 
 /// Whether a datagram from guarded port `src_port` to a server on guarded
 /// port `dst_port` is a request of that server's protocol: from the same
-/// port, with a request's shape where the protocol has one. From another
-/// guarded port it is a reflection aimed at the service (a memcached reply
-/// at a DNS server reads as a query with QR=0, yet no DNS client asks from
-/// 11211).
+/// port, with a request's shape (`None`: the protocol has none, so it
+/// cannot be told). From another guarded port it is a reflection aimed at
+/// the service (a memcached reply at a DNS server reads as a query with
+/// QR=0, yet no DNS client asks from 11211).
 #[inline(always)]
-pub fn served_request(src_port: u16, dst_port: u16, head: impl Fn(u16) -> [u8; 4]) -> bool {
-    src_port == dst_port && is_request(dst_port, head).unwrap_or(true)
+pub fn served_request(
+    src_port: u16,
+    dst_port: u16,
+    head: impl Fn(u16) -> [u8; 4],
+) -> Option<bool> {
+    if src_port != dst_port {
+        return Some(false);
+    }
+    is_request(dst_port, head)
 }
 
 #[inline(always)]
@@ -453,9 +460,10 @@ mod tests {
     #[test]
     fn another_guarded_port_is_a_reflection_whatever_its_shape() {
         let query = [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        assert!(served_request(53, 53, read(&query)));
-        assert!(!served_request(11211, 53, read(&query)));
-        // No shape: a request from the same port, as before.
-        assert!(served_request(19, 19, read(b"x")));
+        assert_eq!(served_request(53, 53, read(&query)), Some(true));
+        assert_eq!(served_request(11211, 53, read(&query)), Some(false));
+        // No shape: it cannot be told.
+        assert_eq!(served_request(19, 19, read(b"x")), None);
+        assert_eq!(served_request(1900, 19, read(b"x")), Some(false));
     }
 }

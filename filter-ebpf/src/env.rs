@@ -4,8 +4,10 @@
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
-    bindings::{BPF_F_CURRENT_NETNS, bpf_sock_tuple},
-    helpers::{bpf_sk_lookup_udp, bpf_sk_release},
+    bindings::{
+        BPF_F_CURRENT_NETNS, BPF_TCP_ESTABLISHED, BPF_TCP_SYN_SENT, bpf_sock_tuple,
+    },
+    helpers::{bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
     maps::lpm_trie::Key,
     programs::XdpContext,
 };
@@ -322,34 +324,14 @@ impl Env for KernelEnv<'_> {
     fn listening(&self, p: &Packet) -> bool {
         // Asked only for UDP from a guarded port that answers no request:
         // the socket table is the truth about servers, at any moment.
-        // Not zeroed (a memset): each family's branch writes every byte of
-        // the `size` bytes the helper reads, through raw pointers.
         let mut tuple = MaybeUninit::<bpf_sock_tuple>::uninit();
-        let tp = tuple.as_mut_ptr();
-        // SAFETY: field writes into a local union, no reads before them.
-        let size = unsafe {
-            if p.family == FAMILY_V4 {
-                let t = core::ptr::addr_of_mut!((*tp).__bindgen_anon_1.ipv4);
-                (*t).saddr = p.src[0] as u32;
-                (*t).daddr = p.dst[0] as u32;
-                (*t).sport = p.src_port.to_be();
-                (*t).dport = p.dst_port.to_be();
-                core::mem::size_of_val(&*t)
-            } else {
-                let t = core::ptr::addr_of_mut!((*tp).__bindgen_anon_1.ipv6);
-                (*t).saddr = words(&p.src);
-                (*t).daddr = words(&p.dst);
-                (*t).sport = p.src_port.to_be();
-                (*t).dport = p.dst_port.to_be();
-                core::mem::size_of_val(&*t)
-            }
-        };
+        let size = sock_tuple(p, tuple.as_mut_ptr());
         // SAFETY: a valid context and tuple; a socket found is released.
         unsafe {
             let sk = bpf_sk_lookup_udp(
                 self.ctx.ctx as *mut _,
-                tp,
-                size as u32,
+                tuple.as_mut_ptr(),
+                size,
                 BPF_F_CURRENT_NETNS as u64,
                 0,
             );
@@ -362,10 +344,63 @@ impl Env for KernelEnv<'_> {
     }
 
     #[inline(always)]
+    fn connecting(&self, p: &Packet) -> bool {
+        // Asked only for a SYN-ACK: the socket of a connection this host
+        // opens, found by its four-tuple (a listener found instead is no
+        // connection: a SYN-ACK never answers one).
+        let mut tuple = MaybeUninit::<bpf_sock_tuple>::uninit();
+        let size = sock_tuple(p, tuple.as_mut_ptr());
+        // SAFETY: a valid context and tuple; the socket found is read,
+        // then released.
+        unsafe {
+            let sk = bpf_skc_lookup_tcp(
+                self.ctx.ctx as *mut _,
+                tuple.as_mut_ptr(),
+                size,
+                BPF_F_CURRENT_NETNS as u64,
+                0,
+            );
+            if sk.is_null() {
+                return false;
+            }
+            let state = (*sk).state;
+            bpf_sk_release(sk as *mut _);
+            state == BPF_TCP_SYN_SENT || state == BPF_TCP_ESTABLISHED
+        }
+    }
+
+    #[inline(always)]
     fn never_ban(&self, key: &SrcKey) -> bool {
         // Looked up only when a ban is about to be set: rare, no flag needed.
         in_tries(key.family, &key.addr, &NEVER_BAN_V4, &NEVER_BAN_V6)
     }
+}
+
+/// Writes the socket lookups' key for `p` (its addresses and ports as the
+/// packet carries them) into `tp`, in place: a tuple returned by value is
+/// spilled half-written, which the verifier refuses. Not zeroed (a
+/// memset): each family's branch writes every byte of the returned size.
+#[inline(always)]
+fn sock_tuple(p: &Packet, tp: *mut bpf_sock_tuple) -> u32 {
+    // SAFETY: field writes into the caller's tuple, no reads before them.
+    let size = unsafe {
+        if p.family == FAMILY_V4 {
+            let t = core::ptr::addr_of_mut!((*tp).__bindgen_anon_1.ipv4);
+            (*t).saddr = p.src[0] as u32;
+            (*t).daddr = p.dst[0] as u32;
+            (*t).sport = p.src_port.to_be();
+            (*t).dport = p.dst_port.to_be();
+            core::mem::size_of_val(&*t)
+        } else {
+            let t = core::ptr::addr_of_mut!((*tp).__bindgen_anon_1.ipv6);
+            (*t).saddr = words(&p.src);
+            (*t).daddr = words(&p.dst);
+            (*t).sport = p.src_port.to_be();
+            (*t).dport = p.dst_port.to_be();
+            core::mem::size_of_val(&*t)
+        }
+    };
+    size as u32
 }
 
 /// Whether the reply guard is on and guards `port` (in host order).

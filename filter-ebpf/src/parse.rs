@@ -200,6 +200,7 @@ fn reset(p: &mut Packet, family: u8, proto: u8, frame_len: usize) {
     p.src_port = 0;
     p.dst_port = 0;
     p.icmp_type = 0;
+    p.tcp_flags = 0;
     p.payload_off = 0;
     p.payload_len = 0;
     p.frame_len = frame_len as u64;
@@ -333,6 +334,7 @@ fn parse_l4(ctx: &impl Frame, p: &mut Packet, l4: usize, ip_end: usize) -> Parse
             }
             p.src_port = h.be16::<0>();
             p.dst_port = h.be16::<2>();
+            p.tcp_flags = h.u8::<13>();
             p.payload_off = l4 + doff;
             p.payload_len = (have - doff) as u16;
         }

@@ -244,7 +244,9 @@ fn l4(r: &mut Rng, proto: u8, first: bool) -> Vec<u8> {
             t.extend_from_slice(&port(r).to_be_bytes());
             t.extend_from_slice(&r.bytes(8));
             t.push(doff << 4);
-            t.push(0x02);
+            // SYN, SYN-ACK (unasked: the run holds no connection), ACK,
+            // RST-ACK, PSH-ACK.
+            t.push(r.pick(&[0x02u8, 0x12, 0x10, 0x14, 0x18, 0x13]));
             t.extend_from_slice(&r.bytes(6));
             t.extend_from_slice(&vec![1; (doff as usize - 5) * 4]);
             t.extend_from_slice(&l4_payload(r));

@@ -626,3 +626,140 @@ fn recorder_on_clsact_follows_reloads_and_unload() {
     run("tcx", &["unload", "--iface", &net.victim_if]);
     assert!(egress_programs(&net).is_empty(), "unload left a recorder");
 }
+
+/// `TcpOutRsts` of the calling thread's namespace (`nstat TcpOutRsts`).
+fn tcp_out_rsts() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "OutRsts")
+        .unwrap();
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
+
+/// SYN-ACKs from `sources` spoofed reflectors (ports 443 and 80) to
+/// random ports of the victim, `per_source` each, as raw frames with
+/// valid checksums out of the attacker's interface (AF_PACKET).
+fn syn_ack_flood(net: &TestNet, sources: u8, per_source: u16) -> u64 {
+    let attacker_if = net.attacker_if.clone();
+    TestNet::in_ns(&net.attacker_ns, move || {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+        // SAFETY: plain socket creation; the fd is owned below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a fresh fd of ours.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let ifindex = filterctl::sys::ifindex(&attacker_if).unwrap();
+        // SAFETY: a zeroed sockaddr_ll is valid; its fields are set below.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_ifindex = ifindex as i32;
+        to.sll_halen = 6;
+        let victim_mac = [2, 0, 0, 0, 0, 1];
+        to.sll_addr[..6].copy_from_slice(&victim_mac);
+        let mut sent = 0;
+        for i in 0..per_source {
+            for s in 0..sources {
+                let src = [
+                    if s % 2 == 0 { 198 } else { 203 },
+                    if s % 2 == 0 { 51 } else { 0 },
+                    if s % 2 == 0 { 100 } else { 113 },
+                    1 + s / 2,
+                ];
+                let sport = if s % 3 == 0 { 80 } else { 443 };
+                let dport = 20000 + (i.wrapping_mul(7919).wrapping_add(s as u16) % 40000);
+                let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], victim_mac)
+                    .ipv4(src, VICTIM_V4.octets(), 64)
+                    .tcp(sport, dport, 1000 + i as u32, 64240)
+                    .syn()
+                    .ack(4242);
+                let mut frame = Vec::with_capacity(builder.size(0));
+                builder.write(&mut frame, &[]).unwrap();
+                // SAFETY: a valid socket, frame and address of its size.
+                let rc = unsafe {
+                    libc::sendto(
+                        sock.as_raw_fd(),
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        (&to as *const libc::sockaddr_ll).cast(),
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                    )
+                };
+                if rc > 0 {
+                    sent += 1;
+                }
+                // The veth ring holds 256 frames: pace bursts.
+                if sent % 64 == 63 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+        sent
+    })
+    .unwrap()
+}
+
+/// TCP's reflection: SYN-ACKs from 300 spoofed servers, which the victim
+/// would answer each with a RST (adding its own flood to theirs). With the
+/// default profile they go before the kernel sees them, while the
+/// victim's own connections (whose SYN-ACKs answer its SYNs) all open.
+#[test]
+fn syn_ack_reflection_draws_no_rsts_and_own_connections_open() {
+    use std::net::{TcpListener, TcpStream};
+    common::require_bpf();
+    let net = TestNet::new("syn").expect("create test namespaces");
+    // Without the filter, the victim answers them: the test can fail.
+    let before = TestNet::in_ns(&net.victim_ns, tcp_out_rsts).unwrap();
+    let sent = syn_ack_flood(&net, 100, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let unfiltered = TestNet::in_ns(&net.victim_ns, tcp_out_rsts).unwrap() - before;
+    assert!(
+        unfiltered * 10 >= sent * 9,
+        "{unfiltered} RSTs for {sent} SYN-ACKs without the filter"
+    );
+
+    ok(filterctl(&net, &["load", "--iface", &net.victim_if]));
+    let server = SocketAddr::new(ATTACKER_V4.into(), 8080);
+    let listener = TestNet::in_ns(&net.attacker_ns, || TcpListener::bind(server))
+        .unwrap()
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let stop = AtomicBool::new(false);
+    let before = TestNet::in_ns(&net.victim_ns, tcp_out_rsts).unwrap();
+    let (sent, opened) = std::thread::scope(|s| {
+        let _stop = common::StopOnDrop(&stop);
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = listener.accept();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let flood = s.spawn(|| syn_ack_flood(&net, 250, 120));
+        let opened = TestNet::in_ns(&net.victim_ns, || {
+            (0..100)
+                .filter(|_| TcpStream::connect_timeout(&server, Duration::from_secs(2)).is_ok())
+                .count()
+        })
+        .unwrap();
+        (flood.join().unwrap(), opened)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let rsts = TestNet::in_ns(&net.victim_ns, tcp_out_rsts).unwrap() - before;
+    assert_eq!(
+        opened, 100,
+        "the victim's own connections failed during the flood"
+    );
+    assert!(rsts * 100 <= sent, "{rsts} RSTs for {sent} SYN-ACKs");
+    assert!(
+        reason(&net, "unsolicited_reply") >= sent,
+        "SYN-ACKs not counted"
+    );
+    ok(filterctl(&net, &["unload", "--iface", &net.victim_if]));
+}

@@ -372,3 +372,71 @@ fn the_guard_passes_asked_replies_within_their_budget() {
     ]);
     check(&runner, &set, &cases, false);
 }
+
+/// `serve`'s adaptive blocks hold a port's flood, not the host's own
+/// answers on it nor its service's clients: a block of port 53 keeps the
+/// answers to the host's lookups and the queries to its DNS server, while
+/// replies aimed at that server (from 53 or from memcached's 11211) go as
+/// reflections; a block of an unguarded port drops what comes from it.
+#[test]
+fn adaptive_blocks_spare_the_hosts_answers_and_its_services_clients() {
+    use Reason::*;
+    use filter_testkit::net::TestNet;
+    use filterctl::rules::adaptive::{AdaptiveBlock, with_blocks};
+    common::require_bpf();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/default.toml");
+    let set = rules::parse("default.toml", &std::fs::read_to_string(path).unwrap()).unwrap();
+    let block = |port| AdaptiveBlock {
+        port,
+        since_unix: 1,
+        trigger_pps: 50_000,
+        trigger_share_percent: 90,
+    };
+    let blocked = with_blocks(&set, &[block(53), block(4500)]).unwrap();
+    // The program asks the socket table of the namespace it runs in.
+    let net = TestNet::new("adb").expect("create test namespaces");
+    TestNet::in_ns(&net.victim_ns, || {
+        let _server = std::net::UdpSocket::bind("[::]:53").unwrap();
+        let runner = Simulator::new(&blocked).unwrap();
+        let lookup = request(&udp(40053, 53, &dns_query()), SRC4);
+        runner.record_request(&lookup).unwrap();
+        let mut answer = dns_query();
+        answer[2] = 0x81;
+        answer[7] = 1;
+        let memcached = b"\0\x01\0\0\0\x01\0\0VALUE k 0 5\r\n".to_vec();
+        let cases = [
+            case(
+                "the answer to the host's lookup",
+                v4_udp(&udp(53, 40053, &answer)),
+                SolicitedReply,
+                None,
+            ),
+            case(
+                "a query to the host's DNS server from port 53",
+                v4_udp(&udp(53, 53, &dns_query())),
+                Pass,
+                None,
+            ),
+            case(
+                "an answer aimed at the DNS server",
+                v4_udp(&udp(53, 53, &answer)),
+                ReflectedToService,
+                None,
+            ),
+            case(
+                "a memcached reply aimed at the DNS server",
+                v4_udp(&udp(11211, 53, &memcached)),
+                ReflectedToService,
+                None,
+            ),
+            case(
+                "from the blocked unguarded port",
+                v4_udp(&udp(4500, 9999, b"x")),
+                RuleDrop,
+                Some("adaptive-udp-4500"),
+            ),
+        ];
+        check(&runner, &blocked, &cases, false);
+    })
+    .unwrap();
+}

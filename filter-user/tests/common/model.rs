@@ -191,6 +191,7 @@ fn l4(frame: &[u8], l4: usize, ip_end: usize, p: &mut Packet) -> Parsed {
             let doff = t.data_offset() as usize * 4;
             p.src_port = t.source_port();
             p.dst_port = t.destination_port();
+            p.tcp_flags = body[13];
             p.payload_off = l4 + doff;
             p.payload_len = (body.len() - doff) as u16;
         }
@@ -288,7 +289,10 @@ impl Model {
         let head = |o: u16| {
             let mut w = [0u8; 4];
             for (i, b) in w.iter_mut().enumerate() {
-                *b = frame.get(p.payload_off + o as usize + i).copied().unwrap_or(0);
+                *b = frame
+                    .get(p.payload_off + o as usize + i)
+                    .copied()
+                    .unwrap_or(0);
             }
             w
         };
@@ -412,6 +416,10 @@ impl Env for Model {
         f: impl FnOnce(&ReplyCell<AtomicU64>) -> R,
     ) -> Option<R> {
         self.replies.get(key).map(f)
+    }
+    fn connecting(&self, _p: &Packet) -> bool {
+        // The runs hold no TCP connection.
+        false
     }
     fn listening(&self, p: &Packet) -> bool {
         self.listening.contains(&p.dst_port)
