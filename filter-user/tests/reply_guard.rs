@@ -763,3 +763,168 @@ fn syn_ack_reflection_draws_no_rsts_and_own_connections_open() {
     );
     ok(filterctl(&net, &["unload", "--iface", &net.victim_if]));
 }
+
+/// A protocol the victim serves: its port, a request a client sends, and
+/// a reply a reflector sends (a DNS answer, an NTP mode 4, an SNMP
+/// GetResponse...).
+struct Served {
+    port: u16,
+    request: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+fn served_protocols() -> Vec<Served> {
+    let memcached = |cmd: &[u8]| [b"\x00\x01\x00\x00\x00\x01\x00\x00".as_slice(), cmd].concat();
+    let mut dns_answer = filter_testkit::frames::dns_query();
+    dns_answer[2] = 0x81;
+    dns_answer[7] = 1;
+    let snmp = |pdu: u8| {
+        let mut m = b"\x30\x26\x02\x01\x01\x04\x06public".to_vec();
+        m.extend([pdu, 0x19, 0x02, 0x04, 0, 0, 0, 1]);
+        m
+    };
+    let cldap = |op: u8| {
+        let mut m = b"\x30\x84\x00\x00\x00\x40\x02\x01\x01".to_vec();
+        m.extend([op, 0x84, 0, 0, 0, 0x3a]);
+        m
+    };
+    let ntp = |first: u8| {
+        let mut m = vec![first, 2, 6, 0xe7];
+        m.resize(48, 0);
+        m
+    };
+    vec![
+        Served {
+            port: 53,
+            request: filter_testkit::frames::dns_query(),
+            reply: dns_answer,
+        },
+        Served {
+            port: 123,
+            request: ntp(0x23),
+            reply: ntp(0x24),
+        },
+        Served {
+            port: 161,
+            request: snmp(0xa0),
+            reply: snmp(0xa2),
+        },
+        Served {
+            port: 389,
+            request: cldap(0x63),
+            reply: cldap(0x64),
+        },
+        Served {
+            port: 1900,
+            request: b"M-SEARCH * HTTP/1.1\r\nMAN: \"ssdp:discover\"\r\n\r\n".to_vec(),
+            reply: filter_testkit::frames::ssdp_reply(),
+        },
+        Served {
+            port: 5683,
+            request: vec![0x40, 0x01, 0, 1],
+            reply: vec![0x60, 0x45, 0, 1],
+        },
+        Served {
+            port: 11211,
+            request: memcached(b"get k\r\n"),
+            reply: memcached(b"VALUE k 0 1\r\nx\r\nEND\r\n"),
+        },
+    ]
+}
+
+/// Datagrams that reached the victim's server sockets, by whether they came
+/// from the real client (the attacker host's own address) or from anyone
+/// else (the spoofed reflectors).
+fn drain_servers(servers: &[UdpSocket]) -> (u64, u64) {
+    let (mut client, mut others) = (0, 0);
+    let mut buf = [0u8; 4096];
+    for s in servers {
+        while let Ok((_, from)) = s.recv_from(&mut buf) {
+            if from.ip() == IpAddr::from(ATTACKER_V4) {
+                client += 1;
+            } else {
+                others += 1;
+            }
+        }
+    }
+    (client, others)
+}
+
+/// The victim serves every guarded protocol with a request shape. Floods
+/// of each protocol's replies aimed at its served port (source port =
+/// destination port), and across ports (a memcached reply at the DNS
+/// server, a DNS answer at the NTP server), from 200 spoofed reflectors,
+/// and a flood of 3 KB fragmented DNS answers at the DNS server: under 1%
+/// reaches a server. A client's requests, from the protocol's own port to
+/// the same port (NTP 123 to 123, DNS 53 to 53) and from an ephemeral
+/// port, sent between the floods: every one arrives.
+#[test]
+fn servers_keep_their_clients_and_lose_the_reflections_aimed_at_them() {
+    common::require_bpf();
+    let net = TestNet::new("svr").expect("create test namespaces");
+    ok(filterctl(&net, &["load", "--iface", &net.victim_if]));
+    let protocols = served_protocols();
+    let servers: Vec<UdpSocket> = TestNet::in_ns(&net.victim_ns, || {
+        protocols
+            .iter()
+            .map(|p| {
+                let s = UdpSocket::bind(victim(p.port)).unwrap();
+                s.set_nonblocking(true).unwrap();
+                s
+            })
+            .collect()
+    })
+    .unwrap();
+    let reflectors: Vec<IpAddr> = (1..=100)
+        .flat_map(|i| {
+            [
+                Ipv4Addr::new(198, 51, 100, i).into(),
+                Ipv4Addr::new(203, 0, 113, i).into(),
+            ]
+        })
+        .collect();
+    let mut big_answer = vec![0u8; 3000];
+    big_answer[..12].copy_from_slice(&protocols[0].reply[..12]);
+    let (mut flooded, mut asked) = (0u64, 0u64);
+    for (i, p) in protocols.iter().enumerate() {
+        let cross = &protocols[(i + 1) % protocols.len()];
+        TestNet::in_ns(&net.attacker_ns, || {
+            for src in &reflectors {
+                // At the served port, from the same port and from another
+                // guarded protocol's port.
+                send_udp(SocketAddr::new(*src, p.port), victim(p.port), &p.reply, 2).unwrap();
+                send_udp(
+                    SocketAddr::new(*src, cross.port),
+                    victim(p.port),
+                    &cross.reply,
+                    1,
+                )
+                .unwrap();
+            }
+            // The client: from the protocol's own port and an ephemeral one.
+            let own = SocketAddr::new(ATTACKER_V4.into(), p.port);
+            let ephemeral = SocketAddr::new(ATTACKER_V4.into(), 40000 + p.port % 1000);
+            send_udp(own, victim(p.port), &p.request, 5).unwrap();
+            send_udp(ephemeral, victim(p.port), &p.request, 5).unwrap();
+        })
+        .unwrap();
+        flooded += 3 * reflectors.len() as u64;
+        asked += 10;
+    }
+    TestNet::in_ns(&net.attacker_ns, || {
+        for src in &reflectors[..50] {
+            send_udp(SocketAddr::new(*src, 53), victim(53), &big_answer, 2).unwrap();
+        }
+    })
+    .unwrap();
+    flooded += 100;
+    std::thread::sleep(Duration::from_millis(300));
+    let (client, others) = drain_servers(&servers);
+    assert_eq!(client, asked, "requests to the victim's servers were lost");
+    assert!(
+        others * 100 <= flooded,
+        "{others} of {flooded} reflected datagrams reached a server"
+    );
+    assert!(reason(&net, "reflected_to_service") >= flooded - 100);
+    ok(filterctl(&net, &["unload", "--iface", &net.victim_if]));
+}
