@@ -4,18 +4,17 @@
 //! never holds them, and the RULESET record marks them as adaptive.
 
 use filter_common::{ACTION_DROP, ACTION_LIMIT, IPPROTO_UDP, Limit, RULE_NAME_LEN, Rule};
-use serde::{Deserialize, Serialize};
 
+// The settings and the block are parts of a `RuleSet`, so they live beside
+// it in `set.rs` (below this file, which builds sets with blocks).
+pub use super::set::{ADAPTIVE_PREFIX, Adaptive, AdaptiveBlock};
 use super::{
-    RuleSet, RuleSpec,
     compile::{compile_chains, gcra_packets},
     error::{Ctx, RuleError},
     schema::AdaptiveSchema,
+    set::{RuleSet, RuleSpec},
     values::{duration, int_in, named_limit},
 };
-
-/// Names of the synthetic rules start with this; rule files may not use it.
-pub const ADAPTIVE_PREFIX: &str = "adaptive-";
 
 /// Defaults of the `[adaptive]` keys (those of `rules/default.toml`).
 /// Conservative: one source port must bring 20,000 packets/s and half of
@@ -27,43 +26,7 @@ pub const DEFAULT_HOLD_NS: u64 = 120_000_000_000;
 /// answers to this host's own lookups (unsolicited ones are the reply
 /// guard's job), 443 carries QUIC (HTTP/3) downloads, which are legitimately
 /// large and concentrated on one source port.
-pub const DEFAULT_NEVER_BLOCK: [u16; 2] = [53, 443];
-
-/// Validated `[adaptive]` settings.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Adaptive {
-    pub enabled: bool,
-    pub min_pps: u64,
-    /// Fraction (0, 1] of the interface's UDP packets.
-    pub min_share: f64,
-    /// `ACTION_DROP` or `ACTION_LIMIT`.
-    pub action: u8,
-    /// For `ACTION_LIMIT`: limit id (0 = none) and aggregate GCRA.
-    pub limit: u8,
-    pub agg_interval_ns: u64,
-    pub agg_tolerance_ns: u64,
-    /// How long a block stays after the surge ends.
-    pub hold_ns: u64,
-    pub never_block: Vec<u16>,
-}
-
-/// A block that runs: a UDP source port, since when, and what started it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AdaptiveBlock {
-    pub port: u16,
-    pub since_unix: u64,
-    /// Packets/s from the port when the block started.
-    pub trigger_pps: u64,
-    /// Its share of the interface's UDP packets then, in percent.
-    pub trigger_share_percent: u32,
-}
-
-impl AdaptiveBlock {
-    /// The synthetic rule's name.
-    pub fn rule_name(&self) -> String {
-        format!("{ADAPTIVE_PREFIX}udp-{}", self.port)
-    }
-}
+pub const DEFAULT_NEVER_BLOCK: [u16; 1] = [443];
 
 /// Validates `[adaptive]`; `limits` are the file's, by limit id - 1.
 pub fn parse(
@@ -215,6 +178,9 @@ fn synthetic_rule(a: &Adaptive, b: &AdaptiveBlock) -> RuleSpec {
         len_hi: u16::MAX,
         action: a.action,
         limit: a.limit,
+        // A block holds the port's flood, not the host's own answers on
+        // it nor its service's clients: the reply guard tells them apart.
+        flags: filter_common::RULE_SPARES_GUARDED,
         ..Rule::default()
     };
     let n = name.len().min(RULE_NAME_LEN - 1);

@@ -10,7 +10,10 @@ use filter_common::{
     MAX_CHAINS, Rule, guard::guard_index, hints, port_slot, source_slots,
 };
 
-use super::{FragmentPolicy, Mode, RuleSet, RuleSpec, prefixes::Prefix};
+use super::{
+    prefixes::Prefix,
+    set::{FragmentPolicy, Mode, RuleSet, RuleSpec},
+};
 
 /// GCRA spacing and tolerance (ns) of a packet rate with a burst (packets;
 /// by default a tenth of a second at the rate, at least one packet).

@@ -4,11 +4,15 @@
 use std::collections::BTreeMap;
 
 use filter_common::{GuardPort, MAX_GUARDED_PORTS};
-use serde::Deserialize;
 use toml::Spanned;
 
+// The guard is a part of a `RuleSet`, so it lives beside it in `set.rs`
+// (below this file, whose `ban_warning` reads a whole set).
+pub use super::set::ReplyGuard;
 use super::{
     error::{Ctx, RuleError},
+    schema::ReplyGuardSchema,
+    set::RuleSet,
     units::parse_duration,
     vectors::{CATALOGUE, Vector, guarded},
 };
@@ -22,43 +26,13 @@ pub const DEFAULT_BUDGET: GuardPort = GuardPort {
     multicast_expiry_ms: 5_000,
 };
 
-/// The guarded ports and what a request to each may receive.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ReplyGuard {
-    pub ports: BTreeMap<u16, GuardPort>,
-}
-
-/// `[reply_guard]`, and each `[reply_guard.port.N]`, which takes only the
-/// budget keys (one shape for both: serde can't flatten a shared part into
-/// a struct that refuses unknown keys).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplyGuardSchema {
-    #[serde(default)]
-    pub enabled: Option<Spanned<bool>>,
-    #[serde(default)]
-    pub ports: Option<Spanned<Vec<Spanned<i64>>>>,
-    #[serde(default)]
-    pub packets: Option<Spanned<i64>>,
-    #[serde(default)]
-    pub bytes: Option<Spanned<i64>>,
-    #[serde(default)]
-    pub expiry: Option<Spanned<String>>,
-    #[serde(default)]
-    pub multicast_expiry: Option<Spanned<String>>,
-    /// Per-port budgets: `[reply_guard.port.1900]`; the port is guarded too.
-    #[serde(default)]
-    pub port: BTreeMap<Spanned<String>, ReplyGuardSchema>,
-}
-
-impl ReplyGuardSchema {
-    /// Where a key that only `[reply_guard]` takes appears, if one does.
-    fn section_key(&self) -> Option<std::ops::Range<usize>> {
-        let nested = self.port.keys().next().map(|k| k.span());
-        let enabled = self.enabled.as_ref().map(|e| e.span());
-        let ports = self.ports.as_ref().map(|p| p.span());
-        enabled.or(ports).or(nested)
-    }
+/// Where a key that only `[reply_guard]` takes appears in `s`, if one does
+/// (a `[reply_guard.port.N]` takes only the budget keys).
+fn section_key(s: &ReplyGuardSchema) -> Option<std::ops::Range<usize>> {
+    let nested = s.port.keys().next().map(|k| k.span());
+    let enabled = s.enabled.as_ref().map(|e| e.span());
+    let ports = s.ports.as_ref().map(|p| p.span());
+    enabled.or(ports).or(nested)
 }
 
 /// The guard as the program needs it; None when it is absent or off.
@@ -86,7 +60,7 @@ pub fn reply_guard(
                 format!("[reply_guard.port.{}]: not a port number", name.get_ref()),
             )
         })?;
-        if let Some(span) = b.section_key() {
+        if let Some(span) = section_key(b) {
             return Err(cx.err(
                 span,
                 format!(
@@ -161,7 +135,7 @@ fn budget(cx: &Ctx<'_>, s: &ReplyGuardSchema, base: GuardPort) -> Result<GuardPo
 /// `check`'s warning for a rule set that bans without a `never_ban` list:
 /// only the peers filterctl finds on the host (default gateways, resolvers,
 /// time servers, the SSH client) would be safe from a forged flood.
-pub fn ban_warning(set: &super::RuleSet) -> Option<String> {
+pub fn ban_warning(set: &RuleSet) -> Option<String> {
     (set.ban_after_ns != 0 && set.never_ban.is_empty()).then(|| {
         "warning: [ban] is set but never_ban lists nobody: a flood forging a peer's address \
          can get it banned; list the peers this host must never lose (monitoring, load \

@@ -9,11 +9,12 @@ use filter_common::Limit;
 use toml::Spanned;
 
 use super::{
-    RuleSet, RuleSpec, RulesError,
     error::{Ctx, RuleError, line_col},
     files,
+    parse::{RulesError, parse_in},
     prefixes::{Prefix, parse_list, parse_prefix},
     schema::{FileSchema, LimitSchema, RuleSchema},
+    set::{RuleSet, RuleSpec},
 };
 
 /// Bytes of a full-size Ethernet frame at a 1500-byte MTU.
@@ -49,7 +50,7 @@ pub fn check_file(path: &Path) -> Result<Checked, RulesError> {
     let text = files::read_rules(path)?;
     let file = path.display().to_string();
     let base = path.parent().unwrap_or(Path::new("."));
-    let set = super::parse::parse_in(&file, &text, base).map_err(RulesError::Invalid)?;
+    let set = parse_in(&file, &text, base).map_err(RulesError::Invalid)?;
     let warnings = lint(&file, &text, base, &set);
     Ok(Checked { set, warnings })
 }

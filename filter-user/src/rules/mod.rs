@@ -11,113 +11,27 @@ pub mod lint;
 pub mod parse;
 pub mod prefixes;
 pub mod schema;
+pub mod set;
 pub mod units;
 pub mod upstream;
 mod values;
 pub mod vectors;
 
-use std::path::Path;
+// Declarations and re-exports only. The children never import this file
+// (they name each other: `super::set::RuleSet`), so these re-exports, kept
+// for the rest of the crate, cannot close an import circle.
+pub use self::{
+    compile::Compiled,
+    error::RuleError,
+    parse::{RulesError, load_file, parse},
+    prefixes::Prefix,
+    set::{FragmentPolicy, Mode, RuleSet, RuleSpec, hex},
+};
 
-use filter_common::{Limit, Rule};
-
-use self::files::FileError;
-pub use self::{compile::Compiled, error::RuleError, prefixes::Prefix};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Enforce,
-    Monitor,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FragmentPolicy {
-    Pass,
-    Drop,
-}
-
-/// A validated rule: what the operator wrote, in the program's terms.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuleSpec {
-    pub name: String,
-    pub proto: u8,
-    pub src_ports: (u16, u16),
-    pub rule: Rule,
-}
-
-/// A validated rule file.
-#[derive(Clone, Debug)]
-pub struct RuleSet {
-    pub mode: Mode,
-    pub fragments: FragmentPolicy,
-    pub fragment_memory_ns: u64,
-    pub allow: Vec<Prefix>,
-    pub deny: Vec<Prefix>,
-    pub src_prefix_v4: u8,
-    pub src_prefix_v6: u8,
-    /// Entries of the per-source limiter LRU.
-    pub table_size: u32,
-    /// Named limits; limit id = index + 1. The `[per_source]` limit, when
-    /// present, is first and named "per_source".
-    pub limits: Vec<(String, Limit)>,
-    /// Limit id every packet meets at the per-source step; 0 = none.
-    pub default_limit: u32,
-    pub ban_after_ns: u64,
-    pub ban_for_ns: u64,
-    pub rules: Vec<RuleSpec>,
-    /// `[upstream]`: what `serve` announces to BGP peers; None: nothing.
-    pub upstream: Option<upstream::UpstreamConfig>,
-    /// `[adaptive]`, when the file has it.
-    pub adaptive: Option<adaptive::Adaptive>,
-    /// Adaptive blocks among `rules` (none in a set read from a file: see
-    /// `adaptive::with_blocks`).
-    pub blocks: Vec<adaptive::AdaptiveBlock>,
-    /// `[reply_guard]`, when on.
-    pub reply_guard: Option<guard::ReplyGuard>,
-    /// Sources never banned besides those the host's configuration names.
-    pub never_ban: Vec<Prefix>,
-    /// SHA-256 of the file's bytes and of every list file it reads.
-    pub digest: [u8; 32],
-}
-
-impl RuleSet {
-    pub fn digest_hex(&self) -> String {
-        hex(&self.digest)
-    }
-}
-
-/// A rule file that cannot be used: unreadable, or every problem in it.
-#[derive(Debug, thiserror::Error)]
-pub enum RulesError {
-    #[error(transparent)]
-    File(#[from] FileError),
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-    Invalid(Vec<RuleError>),
-}
-
-/// Reads and validates a rule file; list files are read relative to it.
-pub fn load_file(path: &Path) -> Result<RuleSet, RulesError> {
-    let text = files::read_rules(path)?;
-    parse::parse_in(
-        &path.display().to_string(),
-        &text,
-        path.parent().unwrap_or(Path::new(".")),
-    )
-    .map_err(RulesError::Invalid)
-}
-
-/// Validates rule-file text; `file` names it in errors; list files are
-/// read relative to the current directory. The first error in the file.
-pub fn parse(file: &str, text: &str) -> Result<RuleSet, RuleError> {
-    parse::parse_in(file, text, Path::new(".")).map_err(|mut errors| errors.swap_remove(0))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use filter_common::{CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, MAX_CHAIN};
 

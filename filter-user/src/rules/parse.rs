@@ -1,6 +1,7 @@
-//! Validation of a rule file, one step per part of the file (settings,
-//! prefix lists, sources, limits, ban, rules). Each step records what is
-//! wrong and goes on, so that one pass reports every error of a file.
+//! Reading and validation of a rule file (`load_file`, `parse`), one step
+//! per part of the file (settings, prefix lists, sources, limits, ban,
+//! rules). Each step records what is wrong and goes on, so that one pass
+//! reports every error of a file.
 
 use std::{collections::HashMap, path::Path};
 
@@ -12,15 +13,43 @@ use sha2::{Digest as _, Sha256};
 use toml::Spanned;
 
 use super::{
-    FragmentPolicy, Mode, RuleSet, RuleSpec, adaptive,
+    adaptive,
     compile::{compile_chains, gcra_bytes, gcra_packets},
     error::{Ctx, RuleError, line_col},
-    files, guard,
+    files::{self, FileError},
+    guard,
     prefixes::{Prefix, parse_list, parse_prefix},
     schema::{FileSchema, LimitSchema, PayloadSchema, RangeValue, RuleSchema},
+    set::{FragmentPolicy, Mode, RuleSet, RuleSpec},
     units::parse_bitrate,
     values::{duration, int_in, named_limit},
 };
+
+/// A rule file that cannot be used: unreadable, or every problem in it.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<RuleError>),
+}
+
+/// Reads and validates a rule file; list files are read relative to it.
+pub fn load_file(path: &Path) -> Result<RuleSet, RulesError> {
+    let text = files::read_rules(path)?;
+    parse_in(
+        &path.display().to_string(),
+        &text,
+        path.parent().unwrap_or(Path::new(".")),
+    )
+    .map_err(RulesError::Invalid)
+}
+
+/// Validates rule-file text; `file` names it in errors; list files are
+/// read relative to the current directory. The first error in the file.
+pub fn parse(file: &str, text: &str) -> Result<RuleSet, RuleError> {
+    parse_in(file, text, Path::new(".")).map_err(|mut errors| errors.swap_remove(0))
+}
 
 /// Validates `text` (named `file` in errors); list files are read relative
 /// to `base`. Every error found, in file order, or the rule set.

@@ -38,9 +38,9 @@ pub struct FileSchema {
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RuleSchema>>,
     #[serde(default)]
-    pub upstream: Option<Spanned<super::upstream::UpstreamSchema>>,
+    pub upstream: Option<Spanned<UpstreamSchema>>,
     #[serde(default)]
-    pub reply_guard: Option<super::guard::ReplyGuardSchema>,
+    pub reply_guard: Option<ReplyGuardSchema>,
     #[serde(default)]
     pub never_ban: Vec<Spanned<String>>,
 }
@@ -97,6 +97,81 @@ pub struct AdaptiveSchema {
     pub hold: Option<Spanned<String>>,
     #[serde(default)]
     pub never_block: Option<Vec<Spanned<i64>>>,
+}
+
+/// `[upstream]` as written (validated in `rules/upstream.rs`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSchema {
+    pub speaker: Spanned<String>,
+    /// gobgp: HOST:PORT of gobgpd's gRPC API.
+    #[serde(default)]
+    pub api: Option<Spanned<String>>,
+    /// gobgp: the CLI program.
+    #[serde(default)]
+    pub command: Option<Spanned<String>>,
+    /// exabgp: the FIFO its helper process reads.
+    #[serde(default)]
+    pub pipe: Option<Spanned<String>>,
+    /// Documentation only: the speaker's own configuration holds the peers.
+    #[serde(default)]
+    pub peers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    #[serde(default)]
+    pub interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub min_pps: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub min_bps: Option<Spanned<String>>,
+    #[serde(default)]
+    pub sustain: Option<Spanned<String>>,
+    #[serde(default)]
+    pub hold: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_routes: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max_changes_per_minute: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub blackhole: Option<Spanned<BlackholeSchema>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlackholeSchema {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    pub link_capacity: Spanned<String>,
+    /// Percent of `link_capacity`.
+    #[serde(default)]
+    pub share: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub sustain: Option<Spanned<String>>,
+    #[serde(default)]
+    pub hold: Option<Spanned<String>>,
+}
+
+/// `[reply_guard]`, and each `[reply_guard.port.N]`, which takes only the
+/// budget keys (one shape for both: serde can't flatten a shared part into
+/// a struct that refuses unknown keys). Validated in `rules/guard.rs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyGuardSchema {
+    #[serde(default)]
+    pub enabled: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    #[serde(default)]
+    pub packets: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub expiry: Option<Spanned<String>>,
+    #[serde(default)]
+    pub multicast_expiry: Option<Spanned<String>>,
+    /// Per-port budgets: `[reply_guard.port.1900]`; the port is guarded too.
+    #[serde(default)]
+    pub port: BTreeMap<Spanned<String>, ReplyGuardSchema>,
 }
 
 #[derive(Deserialize)]

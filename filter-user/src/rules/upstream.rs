@@ -4,65 +4,13 @@
 
 use std::ops::Range;
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
     error::{Ctx, RuleError},
+    schema::{BlackholeSchema, UpstreamSchema},
     units::{parse_bitrate, parse_duration},
 };
-
-/// `[upstream]` as written.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamSchema {
-    pub speaker: Spanned<String>,
-    /// gobgp: HOST:PORT of gobgpd's gRPC API.
-    #[serde(default)]
-    pub api: Option<Spanned<String>>,
-    /// gobgp: the CLI program.
-    #[serde(default)]
-    pub command: Option<Spanned<String>>,
-    /// exabgp: the FIFO its helper process reads.
-    #[serde(default)]
-    pub pipe: Option<Spanned<String>>,
-    /// Documentation only: the speaker's own configuration holds the peers.
-    #[serde(default)]
-    pub peers: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub dry_run: Option<bool>,
-    #[serde(default)]
-    pub interval: Option<Spanned<String>>,
-    #[serde(default)]
-    pub min_pps: Option<Spanned<i64>>,
-    #[serde(default)]
-    pub min_bps: Option<Spanned<String>>,
-    #[serde(default)]
-    pub sustain: Option<Spanned<String>>,
-    #[serde(default)]
-    pub hold: Option<Spanned<String>>,
-    #[serde(default)]
-    pub max_routes: Option<Spanned<i64>>,
-    #[serde(default)]
-    pub max_changes_per_minute: Option<Spanned<i64>>,
-    #[serde(default)]
-    pub blackhole: Option<Spanned<BlackholeSchema>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BlackholeSchema {
-    #[serde(default)]
-    pub enabled: Option<bool>,
-    pub link_capacity: Spanned<String>,
-    /// Percent of `link_capacity`.
-    #[serde(default)]
-    pub share: Option<Spanned<i64>>,
-    #[serde(default)]
-    pub sustain: Option<Spanned<String>>,
-    #[serde(default)]
-    pub hold: Option<Spanned<String>>,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SpeakerConfig {

@@ -1,0 +1,125 @@
+//! A validated rule set, the value every other part of filterctl takes from
+//! a rule file, with the parts of it that sections add (adaptive settings
+//! and blocks, the reply guard). It sits below the files that build, check
+//! and compile it, which import it and are never imported back.
+
+use std::collections::BTreeMap;
+
+use filter_common::{GuardPort, Limit, Rule};
+use serde::{Deserialize, Serialize};
+
+use super::{prefixes::Prefix, upstream::UpstreamConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Enforce,
+    Monitor,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FragmentPolicy {
+    Pass,
+    Drop,
+}
+
+/// A validated rule: what the operator wrote, in the program's terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSpec {
+    pub name: String,
+    pub proto: u8,
+    pub src_ports: (u16, u16),
+    pub rule: Rule,
+}
+
+/// A validated rule file.
+#[derive(Clone, Debug)]
+pub struct RuleSet {
+    pub mode: Mode,
+    pub fragments: FragmentPolicy,
+    pub fragment_memory_ns: u64,
+    pub allow: Vec<Prefix>,
+    pub deny: Vec<Prefix>,
+    pub src_prefix_v4: u8,
+    pub src_prefix_v6: u8,
+    /// Entries of the per-source limiter LRU.
+    pub table_size: u32,
+    /// Named limits; limit id = index + 1. The `[per_source]` limit, when
+    /// present, is first and named "per_source".
+    pub limits: Vec<(String, Limit)>,
+    /// Limit id every packet meets at the per-source step; 0 = none.
+    pub default_limit: u32,
+    pub ban_after_ns: u64,
+    pub ban_for_ns: u64,
+    pub rules: Vec<RuleSpec>,
+    /// `[upstream]`: what `serve` announces to BGP peers; None: nothing.
+    pub upstream: Option<UpstreamConfig>,
+    /// `[adaptive]`, when the file has it.
+    pub adaptive: Option<Adaptive>,
+    /// Adaptive blocks among `rules` (none in a set read from a file: see
+    /// `adaptive::with_blocks`).
+    pub blocks: Vec<AdaptiveBlock>,
+    /// `[reply_guard]`, when on.
+    pub reply_guard: Option<ReplyGuard>,
+    /// Sources never banned besides those the host's configuration names.
+    pub never_ban: Vec<Prefix>,
+    /// SHA-256 of the file's bytes and of every list file it reads.
+    pub digest: [u8; 32],
+}
+
+impl RuleSet {
+    pub fn digest_hex(&self) -> String {
+        hex(&self.digest)
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Names of the synthetic rules start with this; rule files may not use it.
+pub const ADAPTIVE_PREFIX: &str = "adaptive-";
+
+/// Validated `[adaptive]` settings (read in `rules/adaptive.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adaptive {
+    pub enabled: bool,
+    pub min_pps: u64,
+    /// Fraction (0, 1] of the interface's UDP packets.
+    pub min_share: f64,
+    /// `ACTION_DROP` or `ACTION_LIMIT`.
+    pub action: u8,
+    /// For `ACTION_LIMIT`: limit id (0 = none) and aggregate GCRA.
+    pub limit: u8,
+    pub agg_interval_ns: u64,
+    pub agg_tolerance_ns: u64,
+    /// How long a block stays after the surge ends.
+    pub hold_ns: u64,
+    pub never_block: Vec<u16>,
+}
+
+/// A block that runs: a UDP source port, since when, and what started it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdaptiveBlock {
+    pub port: u16,
+    pub since_unix: u64,
+    /// Packets/s from the port when the block started.
+    pub trigger_pps: u64,
+    /// Its share of the interface's UDP packets then, in percent.
+    pub trigger_share_percent: u32,
+}
+
+impl AdaptiveBlock {
+    /// The synthetic rule's name.
+    pub fn rule_name(&self) -> String {
+        format!("{ADAPTIVE_PREFIX}udp-{}", self.port)
+    }
+}
+
+/// The guarded ports and what a request to each may receive (read in
+/// `rules/guard.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplyGuard {
+    pub ports: BTreeMap<u16, GuardPort>,
+}
