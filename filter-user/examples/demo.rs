@@ -1,9 +1,11 @@
 //! The demo behind `cargo xtask demo`: builds two test hosts, loads the
-//! filter on the victim with rules/default.toml, sends a reflection attack
-//! that switches vectors (NTP, SSDP, then memcached, which no rule names)
-//! from spoofed sources, plus the victim's own traffic, and shows what got
-//! through in each phase and what `filterctl stats` counted. Cleans up on
-//! exit, failure or Ctrl-C.
+//! filter on the victim (a DNS server) with rules/default.toml, sends a
+//! reflection attack that switches vectors (NTP, SSDP, memcached, which no
+//! rule names, then DNS answers and memcached replies aimed at the port
+//! the victim serves) from spoofed sources, plus the victim's own traffic
+//! and its DNS clients' queries, and shows what got through in each phase
+//! and what `filterctl stats` counted. Cleans up on exit, failure or
+//! Ctrl-C.
 
 use std::{
     io::{Read as _, Write as _},
@@ -159,7 +161,7 @@ fn host_traffic(
     println!("   {:<38} {:>6} {:>10}", "traffic", "sent", "delivered");
     for (what, sent, addr) in [
         ("NTP time replies (to 4 requests)", 20, time),
-        ("DNS queries to the victim", 100, dns),
+        ("DNS queries to the victim's server", 100, dns),
     ] {
         println!("   {what:<38} {sent:>6} {:>10}", got[&addr]);
     }
@@ -229,6 +231,12 @@ fn run() -> anyhow::Result<()> {
     memcached_reply.resize(1400, b'x');
     let ssdp_reply =
         b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nST: upnp:rootdevice\r\n\r\n".to_vec();
+    // A DNS answer (QR=1, one answer) as open resolvers send them, and a
+    // memcached reply, aimed at the victim's own DNS server.
+    let mut dns_answer = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+    dns_answer.resize(512, 0);
+    let mut memcached_at_dns = b"\0\x01\0\0\0\x01\0\0VALUE a 0 1400\r\n".to_vec();
+    memcached_at_dns.resize(1400, b'x');
     let phases = [
         Phase {
             what: "NTP monlist (port 123)",
@@ -257,6 +265,20 @@ fn run() -> anyhow::Result<()> {
             port: 11211,
             payload: memcached_reply,
             to: memcached,
+        },
+        Phase {
+            what: "DNS answers at the victim's DNS server",
+            from: &sources,
+            port: 53,
+            payload: dns_answer,
+            to: dns,
+        },
+        Phase {
+            what: "memcached at the victim's DNS server",
+            from: &sources,
+            port: 11211,
+            payload: memcached_at_dns,
+            to: dns,
         },
     ];
     println!(
