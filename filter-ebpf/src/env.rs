@@ -5,7 +5,7 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_CURRENT_NETNS, BPF_TCP_ESTABLISHED, BPF_TCP_SYN_SENT, bpf_sock_tuple,
+        BPF_F_CURRENT_NETNS, BPF_TCP_ESTABLISHED, BPF_TCP_SYN_SENT, bpf_sock, bpf_sock_tuple,
     },
     helpers::{bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
     maps::lpm_trie::Key,
@@ -29,7 +29,37 @@ use crate::{
     shared::BpfU64,
 };
 
+/// A socket lookup helper's signature (`bpf_sk_lookup_udp`,
+/// `bpf_skc_lookup_tcp`).
+type SocketLookup =
+    unsafe fn(*mut core::ffi::c_void, *mut bpf_sock_tuple, u32, u64, u64) -> *mut bpf_sock;
+
 impl KernelEnv<'_> {
+    /// Whether `lookup` finds a socket for `p` in this namespace whose
+    /// state `wanted` accepts; the socket found is released.
+    #[inline(always)]
+    fn socket(&self, p: &Packet, lookup: SocketLookup, wanted: impl Fn(u32) -> bool) -> bool {
+        let mut tuple = MaybeUninit::<bpf_sock_tuple>::uninit();
+        let size = sock_tuple(p, tuple.as_mut_ptr());
+        // SAFETY: a valid context and tuple; the socket found is read,
+        // then released.
+        unsafe {
+            let sk = lookup(
+                self.ctx.ctx as *mut _,
+                tuple.as_mut_ptr(),
+                size,
+                BPF_F_CURRENT_NETNS as u64,
+                0,
+            );
+            if sk.is_null() {
+                return false;
+            }
+            let state = (*sk).state;
+            bpf_sk_release(sk as *mut _);
+            wanted(state)
+        }
+    }
+
     /// The source hints' answer, read once for both lists.
     #[inline(always)]
     fn listed(&self, p: &Packet) -> bool {
@@ -324,23 +354,7 @@ impl Env for KernelEnv<'_> {
     fn listening(&self, p: &Packet) -> bool {
         // Asked only for UDP from a guarded port that answers no request:
         // the socket table is the truth about servers, at any moment.
-        let mut tuple = MaybeUninit::<bpf_sock_tuple>::uninit();
-        let size = sock_tuple(p, tuple.as_mut_ptr());
-        // SAFETY: a valid context and tuple; a socket found is released.
-        unsafe {
-            let sk = bpf_sk_lookup_udp(
-                self.ctx.ctx as *mut _,
-                tuple.as_mut_ptr(),
-                size,
-                BPF_F_CURRENT_NETNS as u64,
-                0,
-            );
-            if sk.is_null() {
-                return false;
-            }
-            bpf_sk_release(sk as *mut _);
-        }
-        true
+        self.socket(p, bpf_sk_lookup_udp, |_| true)
     }
 
     #[inline(always)]
@@ -348,25 +362,9 @@ impl Env for KernelEnv<'_> {
         // Asked only for a SYN-ACK: the socket of a connection this host
         // opens, found by its four-tuple (a listener found instead is no
         // connection: a SYN-ACK never answers one).
-        let mut tuple = MaybeUninit::<bpf_sock_tuple>::uninit();
-        let size = sock_tuple(p, tuple.as_mut_ptr());
-        // SAFETY: a valid context and tuple; the socket found is read,
-        // then released.
-        unsafe {
-            let sk = bpf_skc_lookup_tcp(
-                self.ctx.ctx as *mut _,
-                tuple.as_mut_ptr(),
-                size,
-                BPF_F_CURRENT_NETNS as u64,
-                0,
-            );
-            if sk.is_null() {
-                return false;
-            }
-            let state = (*sk).state;
-            bpf_sk_release(sk as *mut _);
+        self.socket(p, bpf_skc_lookup_tcp, |state| {
             state == BPF_TCP_SYN_SENT || state == BPF_TCP_ESTABLISHED
-        }
+        })
     }
 
     #[inline(always)]

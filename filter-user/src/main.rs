@@ -12,6 +12,14 @@ use filterctl::{
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // `filterctl check FILE | head -1`: a closed pipe ends a one-shot
+    // command as it ends any other command-line tool, instead of a panic
+    // in println!. Not the daemon, whose sockets must never kill it.
+    if !matches!(cli.command, Command::Serve(_)) {
+        // SAFETY: restoring a signal's default disposition has no
+        // preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // The daemon says what it does; one-shot commands print their results.
     let level = if matches!(cli.command, Command::Serve(_)) {
         "info"
