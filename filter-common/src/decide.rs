@@ -5,8 +5,9 @@
 
 use crate::abi::{
     ACTION_DROP, ACTION_LIMIT, CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, CONFIG_REPLY_GUARD, Chain,
-    Config, DoorSlot, FragKey, IPPROTO_TCP, IPPROTO_UDP, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN, OVER_BREAK_NS,
-    RULE_SPARES_GUARDED, Reason, ReplyKey, Rule, SrcKey,
+    Config, DoorSlot, FragKey, IPPROTO_TCP, IPPROTO_UDP, Limit, LocalPort, MATCH_MAX,
+    MATCH_OFFSET_MAX, MAX_CHAIN, OVER_BREAK_NS, RULE_SPARES_GUARDED, Reason, ReplyKey, Rule,
+    SrcKey,
 };
 use crate::guard::{ReplyCell, Spend, reply_key, spend};
 // The decision's input, re-exported: the controller's tests and reference

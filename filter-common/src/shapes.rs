@@ -273,11 +273,7 @@ fn test_matches(test: &Test, head: &impl Fn(u16) -> [u8; 4]) -> bool {
 /// the service (a memcached reply at a DNS server reads as a query with
 /// QR=0, yet no DNS client asks from 11211).
 #[inline(always)]
-pub fn served_request(
-    src_port: u16,
-    dst_port: u16,
-    head: impl Fn(u16) -> [u8; 4],
-) -> Option<bool> {
+pub fn served_request(src_port: u16, dst_port: u16, head: impl Fn(u16) -> [u8; 4]) -> Option<bool> {
     if src_port != dst_port {
         return Some(false);
     }
@@ -379,7 +375,14 @@ mod tests {
 
     #[test]
     fn ntp_modes() {
-        for (first, req) in [(0x23, true), (0xe3, true), (0x21, true), (0x24, false), (0x16, false), (0x17, false)] {
+        for (first, req) in [
+            (0x23, true),
+            (0xe3, true),
+            (0x21, true),
+            (0x24, false),
+            (0x16, false),
+            (0x17, false),
+        ] {
             let mut p = [0u8; 48];
             p[0] = first;
             assert_eq!(request(123, &p), Some(req), "{first:#x}");

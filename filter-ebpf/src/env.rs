@@ -532,12 +532,7 @@ fn in_tries(
 /// frame the four bytes are read ending at the frame's end and shifted, so
 /// that every read stays a bounds-checked four-byte read.
 #[inline(always)]
-pub fn payload_head(
-    ctx: &impl Frame,
-    payload_off: usize,
-    offset: u16,
-    len: u8,
-) -> [u8; MATCH_MAX] {
+pub fn payload_head(ctx: &impl Frame, payload_off: usize, offset: u16, len: u8) -> [u8; MATCH_MAX] {
     if len == 0 || offset > MATCH_OFFSET_MAX {
         return [0; MATCH_MAX];
     }

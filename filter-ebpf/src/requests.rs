@@ -11,9 +11,9 @@ use aya_ebpf::{
 };
 use filter_common::{
     CONFIG_REPLY_GUARD, IPPROTO_UDP, MATCH_MAX, OPEN_SEED_CHUNK, UDP_PORTS,
-    shapes::is_request,
     guard::{is_group, request_entry},
     packet::{Frag, Parsed},
+    shapes::is_request,
 };
 
 use crate::{maps, parse};
@@ -42,7 +42,8 @@ fn record(ctx: &TcContext) {
     // protocol has a request shape (a DNS server answering from 53), only
     // what has the shape opens anything; otherwise a forged query from
     // X:11211 would let X's floods to port 53 in as solicited.
-    if crate::globals::guarded_wire(p.src_port.to_be()) && p.payload_off <= parse::MAX_L4_OFFSET + 60
+    if crate::globals::guarded_wire(p.src_port.to_be())
+        && p.payload_off <= parse::MAX_L4_OFFSET + 60
     {
         let off = p.payload_off;
         let head = |o: u16| crate::env::payload_head(ctx, off, o, MATCH_MAX as u8);

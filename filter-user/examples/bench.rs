@@ -522,7 +522,10 @@ fn with_a_ban(report: &mut Report, o: &Opts, drop_floor: f64) -> anyhow::Result<
 fn surge_counting(report: &mut Report, o: &Opts, frame: &[u8]) -> anyhow::Result<()> {
     let (repeat, runs) = o.repeat_runs();
     let mut floors = EbpfLoader::new()
-        .map_max_entries("COUNT_SHARDED", filterctl::filter::counters::blocks()?)
+        .map_max_entries(
+            "COUNT_SHARDED",
+            filterctl::filter::observe::counters::blocks()?,
+        )
         .load(filter_testkit::FLOORS_OBJECT)?;
     for name in ["drop_all", "count_sharded", "count_shared"] {
         let p: &mut Xdp = floors
@@ -562,7 +565,7 @@ fn surge_counting(report: &mut Report, o: &Opts, frame: &[u8]) -> anyhow::Result
     };
     let t0 = Instant::now();
     for _ in 0..reads {
-        let counts = filterctl::filter::counters::read_packets(data)?;
+        let counts = filterctl::filter::observe::counters::read_packets(data)?;
         anyhow::ensure!(counts[123] > 0, "the per-CPU counters missed the frames");
     }
     let mmap_read = t0.elapsed() / reads;
@@ -986,20 +989,20 @@ fn on_veth(report: &mut Report, o: &Opts) {
 
 /// Control plane on a live interface: load, then reload, 100,000 prefixes.
 fn live_control_plane(report: &mut Report, net: &TestNet) -> anyhow::Result<()> {
-    use filterctl::filter::load;
+    use filterctl::filter::lifecycle::{load, mode::AttachMode, reload, unload};
     let big = rules::parse("big.toml", &big_rules()).map_err(|e| anyhow!("{e}"))?;
     let root = filterctl::state::PinRoot::new(&net.pin_root);
     let vi = net.victim_if.as_str();
     let (load_s, reload_s) = TestNet::in_ns(&net.victim_ns, || -> anyhow::Result<(f64, f64)> {
         let src = Path::new("big.toml");
         let t0 = Instant::now();
-        load::load(&root, vi, &big, src, load::AttachMode::Native)?;
+        load::load(&root, vi, &big, src, AttachMode::Native)?;
         let load = t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
-        let reloaded = load::reload(&root, vi, &big, src);
+        let reloaded = reload::reload(&root, vi, &big, src);
         let reload = t0.elapsed().as_secs_f64();
         // Unloaded even when the reload failed: section 6 needs the link.
-        load::unload(&root, vi)?;
+        unload::unload(&root, vi)?;
         reloaded?;
         Ok((load, reload))
     })??;
@@ -1146,16 +1149,16 @@ fn with_filter<T>(
     f: &Flood,
     root: &filterctl::state::PinRoot,
     set: &rules::RuleSet,
-    mode: filterctl::filter::load::AttachMode,
+    mode: filterctl::filter::lifecycle::mode::AttachMode,
     measure: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    use filterctl::filter::load;
+    use filterctl::filter::lifecycle::{load, unload};
     let (v, vi) = f.victim();
     TestNet::in_ns(v, || {
         load::load(root, vi, set, Path::new("default.toml"), mode)
     })??;
     let measured = measure();
-    let unloaded = load::unload(root, vi);
+    let unloaded = unload::unload(root, vi);
     let m = measured?;
     unloaded?;
     Ok(m)
@@ -1167,7 +1170,7 @@ fn filter_native(
     root: &filterctl::state::PinRoot,
     set: &rules::RuleSet,
 ) -> anyhow::Result<Case> {
-    let native = filterctl::filter::load::AttachMode::Native;
+    let native = filterctl::filter::lifecycle::mode::AttachMode::Native;
     with_filter(f, root, set, native, || {
         let iface = root.iface_dir(&f.net.victim_if);
         let id = filterctl::state::current_generation(&iface)?.program_id;
@@ -1182,11 +1185,11 @@ fn filter_generic(
     root: &filterctl::state::PinRoot,
     set: &rules::RuleSet,
 ) -> anyhow::Result<Case> {
-    let generic = filterctl::filter::load::AttachMode::Generic;
+    let generic = filterctl::filter::lifecycle::mode::AttachMode::Generic;
     with_filter(f, root, set, generic, || {
         let vi = f.net.victim_if.as_str();
         let dropped = || -> anyhow::Result<u64> {
-            Ok(filterctl::filter::stats::read_interface(root, vi)?
+            Ok(filterctl::filter::observe::stats::read_interface(root, vi)?
                 .dropped
                 .packets)
         };

@@ -3,8 +3,11 @@
 //! Layers, each importing only from the ones above it in this list:
 //! - `sys`: the few libc calls, `privilege`: capabilities; `rules`: rule files, from text to map values;
 //! - `lockout`: the guard against rules that cut the operator off; `state`:
-//!   what lives on bpffs (pin layout, generations, their records);
-//! - `filter`: operations on a loaded filter, and the simulator;
+//!   what lives on bpffs (pin layout, generations, their records), and the
+//!   only code that makes, opens or removes a pin;
+//! - `filter`: operations on a filter (`lifecycle`: what runs; `observe`:
+//!   reading it; `guard`: bans and the reply guard's state), capture, and
+//!   the simulator;
 //! - `replay`, `upstream`: the capture replayer, and the routes that ask
 //!   routers upstream to drop (FlowSpec, blackhole) through a BGP speaker;
 //! - `serve`: the daemon;

@@ -12,7 +12,7 @@ use aya::{
 use filter_common::PROGRAM_NAME;
 
 use crate::{
-    filter::load,
+    filter::lifecycle::program,
     privilege,
     rules::RuleSet,
     state::{
@@ -110,7 +110,7 @@ pub fn probe(root: &PinRoot, default_rules: &RuleSet) -> Report {
         "Linux 5.18",
     ));
     let loaded = if caps.is_ok() {
-        Some(load::prepare(default_rules, None, &[]))
+        Some(program::prepare(default_rules, None, &[]))
     } else {
         None
     };

@@ -282,7 +282,7 @@ fn lost_state_pins_and_resized_limiters_are_never_silent() {
     assert!(reason(&net, "pass") >= 5 * cpus as u64);
     assert_eq!(reason(&net, "unsolicited_reply"), 7 * cpus as u64);
     let counters = MapData::from_pin(dir.join("COUNTERS")).unwrap();
-    let packets = filterctl::filter::counters::read_packets(&counters).unwrap();
+    let packets = filterctl::filter::observe::counters::read_packets(&counters).unwrap();
     assert_eq!(packets[123], 9);
     // Once carried over, they stay, once: the next reload adopts nothing.
     ok(run(
@@ -311,11 +311,13 @@ fn lost_state_pins_and_resized_limiters_are_never_silent() {
     ));
     assert_eq!(reason(&net, "unsolicited_reply"), 22);
     assert_eq!(reason(&net, "reflected_to_service"), 0);
-    let stats: Value =
-        serde_json::from_str(&ok(run(&net, &["stats", "--json"]))).unwrap();
-    assert_eq!(stats["interfaces"][0]["monitor_passed"]["packets"], 6, "{stats}");
+    let stats: Value = serde_json::from_str(&ok(run(&net, &["stats", "--json"]))).unwrap();
+    assert_eq!(
+        stats["interfaces"][0]["monitor_passed"]["packets"], 6,
+        "{stats}"
+    );
     let counters = MapData::from_pin(dir.join("COUNTERS")).unwrap();
-    let packets = filterctl::filter::counters::read_packets(&counters).unwrap();
+    let packets = filterctl::filter::observe::counters::read_packets(&counters).unwrap();
     assert_eq!(packets[123], 8);
 }
 

@@ -27,6 +27,12 @@ mod fuzz;
 // Only a test: `cargo test -p xtask` fails on files that import each other.
 #[cfg(test)]
 mod imports;
+// The token scanner of the two checks.
+#[cfg(test)]
+mod lexer;
+// Only a test: `cargo test -p xtask` fails on a pin made outside filter-user's state/.
+#[cfg(test)]
+mod pins_check;
 mod setup;
 mod test;
 

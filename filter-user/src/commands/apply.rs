@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::common::{AttachModeArg, guard_of};
 use crate::{
-    filter::converge::{Converged, converge},
+    filter::lifecycle::converge::{Converged, converge},
     state::PinRoot,
 };
 

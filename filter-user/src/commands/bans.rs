@@ -2,7 +2,10 @@
 
 use super::common::interfaces;
 use crate::{
-    filter::bans::{self, Entry},
+    filter::{
+        guard::bans,
+        observe::top::{self as top_of, Entry},
+    },
     lockout,
     rules::units::parse_duration,
     state::PinRoot,
@@ -63,7 +66,7 @@ pub struct TopArgs {
 }
 
 pub fn top(root: &PinRoot, a: TopArgs) -> anyhow::Result<u8> {
-    let report = bans::top_report(root, interfaces(root, a.iface)?, a.n)?;
+    let report = top_of::top_report(root, interfaces(root, a.iface)?, a.n)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -4,7 +4,7 @@
 //! upstream line of `status`. It imports no command file.
 
 use crate::{
-    filter::{apply::Guard, load::AttachMode},
+    filter::lifecycle::{apply::Guard, mode::AttachMode},
     rules::{self, RuleSet},
     state::PinRoot,
     upstream::state::{self, UpstreamState},

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::{filter::diff, rules, state::PinRoot};
+use crate::{filter::observe::diff, rules, state::PinRoot};
 
 #[derive(clap::Args, Debug)]
 pub struct DiffArgs {

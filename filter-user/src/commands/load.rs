@@ -6,9 +6,12 @@ use anyhow::Context as _;
 
 use super::common::{AttachModeArg, DEFAULT_RULES_NAME, default_rule_set, guard_of};
 use crate::{
-    filter::{
+    filter::lifecycle::{
         apply::{self, Applied, apply_rules},
-        load::{self as loader, ReloadOptions},
+        load,
+        mode::set_mode,
+        state_maps::ReloadOptions,
+        unload,
     },
     rules::{self, RuleSet},
     state::PinRoot,
@@ -40,7 +43,7 @@ pub fn load(root: &PinRoot, a: LoadArgs) -> anyhow::Result<u8> {
     let iface = &a.iface;
     let (set, source) = rules_for(a.rules.as_deref())?;
     apply::guard(&set, guard_of(a.force))?;
-    let used = loader::load(root, iface, &set, &source, a.mode.into())
+    let used = load::load(root, iface, &set, &source, a.mode.into())
         .with_context(|| format!("failed to load the filter on {iface}"))?;
     println!(
         "loaded on {iface} ({used} mode): {} rules from {}, digest {}",
@@ -100,7 +103,7 @@ pub struct ModeArgs {
 
 pub fn mode(root: &PinRoot, a: ModeArgs) -> anyhow::Result<u8> {
     let monitor = a.mode == EnforceOrMonitor::Monitor;
-    loader::set_mode(root, &a.iface, monitor)?;
+    set_mode(root, &a.iface, monitor)?;
     println!(
         "{}: {}",
         a.iface,
@@ -126,7 +129,7 @@ pub fn unload(root: &PinRoot, a: UnloadArgs) -> anyhow::Result<u8> {
         println!("no filter loaded");
     }
     for iface in targets {
-        loader::unload(root, &iface)?;
+        unload::unload(root, &iface)?;
         println!("unloaded from {iface}");
     }
     Ok(0)

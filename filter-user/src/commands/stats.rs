@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::table;
 use crate::{
-    filter::stats::{Snapshot, Totals, snapshot},
+    filter::observe::stats::{Snapshot, Totals, snapshot},
     state::PinRoot,
 };
 

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 
 use super::common::{elsewhere, upstream_summary};
 use crate::{
-    filter::status::{self, Status},
+    filter::observe::status::{self, Status},
     state::PinRoot,
 };
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::filter::stats::Totals;
+use crate::filter::observe::stats::Totals;
 
 /// Rows of `(reason, drops, totals)`, counted in `unit` ("packets",
 /// "frames"); `of` is the whole the percentage is of, when there is one.

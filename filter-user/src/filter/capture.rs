@@ -27,9 +27,9 @@ use pcap_file::{
     },
 };
 
-use super::{flags, stats};
+use super::{lifecycle::flags, observe::stats};
 use crate::{
-    state::{PinRoot, current_generation, open_map},
+    state::{PinRoot, current_generation, pins::open_map},
     sys,
 };
 

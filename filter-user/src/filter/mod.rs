@@ -1,24 +1,13 @@
-//! Operations on a filter: loading, reloading and unloading it, and reading
-//! what it does (status, counters, bans, what a reload would change), on
-//! top of the pinned state; and the simulator that runs frames through an
-//! unattached copy.
+//! Operations on a filter, on top of the pinned state, by what an operator
+//! would name them: `lifecycle` (load, reload, apply, mode, unload: what an
+//! interface runs), `observe` (status, stats, top, diff: reading what it
+//! does), `guard` (bans, the never-ban set, the reply guard's open ports,
+//! surge detection: the state the filter keeps about sources); `capture`
+//! (copies of dropped frames) and the `simulator` (frames run through an
+//! unattached copy).
 
-pub mod apply;
-pub mod bans;
 pub mod capture;
-pub mod converge;
-pub mod counters;
-pub mod diff;
-pub mod failpoint;
-pub mod flags;
-pub mod gauges;
-pub mod limiter;
-pub mod load;
-pub mod neverban;
-pub mod open_ports;
-pub mod provenance;
-pub mod recorder;
+pub mod guard;
+pub mod lifecycle;
+pub mod observe;
 pub mod simulator;
-pub mod stats;
-pub mod status;
-pub mod surge;

@@ -17,8 +17,11 @@ use filter_common::{
 };
 
 use super::{
-    counters, load,
-    stats::{self, Totals},
+    lifecycle::{flags, program},
+    observe::{
+        counters, limiter,
+        stats::{self, Totals},
+    },
 };
 use crate::rules::RuleSet;
 
@@ -33,7 +36,7 @@ pub struct Simulator {
 impl Simulator {
     pub fn new(set: &RuleSet) -> anyhow::Result<Self> {
         Ok(Simulator {
-            ebpf: load::prepare(set, None, &[])?,
+            ebpf: program::prepare(set, None, &[])?,
         })
     }
 
@@ -41,7 +44,7 @@ impl Simulator {
     /// two builds in one process.
     pub fn with_object(set: &RuleSet, object: &[u8]) -> anyhow::Result<Self> {
         Ok(Simulator {
-            ebpf: load::prepare_object(object, set, None, &[])?,
+            ebpf: program::prepare_object(object, set, None, &[])?,
         })
     }
 
@@ -53,7 +56,7 @@ impl Simulator {
             .map_mut(filter_common::MAP_CAPTURE)
             .ok_or_else(|| anyhow!("no map {}", filter_common::MAP_CAPTURE))?;
         aya::maps::Array::try_from(map)?.set(0, c, 0)?;
-        super::flags::set(
+        flags::set(
             &mut self.ebpf,
             filter_common::CAPTURE_FLAG,
             (c.until_ns != 0) as u32,
@@ -69,7 +72,7 @@ impl Simulator {
         let aya::maps::Map::Array(data) = map else {
             anyhow::bail!("{} is not an array", filter_common::MAP_SOURCES);
         };
-        Ok(super::limiter::sources(data)?.0.len())
+        Ok(limiter::sources(data)?.0.len())
     }
 
     pub fn program(&self) -> anyhow::Result<&Xdp> {

@@ -93,8 +93,8 @@ use serde::Serialize;
 use self::capture::{Capture, RawFrame};
 use crate::{
     filter::{
+        observe::stats::Totals,
         simulator::{Simulator, XDP_DROP, XDP_PASS},
-        stats::Totals,
     },
     rules::{Mode, RuleSet},
 };

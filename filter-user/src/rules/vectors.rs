@@ -127,14 +127,28 @@ pub const DOCS_END: &str = "<!-- end of vectors -->";
 /// The Markdown table docs/operations.md holds between [`DOCS_BEGIN`] and
 /// [`DOCS_END`]: one row per vector of `catalogue`, in its order.
 pub fn docs_table(catalogue: &[Vector]) -> String {
-    let mut out = String::from("| Source port | Vector | Reply guard |\n| ---: | --- | --- |\n");
+    let mut out = String::from(
+        "| Source port | Vector | Reply guard | To a server on the port (request shape) |\n| ---: | --- | --- | --- |\n",
+    );
     for v in catalogue {
         let guard = match v.guard {
             Guard::Replies => "guarded",
             Guard::Discovery => "guarded; discovery, its own budget in rules/default.toml",
             Guard::Stream => "left out: a stream",
         };
-        out.push_str(&format!("| {} | {} | {guard} |\n", v.port, v.protocol));
+        // From filter-common's one table of request shapes, which the
+        // program and the reference model read too.
+        let served = match filter_common::shapes::describe(v.port) {
+            Some((_, requests, replies)) => format!("passes {requests}; drops {replies}"),
+            None if v.guarded() => {
+                "cannot be told apart in a few bytes: passes from the same port".to_string()
+            }
+            None => String::new(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {guard} | {served} |\n",
+            v.port, v.protocol
+        ));
     }
     out
 }
@@ -331,7 +345,10 @@ mod tests {
         let docs = docs_table(&scratch);
         assert!(docs.starts_with(&docs_table(CATALOGUE)));
         assert!(
-            docs.ends_with("| 7 | Echo | guarded |\n| 9 | Some stream | left out: a stream |\n")
+            docs.ends_with(
+                "| 7 | Echo | guarded | cannot be told apart in a few bytes: passes from the same port |\n\
+                 | 9 | Some stream | left out: a stream |  |\n"
+            )
         );
 
         // What tests/reply_guard.rs floods: name, port and reply size.

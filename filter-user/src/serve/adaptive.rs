@@ -21,9 +21,12 @@ use super::{
 };
 use crate::{
     filter::{
-        counters, load,
-        status::{self, Status},
-        surge::{Change, Detector},
+        guard::surge::{Change, Detector},
+        lifecycle::reload,
+        observe::{
+            counters,
+            status::{self, Status},
+        },
     },
     rules::adaptive::{Adaptive, AdaptiveBlock, with_blocks},
     state::PinRoot,
@@ -251,7 +254,7 @@ impl Surges {
                 .get(&iface)
                 .context("the rule file has not been read yet")?;
             let with = with_blocks(set, &desired)?;
-            Ok(load::reload(root, &iface, &with, &self.watch.rules)?)
+            Ok(reload::reload(root, &iface, &with, &self.watch.rules)?)
         })();
         match result {
             Ok(generation) => {

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::metrics::interfaces;
 use crate::{
-    filter::{bans, status},
+    filter::observe::{status, top},
     state::PinRoot,
 };
 
@@ -111,7 +111,7 @@ async fn top(State(p): State<Arc<Probe>>, RawQuery(query): RawQuery) -> Response
     match p
         .root
         .interfaces()
-        .and_then(|ifaces| bans::top_report(&p.root, ifaces, n))
+        .and_then(|ifaces| top::top_report(&p.root, ifaces, n))
     {
         Ok(doc) => Json(doc).into_response(),
         Err(e) => {

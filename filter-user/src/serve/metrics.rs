@@ -14,10 +14,9 @@ use prometheus_client::{
 
 use super::catalogue::{self, Kind, MetricDef, Sample, Source};
 use crate::{
-    filter::{
-        bans,
+    filter::observe::{
         gauges::{self, Occupancy},
-        stats, status,
+        stats, status, top,
     },
     state::PinRoot,
 };
@@ -249,7 +248,7 @@ pub struct Reading {
     pub bans: usize,
     pub limiter: Occupancy,
     /// The sources that dropped most, at most [`TOP_SOURCES`].
-    pub top: Vec<bans::Entry>,
+    pub top: Vec<top::Entry>,
 }
 
 /// How many sources per interface the top-sources gauge shows: a bound on
@@ -267,9 +266,9 @@ fn read_interface(root: &PinRoot, iface: &str) -> anyhow::Result<Reading> {
             digest: s.rules_digest,
             attach_mode: s.attach_mode,
             loaded_at_unix: s.loaded_at_unix,
-            bans: bans::active_bans(root, iface)?.len(),
+            bans: top::active_bans(root, iface)?.len(),
             limiter: gauges::limiter_occupancy(root, iface)?,
-            top: bans::top(root, iface, TOP_SOURCES)?,
+            top: top::top(root, iface, TOP_SOURCES)?,
         })
     })
 }
@@ -436,7 +435,7 @@ mod tests {
                 entries: 10,
                 capacity: 1024,
             },
-            top: vec![bans::Entry {
+            top: vec![top::Entry {
                 source: "198.51.100.7/32".into(),
                 limit: 1,
                 dropped: 99,

@@ -8,7 +8,7 @@
 //!   is checked every second (its bytes, and the size and times of the list
 //!   files it names) and reloaded when its content digest differs from what
 //!   runs, and every watched file is reloaded on SIGHUP; reloads go through
-//!   the same atomic `loader::reload` and lockout guard as `filterctl
+//!   the same atomic `lifecycle::reload` and lockout guard as `filterctl
 //!   reload`, so a broken file is logged (FILE:LINE:COLUMN) and not loaded;
 //! - drives the BGP speaker of each watched file's `[upstream]` section
 //!   (`upstream.rs`), withdrawing its routes when it stops;
@@ -61,7 +61,7 @@ use self::{
     upstream::{UpstreamMetrics, WITHDRAW_TIMEOUT, run_upstream},
     watch::{FileSets, ReloadMetrics, Watch, watch_rules},
 };
-use crate::{filter::stats, state::PinRoot, sys};
+use crate::{filter::observe::stats, state::PinRoot, sys};
 
 /// Where `serve` listens unless told otherwise: loopback only.
 /// Port 19419: the exporter range Prometheus allocates (9100-9999) is full

@@ -21,9 +21,13 @@ use tokio::signal::unix::Signal;
 use super::catalogue::{Kept, Series};
 use crate::{
     filter::{
-        apply::{Applied, ApplyError, Guard, apply_rules},
-        load::{ReloadError, ReloadOptions},
-        neverban, status,
+        guard::neverban,
+        lifecycle::{
+            apply::{Applied, ApplyError, Guard, apply_rules},
+            reload::ReloadError,
+            state_maps::ReloadOptions,
+        },
+        observe::status,
     },
     rules::RuleSet,
     state::PinRoot,

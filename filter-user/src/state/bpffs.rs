@@ -1,13 +1,15 @@
-//! Making sure the pin root lies on a bpffs before anything is pinned.
+//! Making sure the pin root lies on a bpffs before anything is pinned, and
+//! listing the interfaces with filters under it (or saying why none can be
+//! seen from here).
 
 use std::{
-    os::unix::fs::{DirBuilderExt as _, MetadataExt as _},
+    os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, bail};
 
-use super::PinRoot;
+use super::layout::{PinRoot, check_owner};
 use crate::sys;
 
 impl PinRoot {
@@ -71,35 +73,45 @@ impl PinRoot {
             MountDecision::Mount(_) => None,
         }
     }
-}
 
-/// Refuses a pin folder that another user owns or can write to: whoever
-/// controls it controls what filterctl loads, finds and reports (bpffs
-/// here is world-writable with the sticky bit).
-pub fn check_owner(dir: &Path) -> anyhow::Result<()> {
-    let meta =
-        std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    let me = sys::euid();
-    if !meta.is_dir() {
-        bail!("{} is not a folder: remove it", dir.display());
+    /// Interfaces that have a pin folder, sorted. Folders this user does
+    /// not own are not filterctl's (a decoy someone made on a shared bpffs):
+    /// they are left out, with a warning.
+    pub fn interfaces(&self) -> anyhow::Result<Vec<String>> {
+        let root = self.path();
+        let entries = match std::fs::read_dir(root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Under `ip netns exec` the host's bpffs is hidden: "no
+                // filter" would be a lie.
+                if let Some(why) = self.hidden_bpffs() {
+                    anyhow::bail!("no filter can be seen from here: {why}");
+                }
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", root.display())),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", root.display()))?;
+            if !entry.file_type()?.is_dir() {
+                continue;
+            }
+            if let Err(e) = check_owner(&entry.path()) {
+                log::warn!("ignored: {e:#}");
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Another network namespace's filters (see `for_netns`): no
+            // interface name holds a colon.
+            if name.contains(':') {
+                continue;
+            }
+            names.push(name);
+        }
+        names.sort();
+        Ok(names)
     }
-    if meta.uid() != me {
-        bail!(
-            "{} belongs to user {}, not to you (user {me}): someone else made it; remove it (rm -r {}) and run again",
-            dir.display(),
-            meta.uid(),
-            dir.display()
-        );
-    }
-    if meta.mode() & 0o022 != 0 {
-        bail!(
-            "{} can be written by other users (mode {:o}): `chmod go-w {}` and run again",
-            dir.display(),
-            meta.mode() & 0o7777,
-            dir.display()
-        );
-    }
-    Ok(())
 }
 
 /// What can be known, without help, of the mount namespace a command runs

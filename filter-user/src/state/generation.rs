@@ -1,21 +1,19 @@
 //! Which generation an interface runs, read from the pins alone: the
 //! interface's XDP link names the program that runs, and that program's
-//! generation folder holds what it enforces. This is the truth even after
-//! a controller crashed in the middle of a reload.
+//! generation folder holds what it enforces (and says how its request
+//! recorder hooks egress). This is the truth even after a controller
+//! crashed in the middle of a reload.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use aya::{
-    maps::{Array, Map, MapData},
-    programs::{
-        ProgramInfo,
-        links::{FdLink, PinnedLink},
-    },
-};
+use aya::maps::Array;
 use filter_common::{ATTACH_GENERIC, ATTACH_NATIVE, Config, MAP_CONFIG, MAP_META, Meta};
 
-use super::{LINK, PROG, generation_dir, generations};
+use super::{
+    layout::{EGRESS_LINK, EGRESS_TC, LINK, PROG, generation_dir, generations},
+    pins::{open_link, open_map, program_info},
+};
 
 /// The generation the interface's link runs.
 pub struct CurrentGeneration {
@@ -29,19 +27,15 @@ pub struct CurrentGeneration {
 }
 
 pub fn current_generation(iface_dir: &Path) -> anyhow::Result<CurrentGeneration> {
-    let link_path = iface_dir.join(LINK);
-    let info = FdLink::from(
-        PinnedLink::from_pin(&link_path)
-            .with_context(|| format!("cannot open the pinned link {}", link_path.display()))?,
-    )
-    .info()
-    .context("cannot read the link's info")?;
+    let info = open_link(&iface_dir.join(LINK))?
+        .info()
+        .context("cannot read the link's info")?;
     let program_id = info.program_id();
     let mut current = None;
     let mut stale = Vec::new();
     for g in generations(iface_dir)? {
         let dir = generation_dir(iface_dir, g);
-        match ProgramInfo::from_pin(dir.join(PROG)) {
+        match program_info(&dir.join(PROG)) {
             Ok(p) if p.id() == program_id => current = Some((g, dir)),
             _ => stale.push(g),
         }
@@ -61,17 +55,6 @@ pub fn current_generation(iface_dir: &Path) -> anyhow::Result<CurrentGeneration>
     })
 }
 
-pub fn open_map(dir: &Path, name: &str) -> anyhow::Result<Map> {
-    Ok(Map::from_map_data(open_map_data(dir, name)?)?)
-}
-
-/// The map pinned as `name` in `dir`, untyped: for readers that map its
-/// values rather than look them up.
-pub fn open_map_data(dir: &Path, name: &str) -> anyhow::Result<MapData> {
-    let path = dir.join(name);
-    MapData::from_pin(&path).with_context(|| format!("cannot open pinned map {}", path.display()))
-}
-
 pub fn read_meta(gen_dir: &Path) -> anyhow::Result<Meta> {
     let array: Array<_, Meta> = Array::try_from(open_map(gen_dir, MAP_META)?)?;
     Ok(array.get(&0, 0)?)
@@ -88,5 +71,33 @@ pub fn attach_mode_name(mode: u32) -> &'static str {
         ATTACH_NATIVE => "native",
         ATTACH_GENERIC => "generic",
         _ => "unknown",
+    }
+}
+
+/// How a generation's request recorder hooks egress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Tcx,
+    Clsact,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Tcx => "tcx",
+            Hook::Clsact => "clsact",
+        }
+    }
+}
+
+/// How the recorder of the generation in `gen_dir` is attached, if it is
+/// (a TCX link in the generation's folder only during a reload).
+pub fn hook_of(iface_dir: &Path, gen_dir: &Path) -> Option<Hook> {
+    if gen_dir.join(EGRESS_TC).exists() {
+        Some(Hook::Clsact)
+    } else if gen_dir.join(EGRESS_LINK).exists() || iface_dir.join(EGRESS_LINK).exists() {
+        Some(Hook::Tcx)
+    } else {
+        None
     }
 }

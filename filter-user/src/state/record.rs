@@ -9,7 +9,7 @@ use aya::maps::Array;
 use filter_common::{MAP_RULESET, RULESET_CHUNK, RULESET_CHUNKS};
 use serde::{Deserialize, Serialize};
 
-use super::open_map;
+use super::pins::open_map;
 use crate::rules::{
     RuleSet, RuleSpec,
     adaptive::{ADAPTIVE_PREFIX, AdaptiveBlock},

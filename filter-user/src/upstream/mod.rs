@@ -28,7 +28,7 @@ use self::{
     state::{RouteState, UpstreamState},
 };
 use crate::{
-    filter::{bans, stats},
+    filter::observe::{stats, top},
     rules::{
         self, RuleSet,
         upstream::{SpeakerConfig, UpstreamConfig},
@@ -147,7 +147,7 @@ impl Worker {
             self.apply(&BTreeSet::new());
             return Ok(self.state(None, &Plan::default()));
         };
-        let bans = bans::active_bans(root, &self.iface)?;
+        let bans = top::active_bans(root, &self.iface)?;
         let hosts = sources::host_prefixes(&self.iface);
         let Some(rules) = self.rules.as_ref() else {
             unreachable!("a config comes from rules")

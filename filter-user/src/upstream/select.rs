@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::routes::Route;
-use crate::filter::stats::Totals;
+use crate::filter::observe::stats::Totals;
 
 const MINUTE_NS: u64 = 60_000_000_000;
 

@@ -12,7 +12,7 @@ use super::{
     select::Observation,
 };
 use crate::{
-    filter::stats::{InterfaceStats, Totals},
+    filter::observe::stats::{InterfaceStats, Totals},
     rules::{Prefix, RuleSet, RuleSpec},
 };
 
@@ -235,7 +235,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        filter::stats::{ReasonStats, RuleStats},
+        filter::observe::stats::{ReasonStats, RuleStats},
         rules::{parse, prefixes::parse_prefix},
     };
 

@@ -26,7 +26,10 @@ use aya::{
 use filter_common::REQUESTS_PROGRAM_NAME;
 
 use crate::{
-    state::{EGRESS_LINK, EGRESS_TC, generation_dir, generations},
+    state::{
+        layout::{EGRESS_LINK, EGRESS_TC, generation_dir, generations},
+        pins,
+    },
     sys,
 };
 
@@ -34,32 +37,30 @@ use crate::{
 /// that they run after what others attached, as the TCX link does.
 const PRIORITY: u16 = 0xfe17;
 
-/// How the recorder was attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    Tcx,
-    Clsact,
-}
-
-impl Hook {
-    pub fn name(self) -> &'static str {
-        match self {
-            Hook::Tcx => "tcx",
-            Hook::Clsact => "clsact",
-        }
-    }
+/// Attaches `ebpf`'s recorder to `iface`'s egress for `generation`, after
+/// whatever runs there (TCX where the kernel has it, else clsact), and
+/// makes it outlive this process: a TCX link pinned at `link_path`, a
+/// clsact filter marked in `gen_dir`.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    generation: u32,
+    link_path: &Path,
+    gen_dir: &Path,
+) -> anyhow::Result<()> {
+    attach_here(ebpf, iface, generation)?.keep(ebpf, link_path, gen_dir)
 }
 
 /// A recorder attached by this process: detached when dropped, until
 /// [`Recorder::keep`] makes it outlive the process.
-pub enum Recorder {
+enum Recorder {
     Tcx(FdLink),
     Clsact(SchedClassifierLink),
 }
 
-/// Attaches `ebpf`'s recorder to `iface`'s egress for `generation`, after
-/// whatever runs there: TCX where the kernel has it, else clsact.
-pub fn attach(ebpf: &mut Ebpf, iface: &str, generation: u32) -> anyhow::Result<Recorder> {
+/// Attaches `ebpf`'s recorder to `iface`'s egress for `generation`, for as
+/// long as this process holds it.
+fn attach_here(ebpf: &mut Ebpf, iface: &str, generation: u32) -> anyhow::Result<Recorder> {
     let program: &mut SchedClassifier = ebpf
         .program_mut(REQUESTS_PROGRAM_NAME)
         .expect("prepare checked it")
@@ -110,50 +111,23 @@ pub fn attach(ebpf: &mut Ebpf, iface: &str, generation: u32) -> anyhow::Result<R
 }
 
 impl Recorder {
-    pub fn hook(&self) -> Hook {
-        match self {
-            Recorder::Tcx(_) => Hook::Tcx,
-            Recorder::Clsact(_) => Hook::Clsact,
-        }
-    }
-
     /// Makes the recorder outlive this process: a TCX link pinned at
     /// `link_path`; a clsact filter marked in `gen_dir` (by a pin of its
     /// program) and let go.
-    pub fn keep(self, ebpf: &mut Ebpf, link_path: &Path, gen_dir: &Path) -> anyhow::Result<()> {
+    fn keep(self, ebpf: &mut Ebpf, link_path: &Path, gen_dir: &Path) -> anyhow::Result<()> {
         match self {
             Recorder::Tcx(link) => {
-                link.pin(link_path).with_context(|| {
-                    format!("failed to pin the egress link at {}", link_path.display())
-                })?;
+                pins::pin_link(link, link_path).context("failed to pin the egress link")?;
             }
             Recorder::Clsact(link) => {
-                let program: &mut SchedClassifier = ebpf
-                    .program_mut(REQUESTS_PROGRAM_NAME)
-                    .expect("prepare checked it")
-                    .try_into()?;
-                let marker = gen_dir.join(EGRESS_TC);
-                program
-                    .pin(&marker)
-                    .with_context(|| format!("failed to pin {}", marker.display()))?;
+                pins::pin_program(ebpf, REQUESTS_PROGRAM_NAME, &gen_dir.join(EGRESS_TC))
+                    .context("failed to mark the clsact recorder")?;
                 // Dropped, the link would detach the filter: it stays
                 // attached, found again through the marker.
                 std::mem::forget(link);
             }
         }
         Ok(())
-    }
-}
-
-/// How the recorder of the generation in `gen_dir` is attached, if it is
-/// (a TCX link in the generation's folder only during a reload).
-pub fn hook_of(iface_dir: &Path, gen_dir: &Path) -> Option<Hook> {
-    if gen_dir.join(EGRESS_TC).exists() {
-        Some(Hook::Clsact)
-    } else if gen_dir.join(EGRESS_LINK).exists() || iface_dir.join(EGRESS_LINK).exists() {
-        Some(Hook::Tcx)
-    } else {
-        None
     }
 }
 
@@ -197,16 +171,11 @@ pub fn retire_older(iface: &str, iface_dir: &Path, generation: u32) -> anyhow::R
     if next.exists() {
         // Replacing the pin detaches the old TCX recorder: the program
         // whose copy of the open requests it kept no longer runs.
-        std::fs::rename(&next, &current).with_context(|| {
-            format!(
-                "cannot move the new recorder's link {} into place",
-                next.display()
-            )
-        })?;
+        pins::move_pin(&next, &current)
+            .context("cannot move the new recorder's link into place")?;
     } else if current.exists() {
         // The new recorder is a clsact filter: the TCX one goes.
-        std::fs::remove_file(&current)
-            .with_context(|| format!("cannot remove {}", current.display()))?;
+        pins::remove_pin(&current)?;
     }
     for g in generations(iface_dir)? {
         if g < generation {

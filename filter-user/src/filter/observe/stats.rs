@@ -22,7 +22,11 @@ use super::{
     counters,
     status::{self, Status},
 };
-use crate::state::{PinRoot, generation_dir, open_map, open_map_data};
+use crate::state::{
+    PinRoot,
+    layout::generation_dir,
+    pins::{open_map, open_map_data},
+};
 
 #[derive(Debug, Serialize)]
 pub struct ReasonStats {

@@ -10,9 +10,12 @@ use aya::{
     Ebpf,
     maps::{Array, Map},
 };
-use filter_common::{BAN_FLAG_COPY, FLAG_GLOBALS, FlagGlobal, MAP_BAN_FLAG};
+use filter_common::{
+    BAN_FLAG_COPY, CAPTURE_FLAG, CaptureConfig, FLAG_GLOBALS, FlagGlobal, MAP_BAN_FLAG,
+    MAP_CAPTURE, MODE_FLAG,
+};
 
-use crate::state::open_map;
+use crate::state::pins::open_map;
 
 /// Sets `flag` in a loaded object (before or after its programs load).
 pub fn set(ebpf: &mut Ebpf, flag: FlagGlobal, value: u32) -> anyhow::Result<()> {
@@ -20,6 +23,23 @@ pub fn set(ebpf: &mut Ebpf, flag: FlagGlobal, value: u32) -> anyhow::Result<()> 
         .map_mut(flag.section)
         .ok_or_else(|| anyhow!("section {} missing from the eBPF object", flag.section))?;
     write_map(map, flag, value)
+}
+
+/// The flags of a freshly made object: the rule file's mode, and the state
+/// of the running filter (the ban flag `bans`, a capture that runs on).
+pub fn seed(ebpf: &mut Ebpf, mode: u32, bans: u32) -> anyhow::Result<()> {
+    set(ebpf, MODE_FLAG, mode)?;
+    set(ebpf, BAN_FLAG_COPY, bans)?;
+    let capture: Array<_, CaptureConfig> = Array::try_from(
+        ebpf.map_mut(MAP_CAPTURE)
+            .ok_or_else(|| anyhow!("map {MAP_CAPTURE} missing from the eBPF object"))?,
+    )?;
+    let on = capture
+        .get(&0, 0)
+        .context("failed to read CAPTURE")?
+        .until_ns
+        != 0;
+    set(ebpf, CAPTURE_FLAG, on as u32)
 }
 
 /// Sets `flag` in the generation pinned in `gen_dir`. A generation of an
@@ -45,17 +65,6 @@ fn write_map(map: &mut Map, flag: FlagGlobal, value: u32) -> anyhow::Result<()> 
     array
         .set(0, value, 0)
         .with_context(|| format!("failed to write {}", flag.symbol))
-}
-
-/// Pins every flag of a loaded object in its generation's folder.
-pub fn pin(ebpf: &Ebpf, gen_dir: &Path) -> anyhow::Result<()> {
-    for flag in FLAG_GLOBALS {
-        ebpf.map(flag.section)
-            .ok_or_else(|| anyhow!("section {} missing from the eBPF object", flag.section))?
-            .pin(gen_dir.join(flag.symbol))
-            .with_context(|| format!("failed to pin {}", flag.symbol))?;
-    }
-    Ok(())
 }
 
 /// Copies the ban flag state map of the filter in `iface_dir`, as it

@@ -4,7 +4,10 @@
 
 use std::{borrow::Cow, path::Path};
 
-use super::load::{self, ReloadOptions};
+use super::{
+    reload::{ReloadError, reload_with},
+    state_maps::ReloadOptions,
+};
 use crate::{
     lockout::{self, Lockout},
     rules::{
@@ -41,7 +44,7 @@ pub enum ApplyError {
     Lockout(#[from] Lockout),
     /// The reload failed; the error says whether the switch happened.
     #[error(transparent)]
-    Reload(#[from] load::ReloadError),
+    Reload(#[from] ReloadError),
 }
 
 impl ApplyError {
@@ -82,6 +85,6 @@ pub fn apply_rules(
         Ok(with) if !blocks.is_empty() => Cow::Owned(with),
         _ => Cow::Borrowed(&set),
     };
-    let generation = load::reload_with(root, iface, &run, path, opts)?;
+    let generation = reload_with(root, iface, &run, path, opts)?;
     Ok((set, Applied::Reloaded { generation }))
 }

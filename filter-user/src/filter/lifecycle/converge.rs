@@ -8,10 +8,11 @@ use anyhow::Context as _;
 
 use super::{
     apply::{self, Applied, Guard, apply_rules},
-    load::{self, AttachMode, ReloadOptions},
-    status,
+    load::load,
+    mode::AttachMode,
+    state_maps::ReloadOptions,
 };
-use crate::{rules::RuleSet, state::PinRoot};
+use crate::{filter::observe::status, rules::RuleSet, state::PinRoot};
 
 /// What `converge` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +37,7 @@ pub fn converge(
     if !root.iface_dir(iface).is_dir() {
         let set = crate::rules::load_file(path)?;
         apply::guard(&set, guard)?;
-        let attach_mode = load::load(root, iface, &set, path, mode)
+        let attach_mode = load(root, iface, &set, path, mode)
             .with_context(|| format!("failed to load the filter on {iface}"))?;
         return Ok((set, Converged::Loaded { attach_mode }));
     }

@@ -3,7 +3,8 @@
 
 use filter_common::MAP_SOURCES;
 
-use crate::state::{PinRoot, open_map_data};
+use super::limiter;
+use crate::state::{PinRoot, pins::open_map_data};
 
 /// Sources in the per-source limiter table and how many it holds at most
 /// (two ways per set: a new source takes the slot of its set's least
@@ -18,7 +19,7 @@ pub struct Occupancy {
 /// 65536 slots costs about a millisecond, of 16M slots a second.
 pub fn limiter_occupancy(root: &PinRoot, iface: &str) -> anyhow::Result<Occupancy> {
     let table = open_map_data(&root.iface_dir(iface), MAP_SOURCES)?;
-    let (sources, slots) = super::limiter::sources(&table)?;
+    let (sources, slots) = limiter::sources(&table)?;
     Ok(Occupancy {
         entries: sources.len() as u64,
         capacity: slots.into(),

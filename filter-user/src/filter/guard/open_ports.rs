@@ -16,7 +16,7 @@
 
 use std::os::fd::AsFd as _;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
     maps::{Map, MapData},
@@ -27,7 +27,7 @@ use filter_common::{
     UDP_PORTS,
 };
 
-use crate::sys;
+use crate::{filter::lifecycle::program, sys};
 
 /// Rounds before giving up: the first finds the copy full unless a request
 /// raced the seeder on its own port.
@@ -36,13 +36,7 @@ const ROUNDS: usize = 4;
 /// Fills the copy of a loaded generation in `ebpf` from the LOCAL_PORTS
 /// state map it shares, with its recorder already attached.
 pub fn seed(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    let seeder: &mut Xdp = ebpf
-        .program_mut(OPEN_SEED_PROGRAM_NAME)
-        .ok_or_else(|| anyhow!("program {OPEN_SEED_PROGRAM_NAME} missing from the eBPF object"))?
-        .try_into()?;
-    seeder
-        .load()
-        .context("the kernel verifier rejected the open requests' seeder")?;
+    program::verify(ebpf, OPEN_SEED_PROGRAM_NAME, "the open requests' seeder")?;
     let seeder: &Xdp = ebpf
         .program(OPEN_SEED_PROGRAM_NAME)
         .expect("loaded above")

@@ -16,7 +16,7 @@ use filter_common::{FAMILY_V4, MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6};
 use crate::{
     lockout,
     rules::{Prefix, RuleSet, prefixes::parse_prefix},
-    state::{PinRoot, current_generation, open_map, record::read_record},
+    state::{PinRoot, current_generation, pins::open_map, record::read_record},
 };
 
 /// Where the host's facts are read from (tests point it elsewhere).

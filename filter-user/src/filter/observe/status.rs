@@ -5,11 +5,12 @@ use filter_common::{
     CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, GIT_MODIFIED, GIT_NONE, META_SOURCE_LEN,
 };
 
-use super::recorder;
 use crate::{
     rules::{adaptive::AdaptiveBlock, hex},
     state::{
-        PinRoot, current_generation, generation::attach_mode_name, read_config, read_meta,
+        PinRoot, current_generation,
+        generation::{Hook, attach_mode_name, hook_of},
+        read_config, read_meta,
         record::read_record,
     },
     sys,
@@ -86,7 +87,7 @@ pub fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
         generation: current.generation,
         stale_generations: current.stale,
         attach_mode: attach_mode_name(meta.attach_mode),
-        request_recorder: recorder::hook_of(&dir, &current.dir).map(recorder::Hook::name),
+        request_recorder: hook_of(&dir, &current.dir).map(Hook::name),
         rules_digest: hex(&meta.digest),
         rules_source: String::from_utf8_lossy(&meta.source[..source_len]).into_owned(),
         git_commit: (meta.git_state != GIT_NONE)
@@ -106,4 +107,10 @@ pub fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
         loaded_at_unix: meta.loaded_at_unix,
         adaptive_blocks,
     })
+}
+
+/// Prefix length by which the running filter keys sources of `family`.
+pub fn source_prefix(root: &PinRoot, iface: &str, family: u8) -> anyhow::Result<u8> {
+    let current = current_generation(&root.iface_dir(iface))?;
+    Ok(read_config(&current.dir)?.src_prefix(family))
 }

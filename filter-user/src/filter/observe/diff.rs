@@ -12,7 +12,8 @@ use serde::Serialize;
 use crate::{
     rules::{Prefix, RuleSet, adaptive::AdaptiveBlock},
     state::{
-        PinRoot, current_generation, open_map,
+        PinRoot, current_generation,
+        pins::open_map,
         record::{Canonical, read_record},
     },
 };

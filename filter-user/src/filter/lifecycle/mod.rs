@@ -1,0 +1,23 @@
+//! What an interface runs: loading the filter (`load`), replacing its rule
+//! set atomically (`reload`, built and switched to in `switch`, with the
+//! state maps carried over by `state_maps`), bringing it in step with a
+//! file (`apply`, `converge`), flipping its mode (`mode`), removing it
+//! (`unload`). `program` is the one way the object gets into the kernel,
+//! `generation` writes and pins what a generation is, `recorder` hooks the
+//! reply guard's request recorder to egress, `flags` are the globals the
+//! controller writes while a program runs.
+
+pub mod apply;
+pub mod converge;
+pub mod failpoint;
+pub mod flags;
+pub mod generation;
+pub mod load;
+pub mod mode;
+pub mod program;
+pub mod provenance;
+pub mod recorder;
+pub mod reload;
+pub mod state_maps;
+pub mod switch;
+pub mod unload;

@@ -1,0 +1,206 @@
+//! The one way the filter's object gets into the kernel: loaded with a rule
+//! set in its maps (and the state maps of a running filter, when there is
+//! one), its programs verified, attached nowhere. `load` and `reload`
+//! attach it, a reload's seeder runs in it (guard::open_ports), `doctor`
+//! tries it, and the simulator runs frames through it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{
+        Array, HashMap, Map,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::Program,
+};
+use filter_common::{
+    BAN_WIDE, CONFIG_MONITOR, Chain, Config, FAMILY_V4, GLOBAL_CONFIG, GLOBAL_GUARD_PORTS,
+    GuardPort, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_FLAG, MAP_BAN_HINTS, MAP_CHAINS,
+    MAP_CONFIG, MAP_COUNTERS, MAP_DENY_V4, MAP_DENY_V6, MAP_GUARD_BUDGETS, MAP_LIMITS,
+    MAP_PORT_CHAINS, MAP_RULES, MAP_RULESET, MAP_SOURCE_TAGS, MAP_SOURCES, MAP_SRC_HINTS,
+    PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS, source_slots,
+};
+
+use super::flags;
+use crate::{
+    EBPF_OBJECT,
+    filter::observe::counters,
+    rules::{Compiled, Prefix, RuleSet},
+    state::record::Canonical,
+};
+
+/// Loads the embedded object into the kernel with `set` in its rule maps
+/// and its programs verified, but attached nowhere. `state_dir`: the
+/// folder of a running filter whose state maps it shares, but for those
+/// in `remade` (see `state_maps`); none for a copy with maps of its own.
+pub fn prepare(set: &RuleSet, state_dir: Option<&Path>, remade: &[&str]) -> anyhow::Result<Ebpf> {
+    prepare_object(EBPF_OBJECT, set, state_dir, remade)
+}
+
+/// [`prepare`] with another build's object (`cargo xtask bench --against`
+/// measures one against the other); its maps and globals must be this
+/// build's.
+pub fn prepare_object(
+    object: &[u8],
+    set: &RuleSet,
+    state_dir: Option<&Path>,
+    remade: &[&str],
+) -> anyhow::Result<Ebpf> {
+    let compiled = set.compile();
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(MAP_SOURCES, source_slots(set.table_size));
+    loader.map_max_entries(MAP_SOURCE_TAGS, source_slots(set.table_size) / 2);
+    loader.map_max_entries(MAP_COUNTERS, counters::blocks()?);
+    // 2.2 MB of hints only for lists that need them (one word reads as
+    // "look" while CONFIG says there is no list to look in).
+    if compiled.hint_words.is_empty() {
+        loader.map_max_entries(MAP_SRC_HINTS, 1);
+    }
+    // What the program runs on; monitor mode apart, which `mode` rewrites.
+    let loaded = Config {
+        flags: compiled.config.flags & !CONFIG_MONITOR,
+        ..compiled.config
+    };
+    loader.override_global(GLOBAL_CONFIG, &loaded, true);
+    // Empty while the reply guard is off: the program's zeros stay.
+    if !compiled.guard_table.is_empty() {
+        loader.override_global(GLOBAL_GUARD_PORTS, compiled.guard_table.as_slice(), true);
+    }
+    // State maps come from the pins of the running generation when there is
+    // one (and are pinned there when there is not); those that can't carry
+    // over are made anew and pinned after the switch.
+    let state_pins: Vec<(&str, PathBuf)> = state_dir
+        .map(|d| {
+            STATE_MAPS
+                .iter()
+                .filter(|n| !remade.contains(n))
+                .map(|n| (*n, d.join(n)))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (name, path) in &state_pins {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let hints_missing = state_dir.is_some_and(|d| !d.join(MAP_BAN_HINTS).exists());
+    let mut ebpf = loader
+        .load(object)
+        .context("failed to load the eBPF object into the kernel")?;
+    let bans = ban_flag_at_load(&mut ebpf, hints_missing)?;
+    flags::seed(&mut ebpf, compiled.config.flags & CONFIG_MONITOR, bans)?;
+    write_rules(&mut ebpf, &compiled)?;
+    write_prefixes(&mut ebpf, MAP_ALLOW_V4, MAP_ALLOW_V6, &set.allow)?;
+    write_prefixes(&mut ebpf, MAP_DENY_V4, MAP_DENY_V6, &set.deny)?;
+    write_record(&mut ebpf, set)?;
+    verify(&mut ebpf, PROGRAM_NAME, "the XDP program")?;
+    verify(&mut ebpf, REQUESTS_PROGRAM_NAME, "the egress program")?;
+    Ok(ebpf)
+}
+
+/// Loads program `name` of `ebpf` (`what` it is, for the message) into
+/// the kernel: the verifier's turn. Every program filterctl runs is loaded
+/// here, the reload's seeder too.
+pub fn verify(ebpf: &mut Ebpf, name: &str, what: &str) -> anyhow::Result<()> {
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
+    match program {
+        Program::Xdp(p) => p.load(),
+        Program::SchedClassifier(p) => p.load(),
+        other => bail!(
+            "program {name} is of type {:?}, which filterctl does not load",
+            other.prog_type()
+        ),
+    }
+    .with_context(|| format!("the kernel verifier rejected {what}"))
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Map> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+}
+
+/// The ban flag as the new generation starts with it. Bans set before
+/// BAN_HINTS existed (`hints_missing`) have no hints: they are marked too
+/// wide for hints, which turns the early verdict off while bans exist, as
+/// it was.
+fn ban_flag_at_load(ebpf: &mut Ebpf, hints_missing: bool) -> anyhow::Result<u32> {
+    let mut flag: Array<_, u32> = Array::try_from(map_mut(ebpf, MAP_BAN_FLAG)?)?;
+    let bans = flag.get(&0, 0).context("failed to read BAN_FLAG")?;
+    if !hints_missing || bans == 0 {
+        return Ok(bans);
+    }
+    flag.set(0, bans | BAN_WIDE, 0)
+        .context("failed to write BAN_FLAG")?;
+    Ok(bans | BAN_WIDE)
+}
+
+/// Writes the compiled rule set into a freshly loaded program's maps.
+fn write_rules(ebpf: &mut Ebpf, c: &Compiled) -> anyhow::Result<()> {
+    let mut rules: Array<_, Rule> = Array::try_from(map_mut(ebpf, MAP_RULES)?)?;
+    for (i, r) in c.rules.iter().enumerate() {
+        rules.set(i as u32, r, 0).context("failed to write RULES")?;
+    }
+    let mut chains: Array<_, Chain> = Array::try_from(map_mut(ebpf, MAP_CHAINS)?)?;
+    for (i, ch) in c.chains.iter().enumerate() {
+        chains
+            .set(i as u32, ch, 0)
+            .context("failed to write CHAINS")?;
+    }
+    let mut ports: Array<_, u32> = Array::try_from(map_mut(ebpf, MAP_PORT_CHAINS)?)?;
+    for &(slot, chain) in &c.port_chains {
+        ports
+            .set(slot, chain, 0)
+            .context("failed to write PORT_CHAINS")?;
+    }
+    let mut limits: Array<_, Limit> = Array::try_from(map_mut(ebpf, MAP_LIMITS)?)?;
+    for (i, l) in c.limits.iter().enumerate() {
+        limits
+            .set(i as u32, l, 0)
+            .context("failed to write LIMITS")?;
+    }
+    let mut budgets: HashMap<_, u32, GuardPort> =
+        HashMap::try_from(map_mut(ebpf, MAP_GUARD_BUDGETS)?)?;
+    for (port, b) in &c.guard_ports {
+        budgets
+            .insert(*port as u32, b, 0)
+            .context("failed to write GUARD_BUDGETS")?;
+    }
+    let mut hints: Array<_, u64> = Array::try_from(map_mut(ebpf, MAP_SRC_HINTS)?)?;
+    for (i, w) in &c.hint_words {
+        hints.set(*i, w, 0).context("failed to write SRC_HINTS")?;
+    }
+    let mut config: Array<_, Config> = Array::try_from(map_mut(ebpf, MAP_CONFIG)?)?;
+    config
+        .set(0, c.config, 0)
+        .context("failed to write CONFIG")?;
+    Ok(())
+}
+
+/// Fills an allow or deny pair of tries.
+fn write_prefixes(ebpf: &mut Ebpf, v4: &str, v6: &str, list: &[Prefix]) -> anyhow::Result<()> {
+    let mut t4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(map_mut(ebpf, v4)?)?;
+    for p in list.iter().filter(|p| p.family == FAMILY_V4) {
+        let key = Key::new(p.len as u32, [p.addr[0], p.addr[1], p.addr[2], p.addr[3]]);
+        t4.insert(&key, 1, 0)
+            .with_context(|| format!("failed to add {p} to {v4}"))?;
+    }
+    let mut t6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(map_mut(ebpf, v6)?)?;
+    for p in list.iter().filter(|p| p.family != FAMILY_V4) {
+        t6.insert(&Key::new(p.len as u32, p.addr), 1, 0)
+            .with_context(|| format!("failed to add {p} to {v6}"))?;
+    }
+    Ok(())
+}
+
+/// The rule set in canonical form into RULESET, for `diff`.
+fn write_record(ebpf: &mut Ebpf, set: &RuleSet) -> anyhow::Result<()> {
+    let mut record: Array<_, [u8; RULESET_CHUNK]> = Array::try_from(map_mut(ebpf, MAP_RULESET)?)?;
+    for (i, chunk) in Canonical::of(set).to_chunks()?.iter().enumerate() {
+        record
+            .set(i as u32, chunk, 0)
+            .context("failed to write RULESET")?;
+    }
+    Ok(())
+}

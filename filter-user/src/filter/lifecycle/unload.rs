@@ -1,0 +1,32 @@
+//! `unload`: detaching the filter from an interface and removing every
+//! pin of it.
+
+use anyhow::bail;
+
+use super::recorder;
+use crate::state::{
+    PinRoot,
+    layout::{EGRESS_LINK, LINK},
+    lock::{IfaceLock, LOCK_WAIT},
+    pins,
+};
+
+/// Detaches the filter from `iface` and removes every pin of it.
+pub fn unload(root: &PinRoot, iface: &str) -> anyhow::Result<()> {
+    let dir = root.iface_dir(iface);
+    let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
+    // Another unload may have removed it while this one waited.
+    if !dir.is_dir() {
+        bail!("no filter loaded on {iface} (no pins in {})", dir.display());
+    }
+    for name in [LINK, EGRESS_LINK] {
+        let link_path = dir.join(name);
+        if link_path.exists() {
+            // The last reference goes with the pin: the kernel detaches the
+            // program from the interface.
+            pins::unpin_link(&link_path)?;
+        }
+    }
+    recorder::detach_all(iface, &dir)?;
+    pins::remove_dir(&dir)
+}

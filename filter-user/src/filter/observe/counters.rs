@@ -1,0 +1,116 @@
+//! The kernel's counters ([`MAP_COUNTERS`]): a block per CPU of reason
+//! counters and UDP source-port counters, summed through one mmap of the
+//! array rather than per-CPU lookups, into [`Totals`]. (What a reload
+//! carries over into a new array is in lifecycle::state_maps.)
+
+use std::os::fd::AsFd as _;
+
+use anyhow::{Context as _, anyhow};
+use aya::maps::{MapData, PerCpuArray};
+use filter_common::{Counter, CpuCounters, MAP_COUNTERS, STATS_SLOTS, UDP_PORTS};
+use serde::Serialize;
+
+use crate::{
+    state::{PinRoot, pins::open_map_data},
+    sys::SharedMapping,
+};
+
+/// Packets and bytes, summed over CPUs (and over reasons or rules).
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Totals {
+    pub fn add(&mut self, c: Totals) {
+        self.packets += c.packets;
+        self.bytes += c.bytes;
+    }
+}
+
+/// One counter of a per-CPU array, summed over CPUs.
+pub fn sum_per_cpu<T: std::borrow::Borrow<aya::maps::MapData>>(
+    array: &PerCpuArray<T, Counter>,
+    index: u32,
+) -> anyhow::Result<Totals> {
+    let mut t = Totals::default();
+    for c in array.get(&index, 0)?.iter() {
+        t.add(Totals {
+            packets: c.packets,
+            bytes: c.bytes,
+        });
+    }
+    Ok(t)
+}
+
+/// Blocks of the counter array on this machine: one per possible CPU (the
+/// kernel's CPU numbers run below that count), and one after them that no
+/// CPU writes, for the totals carried over from an older build's maps.
+pub fn blocks() -> anyhow::Result<u32> {
+    let cpus =
+        aya::util::nr_cpus().map_err(|(what, e)| anyhow!("cannot count CPUs: {what}: {e}"))?;
+    u32::try_from(cpus + 1).map_err(|_| anyhow!("{cpus} CPUs: too many for a counter block each"))
+}
+
+/// Packets that arrived from each UDP source port since the filter was
+/// loaded on `iface` (or since its counters were made anew), by port.
+pub fn packets(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<u64>> {
+    let dir = root.iface_dir(iface);
+    read_packets(&open_map_data(&dir, MAP_COUNTERS)?)
+        .with_context(|| format!("cannot read {}", dir.join(MAP_COUNTERS).display()))
+}
+
+/// The blocks of a counter array, mapped.
+struct Blocks {
+    mapping: SharedMapping,
+    count: usize,
+}
+
+impl Blocks {
+    fn map(map: &MapData) -> anyhow::Result<Blocks> {
+        let info = map.info()?;
+        let count = info.max_entries() as usize;
+        if info.value_size() as usize != size_of::<CpuCounters>() || count == 0 {
+            anyhow::bail!(
+                "not a counter array: {} entries of {} bytes, where a CPU's block takes {}",
+                count,
+                info.value_size(),
+                size_of::<CpuCounters>()
+            );
+        }
+        let mapping = SharedMapping::new(map.fd().as_fd(), count * size_of::<CpuCounters>())
+            .context("cannot mmap it")?;
+        Ok(Blocks { mapping, count })
+    }
+
+    /// The sum over the blocks of the u64 at `word` of each.
+    fn sum(&self, word: usize) -> u64 {
+        (0..self.count)
+            .map(|b| self.mapping.u64_at(b * CpuCounters::WORDS + word))
+            .sum()
+    }
+}
+
+/// Packets by UDP source port, summed over the blocks.
+pub fn read_packets(map: &MapData) -> anyhow::Result<Vec<u64>> {
+    let blocks = Blocks::map(map)?;
+    Ok((0..UDP_PORTS)
+        .map(|port| blocks.sum(CpuCounters::UDP_PORTS_AT + port))
+        .collect())
+}
+
+/// Packets and bytes by reason slot ([`STATS_SLOTS`] of them: the reasons,
+/// then the monitor slot), summed over the blocks.
+pub fn read_reasons(map: &MapData) -> anyhow::Result<Vec<Totals>> {
+    let blocks = Blocks::map(map)?;
+    Ok((0..STATS_SLOTS as usize)
+        .map(|slot| {
+            let at = CpuCounters::REASONS_AT + 2 * slot;
+            Totals {
+                packets: blocks.sum(at),
+                bytes: blocks.sum(at + 1),
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,119 @@
+//! Where things lie under the pin root: the root itself, one folder per
+//! interface, one per program generation in it, the names of the pins they
+//! hold; and the check that such a folder is this user's own.
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::sys;
+
+/// Default root of filterctl's pins.
+pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/filterctl";
+
+/// Pin file names inside an interface folder, besides the maps.
+pub const PROG: &str = "prog";
+pub const LINK: &str = "link";
+pub const EGRESS_LINK: &str = "egress-link";
+/// A generation's egress program, beside its XDP program.
+pub const EGRESS_PROG: &str = "egress-prog";
+/// A generation's egress program pinned again where its recorder runs as a
+/// clsact filter (kernels without TCX): see filter::lifecycle::recorder.
+pub const EGRESS_TC: &str = "egress-tc";
+
+#[derive(Clone, Debug)]
+pub struct PinRoot(PathBuf);
+
+impl PinRoot {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        PinRoot(path.into())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The root of the filters of network namespace `name` (`--netns`):
+    /// a folder of its own under the default root, since interfaces of
+    /// one name (eth0) live in many namespaces. No interface name holds a
+    /// colon, so the host's listing tells them apart.
+    pub fn for_netns(&self, name: &str) -> Self {
+        PinRoot(self.0.join(format!("netns:{name}")))
+    }
+
+    /// Network namespaces with filters under this root (see `for_netns`).
+    pub fn netns_roots(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix("netns:").map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn iface_dir(&self, iface: &str) -> PathBuf {
+        self.0.join(iface)
+    }
+}
+
+/// Folder of program generation `n` inside an interface folder.
+pub fn generation_dir(iface_dir: &Path, n: u32) -> PathBuf {
+    iface_dir.join(format!("gen-{n}"))
+}
+
+/// Generations that have pins in an interface folder, sorted.
+pub fn generations(iface_dir: &Path) -> anyhow::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(iface_dir)
+        .with_context(|| format!("cannot list {}", iface_dir.display()))?;
+    for e in entries.flatten() {
+        if let Some(n) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("gen-"))
+            .and_then(|n| n.parse().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Refuses a pin folder that another user owns or can write to: whoever
+/// controls it controls what filterctl loads, finds and reports (bpffs
+/// here is world-writable with the sticky bit).
+pub fn check_owner(dir: &Path) -> anyhow::Result<()> {
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let me = sys::euid();
+    if !meta.is_dir() {
+        bail!("{} is not a folder: remove it", dir.display());
+    }
+    if meta.uid() != me {
+        bail!(
+            "{} belongs to user {}, not to you (user {me}): someone else made it; remove it (rm -r {}) and run again",
+            dir.display(),
+            meta.uid(),
+            dir.display()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "{} can be written by other users (mode {:o}): `chmod go-w {}` and run again",
+            dir.display(),
+            meta.mode() & 0o7777,
+            dir.display()
+        );
+    }
+    Ok(())
+}
