@@ -157,3 +157,56 @@ fn the_default_gateway_is_never_banned_without_being_listed() {
     );
     assert_eq!(after, 10, "the default gateway got banned");
 }
+
+/// The kernel bans a source's /64; the never-ban set holds a /128. A
+/// forged stream of a neighbour of a never-ban peer (same /64), over its
+/// limit for longer than `after`, must not ban the /64 that holds the
+/// peer: the peer's datagrams still arrive after it.
+#[test]
+fn a_forged_neighbour_of_an_ipv6_never_ban_peer_bans_nothing() {
+    use std::net::{IpAddr, Ipv6Addr};
+
+    use filter_testkit::net::{ATTACKER_V6, Sink, VICTIM_V6, send_udp};
+    common::require_bpf();
+    let net = TestNet::new("nb6").expect("create test namespaces");
+    let files = TempDir::new("nb6");
+    let rules = files.write(
+        "r.toml",
+        &format!(
+            "never_ban = [\"{ATTACKER_V6}\"]\n[per_source]\npps = 100\nburst_packets = 10\n\
+             [ban]\nafter = \"1s\"\nfor = \"10m\"\n"
+        ),
+    );
+    ok(filterctl(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &rules],
+    ));
+    let to = SocketAddr::new(VICTIM_V6.into(), 9999);
+    let forged = SocketAddr::new(
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99)),
+        4444,
+    );
+    TestNet::in_ns(&net.attacker_ns, || send_at(forged, to, 1_000, 2.5)).unwrap();
+    assert!(
+        reason(&net, "rate_limit_drop") > 0,
+        "the flood was not over its limit"
+    );
+    assert_eq!(
+        reason(&net, "ban_drop"),
+        0,
+        "the never-ban peer's /64 was banned"
+    );
+    let top: serde_json::Value =
+        serde_json::from_str(&ok(filterctl(&net, &["top", "--json"]))).unwrap();
+    assert!(!top.to_string().contains("\"banned\":true"), "{top}");
+    // The peer itself, after its limit's tenth of a second: all arrive.
+    std::thread::sleep(Duration::from_millis(200));
+    let sink = TestNet::in_ns(&net.victim_ns, || Sink::bind(&[to]))
+        .unwrap()
+        .unwrap();
+    let peer = SocketAddr::new(ATTACKER_V6.into(), 5555);
+    TestNet::in_ns(&net.attacker_ns, || send_udp(peer, to, b"hello", 5))
+        .unwrap()
+        .unwrap();
+    assert_eq!(sink.drain()[&to], 5);
+}

@@ -355,6 +355,9 @@ fn bans_go_through_the_lockout_guard() {
         err.contains("covers 192.0.2.1, an address of this host"),
         "{err}"
     );
+    // A neighbour's /128, which the kernel keys by its /64: the victim's.
+    let err = failed(run(&net, &["ban", "2001:db8::5", "--for", "1m"]));
+    assert!(err.contains("2001:db8::1"), "{err}");
     let top: Value = serde_json::from_str(&ok(run(&net, &["top", "--json"]))).unwrap();
     assert_eq!(
         top["interfaces"][0]["sources"],

@@ -28,11 +28,18 @@ pub struct BanArgs {
 
 pub fn ban(root: &PinRoot, a: BanArgs) -> anyhow::Result<u8> {
     let target = bans::parse_target(&a.target)?;
+    let ifaces = interfaces(root, a.iface)?;
     if !a.force {
-        lockout::check_ban(&target, &lockout::protected_addresses())?;
+        let protected = lockout::protected_addresses();
+        lockout::check_ban(&target, &protected)?;
+        // What the kernel would ban: the target widened to the prefix its
+        // sources are keyed by.
+        for iface in &ifaces {
+            lockout::check_ban(&bans::banned_prefix(root, iface, target)?, &protected)?;
+        }
     }
     let ns = parse_duration(&a.duration)?;
-    for iface in interfaces(root, a.iface)? {
+    for iface in ifaces {
         let banned = bans::ban(root, &iface, target, std::time::Duration::from_nanos(ns))?;
         println!("{iface}: banned {banned} for {}", a.duration);
     }

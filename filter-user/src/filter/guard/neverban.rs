@@ -16,7 +16,7 @@ use filter_common::{FAMILY_V4, MAP_NEVER_BAN_V4, MAP_NEVER_BAN_V6};
 use crate::{
     lockout,
     rules::{Prefix, RuleSet, prefixes::parse_prefix},
-    state::{PinRoot, current_generation, pins::open_map, record::read_record},
+    state::{PinRoot, current_generation, pins::open_map, read_config, record::read_record},
 };
 
 /// Where the host's facts are read from (tests point it elsewhere).
@@ -40,9 +40,38 @@ pub const HOST: HostFiles<'static> = HostFiles {
 };
 
 /// The whole set: the rule file's entries and the host's, as /32 and /128
-/// prefixes. Files that don't exist add nothing.
+/// prefixes, widened to the keys the kernel bans (see [`widen`]). Files
+/// that don't exist add nothing.
 pub fn never_ban_set(set: &RuleSet, files: &HostFiles<'_>) -> BTreeSet<Prefix> {
-    with_host(&set.never_ban, files)
+    widen(
+        with_host(&set.never_ban, files),
+        set.src_prefix_v4,
+        set.src_prefix_v6,
+    )
+}
+
+/// The kernel bans a source's prefix (`[sources] ipv4_prefix`, 32, and
+/// `ipv6_prefix`, 64, by default) and asks the never-ban set about that
+/// prefix, not the address: a /128 resolver or a link-local gateway would
+/// never be found, and a forgery of it, or of its neighbour, would ban the
+/// /64 that holds it. Each entry longer than the ban prefix stands in the
+/// set widened to it too: no ban covers a member. (Its prefix is still
+/// rate-limited as ever, only never banned.)
+pub fn widen(set: BTreeSet<Prefix>, v4: u8, v6: u8) -> BTreeSet<Prefix> {
+    let wide: Vec<Prefix> = set
+        .iter()
+        .filter_map(|p| {
+            let len = if p.family == FAMILY_V4 { v4 } else { v6 };
+            (p.len > len).then(|| Prefix {
+                family: p.family,
+                addr: filter_common::decide::mask(&p.addr, len),
+                len,
+            })
+        })
+        .collect();
+    let mut out = set;
+    out.extend(wide);
+    out
 }
 
 /// Re-reads the host's facts and brings the never-ban set of the filter on
@@ -61,7 +90,12 @@ pub fn refresh(root: &PinRoot, iface: &str) -> anyhow::Result<usize> {
                 .collect()
         })
         .unwrap_or_default();
-    let want = with_host(&listed, &HOST);
+    let config = read_config(&current.dir)?;
+    let want = widen(
+        with_host(&listed, &HOST),
+        config.src_prefix_v4,
+        config.src_prefix_v6,
+    );
     sync_pinned(&dir, &want)?;
     Ok(want.len())
 }
@@ -184,6 +218,29 @@ pub fn sync(v4: Map, v6: Map, want: &BTreeSet<Prefix>) -> anyhow::Result<()> {
         let _ = t6.remove(&k);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod widening {
+    use std::collections::BTreeSet;
+
+    use super::widen;
+    use crate::rules::prefixes::parse_prefix;
+
+    fn set(list: &[&str]) -> BTreeSet<crate::rules::Prefix> {
+        list.iter().map(|p| parse_prefix(p).unwrap()).collect()
+    }
+
+    #[test]
+    fn members_stand_widened_to_the_ban_prefix() {
+        let got = widen(set(&["fd99::53", "fe80::1", "192.0.2.53"]), 32, 64);
+        assert_eq!(
+            got,
+            set(&["fd99::53", "fd99::/64", "fe80::1", "fe80::/64", "192.0.2.53"])
+        );
+        let got = widen(set(&["192.0.2.53", "2001:db8::/32"]), 24, 64);
+        assert_eq!(got, set(&["192.0.2.53", "192.0.2.0/24", "2001:db8::/32"]));
+    }
 }
 
 #[cfg(test)]
