@@ -495,3 +495,49 @@ fn live_frames_run() -> bool {
     })
     .unwrap()
 }
+
+/// The never-ban entries of the filter on the victim: the pinned IPv4 trie.
+fn never_ban_v4(net: &TestNet) -> Vec<(u32, [u8; 4])> {
+    let path = net.pin_root.join(&net.victim_if).join("NEVER_BAN_V4");
+    let map = aya::maps::MapData::from_pin(&path).unwrap();
+    let trie: aya::maps::LpmTrie<_, [u8; 4], u8> =
+        aya::maps::LpmTrie::try_from(aya::maps::Map::LpmTrie(map)).unwrap();
+    trie.keys()
+        .map(|k| {
+            let k = k.unwrap();
+            (k.prefix_len(), k.data())
+        })
+        .collect()
+}
+
+/// The operator's SSH client, recorded at load, stays in the never-ban set
+/// through a reload from a shell without SSH (and serve's refresh, which
+/// syncs the same way); the file's entries follow the file.
+#[test]
+fn the_ssh_client_recorded_at_load_stays_never_ban() {
+    common::require_bpf();
+    let net = TestNet::new("ssh").expect("create test namespaces");
+    let files = TempDir::new("ssh");
+    let rule = "[per_source]\npps = 100000\n";
+    let a = files.write("a.toml", &format!("never_ban = [\"198.51.100.44\"]\n{rule}"));
+    let b = files.write("b.toml", rule);
+    let client = "203.0.113.77";
+    ok(
+        common::cli::command(&net, &["load", "--iface", &net.victim_if, "--rules", &a])
+            .env("SSH_CONNECTION", format!("{client} 50000 192.0.2.1 22"))
+            .output()
+            .unwrap(),
+    );
+    let has = |net: &TestNet, addr: [u8; 4]| never_ban_v4(net).contains(&(32, addr));
+    assert!(has(&net, [203, 0, 113, 77]), "{:?}", never_ban_v4(&net));
+    assert!(has(&net, [198, 51, 100, 44]));
+    ok(
+        common::cli::command(&net, &["reload", "--iface", &net.victim_if, "--rules", &b])
+            .env_remove("SSH_CONNECTION")
+            .env_remove("SSH_CLIENT")
+            .output()
+            .unwrap(),
+    );
+    assert!(has(&net, [203, 0, 113, 77]), "{:?}", never_ban_v4(&net));
+    assert!(!has(&net, [198, 51, 100, 44]), "{:?}", never_ban_v4(&net));
+}

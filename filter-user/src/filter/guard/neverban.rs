@@ -179,45 +179,78 @@ pub fn sync_pinned(dir: &Path, want: &BTreeSet<Prefix>) -> anyhow::Result<()> {
     )
 }
 
-/// Makes a pair of never-ban tries hold exactly `want`: additions first,
-/// so that an address in both sets is never briefly missing.
+/// The value of an entry recorded for the operator's SSH client: kept by
+/// every later sync (a reload from a shell without SSH, `serve`'s refresh)
+/// until the filter is unloaded, where other entries follow the host's
+/// facts.
+const OPERATOR: u8 = 2;
+
+/// Makes a pair of never-ban tries hold `want`, plus the operator entries
+/// recorded before: additions first, so that an address in both sets is
+/// never briefly missing. This session's SSH client is recorded as an
+/// operator entry.
 pub fn sync(v4: Map, v6: Map, want: &BTreeSet<Prefix>) -> anyhow::Result<()> {
     let mut t4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(v4)?;
     let mut t6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(v6)?;
+    let operator = ssh_entries(want);
     for p in want {
+        let value = if operator.contains(p) { OPERATOR } else { 1 };
         if p.family == FAMILY_V4 {
             let a = [p.addr[0], p.addr[1], p.addr[2], p.addr[3]];
-            t4.insert(&Key::new(p.len as u32, a), 1, 0)
+            t4.insert(&Key::new(p.len as u32, a), value, 0)
         } else {
-            t6.insert(&Key::new(p.len as u32, p.addr), 1, 0)
+            t6.insert(&Key::new(p.len as u32, p.addr), value, 0)
         }
         .with_context(|| format!("failed to add {p} to the never-ban set"))?;
     }
-    let stale4: Vec<Key<[u8; 4]>> = t4
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| {
-            !want.iter().any(|p| {
-                p.family == FAMILY_V4 && p.len as u32 == k.prefix_len() && p.addr[..4] == k.data()
-            })
+    let wanted = |family: u8, len: u32, data: &[u8]| {
+        want.iter().any(|p| {
+            (p.family == FAMILY_V4) == (family == FAMILY_V4)
+                && p.len as u32 == len
+                && p.addr[..data.len()] == *data
         })
+    };
+    let stale4: Vec<Key<[u8; 4]>> = t4
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, v)| *v != OPERATOR && !wanted(FAMILY_V4, k.prefix_len(), &k.data()))
+        .map(|(k, _)| k)
         .collect();
     for k in stale4 {
         let _ = t4.remove(&k);
     }
     let stale6: Vec<Key<[u8; 16]>> = t6
-        .keys()
+        .iter()
         .filter_map(Result::ok)
-        .filter(|k| {
-            !want.iter().any(|p| {
-                p.family != FAMILY_V4 && p.len as u32 == k.prefix_len() && p.addr == k.data()
-            })
-        })
+        .filter(|(k, v)| *v != OPERATOR && !wanted(0, k.prefix_len(), &k.data()))
+        .map(|(k, _)| k)
         .collect();
     for k in stale6 {
         let _ = t6.remove(&k);
     }
     Ok(())
+}
+
+/// The entries of `want` that stand for this session's SSH client: its
+/// address, and that address widened to a ban prefix (see [`widen`]; a
+/// ban prefix is no shorter than /24 or /48 in practice, and an entry of
+/// the rule file that short is the file's, not the operator's).
+fn ssh_entries(want: &BTreeSet<Prefix>) -> BTreeSet<Prefix> {
+    let Some(client) = lockout::ssh_client() else {
+        return BTreeSet::new();
+    };
+    let Ok(addr) = parse_prefix(&client.addr.to_string()) else {
+        return BTreeSet::new();
+    };
+    let shortest = if addr.family == FAMILY_V4 { 24 } else { 48 };
+    want.iter()
+        .filter(|p| {
+            p.family == addr.family
+                && p.len >= shortest
+                && p.addr == filter_common::decide::mask(&addr.addr, p.len)
+        })
+        .copied()
+        .collect()
 }
 
 #[cfg(test)]
