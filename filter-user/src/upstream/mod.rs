@@ -28,7 +28,7 @@ use self::{
     state::{RouteState, UpstreamState},
 };
 use crate::{
-    filter::observe::{stats, top},
+    filter::observe::{stats, status, top},
     rules::{
         self, RuleSet,
         upstream::{SpeakerConfig, UpstreamConfig},
@@ -149,11 +149,19 @@ impl Worker {
         };
         let bans = top::active_bans(root, &self.iface)?;
         let hosts = sources::host_prefixes(&self.iface);
-        let Some(rules) = self.rules.as_ref() else {
+        let Some(file_rules) = self.rules.as_ref() else {
             unreachable!("a config comes from rules")
         };
+        // What runs: the file's rules and serve's adaptive blocks, which
+        // drop (and are counted) as rules of their own.
+        let blocks = status::status(root, &self.iface)?.adaptive_blocks;
+        let running = if blocks.is_empty() {
+            None
+        } else {
+            rules::adaptive::with_blocks(file_rules, &blocks).ok()
+        };
         let inp = Inputs {
-            rules,
+            rules: running.as_ref().unwrap_or(file_rules),
             stats: &stats,
             bans: &bans,
             hosts: &hosts,

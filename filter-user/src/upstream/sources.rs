@@ -5,7 +5,7 @@
 //! counter (the program keeps no per-prefix counter); all drops together
 //! measure the attack for the blackhole.
 
-use filter_common::{ACTION_DROP, ACTION_LIMIT, FAMILY_V4, IPPROTO_TCP};
+use filter_common::{ACTION_DROP, ACTION_LIMIT, FAMILY_V4, IPPROTO_TCP, RULE_SPARES_GUARDED};
 
 use super::{
     routes::{Action, FlowSpec, Route, Span},
@@ -115,6 +115,18 @@ pub fn exportable(
     };
     if r.match_len > 0 {
         return Err("matches payload bytes, which FlowSpec cannot");
+    }
+    // A block of a guarded port spares the answers to this host's own
+    // requests on it, which a FlowSpec route of the port would drop too.
+    let guarded = |p: u16| {
+        set.reply_guard
+            .as_ref()
+            .is_some_and(|g| g.ports.contains_key(&p))
+    };
+    if r.flags & RULE_SPARES_GUARDED != 0 && (spec.src_ports.0..=spec.src_ports.1).any(guarded) {
+        return Err(
+            "spares this host's own answers on a guarded port, which FlowSpec cannot tell apart",
+        );
     }
     let action = match r.action {
         ACTION_DROP => Action::Discard,
@@ -341,6 +353,47 @@ rule = [
         let e = exportable(&set, 1, Totals::default()).unwrap_err();
         assert!(e.contains("earlier pass"), "{e}");
         assert!(exportable(&set, 0, Totals::default()).is_err());
+    }
+
+    /// serve's real blocks: one of an unguarded port goes upstream as a
+    /// discard; one of a guarded port spares the host's own answers, which
+    /// a route of the port would drop, and stays here.
+    #[test]
+    fn adaptive_blocks_go_upstream_unless_they_spare_the_hosts_answers() {
+        use crate::rules::adaptive::{AdaptiveBlock, with_blocks};
+        let text =
+            "[per_source]\npps = 1000\n[reply_guard]\nports = [123]\n[adaptive]\nenabled = true\n";
+        let file = parse("t.toml", text).unwrap();
+        let block = |port| AdaptiveBlock {
+            port,
+            since_unix: 1,
+            trigger_pps: 5000,
+            trigger_share_percent: 90,
+        };
+        let set = with_blocks(&file, &[block(4500), block(123)]).unwrap();
+        let stats = stats(&set);
+        let hosts = [parse_prefix("192.0.2.1/32").unwrap()];
+        let inp = Inputs {
+            rules: &set,
+            stats: &stats,
+            bans: &[],
+            hosts: &hosts,
+        };
+        let got = lines(&flowspec(&inp, 3));
+        assert_eq!(
+            got,
+            [
+                "flowspec destination 192.0.2.1/32 protocol udp source-port ==4500 then discard | adaptive block adaptive-udp-4500 (discard)"
+            ],
+            "{got:?}"
+        );
+        let i = set
+            .rules
+            .iter()
+            .position(|r| r.name == "adaptive-udp-123")
+            .unwrap();
+        let e = exportable(&set, i, Totals::default()).unwrap_err();
+        assert!(e.contains("guarded port"), "{e}");
     }
 
     #[test]
