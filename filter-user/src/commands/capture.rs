@@ -1,7 +1,8 @@
 //! `capture`: dropped frames to a pcapng file until told to stop.
 
 use std::{
-    path::PathBuf,
+    fs::File,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -13,7 +14,7 @@ use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    filter::capture::{Capture, PcapngSink, Selection, parse_reason},
+    filter::capture::{Capture, PcapngSink, Selection, create_file, parse_reason, remove_partial},
     state::PinRoot,
 };
 
@@ -38,7 +39,11 @@ pub struct CaptureArgs {
     /// Bytes of each frame to keep (at most 1528).
     #[arg(long, value_name = "B", default_value_t = 1528)]
     snaplen: u32,
-    /// The pcapng file to write.
+    /// The pcapng file to write: a new file, readable by its owner only
+    /// (mode 0600); an existing path is refused, a symbolic link included.
+    /// A capture that fails removes what it wrote (and says so); one
+    /// stopped by --duration, --count, Ctrl-C or SIGTERM keeps it. Reloads
+    /// meanwhile do not stop it; a filter unreadable for 5 s does.
     #[arg(short = 'w', value_name = "FILE")]
     write: PathBuf,
     /// Stop after this many seconds.
@@ -112,18 +117,40 @@ pub async fn run(root: PinRoot, a: CaptureArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// The capture loop, blocking: reads copies, bounds them to --max-pps per
-/// second, writes them, until a stop condition.
+/// Creates `path` and captures into it; removes it if the capture fails.
 fn record(
     root: &PinRoot,
     iface: &str,
     sel: &Selection,
-    path: &PathBuf,
+    path: &Path,
     stop: Stop,
     interrupted: &AtomicBool,
 ) -> anyhow::Result<Written> {
-    let out =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let out = create_file(path)?;
+    record_into(root, iface, sel, &out, stop, interrupted).map_err(|e| {
+        let file = path.display();
+        match remove_partial(path, &out) {
+            Ok(true) => e.context(format!("the capture failed; {file} was removed")),
+            Ok(false) => e.context(format!(
+                "the capture failed; {file} is no longer the file it wrote, left as it is"
+            )),
+            Err(io) => e.context(format!(
+                "the capture failed, and its partial {file} could not be removed: {io}"
+            )),
+        }
+    })
+}
+
+/// The capture loop, blocking: reads copies, bounds them to --max-pps per
+/// second, writes them, until a stop condition.
+fn record_into(
+    root: &PinRoot,
+    iface: &str,
+    sel: &Selection,
+    out: &File,
+    stop: Stop,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<Written> {
     let mut sink = PcapngSink::new(std::io::BufWriter::new(out), sel.snaplen)?;
     let mut capture = Capture::start(root, iface, sel)?;
     let started = Instant::now();

@@ -4,10 +4,14 @@
 
 use std::{
     borrow::Cow,
+    fs::{File, OpenOptions},
     io::Write,
-    os::fd::AsFd as _,
-    path::PathBuf,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    os::{
+        fd::AsFd as _,
+        unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    },
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, bail};
@@ -27,7 +31,10 @@ use pcap_file::{
     },
 };
 
-use super::{lifecycle::flags, observe::stats};
+use super::{
+    lifecycle::flags,
+    observe::{stats, status},
+};
 use crate::{
     state::{PinRoot, current_generation, pins::open_map},
     sys,
@@ -36,6 +43,12 @@ use crate::{
 /// How long the program keeps copying without hearing from the controller:
 /// a capture whose filterctl died stops by itself within this.
 const LEASE: Duration = Duration::from_secs(3);
+
+/// How long the running generation may stay unreadable before a capture
+/// ends: a reload removes the old generation's pins within milliseconds
+/// (reads meanwhile are retried on the new one), while an unloaded filter
+/// or a pin removed by hand stays so.
+pub const PERSISTENT: Duration = Duration::from_secs(5);
 
 /// Which dropped frames to copy, and how many.
 #[derive(Debug, Clone)]
@@ -70,14 +83,60 @@ impl Frame {
     }
 }
 
-/// A running capture; dropping it stops the program's copy.
+/// A running capture; dropping it stops the program's copy. The settings
+/// and the ring are state maps, which reloads keep; the switch and the rule
+/// names belong to one generation, and are taken again after a reload.
 pub struct Capture {
+    root: PinRoot,
+    iface: String,
     /// The interface's pin folder: each generation has its own switch.
     dir: PathBuf,
     config: Array<MapData, CaptureConfig>,
     ring: RingBuf<MapData>,
     template: CaptureConfig,
+    /// The generation whose rule names label the copies.
+    generation: u32,
     rule_names: Vec<String>,
+    /// Copies the previous generation made, labelled with its rule names
+    /// before the new generation's replaced them.
+    pending: Vec<Frame>,
+    failing: Failing,
+}
+
+/// Failures of the reads a reload can interrupt: tolerated until they
+/// have lasted [`PERSISTENT`].
+#[derive(Debug, Default)]
+struct Failing {
+    since: Option<Instant>,
+}
+
+impl Failing {
+    fn check(&mut self, read: anyhow::Result<()>, now: Instant) -> anyhow::Result<()> {
+        let Err(e) = read else {
+            self.since = None;
+            return Ok(());
+        };
+        let since = *self.since.get_or_insert(now);
+        if now.duration_since(since) < PERSISTENT {
+            return Ok(());
+        }
+        Err(e.context(format!(
+            "the running generation stayed unreadable for {} s",
+            PERSISTENT.as_secs()
+        )))
+    }
+}
+
+/// The generation running on `iface` and its rule names, by rule index
+/// (adaptive blocks included).
+fn running_rules(root: &PinRoot, iface: &str) -> anyhow::Result<(u32, Vec<String>)> {
+    let status = status::status_once(root, iface)?;
+    let names = stats::counters(root, &status)?
+        .rules
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    Ok((status.generation, names))
 }
 
 /// The reason named `name` (as in stats), with the allowed names if none.
@@ -105,11 +164,7 @@ impl Capture {
         if !dir.is_dir() {
             bail!("no filter loaded on {iface}");
         }
-        let rule_names: Vec<String> = stats::read_interface(root, iface)?
-            .rules
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
+        let (generation, rule_names) = status::retry(|| running_rules(root, iface))?;
         let rule = match &sel.rule {
             None => CAPTURE_ANY_RULE,
             Some(name) => rule_names.iter().position(|n| n == name).with_context(|| {
@@ -140,17 +195,24 @@ impl Capture {
         })?)?;
         let config = Array::try_from(open_map(&dir, MAP_CAPTURE)?)?;
         let mut capture = Capture {
+            root: root.clone(),
+            iface: iface.to_string(),
             dir,
             config,
             ring,
             template,
+            generation,
             rule_names,
+            pending: Vec::new(),
+            failing: Failing::default(),
         };
         capture.keep_alive()?;
         Ok(capture)
     }
 
-    /// Pushes the deadline forward; call it at least every second.
+    /// Pushes the deadline forward; call it at least every second. Fails
+    /// only when the settings cannot be written, or the running generation
+    /// stayed unreadable for [`PERSISTENT`].
     pub fn keep_alive(&mut self) -> anyhow::Result<()> {
         let c = CaptureConfig {
             until_ns: sys::monotonic_coarse_ns() + LEASE.as_nanos() as u64,
@@ -159,10 +221,27 @@ impl Capture {
         self.config
             .set(0, c, 0)
             .context("cannot write the capture settings")?;
-        // Then the running generation's switch; again every second, for a
-        // generation that a reload made meanwhile (a reload copies it from
-        // the settings, but may have read them just before a capture began).
-        self.switch(1)
+        let followed = self.follow();
+        self.failing
+            .check(followed, Instant::now())
+            .with_context(|| format!("the capture on {} cannot go on", self.iface))
+    }
+
+    /// Turns the running generation's switch on; again every second, for a
+    /// generation that a reload made meanwhile (a reload copies it from the
+    /// settings, but may have read them just before a capture began). After
+    /// a reload, the old generation's copies are read before its rule names
+    /// give way to the new one's. A reload removing the generation being
+    /// read fails this; the next call finds the new one.
+    fn follow(&mut self) -> anyhow::Result<()> {
+        let current = current_generation(&self.dir)?;
+        flags::write(&current.dir, CAPTURE_FLAG, 1)?;
+        if current.generation != self.generation {
+            let old = self.read_ring();
+            self.pending.extend(old);
+            (self.generation, self.rule_names) = running_rules(&self.root, &self.iface)?;
+        }
+        Ok(())
     }
 
     fn switch(&self, on: u32) -> anyhow::Result<()> {
@@ -178,6 +257,13 @@ impl Capture {
 
     /// Every copy ready now.
     pub fn drain(&mut self) -> Vec<Frame> {
+        let mut out = std::mem::take(&mut self.pending);
+        out.extend(self.read_ring());
+        out
+    }
+
+    /// The copies in the ring, labelled with the current rule names.
+    fn read_ring(&mut self) -> Vec<Frame> {
         let mut out = Vec::new();
         while let Some(item) = self.ring.next() {
             if item.len() < std::mem::size_of::<CaptureRecord>() {
@@ -210,6 +296,46 @@ impl Drop for Capture {
         // and copies nothing, until the next capture or reload.
         let _ = self.switch(0);
     }
+}
+
+/// Creates the file a capture writes: always a new one (O_EXCL, and
+/// O_NOFOLLOW besides), so that a path planted beforehand, such as a
+/// symbolic link to another user's file, is refused rather than written
+/// through; readable by its owner only (mode 0600: it holds other hosts'
+/// packets).
+pub fn create_file(path: &Path) -> anyhow::Result<File> {
+    let opened = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    match opened {
+        Ok(file) => Ok(file),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let what = match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_symlink() => "is a symbolic link",
+                _ => "already exists",
+            };
+            bail!(
+                "{} {what}: a capture writes only a new file (name another, or remove it first)",
+                path.display()
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+/// Removes the file a failed capture wrote at `path`, if `path` still
+/// names `file` (and not something put in its place since); returns
+/// whether it did.
+pub fn remove_partial(path: &Path, file: &File) -> std::io::Result<bool> {
+    let (ours, there) = (file.metadata()?, std::fs::symlink_metadata(path)?);
+    if (ours.dev(), ours.ino()) != (there.dev(), there.ino()) {
+        return Ok(false);
+    }
+    std::fs::remove_file(path)?;
+    Ok(true)
 }
 
 /// A pcapng file of copied frames, Ethernet, one comment per frame.
@@ -253,5 +379,65 @@ impl<W: Write> PcapngSink<W> {
         let mut out = self.writer.into_inner();
         out.flush().context("cannot write the capture file")?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_end_a_capture_only_once_they_last() {
+        let t0 = Instant::now();
+        let fail = || Err(anyhow::anyhow!("gen-3/CAPTURING is missing"));
+        let mut f = Failing::default();
+        assert!(f.check(fail(), t0).is_ok());
+        assert!(f.check(fail(), t0 + PERSISTENT / 2).is_ok());
+        // A read that succeeds starts the count again.
+        assert!(f.check(Ok(()), t0 + PERSISTENT / 2).is_ok());
+        assert!(f.check(fail(), t0 + PERSISTENT).is_ok());
+        let err = f
+            .check(fail(), t0 + PERSISTENT * 2)
+            .expect_err("a failure lasting PERSISTENT ends the capture");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("stayed unreadable") && msg.contains("CAPTURING is missing"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn capture_files_are_new_private_and_never_followed() {
+        struct Removed(PathBuf);
+        impl Drop for Removed {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("flt-capfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _removed = Removed(dir.clone());
+        let (file, decoy, link) = (dir.join("c.pcapng"), dir.join("decoy"), dir.join("link"));
+        let created = create_file(&file).expect("a new file");
+        assert_eq!(created.metadata().unwrap().mode() & 0o777, 0o600);
+        let err = create_file(&file).expect_err("an existing file");
+        assert!(format!("{err}").contains("already exists"), "{err}");
+        std::fs::write(&decoy, b"decoy").unwrap();
+        std::os::unix::fs::symlink(&decoy, &link).unwrap();
+        let err = create_file(&link).expect_err("a symbolic link");
+        let msg = format!("{err}");
+        assert!(
+            msg.contains("is a symbolic link") && msg.contains(&*link.to_string_lossy()),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read(&decoy).unwrap(), b"decoy");
+        // Only the file it created is removed, not one put in its place.
+        std::fs::rename(&decoy, &file).unwrap();
+        assert!(!remove_partial(&file, &created).unwrap());
+        assert!(file.exists());
+        std::fs::remove_file(&file).unwrap();
+        let again = create_file(&file).unwrap();
+        assert!(remove_partial(&file, &again).unwrap());
+        assert!(!file.exists());
     }
 }

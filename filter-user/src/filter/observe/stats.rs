@@ -80,7 +80,7 @@ pub fn counters(root: &PinRoot, status: &Status) -> anyhow::Result<InterfaceStat
         &status.interface,
         status.mode,
         status.rules_digest.clone(),
-        status.rule_count,
+        status.running_rules,
     )
 }
 
@@ -92,7 +92,7 @@ fn read_counters(
     iface: &str,
     mode: &'static str,
     rules_digest: String,
-    rule_count: u32,
+    running_rules: u32,
 ) -> anyhow::Result<InterfaceStats> {
     let slots = counters::read_reasons(&open_map_data(dir, MAP_COUNTERS)?)
         .with_context(|| format!("cannot read {}", dir.join(MAP_COUNTERS).display()))?;
@@ -133,7 +133,7 @@ fn read_counters(
     let rules: Array<_, Rule> = Array::try_from(open_map(gen_dir, MAP_RULES)?)?;
     let rule_stats: PerCpuArray<_, Counter> =
         PerCpuArray::try_from(open_map(gen_dir, MAP_RULE_STATS)?)?;
-    for i in 0..rule_count {
+    for i in 0..running_rules {
         let rule = rules.get(&i, 0)?;
         let t = sum_per_cpu(&rule_stats, i)?;
         let name_len = rule

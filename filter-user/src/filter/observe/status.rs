@@ -37,7 +37,12 @@ pub struct Status {
     pub git_commit: Option<String>,
     /// Whether the file differed from that commit when it was loaded.
     pub git_modified: bool,
+    /// The file's rules (adaptive blocks are listed apart).
     pub rule_count: u32,
+    /// Every rule the program runs, the file's and the adaptive blocks':
+    /// rule indexes (stats, /metrics, capture comments) go up to this.
+    #[serde(skip)]
+    pub running_rules: u32,
     pub mode: &'static str,
     pub fragments: &'static str,
     pub loaded_at_unix: u64,
@@ -93,7 +98,9 @@ pub fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
         git_commit: (meta.git_state != GIT_NONE)
             .then(|| String::from_utf8_lossy(&meta.git_commit).into_owned()),
         git_modified: meta.git_state == GIT_MODIFIED,
+        // META counts the file's rules and the blocks apart.
         rule_count: meta.rule_count,
+        running_rules: meta.rule_count.saturating_add(meta.adaptive_blocks),
         mode: if config.flags & CONFIG_MONITOR != 0 {
             "monitor"
         } else {
