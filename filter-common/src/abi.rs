@@ -202,6 +202,9 @@ pub const OPEN_SEED_PROGRAM_NAME: &str = "seed_open";
 pub const OPEN_SEED_CHUNK: u32 = 64;
 
 pub const MAX_RULES: u32 = 1024;
+/// Counter slots of [`MAP_RULE_STATS`]: twice the rules, so that a reload
+/// always finds free slots that the running generation does not count in.
+pub const RULE_SLOTS: u32 = 2 * MAX_RULES;
 pub const MAX_LIMITS: u32 = 64;
 /// Entries of each allow or deny trie (a published blocklist fits).
 pub const MAX_PREFIXES: u32 = 262_144;
@@ -404,7 +407,10 @@ pub struct Rule {
     pub limit: u8,
     /// [`RULE_SPARES_GUARDED`] and future flags.
     pub flags: u8,
-    pub _pad: [u8; 2],
+    /// The rule's counter in [`MAP_RULE_STATS`]: a state map, shared by
+    /// every generation, where a rule keeps its slot by name across
+    /// reloads (so its counters only grow, whatever the reload reorders).
+    pub counter_slot: u16,
     pub match_mask: [u8; MATCH_MAX],
     pub match_value: [u8; MATCH_MAX],
     /// Rule name, NUL-padded; only the controller reads it (for stats).
@@ -690,8 +696,9 @@ impl Default for Meta {
 /// Maps whose contents outlive a reload: counters, limiter and ban state,
 /// fragment memory. A new program generation reuses their pins; every other
 /// map belongs to one generation and is built anew with each rule set.
-pub const STATE_MAPS: [&str; 16] = [
+pub const STATE_MAPS: [&str; 17] = [
     MAP_COUNTERS,
+    MAP_RULE_STATS,
     MAP_REPLIES,
     MAP_LOCAL_PORTS,
     MAP_NEVER_BAN_V4,

@@ -45,7 +45,8 @@ pub trait Env {
     fn rule(&self, index: u32) -> Option<&Rule>;
     /// Payload bytes at `offset`, as in [`rule_matches`].
     fn payload_head(&self, p: &Packet, offset: u16, len: u8) -> [u8; MATCH_MAX];
-    fn count_rule(&mut self, index: u32, bytes: u64);
+    /// A hit of rule `index`, counted in its counter slot.
+    fn count_rule(&mut self, index: u32, slot: u16, bytes: u64);
     fn limit(&self, id: u32) -> Option<Limit>;
     /// Runs `f` on the source's shared state, if the limiter holds it.
     fn with_source<R>(
@@ -172,7 +173,7 @@ fn decide_ip<E: Env>(env: &mut E, p: &Packet, cfg: &Config, clock: &mut Clock) -
     let mut limit = cfg.default_limit;
     let mut aggregate = None;
     if let Some(hit) = match_rule(env, p, spared) {
-        env.count_rule(hit.index, p.frame_len);
+        env.count_rule(hit.index, hit.slot, p.frame_len);
         match hit.action {
             ACTION_DROP => return Reason::RuleDrop,
             ACTION_LIMIT => {
@@ -275,6 +276,7 @@ fn reply_guard<E: Env>(env: &mut E, p: &Packet, clock: &mut Clock) -> Guard {
 /// map, the eBPF stack is small).
 struct Hit {
     index: u32,
+    slot: u16,
     action: u8,
     limit: u8,
     agg_interval_ns: u64,
@@ -299,6 +301,7 @@ fn match_rule<E: Env>(env: &E, p: &Packet, spared: bool) -> Option<Hit> {
         if rule_matches(rule, p.dst_port, p.payload_len, &head) {
             return Some(Hit {
                 index,
+                slot: rule.counter_slot,
                 action: rule.action,
                 limit: rule.limit,
                 agg_interval_ns: rule.agg_interval_ns,

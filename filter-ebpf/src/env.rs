@@ -205,9 +205,9 @@ impl Env for KernelEnv<'_> {
     }
 
     #[inline(always)]
-    fn count_rule(&mut self, index: u32, bytes: u64) {
+    fn count_rule(&mut self, index: u32, slot: u16, bytes: u64) {
         self.rule = index;
-        count_rule(index, bytes);
+        count_rule(slot, bytes);
     }
 
     #[inline(always)]

@@ -8,8 +8,8 @@ use filter_common::{
     BPF_F_MMAPABLE, Chain, Config, Counter, CpuCounters, DEFAULT_SOURCES, DOOR_SLOTS, DoorSlot,
     FragKey, GuardPort, Limit, LocalPort, MAX_BANS, MAX_CHAINS, MAX_FRAGS, MAX_GUARDED_PORTS,
     MAX_LIMITS, MAX_NEVER_BAN, MAX_PREFIX_BANS, MAX_PREFIXES, MAX_REPLIES, MAX_RULES, Meta,
-    PORT_SLOTS, RULESET_CHUNK, RULESET_CHUNKS, ReplyKey, ReplyState, Rule, SourceSlot, SrcKey,
-    packet::Packet,
+    PORT_SLOTS, RULE_SLOTS, RULESET_CHUNK, RULESET_CHUNKS, ReplyKey, ReplyState, Rule, SourceSlot,
+    SrcKey, packet::Packet,
 };
 
 // A block per CPU: see MAP_COUNTERS. Sized at load to the possible CPUs.
@@ -17,7 +17,7 @@ use filter_common::{
 pub static COUNTERS: Array<CpuCounters> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 #[map(name = "RULE_STATS")]
-pub static RULE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_RULES, 0);
+pub static RULE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(RULE_SLOTS, 0);
 
 // The controller's record of the settings (what `status` shows and `mode`
 // flips); the program runs on the globals (globals.rs).
@@ -147,8 +147,8 @@ pub const SCRATCH_XDP: u32 = 0;
 pub const SCRATCH_EGRESS: u32 = 1;
 
 #[inline(always)]
-pub fn count_rule(index: u32, bytes: u64) {
-    if let Some(c) = RULE_STATS.get_ptr_mut(index) {
+pub fn count_rule(slot: u16, bytes: u64) {
+    if let Some(c) = RULE_STATS.get_ptr_mut(slot as u32) {
         // Per-CPU slot: no other CPU writes it, so plain adds are exact.
         unsafe {
             (*c).packets += 1;

@@ -329,3 +329,72 @@ fn a_reload_killed_midway_leaves_a_complete_rule_set_and_status_tells_which() {
     );
     ok(run(&net, &["unload", "--iface", &net.victim_if]));
 }
+
+/// Counters only grow across 20 reloads that reorder the rules and add and
+/// remove one before them: each rule keeps its counter by name, each
+/// reason its own, and every datagram is counted once.
+#[test]
+fn rule_and_reason_counters_only_grow_across_twenty_reloads() {
+    use filter_testkit::net::send_udp;
+    common::require_bpf();
+    let net = TestNet::new("mon").expect("create test namespaces");
+    let files = Files::new("mon");
+    let ntp = "[[rule]]\nname = \"ntp\"\nprotocol = \"udp\"\nsrc_port = 123\naction = \"drop\"\n";
+    let ssdp =
+        "[[rule]]\nname = \"ssdp\"\nprotocol = \"udp\"\nsrc_port = 1900\naction = \"drop\"\n";
+    let extra =
+        "[[rule]]\nname = \"chargen\"\nprotocol = \"udp\"\nsrc_port = 19\naction = \"drop\"\n";
+    let sets = [
+        files.write("a.toml", &format!("{ntp}{ssdp}")),
+        files.write("b.toml", &format!("{extra}{ssdp}{ntp}")),
+        files.write("c.toml", &format!("{ssdp}{extra}{ntp}")),
+    ];
+    ok(run(
+        &net,
+        &["load", "--iface", &net.victim_if, "--rules", &sets[0]],
+    ));
+    let snapshot = |net: &TestNet| -> Value {
+        serde_json::from_str::<Value>(&ok(run(net, &["stats", "--json"]))).unwrap()["interfaces"][0]
+            .clone()
+    };
+    let rule = |s: &Value, name: &str| -> u64 {
+        s["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .map_or(0, |r| r["packets"].as_u64().unwrap())
+    };
+    let to = SocketAddr::new(VICTIM_V4.into(), 9999);
+    let mut before = snapshot(&net);
+    for round in 0..20u64 {
+        TestNet::in_ns(&net.attacker_ns, || {
+            for port in [123, 1900] {
+                let from = SocketAddr::new(Ipv4Addr::new(198, 51, 100, 9).into(), port);
+                send_udp(from, to, b"reply", 5).unwrap();
+            }
+        })
+        .unwrap();
+        let set = &sets[(round as usize + 1) % sets.len()];
+        ok(run(
+            &net,
+            &["reload", "--iface", &net.victim_if, "--rules", set],
+        ));
+        let now = snapshot(&net);
+        for name in ["ntp", "ssdp"] {
+            assert_eq!(
+                rule(&now, name),
+                5 * (round + 1),
+                "{name} after reload {round}: {now}"
+            );
+        }
+        for (reason, v) in now["reasons"].as_object().unwrap() {
+            let was = before["reasons"][reason]["packets"].as_u64().unwrap();
+            assert!(
+                v["packets"].as_u64().unwrap() >= was,
+                "{reason} went down: {now}"
+            );
+        }
+        before = now;
+    }
+}

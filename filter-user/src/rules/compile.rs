@@ -188,7 +188,17 @@ impl RuleSet {
                 sources_mask: source_slots(self.table_size) - 1,
                 ..Config::default()
             },
-            rules: self.rules.iter().map(|r| r.rule).collect(),
+            // A fresh load counts rule i in slot i; a reload moves each
+            // rule to its name's slot (filter::lifecycle::rule_slots).
+            rules: self
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Rule {
+                    counter_slot: i as u16,
+                    ..r.rule
+                })
+                .collect(),
             chains,
             port_chains,
             limits: std::iter::once(Limit::default())

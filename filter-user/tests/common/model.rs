@@ -362,7 +362,7 @@ impl Env for Model {
         }
         head
     }
-    fn count_rule(&mut self, index: u32, _bytes: u64) {
+    fn count_rule(&mut self, index: u32, _slot: u16, _bytes: u64) {
         self.rule_hits[index as usize] += 1;
     }
     fn limit(&self, id: u32) -> Option<Limit> {

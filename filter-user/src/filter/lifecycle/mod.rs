@@ -18,6 +18,7 @@ pub mod program;
 pub mod provenance;
 pub mod recorder;
 pub mod reload;
+pub mod rule_slots;
 pub mod state_maps;
 pub mod switch;
 pub mod unload;

@@ -23,7 +23,7 @@ use filter_common::{
     PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS, source_slots,
 };
 
-use super::flags;
+use super::{flags, rule_slots};
 use crate::{
     EBPF_OBJECT,
     filter::observe::counters,
@@ -48,7 +48,16 @@ pub fn prepare_object(
     state_dir: Option<&Path>,
     remade: &[&str],
 ) -> anyhow::Result<Ebpf> {
-    let compiled = set.compile();
+    let mut compiled = set.compile();
+    // Before the load, which makes the shared counter map where an older
+    // build had none.
+    // A reload that cannot read them still reloads: the rules then count
+    // as after a fresh load, which it says.
+    let running = rule_slots::running(state_dir).unwrap_or_else(|e| {
+        log::warn!("rule counters start anew: cannot read the running generation's: {e:#}");
+        None
+    });
+    let fresh = rule_slots::assign(&mut compiled.rules, running.as_ref());
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(MAP_SOURCES, source_slots(set.table_size));
     loader.map_max_entries(MAP_SOURCE_TAGS, source_slots(set.table_size) / 2);
@@ -90,6 +99,7 @@ pub fn prepare_object(
     let bans = ban_flag_at_load(&mut ebpf, hints_missing)?;
     flags::seed(&mut ebpf, compiled.config.flags & CONFIG_MONITOR, bans)?;
     write_rules(&mut ebpf, &compiled)?;
+    rule_slots::prepare_counters(&mut ebpf, &compiled.rules, &fresh, running.as_ref())?;
     write_prefixes(&mut ebpf, MAP_ALLOW_V4, MAP_ALLOW_V6, &set.allow)?;
     write_prefixes(&mut ebpf, MAP_DENY_V4, MAP_DENY_V6, &set.deny)?;
     write_record(&mut ebpf, set)?;

@@ -13,8 +13,9 @@ use aya::{
     maps::{Array, MapData, PerCpuArray},
 };
 use filter_common::{
-    Counter, CpuCounters, MAP_BAN_HINTS, MAP_COUNTERS, MAP_SOURCE_TAGS, MAP_SOURCES, OLDER_STATS,
-    OLDER_UDP_PORTS, STATE_MAPS, STATS_SLOTS, SourceSlot, UDP_PORTS, source_slots,
+    Counter, CpuCounters, MAP_BAN_HINTS, MAP_COUNTERS, MAP_RULE_STATS, MAP_SOURCE_TAGS,
+    MAP_SOURCES, OLDER_STATS, OLDER_UDP_PORTS, STATE_MAPS, STATS_SLOTS, SourceSlot, UDP_PORTS,
+    source_slots,
 };
 
 use crate::{
@@ -39,11 +40,18 @@ pub fn plan(dir: &Path, set: &RuleSet, opts: ReloadOptions) -> anyhow::Result<Ve
     let remade = remade_state_maps(dir, set)?;
     // BAN_HINTS came later than the rest: a generation of an older build
     // has none, and it is made then (see program::prepare); so did
-    // SOURCE_TAGS, made with the limiter table it goes with.
+    // SOURCE_TAGS, made with the limiter table it goes with, and the shared
+    // rule counters (an older build kept them per generation; see
+    // rule_slots).
     let missing: Vec<&str> = STATE_MAPS
         .iter()
         .copied()
-        .filter(|n| *n != MAP_BAN_HINTS && !dir.join(n).exists() && !remade.contains(n))
+        .filter(|n| {
+            *n != MAP_BAN_HINTS
+                && *n != MAP_RULE_STATS
+                && !dir.join(n).exists()
+                && !remade.contains(n)
+        })
         .collect();
     if !missing.is_empty() && !opts.reset_state {
         bail!(

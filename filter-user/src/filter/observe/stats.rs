@@ -131,11 +131,19 @@ fn read_counters(
         bytes: out.seen.bytes - out.dropped.bytes,
     };
     let rules: Array<_, Rule> = Array::try_from(open_map(gen_dir, MAP_RULES)?)?;
+    // The generations' shared counters, each rule in its slot; an older
+    // build's generation counted in a map of its own, by rule index.
+    let (stats_dir, by_slot) = if dir.join(MAP_RULE_STATS).exists() {
+        (dir, true)
+    } else {
+        (gen_dir, false)
+    };
     let rule_stats: PerCpuArray<_, Counter> =
-        PerCpuArray::try_from(open_map(gen_dir, MAP_RULE_STATS)?)?;
+        PerCpuArray::try_from(open_map(stats_dir, MAP_RULE_STATS)?)?;
     for i in 0..running_rules {
         let rule = rules.get(&i, 0)?;
-        let t = sum_per_cpu(&rule_stats, i)?;
+        let slot = if by_slot { rule.counter_slot as u32 } else { i };
+        let t = sum_per_cpu(&rule_stats, slot)?;
         let name_len = rule
             .name
             .iter()
