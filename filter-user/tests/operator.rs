@@ -519,7 +519,10 @@ fn the_ssh_client_recorded_at_load_stays_never_ban() {
     let net = TestNet::new("ssh").expect("create test namespaces");
     let files = TempDir::new("ssh");
     let rule = "[per_source]\npps = 100000\n";
-    let a = files.write("a.toml", &format!("never_ban = [\"198.51.100.44\"]\n{rule}"));
+    let a = files.write(
+        "a.toml",
+        &format!("never_ban = [\"198.51.100.44\"]\n{rule}"),
+    );
     let b = files.write("b.toml", rule);
     let client = "203.0.113.77";
     ok(

@@ -54,10 +54,12 @@ fn place(target: Prefix, keyed_by: u8) -> Place {
 /// fd99::/64 where sources are keyed by /64), which is what the lockout
 /// guard must check.
 pub fn banned_prefix(root: &PinRoot, iface: &str, target: Prefix) -> anyhow::Result<Prefix> {
-    Ok(match place(target, source_prefix(root, iface, target.family)?) {
-        Place::Source(_, widened) => widened,
-        Place::Prefix(p) => p,
-    })
+    Ok(
+        match place(target, source_prefix(root, iface, target.family)?) {
+            Place::Source(_, widened) => widened,
+            Place::Prefix(p) => p,
+        },
+    )
 }
 
 /// Bans `target` on `iface` for `duration`; returns the prefix really
