@@ -3,16 +3,26 @@
 //! unit, the DaemonSet and the Containerfile parsed by filterctl's own
 //! command-line parser and each of its flags found in `--help`, every path
 //! they name found in the image or a volume, the ConfigMap's rules valid,
-//! and the alerts checked and unit-tested by promtool. No root needed.
+//! and the alerts checked and unit-tested by promtool; the unit's runtime
+//! folder holding serve's upstream state file, written there under a
+//! read-only /run as the unit sets it up, and its stop timeout covering
+//! serve's own. Only that write needs root (for a mount namespace).
 
 use std::{
     collections::BTreeMap,
+    ffi::CString,
     path::Path,
     process::{Command, Output},
+    time::Duration,
 };
 
 use clap::Parser as _;
-use filterctl::commands::args::Cli;
+use filterctl::{
+    commands::args::Cli,
+    serve::{http::Limits, upstream::WITHDRAW_TIMEOUT},
+    state::PinRoot,
+    upstream::state::{self, RouteState, STATE_DIR, UpstreamState},
+};
 use serde_yaml::Value;
 
 const FILTERCTL: &str = env!("CARGO_BIN_EXE_filterctl");
@@ -187,6 +197,184 @@ fn systemd_unit_verifies_and_runs_real_commands() {
     }
 }
 
+/// The values of `key` in the unit, in order.
+fn unit_values<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .collect()
+}
+
+/// The one value of `key` in the unit.
+fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
+    match unit_values(unit, key)[..] {
+        [v] => v,
+        ref all => panic!("the unit sets {key} {} times: {all:?}", all.len()),
+    }
+}
+
+/// `Environment=NAME=VALUE` of the unit.
+fn unit_env<'a>(unit: &'a str, name: &str) -> &'a str {
+    unit_values(unit, "Environment")
+        .into_iter()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("the unit sets no {name}"))
+}
+
+/// The folder the unit gets under /run (`RuntimeDirectory=`).
+fn runtime_dir(unit: &str) -> String {
+    let dir = unit_value(unit, "RuntimeDirectory");
+    assert!(
+        !dir.contains(char::is_whitespace),
+        "one runtime folder: {dir}"
+    );
+    format!("/run/{dir}")
+}
+
+/// Time a stop may take beyond serve's drain and withdrawals: a reload in
+/// progress finishing, the process exiting.
+const STOP_ROOM: Duration = Duration::from_secs(10);
+
+/// The upstream state file is in the unit's runtime folder, which outlives
+/// a stop; a stop waits for serve's drain and withdrawals before killing.
+#[test]
+fn systemd_unit_keeps_upstream_state_and_waits_for_withdrawals() {
+    let unit = read("deploy/systemd/filterctl.service");
+    let run = runtime_dir(&unit);
+    let root = PinRoot::new(unit_env(&unit, "FILTERCTL_PIN_ROOT"));
+    let path = state::state_path(&root, unit_env(&unit, "FILTERCTL_IFACE"));
+    assert!(
+        Path::new(STATE_DIR).starts_with(&run) && path.starts_with(&run),
+        "serve writes {} (STATE_DIR {STATE_DIR}), outside the unit's RuntimeDirectory {run}",
+        path.display()
+    );
+    // Routes a killed serve left announced are listed there for the next
+    // one to withdraw: a stop must not remove the folder.
+    assert_eq!(unit_value(&unit, "RuntimeDirectoryPreserve"), "yes");
+
+    let stop = unit_value(&unit, "TimeoutStopSec");
+    let stop = Duration::from_secs(
+        stop.parse()
+            .unwrap_or_else(|_| panic!("TimeoutStopSec={stop}: write whole seconds")),
+    );
+    let needed = Limits::DEFAULT.drain + WITHDRAW_TIMEOUT + STOP_ROOM;
+    assert!(
+        stop >= needed,
+        "TimeoutStopSec={stop:?} kills serve before its drain ({:?}) and withdrawals ({WITHDRAW_TIMEOUT:?}) end, with {STOP_ROOM:?} to spare",
+        Limits::DEFAULT.drain
+    );
+}
+
+/// Panics with the system's error when a libc call returned non-zero.
+fn check_sys(what: &str, ret: libc::c_int) {
+    assert_eq!(ret, 0, "{what}: {}", std::io::Error::last_os_error());
+}
+
+/// `mount(2)`; `None` for an absent source or type.
+fn mount(src: Option<&str>, target: &str, fstype: Option<&str>, flags: libc::c_ulong) {
+    let c = |s: &str| CString::new(s).unwrap();
+    let (src, target, fstype) = (src.map(c), c(target), fstype.map(c));
+    let ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: every pointer is a NUL-terminated string that outlives the
+    // call, or null where mount(2) allows it; no data argument.
+    let ret = unsafe {
+        libc::mount(
+            ptr(&src),
+            target.as_ptr(),
+            ptr(&fstype),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    check_sys(&format!("mount {target:?} (flags {flags:#x})"), ret);
+}
+
+/// The unit's read-only /run rebuilt in a mount namespace of this thread
+/// alone (ProtectSystem=strict, then the RuntimeDirectory mounted writable
+/// over it, as systemd does): without the folder serve cannot write its
+/// state file (the bug); with it, it can, and `filterctl upstream` reads it.
+#[test]
+fn upstream_state_is_written_under_a_read_only_run() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test makes a mount namespace and needs root: run `sudo cargo xtask test`"
+    );
+    let unit = read("deploy/systemd/filterctl.service");
+    assert_eq!(
+        unit_value(&unit, "ProtectSystem"),
+        "strict",
+        "/run read-only"
+    );
+    let run = runtime_dir(&unit);
+    let (pin_root, iface) = (
+        unit_env(&unit, "FILTERCTL_PIN_ROOT").to_string(),
+        unit_env(&unit, "FILTERCTL_IFACE").to_string(),
+    );
+    let root = PinRoot::new(&pin_root);
+    let written = UpstreamState {
+        interface: iface.clone(),
+        speaker: "gobgp 127.0.0.1:50051".into(),
+        routes: vec![RouteState {
+            kind: "flowspec".into(),
+            route: "udp from port 123 to 192.0.2.1/32".into(),
+            why: "ntp-reflection".into(),
+            announced: true,
+            selected_for_s: 3.0,
+            pps: 50_000,
+            bps: 400_000_000,
+        }],
+        ..UpstreamState::default()
+    };
+    // The mounts live and die with this thread's namespace: the host's
+    // /run is never touched, on any path.
+    let thread = std::thread::spawn(move || {
+        // SAFETY: unshare has no memory preconditions; CLONE_NEWNS moves
+        // only this thread to a copy of the mount namespace.
+        check_sys("unshare(CLONE_NEWNS)", unsafe {
+            libc::unshare(libc::CLONE_NEWNS)
+        });
+        mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE);
+        mount(Some("tmpfs"), "/run", Some("tmpfs"), 0);
+        // systemd makes the folder before the service starts.
+        std::fs::create_dir(&run).unwrap();
+        mount(
+            None,
+            "/run",
+            None,
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+        );
+        let err = state::write(&root, &written).expect_err("/run is read-only");
+        assert_eq!(err.kind(), std::io::ErrorKind::ReadOnlyFilesystem, "{err}");
+
+        // RuntimeDirectory=: the folder writable over the read-only /run.
+        mount(Some(&run), &run, None, libc::MS_BIND);
+        mount(None, &run, None, libc::MS_REMOUNT | libc::MS_BIND);
+        state::write(&root, &written)
+            .unwrap_or_else(|e| panic!("serve cannot write its state file under {run}: {e}"));
+        let err = std::fs::write("/run/elsewhere", "x").expect_err("/run is read-only");
+        assert_eq!(err.kind(), std::io::ErrorKind::ReadOnlyFilesystem, "{err}");
+        let read = state::read(&root, &iface).unwrap().expect("the state file");
+        assert_eq!(read.routes[0].route, written.routes[0].route);
+
+        // The command the operator runs, in this namespace too.
+        let out = output(
+            Command::new(FILTERCTL)
+                .args(["upstream", "--json", "--iface", &iface])
+                .env("FILTERCTL_PIN_ROOT", &pin_root),
+        );
+        assert!(out.status.success(), "filterctl upstream: {out:?}");
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            shown[0]["routes"][0]["route"],
+            written.routes[0].route.as_str()
+        );
+    });
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 fn yaml_docs(path: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(&read(path))
         .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
@@ -321,6 +509,7 @@ fn promtool_checks_and_tests_the_alerts() {
         let out = promtool(args);
         assert!(out.status.success(), "promtool {args:?}: {out:?}");
     }
+    check_resolves("FilterctlReloadFailed");
     // The unit tests cover every alert.
     let tests = read("deploy/prometheus/alerts_test.yml");
     for doc in yaml_docs("deploy/prometheus/alerts.yml") {
@@ -334,4 +523,41 @@ fn promtool_checks_and_tests_the_alerts() {
             }
         }
     }
+}
+
+/// Minutes of a promtool `eval_time` ("90s" is 1.5).
+fn minutes(t: &str) -> f64 {
+    let (n, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap());
+    let n: f64 = n.parse().unwrap_or_else(|_| panic!("eval_time {t}"));
+    match unit {
+        "s" => n / 60.0,
+        "m" => n,
+        "h" => n * 60.0,
+        _ => panic!("eval_time {t}"),
+    }
+}
+
+/// Some test of alerts_test.yml has `alert` firing, then silent again: it
+/// clears once its cause is gone.
+fn check_resolves(alert: &str) {
+    let doc = &yaml_docs("deploy/prometheus/alerts_test.yml")[0];
+    let resolves = doc["tests"].as_sequence().unwrap().iter().any(|test| {
+        let evals: Vec<(f64, bool)> = test["alert_rule_test"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["alertname"] == alert)
+            .map(|e| {
+                let firing = e["exp_alerts"].as_sequence().is_some_and(|a| !a.is_empty());
+                (minutes(e["eval_time"].as_str().unwrap()), firing)
+            })
+            .collect();
+        evals
+            .iter()
+            .any(|(t0, fired)| *fired && evals.iter().any(|(t1, f)| t1 > t0 && !f))
+    });
+    assert!(
+        resolves,
+        "alerts_test.yml never shows {alert} firing and then resolved"
+    );
 }

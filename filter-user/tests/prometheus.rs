@@ -4,7 +4,8 @@
 //! through the filter, and evaluates its alert rules; then every dashboard
 //! query and every alert expression is run through Prometheus's HTTP API:
 //! no errors, and data for every dashboard panel. /healthz and /top are
-//! checked on the way. Needs root.
+//! checked on the way, and a rule file broken then restored raises then
+//! clears FilterctlReloadFailed. Needs root.
 
 mod common;
 
@@ -293,6 +294,32 @@ fn check_endpoints(net: &TestNet, port: u16) {
     );
 }
 
+/// `file` (holding `running`, the rules that run) broken: the reload
+/// fails and FilterctlReloadFailed is pending; restored as it was, which
+/// serve finds running already: the success is back and the alert gone.
+fn check_broken_then_restored(net: &TestNet, prom_port: u16, file: &str, running: &str) {
+    const ALERT: &str = "ALERTS{alertname=\"FilterctlReloadFailed\"}";
+    std::fs::write(
+        file,
+        "[[rule]]\nname = \"x\"\nsrc_port = 99999\naction = \"drop\"\n",
+    )
+    .unwrap();
+    wait_for_data(
+        net,
+        prom_port,
+        &["filterctl_last_reload_success == 0", ALERT],
+    );
+    std::fs::write(file, running).unwrap();
+    wait_until(
+        "FilterctlReloadFailed to clear after the file was restored",
+        30,
+        || {
+            !query(net, prom_port, "filterctl_last_reload_success == 1").is_empty()
+                && query(net, prom_port, ALERT).is_empty()
+        },
+    );
+}
+
 #[test]
 fn dashboard_and_alerts_evaluate_on_a_real_prometheus() {
     common::require_bpf();
@@ -341,6 +368,7 @@ fn dashboard_and_alerts_evaluate_on_a_real_prometheus() {
     );
     check_queries(&net, prom_port);
     check_endpoints(&net, port);
+    check_broken_then_restored(&net, prom_port, &file, &rules(60));
 
     drop(stop);
     sender.join().unwrap();

@@ -56,6 +56,12 @@ pub fn read_list(path: &Path) -> Result<String, FileError> {
     read_text(path, "list file", MAX_LIST_FILE)
 }
 
+/// A rule file's bytes, read with the same care as `read_rules` but not
+/// taken as text: for what only compares them (`serve`'s change check).
+pub fn read_rule_bytes(path: &Path) -> Result<Vec<u8>, FileError> {
+    read_bytes(path, "rule file", MAX_RULE_FILE)
+}
+
 fn kind(t: std::fs::FileType) -> &'static str {
     if t.is_dir() {
         "folder"
@@ -71,6 +77,22 @@ fn kind(t: std::fs::FileType) -> &'static str {
 }
 
 fn read_text(path: &Path, what: &'static str, max: u64) -> Result<String, FileError> {
+    let bytes = read_bytes(path, what, max)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let good = e.utf8_error().valid_up_to();
+        let text = String::from_utf8_lossy(&e.as_bytes()[..good]);
+        let (line, column) = line_col(&text, good);
+        FileError::NotUtf8 {
+            what,
+            path: path.to_path_buf(),
+            line,
+            column,
+        }
+    })
+}
+
+/// At most `max` bytes of a regular file; never waits for a writer.
+fn read_bytes(path: &Path, what: &'static str, max: u64) -> Result<Vec<u8>, FileError> {
     let open_err = |source| FileError::Open {
         what,
         path: path.to_path_buf(),
@@ -91,28 +113,24 @@ fn read_text(path: &Path, what: &'static str, max: u64) -> Result<String, FileEr
             kind: kind(meta.file_type()),
         });
     }
+    let too_large = || FileError::TooLarge {
+        what,
+        path: path.to_path_buf(),
+        max,
+    };
+    // Refused unread when its size says so; the cap on the read still
+    // holds for files that grow, or whose size says nothing (/proc).
+    if meta.len() > max {
+        return Err(too_large());
+    }
     let mut bytes = Vec::new();
     file.take(max + 1)
         .read_to_end(&mut bytes)
         .map_err(open_err)?;
     if bytes.len() as u64 > max {
-        return Err(FileError::TooLarge {
-            what,
-            path: path.to_path_buf(),
-            max,
-        });
+        return Err(too_large());
     }
-    String::from_utf8(bytes).map_err(|e| {
-        let good = e.utf8_error().valid_up_to();
-        let text = String::from_utf8_lossy(&e.as_bytes()[..good]);
-        let (line, column) = line_col(&text, good);
-        FileError::NotUtf8 {
-            what,
-            path: path.to_path_buf(),
-            line,
-            column,
-        }
-    })
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -148,6 +166,18 @@ mod tests {
         let e = read_rules(&big).unwrap_err().to_string();
         assert!(e.contains("larger than 1048576 bytes"), "{e}");
         std::fs::remove_file(&big).unwrap();
+    }
+
+    #[test]
+    fn rule_bytes_are_bounded_but_not_text() {
+        let f = temp("bytes");
+        std::fs::write(&f, b"ab\xffcd").unwrap();
+        assert_eq!(read_rule_bytes(&f).unwrap(), b"ab\xffcd");
+        // Sparse: refused by its size, without reading 256 MiB of zeros.
+        File::create(&f).unwrap().set_len(256 << 20).unwrap();
+        let e = read_rule_bytes(&f).unwrap_err().to_string();
+        assert!(e.contains("larger than 1048576 bytes"), "{e}");
+        std::fs::remove_file(&f).unwrap();
     }
 
     #[test]

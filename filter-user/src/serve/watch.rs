@@ -1,13 +1,17 @@
 //! The rule-file side of `serve`: each watched interface's rules follow a
-//! file. The file is checked every second (its bytes, and the size and
-//! times of the list files it names) and reloaded when its content digest
-//! differs from what runs; every watched file is reloaded on SIGHUP.
-//! Reloads go through the same `apply_rules` as `filterctl reload`.
+//! file. The file is checked every second, off the runtime (`fingerprint`:
+//! its `stat`, its bytes when that changed, and the size and times of the
+//! list files it names), and reloaded when its content digest differs from
+//! what runs; every watched file is reloaded on SIGHUP. Reloads go through
+//! the same `apply_rules` as `filterctl reload`, which reads the file as
+//! `check` does: a FIFO, a device or a huge file at the path is refused,
+//! logged once and counted as an invalid reload.
+
+mod fingerprint;
 
 use std::{
     collections::HashMap,
-    os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -15,9 +19,9 @@ use std::{
 use anyhow::bail;
 use log::{debug, error, info, warn};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
-use sha2::{Digest as _, Sha256};
 use tokio::signal::unix::Signal;
 
+use self::fingerprint::Fingerprint;
 use super::catalogue::{Kept, Series};
 use crate::{
     filter::{
@@ -135,83 +139,23 @@ impl ReloadMetrics {
 
     fn record(&self, iface: &str, result: &str) {
         self.count.get(&[iface, result]).inc();
+        self.last(iface, result == "ok");
+    }
+
+    /// A check that found the file's rules running already (a broken file
+    /// restored): nothing reloaded, but the file enforces, so a failure
+    /// shown before is over.
+    fn unchanged(&self, iface: &str) {
+        self.last(iface, true);
+    }
+
+    fn last(&self, iface: &str, ok: bool) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         self.last_time.get(&[iface]).set(now);
-        self.last_ok.get(&[iface]).set(i64::from(result == "ok"));
+        self.last_ok.get(&[iface]).set(i64::from(ok));
     }
-}
-
-/// What the poll compares: the rule file's bytes and, for each list file it
-/// names, its identity, size and times. Cheap: the rule file is only parsed
-/// when this changes.
-#[derive(Default)]
-struct Fingerprint {
-    file_hash: Option<[u8; 32]>,
-    lists: Vec<PathBuf>,
-    value: Option<[u8; 32]>,
-}
-
-impl Fingerprint {
-    /// Looks at the files again; true when anything changed since the last
-    /// look (or this is the first).
-    fn changed(&mut self, path: &Path) -> bool {
-        let mut h = Sha256::new();
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let file_hash: [u8; 32] = Sha256::digest(&bytes).into();
-                if self.file_hash != Some(file_hash) {
-                    self.file_hash = Some(file_hash);
-                    self.lists = list_files(&bytes, path.parent().unwrap_or(Path::new(".")));
-                }
-                h.update(file_hash);
-            }
-            Err(e) => {
-                self.file_hash = None;
-                self.lists.clear();
-                h.update(format!("unreadable: {:?}", e.kind()));
-            }
-        }
-        for l in &self.lists {
-            match std::fs::metadata(l) {
-                Ok(m) => h.update(format!(
-                    "{}:{}:{}:{}.{}:{}.{}",
-                    m.dev(),
-                    m.ino(),
-                    m.len(),
-                    m.mtime(),
-                    m.mtime_nsec(),
-                    m.ctime(),
-                    m.ctime_nsec()
-                )),
-                Err(e) => h.update(format!("missing: {:?}", e.kind())),
-            }
-            h.update([0]);
-        }
-        let value: [u8; 32] = h.finalize().into();
-        let changed = self.value != Some(value);
-        self.value = Some(value);
-        changed
-    }
-}
-
-/// The list files (`allow_files`, `deny_files`) a rule file names, relative
-/// to its folder as the rule parser reads them; none when it is not TOML.
-fn list_files(bytes: &[u8], base: &Path) -> Vec<PathBuf> {
-    let Ok(table) = std::str::from_utf8(bytes)
-        .map_err(|_| ())
-        .and_then(|t| toml::from_str::<toml::Table>(t).map_err(|_| ()))
-    else {
-        return Vec::new();
-    };
-    ["allow_files", "deny_files"]
-        .iter()
-        .filter_map(|k| table.get(*k)?.as_array())
-        .flatten()
-        .filter_map(|v| v.as_str())
-        .map(|f| base.join(f))
-        .collect()
 }
 
 /// What an attempt to bring an interface in step with its file did.
@@ -306,6 +250,9 @@ fn out_of_files(e: &ApplyError) -> bool {
 struct Watched {
     watch: Watch,
     seen: Fingerprint,
+    /// Whether a reload was recorded: before that, the reload gauges stay
+    /// absent, even when the first check finds the file running.
+    recorded: bool,
 }
 
 /// Checks the watched files every second and reloads on change, and all
@@ -331,6 +278,7 @@ pub async fn watch_rules(
             Watched {
                 watch,
                 seen: Fingerprint::default(),
+                recorded: false,
             }
         })
         .collect();
@@ -348,8 +296,8 @@ pub async fn watch_rules(
             refresh_never_ban(&root, &watched).await;
         }
         for w in &mut watched {
-            let first = w.seen.value.is_none();
-            if !w.seen.changed(&w.watch.rules) && !force {
+            let first = w.seen.is_new();
+            if !look(w).await && !force {
                 continue;
             }
             if !force && !first {
@@ -363,7 +311,12 @@ pub async fn watch_rules(
                     Outcome::Failed
                 });
             let result = match outcome {
-                Outcome::Unchanged => continue,
+                Outcome::Unchanged => {
+                    if w.recorded {
+                        reloads.unchanged(&w.watch.iface);
+                    }
+                    continue;
+                }
                 Outcome::Reloaded => "ok",
                 Outcome::Invalid => "invalid",
                 Outcome::Failed => "failed",
@@ -373,6 +326,26 @@ pub async fn watch_rules(
                 }
             };
             reloads.record(&w.watch.iface, result);
+            w.recorded = true;
+        }
+    }
+}
+
+/// Whether `w`'s files changed since the last look, looked at on a
+/// blocking thread: a `stat` of a file on a hung mount, or the read of one
+/// just written, never holds the runtime, which serves /metrics and
+/// catches the signals.
+async fn look(w: &mut Watched) -> bool {
+    let (mut seen, path) = (std::mem::take(&mut w.seen), w.watch.rules.clone());
+    match tokio::task::spawn_blocking(move || (seen.changed(&path), seen)).await {
+        Ok((changed, seen)) => {
+            w.seen = seen;
+            changed
+        }
+        Err(e) => {
+            // The next look starts afresh, as the first.
+            error!("{}: the check of the rule file failed: {e}", w.watch.iface);
+            false
         }
     }
 }
@@ -433,24 +406,18 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_follows_bytes_and_list_files() {
-        let dir = std::env::temp_dir().join(format!("flt-fp-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("rules.toml");
-        let list = dir.join("deny.txt");
-        std::fs::write(&list, "203.0.113.0/24\n").unwrap();
-        std::fs::write(&file, "deny_files = [\"deny.txt\"]\n").unwrap();
-        let mut fp = Fingerprint::default();
-        assert!(fp.changed(&file), "the first look is a change");
-        assert!(!fp.changed(&file));
-        std::fs::write(&file, "deny_files = [\"deny.txt\"] \n").unwrap();
-        assert!(fp.changed(&file), "new bytes");
-        assert!(!fp.changed(&file));
-        std::fs::write(&list, "203.0.113.128/25\n").unwrap();
-        assert!(fp.changed(&file), "the list file was written");
-        std::fs::remove_file(&file).unwrap();
-        assert!(fp.changed(&file), "the file is gone");
-        assert!(!fp.changed(&file));
-        let _ = std::fs::remove_dir_all(&dir);
+    fn a_restored_file_ends_a_failed_reload() {
+        let kept = Kept::register(
+            &mut prometheus_client::registry::Registry::default(),
+            crate::serve::metrics::METRICS,
+        );
+        let m = ReloadMetrics::new(&kept);
+        m.start("eth0");
+        m.record("eth0", "invalid");
+        assert_eq!(m.last_ok.get(&["eth0"]).get(), 0);
+        m.unchanged("eth0");
+        assert_eq!(m.last_ok.get(&["eth0"]).get(), 1, "the alert clears");
+        let counts = ["ok", "invalid", "failed"].map(|r| m.count.get(&["eth0", r]).get());
+        assert_eq!(counts, [0, 1, 0], "nothing was reloaded");
     }
 }
