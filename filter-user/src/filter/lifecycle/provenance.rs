@@ -21,7 +21,10 @@ pub fn git_state(file: &Path) -> Option<(String, bool)> {
 }
 
 /// `git_state` with extra environment variables for git (for the tests).
-fn git_state_in(file: &Path, env: &[(&str, &str)]) -> Option<(String, bool)> {
+/// [`git_state`] with extra variables in git's environment (the tests'
+/// HOME, tests/hardening.rs).
+#[doc(hidden)]
+pub fn git_state_in(file: &Path, env: &[(&str, &str)]) -> Option<(String, bool)> {
     let dir = file.parent()?;
     let git = |args: &[&str]| {
         let mut c = Command::new("git");
@@ -50,84 +53,4 @@ fn git_state_in(file: &Path, env: &[(&str, &str)]) -> Option<(String, bool)> {
         return None;
     }
     Some((commit, !status.stdout.is_empty()))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::{PermissionsExt as _, chown};
-
-    use super::*;
-
-    fn sh(dir: &Path, script: &str) {
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "{script}");
-    }
-
-    /// A repository whose fsmonitor hook leaves a mark when git runs it.
-    fn hostile_repo(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("flt-git-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mark = dir.with_extension("pwned");
-        let _ = std::fs::remove_file(&mark);
-        std::fs::write(dir.join("rules.toml"), "# rules\n").unwrap();
-        std::fs::write(
-            dir.join("hook.sh"),
-            format!("#!/bin/sh\ntouch {}\n", mark.display()),
-        )
-        .unwrap();
-        std::fs::set_permissions(dir.join("hook.sh"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
-        sh(
-            &dir,
-            "git init -q . && git -c user.name=t -c user.email=t@example.org commit -q --allow-empty -m x \
-             && git add rules.toml && git -c user.name=t -c user.email=t@example.org commit -q -m rules \
-             && git config core.fsmonitor \"$PWD/hook.sh\"",
-        );
-        (dir, mark)
-    }
-
-    #[test]
-    fn a_hostile_repository_runs_nothing_and_another_users_is_not_trusted() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            panic!("this test checks what git does as root: run `sudo cargo xtask test`");
-        }
-        // Root's own repository: read, and its fsmonitor hook does not run.
-        let (dir, mark) = hostile_repo("root");
-        let (commit, modified) = git_state(&dir.join("rules.toml")).expect("a commit");
-        assert_eq!(commit.len(), 40);
-        assert!(!modified);
-        assert!(!mark.exists(), "the fsmonitor hook ran");
-        // The same hook also has to be harmless when a user owns the
-        // repository and root runs under that user's sudo.
-        for entry in walk(&dir) {
-            chown(&entry, Some(65534), Some(65534)).unwrap();
-        }
-        let state = git_state_in(&dir.join("rules.toml"), &[("HOME", dir.to_str().unwrap())]);
-        assert_eq!(state, None, "git trusted a repository root does not own");
-        assert!(!mark.exists(), "the fsmonitor hook ran");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-        let mut out = vec![dir.to_path_buf()];
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-        out
-    }
 }
