@@ -73,6 +73,14 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
         clsact.env("FILTERCTL_FAKE", "tcx");
         let run = run_tests(clsact).context("test step `cargo test` (no TCX) failed")?;
         outcome.absorb(run, "no TCX");
+        let start = std::time::Instant::now();
+        let run = unprivileged_unit_tests().context("test step `unit tests as nobody` failed")?;
+        println!(
+            "unit tests as nobody, without capabilities: {} passed in {:.1} s",
+            run.passed,
+            start.elapsed().as_secs_f64()
+        );
+        outcome.absorb(run, "as nobody");
     }
     // After failed tests too: a failing test is the likeliest to have left a
     // namespace or a pin behind.
@@ -93,6 +101,69 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
         bail!("test steps failed: {}", failed_steps.join(", "));
     }
     Ok(())
+}
+
+/// The libraries' unit tests again, as user nobody with no capability:
+/// they need no root (what does lives in the integration tests), so a
+/// contributor without privileges runs them. Each test binary is copied
+/// where nobody may run it.
+fn unprivileged_unit_tests() -> anyhow::Result<TestRun> {
+    let args = [
+        "test",
+        "-p",
+        "filter-user",
+        "-p",
+        "filter-common",
+        "--lib",
+        "--no-run",
+        "--message-format=json",
+    ];
+    let out = cmd("cargo", args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("cargo test --no-run failed ({})", out.status);
+    }
+    let dir = std::env::temp_dir().join(format!("xtask-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut all = TestRun::default();
+    for exe in test_executables(&String::from_utf8_lossy(&out.stdout)) {
+        let name = Path::new(&exe)
+            .file_name()
+            .context("an executable's name")?;
+        let copy = dir.join(name);
+        std::fs::copy(&exe, &copy).with_context(|| format!("cannot copy {exe}"))?;
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(&copy)
+        .current_dir(&dir);
+        all.absorb(run_tests(c)?, &name.to_string_lossy());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if all.passed == 0 {
+        bail!("no unit test ran as nobody");
+    }
+    Ok(all)
+}
+
+/// The test executables cargo's JSON messages name (`"executable":"…"`).
+fn test_executables(json_lines: &str) -> Vec<String> {
+    json_lines
+        .lines()
+        .filter(|l| l.contains("\"test\":true"))
+        .filter_map(|l| {
+            let rest = l.split("\"executable\":\"").nth(1)?;
+            Some(rest.split('"').next()?.to_string())
+        })
+        .collect()
 }
 
 fn clippy(package: &str, features: &[&str]) -> Command {
@@ -527,7 +598,7 @@ mod tests {
 
     use super::{
         Failure, TestRun, binary_started, check_failpoints_gate, ebpf_clippy, failing_test, pins,
-        result_counts,
+        result_counts, test_executables,
     };
     use crate::cmd::shell_line;
 
@@ -642,6 +713,18 @@ error: 4 targets failed:
         assert!(shell_line(&ebpf_clippy()).starts_with(
             "CARGO_TARGET_DIR=target/ebpf-clippy cargo +nightly clippy -p filter-ebpf"
         ));
+    }
+
+    #[test]
+    fn finds_the_test_executables_in_cargos_messages() {
+        let json = concat!(
+            r#"{"reason":"compiler-artifact","profile":{"test":true},"executable":"/t/deps/filterctl-1"}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","profile":{"test":false},"executable":null}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#,
+        );
+        assert_eq!(test_executables(json), ["/t/deps/filterctl-1"]);
     }
 
     #[test]
