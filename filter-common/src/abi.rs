@@ -64,7 +64,7 @@ pub const MAP_BAN_V6: &str = "BAN_V6";
 pub const MAP_SOURCES: &str = "SOURCES";
 /// The limiter table's fingerprints, one u32 per set of [`MAP_SOURCES`]:
 /// the low 16 bits for its first way, the high 16 for its second (0 for
-/// none; see [`crate::decide::Source::fingerprint`]). A quarter MB for the
+/// none; see [`crate::limiter::Source::fingerprint`]). A quarter MB for the
 /// default table, so a source the table doesn't hold (every packet of a
 /// spoofed flood) is told apart in cache, not by reading two slots from
 /// memory.
@@ -531,7 +531,7 @@ const _: () = assert!(size_of::<SourceState>() == 40);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DoorSlot {
-    /// The source's hash ([`crate::decide::door_hash`]); 0 for none.
+    /// The source's hash (see [`crate::limiter::Source`]); 0 for none.
     pub hash: u64,
     /// When its first packet came, and its length.
     pub at: u64,
@@ -544,7 +544,7 @@ pub const MAP_DOOR: &str = "DOOR";
 pub const DOOR_SLOTS: u32 = 1 << 15;
 
 /// A slot of the limiter table: a source (its masked address as
-/// [`crate::packet::Packet`] words, and [`crate::decide::Source::tag`]; 0
+/// [`crate::packet::Packet`] words, and [`crate::limiter::Source::tag`]; 0
 /// for an empty slot) and its state. One cache line.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -5,8 +5,10 @@
 pub mod abi;
 pub mod capture;
 pub mod decide;
+pub mod frags;
 pub mod guard;
 pub mod hints;
+pub mod limiter;
 pub mod packet;
 pub mod shapes;
 pub mod shared;

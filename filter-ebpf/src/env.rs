@@ -4,10 +4,8 @@
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
-    bindings::{
-        BPF_F_CURRENT_NETNS, BPF_TCP_ESTABLISHED, BPF_TCP_SYN_SENT, bpf_sock, bpf_sock_tuple,
-    },
-    helpers::{bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
+    bindings::{BPF_TCP_ESTABLISHED, BPF_TCP_SYN_SENT},
+    helpers::{bpf_sk_lookup_udp, bpf_skc_lookup_tcp},
     maps::lpm_trie::Key,
     programs::XdpContext,
 };
@@ -15,51 +13,26 @@ use filter_common::{
     BAN_ANY, BAN_WIDE, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Chain, Config,
     DOOR_SLOTS, DoorSlot, FAMILY_V4, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, ReplyKey, Rule,
     SourceSlot, SourceState, SrcKey,
-    decide::{Datagram, Env, Source, SourceCell},
+    decide::Env,
+    frags::Datagram,
     guard::ReplyCell,
     hints::prefix_bit,
-    packet::{Addr, Packet, addr_bytes, addr_words},
+    limiter::{Source, SourceCell},
+    packet::{Packet, addr_words},
     port_slot,
     shared::Shared64 as _,
 };
 
 use crate::{
+    frags::{frag_dropped, remember_frag_drop},
     maps::*,
     parse::{self, Frame, Hdr},
     shared::BpfU64,
+    sockets,
+    tries::{in_tries, lookup_prefix},
 };
 
-/// A socket lookup helper's signature (`bpf_sk_lookup_udp`,
-/// `bpf_skc_lookup_tcp`).
-type SocketLookup =
-    unsafe fn(*mut core::ffi::c_void, *mut bpf_sock_tuple, u32, u64, u64) -> *mut bpf_sock;
-
 impl KernelEnv<'_> {
-    /// Whether `lookup` finds a socket for `p` in this namespace whose
-    /// state `wanted` accepts; the socket found is released.
-    #[inline(always)]
-    fn socket(&self, p: &Packet, lookup: SocketLookup, wanted: impl Fn(u32) -> bool) -> bool {
-        let mut tuple = MaybeUninit::<bpf_sock_tuple>::uninit();
-        let size = sock_tuple(p, tuple.as_mut_ptr());
-        // SAFETY: a valid context and tuple; the socket found is read,
-        // then released.
-        unsafe {
-            let sk = lookup(
-                self.ctx.ctx as *mut _,
-                tuple.as_mut_ptr(),
-                size,
-                BPF_F_CURRENT_NETNS as u64,
-                0,
-            );
-            if sk.is_null() {
-                return false;
-            }
-            let state = (*sk).state;
-            bpf_sk_release(sk as *mut _);
-            wanted(state)
-        }
-    }
-
     /// The source hints' answer, read once for both lists.
     #[inline(always)]
     fn listed(&self, p: &Packet) -> bool {
@@ -354,7 +327,7 @@ impl Env for KernelEnv<'_> {
     fn listening(&self, p: &Packet) -> bool {
         // Asked only for UDP from a guarded port that answers no request:
         // the socket table is the truth about servers, at any moment.
-        self.socket(p, bpf_sk_lookup_udp, |_| true)
+        sockets::found(self.ctx, p, bpf_sk_lookup_udp, |_| true)
     }
 
     #[inline(always)]
@@ -362,7 +335,7 @@ impl Env for KernelEnv<'_> {
         // Asked only for a SYN-ACK: the socket of a connection this host
         // opens, found by its four-tuple (a listener found instead is no
         // connection: a SYN-ACK never answers one).
-        self.socket(p, bpf_skc_lookup_tcp, |state| {
+        sockets::found(self.ctx, p, bpf_skc_lookup_tcp, |state| {
             state == BPF_TCP_SYN_SENT || state == BPF_TCP_ESTABLISHED
         })
     }
@@ -372,33 +345,6 @@ impl Env for KernelEnv<'_> {
         // Looked up only when a ban is about to be set: rare, no flag needed.
         in_tries(key.family, &key.addr, &NEVER_BAN_V4, &NEVER_BAN_V6)
     }
-}
-
-/// Writes the socket lookups' key for `p` (its addresses and ports as the
-/// packet carries them) into `tp`, in place: a tuple returned by value is
-/// spilled half-written, which the verifier refuses. Not zeroed (a
-/// memset): each family's branch writes every byte of the returned size.
-#[inline(always)]
-fn sock_tuple(p: &Packet, tp: *mut bpf_sock_tuple) -> u32 {
-    // SAFETY: field writes into the caller's tuple, no reads before them.
-    let size = unsafe {
-        if p.family == FAMILY_V4 {
-            let t = core::ptr::addr_of_mut!((*tp).__bindgen_anon_1.ipv4);
-            (*t).saddr = p.src[0] as u32;
-            (*t).daddr = p.dst[0] as u32;
-            (*t).sport = p.src_port.to_be();
-            (*t).dport = p.dst_port.to_be();
-            core::mem::size_of_val(&*t)
-        } else {
-            let t = core::ptr::addr_of_mut!((*tp).__bindgen_anon_1.ipv6);
-            (*t).saddr = words(&p.src);
-            (*t).daddr = words(&p.dst);
-            (*t).sport = p.src_port.to_be();
-            (*t).dport = p.dst_port.to_be();
-            core::mem::size_of_val(&*t)
-        }
-    };
-    size as u32
 }
 
 /// Whether the reply guard is on and guards `port` (in host order).
@@ -411,120 +357,6 @@ pub fn guarded(config: &Config, port: u16) -> bool {
 #[inline(always)]
 fn source_set(src: &Source, config: &Config) -> u32 {
     (src.hash() >> 32) as u32 & config.sources_mask & !1
-}
-
-/// Whether the datagram's first fragment was dropped, and recently enough.
-#[inline(always)]
-pub fn frag_dropped(d: &Datagram, now: u64) -> bool {
-    let words = d.words();
-    if let Some(slot) = frag_slot(&words)
-        && same(&slot.key, &words)
-        && now < slot.until
-    {
-        return true;
-    }
-    // SAFETY: the value is a plain u64 copied out at once.
-    match unsafe { FRAGS.get(d.key()).copied() } {
-        Some(until) => {
-            cache_frag(&words, until);
-            now < until
-        }
-        None => false,
-    }
-}
-
-/// Remembers that the datagram's first fragment was dropped, until `until`.
-#[inline(always)]
-pub fn remember_frag_drop(d: &Datagram, until: u64) {
-    // Every first fragment of a flood would otherwise write the shared LRU
-    // (and bounce its cache line between CPUs). The clock never runs back,
-    // so an entry that already lasts until `until` is what the insert would
-    // write; it differs only once the clock moved on.
-    let words = d.words();
-    if let Some(slot) = frag_slot(&words)
-        && same(&slot.key, &words)
-        && slot.until >= until
-    {
-        return;
-    }
-    let key = d.key();
-    // SAFETY: the value is a plain u64 read at once.
-    if unsafe { FRAGS.get(key) }.is_none_or(|known| *known < until) {
-        let _ = FRAGS.insert(key, until, 0);
-    }
-    cache_frag(&words, until);
-}
-
-/// This CPU's cache slot for a datagram. The shared LRU hashes and compares
-/// a 40-byte key (about 50 ns a lookup); the slot is an inlined array read
-/// and five word compares. A slot holds one datagram, the last to use it.
-#[inline(always)]
-fn frag_slot(words: &[u64; 5]) -> Option<&'static mut FragSlot> {
-    let mut h = words[4];
-    for w in &words[..4] {
-        h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-    let ptr = FRAG_CACHE.get_ptr_mut((h >> 32) as u32 & (FRAG_CACHE_SLOTS - 1))?;
-    // SAFETY: this CPU's slot of a per-CPU array, used by this run only.
-    Some(unsafe { &mut *ptr })
-}
-
-/// Word by word: `==` on arrays becomes a call to a byte-wise memcmp.
-#[inline(always)]
-fn same(a: &[u64; 5], b: &[u64; 5]) -> bool {
-    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
-}
-
-#[inline(always)]
-fn cache_frag(words: &[u64; 5], until: u64) {
-    if let Some(slot) = frag_slot(words) {
-        slot.key = *words;
-        slot.until = until;
-    }
-}
-
-/// An IPv6 address as the socket tuple's four network-order words.
-#[inline(always)]
-fn words(a: &Addr) -> [u32; 4] {
-    // Each word holds its bytes in memory order: its low half first on
-    // this little-endian target.
-    [
-        a[0] as u32,
-        (a[0] >> 32) as u32,
-        a[1] as u32,
-        (a[1] >> 32) as u32,
-    ]
-}
-
-#[inline(always)]
-fn lookup_prefix(
-    p: &Packet,
-    v4: &aya_ebpf::maps::LpmTrie<[u8; 4], u8>,
-    v6: &aya_ebpf::maps::LpmTrie<[u8; 16], u8>,
-) -> bool {
-    if p.family == FAMILY_V4 {
-        v4.get(Key::new(32, (p.src[0] as u32).to_ne_bytes()))
-            .is_some()
-    } else {
-        v6.get(Key::new(128, addr_bytes(&p.src))).is_some()
-    }
-}
-
-/// Whether `addr` (IPv4 in its first 4 bytes) is in the family's trie:
-/// for keys, which hold addresses as bytes.
-#[inline(always)]
-fn in_tries(
-    family: u8,
-    addr: &[u8; 16],
-    v4: &aya_ebpf::maps::LpmTrie<[u8; 4], u8>,
-    v6: &aya_ebpf::maps::LpmTrie<[u8; 16], u8>,
-) -> bool {
-    if family == FAMILY_V4 {
-        v4.get(Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
-            .is_some()
-    } else {
-        v6.get(Key::new(128, *addr)).is_some()
-    }
 }
 
 /// The payload bytes a rule compares; bytes past the frame read as zero and

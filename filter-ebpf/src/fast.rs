@@ -17,12 +17,12 @@
 use aya_ebpf::programs::XdpContext;
 use filter_common::{
     BAN_WIDE, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, FAMILY_V4, FAMILY_V6,
-    IPPROTO_UDP, decide::Datagram, packet::Addr,
+    IPPROTO_UDP, frags::Datagram, packet::Addr,
 };
 
 use crate::{
     clock,
-    env::{frag_dropped, remember_frag_drop},
+    frags::{frag_dropped, remember_frag_drop},
     globals,
     maps::{listed, maybe_banned},
     parse::{

@@ -11,11 +11,14 @@ mod clock;
 mod counters;
 mod env;
 mod fast;
+mod frags;
 mod globals;
 mod maps;
 mod parse;
 mod requests;
 mod shared;
+mod sockets;
+mod tries;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use counters::Counters;

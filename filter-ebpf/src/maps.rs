@@ -109,7 +109,7 @@ pub static AGGREGATE: Array<u64> = Array::with_max_entries(MAX_RULES, 0);
 #[map(name = "FRAGS")]
 pub static FRAGS: LruHashMap<FragKey, u64> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
 
-/// A datagram's words ([`filter_common::decide::Datagram::words`]) and
+/// A datagram's words ([`filter_common::frags::Datagram::words`]) and
 /// until when its later fragments follow its dropped first one.
 #[repr(C)]
 pub struct FragSlot {
@@ -117,7 +117,7 @@ pub struct FragSlot {
     pub until: u64,
 }
 
-/// Per CPU, in front of FRAGS (see env::frag_slot); per generation, not
+/// Per CPU, in front of FRAGS (see frags::frag_slot); per generation, not
 /// pinned: FRAGS stays the record that outlives reloads.
 #[map(name = "FRAG_CACHE")]
 pub static FRAG_CACHE: PerCpuArray<FragSlot> = PerCpuArray::with_max_entries(FRAG_CACHE_SLOTS, 0);

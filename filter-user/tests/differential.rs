@@ -19,7 +19,8 @@ use filter_testkit::net::TestNet;
 use common::model::Model;
 use filter_common::{
     FragKey, MAX_FRAGS, Reason,
-    decide::{Frag, Parsed, datagram},
+    decide::{Frag, Parsed},
+    frags::datagram,
 };
 use filterctl::{
     filter::simulator::{Simulator, XDP_DROP, XDP_PASS},

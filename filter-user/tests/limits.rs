@@ -7,10 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::frames::*;
-use filter_common::{
-    FAMILY_V4, Reason,
-    decide::{Source, addr_v4},
-};
+use filter_common::{FAMILY_V4, Reason, decide::addr_v4, limiter::Source};
 use filterctl::{
     filter::simulator::{Simulator, XDP_DROP, XDP_PASS},
     rules,

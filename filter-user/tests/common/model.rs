@@ -15,11 +15,10 @@ use etherparse::{
 use filter_common::{
     Chain, Config, DOOR_SLOTS, DoorSlot, FAMILY_V4, FAMILY_V6, FragKey, GuardPort, Limit,
     LocalPort, MATCH_MAX, ReplyKey, Rule, SrcKey,
-    decide::{
-        Datagram, Env, Frag, Packet, Parsed, Source, SourceCell, addr_bytes, addr_v4, addr_words,
-        decide,
-    },
+    decide::{Env, Frag, Packet, Parsed, addr_bytes, addr_v4, addr_words, decide},
+    frags::Datagram,
     guard::{ReplyCell, is_group, request_entry},
+    limiter::{Source, SourceCell},
     port_slot,
 };
 use filterctl::rules::{Compiled, Prefix, RuleSet};

@@ -9,7 +9,7 @@ use aya::maps::{
     HashMap,
     lpm_trie::{Key, LpmTrie},
 };
-use filter_common::{FAMILY_V4, MAP_BAN_V4, MAP_BAN_V6, MAP_BANS, SrcKey, decide::mask};
+use filter_common::{FAMILY_V4, MAP_BAN_V4, MAP_BAN_V6, MAP_BANS, SrcKey, limiter::mask};
 
 use crate::{
     filter::{lifecycle::flags, observe::status::source_prefix},

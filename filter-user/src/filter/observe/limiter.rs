@@ -5,7 +5,7 @@ use std::os::fd::{AsFd as _, BorrowedFd};
 
 use anyhow::Context as _;
 use aya::maps::MapData;
-use filter_common::{SourceState, SrcKey, decide::Source};
+use filter_common::{SourceState, SrcKey, limiter::Source};
 
 use crate::sys::SharedMapping;
 

@@ -1,0 +1,28 @@
+//! The few calls into libc that filterctl makes, each wrapped once in a safe
+//! function: interface indexes, the kernel's coarse clock, filesystem
+//! types and mounts, this host's addresses, and the open-file limit (with
+//! the errors that say a process is out of resources), and map values read
+//! whole where aya's by-value reads would put them on the stack.
+
+mod bpf;
+mod error;
+pub mod fake;
+mod files;
+mod net;
+mod ns;
+mod process;
+
+// Declarations and re-exports only. The children never import this file
+// (they name each other: `super::error::SysError`), so these re-exports,
+// kept for the rest of the crate, cannot close an import circle.
+pub use self::{
+    bpf::{SharedMapping, map_read_all},
+    error::SysError,
+    files::{is_connection_error, is_out_of_files, raise_nofile_limit, wait_readable},
+    net::{driver_of, ifindex, interface_addresses},
+    ns::{
+        NsId, enter_net_namespace, is_bpffs, mount_bpffs, mount_namespace, named_net_namespace,
+        unshare_net,
+    },
+    process::{euid, kernel_release, monotonic_coarse_ns, parent_pid},
+};
