@@ -74,10 +74,10 @@ fn traffic(ns: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     })
 }
 
-/// Frame comments of a pcapng file, read by tshark.
-fn comments(file: &str) -> Vec<String> {
+/// One field of every frame of a pcapng file, read by tshark.
+fn tshark_field(file: &str, field: &str) -> Vec<String> {
     let out = Command::new("tshark")
-        .args(["-r", file, "-T", "fields", "-e", "frame.comment"])
+        .args(["-r", file, "-T", "fields", "-e", field])
         .output()
         .expect("run tshark (Debian package tshark: cargo xtask setup)");
     assert!(out.status.success(), "tshark: {out:?}");
@@ -88,17 +88,15 @@ fn comments(file: &str) -> Vec<String> {
         .collect()
 }
 
-/// Times (seconds since the epoch) of the frames of a pcapng file, read
-/// by tshark.
+/// Frame comments of a pcapng file.
+fn comments(file: &str) -> Vec<String> {
+    tshark_field(file, "frame.comment")
+}
+
+/// Times (seconds since the epoch) of the frames of a pcapng file.
 fn frame_times(file: &str) -> Vec<f64> {
-    let out = Command::new("tshark")
-        .args(["-r", file, "-T", "fields", "-e", "frame.time_epoch"])
-        .output()
-        .expect("run tshark");
-    assert!(out.status.success(), "tshark: {out:?}");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
+    tshark_field(file, "frame.time_epoch")
+        .iter()
         .map(|t| t.parse().unwrap_or_else(|_| panic!("a frame time: {t:?}")))
         .collect()
 }

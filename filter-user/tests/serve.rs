@@ -16,7 +16,7 @@ use std::{
 
 use common::{
     cli::{TempDir, load_default, ok, run},
-    daemon::{Daemon, Exposition, Series, get, parse_openmetrics, series, wait_until},
+    daemon::{Daemon, Exposition, Series, get, parse_openmetrics, reloads, series, wait_until},
 };
 use filter_testkit::frames::{ntp_monlist_reply, ntp_time_reply};
 use filter_testkit::net::{Sink, TestNet, VICTIM_V4, send_udp};
@@ -237,18 +237,6 @@ fn check_families(expo: &Exposition) {
         let family = format!("{PREFIX}_{}", def.name);
         assert!(expo.types.contains_key(&family), "{family} not served");
     }
-}
-
-/// filterctl_reloads_total of the interface: ok, invalid, failed.
-fn reloads(net: &TestNet, port: u16) -> [u64; 3] {
-    let m = get(net, port, "/metrics").expect("/metrics answers");
-    let expo = parse_openmetrics(&m.body);
-    ["ok", "invalid", "failed"].map(|r| {
-        expo.samples[&series(
-            "filterctl_reloads_total",
-            &[("interface", &net.victim_if), ("result", r)],
-        )] as u64
-    })
 }
 
 #[test]

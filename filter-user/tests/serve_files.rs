@@ -17,7 +17,7 @@ use std::{
 };
 
 use common::cli::{TempDir, load_default, ok, run, status};
-use common::daemon::{Daemon, get, parse_openmetrics, series, wait_until};
+use common::daemon::{Daemon, reloads, wait_until};
 use filter_testkit::net::TestNet;
 
 /// The slowest a scrape may be, whatever is at the watched path: a frozen
@@ -134,18 +134,6 @@ fn probe(net: &TestNet, port: u16, pid: u32, how_long: Duration) -> Probe {
         p
     })
     .unwrap()
-}
-
-/// filterctl_reloads_total of the interface: ok, invalid, failed.
-fn reloads(net: &TestNet, port: u16) -> [u64; 3] {
-    let m = get(net, port, "/metrics").expect("/metrics answers");
-    let expo = parse_openmetrics(&m.body);
-    ["ok", "invalid", "failed"].map(|r| {
-        expo.samples[&series(
-            "filterctl_reloads_total",
-            &[("interface", &net.victim_if), ("result", r)],
-        )] as u64
-    })
 }
 
 /// Puts what `make` creates at `rules` in one step (a rename), as an

@@ -296,3 +296,15 @@ pub fn series(name: &str, labels: &[(&str, &str)]) -> Series {
     l.sort();
     (name.to_string(), l)
 }
+
+/// filterctl_reloads_total of the interface: ok, invalid, failed.
+pub fn reloads(net: &TestNet, port: u16) -> [u64; 3] {
+    let m = get(net, port, "/metrics").expect("/metrics answers");
+    let expo = parse_openmetrics(&m.body);
+    ["ok", "invalid", "failed"].map(|r| {
+        expo.samples[&series(
+            "filterctl_reloads_total",
+            &[("interface", &net.victim_if), ("result", r)],
+        )] as u64
+    })
+}

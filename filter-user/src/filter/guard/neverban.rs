@@ -203,9 +203,10 @@ pub fn sync(v4: Map, v6: Map, want: &BTreeSet<Prefix>) -> anyhow::Result<()> {
         }
         .with_context(|| format!("failed to add {p} to the never-ban set"))?;
     }
-    let wanted = |family: u8, len: u32, data: &[u8]| {
+    // A key's data is 4 bytes in the IPv4 trie, 16 in the IPv6 one.
+    let wanted = |len: u32, data: &[u8]| {
         want.iter().any(|p| {
-            (p.family == FAMILY_V4) == (family == FAMILY_V4)
+            (p.family == FAMILY_V4) == (data.len() == 4)
                 && p.len as u32 == len
                 && p.addr[..data.len()] == *data
         })
@@ -213,7 +214,7 @@ pub fn sync(v4: Map, v6: Map, want: &BTreeSet<Prefix>) -> anyhow::Result<()> {
     let stale4: Vec<Key<[u8; 4]>> = t4
         .iter()
         .filter_map(Result::ok)
-        .filter(|(k, v)| *v != OPERATOR && !wanted(FAMILY_V4, k.prefix_len(), &k.data()))
+        .filter(|(k, v)| *v != OPERATOR && !wanted(k.prefix_len(), &k.data()))
         .map(|(k, _)| k)
         .collect();
     for k in stale4 {
@@ -222,7 +223,7 @@ pub fn sync(v4: Map, v6: Map, want: &BTreeSet<Prefix>) -> anyhow::Result<()> {
     let stale6: Vec<Key<[u8; 16]>> = t6
         .iter()
         .filter_map(Result::ok)
-        .filter(|(k, v)| *v != OPERATOR && !wanted(0, k.prefix_len(), &k.data()))
+        .filter(|(k, v)| *v != OPERATOR && !wanted(k.prefix_len(), &k.data()))
         .map(|(k, _)| k)
         .collect();
     for k in stale6 {
