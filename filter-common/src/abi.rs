@@ -444,6 +444,15 @@ pub const CONFIG_HAS_ALLOW: u32 = 1 << 2;
 pub const CONFIG_HAS_DENY: u32 = 1 << 3;
 /// UDP from guarded source ports must answer a tracked request.
 pub const CONFIG_REPLY_GUARD: u32 = 1 << 4;
+/// Test runs only (`filterctl replay` on the capture's clock): the program
+/// reads its time from [`VIRTUAL_CLOCK_SECTION`], which the controller sets
+/// to each frame's timestamp, instead of the kernel's coarse clock. Never
+/// set for a filter that is attached: the verifier sees the bit clear in
+/// the read-only settings and removes the branch, so live frames pay
+/// nothing for it.
+pub const CONFIG_VIRTUAL_CLOCK: u32 = 1 << 5;
+/// A u64 global: the program's time, in ns, under [`CONFIG_VIRTUAL_CLOCK`].
+pub const VIRTUAL_CLOCK_SECTION: &str = ".data.clock";
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -8,12 +8,17 @@
 //! A CPU that reads in the instant between a tick's jiffies update and its
 //! clock update keeps the previous tick's ns for that tick: the time lags
 //! by at most one tick (as coarse time already may) and never runs back.
+//!
+//! A test run may be given its time instead (`filterctl replay` on the
+//! capture's clock, [`filter_common::CONFIG_VIRTUAL_CLOCK`]); for an
+//! attached filter the verifier removes that branch.
 
 use aya_ebpf::{
     helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
     macros::map,
     maps::PerCpuArray,
 };
+use filter_common::CONFIG_VIRTUAL_CLOCK;
 
 /// Per CPU: [jiffies, coarse ns read at that jiffy].
 #[map(name = "CLOCK")]
@@ -21,6 +26,9 @@ static CLOCK: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn now() -> u64 {
+    if crate::globals::flags() & CONFIG_VIRTUAL_CLOCK != 0 {
+        return crate::globals::virtual_now();
+    }
     // SAFETY: no preconditions (the verifier inlines it as a load).
     let jiffies = unsafe { bpf_jiffies64() };
     let Some(slot) = CLOCK.get_ptr_mut(0) else {
@@ -37,4 +45,15 @@ pub fn now() -> u64 {
     slot[0] = jiffies;
     slot[1] = ns;
     ns
+}
+
+/// The coarse clock itself, asked of the helper every time: for the egress
+/// recorder, which runs once per request sent, not per frame received.
+#[inline(always)]
+pub fn coarse() -> u64 {
+    if crate::globals::flags() & CONFIG_VIRTUAL_CLOCK != 0 {
+        return crate::globals::virtual_now();
+    }
+    // SAFETY: no preconditions.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }

@@ -36,6 +36,11 @@ static mut CAPTURING: u32 = 0;
 #[unsafe(link_section = ".data.bans")]
 static mut BAN_BITS: u32 = 0;
 
+// filter_common::VIRTUAL_CLOCK_SECTION.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.clock")]
+static mut VIRTUAL_NOW: u64 = 0;
+
 /// The settings the program was loaded with, monitor mode aside (see
 /// [`monitor_flag`]). Read-only to the program and frozen: the verifier
 /// knows each field as a constant and removes the steps it turns off.
@@ -76,6 +81,13 @@ pub fn monitor_flag() -> u32 {
     // SAFETY: an aligned u32 that the controller may rewrite at any time;
     // one load sees either value.
     unsafe { core::ptr::read_volatile(&raw const MODE) }
+}
+
+/// The time a test run was given ([`filter_common::CONFIG_VIRTUAL_CLOCK`]).
+#[inline(always)]
+pub fn virtual_now() -> u64 {
+    // SAFETY: an aligned u64 that only the controller writes, between runs.
+    unsafe { core::ptr::read_volatile(&raw const VIRTUAL_NOW) }
 }
 
 /// Whether a capture may run: then the drop path looks at its settings.

@@ -5,7 +5,6 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
-    helpers::bpf_ktime_get_coarse_ns,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -56,7 +55,7 @@ fn record(ctx: &TcContext) {
     let Some(port) = (unsafe { maps::GUARD_BUDGETS.get(p.dst_port as u32).copied() }) else {
         return;
     };
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = crate::clock::coarse();
     let (key, state) = request_entry(p, &port, now);
     // A repeated request renews the entry and its budget.
     let _ = maps::REPLIES.insert(key, state, 0);

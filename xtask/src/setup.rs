@@ -23,6 +23,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "systemd",
     // The capture test reads filterctl's pcapng files with tshark.
     "tshark",
+    // The replay test records live traffic the way README says to.
+    "tcpdump",
     // `cargo xtask dist` checks the Debian package with lintian.
     "lintian",
     // Real peers for the reply guard's tests: a resolver, a DNS client, an

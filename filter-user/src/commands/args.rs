@@ -101,11 +101,12 @@ pub enum Command {
     /// seconds. Costs nothing while no capture runs.
     Capture(CaptureArgs),
     /// Run every frame of a capture (pcap or pcapng; Ethernet, or Linux
-    /// cooked from `tcpdump -i any`) through the
-    /// filter with a rule file, in the kernel but attached nowhere, and show
-    /// what each frame would get: test a rule change against a recorded
-    /// attack. Rate limits, bans and fragment memory run at replay speed,
-    /// not at the capture's timestamps. Needs root.
+    /// cooked from `tcpdump -i any`) through the filter with a rule file,
+    /// in the kernel but attached nowhere, and show what each frame would
+    /// get: received frames through XDP, the host's own through the
+    /// request recorder, on the capture's clock. Test a rule change
+    /// against a recorded attack (--against), or gate a rules repository
+    /// on stored captures (--expect). Needs root.
     Replay(ReplayArgs),
     /// Run as a daemon: metrics on /metrics, stats on /stats, rule files
     /// followed.

@@ -31,21 +31,74 @@ pub const XDP_PASS: u32 = 2;
 /// A loaded, unattached copy of the filter with its own maps.
 pub struct Simulator {
     ebpf: Ebpf,
+    /// The counter array, mapped once: replay reads it after every frame.
+    counters: std::cell::OnceCell<counters::Blocks>,
 }
 
 impl Simulator {
     pub fn new(set: &RuleSet) -> anyhow::Result<Self> {
-        Ok(Simulator {
-            ebpf: program::prepare(set, None, &[])?,
-        })
+        Ok(Simulator::of(program::prepare(set, None, &[])?))
+    }
+
+    /// A copy whose time is what [`Simulator::set_clock`] says, not the
+    /// kernel's: frames run on their capture's clock.
+    pub fn with_virtual_clock(set: &RuleSet) -> anyhow::Result<Self> {
+        Ok(Simulator::of(program::prepare_object(
+            crate::EBPF_OBJECT,
+            set,
+            None,
+            &[],
+            filter_common::CONFIG_VIRTUAL_CLOCK,
+        )?))
     }
 
     /// A copy of another build's filter (its ELF object), for comparing
     /// two builds in one process.
     pub fn with_object(set: &RuleSet, object: &[u8]) -> anyhow::Result<Self> {
-        Ok(Simulator {
-            ebpf: program::prepare_object(object, set, None, &[])?,
-        })
+        Ok(Simulator::of(program::prepare_object(
+            object,
+            set,
+            None,
+            &[],
+            0,
+        )?))
+    }
+
+    fn of(ebpf: Ebpf) -> Self {
+        Simulator {
+            ebpf,
+            counters: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn counter_blocks(&self) -> anyhow::Result<&counters::Blocks> {
+        if let Some(b) = self.counters.get() {
+            return Ok(b);
+        }
+        let Some(aya::maps::Map::Array(map)) = self.ebpf.map(MAP_COUNTERS) else {
+            bail!("no array {MAP_COUNTERS}");
+        };
+        let blocks = counters::Blocks::map(map)?;
+        Ok(self.counters.get_or_init(|| blocks))
+    }
+
+    /// Sets the program's time (ns) for the runs that follow; only a copy
+    /// made [`Simulator::with_virtual_clock`] reads it.
+    pub fn set_clock(&mut self, ns: u64) -> anyhow::Result<()> {
+        let section = filter_common::VIRTUAL_CLOCK_SECTION;
+        let map = self
+            .ebpf
+            .map_mut(section)
+            .ok_or_else(|| anyhow!("section {section} missing from the eBPF object"))?;
+        aya::maps::Array::<_, u64>::try_from(map)?
+            .set(0, ns, 0)
+            .context("failed to set the program's clock")
+    }
+
+    /// Packets counted per UDP source port since the load (what the surge
+    /// detector reads).
+    pub fn udp_port_packets(&self) -> anyhow::Result<Vec<u64>> {
+        Ok(self.counter_blocks()?.packets())
     }
 
     /// Sets what the program copies of dropped frames (`filterctl
@@ -133,14 +186,11 @@ impl Simulator {
     /// The reason slots ([`filter_common::STATS_SLOTS`]), summed over the
     /// CPUs.
     fn reason_slots(&self) -> anyhow::Result<Vec<Totals>> {
-        let Some(aya::maps::Map::Array(map)) = self.ebpf.map(MAP_COUNTERS) else {
-            bail!("no array {MAP_COUNTERS}");
-        };
-        counters::read_reasons(map)
+        Ok(self.counter_blocks()?.reasons())
     }
 
     pub fn reason(&self, reason: Reason) -> anyhow::Result<Totals> {
-        Ok(self.reason_slots()?[reason as usize])
+        Ok(self.counter_blocks()?.reason(reason as usize))
     }
 
     /// Counters of every reason, in [`Reason::ALL`] order.

@@ -8,7 +8,13 @@ use anyhow::{Context as _, anyhow, bail};
 use pcap_file::{
     DataLink, TsResolution,
     pcap::PcapReader,
-    pcapng::{Block, PcapNgReader, blocks::interface_description::InterfaceDescriptionOption},
+    pcapng::{
+        Block, PcapNgReader,
+        blocks::{
+            enhanced_packet::EnhancedPacketOption,
+            interface_description::InterfaceDescriptionOption,
+        },
+    },
 };
 
 /// Largest record a sane capture holds (libpcap's own limit, and then some).
@@ -19,7 +25,31 @@ pub struct RawFrame<'a> {
     pub timestamp: Duration,
     pub len: u32,
     pub data: Cow<'a, [u8]>,
+    /// The direction the capture recorded (a cooked header's packet type,
+    /// pcapng's `epb_flags`), if it did.
+    pub direction: Option<Direction>,
+    /// A frame of the loopback interface (in a `tcpdump -i any` capture),
+    /// which XDP on a network interface never sees.
+    pub loopback: bool,
 }
+
+/// Which way a frame went, seen from the filtered host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Received: what XDP judges.
+    In,
+    /// Sent by the host: what the egress recorder sees.
+    Out,
+    /// Neither the capture nor the host's addresses say.
+    Unknown,
+}
+
+/// Linux's PACKET_OUTGOING (a cooked header's packet type); 0 to 3 are
+/// received frames (to this host, broadcast, multicast, to another host).
+const PACKET_OUTGOING: u16 = 4;
+/// ARPHRD_LOOPBACK.
+const ARPHRD_LOOPBACK: u16 = 772;
 
 /// The link layers a capture can have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +96,28 @@ impl Link {
         eth.extend_from_slice(&data[header..]);
         let wire = (len as usize).saturating_sub(header) + ETH_HEADER;
         (Cow::Owned(eth), wire as u32)
+    }
+
+    /// What a cooked header says of the frame: its direction, and whether
+    /// it is the loopback interface's. Nothing for Ethernet frames.
+    pub fn cooked_facts(self, data: &[u8]) -> (Option<Direction>, bool) {
+        let be16 = |at: usize| {
+            data.get(at..at + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        };
+        let (packet_type, hatype) = match self {
+            Link::Ethernet => return (None, false),
+            Link::Sll => (be16(0), be16(2)),
+            Link::Sll2 => (data.get(10).map(|t| u16::from(*t)), be16(8)),
+        };
+        let direction = packet_type.map(|t| {
+            if t == PACKET_OUTGOING {
+                Direction::Out
+            } else {
+                Direction::In
+            }
+        });
+        (direction, hatype == Some(ARPHRD_LOOPBACK))
     }
 
     pub fn name(self) -> &'static str {
@@ -152,6 +204,15 @@ impl Capture {
         }
     }
 
+    /// Whether the capture can mark each frame's direction: cooked headers
+    /// always do, pcapng may (`epb_flags`).
+    pub fn marks_direction(&self) -> bool {
+        match self {
+            Capture::Pcap { link, .. } => *link != Link::Ethernet,
+            Capture::PcapNg { .. } => true,
+        }
+    }
+
     /// The next frame, or None at the end.
     pub fn next_frame(&mut self) -> anyhow::Result<Option<RawFrame<'_>>> {
         match self {
@@ -188,11 +249,14 @@ fn next_pcap(
     if raw.incl_len > MAX_RECORD {
         bail!("corrupt record: captured length {} bytes", raw.incl_len);
     }
+    let (direction, loopback) = link.cooked_facts(&raw.data);
     let (data, len) = link.to_ethernet(raw.data, raw.orig_len);
     Ok(Some(RawFrame {
         timestamp: Duration::new(u64::from(raw.ts_sec), ns as u32),
         len,
         data,
+        direction,
+        loopback,
     }))
 }
 
@@ -205,7 +269,7 @@ fn next_pcapng(
             return Ok(None);
         };
         let block = block.map_err(|e| anyhow!("corrupt block: {}", describe(e)))?;
-        let (iface, units, len, data) = match block {
+        let (iface, units, len, data, flags) = match block {
             Block::SectionHeader(_) => {
                 interfaces.clear();
                 continue;
@@ -231,19 +295,27 @@ fn next_pcapng(
             }
             // pcap-file 2.0 turns the raw units into nanoseconds
             // as if they were: take them back.
-            Block::EnhancedPacket(p) => (
-                p.interface_id,
-                Some(p.timestamp.as_nanos() as u64),
-                p.original_len,
-                p.data,
-            ),
+            Block::EnhancedPacket(p) => {
+                let flags = p.options.iter().find_map(|o| match o {
+                    EnhancedPacketOption::Flags(f) => Some(*f),
+                    _ => None,
+                });
+                (
+                    p.interface_id,
+                    Some(p.timestamp.as_nanos() as u64),
+                    p.original_len,
+                    p.data,
+                    flags,
+                )
+            }
             Block::Packet(p) => (
                 u32::from(p.interface_id),
                 Some(p.timestamp),
                 p.original_len,
                 p.data,
+                None,
             ),
-            Block::SimplePacket(p) => (0, None, p.original_len, p.data),
+            Block::SimplePacket(p) => (0, None, p.original_len, p.data, None),
             _ => continue,
         };
         let iface_info = interfaces.get(iface as usize).ok_or_else(|| {
@@ -260,6 +332,13 @@ fn next_pcapng(
         if data.len() > MAX_RECORD as usize {
             bail!("corrupt block: captured length {} bytes", data.len());
         }
+        let (cooked, loopback) = link.cooked_facts(&data);
+        // epb_flags bits 0-1: 1 inbound, 2 outbound (0: not recorded).
+        let direction = match flags.map(|f| f & 3) {
+            Some(1) => Some(Direction::In),
+            Some(2) => Some(Direction::Out),
+            _ => cooked,
+        };
         // Owned: a borrow of the reader returned from inside the
         // loop is more than today's borrow checker accepts.
         let (data, len) = link.to_ethernet(Cow::Owned(data.into_owned()), len);
@@ -267,6 +346,8 @@ fn next_pcapng(
             timestamp,
             len,
             data,
+            direction,
+            loopback,
         }));
     }
 }
@@ -319,6 +400,43 @@ mod tests {
 
     fn expected() -> Vec<u8> {
         [&[0u8; 6][..], &MAC, &[0x08, 0x00], IP].concat()
+    }
+
+    #[test]
+    fn cooked_headers_tell_direction_and_loopback() {
+        let sll = |ptype: u8, hatype: u16| {
+            let h = hatype.to_be_bytes();
+            [
+                &[0, ptype, h[0], h[1], 0, 6][..],
+                &MAC,
+                &[0, 0],
+                &[0x08, 0x00],
+                IP,
+            ]
+            .concat()
+        };
+        assert_eq!(
+            Link::Sll.cooked_facts(&sll(4, 1)),
+            (Some(Direction::Out), false)
+        );
+        assert_eq!(
+            Link::Sll.cooked_facts(&sll(0, 1)),
+            (Some(Direction::In), false)
+        );
+        assert_eq!(
+            Link::Sll.cooked_facts(&sll(0, 772)),
+            (Some(Direction::In), true)
+        );
+        let mut sll2 = vec![0u8; 20];
+        sll2[8..10].copy_from_slice(&1u16.to_be_bytes());
+        sll2[10] = 4;
+        assert_eq!(
+            Link::Sll2.cooked_facts(&sll2),
+            (Some(Direction::Out), false)
+        );
+        sll2[10] = 3;
+        assert_eq!(Link::Sll2.cooked_facts(&sll2), (Some(Direction::In), false));
+        assert_eq!(Link::Ethernet.cooked_facts(&sll2), (None, false));
     }
 
     #[test]

@@ -2,12 +2,28 @@
 //! with BPF_PROG_TEST_RUN (loaded with the rule set into fresh, unpinned
 //! maps and attached nowhere), and what each frame would get.
 //!
-//! The frames run one after the other as fast as the kernel takes them, in
-//! capture order: state that depends on time (per-source and aggregate rate
-//! limits, bans, fragment memory) is evaluated at replay speed, not at the
-//! capture's own timing. A capture of a flood replays faster or slower than
-//! it arrived, so its rate-limit and ban verdicts can differ from the live
-//! ones; rule, allow, deny and parsing verdicts cannot.
+//! Both directions run, in capture order: each received frame through the
+//! XDP program, each frame the host sent through the egress recorder (the
+//! TC program that records the host's requests, so that their answers are
+//! told from reflections as the live filter tells them). A frame's
+//! direction comes from the capture (a cooked header's packet type, pcapng's
+//! `epb_flags`) or, for plain Ethernet frames, from the host's addresses
+//! (`--host`, `--iface`): sent from one is outgoing, sent to one incoming.
+//! Frames neither tells run as received and are counted as
+//! `direction_unknown`; loopback frames of `tcpdump -i any` are skipped and
+//! counted (XDP on a network interface never sees them).
+//!
+//! Timing ([`Timing`]): by default the program's clock is the capture's
+//! (each frame's timestamp, [`filter_common::CONFIG_VIRTUAL_CLOCK`]), so
+//! per-source and aggregate limits, bans, the reply window and fragment
+//! memory behave as they did live, and the adaptive layer's surge blocks
+//! are simulated from the program's per-port counters once a second of
+//! capture time (reported as events, not applied). `--timing fast` runs on
+//! the kernel's clock as fast as it takes the frames, and says what that
+//! did to the capture's rates.
+//!
+//! `--against OLD` runs a second copy with the old rules beside the first,
+//! frame by frame, and lists what the change newly drops and passes.
 //!
 //! Captures: classic pcap (microsecond or nanosecond, either byte order) and
 //! pcapng, both with Ethernet frames (link type 1, DLT_EN10MB) or Linux
@@ -35,14 +51,18 @@
 //!   "rules_file": "rules/default.toml",
 //!   "rules_digest": "1129b945…",
 //!   "mode": "enforce",
-//!   "timing": "replay speed: rate limits, bans and fragment memory are evaluated at the speed of the replay, not at the capture's timestamps",
+//!   "timing": "capture",
+//!   "timing_note": "capture: the program's clock is each frame's timestamp, …",
+//!   "direction": "capture",
 //!   "frames": [
-//!     { "index": 1, "timestamp": 1795000000.123456, "len": 482, "captured": 482,
-//!       "truncated": false, "ran": true, "oversize": false, "action": "drop",
-//!       "reason": "rule_drop", "rule": "ntp-reflection" },
-//!     { "index": 2, "timestamp": 1795000000.123501, "len": 78, "captured": 64,
-//!       "truncated": true, "ran": true, "oversize": false, "action": "pass",
-//!       "reason": "pass", "rule": null }
+//!     { "index": 1, "timestamp": 1795000000.123456, "time_s": 0.0,
+//!       "direction": "out", "len": 82, "captured": 82, "truncated": false,
+//!       "ran": true, "oversize": false, "action": "sent", "reason": "outgoing",
+//!       "rule": null },
+//!     { "index": 2, "timestamp": 1795000000.123501, "time_s": 0.000045,
+//!       "direction": "in", "len": 482, "captured": 482, "truncated": false,
+//!       "ran": true, "oversize": false, "action": "drop",
+//!       "reason": "rule_drop", "rule": "ntp-reflection" }
 //!   ],
 //!   "totals": {
 //!     "allow_pass": { "packets": 0, "bytes": 0 },
@@ -54,17 +74,27 @@
 //!     { "name": "ntp-time-replies", "action": "pass", "packets": 0, "bytes": 0 },
 //!     { "name": "ntp-reflection",   "action": "drop", "packets": 1, "bytes": 482 }
 //!   ],
+//!   "events": [
+//!     { "time_s": 10.2, "frame": 5012, "kind": "ban", "source": "198.51.100.7", "port": null }
+//!   ],
+//!   "changes": { "old_rules": "…", "newly_dropped": 0, "newly_passed": 1, "…": "with --against" },
 //!   "summary": {
-//!     "frames": 2, "dropped": { "packets": 1, "bytes": 482 },
-//!     "passed": { "packets": 1, "bytes": 78 }, "truncated": 1, "not_run": 0,
-//!     "oversize": 0, "elapsed_s": 0.0123, "frames_per_s": 162.6
+//!     "frames": 2, "incoming": 1, "outgoing": 1, "direction_unknown": 0,
+//!     "loopback": 0, "dropped": { "packets": 1, "bytes": 482 },
+//!     "passed": { "packets": 0, "bytes": 0 }, "truncated": 0, "not_run": 0,
+//!     "oversize": 0, "capture_span_s": 0.000045, "elapsed_s": 0.0123,
+//!     "frames_per_s": 162.6, "timing_effect": "none: …"
 //!   }
 //! }
 //! ```
 //!
 //! - `frames`: one record per frame, in capture order. `index` counts from
 //!   1 like Wireshark's frame numbers; `timestamp` is the capture's, in
-//!   Unix seconds (microsecond precision); `len` is the frame's length on
+//!   Unix seconds (microsecond precision), `time_s` the seconds since the
+//!   first frame; `direction` is `in`, `out` (the host's own: `action`
+//!   `sent`, `reason` `outgoing`, run through the egress recorder) or
+//!   `unknown` (run as `in`); loopback frames have `reason` `loopback`
+//!   and did not run; `len` is the frame's length on
 //!   the wire, `captured` the bytes in the capture, which are what ran
 //!   (`truncated` when fewer than `len`); `ran` is false for frames shorter
 //!   than 14 bytes, which did not run and count as `malformed`; `oversize`
@@ -75,139 +105,152 @@
 //!   name of the rule that matched, or null: set for `rule_pass` and
 //!   `rule_drop`, and for `pass`, `rate_limit_drop` and `aggregate_drop`
 //!   when a `limit` rule matched.
-//! - `totals`: frames and bytes per reason; bytes are wire lengths (`len`).
-//!   They add up to the number of frames. `rules`: per rule, in file order,
+//! - `totals`: received frames and bytes per reason; bytes are wire
+//!   lengths (`len`). They add up to `summary.incoming`. `rules`: per rule, in file order,
 //!   the frames it matched. `summary.dropped` and `passed` follow `action`;
 //!   `truncated`, `not_run` and `oversize` count the frames so marked;
 //!   `elapsed_s` and `frames_per_s` time the replay (reading included).
+//! - `events`: on the capture's clock (`time_s`), each source's first frame
+//!   dropped over its limit (`limit`) and as banned (`ban`), at most 1,000
+//!   sources of each; `surge_block` and `surge_lift` of a UDP source port
+//!   (`port`) when the rule file enables `[adaptive]` and the timing is the
+//!   capture's.
+//! - `changes` (with `--against`): received frames whose action, reason
+//!   or rule differ (`frames`, the first 10,000; `frames_not_listed`),
+//!   counts of `newly_dropped`, `newly_passed`, `reason_changed`, and per
+//!   reason and rule the frames under each set where they differ.
 //! - New fields may be added; existing ones keep their names and meaning.
 
+pub mod against;
 pub mod capture;
+pub mod clock;
+pub mod events;
+pub mod frame;
+pub mod report;
+pub mod tracker;
 
-use std::{collections::BTreeMap, path::Path, time::Instant};
+use std::{net::IpAddr, path::Path, time::Instant};
 
-use anyhow::{Context as _, anyhow, bail};
-use filter_common::{ACTION_DROP, ACTION_LIMIT, ACTION_PASS, REASON_COUNT, Reason};
-use serde::Serialize;
+use anyhow::Context as _;
+use filter_common::Reason;
 
-use self::capture::{Capture, RawFrame};
-use crate::{
-    filter::{
-        observe::stats::Totals,
-        simulator::{Simulator, XDP_DROP, XDP_PASS},
-    },
-    rules::{Mode, RuleSet},
+use self::{
+    against::Changes,
+    capture::{Capture, Direction, RawFrame},
+    clock::{Timing, VirtualClock},
+    events::Events,
+    frame::FrameFacts,
+    report::{Counts, FrameResult, Header, LOOPBACK, OUTGOING, Totalled, action_name},
+    tracker::Tracker,
 };
-
-/// The note printed in the header and put in the JSON.
-pub const TIMING_NOTE: &str = "replay speed: rate limits, bans and fragment memory are evaluated at the speed of the replay, not at the capture's timestamps";
+use crate::{
+    filter::simulator::{Simulator, XDP_DROP},
+    rules::RuleSet,
+};
 
 /// Shortest frame the kernel's test harness runs: an Ethernet header.
 const ETH_HLEN: usize = 14;
+/// Frames longer than this may be refused by the kernel's test harness.
+const MAX_HARNESS_FRAME: usize = 3520;
 
-/// What one frame got.
-#[derive(Debug, Clone, Serialize)]
-pub struct FrameResult {
-    pub index: u64,
-    /// Unix seconds, as in the capture.
-    pub timestamp: f64,
-    /// Length on the wire.
-    pub len: u32,
-    /// Bytes in the capture: what ran.
-    pub captured: u32,
-    pub truncated: bool,
-    /// False for frames the kernel's test harness does not take: shorter
-    /// than an Ethernet header, or too long for it.
-    pub ran: bool,
-    /// The program saw only the first part of the frame, or none of it
-    /// (see the JSON doc).
-    pub oversize: bool,
-    pub action: &'static str,
-    pub reason: &'static str,
-    pub rule: Option<String>,
-    /// Index of `rule` in the rule set.
-    #[serde(skip)]
-    pub rule_index: Option<usize>,
+/// How to replay, beyond the rules and the capture.
+#[derive(Default)]
+pub struct Options<'a> {
+    pub timing: Timing,
+    /// The host's addresses, for telling the direction of frames the
+    /// capture does not mark.
+    pub hosts: Vec<IpAddr>,
+    /// The old rules and their file's name, to compare against.
+    pub against: Option<(&'a RuleSet, String)>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct RuleTotals {
-    pub name: String,
-    pub action: &'static str,
-    pub packets: u64,
-    pub bytes: u64,
+/// One rule set's copy of the program, and what it counted.
+struct Side<'a> {
+    set: &'a RuleSet,
+    sim: Simulator,
+    tracker: Tracker,
+    counts: Counts,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    pub frames: u64,
-    pub dropped: Totals,
-    pub passed: Totals,
-    pub truncated: u64,
-    pub not_run: u64,
-    pub oversize: u64,
-    pub elapsed_s: f64,
-    pub frames_per_s: f64,
-}
-
-/// What a replay is of: the JSON document's first fields.
-#[derive(Debug, Clone, Serialize)]
-pub struct Header {
-    pub capture: String,
-    pub format: &'static str,
-    pub rules_file: String,
-    pub rules_digest: String,
-    pub mode: Mode,
-    pub timing: &'static str,
-}
-
-/// What the whole replay added up to: the JSON document's last fields.
-#[derive(Debug, Clone, Serialize)]
-pub struct Totalled {
-    pub totals: BTreeMap<&'static str, Totals>,
-    pub rules: Vec<RuleTotals>,
-    pub summary: Summary,
+impl<'a> Side<'a> {
+    fn new(set: &'a RuleSet, timing: Timing) -> anyhow::Result<Self> {
+        let sim = match timing {
+            Timing::Capture => Simulator::with_virtual_clock(set),
+            Timing::Fast => Simulator::new(set),
+        }
+        .context("cannot load the XDP program to replay the capture")?;
+        Ok(Side {
+            tracker: Tracker::new(&sim, set)?,
+            counts: Counts::new(set.rules.len()),
+            set,
+            sim,
+        })
+    }
 }
 
 /// A capture opened and a copy of the program loaded, ready to replay.
 pub struct Replay<'a> {
-    set: &'a RuleSet,
     pub header: Header,
     reader: Capture,
-    sim: Simulator,
+    timing: Timing,
+    hosts: Vec<IpAddr>,
+    new: Side<'a>,
+    old: Option<(Side<'a>, Changes)>,
 }
 
 impl<'a> Replay<'a> {
-    pub fn open(set: &'a RuleSet, rules_file: &str, capture: &Path) -> anyhow::Result<Self> {
+    pub fn open(
+        set: &'a RuleSet,
+        rules_file: &str,
+        capture: &Path,
+        options: Options<'a>,
+    ) -> anyhow::Result<Self> {
         let reader = Capture::open(capture)?;
         crate::privilege::require("replay", crate::privilege::LOAD)?;
-        let sim =
-            Simulator::new(set).context("cannot load the XDP program to replay the capture")?;
+        let timing = options.timing;
+        let new = Side::new(set, timing)?;
+        let old = match options.against {
+            Some((old_set, name)) => Some((Side::new(old_set, timing)?, Changes::new(name))),
+            None => None,
+        };
+        let direction = if reader.marks_direction() {
+            "capture"
+        } else if !options.hosts.is_empty() {
+            "hosts"
+        } else {
+            "none"
+        };
         Ok(Replay {
-            set,
             header: Header {
                 capture: capture.display().to_string(),
                 format: reader.format(),
                 rules_file: rules_file.to_string(),
                 rules_digest: set.digest_hex(),
                 mode: set.mode,
-                timing: TIMING_NOTE,
+                timing,
+                timing_note: report::timing_note(timing),
+                direction,
             },
             reader,
-            sim,
+            timing,
+            hosts: options.hosts,
+            new,
+            old,
         })
     }
 
-    /// Runs every frame, hands each result to `each` as it comes (memory
-    /// does not grow with the capture), and returns the totals.
+    /// Runs every frame, hands each result (and what its headers say) to
+    /// `each` as it comes (memory does not grow with the capture), and
+    /// returns the totals.
     pub fn run(
         mut self,
-        mut each: impl FnMut(&FrameResult) -> anyhow::Result<()>,
+        mut each: impl FnMut(&FrameResult, &FrameFacts) -> anyhow::Result<()>,
     ) -> anyhow::Result<Totalled> {
-        let set = self.set;
         let name = self.header.capture.clone();
-        let mut tracker = Tracker::new(&self.sim, set)?;
-        let mut count = Counts::new(set.rules.len());
+        let adaptive = self.new.set.adaptive.as_ref();
+        let mut events = Events::new(adaptive.filter(|_| self.timing == Timing::Capture));
+        let mut clock = VirtualClock::default();
+        let mut first_ts = None;
         let started = Instant::now();
         let mut index = 0u64;
         loop {
@@ -219,30 +262,83 @@ impl<'a> Replay<'a> {
             else {
                 break;
             };
-            let result = run_frame(&self.sim, &mut tracker, set, index, &frame)
+            let facts = frame::facts(&frame.data);
+            let first = *first_ts.get_or_insert(frame.timestamp);
+            let time_s = frame.timestamp.saturating_sub(first).as_secs_f64();
+            let direction = frame
+                .direction
+                .unwrap_or_else(|| by_hosts(&self.hosts, &facts));
+            if self.timing == Timing::Capture && !frame.loopback {
+                let now = clock.at(frame.timestamp);
+                events.before(&self.new.sim, now, index - 1)?;
+                self.new.sim.set_clock(now)?;
+                if let Some((old, _)) = &mut self.old {
+                    old.sim.set_clock(now)?;
+                }
+            }
+            let at = Place {
+                index,
+                time_s,
+                direction,
+            };
+            let result = run_frame(&mut self.new, &at, &frame)
                 .with_context(|| format!("{name}: frame {index}"))?;
-            count.add(&result);
-            each(&result)?;
+            if let Some((old, changes)) = &mut self.old {
+                let was = run_frame(old, &at, &frame)
+                    .with_context(|| format!("{name}: frame {index} (old rules)"))?;
+                changes.add(&was, &result);
+            }
+            if result.judged() {
+                events.frame(&result, &facts);
+            }
+            each(&result, &facts)?;
         }
-        let elapsed = started.elapsed();
-        tracker.verify()?;
-        Ok(count.finish(set, elapsed.as_secs_f64()))
+        let elapsed = started.elapsed().as_secs_f64();
+        self.new.tracker.verify(&self.new.sim)?;
+        let changes = match self.old {
+            Some((old, changes)) => {
+                old.tracker.verify(&old.sim)?;
+                Some(changes.finish())
+            }
+            None => None,
+        };
+        let set = self.new.set;
+        Ok(self
+            .new
+            .counts
+            .finish(set, self.timing, elapsed, events.finish(), changes))
     }
 }
 
-/// Runs one frame and reads what it got.
-fn run_frame(
-    sim: &Simulator,
-    tracker: &mut Tracker<'_>,
-    set: &RuleSet,
+/// A frame's direction from the host's addresses: sent from one of them,
+/// or to one of them.
+fn by_hosts(hosts: &[IpAddr], f: &FrameFacts) -> Direction {
+    let is_host = |a: Option<IpAddr>| a.is_some_and(|a| hosts.contains(&a));
+    if is_host(f.src) {
+        Direction::Out
+    } else if is_host(f.dst) {
+        Direction::In
+    } else {
+        Direction::Unknown
+    }
+}
+
+/// Where a frame is in the capture.
+struct Place {
     index: u64,
-    frame: &RawFrame<'_>,
-) -> anyhow::Result<FrameResult> {
+    time_s: f64,
+    direction: Direction,
+}
+
+/// Runs one frame through one side and reads what it got.
+fn run_frame(side: &mut Side<'_>, at: &Place, frame: &RawFrame<'_>) -> anyhow::Result<FrameResult> {
     let captured = frame.data.len() as u32;
     let len = frame.len.max(captured);
     let mut result = FrameResult {
-        index,
+        index: at.index,
         timestamp: frame.timestamp.as_secs_f64(),
+        time_s: at.time_s,
+        direction: at.direction,
         len,
         captured,
         truncated: captured < len,
@@ -252,268 +348,63 @@ fn run_frame(
         reason: Reason::Malformed.name(),
         rule: None,
         rule_index: None,
+        loopback: frame.loopback,
     };
-    if frame.data.len() < ETH_HLEN {
-        return Ok(result);
+    if frame.loopback {
+        result.action = "none";
+        result.reason = LOOPBACK;
+    } else if at.direction == Direction::Out {
+        result.action = "sent";
+        result.reason = OUTGOING;
+        record(side, &mut result, &frame.data)?;
+    } else {
+        judge(side, &mut result, &frame.data)?;
     }
-    let action = match sim.run(&frame.data) {
+    side.counts.add(&result);
+    Ok(result)
+}
+
+/// A frame the host sent, through the egress recorder.
+fn record(side: &Side<'_>, result: &mut FrameResult, data: &[u8]) -> anyhow::Result<()> {
+    if data.len() < ETH_HLEN {
+        return Ok(());
+    }
+    match side.sim.record_request(data) {
+        Ok(()) => result.ran = true,
+        Err(_) if data.len() > MAX_HARNESS_FRAME => result.oversize = true,
+        Err(e) => {
+            let n = data.len();
+            return Err(e.context(format!("the kernel refused to run it ({n} bytes)")));
+        }
+    }
+    Ok(())
+}
+
+/// A received frame, through XDP.
+fn judge(side: &mut Side<'_>, result: &mut FrameResult, data: &[u8]) -> anyhow::Result<()> {
+    if data.len() < ETH_HLEN {
+        return Ok(());
+    }
+    let captured = data.len();
+    let action = match side.sim.run(data) {
         Ok(a) => a,
         // The harness refuses frames longer than it can hand XDP (about
         // 64 KB): one such frame is not a reason to stop the replay.
-        Err(_) if frame.data.len() > MAX_HARNESS_FRAME => {
+        Err(_) if captured > MAX_HARNESS_FRAME => {
             result.oversize = true;
-            return Ok(result);
+            return Ok(());
         }
         Err(e) => return Err(e.context(format!("the kernel refused to run it ({captured} bytes)"))),
     };
-    let v = tracker.after_run(action)?;
+    let v = side.tracker.after_run(&side.sim, action)?;
     result.ran = true;
     // BPF_PROG_TEST_RUN hands an XDP program one page, less headroom and
     // tailroom, and the rest of a longer frame as fragments that this
     // program never reads.
-    result.oversize = v.seen < u64::from(captured);
+    result.oversize = v.seen < captured as u64;
     result.action = action_name(action);
     result.reason = v.reason.name();
-    result.rule = v.rule.map(|r| set.rules[r].name.clone());
+    result.rule = v.rule.map(|r| side.set.rules[r].name.clone());
     result.rule_index = v.rule;
-    Ok(result)
-}
-
-/// Frames longer than this may be refused by the kernel's test harness.
-const MAX_HARNESS_FRAME: usize = 3520;
-
-/// Totals kept while frames stream past.
-struct Counts {
-    reasons: BTreeMap<&'static str, Totals>,
-    rules: Vec<Totals>,
-    summary: Summary,
-}
-
-impl Counts {
-    fn new(rules: usize) -> Self {
-        Counts {
-            reasons: Reason::ALL
-                .iter()
-                .map(|r| (r.name(), Totals::default()))
-                .collect(),
-            rules: vec![Totals::default(); rules],
-            summary: Summary::default(),
-        }
-    }
-
-    fn add(&mut self, f: &FrameResult) {
-        let wire = Totals {
-            packets: 1,
-            bytes: u64::from(f.len),
-        };
-        add(self.reasons.entry(f.reason).or_default(), wire);
-        if let Some(r) = f.rule_index {
-            add(&mut self.rules[r], wire);
-        }
-        let s = &mut self.summary;
-        s.frames += 1;
-        add(
-            if f.action == "pass" {
-                &mut s.passed
-            } else {
-                &mut s.dropped
-            },
-            wire,
-        );
-        s.truncated += u64::from(f.truncated);
-        s.not_run += u64::from(!f.ran);
-        s.oversize += u64::from(f.oversize);
-    }
-
-    fn finish(mut self, set: &RuleSet, elapsed_s: f64) -> Totalled {
-        self.summary.elapsed_s = elapsed_s;
-        self.summary.frames_per_s = if elapsed_s > 0.0 {
-            self.summary.frames as f64 / elapsed_s
-        } else {
-            0.0
-        };
-        Totalled {
-            totals: self.reasons,
-            rules: set
-                .rules
-                .iter()
-                .zip(&self.rules)
-                .map(|(spec, t)| RuleTotals {
-                    name: spec.name.clone(),
-                    action: rule_action_name(spec.rule.action),
-                    packets: t.packets,
-                    bytes: t.bytes,
-                })
-                .collect(),
-            summary: self.summary,
-        }
-    }
-}
-
-fn add(t: &mut Totals, by: Totals) {
-    t.packets += by.packets;
-    t.bytes += by.bytes;
-}
-
-fn action_name(action: u32) -> &'static str {
-    match action {
-        XDP_DROP => "drop",
-        XDP_PASS => "pass",
-        _ => "other",
-    }
-}
-
-fn rule_action_name(action: u8) -> &'static str {
-    match action {
-        ACTION_DROP => "drop",
-        ACTION_PASS => "pass",
-        ACTION_LIMIT => "limit",
-        _ => "?",
-    }
-}
-
-/// What one run of the program did, read from its counters.
-struct Verdict {
-    reason: Reason,
-    rule: Option<usize>,
-    /// Bytes the program saw (its own `data_end - data`).
-    seen: u64,
-}
-
-/// Finds which reason (and rule) counter one run moved, reading as few
-/// per-CPU counters as it can: exactly one reason counter moves per frame,
-/// so it reads the previous frame's reason first (a flood is mostly one
-/// kind of frame), then only the reasons that fit the action, and stops at
-/// the first that moved. Rule counters are read only for reasons a rule
-/// can lead to, and only those of rules with a fitting action. `verify`
-/// checks every counter at the end.
-struct Tracker<'a> {
-    runner: &'a Simulator,
-    monitor: bool,
-    /// Last value read of each reason counter.
-    reasons: [Totals; REASON_COUNT as usize],
-    /// Last packet count read of each rule.
-    rules: Vec<u64>,
-    /// Rule indexes by action (ACTION_PASS, ACTION_DROP, ACTION_LIMIT).
-    by_action: [Vec<usize>; 3],
-    last_reason: Reason,
-    last_rule: [Option<usize>; 3],
-}
-
-impl<'a> Tracker<'a> {
-    fn new(runner: &'a Simulator, set: &RuleSet) -> anyhow::Result<Self> {
-        let mut by_action: [Vec<usize>; 3] = Default::default();
-        for (i, spec) in set.rules.iter().enumerate() {
-            if let Some(v) = by_action.get_mut(usize::from(spec.rule.action)) {
-                v.push(i);
-            }
-        }
-        let mut reasons = [Totals::default(); REASON_COUNT as usize];
-        for (slot, t) in reasons.iter_mut().zip(runner.reasons()?) {
-            *slot = t;
-        }
-        let rules = (0..set.rules.len() as u32)
-            .map(|i| Ok(runner.rule(i)?.packets))
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Tracker {
-            runner,
-            monitor: set.mode == Mode::Monitor,
-            reasons,
-            rules,
-            by_action,
-            last_reason: Reason::Pass,
-            last_rule: [None; 3],
-        })
-    }
-
-    /// The bytes counted under `r` since it was last read, if it moved.
-    fn moved(&mut self, r: Reason) -> anyhow::Result<Option<u64>> {
-        let now = self.runner.reason(r)?;
-        let old = std::mem::replace(&mut self.reasons[r as usize], now);
-        Ok((now.packets != old.packets).then(|| now.bytes.wrapping_sub(old.bytes)))
-    }
-
-    fn after_run(&mut self, action: u32) -> anyhow::Result<Verdict> {
-        // In enforce mode the action tells drop reasons from pass reasons;
-        // in monitor mode every frame passes.
-        let monitor = self.monitor;
-        let fits = |r: Reason| monitor || r.drops() == (action == XDP_DROP);
-        let order = std::iter::once(self.last_reason)
-            .chain(Reason::ALL.into_iter().filter(|r| *r != self.last_reason))
-            .filter(|r| fits(*r));
-        let mut found = None;
-        for r in order.collect::<Vec<_>>() {
-            if let Some(seen) = self.moved(r)? {
-                found = Some((r, seen));
-                break;
-            }
-        }
-        let (reason, seen) = found
-            .ok_or_else(|| anyhow!("no reason counter moved for action {}", action_name(action)))?;
-        self.last_reason = reason;
-        let class = match reason {
-            Reason::RulePass => ACTION_PASS,
-            Reason::RuleDrop => ACTION_DROP,
-            Reason::Pass | Reason::RateLimitDrop | Reason::AggregateDrop => ACTION_LIMIT,
-            _ => {
-                return Ok(Verdict {
-                    reason,
-                    rule: None,
-                    seen,
-                });
-            }
-        };
-        let rule = self.moved_rule(class)?;
-        if rule.is_none() && class != ACTION_LIMIT {
-            bail!("reason {} but no rule counter moved", reason.name());
-        }
-        Ok(Verdict { reason, rule, seen })
-    }
-
-    /// The rule of `class` (an action) whose counter moved, if any.
-    fn moved_rule(&mut self, class: u8) -> anyhow::Result<Option<usize>> {
-        let class = usize::from(class);
-        let last = self.last_rule[class];
-        let order = last.into_iter().chain(
-            self.by_action[class]
-                .iter()
-                .copied()
-                .filter(|i| Some(*i) != last),
-        );
-        for i in order.collect::<Vec<_>>() {
-            let now = self.runner.rule(i as u32)?.packets;
-            let old = std::mem::replace(&mut self.rules[i], now);
-            if now != old {
-                self.last_rule[class] = Some(i);
-                return Ok(Some(i));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Every counter against what was read frame by frame: a frame that
-    /// moved two counters, or one that was not looked at, shows here.
-    fn verify(&self) -> anyhow::Result<()> {
-        for (r, t) in Reason::ALL.iter().zip(self.runner.reasons()?) {
-            let seen = self.reasons[*r as usize];
-            if t != seen {
-                bail!(
-                    "internal error: the {} counter says {} frames, the replay saw {}",
-                    r.name(),
-                    t.packets,
-                    seen.packets
-                );
-            }
-        }
-        for (i, seen) in self.rules.iter().enumerate() {
-            let t = self.runner.rule(i as u32)?;
-            if t.packets != *seen {
-                bail!(
-                    "internal error: rule {i} counter says {} frames, the replay saw {seen}",
-                    t.packets
-                );
-            }
-        }
-        Ok(())
-    }
+    Ok(())
 }

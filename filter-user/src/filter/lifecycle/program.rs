@@ -36,17 +36,19 @@ use crate::{
 /// folder of a running filter whose state maps it shares, but for those
 /// in `remade` (see `state_maps`); none for a copy with maps of its own.
 pub fn prepare(set: &RuleSet, state_dir: Option<&Path>, remade: &[&str]) -> anyhow::Result<Ebpf> {
-    prepare_object(EBPF_OBJECT, set, state_dir, remade)
+    prepare_object(EBPF_OBJECT, set, state_dir, remade, 0)
 }
 
 /// [`prepare`] with another build's object (`cargo xtask bench --against`
 /// measures one against the other); its maps and globals must be this
-/// build's.
+/// build's. `test_flags` are settings for test runs only, such as
+/// [`filter_common::CONFIG_VIRTUAL_CLOCK`].
 pub fn prepare_object(
     object: &[u8],
     set: &RuleSet,
     state_dir: Option<&Path>,
     remade: &[&str],
+    test_flags: u32,
 ) -> anyhow::Result<Ebpf> {
     let mut compiled = set.compile();
     // Before the load, which makes the shared counter map where an older
@@ -69,7 +71,7 @@ pub fn prepare_object(
     }
     // What the program runs on; monitor mode apart, which `mode` rewrites.
     let loaded = Config {
-        flags: compiled.config.flags & !CONFIG_MONITOR,
+        flags: (compiled.config.flags & !CONFIG_MONITOR) | test_flags,
         ..compiled.config
     };
     loader.override_global(GLOBAL_CONFIG, &loaded, true);

@@ -61,14 +61,16 @@ pub fn packets(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<u64>> {
         .with_context(|| format!("cannot read {}", dir.join(MAP_COUNTERS).display()))
 }
 
-/// The blocks of a counter array, mapped.
-struct Blocks {
+/// The blocks of a counter array, mapped: kept by a reader that reads
+/// often (replay reads after every frame), mapped anew by one that reads
+/// once.
+pub struct Blocks {
     mapping: SharedMapping,
     count: usize,
 }
 
 impl Blocks {
-    fn map(map: &MapData) -> anyhow::Result<Blocks> {
+    pub fn map(map: &MapData) -> anyhow::Result<Blocks> {
         let info = map.info()?;
         let count = info.max_entries() as usize;
         if info.value_size() as usize != size_of::<CpuCounters>() || count == 0 {
@@ -94,23 +96,36 @@ impl Blocks {
 
 /// Packets by UDP source port, summed over the blocks.
 pub fn read_packets(map: &MapData) -> anyhow::Result<Vec<u64>> {
-    let blocks = Blocks::map(map)?;
-    Ok((0..UDP_PORTS)
-        .map(|port| blocks.sum(CpuCounters::UDP_PORTS_AT + port))
-        .collect())
+    Ok(Blocks::map(map)?.packets())
 }
 
 /// Packets and bytes by reason slot ([`STATS_SLOTS`] of them: the reasons,
 /// then the monitor slot), summed over the blocks.
 pub fn read_reasons(map: &MapData) -> anyhow::Result<Vec<Totals>> {
-    let blocks = Blocks::map(map)?;
-    Ok((0..STATS_SLOTS as usize)
-        .map(|slot| {
-            let at = CpuCounters::REASONS_AT + 2 * slot;
-            Totals {
-                packets: blocks.sum(at),
-                bytes: blocks.sum(at + 1),
-            }
-        })
-        .collect())
+    Ok(Blocks::map(map)?.reasons())
+}
+
+impl Blocks {
+    /// Packets by UDP source port.
+    pub fn packets(&self) -> Vec<u64> {
+        (0..UDP_PORTS)
+            .map(|port| self.sum(CpuCounters::UDP_PORTS_AT + port))
+            .collect()
+    }
+
+    /// Packets and bytes by reason slot.
+    pub fn reasons(&self) -> Vec<Totals> {
+        (0..STATS_SLOTS as usize)
+            .map(|slot| self.reason(slot))
+            .collect()
+    }
+
+    /// Packets and bytes of one reason slot.
+    pub fn reason(&self, slot: usize) -> Totals {
+        let at = CpuCounters::REASONS_AT + 2 * slot;
+        Totals {
+            packets: self.sum(at),
+            bytes: self.sum(at + 1),
+        }
+    }
 }

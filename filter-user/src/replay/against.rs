@@ -1,0 +1,112 @@
+//! `replay --against OLD`: the same capture through the running rules and
+//! the proposed ones, frame by frame in one pass, and what the change
+//! would newly drop and newly pass.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::report::FrameResult;
+
+/// Frames listed one by one; past this only counted (a rule change that
+/// flips a whole flood would list every frame of it).
+const MAX_LISTED: usize = 10_000;
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Verdict {
+    pub action: &'static str,
+    pub reason: &'static str,
+    pub rule: Option<String>,
+}
+
+impl Verdict {
+    fn of(f: &FrameResult) -> Verdict {
+        Verdict {
+            action: f.action,
+            reason: f.reason,
+            rule: f.rule.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Changed {
+    pub index: u64,
+    pub time_s: f64,
+    pub old: Verdict,
+    pub new: Verdict,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Pair {
+    pub old: u64,
+    pub new: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Changes {
+    pub old_rules: String,
+    /// Passed by the old rules, dropped by the new.
+    pub newly_dropped: u64,
+    /// Dropped by the old rules, passed by the new.
+    pub newly_passed: u64,
+    /// Same action, another reason or rule.
+    pub reason_changed: u64,
+    /// Every received frame whose verdict changes, in capture order (the
+    /// first [`MAX_LISTED`]).
+    pub frames: Vec<Changed>,
+    pub frames_not_listed: u64,
+    /// Frames per reason and per rule where the two differ.
+    pub reasons: BTreeMap<&'static str, Pair>,
+    pub rules: BTreeMap<String, Pair>,
+}
+
+impl Changes {
+    pub fn new(old_rules: String) -> Self {
+        Changes {
+            old_rules,
+            ..Changes::default()
+        }
+    }
+
+    /// One received frame as the old and the new rules judged it.
+    pub fn add(&mut self, old: &FrameResult, new: &FrameResult) {
+        if !new.judged() {
+            return;
+        }
+        self.reasons.entry(old.reason).or_default().old += 1;
+        self.reasons.entry(new.reason).or_default().new += 1;
+        if let Some(r) = &old.rule {
+            self.rules.entry(r.clone()).or_default().old += 1;
+        }
+        if let Some(r) = &new.rule {
+            self.rules.entry(r.clone()).or_default().new += 1;
+        }
+        let (o, n) = (Verdict::of(old), Verdict::of(new));
+        if o == n {
+            return;
+        }
+        match (old.dropped(), new.dropped()) {
+            (false, true) => self.newly_dropped += 1,
+            (true, false) => self.newly_passed += 1,
+            _ => self.reason_changed += 1,
+        }
+        if self.frames.len() < MAX_LISTED {
+            self.frames.push(Changed {
+                index: new.index,
+                time_s: new.time_s,
+                old: o,
+                new: n,
+            });
+        } else {
+            self.frames_not_listed += 1;
+        }
+    }
+
+    /// Keeps only the reasons and rules whose counts differ.
+    pub fn finish(mut self) -> Self {
+        self.reasons.retain(|_, p| p.old != p.new);
+        self.rules.retain(|_, p| p.old != p.new);
+        self
+    }
+}
