@@ -173,8 +173,29 @@ pub struct CpuCounters {
     /// decision so that `serve`'s surge detector sees a flood even while
     /// rules drop it.
     pub udp_ports: [u64; UDP_PORTS],
+    /// `{packets, bytes}` of the replies from each of the first
+    /// [`GUARD_SLOTS`] guarded ports, unsolicited ([`GUARD_UNSOLICITED`])
+    /// and solicited ([`GUARD_SOLICITED`]), by frame length in
+    /// [`GUARD_LEN_BUCKETS`] steps of 128 bytes (the last one open): what
+    /// a FlowSpec route for the port may drop upstream without taking the
+    /// host's own answers (the controller's `upstream`).
+    pub guard_lengths: [[[Counter; GUARD_LEN_BUCKETS]; 2]; GUARD_SLOTS],
 }
-const _: () = assert!(size_of::<CpuCounters>() == 16 * STATS_SLOTS as usize + 8 * UDP_PORTS);
+const _: () = assert!(
+    size_of::<CpuCounters>()
+        == 16 * STATS_SLOTS as usize + 8 * UDP_PORTS + 16 * 2 * GUARD_LEN_BUCKETS * GUARD_SLOTS
+);
+
+/// Guarded ports with length counters of their own ([`CpuCounters`]): the
+/// first ones in port order; the guard table's byte of a port is its slot
+/// (1 to this), or [`GUARD_NO_SLOT`] for the others.
+pub const GUARD_SLOTS: usize = 16;
+pub const GUARD_NO_SLOT: u8 = 0xff;
+pub const GUARD_LEN_BUCKETS: usize = 16;
+/// Frame lengths per bucket of [`CpuCounters::guard_lengths`] (a shift).
+pub const GUARD_LEN_SHIFT: u32 = 7;
+pub const GUARD_UNSOLICITED: usize = 0;
+pub const GUARD_SOLICITED: usize = 1;
 
 impl CpuCounters {
     /// The u64 at which a block's reason counters start, counted from the
@@ -182,6 +203,8 @@ impl CpuCounters {
     pub const REASONS_AT: usize = 0;
     /// The u64 at which a block's port counters start.
     pub const UDP_PORTS_AT: usize = 2 * STATS_SLOTS as usize;
+    /// The u64 at which a block's guard length counters start.
+    pub const GUARD_LENGTHS_AT: usize = Self::UDP_PORTS_AT + UDP_PORTS;
     /// A block's size in u64s (the array's values lie back to back).
     pub const WORDS: usize = size_of::<CpuCounters>() / 8;
 }

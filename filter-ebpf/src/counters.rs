@@ -3,7 +3,9 @@
 //! measures what counting costs.
 
 use aya_ebpf::{helpers::generated::bpf_get_smp_processor_id, maps::Array};
-use filter_common::{CpuCounters, Reason, STATS_MONITOR_SLOT};
+use filter_common::{
+    CpuCounters, GUARD_LEN_BUCKETS, GUARD_LEN_SHIFT, GUARD_SLOTS, Reason, STATS_MONITOR_SLOT,
+};
 
 /// This CPU's block, found once per frame.
 #[derive(Clone, Copy)]
@@ -27,6 +29,22 @@ impl Counters {
         // adds, where a slot shared by all CPUs needed atomic ones, dearest
         // when two CPUs count the same port (the bench's section 1c).
         unsafe { (*self.0).udp_ports[port as usize] += 1 }
+    }
+
+    /// Counts a reply of `bytes` from the guarded port of `slot` (the guard
+    /// table's byte) as `kind` (GUARD_UNSOLICITED or GUARD_SOLICITED), by
+    /// length; ports without a slot of their own are not counted.
+    #[inline(always)]
+    pub fn guard_length(self, slot: u8, kind: usize, bytes: u64) {
+        let s = (slot as usize).wrapping_sub(1);
+        let b = ((bytes >> GUARD_LEN_SHIFT) as usize).min(GUARD_LEN_BUCKETS - 1);
+        if s >= GUARD_SLOTS || kind > 1 {
+            return;
+        }
+        // SAFETY: as in udp_port; the indexes are checked above.
+        let c = unsafe { &mut (*self.0).guard_lengths[s][kind][b] };
+        c.packets += 1;
+        c.bytes += bytes;
     }
 
     /// Counts a frame of `bytes` that got its verdict for `reason`.

@@ -35,7 +35,8 @@ use crate::{
 pub enum Early {
     /// Dropped as `unsolicited_reply`; the UDP source port, for the surge
     /// counters.
-    Unsolicited(u16),
+    /// The source port, and its guard slot (see `globals::guard_slot_wire`).
+    Unsolicited(u16, u8),
     /// Dropped as `fragment_follow_drop`.
     FollowsDrop,
 }
@@ -91,7 +92,7 @@ fn ipv4(ctx: &XdpContext, bans: u32, off: usize, frame_len: usize) -> Option<Ear
         return None;
     }
     let first = frag & 0x2000 != 0;
-    let src_port = unsolicited(ctx, off + hdr_len, off + total_len, first)?;
+    let (src_port, slot) = unsolicited(ctx, off + hdr_len, off + total_len, first)?;
     if listed() {
         return None;
     }
@@ -100,7 +101,7 @@ fn ipv4(ctx: &XdpContext, bans: u32, off: usize, frame_len: usize) -> Option<Ear
         let now = clock::now();
         remember_frag_drop(&datagram(), now.saturating_add(globals::frag_track_ns()));
     }
-    Some(Early::Unsolicited(src_port))
+    Some(Early::Unsolicited(src_port, slot))
 }
 
 /// An IPv6 packet carrying UDP, after up to the full parser's number of
@@ -130,19 +131,20 @@ fn ipv6(ctx: &XdpContext, bans: u32, off: usize, frame_len: usize) -> Option<Ear
     if next != IPPROTO_UDP || l4 > ip_end || l4 > MAX_L4_OFFSET {
         return None;
     }
-    let src_port = unsolicited(ctx, l4, ip_end, false)?;
+    let (src_port, slot) = unsolicited(ctx, l4, ip_end, false)?;
     // The hints read the first 8 bytes of the source only.
     if maybe_listed(bans, FAMILY_V6, &[ip.raw64::<8>(), 0]) {
         return None;
     }
-    Some(Early::Unsolicited(src_port))
+    Some(Early::Unsolicited(src_port, slot))
 }
 
-/// The UDP source port of a datagram at `l4` (up to `ip_end`) that the
-/// reply guard would find unsolicited. A first fragment's UDP length covers
-/// the whole datagram, not just the bytes at hand.
+/// The UDP source port (and its guard slot) of a datagram at `l4` (up to
+/// `ip_end`) that the reply guard would find unsolicited. A first
+/// fragment's UDP length covers the whole datagram, not just the bytes at
+/// hand.
 #[inline(always)]
-fn unsolicited(ctx: &XdpContext, l4: usize, ip_end: usize, first: bool) -> Option<u16> {
+fn unsolicited(ctx: &XdpContext, l4: usize, ip_end: usize, first: bool) -> Option<(u16, u8)> {
     if globals::flags() & CONFIG_REPLY_GUARD == 0 {
         return None;
     }
@@ -156,7 +158,8 @@ fn unsolicited(ctx: &XdpContext, l4: usize, ip_end: usize, first: bool) -> Optio
     let (src_wire, dst_wire) = (udp.raw16::<0>(), udp.raw16::<2>());
     // A guarded destination port may be a server's: the full path asks the
     // socket table.
-    if !globals::guarded_wire(src_wire) || globals::guarded_wire(dst_wire) {
+    let slot = globals::guard_slot_wire(src_wire);
+    if slot == 0 || globals::guarded_wire(dst_wire) {
         return None;
     }
     // LOCAL_PORTS' `until`, which covers group requests too (see
@@ -166,5 +169,5 @@ fn unsolicited(ctx: &XdpContext, l4: usize, ip_end: usize, first: bool) -> Optio
     if until != 0 && clock::now() < until {
         return None;
     }
-    Some(u16::from_be(src_wire))
+    Some((u16::from_be(src_wire), slot))
 }

@@ -70,8 +70,15 @@ pub fn frag_track_ns() -> u64 {
 /// `wire` as a native u16 is guarded ([`filter_common::GLOBAL_GUARD_PORTS`]).
 #[inline(always)]
 pub fn guarded_wire(wire: u16) -> bool {
+    guard_slot_wire(wire) != 0
+}
+
+/// The guard table's byte for such a port: 0 when it is not guarded, else
+/// its slot of length counters ([`filter_common::GUARD_SLOTS`]).
+#[inline(always)]
+pub fn guard_slot_wire(wire: u16) -> u8 {
     // SAFETY: a u16 index into a static array of 65536 bytes.
-    unsafe { core::ptr::read_volatile(&GUARD_PORTS[wire as usize]) != 0 }
+    unsafe { core::ptr::read_volatile(&GUARD_PORTS[wire as usize]) }
 }
 
 /// CONFIG_MONITOR while the filter only counts what it would drop, else 0

@@ -23,7 +23,7 @@ mod tries;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use counters::Counters;
 use filter_common::{
-    IPPROTO_UDP, Reason,
+    GUARD_SOLICITED, GUARD_UNSOLICITED, IPPROTO_UDP, Reason,
     decide::{Outcome, decide, outcome},
     packet::{Frag, Parsed},
 };
@@ -41,8 +41,9 @@ pub fn filter(ctx: XdpContext) -> u32 {
             return xdp_action::XDP_PASS;
         };
         let reason = match early {
-            fast::Early::Unsolicited(src_port) => {
+            fast::Early::Unsolicited(src_port, slot) => {
                 counters.udp_port(src_port);
+                counters.guard_length(slot, GUARD_UNSOLICITED, frame_len);
                 Reason::UnsolicitedReply
             }
             fast::Early::FollowsDrop => Reason::FragmentFollowDrop,
@@ -78,6 +79,17 @@ pub fn filter(ctx: XdpContext) -> u32 {
     let mut env = env::KernelEnv::new(&ctx, config);
     let reason = decide(&mut env, config, parsed, packet);
     let rule = env.rule;
+    // Replies from a guarded port, by length: what an upstream route may
+    // drop without the host's own answers.
+    let kind = match reason {
+        Reason::UnsolicitedReply | Reason::ReflectedToService => GUARD_UNSOLICITED,
+        Reason::SolicitedReply => GUARD_SOLICITED,
+        _ => 2,
+    };
+    if kind < 2 {
+        let slot = globals::guard_slot_wire(packet.src_port.to_be());
+        counters.guard_length(slot, kind, frame_len);
+    }
     finish(&ctx, counters, reason, rule, frame_len)
 }
 

@@ -14,43 +14,12 @@ use common::{
     cases,
     cli::{FILTERCTL, TempDir},
     frames::*,
+    pcap::{cooked, pcap, pcap_header, pcap_record},
 };
 use filterctl::filter::simulator::XDP_DROP;
 use serde_json::Value;
 
 const DEFAULT_RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/default.toml");
-
-/// A classic pcap written with std only, so the test does not depend on the
-/// crate it tests: little-endian, microseconds, version 2.4, snaplen 262144
-/// (libpcap's default, which GRO-merged frames need).
-/// Records are (timestamp in µs, bytes captured, length on the wire).
-fn pcap(linktype: u32, records: &[(u64, &[u8], u32)]) -> Vec<u8> {
-    let mut out = pcap_header(linktype);
-    for r in records {
-        pcap_record(&mut out, *r);
-    }
-    out
-}
-
-fn pcap_header(linktype: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&0i32.to_le_bytes()); // thiszone
-    out.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
-    out.extend_from_slice(&262_144u32.to_le_bytes());
-    out.extend_from_slice(&linktype.to_le_bytes());
-    out
-}
-
-fn pcap_record(out: &mut Vec<u8>, (us, data, len): (u64, &[u8], u32)) {
-    out.extend_from_slice(&((us / 1_000_000) as u32).to_le_bytes());
-    out.extend_from_slice(&((us % 1_000_000) as u32).to_le_bytes());
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(data);
-}
 
 /// An untagged Ethernet frame of an unfragmented IPv4 UDP datagram.
 fn ipv4_frame(udp: &[u8]) -> Vec<u8> {
@@ -178,20 +147,6 @@ fn replay_gives_every_frame_of_the_verdict_table_its_verdict() {
     assert_eq!(report["mode"], "enforce");
 }
 
-/// An Ethernet frame as Linux cooked capture v1 (`tcpdump -i any`) or v2
-/// records it: the link header replaced by a cooked one.
-fn cooked(frame: &[u8], v2: bool) -> Vec<u8> {
-    let (src, ethertype, payload) = (&frame[6..12], &frame[12..14], &frame[14..]);
-    let header = if v2 {
-        // protocol, reserved, ifindex, ARPHRD_ETHER, packet type, addr len
-        [ethertype, &[0, 0, 0, 0, 0, 3, 0, 1, 0, 6], src, &[0, 0]].concat()
-    } else {
-        // packet type, ARPHRD_ETHER, addr len, address, protocol
-        [&[0, 0, 0, 1, 0, 6][..], src, &[0, 0], ethertype].concat()
-    };
-    [header.as_slice(), payload].concat()
-}
-
 #[test]
 fn linux_cooked_captures_replay_like_ethernet() {
     common::require_bpf();
@@ -271,7 +226,7 @@ fn truncated_and_too_short_frames_are_reported() {
     let out = replay(&["--rules", DEFAULT_RULES, path.to_str().unwrap(), "-v"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("replay speed"), "{text}");
+    assert!(text.contains("timing: capture"), "{text}");
     assert!(text.contains("truncated: 42 of"), "{text}");
     assert!(text.contains("not run"), "{text}");
 }

@@ -139,7 +139,12 @@ impl Lab {
 
     /// The same, with GoBGP's API at `api_port`.
     fn serve_api(&self, name: &str, api_port: u16, settings: &str) -> Serve {
-        let path = self.files.write(name, &rules(api_port, settings));
+        self.serve_text(name, &rules(api_port, settings))
+    }
+
+    /// `filterctl serve` following `name`, written with `text`.
+    fn serve_text(&self, name: &str, text: &str) -> Serve {
+        let path = self.files.write(name, text);
         let port = free_port(&self.net);
         let listen = format!("127.0.0.1:{port}");
         let mut cmd = command(
@@ -448,6 +453,181 @@ fn blackhole_past_its_threshold(lab: &Lab) {
     poll("blackhole withdrawal", 60, || {
         !lab.bird.table("master4").contains(BLACKHOLE)
     });
+    lab.stop(serve);
+}
+
+/// The shipped default profile (the reply guard drops the reflection, no
+/// rule does) with `[upstream]`: FlowSpec after 3 s, a blackhole whose
+/// threshold the flood passes after 1 s more.
+fn guarded_rules(api_port: u16) -> String {
+    let default = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rules/default.toml"
+    ))
+    .expect("rules/default.toml");
+    format!(
+        r#"{default}
+[upstream]
+speaker = "gobgp"
+api = "127.0.0.1:{api_port}"
+interval = "250ms"
+min_pps = 200
+min_bps = "0"
+sustain = "3s"
+hold = "3s"
+
+[upstream.blackhole]
+link_capacity = "1Mbit"
+share = 10
+sustain = "1s"
+hold = "3s"
+"#
+    )
+}
+
+/// An NTP server in the attacker's namespace at 198.51.100.2 answering
+/// each request with a plain time reply (90-byte frame) and an
+/// NTS-authenticated one (342-byte frame), and the victim asking every
+/// 100 ms: the host is a client of port 123. Returns how many replies
+/// the victim got so far.
+struct TimeClient {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    received: Arc<std::sync::atomic::AtomicU64>,
+}
+
+const TIME_SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+
+impl TimeClient {
+    fn start(net: &TestNet) -> TimeClient {
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let server_ns = net.attacker_ns.clone();
+        let flag = stop.clone();
+        let server = std::thread::spawn(move || {
+            TestNet::in_ns(&server_ns, || {
+                let sock = UdpSocket::bind((TIME_SERVER, 123)).expect("bind the time server");
+                sock.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                let time = filter_testkit::frames::ntp_time_reply();
+                let mut nts = time.clone();
+                nts.resize(300, 0x5a);
+                let mut buf = [0u8; 512];
+                while !flag.load(Ordering::Relaxed) {
+                    if let Ok((_, from)) = sock.recv_from(&mut buf) {
+                        let _ = sock.send_to(&time, from);
+                        let _ = sock.send_to(&nts, from);
+                    }
+                }
+            })
+            .expect("enter the attacker namespace");
+        });
+        let client_ns = net.victim_ns.clone();
+        let (flag, count) = (stop.clone(), received.clone());
+        let client = std::thread::spawn(move || {
+            TestNet::in_ns(&client_ns, || {
+                let sock = UdpSocket::bind((VICTIM_V4, 0)).expect("bind the time client");
+                sock.set_read_timeout(Some(Duration::from_millis(50)))
+                    .unwrap();
+                let mut request = vec![0x23u8];
+                request.resize(48, 0);
+                let mut buf = [0u8; 512];
+                while !flag.load(Ordering::Relaxed) {
+                    let _ = sock.send_to(&request, (TIME_SERVER, 123));
+                    let until = Instant::now() + Duration::from_millis(100);
+                    while Instant::now() < until {
+                        if sock.recv_from(&mut buf).is_ok() {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+            .expect("enter the victim namespace");
+        });
+        TimeClient {
+            stop,
+            threads: vec![server, client],
+            received,
+        }
+    }
+
+    fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for TimeClient {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The shipped profile drops the reflection with the reply guard, which
+/// no rule says: the routes come from the guard's length counters, shaped
+/// so that the host's own time replies (plain and NTS-sized) match none,
+/// SSDP (of which the host is no client) discarded whole; the blackhole
+/// comes only after FlowSpec, whose sustain is the longer.
+#[test]
+fn guard_drops_go_upstream_as_flowspec_that_spares_the_hosts_answers() {
+    let lab = Lab::new("upg");
+    let time = TimeClient::start(&lab.net);
+    poll("time replies to the victim's requests", 20, || {
+        time.received() >= 10
+    });
+    let serve = lab.serve_text("guarded.toml", &guarded_rules(lab.api_port));
+    // The daemon reads the counters before the flood: the host's own
+    // answers are in them by the time a route is shaped.
+    std::thread::sleep(Duration::from_millis(1500));
+    let flood = Flood::start(&lab.net, vec![Ipv4Addr::new(198, 51, 100, 10)], 30);
+    let ntp = "flow4 { dst 192.0.2.1/32; proto 17; sport 123; length 370..65535; }";
+    let ssdp = SSDP4;
+    poll("the reply guard's FlowSpec routes in BIRD", 60, || {
+        lab.flows("flowtab4").len() == 2
+    });
+    let flows = lab.flows("flowtab4");
+    let mut want = vec![ntp, ssdp];
+    want.sort();
+    assert_eq!(nlris(&flows), want, "{flows:?}");
+    for (nlri, attrs) in &flows {
+        assert!(
+            attrs.contains(DISCARD),
+            "{nlri} is not discard:
+{attrs}"
+        );
+    }
+    // The ladder: no blackhole before the FlowSpec routes, though its own
+    // sustain (1 s) is shorter than theirs (3 s).
+    let log = serve.log();
+    assert!(
+        !log.contains("BLACKHOLE"),
+        "a blackhole before FlowSpec:
+{log}"
+    );
+    poll("a blackhole once FlowSpec did not help", 60, || {
+        lab.bird.table("master4").contains(BLACKHOLE)
+    });
+    // The host's own answers: frames of 90 and 342 bytes, IPv4 lengths 76
+    // and 328, under the route's 370; and still arriving.
+    let before = time.received();
+    poll("time replies during the flood", 20, || {
+        time.received() > before + 10
+    });
+    let state = lab.upstream().expect("serve's upstream state");
+    let why = state["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .find(|r| r["route"].as_str().unwrap().contains("==123"))
+        .map(|r| r["why"].as_str().unwrap().to_string())
+        .expect("the NTP route in the state");
+    assert!(
+        why.contains("own answers from the port were frames under 384 bytes"),
+        "{why}"
+    );
+    flood.stop();
     lab.stop(serve);
 }
 

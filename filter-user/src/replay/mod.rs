@@ -125,6 +125,7 @@ pub mod against;
 pub mod capture;
 pub mod clock;
 pub mod events;
+pub mod expect;
 pub mod frame;
 pub mod report;
 pub mod tracker;

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use filter_common::{
     CONFIG_FRAGMENT_DROP, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_MONITOR, CONFIG_REPLY_GUARD,
-    Chain, Config, GUARD_TABLE_LEN, GuardPort, IPPROTO_TCP, IPPROTO_UDP, Limit, MAX_CHAIN,
-    MAX_CHAINS, Rule, guard::guard_index, hints, port_slot, source_slots,
+    Chain, Config, GUARD_NO_SLOT, GUARD_SLOTS, GUARD_TABLE_LEN, GuardPort, IPPROTO_TCP,
+    IPPROTO_UDP, Limit, MAX_CHAIN, MAX_CHAINS, Rule, guard::guard_index, hints, port_slot,
+    source_slots,
 };
 
 use super::{
@@ -172,8 +173,13 @@ impl RuleSet {
         if self.reply_guard.is_some() {
             flags |= CONFIG_REPLY_GUARD;
             guard_table = vec![0u8; GUARD_TABLE_LEN];
-            for (p, _) in &guard_ports {
-                guard_table[guard_index(*p)] = 1;
+            // Sorted by port: the first ones get length counters.
+            for (i, (p, _)) in guard_ports.iter().enumerate() {
+                guard_table[guard_index(*p)] = if i < GUARD_SLOTS {
+                    i as u8 + 1
+                } else {
+                    GUARD_NO_SLOT
+                };
             }
         }
         Compiled {

@@ -76,7 +76,9 @@ fn kind(t: std::fs::FileType) -> &'static str {
     }
 }
 
-fn read_text(path: &Path, what: &'static str, max: u64) -> Result<String, FileError> {
+/// The text of a file read as untrusted input; `what` names it in errors
+/// ("rule file"; replay's "expect file").
+pub fn read_text(path: &Path, what: &'static str, max: u64) -> Result<String, FileError> {
     let bytes = read_bytes(path, what, max)?;
     String::from_utf8(bytes).map_err(|e| {
         let good = e.utf8_error().valid_up_to();

@@ -373,8 +373,9 @@ impl Parser<'_> {
 
 /// The toml crate's message, never empty; `at` is the text from the error
 /// on. A control character gets its own message: toml's says nothing or
-/// little about a character the reader cannot see.
-fn toml_message(e: &toml::de::Error, at: Option<&str>) -> String {
+/// little about a character the reader cannot see. Also for the other TOML
+/// files filterctl reads (replay's `--expect`).
+pub(crate) fn toml_message(e: &toml::de::Error, at: Option<&str>) -> String {
     let m = e.message().trim();
     if let Some(c) = at.and_then(|t| t.chars().next())
         && c.is_control()

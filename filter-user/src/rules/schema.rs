@@ -149,6 +149,10 @@ pub struct BlackholeSchema {
     pub sustain: Option<Spanned<String>>,
     #[serde(default)]
     pub hold: Option<Spanned<String>>,
+    /// Only after FlowSpec routes were announced and did not help (the
+    /// default); false: whenever the drops call for it.
+    #[serde(default)]
+    pub after_flowspec: Option<bool>,
 }
 
 /// `[reply_guard]`, and each `[reply_guard.port.N]`, which takes only the

@@ -43,6 +43,10 @@ pub struct BlackholeConfig {
     pub share_percent: u8,
     pub sustain_ns: u64,
     pub hold_ns: u64,
+    /// The ladder: the blackhole's sustain time counts only while FlowSpec
+    /// routes are announced (or none could be), so that it comes only when
+    /// FlowSpec did not bring the drops under the threshold.
+    pub after_flowspec: bool,
 }
 
 impl BlackholeConfig {
@@ -211,6 +215,7 @@ fn blackhole(
         share_percent: share? as u8,
         sustain_ns: sustain?,
         hold_ns: hold?,
+        after_flowspec: s.after_flowspec != Some(false),
     };
     Some((s.enabled != Some(false)).then_some(config))
 }

@@ -6,6 +6,7 @@
 //! records what is announced and why. The XDP filter never depends on any
 //! of it: a broken speaker is an error here and nothing more.
 
+pub mod guard_routes;
 pub mod routes;
 pub mod select;
 pub mod sources;
@@ -22,13 +23,18 @@ use log::{error, info, warn};
 
 use self::{
     routes::Route,
-    select::{Plan, Policy, Selector},
+    select::{Observation, Plan, Policy, Selector},
     sources::Inputs,
     speaker::Speaker,
     state::{RouteState, UpstreamState},
 };
+use filter_common::GUARD_SLOTS;
+
 use crate::{
-    filter::observe::{stats, status, top},
+    filter::observe::{
+        counters::{self, GuardLengths},
+        stats, status, top,
+    },
     rules::{
         self, RuleSet,
         upstream::{SpeakerConfig, UpstreamConfig},
@@ -59,6 +65,15 @@ pub struct Worker {
     /// The state a previous serve left, read at the first step.
     leftover: Option<UpstreamState>,
     started: bool,
+    guard: GuardRates,
+}
+
+/// What the reply guard's routes need from one step to the next.
+struct GuardRates {
+    /// The guard's length counters at the last step, and when read.
+    last: Option<(u64, Vec<GuardLengths>)>,
+    /// Per guard slot, the highest solicited rate seen (bytes/s).
+    peak_solicited: Vec<u64>,
 }
 
 fn speaker_name(c: &SpeakerConfig) -> String {
@@ -100,6 +115,46 @@ fn keep_or_new(old: Option<Selector>, policy: Option<Policy>) -> Option<Selector
     }
 }
 
+impl GuardRates {
+    /// The reply guard's routes, one shape per guarded port with length
+    /// counters (see `guard_routes`). An older program without them
+    /// offers none.
+    fn observations(
+        &mut self,
+        root: &PinRoot,
+        iface: &str,
+        rules: &RuleSet,
+        hosts: &[rules::Prefix],
+        now: u64,
+    ) -> Vec<Observation> {
+        let Some(guard) = &rules.reply_guard else {
+            return Vec::new();
+        };
+        let Ok(lengths) = counters::guard_lengths(root, iface) else {
+            return Vec::new();
+        };
+        if let Some((then, old)) = &self.last {
+            let dt = now.saturating_sub(*then).max(1) as u128;
+            for ((peak, new), old) in self.peak_solicited.iter_mut().zip(&lengths).zip(old) {
+                let bytes = |l: &GuardLengths| l[1].iter().map(|t| t.bytes).sum::<u64>();
+                let rate =
+                    (bytes(new).saturating_sub(bytes(old)) as u128 * 1_000_000_000 / dt) as u64;
+                *peak = (*peak).max(rate);
+            }
+        }
+        let mut out = Vec::new();
+        // Slots follow the guarded ports in port order (rules::compile).
+        for ((port, l), peak) in guard.ports.keys().zip(&lengths).zip(&self.peak_solicited) {
+            let shape = guard_routes::shape(*port, l, *peak);
+            if shape.covered.packets > 0 {
+                out.extend(guard_routes::observations(*port, &shape, hosts));
+            }
+        }
+        self.last = Some((now, lengths));
+        out
+    }
+}
+
 impl Worker {
     pub fn new(iface: &str, rules_path: PathBuf) -> Worker {
         Worker {
@@ -116,6 +171,10 @@ impl Worker {
             over_cap: 0,
             leftover: None,
             started: false,
+            guard: GuardRates {
+                last: None,
+                peak_solicited: vec![0; GUARD_SLOTS],
+            },
         }
     }
 
@@ -169,7 +228,11 @@ impl Worker {
         let now = monotonic_coarse_ns();
         // Ten times the cap: enough for the busiest to win, bounded for a
         // ban list of 100,000 sources.
-        let flow_obs = sources::flowspec(&inp, config.max_routes.saturating_mul(10));
+        let mut flow_obs = sources::flowspec(&inp, config.max_routes.saturating_mul(10));
+        flow_obs.extend(
+            self.guard
+                .observations(root, &self.iface, inp.rules, &hosts, now),
+        );
         let hole_obs = config
             .blackhole
             .as_ref()
@@ -178,9 +241,23 @@ impl Worker {
             .flow
             .as_mut()
             .map_or_else(Plan::default, |s| s.step(now, flow_obs));
-        if let (Some(s), Some(obs)) = (self.hole.as_mut(), hole_obs) {
+        // The ladder: the blackhole's sustain time counts only once FlowSpec
+        // routes are announced and did not bring the drops down (or when
+        // FlowSpec has nothing to offer against this attack).
+        let flow_up = self.applied.iter().any(|r| matches!(r, Route::FlowSpec(_)));
+        let flow_busy = self.flow.as_ref().is_some_and(Selector::active);
+        let ladder_open = config
+            .blackhole
+            .as_ref()
+            .is_none_or(|b| !b.after_flowspec || flow_up || !flow_busy);
+        if let (Some(s), Some(obs), true) = (self.hole.as_mut(), hole_obs, ladder_open) {
             let p = s.step(now, obs);
             plan.announce.extend(p.announce);
+            plan.withdraw.extend(p.withdraw);
+        } else if let Some(s) = self.hole.as_mut() {
+            // Nothing observed: a blackhole already up is held for its
+            // hold time, one on its way starts its sustain time anew.
+            let p = s.step(now, Vec::new());
             plan.withdraw.extend(p.withdraw);
         }
         self.log_plan(&config, &plan);

@@ -42,7 +42,10 @@ struct Track {
     last: Totals,
     last_ns: u64,
     rate: Rate,
+    /// Since when the traffic has been above the thresholds, pauses
+    /// shorter than [`Selector::grace_ns`] forgiven (a flood that pulses).
     above_since: Option<u64>,
+    last_above_ns: u64,
     why: String,
 }
 
@@ -87,6 +90,19 @@ impl Selector {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// How long a route may dip below the thresholds without restarting
+    /// its sustain time: a quarter of it, so that a flood that pauses one
+    /// second in ten is still announced, and one that stopped is not.
+    fn grace_ns(&self) -> u64 {
+        self.policy.sustain_ns / 4
+    }
+
+    /// Whether anything is selected or on its way to be (above the
+    /// thresholds now).
+    pub fn active(&self) -> bool {
+        !self.selected.is_empty() || self.tracks.values().any(|t| t.above_since.is_some())
     }
 
     /// Routes selected now, in route order.
@@ -166,7 +182,12 @@ impl Selector {
                     let p = &self.policy;
                     let above = (p.min_pps > 0 && t.rate.pps >= p.min_pps)
                         || (p.min_bps > 0 && t.rate.bps >= p.min_bps);
-                    t.above_since = above.then(|| t.above_since.unwrap_or(now_ns));
+                    if above {
+                        t.above_since = t.above_since.or(Some(now_ns));
+                        t.last_above_ns = now_ns;
+                    } else if now_ns.saturating_sub(t.last_above_ns) > self.grace_ns() {
+                        t.above_since = None;
+                    }
                     if above && let Some(s) = self.selected.get_mut(&o.route) {
                         s.last_above_ns = now_ns;
                         s.rate = t.rate.clone();
@@ -181,6 +202,7 @@ impl Selector {
                     last_ns: now_ns,
                     rate: Rate::default(),
                     above_since: None,
+                    last_above_ns: 0,
                     why: o.why,
                 },
             };
@@ -268,6 +290,55 @@ mod tests {
         (from..to)
             .map(|t| sel.step(t * S, (0..n).map(|i| obs(i, t, pps(i))).collect()))
             .collect()
+    }
+
+    /// 9 s on, 1 s off, sustain 10 s: the pauses do not restart it; a
+    /// flood that stops for longer than a quarter of it does.
+    #[test]
+    fn a_pulsing_flood_is_announced_and_a_stopped_one_restarts() {
+        let mut sel = Selector::new(Policy {
+            sustain_ns: 10 * S,
+            ..policy()
+        });
+        let mut total = 0;
+        let mut announced_at = None;
+        for t in 0..30u64 {
+            if t % 10 != 9 {
+                total += 5000;
+            }
+            let o = Observation {
+                route: route(0),
+                why: String::new(),
+                totals: Totals {
+                    packets: total,
+                    bytes: total * 100,
+                },
+            };
+            if !sel.step(t * S, vec![o]).announce.is_empty() {
+                announced_at.get_or_insert(t);
+            }
+        }
+        assert_eq!(announced_at, Some(11));
+        let mut sel = Selector::new(Policy {
+            sustain_ns: 10 * S,
+            ..policy()
+        });
+        let mut total = 0;
+        for t in 0..40u64 {
+            // 6 s on, 4 s off: each pause outlasts the grace (2.5 s).
+            if t % 10 < 6 {
+                total += 5000;
+            }
+            let o = Observation {
+                route: route(0),
+                why: String::new(),
+                totals: Totals {
+                    packets: total,
+                    bytes: total * 100,
+                },
+            };
+            assert!(sel.step(t * S, vec![o]).announce.is_empty(), "second {t}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod cases;
 pub mod cli;
 pub mod daemon;
 pub mod model;
+pub mod pcap;
 pub mod peers;
 
 pub use filter_testkit::{frames, require_bpf};

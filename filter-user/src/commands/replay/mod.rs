@@ -2,6 +2,7 @@
 //! it runs (the JSON document of `replay/mod.rs`, or a human report); and
 //! `replay --expect`, the gate a rules repository runs in CI.
 
+mod gate;
 mod render;
 
 use std::{
@@ -20,15 +21,17 @@ use crate::{
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
     /// Rule file (TOML) to test.
+    /// (With --expect: instead of the file's `rules`.)
     #[arg(long, required_unless_present = "expect")]
     rules: Option<PathBuf>,
     /// Capture file (.pcap or .pcapng).
     #[arg(required_unless_present = "expect", conflicts_with = "expect")]
     capture: Option<PathBuf>,
     /// Whose clock the program runs on: the capture's (limits, bans and
-    /// windows as during the capture) or the kernel's, as fast as it goes.
-    #[arg(long, value_enum, default_value_t)]
-    timing: Timing,
+    /// windows as during the capture; the default) or the kernel's, as
+    /// fast as it goes.
+    #[arg(long, value_enum)]
+    timing: Option<Timing>,
     /// An address of the host the capture was taken on: tells sent from
     /// received frames where the capture does not mark them (repeatable).
     #[arg(long = "host", value_name = "ADDR")]
@@ -41,8 +44,8 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "OLD_RULES")]
     against: Option<PathBuf>,
     /// Gate mode: replay the captures this file lists against its
-    /// thresholds; exit 3 when they are not met.
-    #[arg(long, value_name = "FILE")]
+    /// thresholds; exit 3 when they are not met (see deploy/rules-ci/).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["hosts", "iface", "verbose"])]
     expect: Option<PathBuf>,
     /// Print the report as JSON (every frame, totals per reason and rule).
     #[arg(long)]
@@ -53,8 +56,14 @@ pub struct ReplayArgs {
 }
 
 pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
-    if a.expect.is_some() {
-        bail!("--expect is not available yet");
+    if let Some(expect) = &a.expect {
+        return gate::run(gate::GateArgs {
+            expect,
+            rules: a.rules.as_deref(),
+            against: a.against.as_deref(),
+            timing: a.timing,
+            json: a.json,
+        });
     }
     let (Some(rules_path), Some(capture)) = (&a.rules, &a.capture) else {
         bail!("give --rules and a capture, or --expect");
@@ -63,7 +72,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
     let old = load_old(a.against.as_deref())?;
     let hosts = host_addresses(&a.hosts, a.iface.as_deref())?;
     let options = Options {
-        timing: a.timing,
+        timing: a.timing.unwrap_or_default(),
         hosts,
         against: old.as_ref().map(|(s, name)| (s, name.clone())),
     };

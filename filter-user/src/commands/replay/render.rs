@@ -194,7 +194,7 @@ fn events(list: &[Event]) -> String {
     out
 }
 
-fn changes(c: &Changes, verbose: bool) -> String {
+pub fn changes(c: &Changes, verbose: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

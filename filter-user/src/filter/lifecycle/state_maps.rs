@@ -13,9 +13,9 @@ use aya::{
     maps::{Array, MapData, PerCpuArray},
 };
 use filter_common::{
-    Counter, CpuCounters, MAP_BAN_HINTS, MAP_COUNTERS, MAP_RULE_STATS, MAP_SOURCE_TAGS,
-    MAP_SOURCES, OLDER_STATS, OLDER_UDP_PORTS, STATE_MAPS, STATS_SLOTS, SourceSlot, UDP_PORTS,
-    source_slots,
+    Counter, CpuCounters, GUARD_LEN_BUCKETS, GUARD_SLOTS, MAP_BAN_HINTS, MAP_COUNTERS,
+    MAP_RULE_STATS, MAP_SOURCE_TAGS, MAP_SOURCES, OLDER_STATS, OLDER_UDP_PORTS, STATE_MAPS,
+    STATS_SLOTS, SourceSlot, UDP_PORTS, source_slots,
 };
 
 use crate::{
@@ -143,6 +143,9 @@ fn repin_remade(ebpf: &Ebpf, dir: &Path, remade: &[&str]) -> anyhow::Result<()> 
 /// summed over its blocks whatever their layout, become the new array's
 /// block that no CPU writes, so that no counter goes down. Reasons only
 /// ever get added at the end; the old monitor slot moves to the new one.
+/// u64s of a block's guard length counters.
+const GUARD_WORDS: usize = 2 * 2 * GUARD_LEN_BUCKETS * GUARD_SLOTS;
+
 fn carry_over(old: &MapData, new: &MapData) -> anyhow::Result<()> {
     let info = old.info()?;
     let value = info.value_size() as usize;
@@ -151,7 +154,11 @@ fn carry_over(old: &MapData, new: &MapData) -> anyhow::Result<()> {
     if !value.is_multiple_of(8) || words < UDP_PORTS + 2 || count == 0 {
         bail!("the old counter array has blocks of {value} bytes: not a counter array");
     }
-    let slots = (words - UDP_PORTS) / 2;
+    // This build's blocks end with the guard length counters; older ones
+    // ended with the port counters.
+    let with_guard = words == CpuCounters::WORDS;
+    let tail = UDP_PORTS + if with_guard { GUARD_WORDS } else { 0 };
+    let slots = (words - tail) / 2;
     let mapping = SharedMapping::new(old.fd().as_fd(), count * value)
         .context("cannot mmap the old counter array")?;
     let sum = |word: usize| -> u64 { (0..count).map(|b| mapping.u64_at(b * words + word)).sum() };
@@ -170,6 +177,14 @@ fn carry_over(old: &MapData, new: &MapData) -> anyhow::Result<()> {
     }
     for (port, n) in block.udp_ports.iter_mut().enumerate() {
         *n = sum(2 * slots + port);
+    }
+    if with_guard {
+        let at = 2 * slots + UDP_PORTS;
+        let counters = block.guard_lengths.iter_mut().flatten().flatten();
+        for (i, c) in counters.enumerate() {
+            c.packets = sum(at + 2 * i);
+            c.bytes = sum(at + 2 * i + 1);
+        }
     }
     // A map of our own over the new array's fd, writable.
     let fd = new

@@ -7,9 +7,12 @@ use std::os::fd::AsFd as _;
 
 use anyhow::{Context as _, anyhow};
 use aya::maps::{MapData, PerCpuArray};
-use filter_common::{Counter, CpuCounters, MAP_COUNTERS, STATS_SLOTS, UDP_PORTS};
+use filter_common::{
+    Counter, CpuCounters, GUARD_LEN_BUCKETS, GUARD_SLOTS, MAP_COUNTERS, STATS_SLOTS, UDP_PORTS,
+};
 use serde::Serialize;
 
+use super::memory::Entries;
 use crate::{
     state::{PinRoot, pins::open_map_data},
     sys::SharedMapping,
@@ -44,13 +47,24 @@ pub fn sum_per_cpu<T: std::borrow::Borrow<aya::maps::MapData>>(
     Ok(t)
 }
 
-/// Blocks of the counter array on this machine: one per possible CPU (the
-/// kernel's CPU numbers run below that count), and one after them that no
-/// CPU writes, for the totals carried over from an older build's maps.
+/// Blocks of the counter array: one per possible CPU (the kernel's CPU
+/// numbers run below that count), and one after them that no CPU writes,
+/// for the totals carried over from an older build's maps.
+pub const BLOCKS: Entries = Entries::CpusPlus(1);
+
+/// [`BLOCKS`] on this machine.
 pub fn blocks() -> anyhow::Result<u32> {
+    Ok(BLOCKS.at(possible_cpus()?))
+}
+
+/// This machine's possible CPUs, which per-CPU maps have a value for each.
+pub fn possible_cpus() -> anyhow::Result<u32> {
     let cpus =
         aya::util::nr_cpus().map_err(|(what, e)| anyhow!("cannot count CPUs: {what}: {e}"))?;
-    u32::try_from(cpus + 1).map_err(|_| anyhow!("{cpus} CPUs: too many for a counter block each"))
+    u32::try_from(cpus)
+        .ok()
+        .filter(|c| *c < u32::MAX)
+        .ok_or_else(|| anyhow!("{cpus} CPUs: too many for a counter block each"))
 }
 
 /// Packets that arrived from each UDP source port since the filter was
@@ -99,6 +113,19 @@ pub fn read_packets(map: &MapData) -> anyhow::Result<Vec<u64>> {
     Ok(Blocks::map(map)?.packets())
 }
 
+/// Replies by length of one guarded port's slot: `[unsolicited, solicited]`,
+/// each `{packets, bytes}` per length bucket (see
+/// [`filter_common::CpuCounters::guard_lengths`]).
+pub type GuardLengths = [[Totals; GUARD_LEN_BUCKETS]; 2];
+
+/// The guard length counters of the filter on `iface`, by slot.
+pub fn guard_lengths(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<GuardLengths>> {
+    let dir = root.iface_dir(iface);
+    Ok(Blocks::map(&open_map_data(&dir, MAP_COUNTERS)?)
+        .with_context(|| format!("cannot read {}", dir.join(MAP_COUNTERS).display()))?
+        .guard_lengths())
+}
+
 /// Packets and bytes by reason slot ([`STATS_SLOTS`] of them: the reasons,
 /// then the monitor slot), summed over the blocks.
 pub fn read_reasons(map: &MapData) -> anyhow::Result<Vec<Totals>> {
@@ -117,6 +144,22 @@ impl Blocks {
     pub fn reasons(&self) -> Vec<Totals> {
         (0..STATS_SLOTS as usize)
             .map(|slot| self.reason(slot))
+            .collect()
+    }
+
+    /// The guard length counters, by slot.
+    pub fn guard_lengths(&self) -> Vec<GuardLengths> {
+        let mut at = CpuCounters::GUARD_LENGTHS_AT;
+        let mut next = || {
+            let t = Totals {
+                packets: self.sum(at),
+                bytes: self.sum(at + 1),
+            };
+            at += 2;
+            t
+        };
+        (0..GUARD_SLOTS)
+            .map(|_| std::array::from_fn(|_| std::array::from_fn(|_| next())))
             .collect()
     }
 
