@@ -15,9 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use filter_testkit::net::{
-    ATTACKER_V4, ATTACKER_V6, Sink, TestNet, VICTIM_V4, VICTIM_V6, send_udp,
-};
+use filter_testkit::net::{ATTACKER_V4, Sink, TestNet, VICTIM_V4, VICTIM_V6, send_udp};
 
 use filterctl::rules::vectors::{CATALOGUE, Vector, guarded};
 
@@ -26,7 +24,7 @@ use common::{
         TempDir, clsact_egress_programs, command, egress_programs, ok, reason, run as filterctl,
         status,
     },
-    peers::{Daemon, dig, dnsmasq, resolver, spawn},
+    peers::{chrony_sync, dig, dnsmasq, spawn, start_peers},
 };
 
 /// The vectors the default profile guards: every one of the catalogue but
@@ -59,56 +57,6 @@ fn udp_counters() -> [u64; 4] {
         v6(&snmp6, "Udp6InDatagrams"),
         v6(&snmp6, "Udp6NoPorts"),
     ]
-}
-
-/// One chronyd -Q measurement against the peer's server (the clock is
-/// never set), from `port` when given.
-fn chrony_sync(ns: &str, files: &TempDir, port: Option<u16>) -> bool {
-    let mut conf = format!(
-        "server {ATTACKER_V4} iburst\ncmdport 0\npidfile {}/c.pid\n",
-        files.path().display()
-    );
-    if let Some(p) = port {
-        conf.push_str(&format!("acquisitionport {p}\n"));
-    }
-    let path = files.write("client.conf", &conf);
-    let out = TestNet::command_in(ns, "chronyd")
-        .args(["-Q", "-u", "root", "-t", "10", "-f", &path])
-        .output()
-        .expect("run chronyd");
-    let text = String::from_utf8_lossy(&out.stderr);
-    out.status.success() && text.contains("System clock wrong by")
-}
-
-/// dnsmasq (a local zone with a TXT answer larger than the MTU) and a
-/// chronyd server on the attacker side, the victim's resolver and time
-/// server.
-fn start_peers(net: &TestNet, files: &TempDir) -> [Daemon; 2] {
-    let big: String = (0..12)
-        .map(|i| format!("\"{}\"", char::from(b'a' + i).to_string().repeat(250)))
-        .collect::<Vec<_>>()
-        .join(",");
-    let dns = resolver(
-        net,
-        &[
-            "--edns-packet-max=4096",
-            &format!("--txt-record=big.test,{big}"),
-        ],
-    );
-    let server_conf = files.write(
-        "server.conf",
-        &format!(
-            "local stratum 1\nallow all\nbindaddress {ATTACKER_V4}\nbindaddress {ATTACKER_V6}\ncmdport 0\npidfile {}/s.pid\n",
-            files.path().display()
-        ),
-    );
-    let ntp = spawn(
-        &net.attacker_ns,
-        "chronyd",
-        &["-d", "-x", "-u", "root", "-f", &server_conf],
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    [dns, ntp]
 }
 
 /// One vector from every spoofed source, two replies each, to ports where

@@ -369,7 +369,12 @@ impl<W: Write> PcapngSink<W> {
                 timestamp: now,
                 original_len: frame.frame_len,
                 data: Cow::Borrowed(&frame.data),
-                options: vec![EnhancedPacketOption::Comment(Cow::Owned(frame.comment()))],
+                // epb_flags: inbound (XDP sees received frames only), so
+                // that `filterctl replay` knows their direction.
+                options: vec![
+                    EnhancedPacketOption::Flags(1),
+                    EnhancedPacketOption::Comment(Cow::Owned(frame.comment())),
+                ],
             })
             .context("cannot write a frame to the capture file")?;
         Ok(())

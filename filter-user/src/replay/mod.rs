@@ -103,8 +103,8 @@
 //!   mode always `"pass"`, while `reason` still says what enforce mode would
 //!   do); `reason` is one of the reasons of `filterctl stats`; `rule` is the
 //!   name of the rule that matched, or null: set for `rule_pass` and
-//!   `rule_drop`, and for `pass`, `rate_limit_drop` and `aggregate_drop`
-//!   when a `limit` rule matched.
+//!   `rule_drop`, and for `pass`, `rate_limit_drop`, `aggregate_drop` and
+//!   `solicited_reply` when a `limit` rule matched.
 //! - `totals`: received frames and bytes per reason; bytes are wire
 //!   lengths (`len`). They add up to `summary.incoming`. `rules`: per rule, in file order,
 //!   the frames it matched. `summary.dropped` and `passed` follow `action`;

@@ -92,7 +92,12 @@ impl Tracker {
         let class = match reason {
             Reason::RulePass => ACTION_PASS,
             Reason::RuleDrop => ACTION_DROP,
-            Reason::Pass | Reason::RateLimitDrop | Reason::AggregateDrop => ACTION_LIMIT,
+            // A reply the host asked for still meets the limit rules (their
+            // aggregate limits, their counters).
+            Reason::Pass
+            | Reason::RateLimitDrop
+            | Reason::AggregateDrop
+            | Reason::SolicitedReply => ACTION_LIMIT,
             _ => {
                 return Ok(Verdict {
                     reason,

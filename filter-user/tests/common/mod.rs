@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod model;
 pub mod pcap;
 pub mod peers;
+pub mod tcpdump;
 
 pub use filter_testkit::{frames, require_bpf};
 

@@ -115,7 +115,28 @@ pub fn run(a: GateArgs<'_>) -> anyhow::Result<u8> {
         .iter()
         .map(|c| (c.capture.clone(), c.attack, c.benign))
         .collect();
-    let checks = expect::judge(&file.gate, &tallies);
+    let mut checks = expect::judge(&file.gate, &tallies);
+    // A capture that holds none of what its label promises judges nothing
+    // while the gate looks green: a stale capture, a wrong `hosts`.
+    for c in &captures {
+        let (what, n) = match c.label {
+            Label::Baseline => ("benign", c.benign.frames),
+            Label::Attack | Label::Mixed => ("attack", c.attack.frames),
+        };
+        if n == 0 {
+            checks.push(Check {
+                check: if what == "benign" {
+                    "benign_frames"
+                } else {
+                    "attack_frames"
+                },
+                limit: serde_json::json!(1),
+                value: serde_json::json!(0),
+                passed: false,
+                capture: Some(c.capture.clone()),
+            });
+        }
+    }
     let passed = checks.iter().all(|c| c.passed);
     let report = GateReport {
         schema_version: crate::JSON_SCHEMA_VERSION,
@@ -153,6 +174,8 @@ fn check_line(c: &Check) -> String {
             format!("{} benign frames dropped", c.value),
             format!("at most {}", c.limit),
         ),
+        "attack_frames" => ("no attack frame".to_string(), "some".to_string()),
+        "benign_frames" => ("no benign frame".to_string(), "some".to_string()),
         _ => ("no frame to judge".to_string(), "some".to_string()),
     };
     format!("{}{about}: {value}, {limit}", c.check)
@@ -186,6 +209,13 @@ fn human(r: &GateReport) -> String {
             "  attack: {} of {} dropped; benign: {} of {} dropped",
             c.attack.dropped, c.attack.frames, c.benign.dropped, c.benign.frames
         );
+        if c.summary.direction_unknown > 0 {
+            let _ = writeln!(
+                out,
+                "  {} frames of unknown direction ran as received (give `hosts` in the file, or capture with `tcpdump -i any`)",
+                c.summary.direction_unknown
+            );
+        }
         if let Some(ch) = &c.changes {
             out.push_str(&render::changes(ch, false));
         }
