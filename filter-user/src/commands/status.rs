@@ -1,10 +1,19 @@
-//! `status`: which interfaces carry the filter and which rules they run.
+//! `status`: which interfaces carry the filter and which rules they run;
+//! with --memory, what their maps cost in kernel memory.
 
 use anyhow::Context as _;
+use serde::Serialize;
 
-use super::common::{elsewhere, upstream_summary};
+use super::common::{DEFAULT_RULES_NAME, default_rule_set, elsewhere, upstream_summary};
 use crate::{
-    filter::observe::status::{self, Status},
+    filter::{
+        lifecycle::program,
+        observe::{
+            counters,
+            memory::{self, Footprint},
+            status::{self, Status},
+        },
+    },
     state::PinRoot,
 };
 
@@ -12,9 +21,27 @@ use crate::{
 pub struct StatusArgs {
     #[arg(long)]
     json: bool,
+    /// Kernel memory of each interface's maps instead (as the kernel counts
+    /// it), at this host's CPUs and at 2, 64 and 192; of the built-in rules
+    /// as `load` would size them when no filter is loaded.
+    #[arg(long)]
+    memory: bool,
 }
 
 pub fn run(root: &PinRoot, a: StatusArgs) -> anyhow::Result<u8> {
+    if a.memory {
+        let all = memory_of(root)?;
+        if a.json {
+            let doc = serde_json::json!({
+                "schema_version": crate::JSON_SCHEMA_VERSION,
+                "memory": all,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        } else {
+            print!("{}", render_memory(&all));
+        }
+        return Ok(0);
+    }
     let mut all = Vec::new();
     for iface in root.interfaces()? {
         all.push(
@@ -90,6 +117,58 @@ fn render(root: &PinRoot, all: &[Status]) -> String {
                 s.stale_generations
             );
         }
+    }
+    o
+}
+
+/// One interface's maps, or those `load` would make.
+#[derive(Serialize)]
+struct MemoryOf {
+    /// None when no filter is loaded.
+    interface: Option<String>,
+    sized_by: String,
+    #[serde(flatten)]
+    footprint: Footprint,
+}
+
+fn memory_of(root: &PinRoot) -> anyhow::Result<Vec<MemoryOf>> {
+    let defs = memory::definitions(crate::EBPF_OBJECT)?;
+    let host = counters::possible_cpus()?;
+    let set = default_rule_set()?;
+    let sizes = program::load_sizes(&set, &set.compile());
+    let mut all = Vec::new();
+    for iface in root.interfaces()? {
+        let running = memory::running_sizes(root, &iface, &defs, &sizes)
+            .with_context(|| format!("cannot read the maps of {iface}"))?;
+        all.push(MemoryOf {
+            interface: Some(iface),
+            sized_by: "the running maps".into(),
+            footprint: memory::footprint(&defs, &running, host),
+        });
+    }
+    if all.is_empty() {
+        all.push(MemoryOf {
+            interface: None,
+            sized_by: DEFAULT_RULES_NAME.into(),
+            footprint: memory::footprint(&defs, &sizes, host),
+        });
+    }
+    Ok(all)
+}
+
+fn render_memory(all: &[MemoryOf]) -> String {
+    let mut o = String::new();
+    for m in all {
+        match &m.interface {
+            Some(iface) => o += &format!("{iface}: kernel memory of its maps, sized as they run\n"),
+            None => {
+                o += &format!(
+                    "no filter loaded: kernel memory of the maps `load` makes for {}\n",
+                    m.sized_by
+                )
+            }
+        }
+        o += &memory::render(&m.footprint, "  ");
     }
     o
 }

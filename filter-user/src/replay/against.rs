@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::report::FrameResult;
+use super::result::FrameResult;
 
 /// Frames listed one by one; past this only counted (a rule change that
 /// flips a whole flood would list every frame of it).

@@ -9,7 +9,7 @@ use std::{collections::HashSet, net::IpAddr};
 use filter_common::Reason;
 use serde::Serialize;
 
-use super::{clock::VirtualClock, frame::FrameFacts, report::FrameResult};
+use super::{clock::VirtualClock, frame::FrameFacts, result::FrameResult};
 use crate::{
     filter::{
         guard::surge::{Change, Detector},

@@ -128,6 +128,7 @@ pub mod events;
 pub mod expect;
 pub mod frame;
 pub mod report;
+pub mod result;
 pub mod tracker;
 
 use std::{net::IpAddr, path::Path, time::Instant};
@@ -141,7 +142,8 @@ use self::{
     clock::{Timing, VirtualClock},
     events::Events,
     frame::FrameFacts,
-    report::{Counts, FrameResult, Header, LOOPBACK, OUTGOING, Totalled, action_name},
+    report::{Counts, Header, Totalled, action_name},
+    result::{FrameResult, LOOPBACK, OUTGOING},
     tracker::Tracker,
 };
 use crate::{

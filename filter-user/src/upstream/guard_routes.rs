@@ -179,8 +179,6 @@ mod tests {
                 "flowspec destination 2001:db8::1/128 protocol udp source-port ==123 packet-length >=330&<=65535 then discard",
             ]
         );
-        // The host's own replies lie below every route.
-        assert!(90 - 14 < 370 && 300 - 14 < 370);
     }
 
     #[test]

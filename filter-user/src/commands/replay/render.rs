@@ -8,7 +8,8 @@ use crate::{
         against::Changes,
         capture::Direction,
         events::{Event, Kind},
-        report::{FrameResult, Header, Summary, Totalled},
+        report::{Header, Summary, Totalled},
+        result::FrameResult,
     },
     rules::Mode,
 };

@@ -26,7 +26,7 @@ use filter_common::{
 use super::{flags, rule_slots};
 use crate::{
     EBPF_OBJECT,
-    filter::observe::counters,
+    filter::observe::{counters, memory::Entries},
     rules::{Compiled, Prefix, RuleSet},
     state::record::Canonical,
 };
@@ -61,13 +61,9 @@ pub fn prepare_object(
     });
     let fresh = rule_slots::assign(&mut compiled.rules, running.as_ref());
     let mut loader = EbpfLoader::new();
-    loader.map_max_entries(MAP_SOURCES, source_slots(set.table_size));
-    loader.map_max_entries(MAP_SOURCE_TAGS, source_slots(set.table_size) / 2);
-    loader.map_max_entries(MAP_COUNTERS, counters::blocks()?);
-    // 2.2 MB of hints only for lists that need them (one word reads as
-    // "look" while CONFIG says there is no list to look in).
-    if compiled.hint_words.is_empty() {
-        loader.map_max_entries(MAP_SRC_HINTS, 1);
+    let cpus = counters::possible_cpus()?;
+    for (name, entries) in load_sizes(set, &compiled) {
+        loader.map_max_entries(name, entries.at(cpus));
     }
     // What the program runs on; monitor mode apart, which `mode` rewrites.
     let loaded = Config {
@@ -108,6 +104,24 @@ pub fn prepare_object(
     verify(&mut ebpf, PROGRAM_NAME, "the XDP program")?;
     verify(&mut ebpf, REQUESTS_PROGRAM_NAME, "the egress program")?;
     Ok(ebpf)
+}
+
+/// The max_entries the loader gives maps of the object over their own, for
+/// `set` (compiled as `compiled`); what `status --memory` and the bench
+/// size the maps with, too.
+pub fn load_sizes(set: &RuleSet, compiled: &Compiled) -> Vec<(&'static str, Entries)> {
+    let slots = source_slots(set.table_size);
+    let mut sizes = vec![
+        (MAP_SOURCES, Entries::Fixed(slots)),
+        (MAP_SOURCE_TAGS, Entries::Fixed(slots / 2)),
+        (MAP_COUNTERS, counters::BLOCKS),
+    ];
+    // 2.2 MB of hints only for lists that need them (one word reads as
+    // "look" while CONFIG says there is no list to look in).
+    if compiled.hint_words.is_empty() {
+        sizes.push((MAP_SRC_HINTS, Entries::Fixed(1)));
+    }
+    sizes
 }
 
 /// Loads program `name` of `ebpf` (`what` it is, for the message) into

@@ -1,12 +1,14 @@
 //! Reading what a loaded filter does, from its pins, without changing it:
 //! what runs (`status`), its counters (`counters`, summed into `stats`),
 //! the limiter table (`limiter`, `gauges`), who is over a limit or banned
-//! (`top`), and what a reload would change (`diff`).
+//! (`top`), what a reload would change (`diff`), and what its maps cost
+//! in kernel memory (`memory`).
 
 pub mod counters;
 pub mod diff;
 pub mod gauges;
 pub mod limiter;
+pub mod memory;
 pub mod stats;
 pub mod status;
 pub mod top;

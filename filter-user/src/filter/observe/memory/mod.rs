@@ -1,0 +1,14 @@
+//! What one interface's filter costs in kernel memory, map by map, at any
+//! number of CPUs: computed from the map definitions in the eBPF object
+//! and the sizes the loader gives them (`maps`), with the kernel's own
+//! formulas (`kernel`), into a table (`table`). `filterctl status
+//! --memory` and `cargo xtask bench` print it.
+
+pub mod kernel;
+mod maps;
+mod table;
+
+pub use self::{
+    maps::{Entries, MapDef, definitions, running_sizes},
+    table::{CPU_COLUMNS, Footprint, Layout, Row, footprint, render},
+};
