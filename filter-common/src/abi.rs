@@ -34,6 +34,24 @@ pub const MAP_CHAINS: &str = "CHAINS";
 /// Source prefixes (IPv4, IPv6) passed with no further checks.
 pub const MAP_ALLOW_V4: &str = "ALLOW_V4";
 pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
+/// IPv4 allow and deny lists, two bits per /24 ([`crate::v4lists`]): an
+/// mmapable array, one word while no IPv4 prefix is listed.
+pub const MAP_V4_LISTS: &str = "V4_LISTS";
+/// The /24s that listed prefixes cover in part, in /24 order: their
+/// addresses as bitmaps ([`crate::v4lists::FineV4`]); mmapable.
+pub const MAP_V4_FINE: &str = "V4_FINE";
+/// The IPv4 prefixes of both lists as listed, for `filterctl diff` (the
+/// program never reads them): `addr << 32 | len << 8 | list`, list 1 for
+/// allow and 2 for deny; mmapable, sized at load to their number (one at
+/// least). Where an older build kept them in the IPv4 tries, whose 110,000
+/// inserts took half a second of every reload.
+pub const MAP_V4_PREFIXES: &str = "V4_PREFIXES";
+pub const V4_PREFIX_ALLOW: u64 = 1;
+pub const V4_PREFIX_DENY: u64 = 2;
+/// Per word of [`MAP_V4_LISTS`], how many of the /24s before it are listed
+/// in part: where its own start in [`MAP_V4_FINE`]. A u32 each, two to a
+/// u64 value (the first word's in the low half); mmapable.
+pub const MAP_V4_RANK: &str = "V4_RANK";
 /// Source prefixes dropped.
 pub const MAP_DENY_V4: &str = "DENY_V4";
 pub const MAP_DENY_V6: &str = "DENY_V6";

@@ -12,6 +12,7 @@ pub mod limiter;
 pub mod packet;
 pub mod shapes;
 pub mod shared;
+pub mod v4lists;
 
 pub use abi::*;
 pub use capture::*;

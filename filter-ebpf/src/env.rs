@@ -21,6 +21,7 @@ use filter_common::{
     packet::{Packet, addr_words},
     port_slot,
     shared::Shared64 as _,
+    v4lists::{LISTED_ALLOW, LISTED_DENY},
 };
 
 use crate::{
@@ -29,25 +30,32 @@ use crate::{
     parse::{self, Frame, Hdr},
     shared::BpfU64,
     sockets,
-    tries::{in_tries, lookup_prefix},
+    tries::{in_tries, lookup_v6},
 };
 
 impl KernelEnv<'_> {
-    /// The source hints' answer, read once for both lists.
+    /// An IPv6 source: the hints' answer (may a listed prefix cover it?).
+    /// An IPv4 source: the lists' own (LISTED_ALLOW, LISTED_DENY), exact.
+    /// Read once for both lists.
     #[inline(always)]
-    fn listed(&self, p: &Packet) -> bool {
+    fn listed(&self, p: &Packet) -> u8 {
         match self.listed.get() {
             LISTED_UNKNOWN => {
-                let yes = listed(p.family, &p.src);
-                self.listed.set(yes as u8);
-                yes
+                let found = if p.family == FAMILY_V4 {
+                    v4_listed(&p.src)
+                } else {
+                    listed(p.family, &p.src) as u8 * (LISTED_ALLOW | LISTED_DENY)
+                };
+                self.listed.set(found);
+                found
             }
-            known => known != 0,
+            known => known,
         }
     }
 }
 
-const LISTED_UNKNOWN: u8 = 2;
+/// Never an answer of [`KernelEnv::listed`].
+const LISTED_UNKNOWN: u8 = 0xff;
 
 pub struct KernelEnv<'a> {
     pub ctx: &'a XdpContext,
@@ -88,15 +96,15 @@ impl Env for KernelEnv<'_> {
     #[inline(always)]
     fn allowed(&self, p: &Packet) -> bool {
         self.config.flags & CONFIG_HAS_ALLOW != 0
-            && self.listed(p)
-            && lookup_prefix(p, &ALLOW_V4, &ALLOW_V6)
+            && self.listed(p) & LISTED_ALLOW != 0
+            && (p.family == FAMILY_V4 || lookup_v6(p, &ALLOW_V6))
     }
 
     #[inline(always)]
     fn denied(&self, p: &Packet) -> bool {
         self.config.flags & CONFIG_HAS_DENY != 0
-            && self.listed(p)
-            && lookup_prefix(p, &DENY_V4, &DENY_V6)
+            && self.listed(p) & LISTED_DENY != 0
+            && (p.family == FAMILY_V4 || lookup_v6(p, &DENY_V6))
     }
 
     #[inline(always)]

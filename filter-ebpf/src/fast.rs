@@ -24,7 +24,7 @@ use crate::{
     clock,
     frags::{frag_dropped, remember_frag_drop},
     globals,
-    maps::{listed, maybe_banned},
+    maps::{listed, maybe_banned, v4_listed},
     parse::{
         self, ETH_P_IPV4, ETH_P_IPV6, Hdr, MAX_EXT_HEADERS, MAX_L4_OFFSET, NEXTHDR_DEST,
         NEXTHDR_HOP, NEXTHDR_ROUTING,
@@ -61,7 +61,14 @@ pub fn verdict(ctx: &XdpContext) -> Option<Early> {
 /// path's.
 #[inline(always)]
 fn maybe_listed(bans: u32, family: u8, src: &Addr) -> bool {
-    (globals::flags() & (CONFIG_HAS_ALLOW | CONFIG_HAS_DENY) != 0 && listed(family, src))
+    let in_lists = || {
+        if family == FAMILY_V4 {
+            v4_listed(src) != 0
+        } else {
+            listed(family, src)
+        }
+    };
+    (globals::flags() & (CONFIG_HAS_ALLOW | CONFIG_HAS_DENY) != 0 && in_lists())
         || (bans != 0 && maybe_banned(family, src))
 }
 

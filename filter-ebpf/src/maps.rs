@@ -54,6 +54,41 @@ pub static DENY_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_PREFIXE
 #[map(name = "DENY_V6")]
 pub static DENY_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 
+// Sized at load time: one word while no IPv4 prefix is listed.
+#[map(name = "V4_LISTS")]
+pub static V4_LISTS: Array<u64> =
+    Array::with_max_entries(filter_common::v4lists::V4_LIST_WORDS, BPF_F_MMAPABLE);
+
+// Sized at load time to the /24s listed in part (one at least).
+#[map(name = "V4_FINE")]
+pub static V4_FINE: Array<filter_common::v4lists::FineV4> =
+    Array::with_max_entries(MAX_PREFIXES, BPF_F_MMAPABLE);
+
+// For the controller's diff only; sized at load time.
+#[map(name = "V4_PREFIXES")]
+pub static V4_PREFIXES: Array<u64> = Array::with_max_entries(MAX_PREFIXES, BPF_F_MMAPABLE);
+
+// Sized at load time, as V4_LISTS: two u32 ranks a value (an array's
+// values lie 8 bytes apart).
+#[map(name = "V4_RANK")]
+pub static V4_RANK: Array<u64> =
+    Array::with_max_entries(filter_common::v4lists::V4_LIST_WORDS / 2, BPF_F_MMAPABLE);
+
+/// What the IPv4 lists say of `src` (LISTED_ALLOW, LISTED_DENY): exact.
+#[inline(always)]
+pub fn v4_listed(src: &filter_common::packet::Addr) -> u8 {
+    use filter_common::v4lists::{host, listed, rank_in_word, slash24, state};
+    let s24 = slash24(src);
+    let Some(word) = V4_LISTS.get(s24 >> 5).copied() else {
+        return 0;
+    };
+    listed(state(word, s24), host(src), || {
+        let pair = V4_RANK.get(s24 >> 6).copied()?;
+        let before = (pair >> ((s24 >> 5 & 1) * 32)) as u32;
+        V4_FINE.get(before + rank_in_word(word, s24)).copied()
+    })
+}
+
 // Sized at load time: one word while both lists are empty.
 #[map(name = "SRC_HINTS")]
 pub static SRC_HINTS: Array<u64> = Array::with_max_entries(filter_common::hints::HINT_WORDS, 0);

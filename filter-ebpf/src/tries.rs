@@ -1,5 +1,5 @@
-//! Lookups of a source in the prefix tries (allow, deny, never-ban), one
-//! trie per address family.
+//! Lookups of a source in the prefix tries (IPv6 allow and deny, never-ban
+//! of both families).
 
 use aya_ebpf::maps::{LpmTrie, lpm_trie::Key};
 use filter_common::{
@@ -7,15 +7,11 @@ use filter_common::{
     packet::{Packet, addr_bytes},
 };
 
-/// Whether the packet's source is in the family's trie.
+/// Whether an IPv6 packet's source is in the trie. (IPv4 sources are
+/// looked up in the lists' own form: maps::v4_listed.)
 #[inline(always)]
-pub fn lookup_prefix(p: &Packet, v4: &LpmTrie<[u8; 4], u8>, v6: &LpmTrie<[u8; 16], u8>) -> bool {
-    if p.family == FAMILY_V4 {
-        v4.get(Key::new(32, (p.src[0] as u32).to_ne_bytes()))
-            .is_some()
-    } else {
-        v6.get(Key::new(128, addr_bytes(&p.src))).is_some()
-    }
+pub fn lookup_v6(p: &Packet, v6: &LpmTrie<[u8; 16], u8>) -> bool {
+    v6.get(Key::new(128, addr_bytes(&p.src))).is_some()
 }
 
 /// Whether `addr` (IPv4 in its first 4 bytes) is in the family's trie:

@@ -106,6 +106,22 @@ pub struct Bird {
 
 impl Bird {
     pub fn start(router_ns: &str, dir: &Path) -> anyhow::Result<Bird> {
+        Bird::start_with(router_ns, dir, "none", "")
+    }
+
+    /// BIRD announcing the FlowSpec routes of its `flowtab4` to the victim:
+    /// `statics` adds the protocols that put them there (a static protocol
+    /// per route lets a test withdraw one with `birdc disable NAME`).
+    pub fn start_announcing(router_ns: &str, dir: &Path, statics: &str) -> anyhow::Result<Bird> {
+        Bird::start_with(router_ns, dir, "all", statics)
+    }
+
+    fn start_with(
+        router_ns: &str,
+        dir: &Path,
+        flow4_export: &str,
+        extra: &str,
+    ) -> anyhow::Result<Bird> {
         let conf = dir.join("bird.conf");
         std::fs::write(
             &conf,
@@ -115,8 +131,8 @@ impl Bird {
                  protocol bgp victim {{\n  local {ROUTER_V4} as {ROUTER_ASN};\n  \
                  neighbor {ROUTER_LINK_VICTIM_V4} as {VICTIM_ASN};\n  connect retry time 1;\n  \
                  ipv4 {{ import all; export none; }};\n  \
-                 flow4 {{ table flowtab4; import all; export none; }};\n  \
-                 flow6 {{ table flowtab6; import all; export none; }};\n}}\n"
+                 flow4 {{ table flowtab4; import all; export {flow4_export}; }};\n  \
+                 flow6 {{ table flowtab6; import all; export none; }};\n}}\n{extra}"
             ),
         )?;
         let socket = dir.join("bird.ctl");

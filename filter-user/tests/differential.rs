@@ -33,8 +33,8 @@ const RULES: &str = r#"
 mode = "enforce"
 fragments = "pass"
 fragment_memory = "365d"
-allow = ["192.0.2.0/28", "2001:db8:1::/48"]
-deny = ["203.0.113.0/25", "2001:db8:dead::/48", "198.51.100.66"]
+allow = ["192.0.2.0/28", "2001:db8:1::/48", "100.64.1.1"]
+deny = ["203.0.113.0/25", "2001:db8:dead::/48", "198.51.100.66", "100.64.0.0/10"]
 
 [[rule]]
 name = "ntp-time"
@@ -176,13 +176,18 @@ impl Rng {
     }
 }
 
-const SRC4: [[u8; 4]; 6] = [
+/// Sources in and beside the lists: each /24 below is listed in part, but
+/// 100.65.0.0/24, which a deny prefix covers whole.
+const SRC4: [[u8; 4]; 9] = [
     [192, 0, 2, 5],     // allowed
     [192, 0, 2, 77],    // neither
     [203, 0, 113, 9],   // denied
     [203, 0, 113, 200], // neither
     [198, 51, 100, 66], // denied host
     [198, 51, 100, 67], // neither
+    [100, 64, 1, 1],    // allowed inside a denied /10
+    [100, 64, 1, 2],    // denied, beside it
+    [100, 65, 0, 1],    // denied
 ];
 const SRC6_PREFIX: [[u8; 6]; 4] = [
     [0x20, 0x01, 0x0d, 0xb8, 0x00, 0x01], // allowed
@@ -810,11 +815,11 @@ fn the_early_verdict_agrees_with_the_full_decision() {
     // full path.
     let text: String = RULES
         .replace(
-            r#"allow = ["192.0.2.0/28", "2001:db8:1::/48"]"#,
+            r#"allow = ["192.0.2.0/28", "2001:db8:1::/48", "100.64.1.1"]"#,
             r#"allow = ["2001:db8:1::/48"]"#,
         )
         .replace(
-            r#"deny = ["203.0.113.0/25", "2001:db8:dead::/48", "198.51.100.66"]"#,
+            r#"deny = ["203.0.113.0/25", "2001:db8:dead::/48", "198.51.100.66", "100.64.0.0/10"]"#,
             r#"deny = ["2001:db8:dead::/48", "198.51.100.66"]"#,
         )
         .replace(

@@ -12,7 +12,7 @@ mod common;
 
 use std::{
     io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -21,27 +21,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::cli::{TempDir, command, ok, run};
+use common::{
+    cli::{TempDir, command, ok, run},
+    lab::{free_port, poll},
+};
 use filter_testkit::{
     bgp::{Bird, Daemon, gobgpd},
     frames::{ntp_monlist_reply, ssdp_reply},
     net::{Router, TestNet, VICTIM_V4},
 };
 use serde_json::Value;
-
-/// Polls `cond` every 100 ms for at most `secs`; how long it took.
-fn poll(what: &str, secs: u64, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return start.elapsed();
-        }
-        if start.elapsed() > Duration::from_secs(secs) {
-            panic!("no {what} after {secs} s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 impl Drop for Lab {
     /// Serve removes its state file when it stops; a test that failed
@@ -50,15 +39,6 @@ impl Drop for Lab {
         let root = filterctl::state::PinRoot::new(&self.net.pin_root);
         let _ = std::fs::remove_dir_all(filterctl::upstream::state::state_dir(&root));
     }
-}
-
-/// A port nobody listens on in the victim's namespace.
-fn free_port(net: &TestNet) -> u16 {
-    TestNet::in_ns(&net.victim_ns, || {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        l.local_addr().expect("local address").port()
-    })
-    .expect("enter the victim namespace")
 }
 
 /// Drop rules for SSDP and NTP monlist replies, and `[upstream]` with

@@ -74,7 +74,15 @@ pub fn reload(root: &PinRoot, a: ReloadArgs) -> anyhow::Result<u8> {
     let opts = ReloadOptions {
         reset_state: a.reset_state,
     };
-    let (set, applied) = apply_rules(root, iface, rules, guard_of(a.force), None, &[], opts)?;
+    let (set, applied) = apply_rules(
+        root,
+        iface,
+        rules,
+        guard_of(a.force),
+        None,
+        &Default::default(),
+        opts,
+    )?;
     if let Applied::Reloaded { generation } = applied {
         println!(
             "reloaded {iface}: generation {generation}, {} rules from {}, digest {}",

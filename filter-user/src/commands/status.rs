@@ -110,6 +110,13 @@ fn render(root: &PinRoot, all: &[Status]) -> String {
                 b.rule_name()
             );
         }
+        for i in &s.flowspec_imports {
+            let _ = writeln!(
+                o,
+                "  imported FlowSpec route from {}: {} (rule {}, not in the file)",
+                i.peer, i.route, i.name
+            );
+        }
         if !s.stale_generations.is_empty() {
             let _ = writeln!(
                 o,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use filter_common::{
     CONFIG_FRAGMENT_DROP, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_MONITOR, CONFIG_REPLY_GUARD,
-    Chain, Config, GUARD_NO_SLOT, GUARD_SLOTS, GUARD_TABLE_LEN, GuardPort, IPPROTO_TCP,
+    Chain, Config, FAMILY_V4, GUARD_NO_SLOT, GUARD_SLOTS, GUARD_TABLE_LEN, GuardPort, IPPROTO_TCP,
     IPPROTO_UDP, Limit, MAX_CHAIN, MAX_CHAINS, Rule, guard::guard_index, hints, port_slot,
     source_slots,
 };
@@ -52,6 +52,8 @@ pub struct Compiled {
     /// (index, word) of every non-zero word of the source hints in front
     /// of the allow and deny tries ([`filter_common::hints`]).
     pub hint_words: Vec<(u32, u64)>,
+    /// The IPv4 lists in the program's form.
+    pub v4_lists: super::v4lists::V4Lists,
 }
 
 pub struct ChainOverflow {
@@ -212,7 +214,14 @@ impl RuleSet {
                 .collect(),
             guard_table,
             guard_ports,
-            hint_words: hint_words(self.allow.iter().chain(&self.deny)),
+            // IPv4 sources are looked up in the lists' own form.
+            hint_words: hint_words(
+                self.allow
+                    .iter()
+                    .chain(&self.deny)
+                    .filter(|p| p.family != FAMILY_V4),
+            ),
+            v4_lists: super::v4lists::build(&self.allow, &self.deny),
         }
     }
 }

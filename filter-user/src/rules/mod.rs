@@ -7,6 +7,7 @@ pub mod compile;
 pub mod error;
 pub mod files;
 pub mod guard;
+pub mod imports;
 mod limits;
 pub mod lint;
 pub mod parse;
@@ -16,6 +17,7 @@ pub mod schema;
 pub mod set;
 pub mod units;
 pub mod upstream;
+pub mod v4lists;
 mod values;
 pub mod vectors;
 

@@ -136,6 +136,7 @@ impl Parser<'_> {
             upstream,
             adaptive,
             blocks: Vec::new(),
+            imports: Vec::new(),
             reply_guard,
             never_ban,
             digest: hasher.finalize().into(),

@@ -13,7 +13,7 @@ use super::{
     error::{Ctx, RuleError},
     limits::{Limits, valid_name},
     schema::{PayloadSchema, RangeValue, RuleSchema},
-    set::RuleSpec,
+    set::{FLOWSPEC_PREFIX, RuleSpec},
     values::{int_in, named_limit},
 };
 
@@ -31,6 +31,14 @@ pub(super) fn rule_spec(
             format!(
                 "bad rule name {name:?}: use 1 to {} characters from a-z, A-Z, 0-9, '-' and '_'",
                 RULE_NAME_LEN - 1
+            ),
+        ));
+    }
+    if name.starts_with(FLOWSPEC_PREFIX) {
+        return Err(cx.err(
+            r.name.span(),
+            format!(
+                "rule name {name:?}: names starting with {FLOWSPEC_PREFIX:?} are reserved for the FlowSpec routes of [upstream.import]"
             ),
         ));
     }

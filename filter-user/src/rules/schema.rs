@@ -134,6 +134,31 @@ pub struct UpstreamSchema {
     pub max_changes_per_minute: Option<Spanned<i64>>,
     #[serde(default)]
     pub blackhole: Option<Spanned<BlackholeSchema>>,
+    #[serde(default)]
+    pub import: Option<Spanned<ImportSchema>>,
+}
+
+/// `[upstream.import]`: FlowSpec routes read from the speaker's RIB and
+/// enforced here (validated in `rules/upstream.rs`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSchema {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub destinations: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub min_prefix_v4: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub min_prefix_v6: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub peers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub communities: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub max_routes: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

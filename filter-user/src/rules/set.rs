@@ -60,6 +60,9 @@ pub struct RuleSet {
     /// Adaptive blocks among `rules` (none in a set read from a file: see
     /// `adaptive::with_blocks`).
     pub blocks: Vec<AdaptiveBlock>,
+    /// FlowSpec routes `serve` imported from its speaker, among `rules`
+    /// (none in a set read from a file: see `imports::with_imports`).
+    pub imports: Vec<FlowImport>,
     /// `[reply_guard]`, when on.
     pub reply_guard: Option<ReplyGuard>,
     /// Sources never banned besides those the host's configuration names.
@@ -115,6 +118,31 @@ impl AdaptiveBlock {
     pub fn rule_name(&self) -> String {
         format!("{ADAPTIVE_PREFIX}udp-{}", self.port)
     }
+}
+
+/// Names of the rules that carry imported FlowSpec routes start with this;
+/// rule files may not use it.
+pub const FLOWSPEC_PREFIX: &str = "flowspec-";
+
+/// An imported FlowSpec route that runs, in the rule engine's terms: what
+/// its rule matches and does, and the route it came from (for `status`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FlowImport {
+    /// The rule's name, `flowspec-...`.
+    pub name: String,
+    /// The route as one line (`flowspec destination ... then discard`).
+    pub route: String,
+    /// The peer the speaker learned it from.
+    pub peer: String,
+    /// `IPPROTO_UDP` or `IPPROTO_TCP`.
+    pub proto: u8,
+    pub src_ports: (u16, u16),
+    pub dst_ports: (u16, u16),
+    /// L4 payload length, converted from FlowSpec's packet length.
+    pub payload_len: (u16, u16),
+    /// 0: drop; otherwise an aggregate limit of this many packets/s (the
+    /// route's bytes/s at an assumed packet size).
+    pub limit_pps: u64,
 }
 
 /// The guarded ports and what a request to each may receive (read in

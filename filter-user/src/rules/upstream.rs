@@ -1,14 +1,16 @@
 //! The `[upstream]` section of a rule file: which BGP speaker `filterctl
 //! serve` drives, and when drop decisions become FlowSpec routes or a
-//! blackhole announcement (thresholds, caps, hold times, dry run).
+//! blackhole announcement (thresholds, caps, hold times, dry run), and
+//! which FlowSpec routes of other hosts it enforces here (`[upstream.import]`).
 
-use std::ops::Range;
+use std::{net::IpAddr, ops::Range};
 
 use toml::Spanned;
 
 use super::{
     error::{Ctx, RuleError},
-    schema::{BlackholeSchema, UpstreamSchema},
+    prefixes::{Prefix, parse_prefix},
+    schema::{BlackholeSchema, ImportSchema, UpstreamSchema},
     units::{parse_bitrate, parse_duration},
 };
 
@@ -68,6 +70,25 @@ pub struct UpstreamConfig {
     pub max_changes_per_minute: usize,
     /// None: off (the default).
     pub blackhole: Option<BlackholeConfig>,
+    /// None: nothing is imported (the default).
+    pub import: Option<ImportConfig>,
+}
+
+/// A validated `[upstream.import]`: which FlowSpec routes of the speaker's
+/// RIB become rules here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportConfig {
+    /// A route's destination must lie inside one of these.
+    pub destinations: Vec<Prefix>,
+    /// And be at least this long: a short prefix is a fleet's traffic.
+    pub min_prefix_v4: u8,
+    pub min_prefix_v6: u8,
+    /// Routes are taken from these peers (GoBGP's neighbor-ip or
+    /// source-id) or with one of these communities (ASN << 16 | value).
+    pub peers: Vec<IpAddr>,
+    pub communities: Vec<u32>,
+    pub max_routes: usize,
+    pub interval_ns: u64,
 }
 
 const DEFAULT_API: &str = "127.0.0.1:50051";
@@ -123,6 +144,15 @@ pub fn parse(
     }
     let speaker = speaker(cx, u, errors);
     let blackhole = u.blackhole.as_ref().and_then(|b| blackhole(cx, b, errors));
+    let import = u.import.as_ref().and_then(|i| import(cx, i, errors));
+    if let (Some(Some(_)), Some(i)) = (&import, &u.import)
+        && u.speaker.get_ref() != "gobgp"
+    {
+        errors.push(cx.err(
+            i.span(),
+            "[upstream.import] reads GoBGP's RIB: it needs speaker = \"gobgp\"",
+        ));
+    }
     Some(UpstreamConfig {
         speaker: speaker?,
         peers: u.peers.iter().map(|p| p.get_ref().clone()).collect(),
@@ -137,7 +167,111 @@ pub fn parse(
         max_routes: max_routes as usize,
         max_changes_per_minute: max_changes as usize,
         blackhole: blackhole.flatten(),
+        import: import.flatten(),
     })
+}
+
+/// Some(None): written but disabled.
+fn import(
+    cx: &Ctx<'_>,
+    i: &Spanned<ImportSchema>,
+    errors: &mut Vec<RuleError>,
+) -> Option<Option<ImportConfig>> {
+    let s = i.get_ref();
+    let before = errors.len();
+    let destinations = list(
+        cx,
+        &s.destinations,
+        errors,
+        "destination",
+        "a prefix like \"192.0.2.0/24\"",
+        |t| parse_prefix(t).ok(),
+    );
+    let peers = list(
+        cx,
+        &s.peers,
+        errors,
+        "peer",
+        "an address like \"192.0.2.254\"",
+        |t| t.parse().ok(),
+    );
+    let communities = list(
+        cx,
+        &s.communities,
+        errors,
+        "community",
+        "ASN:VALUE like \"65000:666\"",
+        community,
+    );
+    let min_v4 = int(cx, s.min_prefix_v4.as_ref(), "min_prefix_v4", 8, 32, 24);
+    let min_v6 = int(cx, s.min_prefix_v6.as_ref(), "min_prefix_v6", 16, 128, 48);
+    let max_routes = int(cx, s.max_routes.as_ref(), "max_routes", 1, 1000, 100);
+    let interval = duration(cx, s.interval.as_ref(), "2s");
+    let mut ok = |r: Result<u64, RuleError>| r.map_err(|e| errors.push(e)).ok();
+    let (min_v4, min_v6, max_routes, interval) =
+        (ok(min_v4), ok(min_v6), ok(max_routes), ok(interval));
+    if s.destinations.is_empty() {
+        errors.push(cx.err(
+            i.span(),
+            "[upstream.import] needs destinations = [\"PREFIX\", ...]: the prefixes of this fleet that imported routes may name",
+        ));
+    }
+    if s.peers.is_empty() && s.communities.is_empty() {
+        errors.push(cx.err(
+            i.span(),
+            "[upstream.import] needs peers = [...] or communities = [...]: whose routes are enforced here",
+        ));
+    }
+    if interval == Some(0) {
+        errors.push(cx.err(
+            span_of(s.interval.as_ref()),
+            "interval must be longer than 0",
+        ));
+    }
+    if errors.len() > before {
+        return None;
+    }
+    let config = ImportConfig {
+        destinations,
+        min_prefix_v4: min_v4? as u8,
+        min_prefix_v6: min_v6? as u8,
+        peers,
+        communities,
+        max_routes: max_routes? as usize,
+        interval_ns: interval?,
+    };
+    Some((s.enabled != Some(false)).then_some(config))
+}
+
+/// The entries of an import list that `parse` reads; an error for each
+/// other one.
+fn list<T>(
+    cx: &Ctx<'_>,
+    items: &[Spanned<String>],
+    errors: &mut Vec<RuleError>,
+    what: &str,
+    hint: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for item in items {
+        match parse(item.get_ref()) {
+            Some(v) => out.push(v),
+            None => errors.push(cx.err(
+                item.span(),
+                format!("{what} {:?} is not {hint}", item.get_ref()),
+            )),
+        }
+    }
+    out
+}
+
+/// "ASN:VALUE" as BGP carries it: ASN << 16 | VALUE.
+pub fn community(text: &str) -> Option<u32> {
+    let (asn, value) = text.split_once(':')?;
+    let asn: u16 = asn.trim().parse().ok()?;
+    let value: u16 = value.trim().parse().ok()?;
+    Some(u32::from(asn) << 16 | u32::from(value))
 }
 
 fn speaker(cx: &Ctx<'_>, u: &UpstreamSchema, errors: &mut Vec<RuleError>) -> Option<SpeakerConfig> {
@@ -305,6 +439,60 @@ mod tests {
             "speaker = \"gobgp\"\n[upstream.blackhole]\nenabled = false\nlink_capacity = \"1Gbit\"\n",
         );
         assert_eq!(u.blackhole, None);
+    }
+
+    #[test]
+    fn import_section_reads_its_lists_and_refuses_what_would_import_anything() {
+        let u = upstream(
+            "speaker = \"gobgp\"\n[upstream.import]\ndestinations = [\"192.0.2.0/24\"]\npeers = [\"198.51.100.2\"]\ncommunities = [\"65000:666\"]\nmin_prefix_v4 = 28\n",
+        );
+        let i = u.import.expect("import on");
+        assert_eq!(i.destinations[0].to_string(), "192.0.2.0/24");
+        assert_eq!(
+            (i.min_prefix_v4, i.min_prefix_v6, i.max_routes),
+            (28, 48, 100)
+        );
+        assert_eq!(i.communities, vec![65000 << 16 | 666]);
+        let off = upstream(
+            "speaker = \"gobgp\"\n[upstream.import]\nenabled = false\ndestinations = [\"192.0.2.0/24\"]\npeers = [\"198.51.100.2\"]\n",
+        );
+        assert_eq!(off.import, None);
+        let cases: &[(&str, usize, &str)] = &[
+            ("peers = [\"198.51.100.2\"]\n", 8, "needs destinations"),
+            ("destinations = [\"192.0.2.0/24\"]\n", 8, "needs peers"),
+            (
+                "destinations = [\"192.0.2.0/24\"]\npeers = [\"x\"]\n",
+                10,
+                "peer \"x\" is not",
+            ),
+            (
+                "destinations = [\"nowhere\"]\npeers = [\"198.51.100.2\"]\n",
+                9,
+                "destination",
+            ),
+            (
+                "destinations = [\"192.0.2.0/24\"]\ncommunities = [\"666\"]\n",
+                10,
+                "ASN:VALUE",
+            ),
+            (
+                "destinations = [\"192.0.2.0/24\"]\npeers = [\"198.51.100.2\"]\nmin_prefix_v4 = 0\n",
+                11,
+                "out of range",
+            ),
+        ];
+        for (section, line, needle) in cases {
+            let text =
+                format!("{RULE}[upstream]\nspeaker = \"gobgp\"\n[upstream.import]\n{section}");
+            let e = parse("t.toml", &text).expect_err(section);
+            assert_eq!(e.line, *line, "{section}: {e}");
+            assert!(e.message.contains(needle), "{section}: {e}");
+        }
+        let exa = format!(
+            "{RULE}[upstream]\nspeaker = \"exabgp\"\npipe = \"/x\"\n[upstream.import]\ndestinations = [\"192.0.2.0/24\"]\npeers = [\"198.51.100.2\"]\n"
+        );
+        let e = parse("t.toml", &exa).expect_err("exabgp");
+        assert!(e.message.contains("needs speaker = \"gobgp\""), "{e}");
     }
 
     #[test]

@@ -28,7 +28,10 @@ use crate::{
             status::{self, Status},
         },
     },
-    rules::adaptive::{Adaptive, AdaptiveBlock, with_blocks},
+    rules::{
+        adaptive::{Adaptive, AdaptiveBlock, with_blocks},
+        imports::with_imports,
+    },
     state::PinRoot,
     sys,
 };
@@ -254,6 +257,13 @@ impl Surges {
                 .get(&iface)
                 .context("the rule file has not been read yet")?;
             let with = with_blocks(set, &desired)?;
+            // The imported routes that run stay (read under the lock, which
+            // their task holds for its reloads too).
+            let imports = status::status(root, &iface)?.flowspec_imports;
+            let with = match with_imports(&with, &imports) {
+                Ok(both) if !imports.is_empty() => both,
+                _ => with,
+            };
             Ok(reload::reload(root, &iface, &with, &self.watch.rules)?)
         })();
         match result {

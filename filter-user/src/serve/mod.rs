@@ -15,6 +15,9 @@
 //! - runs surge detection for each watched file with `[adaptive]` (see
 //!   `adaptive.rs`): temporary blocks of a flooding UDP source port, added
 //!   to the file's rules through the same atomic reload;
+//! - enforces the FlowSpec routes its GoBGP speaker learned from its peers
+//!   when the file has `[upstream.import]` (`import.rs`), as `flowspec-...`
+//!   rules added through the same atomic reload;
 //! - stops on SIGTERM or SIGINT, finishing a reload in progress and letting
 //!   open connections finish for at most 5 s, and leaves the filter
 //!   attached with all its pins.
@@ -36,6 +39,7 @@ pub mod adaptive;
 pub mod catalogue;
 mod endpoints;
 pub mod http;
+pub mod import;
 pub mod metrics;
 pub mod upstream;
 pub mod watch;
@@ -216,6 +220,11 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
         files.clone(),
         metrics.adaptive,
     ));
+    let imports = tokio::spawn(import::watch_imports(
+        root.clone(),
+        watches.clone(),
+        files.clone(),
+    ));
     let watcher = tokio::spawn(watch_rules(root, watches, hup, metrics.reloads, files));
 
     let stopping = async move {
@@ -227,6 +236,7 @@ pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> an
     // the process exits (the runtime waits for it): it is atomic either way.
     watcher.abort();
     surges.abort();
+    imports.abort();
     let _ = upstream_stop.send(true);
     if tokio::time::timeout(WITHDRAW_TIMEOUT, upstream)
         .await

@@ -172,7 +172,8 @@ enum Outcome {
     Retry,
 }
 
-/// Reloads `w` with its file, keeping the adaptive blocks that run, unless
+/// Reloads `w` with its file, keeping the adaptive blocks and imported
+/// routes that run, unless
 /// the file's digest is what runs (or always, when `force`); logs what it
 /// did. Blocking: run it off the runtime.
 fn apply(root: &PinRoot, w: &Watch, force: bool, files: &FileSets) -> Outcome {
@@ -185,17 +186,14 @@ fn apply(root: &PinRoot, w: &Watch, force: bool, files: &FileSets) -> Outcome {
         .as_ref()
         .filter(|_| !force)
         .map(|s| s.rules_digest.as_str());
-    let blocks = now
-        .as_ref()
-        .map(|s| s.adaptive_blocks.clone())
-        .unwrap_or_default();
+    let added = now.as_ref().map(status::Status::added).unwrap_or_default();
     let result = apply_rules(
         root,
         iface,
         &w.rules,
         Guard::Check,
         running,
-        &blocks,
+        &added,
         ReloadOptions::default(),
     );
     if let Ok((set, _)) = &result {

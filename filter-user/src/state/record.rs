@@ -14,6 +14,7 @@ use crate::rules::{
     RuleSet, RuleSpec,
     adaptive::{ADAPTIVE_PREFIX, AdaptiveBlock},
     hex,
+    imports::{FLOWSPEC_PREFIX, FlowImport},
 };
 
 /// A rule set as `diff` compares it: every setting and every rule's fields
@@ -26,14 +27,19 @@ pub struct Canonical {
     /// added by `serve`, never in the file.
     #[serde(default)]
     pub adaptive_blocks: Vec<AdaptiveBlock>,
+    /// The imported FlowSpec routes among `rules` (rules named
+    /// `flowspec-...`): added by `serve`, never in the file.
+    #[serde(default)]
+    pub flowspec_imports: Vec<FlowImport>,
 }
 
 impl Canonical {
-    /// The rules that came from the file (not the adaptive blocks).
+    /// The rules that came from the file (not the adaptive blocks nor the
+    /// imported routes).
     pub fn file_rules(&self) -> impl Iterator<Item = &(String, BTreeMap<String, String>)> {
         self.rules
             .iter()
-            .filter(|(n, _)| !n.starts_with(ADAPTIVE_PREFIX))
+            .filter(|(n, _)| !n.starts_with(ADAPTIVE_PREFIX) && !n.starts_with(FLOWSPEC_PREFIX))
     }
 }
 
@@ -119,6 +125,7 @@ impl Canonical {
             settings,
             rules,
             adaptive_blocks: set.blocks.clone(),
+            flowspec_imports: set.imports.clone(),
         }
     }
 
@@ -206,6 +213,9 @@ fn rule_fields(set: &RuleSet, r: &RuleSpec) -> BTreeMap<String, String> {
                 b.since_unix, b.trigger_pps, b.trigger_share_percent
             ),
         );
+    }
+    if let Some(i) = set.imports.iter().find(|i| i.name == r.name) {
+        f.insert("flowspec".into(), format!("{} from {}", i.route, i.peer));
     }
     f
 }

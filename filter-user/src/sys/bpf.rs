@@ -122,3 +122,73 @@ pub unsafe fn map_read_all(
         _ => Ok(attr.count as usize),
     }
 }
+
+/// Writes `values` (laid out as the map's values) at the start of the
+/// mmapable BPF array `fd`, in one copy where element by element takes a
+/// call each (a 4 MB array: half a million of them).
+pub fn write_mapped<T: Copy>(fd: std::os::fd::BorrowedFd<'_>, values: &[T]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let len = std::mem::size_of_val(values);
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: a fresh mapping at an address the kernel picks; the fd is
+    // open for the duration of the call.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `len` bytes mapped writable just above, page-aligned; the
+    // source is a live slice of that length; unmapped right after.
+    unsafe {
+        std::ptr::copy_nonoverlapping(values.as_ptr(), ptr as *mut T, values.len());
+        libc::munmap(ptr, len);
+    }
+    Ok(())
+}
+
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// Inserts `keys[i]` -> `values[i]` into the BPF hash `fd` in one call
+/// (kernel 5.6 and later), where one by one takes a call each.
+pub fn map_update_batch<V: Copy>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    keys: &[u32],
+    values: &[V],
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    assert_eq!(keys.len(), values.len(), "a value per key");
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: 0,
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: live buffers of `count` keys and values, which the kernel
+    // only reads; the caller's map takes u32 keys and values of V's size.
+    unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) }?;
+    if attr.count as usize != keys.len() {
+        return Err(std::io::Error::other(format!(
+            "the kernel took {} of {} entries",
+            attr.count,
+            keys.len()
+        )));
+    }
+    Ok(())
+}

@@ -16,7 +16,7 @@ mod process;
 // (they name each other: `super::error::SysError`), so these re-exports,
 // kept for the rest of the crate, cannot close an import circle.
 pub use self::{
-    bpf::{SharedMapping, map_read_all},
+    bpf::{SharedMapping, map_read_all, map_update_batch, write_mapped},
     error::SysError,
     files::{is_connection_error, is_out_of_files, raise_nofile_limit, wait_readable},
     net::{driver_of, ifindex, interface_addresses},

@@ -7,6 +7,7 @@
 //! of it: a broken speaker is an error here and nothing more.
 
 pub mod guard_routes;
+pub mod import;
 pub mod routes;
 pub mod select;
 pub mod sources;

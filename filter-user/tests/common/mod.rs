@@ -4,6 +4,7 @@
 pub mod cases;
 pub mod cli;
 pub mod daemon;
+pub mod lab;
 pub mod model;
 pub mod pcap;
 pub mod peers;

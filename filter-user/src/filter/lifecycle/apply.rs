@@ -12,7 +12,7 @@ use crate::{
     lockout::{self, Lockout},
     rules::{
         self, RuleSet, RulesError,
-        adaptive::{AdaptiveBlock, with_blocks},
+        imports::{Added, with_added},
     },
     state::PinRoot,
 };
@@ -62,9 +62,9 @@ pub fn guard(set: &RuleSet, guard: Guard) -> Result<(), Lockout> {
     }
 }
 
-/// Reloads `iface` with the rules of `path` plus the adaptive `blocks`
-/// that run (`serve` keeps them; a file without `[adaptive]`, or one whose
-/// rules leave no room for them, drops them), unless `running` is already
+/// Reloads `iface` with the rules of `path` plus what `serve` `added` and
+/// keeps (adaptive blocks, imported routes; a file without `[adaptive]`, or
+/// one whose rules leave no room for them, drops them), unless `running` is already
 /// the file's digest. Returns the rule set read from the file and what was
 /// done. `opts` say how the reload treats the state maps.
 pub fn apply_rules(
@@ -73,7 +73,7 @@ pub fn apply_rules(
     path: &Path,
     lockout_guard: Guard,
     running: Option<&str>,
-    blocks: &[AdaptiveBlock],
+    added: &Added,
     opts: ReloadOptions,
 ) -> Result<(RuleSet, Applied), ApplyError> {
     let set = rules::load_file(path)?;
@@ -81,9 +81,10 @@ pub fn apply_rules(
         return Ok((set, Applied::Unchanged));
     }
     guard(&set, lockout_guard)?;
-    let run = match with_blocks(&set, blocks) {
-        Ok(with) if !blocks.is_empty() => Cow::Owned(with),
-        _ => Cow::Borrowed(&set),
+    let run = if added.is_empty() {
+        Cow::Borrowed(&set)
+    } else {
+        Cow::Owned(with_added(&set, added))
     };
     let generation = reload_with(root, iface, &run, path, opts)?;
     Ok((set, Applied::Reloaded { generation }))

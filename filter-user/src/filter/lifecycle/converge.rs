@@ -44,15 +44,15 @@ pub fn converge(
     let running = status::status(root, iface).with_context(|| {
         format!("{iface} has pins but no running filter could be read from them (`filterctl unload --iface {iface}` clears them)")
     })?;
-    // The adaptive blocks that run stay: `serve` lifts them when their hold
-    // ends.
+    // The adaptive blocks and imported routes that run stay: `serve` lifts
+    // them when their hold ends or their route is withdrawn.
     let (set, applied) = apply_rules(
         root,
         iface,
         path,
         guard,
         Some(&running.rules_digest),
-        &running.adaptive_blocks,
+        &running.added(),
         ReloadOptions::default(),
     )?;
     let done = match applied {

@@ -54,8 +54,10 @@ fn write_meta(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         attach_mode,
-        rule_count: (set.rules.len() - set.blocks.len()) as u32,
-        adaptive_blocks: set.blocks.len() as u32,
+        // META has one count for the rules `serve` adds (its layout is
+        // the kernel's too): adaptive blocks and imported routes alike.
+        rule_count: (set.rules.len() - set.blocks.len() - set.imports.len()) as u32,
+        adaptive_blocks: (set.blocks.len() + set.imports.len()) as u32,
         generation,
         ..Meta::default()
     };

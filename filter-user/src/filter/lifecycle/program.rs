@@ -17,10 +17,11 @@ use aya::{
 };
 use filter_common::{
     BAN_WIDE, CONFIG_MONITOR, Chain, Config, FAMILY_V4, GLOBAL_CONFIG, GLOBAL_GUARD_PORTS,
-    GuardPort, Limit, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_FLAG, MAP_BAN_HINTS, MAP_CHAINS,
-    MAP_CONFIG, MAP_COUNTERS, MAP_DENY_V4, MAP_DENY_V6, MAP_GUARD_BUDGETS, MAP_LIMITS,
-    MAP_PORT_CHAINS, MAP_RULES, MAP_RULESET, MAP_SOURCE_TAGS, MAP_SOURCES, MAP_SRC_HINTS,
-    PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule, STATE_MAPS, source_slots,
+    GuardPort, Limit, MAP_ALLOW_V6, MAP_BAN_FLAG, MAP_BAN_HINTS, MAP_CHAINS, MAP_CONFIG,
+    MAP_COUNTERS, MAP_DENY_V6, MAP_GUARD_BUDGETS, MAP_LIMITS, MAP_PORT_CHAINS, MAP_RULES,
+    MAP_RULESET, MAP_SOURCE_TAGS, MAP_SOURCES, MAP_SRC_HINTS, MAP_V4_FINE, MAP_V4_LISTS,
+    MAP_V4_PREFIXES, MAP_V4_RANK, PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule,
+    STATE_MAPS, source_slots,
 };
 
 use super::{flags, rule_slots};
@@ -98,8 +99,11 @@ pub fn prepare_object(
     flags::seed(&mut ebpf, compiled.config.flags & CONFIG_MONITOR, bans)?;
     write_rules(&mut ebpf, &compiled)?;
     rule_slots::prepare_counters(&mut ebpf, &compiled.rules, &fresh, running.as_ref())?;
-    write_prefixes(&mut ebpf, MAP_ALLOW_V4, MAP_ALLOW_V6, &set.allow)?;
-    write_prefixes(&mut ebpf, MAP_DENY_V4, MAP_DENY_V6, &set.deny)?;
+    // IPv4 sources are looked up in the lists' own form (write_v4_lists);
+    // only IPv6 ones in tries.
+    write_prefixes(&mut ebpf, MAP_ALLOW_V6, &set.allow)?;
+    write_prefixes(&mut ebpf, MAP_DENY_V6, &set.deny)?;
+    write_v4_lists(&mut ebpf, &compiled.v4_lists)?;
     write_record(&mut ebpf, set)?;
     verify(&mut ebpf, PROGRAM_NAME, "the XDP program")?;
     verify(&mut ebpf, REQUESTS_PROGRAM_NAME, "the egress program")?;
@@ -116,11 +120,22 @@ pub fn load_sizes(set: &RuleSet, compiled: &Compiled) -> Vec<(&'static str, Entr
         (MAP_SOURCE_TAGS, Entries::Fixed(slots / 2)),
         (MAP_COUNTERS, counters::BLOCKS),
     ];
-    // 2.2 MB of hints only for lists that need them (one word reads as
-    // "look" while CONFIG says there is no list to look in).
-    if compiled.hint_words.is_empty() {
+    // 2.2 MB of hints only for lists (one word reads as "look" while CONFIG
+    // says there is no list to look in); IPv4 sources are not hinted, but
+    // an IPv6 source must read a clear bit while only IPv4 is listed.
+    if set.allow.is_empty() && set.deny.is_empty() {
         sizes.push((MAP_SRC_HINTS, Entries::Fixed(1)));
     }
+    // The IPv4 lists: 4 MB of states only when an IPv4 prefix is listed;
+    // the bitmaps of the /24s listed in part, as many as there are.
+    if compiled.v4_lists.words.is_empty() {
+        sizes.push((MAP_V4_LISTS, Entries::Fixed(1)));
+        sizes.push((MAP_V4_RANK, Entries::Fixed(1)));
+    }
+    let fine = compiled.v4_lists.fine.len().max(1);
+    sizes.push((MAP_V4_FINE, Entries::Fixed(fine as u32)));
+    let listed = compiled.v4_lists.prefixes.len().max(1);
+    sizes.push((MAP_V4_PREFIXES, Entries::Fixed(listed as u32)));
     sizes
 }
 
@@ -204,14 +219,32 @@ fn write_rules(ebpf: &mut Ebpf, c: &Compiled) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fills an allow or deny pair of tries.
-fn write_prefixes(ebpf: &mut Ebpf, v4: &str, v6: &str, list: &[Prefix]) -> anyhow::Result<()> {
-    let mut t4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(map_mut(ebpf, v4)?)?;
-    for p in list.iter().filter(|p| p.family == FAMILY_V4) {
-        let key = Key::new(p.len as u32, [p.addr[0], p.addr[1], p.addr[2], p.addr[3]]);
-        t4.insert(&key, 1, 0)
-            .with_context(|| format!("failed to add {p} to {v4}"))?;
+/// Fills the IPv4 lists' maps through their mappings: 6 MB of states and
+/// ranks, and the bitmaps, in three copies.
+fn write_v4_lists(ebpf: &mut Ebpf, l: &crate::rules::v4lists::V4Lists) -> anyhow::Result<()> {
+    use std::os::fd::AsFd as _;
+    fn write<T: Copy>(ebpf: &mut Ebpf, name: &str, values: &[T]) -> anyhow::Result<()> {
+        let Map::Array(array) = map_mut(ebpf, name)? else {
+            bail!("{name} is not an array");
+        };
+        crate::sys::write_mapped(array.fd().as_fd(), values)
+            .with_context(|| format!("failed to write {name}"))
     }
+    write(ebpf, MAP_V4_LISTS, &l.words)?;
+    write(ebpf, MAP_V4_PREFIXES, &l.prefixes)?;
+    // Two u32 ranks a value, as the program reads them.
+    let ranks: Vec<u64> = l
+        .ranks
+        .chunks(2)
+        .map(|c| u64::from(c[0]) | u64::from(c.get(1).copied().unwrap_or(0)) << 32)
+        .collect();
+    write(ebpf, MAP_V4_RANK, &ranks)?;
+    let fine: Vec<filter_common::v4lists::FineV4> = l.fine.iter().map(|(_, f)| *f).collect();
+    write(ebpf, MAP_V4_FINE, &fine)
+}
+
+/// Fills an allow or deny pair of tries.
+fn write_prefixes(ebpf: &mut Ebpf, v6: &str, list: &[Prefix]) -> anyhow::Result<()> {
     let mut t6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(map_mut(ebpf, v6)?)?;
     for p in list.iter().filter(|p| p.family != FAMILY_V4) {
         t6.insert(&Key::new(p.len as u32, p.addr), 1, 0)

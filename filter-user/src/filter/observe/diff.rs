@@ -5,12 +5,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context as _;
-use aya::maps::lpm_trie::{Key, LpmTrie};
-use filter_common::{FAMILY_V4, FAMILY_V6, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_DENY_V4, MAP_DENY_V6};
+use aya::maps::{
+    Array,
+    lpm_trie::{Key, LpmTrie},
+};
+use filter_common::{
+    FAMILY_V4, FAMILY_V6, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_DENY_V4, MAP_DENY_V6, MAP_V4_PREFIXES,
+    V4_PREFIX_ALLOW, V4_PREFIX_DENY,
+};
 use serde::Serialize;
 
 use crate::{
-    rules::{Prefix, RuleSet, adaptive::AdaptiveBlock},
+    rules::{Prefix, RuleSet, adaptive::AdaptiveBlock, v4lists},
     state::{
         PinRoot, current_generation,
         pins::open_map,
@@ -175,8 +181,29 @@ pub fn compare(old: &Canonical, new: &Canonical) -> Plan {
     plan
 }
 
-fn read_trie(dir: &std::path::Path, v4: &str, v6: &str) -> anyhow::Result<BTreeSet<Prefix>> {
+/// The running generation's prefixes of one list: IPv4 ones as listed in
+/// [`MAP_V4_PREFIXES`] (an older build's generation: in the IPv4 trie),
+/// IPv6 ones in their trie.
+fn read_trie(
+    dir: &std::path::Path,
+    v4: &str,
+    v6: &str,
+    list: u64,
+) -> anyhow::Result<BTreeSet<Prefix>> {
     let mut out = BTreeSet::new();
+    if dir.join(MAP_V4_PREFIXES).exists() {
+        let packed: Array<_, u64> = Array::try_from(open_map(dir, MAP_V4_PREFIXES)?)?;
+        let values = packed.iter().collect::<Result<Vec<u64>, _>>()?;
+        // A list-less generation's one value is 0: no list, no prefix.
+        out.extend(v4lists::unpack(values.into_iter(), list));
+    } else {
+        read_v4_trie(dir, v4, &mut out)?;
+    }
+    read_v6_trie(dir, v6, &mut out)?;
+    Ok(out)
+}
+
+fn read_v4_trie(dir: &std::path::Path, v4: &str, out: &mut BTreeSet<Prefix>) -> anyhow::Result<()> {
     let t4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(open_map(dir, v4)?)?;
     for k in t4.keys() {
         let k: Key<[u8; 4]> = k?;
@@ -188,6 +215,10 @@ fn read_trie(dir: &std::path::Path, v4: &str, v6: &str) -> anyhow::Result<BTreeS
             len: k.prefix_len() as u8,
         });
     }
+    Ok(())
+}
+
+fn read_v6_trie(dir: &std::path::Path, v6: &str, out: &mut BTreeSet<Prefix>) -> anyhow::Result<()> {
     let t6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(open_map(dir, v6)?)?;
     for k in t6.keys() {
         let k: Key<[u8; 16]> = k?;
@@ -197,7 +228,7 @@ fn read_trie(dir: &std::path::Path, v4: &str, v6: &str) -> anyhow::Result<BTreeS
             len: k.prefix_len() as u8,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 fn list_diff(old: &BTreeSet<Prefix>, new: &[Prefix]) -> (Vec<String>, Vec<String>) {
@@ -215,11 +246,11 @@ pub fn plan(root: &PinRoot, iface: &str, set: &RuleSet) -> anyhow::Result<Plan> 
     let old = read_record(&current.dir)?;
     let mut plan = compare(&old, &Canonical::of(set));
     (plan.allow_added, plan.allow_removed) = list_diff(
-        &read_trie(&current.dir, MAP_ALLOW_V4, MAP_ALLOW_V6)?,
+        &read_trie(&current.dir, MAP_ALLOW_V4, MAP_ALLOW_V6, V4_PREFIX_ALLOW)?,
         &set.allow,
     );
     (plan.deny_added, plan.deny_removed) = list_diff(
-        &read_trie(&current.dir, MAP_DENY_V4, MAP_DENY_V6)?,
+        &read_trie(&current.dir, MAP_DENY_V4, MAP_DENY_V6, V4_PREFIX_DENY)?,
         &set.deny,
     );
     Ok(plan)

@@ -6,7 +6,11 @@ use filter_common::{
 };
 
 use crate::{
-    rules::{adaptive::AdaptiveBlock, hex},
+    rules::{
+        adaptive::AdaptiveBlock,
+        hex,
+        imports::{Added, FlowImport},
+    },
     state::{
         PinRoot, current_generation,
         generation::{Hook, attach_mode_name, hook_of},
@@ -48,6 +52,18 @@ pub struct Status {
     pub loaded_at_unix: u64,
     /// Blocks `serve`'s surge detection added to the file's rules.
     pub adaptive_blocks: Vec<AdaptiveBlock>,
+    /// FlowSpec routes `serve` imported from its speaker (`[upstream.import]`).
+    pub flowspec_imports: Vec<FlowImport>,
+}
+
+impl Status {
+    /// What `serve` added to the file's rules, to keep through a reload.
+    pub fn added(&self) -> Added {
+        Added {
+            blocks: self.adaptive_blocks.clone(),
+            imports: self.flowspec_imports.clone(),
+        }
+    }
 }
 
 pub fn status(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
@@ -74,10 +90,12 @@ pub fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
     let meta = read_meta(&current.dir)?;
     let config = read_config(&current.dir)?;
     // Only read when META says there are some: the record is 512 KiB.
-    let adaptive_blocks = if meta.adaptive_blocks > 0 {
-        read_record(&current.dir)?.adaptive_blocks
+    // META's adaptive_blocks counts imported routes too.
+    let (adaptive_blocks, flowspec_imports) = if meta.adaptive_blocks > 0 {
+        let r = read_record(&current.dir)?;
+        (r.adaptive_blocks, r.flowspec_imports)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let source_len = meta
         .source
@@ -98,7 +116,7 @@ pub fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
         git_commit: (meta.git_state != GIT_NONE)
             .then(|| String::from_utf8_lossy(&meta.git_commit).into_owned()),
         git_modified: meta.git_state == GIT_MODIFIED,
-        // META counts the file's rules and the blocks apart.
+        // META counts the file's rules and serve's (blocks, imports) apart.
         rule_count: meta.rule_count,
         running_rules: meta.rule_count.saturating_add(meta.adaptive_blocks),
         mode: if config.flags & CONFIG_MONITOR != 0 {
@@ -113,6 +131,7 @@ pub fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
         },
         loaded_at_unix: meta.loaded_at_unix,
         adaptive_blocks,
+        flowspec_imports,
     })
 }
 
