@@ -158,8 +158,9 @@ pub fn write_mapped<T: Copy>(fd: std::os::fd::BorrowedFd<'_>, values: &[T]) -> s
 
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
-/// Inserts `keys[i]` -> `values[i]` into the BPF hash `fd` in one call
-/// (kernel 5.6 and later), where one by one takes a call each.
+/// Writes `keys[i]` -> `values[i]` into the BPF map `fd` (a hash or an
+/// array, not per-CPU; u32 keys, values of the map's value size) in one
+/// call (kernel 5.6 and later), where one by one takes a call each.
 pub fn map_update_batch<V: Copy>(
     fd: std::os::fd::BorrowedFd<'_>,
     keys: &[u32],

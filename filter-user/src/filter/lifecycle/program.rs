@@ -16,12 +16,11 @@ use aya::{
     programs::Program,
 };
 use filter_common::{
-    BAN_WIDE, CONFIG_MONITOR, Chain, Config, FAMILY_V4, GLOBAL_CONFIG, GLOBAL_GUARD_PORTS,
-    GuardPort, Limit, MAP_ALLOW_V6, MAP_BAN_FLAG, MAP_BAN_HINTS, MAP_CHAINS, MAP_CONFIG,
-    MAP_COUNTERS, MAP_DENY_V6, MAP_GUARD_BUDGETS, MAP_LIMITS, MAP_PORT_CHAINS, MAP_RULES,
-    MAP_RULESET, MAP_SOURCE_TAGS, MAP_SOURCES, MAP_SRC_HINTS, MAP_V4_FINE, MAP_V4_LISTS,
-    MAP_V4_PREFIXES, MAP_V4_RANK, PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, Rule,
-    STATE_MAPS, source_slots,
+    BAN_WIDE, CONFIG_MONITOR, Config, FAMILY_V4, GLOBAL_CONFIG, GLOBAL_GUARD_PORTS, GuardPort,
+    MAP_ALLOW_V6, MAP_BAN_FLAG, MAP_BAN_HINTS, MAP_CHAINS, MAP_CONFIG, MAP_COUNTERS, MAP_DENY_V6,
+    MAP_GUARD_BUDGETS, MAP_LIMITS, MAP_PORT_CHAINS, MAP_RULES, MAP_RULESET, MAP_SOURCE_TAGS,
+    MAP_SOURCES, MAP_SRC_HINTS, MAP_V4_FINE, MAP_V4_LISTS, MAP_V4_PREFIXES, MAP_V4_RANK,
+    PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, STATE_MAPS, source_slots,
 };
 
 use super::{flags, rule_slots};
@@ -179,28 +178,18 @@ fn ban_flag_at_load(ebpf: &mut Ebpf, hints_missing: bool) -> anyhow::Result<u32>
 
 /// Writes the compiled rule set into a freshly loaded program's maps.
 fn write_rules(ebpf: &mut Ebpf, c: &Compiled) -> anyhow::Result<()> {
-    let mut rules: Array<_, Rule> = Array::try_from(map_mut(ebpf, MAP_RULES)?)?;
-    for (i, r) in c.rules.iter().enumerate() {
-        rules.set(i as u32, r, 0).context("failed to write RULES")?;
-    }
-    let mut chains: Array<_, Chain> = Array::try_from(map_mut(ebpf, MAP_CHAINS)?)?;
-    for (i, ch) in c.chains.iter().enumerate() {
-        chains
-            .set(i as u32, ch, 0)
-            .context("failed to write CHAINS")?;
-    }
-    let mut ports: Array<_, u32> = Array::try_from(map_mut(ebpf, MAP_PORT_CHAINS)?)?;
-    for &(slot, chain) in &c.port_chains {
-        ports
-            .set(slot, chain, 0)
-            .context("failed to write PORT_CHAINS")?;
-    }
-    let mut limits: Array<_, Limit> = Array::try_from(map_mut(ebpf, MAP_LIMITS)?)?;
-    for (i, l) in c.limits.iter().enumerate() {
-        limits
-            .set(i as u32, l, 0)
-            .context("failed to write LIMITS")?;
-    }
+    // One call per map, where an element each took one: 3,000 calls and
+    // ~150 ms of a reload of 1,000 rules.
+    write_array(ebpf, MAP_RULES, c.rules.iter().copied().enumerate())?;
+    write_array(ebpf, MAP_CHAINS, c.chains.iter().copied().enumerate())?;
+    write_array(
+        ebpf,
+        MAP_PORT_CHAINS,
+        c.port_chains
+            .iter()
+            .map(|&(slot, chain)| (slot as usize, chain)),
+    )?;
+    write_array(ebpf, MAP_LIMITS, c.limits.iter().copied().enumerate())?;
     let mut budgets: HashMap<_, u32, GuardPort> =
         HashMap::try_from(map_mut(ebpf, MAP_GUARD_BUDGETS)?)?;
     for (port, b) in &c.guard_ports {
@@ -208,15 +197,31 @@ fn write_rules(ebpf: &mut Ebpf, c: &Compiled) -> anyhow::Result<()> {
             .insert(*port as u32, b, 0)
             .context("failed to write GUARD_BUDGETS")?;
     }
-    let mut hints: Array<_, u64> = Array::try_from(map_mut(ebpf, MAP_SRC_HINTS)?)?;
-    for (i, w) in &c.hint_words {
-        hints.set(*i, w, 0).context("failed to write SRC_HINTS")?;
-    }
+    write_array(
+        ebpf,
+        MAP_SRC_HINTS,
+        c.hint_words.iter().map(|&(i, w)| (i as usize, w)),
+    )?;
     let mut config: Array<_, Config> = Array::try_from(map_mut(ebpf, MAP_CONFIG)?)?;
     config
         .set(0, c.config, 0)
         .context("failed to write CONFIG")?;
     Ok(())
+}
+
+/// Writes `entries` (index, value) into the array `name` in one call.
+fn write_array<T: Copy>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    entries: impl Iterator<Item = (usize, T)>,
+) -> anyhow::Result<()> {
+    use std::os::fd::AsFd as _;
+    let (keys, values): (Vec<u32>, Vec<T>) = entries.map(|(i, v)| (i as u32, v)).unzip();
+    let Map::Array(array) = map_mut(ebpf, name)? else {
+        bail!("{name} is not an array");
+    };
+    crate::sys::map_update_batch(array.fd().as_fd(), &keys, &values)
+        .with_context(|| format!("failed to write {name}"))
 }
 
 /// Fills the IPv4 lists' maps through their mappings: 6 MB of states and
