@@ -589,9 +589,38 @@ pub struct DoorSlot {
 }
 const _: () = assert!(size_of::<DoorSlot>() == 24);
 
-/// Per-CPU [`DoorSlot`]s, indexed by the low bits of the source's hash.
+/// Per-CPU [`DoorSlot`]s, indexed by the low bits of the source's hash:
+/// [`DOOR_SLOTS`] of them, fewer on hosts with many CPUs (sized at load,
+/// see [`per_cpu_slots`]; the mask in [`GLOBAL_DOOR_MASK`]).
 pub const MAP_DOOR: &str = "DOOR";
 pub const DOOR_SLOTS: u32 = 1 << 15;
+pub const DOOR_MIN_SLOTS: u32 = 1 << 12;
+/// What all CPUs' door slots may take together, beyond their minimum.
+pub const DOOR_BUDGET: u64 = 2 << 20;
+/// The read-only globals that hold the slot masks of DOOR and FRAG_CACHE
+/// (slots - 1), set at load with their maps' sizes.
+pub const GLOBAL_DOOR_MASK: &str = "DOOR_MASK";
+pub const GLOBAL_FRAG_CACHE_MASK: &str = "FRAG_CACHE_MASK";
+/// Per-CPU fragment cache slots: as the door's.
+pub const MAP_FRAG_CACHE: &str = "FRAG_CACHE";
+pub const FRAG_CACHE_SLOTS: u32 = 1 << 12;
+pub const FRAG_CACHE_MIN_SLOTS: u32 = 1 << 9;
+pub const FRAG_CACHE_BUDGET: u64 = 1 << 20;
+
+/// Slots per CPU of a per-CPU array of `value_size`-byte values: the most
+/// (a power of two, `min` to `max`) that keep all `cpus` within `budget`
+/// bytes. Per-CPU memory grows with the CPUs, and a 192-CPU server's DOOR
+/// took 151 MB at the 2-CPU size; the door and the cache work with fewer
+/// slots (a collision costs a lookup, never a verdict).
+pub const fn per_cpu_slots(cpus: u32, value_size: u32, budget: u64, min: u32, max: u32) -> u32 {
+    let cpus = if cpus == 0 { 1 } else { cpus as u64 };
+    let fit = budget / (cpus * value_size as u64);
+    let mut slots = max;
+    while slots > min && slots as u64 > fit {
+        slots /= 2;
+    }
+    slots
+}
 
 /// A slot of the limiter table: a source (its masked address as
 /// [`crate::packet::Packet`] words, and [`crate::limiter::Source::tag`]; 0

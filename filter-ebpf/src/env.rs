@@ -11,8 +11,8 @@ use aya_ebpf::{
 };
 use filter_common::{
     BAN_ANY, BAN_WIDE, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, Chain, Config,
-    DOOR_SLOTS, DoorSlot, FAMILY_V4, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, ReplyKey, Rule,
-    SourceSlot, SourceState, SrcKey,
+    DoorSlot, FAMILY_V4, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, ReplyKey, Rule, SourceSlot,
+    SourceState, SrcKey,
     decide::Env,
     frags::Datagram,
     guard::ReplyCell,
@@ -283,7 +283,7 @@ impl Env for KernelEnv<'_> {
 
     #[inline(always)]
     fn door(&mut self, hash: u64) -> Option<&mut DoorSlot> {
-        let ptr = DOOR.get_ptr_mut(hash as u32 & (DOOR_SLOTS - 1))?;
+        let ptr = DOOR.get_ptr_mut(hash as u32 & crate::globals::door_mask())?;
         // SAFETY: this CPU's slot of a per-CPU array, used by this run only.
         Some(unsafe { &mut *ptr })
     }

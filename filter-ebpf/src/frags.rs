@@ -3,7 +3,7 @@
 
 use filter_common::frags::Datagram;
 
-use crate::maps::{FRAG_CACHE, FRAG_CACHE_SLOTS, FRAGS, FragSlot};
+use crate::maps::{FRAG_CACHE, FRAGS, FragSlot};
 
 /// Whether the datagram's first fragment was dropped, and recently enough.
 #[inline(always)]
@@ -56,7 +56,7 @@ fn frag_slot(words: &[u64; 5]) -> Option<&'static mut FragSlot> {
     for w in &words[..4] {
         h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
-    let ptr = FRAG_CACHE.get_ptr_mut((h >> 32) as u32 & (FRAG_CACHE_SLOTS - 1))?;
+    let ptr = FRAG_CACHE.get_ptr_mut((h >> 32) as u32 & crate::globals::frag_cache_mask())?;
     // SAFETY: this CPU's slot of a per-CPU array, used by this run only.
     Some(unsafe { &mut *ptr })
 }

@@ -17,6 +17,14 @@ static LOADED_CONFIG: Config = unsafe { core::mem::zeroed() };
 #[unsafe(no_mangle)]
 static GUARD_PORTS: [u8; GUARD_TABLE_LEN] = [0; GUARD_TABLE_LEN];
 
+// filter_common::GLOBAL_DOOR_MASK and GLOBAL_FRAG_CACHE_MASK: the loader
+// writes them with the maps' sizes; 0 (every source in slot 0) until then.
+#[unsafe(no_mangle)]
+static DOOR_MASK: u32 = 0;
+
+#[unsafe(no_mangle)]
+static FRAG_CACHE_MASK: u32 = 0;
+
 // filter_common::OPEN_UNTIL_SECTION.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".bss.open")]
@@ -95,6 +103,20 @@ pub fn monitor_flag() -> u32 {
 pub fn virtual_now() -> u64 {
     // SAFETY: an aligned u64 that only the controller writes, between runs.
     unsafe { core::ptr::read_volatile(&raw const VIRTUAL_NOW) }
+}
+
+/// DOOR's slots less one (a power of two less one), as loaded.
+#[inline(always)]
+pub fn door_mask() -> u32 {
+    // SAFETY: a read-only static.
+    unsafe { core::ptr::read_volatile(&raw const DOOR_MASK) }
+}
+
+/// FRAG_CACHE's slots less one, as loaded.
+#[inline(always)]
+pub fn frag_cache_mask() -> u32 {
+    // SAFETY: a read-only static.
+    unsafe { core::ptr::read_volatile(&raw const FRAG_CACHE_MASK) }
 }
 
 /// Whether a capture may run: then the drop path looks at its settings.

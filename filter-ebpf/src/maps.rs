@@ -133,6 +133,7 @@ pub static SOURCE_TAGS: Array<u32> = Array::with_max_entries(DEFAULT_SOURCES / 2
 // The limiter's doorkeeper (see decide::first_sighting): per CPU, so its
 // slots are plain stores that no other CPU's cache line fights over.
 #[map(name = "DOOR")]
+// Sized at load time (filter_common::per_cpu_slots).
 pub static DOOR: PerCpuArray<DoorSlot> = PerCpuArray::with_max_entries(DOOR_SLOTS, 0);
 
 #[map(name = "LIMITS")]
@@ -154,9 +155,10 @@ pub struct FragSlot {
 
 /// Per CPU, in front of FRAGS (see frags::frag_slot); per generation, not
 /// pinned: FRAGS stays the record that outlives reloads.
+// Sized at load time (filter_common::per_cpu_slots), as DOOR.
 #[map(name = "FRAG_CACHE")]
-pub static FRAG_CACHE: PerCpuArray<FragSlot> = PerCpuArray::with_max_entries(FRAG_CACHE_SLOTS, 0);
-pub const FRAG_CACHE_SLOTS: u32 = 4096;
+pub static FRAG_CACHE: PerCpuArray<FragSlot> =
+    PerCpuArray::with_max_entries(filter_common::FRAG_CACHE_SLOTS, 0);
 
 #[map(name = "REPLIES")]
 pub static REPLIES: LruHashMap<ReplyKey, ReplyState> = LruHashMap::with_max_entries(MAX_REPLIES, 0);

@@ -2,21 +2,30 @@
 //! needs (as the systemd unit runs it): `apply` loads, leaves and reloads,
 //! the reading and operator commands work on its own pins, and a user
 //! without the capabilities is told which ones are missing. Also the exit
-//! statuses of `apply`. Needs root (to hand the capabilities out).
+//! statuses of `apply`. Root and the service user share the service's
+//! filter: root sees, reloads and unloads it, and what root made is handed
+//! to the service user, who keeps working. Needs root (to hand the
+//! capabilities out).
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+    process::{Command, Output, Stdio},
+};
 
 use filter_testkit::net::TestNet;
 
 use common::{
-    cli::{FILTERCTL, TempDir},
+    cli::{FILTERCTL, TempDir, ok, run},
     daemon::{Daemon, free_port, get, wait_until},
 };
 
 /// nobody:nogroup, the user these tests run filterctl as.
 const NOBODY: u32 = 65534;
+/// A user with no name and no pins of its own: someone else on the host.
+const STRANGER: u32 = 65533;
 /// What `filterctl load`, `reload`, `apply` and `serve` need (see
 /// `filterctl::privilege::LOAD`).
 const LOAD_CAPS: &str = "+bpf,+net_admin,+perfmon";
@@ -31,6 +40,10 @@ fn as_nobody(net: &TestNet, caps: &str, args: &[&str]) -> Output {
 }
 
 fn nobody_command(net: &TestNet, caps: &str, args: &[&str]) -> Command {
+    user_command(net, NOBODY, caps, args)
+}
+
+fn user_command(net: &TestNet, uid: u32, caps: &str, args: &[&str]) -> Command {
     let set = |name: &str| {
         if caps.is_empty() {
             format!("--{name}=-all")
@@ -40,8 +53,8 @@ fn nobody_command(net: &TestNet, caps: &str, args: &[&str]) -> Command {
     };
     let mut cmd = TestNet::command_in(&net.victim_ns, "setpriv");
     cmd.args([
-        format!("--reuid={NOBODY}"),
-        format!("--regid={NOBODY}"),
+        format!("--reuid={uid}"),
+        format!("--regid={uid}"),
         "--clear-groups".into(),
         set("inh-caps"),
         set("ambient-caps"),
@@ -213,4 +226,132 @@ fn with_its_capabilities_a_plain_user_loads_reloads_and_applies() {
     let unload = as_nobody(&net, "", &["unload", "--iface", iface]);
     assert_eq!(code(&unload), 0, "{}", text(&unload));
     assert_eq!(std::fs::read_dir(&net.pin_root).unwrap().count(), 0);
+}
+
+/// The first interface of `status --json` from `out`.
+fn status_of(out: &Output) -> serde_json::Value {
+    assert_eq!(code(out), 0, "{}", text(out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    doc["interfaces"][0].clone()
+}
+
+/// Files and folders under `dir` that `uid` does not own.
+fn not_owned_by(dir: &Path, uid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("list the pin folder") {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.uid() != uid || meta.gid() != uid {
+            out.push(format!(
+                "{} ({}:{})",
+                path.display(),
+                meta.uid(),
+                meta.gid()
+            ));
+        }
+        if meta.is_dir() {
+            out.extend(not_owned_by(&path, uid));
+        }
+    }
+    out
+}
+
+#[test]
+fn root_and_the_service_user_share_the_services_filter() {
+    common::require_bpf();
+    let net = TestNet::new("cpr").expect("create test namespaces");
+    pin_root_for_nobody(&net);
+    let (_dir, a, b, _) = rule_files("caps-root");
+    let iface = net.victim_if.as_str();
+    let loaded = as_nobody(
+        &net,
+        LOAD_CAPS,
+        &["load", "--iface", iface, "--rules", &a, "--mode", "generic"],
+    );
+    assert_eq!(code(&loaded), 0, "the service loads: {}", text(&loaded));
+
+    // Root sees the service's filter.
+    let s = status_of(&run(&net, &["status", "--json"]));
+    assert_eq!(s["interface"], iface, "root's status: {s}");
+    assert_eq!(s["generation"], 1, "{s}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(run(&net, &["stats", "--json"]))).expect("stats --json");
+    assert_eq!(
+        stats["interfaces"].as_array().map(Vec::len),
+        Some(1),
+        "{stats}"
+    );
+
+    // Root reloads it: what root made is the service user's.
+    ok(run(&net, &["reload", "--iface", iface, "--rules", &b]));
+    let strays = not_owned_by(&net.pin_root, NOBODY);
+    assert!(strays.is_empty(), "root left its own pins: {strays:?}");
+
+    // The service keeps working.
+    let s = status_of(&as_nobody(&net, "", &["status", "--json"]));
+    assert_eq!(
+        s["generation"], 2,
+        "the service's status after root's reload: {s}"
+    );
+    assert_eq!(s["mode"], "monitor", "{s}");
+    let reloaded = as_nobody(
+        &net,
+        LOAD_CAPS,
+        &["reload", "--iface", iface, "--rules", &a],
+    );
+    assert_eq!(
+        code(&reloaded),
+        0,
+        "the service reloads: {}",
+        text(&reloaded)
+    );
+    let s = status_of(&as_nobody(&net, "", &["status", "--json"]));
+    assert_eq!(s["generation"], 3, "{s}");
+
+    // Someone else is told whose filter it is, not "no filter loaded".
+    let other = user_command(&net, STRANGER, "", &["status"])
+        .output()
+        .expect("run setpriv");
+    assert_eq!(code(&other), 1, "{}", text(&other));
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        err.contains("belongs to user 65534 (nobody), not to you (user 65533)")
+            && err.contains("run filterctl as nobody or as root"),
+        "{}",
+        text(&other)
+    );
+
+    // A pin the service may not open (as root left them before it handed
+    // them over) is named, with its owner, not taken for a stale one.
+    let prog = net.pin_root.join(iface).join("gen-3").join("prog");
+    std::os::unix::fs::lchown(&prog, Some(0), Some(0)).expect("chown a pin to root");
+    let denied = as_nobody(&net, "", &["status"]);
+    assert_eq!(code(&denied), 1, "{}", text(&denied));
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        err.contains("belongs to user 0 (root), not to you (user 65534 (nobody))")
+            && err.contains("run filterctl as root")
+            && !err.contains("no generation folder holds"),
+        "{}",
+        text(&denied)
+    );
+
+    // Root takes it all down: the program is detached and the pins gone.
+    let unload = run(&net, &["unload", "--all"]);
+    assert_eq!(code(&unload), 0, "{}", text(&unload));
+    let link = Command::new("ip")
+        .args(["-n", &net.victim_ns, "link", "show", "dev", iface])
+        .output()
+        .expect("run ip");
+    assert_eq!(code(&link), 0, "{}", text(&link));
+    let shown = String::from_utf8_lossy(&link.stdout);
+    assert!(
+        !shown.contains("xdp"),
+        "an XDP program is still attached: {shown}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&net.pin_root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "unload left pins: {left:?}");
 }

@@ -3,19 +3,24 @@
 //! seen from here).
 
 use std::{
-    os::unix::fs::DirBuilderExt as _,
+    os::unix::fs::{DirBuilderExt as _, MetadataExt as _},
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, bail};
 
-use super::layout::{PinRoot, check_owner};
+use super::{
+    layout::PinRoot,
+    owner::{check_owner, explain_denied, hand_over, trust},
+};
 use crate::sys;
 
 impl PinRoot {
     /// Makes sure the root sits on a bpffs, mounting one at /sys/fs/bpf when
     /// nothing is mounted there yet (only in the host's mount namespace),
-    /// and that the root is a folder only this user can write to.
+    /// and that the root is a folder this user trusts (see `owner`). A pin
+    /// root that root makes in another user's folder (`--netns`'s folder in
+    /// the service's default root) goes to that user.
     pub fn ensure_bpffs(&self) -> anyhow::Result<()> {
         let root = self.path();
         let mount_point = bpffs_mount_point(root);
@@ -47,13 +52,22 @@ impl PinRoot {
             );
         }
         if !root.exists() {
+            let made: Vec<PathBuf> = root
+                .ancestors()
+                .take_while(|p| !p.exists())
+                .map(Path::to_path_buf)
+                .collect();
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(root)
                 .with_context(|| format!("cannot create pin folder {}", root.display()))?;
+            // Outermost first: each one goes to its parent's owner.
+            for dir in made.iter().rev() {
+                hand_over(dir)?;
+            }
         }
-        check_owner(root)
+        check_owner(root, root)
     }
 }
 
@@ -74,13 +88,15 @@ impl PinRoot {
         }
     }
 
-    /// Interfaces that have a pin folder, sorted. Folders this user does
-    /// not own are not filterctl's (a decoy someone made on a shared bpffs):
-    /// they are left out, with a warning.
+    /// Interfaces that have a pin folder, sorted. A pin root this user
+    /// does not trust is an error that names its owner (not "no filter");
+    /// folders in it that this user does not trust are not filterctl's (a
+    /// decoy someone made on a shared bpffs): they are left out, with a
+    /// warning. See `owner` for whom each user trusts.
     pub fn interfaces(&self) -> anyhow::Result<Vec<String>> {
         let root = self.path();
-        let entries = match std::fs::read_dir(root) {
-            Ok(e) => e,
+        let root_meta = match std::fs::symlink_metadata(root) {
+            Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Under `ip netns exec` the host's bpffs is hidden: "no
                 // filter" would be a lie.
@@ -89,16 +105,24 @@ impl PinRoot {
                 }
                 return Ok(Vec::new());
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot list {}", root.display())),
+            Err(e) => {
+                let e = anyhow::Error::new(e).context(format!("cannot read {}", root.display()));
+                // A folder above it that this user may not enter: whose.
+                return Err(explain_denied(e, root));
+            }
         };
+        check_owner(root, root)?;
+        let entries =
+            std::fs::read_dir(root).with_context(|| format!("cannot list {}", root.display()))?;
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.with_context(|| format!("cannot list {}", root.display()))?;
-            if !entry.file_type()?.is_dir() {
+            let meta = entry.metadata()?;
+            if !meta.is_dir() {
                 continue;
             }
-            if let Err(e) = check_owner(&entry.path()) {
-                log::warn!("ignored: {e:#}");
+            if let Err(d) = trust(meta.uid(), root_meta.uid(), sys::euid(), meta.mode()) {
+                log::warn!("ignored: {}", d.explain(&entry.path(), &sys::user_name));
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();

@@ -12,6 +12,7 @@ use filter_common::{ATTACH_GENERIC, ATTACH_NATIVE, Config, MAP_CONFIG, MAP_META,
 
 use super::{
     layout::{EGRESS_LINK, EGRESS_TC, LINK, PROG, generation_dir, generations},
+    owner::is_denied,
     pins::{open_link, open_map, program_info},
 };
 
@@ -37,6 +38,9 @@ pub fn current_generation(iface_dir: &Path) -> anyhow::Result<CurrentGeneration>
         let dir = generation_dir(iface_dir, g);
         match program_info(&dir.join(PROG)) {
             Ok(p) if p.id() == program_id => current = Some((g, dir)),
+            // Another user's pin is not a stale one: say whose it is
+            // rather than that no folder holds the program.
+            Err(e) if is_denied(&e) => return Err(e),
             _ => stale.push(g),
         }
     }

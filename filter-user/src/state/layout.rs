@@ -1,15 +1,10 @@
 //! Where things lie under the pin root: the root itself, one folder per
 //! interface, one per program generation in it, the names of the pins they
-//! hold; and the check that such a folder is this user's own.
+//! hold (who may act on them: `owner`).
 
-use std::{
-    os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
-
-use crate::sys;
+use anyhow::Context as _;
 
 /// Default root of filterctl's pins.
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/filterctl";
@@ -87,33 +82,4 @@ pub fn generations(iface_dir: &Path) -> anyhow::Result<Vec<u32>> {
     }
     out.sort_unstable();
     Ok(out)
-}
-
-/// Refuses a pin folder that another user owns or can write to: whoever
-/// controls it controls what filterctl loads, finds and reports (bpffs
-/// here is world-writable with the sticky bit).
-pub fn check_owner(dir: &Path) -> anyhow::Result<()> {
-    let meta =
-        std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    let me = sys::euid();
-    if !meta.is_dir() {
-        bail!("{} is not a folder: remove it", dir.display());
-    }
-    if meta.uid() != me {
-        bail!(
-            "{} belongs to user {}, not to you (user {me}): someone else made it; remove it (rm -r {}) and run again",
-            dir.display(),
-            meta.uid(),
-            dir.display()
-        );
-    }
-    if meta.mode() & 0o022 != 0 {
-        bail!(
-            "{} can be written by other users (mode {:o}): `chmod go-w {}` and run again",
-            dir.display(),
-            meta.mode() & 0o7777,
-            dir.display()
-        );
-    }
-    Ok(())
 }

@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::owner::whose;
+
 /// How long a writer waits for another one before giving up.
 pub const LOCK_WAIT: Duration = Duration::from_secs(30);
 
@@ -17,6 +19,8 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(30);
 pub enum LockError {
     #[error("no filter loaded on {iface} (no pins in {dir})")]
     NotLoaded { iface: String, dir: PathBuf },
+    #[error("cannot lock {dir}: {why}")]
+    Denied { dir: PathBuf, why: String },
     #[error("cannot lock {dir}: {source}")]
     Io {
         dir: PathBuf,
@@ -46,9 +50,16 @@ impl IfaceLock {
                 iface: iface.to_string(),
                 dir: dir.to_path_buf(),
             },
-            _ => LockError::Io {
-                dir: dir.to_path_buf(),
-                source,
+            // Another user's folder: say whose, not just EACCES.
+            _ => match whose(dir).filter(|_| source.raw_os_error() == Some(libc::EACCES)) {
+                Some(why) => LockError::Denied {
+                    dir: dir.to_path_buf(),
+                    why,
+                },
+                None => LockError::Io {
+                    dir: dir.to_path_buf(),
+                    source,
+                },
             },
         })?;
         let started = Instant::now();

@@ -20,12 +20,15 @@
 //!
 //! `layout` names these places, `pins` is the only code that makes, opens or
 //! removes a pin, `generation` and `record` read what a generation says,
-//! `bpffs` makes sure the root lies on a bpffs, `lock` keeps writers apart.
+//! `bpffs` makes sure the root lies on a bpffs, `lock` keeps writers apart,
+//! `owner` says who may act on a folder and hands what root makes in the
+//! service user's folders to that user.
 
 pub mod bpffs;
 pub mod generation;
 pub mod layout;
 pub mod lock;
+pub mod owner;
 pub mod pins;
 pub mod record;
 

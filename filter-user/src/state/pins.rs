@@ -2,6 +2,10 @@
 //! links, and the folders that hold them. Nothing else in the crate calls
 //! aya's `pin`, `from_pin` or `unpin` or removes a pin (`cargo test -p
 //! xtask` checks it), so what lives on bpffs has one owner.
+//!
+//! What root makes here in a folder of another user goes to that user
+//! right away (`owner::hand_over`), before anything makes it live; a pin
+//! this user may not open says whose it is (`owner::explain_denied`).
 
 use std::path::{Path, PathBuf};
 
@@ -15,11 +19,15 @@ use aya::{
     },
 };
 
-use super::layout::{generation_dir, generations};
+use super::{
+    layout::{generation_dir, generations},
+    owner::{explain_denied, hand_over},
+};
 
 /// Makes the folder `dir` (its parent must exist); fails if it exists.
 pub fn create_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))
+    std::fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    hand_over(dir)
 }
 
 /// Pins program `name` of a loaded object at `path`.
@@ -27,13 +35,15 @@ pub fn pin_program(ebpf: &mut Ebpf, name: &str, path: &Path) -> anyhow::Result<(
     ebpf.program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
         .pin(path)
-        .with_context(|| format!("cannot pin {}", path.display()))
+        .with_context(|| format!("cannot pin {}", path.display()))?;
+    hand_over(path)
 }
 
 /// Pins `map` at `path`.
 pub fn pin_map(map: &Map, path: &Path) -> anyhow::Result<()> {
     map.pin(path)
-        .with_context(|| format!("cannot pin {}", path.display()))
+        .with_context(|| format!("cannot pin {}", path.display()))?;
+    hand_over(path)
 }
 
 /// Pins `link` at `path`: what it attached stays attached after this
@@ -41,12 +51,13 @@ pub fn pin_map(map: &Map, path: &Path) -> anyhow::Result<()> {
 pub fn pin_link(link: FdLink, path: &Path) -> anyhow::Result<()> {
     link.pin(path)
         .with_context(|| format!("cannot pin {}", path.display()))?;
-    Ok(())
+    hand_over(path)
 }
 
 /// The link pinned at `path`.
 pub fn open_link(path: &Path) -> anyhow::Result<FdLink> {
     let link = PinnedLink::from_pin(path)
+        .map_err(|e| explain_denied(e.into(), path))
         .with_context(|| format!("cannot open the pinned link {}", path.display()))?;
     Ok(link.into())
 }
@@ -55,6 +66,7 @@ pub fn open_link(path: &Path) -> anyhow::Result<FdLink> {
 /// kernel detaches its program.
 pub fn unpin_link(path: &Path) -> anyhow::Result<()> {
     let link = PinnedLink::from_pin(path)
+        .map_err(|e| explain_denied(e.into(), path))
         .with_context(|| format!("cannot open the pinned link {}", path.display()))?;
     let fd_link = link
         .unpin()
@@ -66,12 +78,15 @@ pub fn unpin_link(path: &Path) -> anyhow::Result<()> {
 /// What the kernel says of the program pinned at `path`.
 pub fn program_info(path: &Path) -> anyhow::Result<ProgramInfo> {
     ProgramInfo::from_pin(path)
+        .map_err(|e| explain_denied(e.into(), path))
         .with_context(|| format!("cannot open the pinned program {}", path.display()))
 }
 
 /// The map pinned at `path`, untyped.
 pub fn open_map_at(path: &Path) -> anyhow::Result<MapData> {
-    MapData::from_pin(path).with_context(|| format!("cannot open pinned map {}", path.display()))
+    MapData::from_pin(path)
+        .map_err(|e| explain_denied(e.into(), path))
+        .with_context(|| format!("cannot open pinned map {}", path.display()))
 }
 
 /// The map pinned as `name` in `dir`, untyped: for readers that map its

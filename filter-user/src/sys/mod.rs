@@ -1,8 +1,9 @@
 //! The few calls into libc that filterctl makes, each wrapped once in a safe
 //! function: interface indexes, the kernel's coarse clock, filesystem
-//! types and mounts, this host's addresses, and the open-file limit (with
-//! the errors that say a process is out of resources), and map values read
-//! whole where aya's by-value reads would put them on the stack.
+//! types and mounts, this host's addresses, the names of users, and the
+//! open-file limit (with the errors that say a process is out of
+//! resources), and map values read whole where aya's by-value reads would
+//! put them on the stack.
 
 mod bpf;
 mod error;
@@ -24,5 +25,5 @@ pub use self::{
         NsId, enter_net_namespace, is_bpffs, mount_bpffs, mount_namespace, named_net_namespace,
         unshare_net,
     },
-    process::{euid, kernel_release, monotonic_coarse_ns, parent_pid},
+    process::{euid, kernel_release, monotonic_coarse_ns, parent_pid, user_name},
 };

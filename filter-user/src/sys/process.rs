@@ -1,5 +1,5 @@
-//! This process and the host it runs on: its ids, the kernel's coarse
-//! clock, the kernel's release.
+//! This process and the host it runs on: its ids, the names of users, the
+//! kernel's coarse clock, the kernel's release.
 
 use std::ffi::CStr;
 
@@ -24,6 +24,24 @@ pub fn parent_pid() -> u32 {
 pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
+}
+
+/// The name of user `uid` (getpwuid_r), if the user database has one.
+pub fn user_name(uid: u32) -> Option<String> {
+    // SAFETY: a zeroed passwd is a valid place for getpwuid_r to fill.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found = std::ptr::null_mut();
+    // SAFETY: pwd, buf (with its true length) and found are writable and
+    // outlive the call.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: getpwuid_r found the user: pw_name points at a NUL-terminated
+    // string in buf, which is still alive.
+    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// The running kernel's release (uname -r).

@@ -20,8 +20,9 @@ use crate::{
     state::{
         PinRoot,
         generation::attach_mode_name,
-        layout::{EGRESS_LINK, LINK, check_owner, generation_dir},
+        layout::{EGRESS_LINK, LINK, generation_dir},
         lock::{IfaceLock, LOCK_WAIT},
+        owner::{check_owner, hand_over_files},
         pins::{self, Unfinished},
     },
     sys,
@@ -42,7 +43,7 @@ pub fn load(
     root.ensure_bpffs()?;
     let dir = root.iface_dir(iface);
     if dir.exists() {
-        check_owner(&dir)?;
+        check_owner(&dir, root.path())?;
         bail!(
             "a filter is already loaded on {iface} (pins in {}): use `filterctl reload` to change its rules, or `filterctl unload --iface {iface}` first",
             dir.display()
@@ -61,6 +62,8 @@ pub fn load(
     let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
 
     let mut ebpf = program::prepare(set, Some(&dir), &[])?;
+    // The loader pinned the state maps in `dir` itself.
+    hand_over_files(&dir)?;
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .expect("prepare checked it")

@@ -16,8 +16,10 @@ use aya::{
     programs::Program,
 };
 use filter_common::{
-    BAN_WIDE, CONFIG_MONITOR, Config, FAMILY_V4, GLOBAL_CONFIG, GLOBAL_GUARD_PORTS, GuardPort,
-    MAP_ALLOW_V6, MAP_BAN_FLAG, MAP_BAN_HINTS, MAP_CHAINS, MAP_CONFIG, MAP_COUNTERS, MAP_DENY_V6,
+    BAN_WIDE, CONFIG_MONITOR, Config, DOOR_BUDGET, DOOR_MIN_SLOTS, DOOR_SLOTS, DoorSlot, FAMILY_V4,
+    FRAG_CACHE_BUDGET, FRAG_CACHE_MIN_SLOTS, FRAG_CACHE_SLOTS, GLOBAL_CONFIG, GLOBAL_DOOR_MASK,
+    GLOBAL_FRAG_CACHE_MASK, GLOBAL_GUARD_PORTS, GuardPort, MAP_ALLOW_V6, MAP_BAN_FLAG,
+    MAP_BAN_HINTS, MAP_CHAINS, MAP_CONFIG, MAP_COUNTERS, MAP_DENY_V6, MAP_DOOR, MAP_FRAG_CACHE,
     MAP_GUARD_BUDGETS, MAP_LIMITS, MAP_PORT_CHAINS, MAP_RULES, MAP_RULESET, MAP_SOURCE_TAGS,
     MAP_SOURCES, MAP_SRC_HINTS, MAP_V4_FINE, MAP_V4_LISTS, MAP_V4_PREFIXES, MAP_V4_RANK,
     PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, STATE_MAPS, source_slots,
@@ -65,6 +67,12 @@ pub fn prepare_object(
     for (name, entries) in load_sizes(set, &compiled) {
         loader.map_max_entries(name, entries.at(cpus));
     }
+    // Their masks, as the program indexes them (not required: an older
+    // build's object, which the bench loads, has neither).
+    let door_mask = DOOR_ENTRIES.at(cpus) - 1;
+    let frag_mask = FRAG_CACHE_ENTRIES.at(cpus) - 1;
+    loader.override_global(GLOBAL_DOOR_MASK, &door_mask, false);
+    loader.override_global(GLOBAL_FRAG_CACHE_MASK, &frag_mask, false);
     // What the program runs on; monitor mode apart, which `mode` rewrites.
     let loaded = Config {
         flags: (compiled.config.flags & !CONFIG_MONITOR) | test_flags,
@@ -109,6 +117,21 @@ pub fn prepare_object(
     Ok(ebpf)
 }
 
+/// DOOR's slots per CPU.
+pub const DOOR_ENTRIES: Entries = Entries::PerCpuSlots {
+    value_size: size_of::<DoorSlot>() as u32,
+    budget: DOOR_BUDGET,
+    min: DOOR_MIN_SLOTS,
+    max: DOOR_SLOTS,
+};
+/// FRAG_CACHE's (48-byte slots).
+pub const FRAG_CACHE_ENTRIES: Entries = Entries::PerCpuSlots {
+    value_size: 48,
+    budget: FRAG_CACHE_BUDGET,
+    min: FRAG_CACHE_MIN_SLOTS,
+    max: FRAG_CACHE_SLOTS,
+};
+
 /// The max_entries the loader gives maps of the object over their own, for
 /// `set` (compiled as `compiled`); what `status --memory` and the bench
 /// size the maps with, too.
@@ -118,6 +141,8 @@ pub fn load_sizes(set: &RuleSet, compiled: &Compiled) -> Vec<(&'static str, Entr
         (MAP_SOURCES, Entries::Fixed(slots)),
         (MAP_SOURCE_TAGS, Entries::Fixed(slots / 2)),
         (MAP_COUNTERS, counters::BLOCKS),
+        (MAP_DOOR, DOOR_ENTRIES),
+        (MAP_FRAG_CACHE, FRAG_CACHE_ENTRIES),
     ];
     // 2.2 MB of hints only for lists (one word reads as "look" while CONFIG
     // says there is no list to look in); IPv4 sources are not hinted, but

@@ -82,7 +82,7 @@ pub fn running(state_dir: Option<&Path>) -> anyhow::Result<Option<Running>> {
 fn read_rules(rules: &MapData) -> anyhow::Result<Vec<Rule>> {
     use std::os::fd::AsFd as _;
     const WORDS: usize = size_of::<Rule>() / 8;
-    const _: () = assert!(size_of::<Rule>() % 8 == 0 && align_of::<Rule>() <= 8);
+    const _: () = assert!(size_of::<Rule>().is_multiple_of(8) && align_of::<Rule>() <= 8);
     let info = rules.info()?;
     if info.value_size() as usize != size_of::<Rule>() {
         anyhow::bail!(

@@ -25,6 +25,7 @@ use crate::{
     state::{
         current_generation,
         layout::{EGRESS_LINK, LINK, generation_dir, generations},
+        owner::hand_over_files,
         pins::{self, Unfinished},
         read_meta,
     },
@@ -47,6 +48,9 @@ pub fn switch(
     let remade = state_maps::plan(dir, set, opts)?;
 
     let mut ebpf = program::prepare(set, Some(dir), &remade)?;
+    // The loader pins the state maps an older build lacked in `dir`
+    // itself: root's go to the folder's owner, like everything it makes.
+    hand_over_files(dir)?;
     failpoint::hit("after-prepare")?;
     let generation = generations(dir)?.into_iter().max().unwrap_or(0) + 1;
     let gen_dir = generation_dir(dir, generation);

@@ -15,6 +15,14 @@ pub enum Entries {
     Fixed(u32),
     /// One per possible CPU, and this many more.
     CpusPlus(u32),
+    /// Slots of a per-CPU array that shrink as CPUs grow
+    /// ([`filter_common::per_cpu_slots`]).
+    PerCpuSlots {
+        value_size: u32,
+        budget: u64,
+        min: u32,
+        max: u32,
+    },
 }
 
 impl Entries {
@@ -22,6 +30,12 @@ impl Entries {
         match self {
             Entries::Fixed(n) => n,
             Entries::CpusPlus(n) => cpus.saturating_add(n),
+            Entries::PerCpuSlots {
+                value_size,
+                budget,
+                min,
+                max,
+            } => filter_common::per_cpu_slots(cpus, value_size, budget, min, max),
         }
     }
 }

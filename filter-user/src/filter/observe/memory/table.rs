@@ -90,7 +90,7 @@ pub fn footprint(defs: &[MapDef], sizes: &[(&str, Entries)], host_cpus: u32) -> 
             let layout = match (d.shape.kind.per_cpu(), entries) {
                 (true, _) => Layout::PerCpu,
                 (false, Entries::CpusPlus(_)) => Layout::CpuBlocks,
-                (false, Entries::Fixed(_)) => Layout::Shared,
+                (false, Entries::Fixed(_) | Entries::PerCpuSlots { .. }) => Layout::Shared,
             };
             Row {
                 map: d.name.clone(),
