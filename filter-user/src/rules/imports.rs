@@ -65,7 +65,7 @@ pub fn with_imports(set: &RuleSet, imports: &[FlowImport]) -> Result<RuleSet, Im
         let after = out
             .rules
             .iter()
-            .rposition(|r| r.rule.action == ACTION_PASS && overlaps(r, &rule))
+            .rposition(|r| r.rule.action == ACTION_PASS && r.overlaps(&rule))
             .map_or(0, |n| n + 1);
         out.rules.insert(after, rule);
         out.imports.push(i.clone());
@@ -77,19 +77,6 @@ pub fn with_imports(set: &RuleSet, imports: &[FlowImport]) -> Result<RuleSet, Im
         });
     }
     Ok(out)
-}
-
-fn meet(a: (u16, u16), b: (u16, u16)) -> bool {
-    a.0 <= b.1 && b.0 <= a.1
-}
-
-fn overlaps(a: &RuleSpec, b: &RuleSpec) -> bool {
-    a.proto == b.proto
-        && meet(a.src_ports, b.src_ports)
-        && meet(
-            (a.rule.dst_port_lo, a.rule.dst_port_hi),
-            (b.rule.dst_port_lo, b.rule.dst_port_hi),
-        )
 }
 
 /// The rule of one imported route.

@@ -33,6 +33,23 @@ pub struct RuleSpec {
     pub rule: Rule,
 }
 
+impl RuleSpec {
+    /// Whether one packet could match both: the same protocol and
+    /// overlapping source ports, destination ports and payload lengths
+    /// (payload matches aside).
+    pub fn overlaps(&self, other: &RuleSpec) -> bool {
+        let meet = |a: (u16, u16), b: (u16, u16)| a.0 <= b.1 && b.0 <= a.1;
+        let (r, o) = (&self.rule, &other.rule);
+        self.proto == other.proto
+            && meet(self.src_ports, other.src_ports)
+            && meet(
+                (r.dst_port_lo, r.dst_port_hi),
+                (o.dst_port_lo, o.dst_port_hi),
+            )
+            && meet((r.len_lo, r.len_hi), (o.len_lo, o.len_hi))
+    }
+}
+
 /// A validated rule file.
 #[derive(Clone, Debug)]
 pub struct RuleSet {

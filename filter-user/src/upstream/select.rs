@@ -292,53 +292,34 @@ mod tests {
             .collect()
     }
 
-    /// 9 s on, 1 s off, sustain 10 s: the pauses do not restart it; a
-    /// flood that stops for longer than a quarter of it does.
+    /// A flood sending 5,000 packets in each second `on` says, against a
+    /// sustain of 10 s: the second it is announced at, if it is.
+    fn pulsing(secs: u64, on: impl Fn(u64) -> bool) -> Option<u64> {
+        let mut sel = Selector::new(Policy {
+            sustain_ns: 10 * S,
+            ..policy()
+        });
+        let mut total = 0;
+        (0..secs).find(|&t| {
+            total += if on(t) { 5000 } else { 0 };
+            let o = Observation {
+                route: route(0),
+                why: String::new(),
+                totals: Totals {
+                    packets: total,
+                    bytes: total * 100,
+                },
+            };
+            !sel.step(t * S, vec![o]).announce.is_empty()
+        })
+    }
+
+    /// 9 s on, 1 s off: the pauses do not restart the sustain time; 6 s
+    /// on, 4 s off: each pause outlasts the grace (2.5 s), and does.
     #[test]
     fn a_pulsing_flood_is_announced_and_a_stopped_one_restarts() {
-        let mut sel = Selector::new(Policy {
-            sustain_ns: 10 * S,
-            ..policy()
-        });
-        let mut total = 0;
-        let mut announced_at = None;
-        for t in 0..30u64 {
-            if t % 10 != 9 {
-                total += 5000;
-            }
-            let o = Observation {
-                route: route(0),
-                why: String::new(),
-                totals: Totals {
-                    packets: total,
-                    bytes: total * 100,
-                },
-            };
-            if !sel.step(t * S, vec![o]).announce.is_empty() {
-                announced_at.get_or_insert(t);
-            }
-        }
-        assert_eq!(announced_at, Some(11));
-        let mut sel = Selector::new(Policy {
-            sustain_ns: 10 * S,
-            ..policy()
-        });
-        let mut total = 0;
-        for t in 0..40u64 {
-            // 6 s on, 4 s off: each pause outlasts the grace (2.5 s).
-            if t % 10 < 6 {
-                total += 5000;
-            }
-            let o = Observation {
-                route: route(0),
-                why: String::new(),
-                totals: Totals {
-                    packets: total,
-                    bytes: total * 100,
-                },
-            };
-            assert!(sel.step(t * S, vec![o]).announce.is_empty(), "second {t}");
-        }
+        assert_eq!(pulsing(30, |t| t % 10 != 9), Some(11));
+        assert_eq!(pulsing(40, |t| t % 10 < 6), None);
     }
 
     #[test]

@@ -143,28 +143,11 @@ pub fn exportable(
     };
     if set.rules[..i]
         .iter()
-        .any(|e| e.rule.action != ACTION_DROP && overlaps(e, spec))
+        .any(|e| e.rule.action != ACTION_DROP && e.overlaps(spec))
     {
         return Err("an earlier pass or limit rule takes part of its traffic");
     }
     Ok((action, format!("{kind} {} ({action})", spec.name)))
-}
-
-fn meet(a: Span, b: Span) -> bool {
-    a.0 <= b.1 && b.0 <= a.1
-}
-
-fn overlaps(a: &RuleSpec, b: &RuleSpec) -> bool {
-    a.proto == b.proto
-        && meet(a.src_ports, b.src_ports)
-        && meet(
-            (a.rule.dst_port_lo, a.rule.dst_port_hi),
-            (b.rule.dst_port_lo, b.rule.dst_port_hi),
-        )
-        && meet(
-            (a.rule.len_lo, a.rule.len_hi),
-            (b.rule.len_lo, b.rule.len_hi),
-        )
 }
 
 fn range(r: Span) -> Option<Span> {

@@ -133,45 +133,33 @@ pub fn totals(t: &Totalled, verbose: bool) -> String {
 
 /// What the marked frames mean.
 fn notes(s: &Summary) -> String {
-    let mut out = String::new();
-    if s.direction_unknown > 0 {
-        let _ = writeln!(
-            out,
-            "{} frames of unknown direction ran as received (give --host or --iface, or capture with `tcpdump -i any`)",
-            s.direction_unknown
-        );
-    }
-    if s.loopback > 0 {
-        let _ = writeln!(
-            out,
-            "{} loopback frames were skipped: XDP on a network interface never sees them",
-            s.loopback
-        );
-    }
-    if s.truncated > 0 {
-        let _ = writeln!(
-            out,
-            "{} frames truncated by the capture's snap length ran as captured: \
-             an IP length past the cut makes them malformed",
-            s.truncated
-        );
-    }
-    if s.not_run > 0 {
-        let _ = writeln!(
-            out,
-            "{} frames shorter than an Ethernet header or too long for the test harness were not run (counted as malformed)",
-            s.not_run
-        );
-    }
-    if s.oversize > 0 {
-        let _ = writeln!(
-            out,
-            "{} frames longer than the test harness hands XDP in one piece (~3.5 KB) were \
-             seen only in part: their verdicts say nothing about the live filter",
-            s.oversize
-        );
-    }
-    out
+    let notes: [(u64, &str); 5] = [
+        (
+            s.direction_unknown,
+            "frames of unknown direction ran as received (give --host or --iface, or capture with `tcpdump -i any`)",
+        ),
+        (
+            s.loopback,
+            "loopback frames were skipped: XDP on a network interface never sees them",
+        ),
+        (
+            s.truncated,
+            "frames truncated by the capture's snap length ran as captured: an IP length past the cut makes them malformed",
+        ),
+        (
+            s.not_run,
+            "frames shorter than an Ethernet header or too long for the test harness were not run (counted as malformed)",
+        ),
+        (
+            s.oversize,
+            "frames longer than the test harness hands XDP in one piece (~3.5 KB) were seen only in part: their verdicts say nothing about the live filter",
+        ),
+    ];
+    notes
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}\n"))
+        .collect()
 }
 
 fn events(list: &[Event]) -> String {
