@@ -52,28 +52,66 @@ pub fn protected_addresses() -> Vec<Protected> {
 }
 
 /// The client of the SSH session filterctl runs in, from SSH_CONNECTION
-/// ("client port server port") or SSH_CLIENT ("client port serverport").
+/// ("client port server port") or SSH_CLIENT ("client port serverport"):
+/// in its own environment, or else in its parents' (sudo's env_reset drops
+/// both, but sudo and the shell that ran it still hold them).
 pub fn ssh_client() -> Option<Protected> {
-    let (client, cport, sport) = if let Ok(c) = std::env::var("SSH_CONNECTION") {
-        let f: Vec<&str> = c.split_whitespace().collect();
-        (
-            f.first()?.to_string(),
-            f.get(1)?.parse().ok()?,
-            f.get(3)?.parse().ok()?,
-        )
-    } else {
-        let c = std::env::var("SSH_CLIENT").ok()?;
-        let f: Vec<&str> = c.split_whitespace().collect();
-        (
-            f.first()?.to_string(),
-            f.get(1)?.parse().ok()?,
-            f.get(2)?.parse().ok()?,
-        )
+    let own = |name: &str| std::env::var(name).ok();
+    if let Some((addr, ports)) = from_environment(own) {
+        return Some(client(
+            addr,
+            ports,
+            "the client of your SSH session".to_string(),
+        ));
+    }
+    let mut pid = crate::sys::parent_pid();
+    for _ in 0..16 {
+        if pid <= 1 {
+            break;
+        }
+        let environ = crate::sys::process_environ(pid).unwrap_or_default();
+        if let Some((addr, ports)) = from_environment(|name| environ_var(&environ, name)) {
+            return Some(client(
+                addr,
+                ports,
+                format!(
+                    "the client of your SSH session (from the environment of process {pid}, a parent of filterctl)"
+                ),
+            ));
+        }
+        pid = crate::sys::process_parent(pid)?;
+    }
+    None
+}
+
+fn client(addr: IpAddr, ports: (u16, u16), why: String) -> Protected {
+    Protected {
+        addr,
+        why,
+        ssh_ports: Some(ports),
+    }
+}
+
+/// The client address and (client, server) ports from SSH_CONNECTION or
+/// SSH_CLIENT, as `var` reads them.
+fn from_environment(var: impl Fn(&str) -> Option<String>) -> Option<(IpAddr, (u16, u16))> {
+    let (text, server_field) = match var("SSH_CONNECTION") {
+        Some(c) => (c, 3),
+        None => (var("SSH_CLIENT")?, 2),
     };
-    Some(Protected {
-        addr: client.parse().ok()?,
-        why: "the client of your SSH session".to_string(),
-        ssh_ports: Some((cport, sport)),
+    let f: Vec<&str> = text.split_whitespace().collect();
+    let addr = f.first()?.parse().ok()?;
+    Some((
+        addr,
+        (f.get(1)?.parse().ok()?, f.get(server_field)?.parse().ok()?),
+    ))
+}
+
+/// `name`'s value in a /proc/PID/environ (NUL-separated NAME=value).
+fn environ_var(environ: &[u8], name: &str) -> Option<String> {
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let rest = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        String::from_utf8(rest.to_vec()).ok()
     })
 }
 
@@ -143,6 +181,27 @@ pub fn check_ban(target: &Prefix, protected: &[Protected]) -> Result<(), Lockout
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_ssh_client_from_an_environment_of_either_form() {
+        let env = b"HOME=/root\0SSH_CONNECTION=198.51.100.7 52100 192.0.2.1 22\0TERM=xterm\0";
+        let got = from_environment(|n| environ_var(env, n));
+        assert_eq!(got, Some(("198.51.100.7".parse().unwrap(), (52100, 22))));
+        let env = b"SSH_CLIENT=2001:db8::7 52100 2222\0";
+        let got = from_environment(|n| environ_var(env, n));
+        assert_eq!(got, Some(("2001:db8::7".parse().unwrap(), (52100, 2222))));
+        assert_eq!(
+            from_environment(|n| environ_var(b"SSH_CONNECTIONX=1\0", n)),
+            None
+        );
+        assert_eq!(
+            from_environment(|n| environ_var(b"SSH_CLIENT=junk\0", n)),
+            None
+        );
+        // The parent chain is read from /proc.
+        let me = std::process::id();
+        assert_eq!(crate::sys::process_parent(me), Some(crate::sys::parent_pid()));
+    }
+
     use super::*;
     use crate::rules::parse;
 

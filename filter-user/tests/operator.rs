@@ -227,6 +227,32 @@ fn lockout_guard_refuses_rules_that_cut_off_the_host_or_the_operator() {
         err.contains("rule \"no-ssh\"") && err.contains("SSH session"),
         "{err}"
     );
+    // Under sudo, whose env_reset drops SSH_CONNECTION: its parents hold it.
+    let out = TestNet::command_in(&net.victim_ns, "sh")
+        .args([
+            "-c",
+            "env -u SSH_CONNECTION \"$@\"; exit $?",
+            "sh",
+            FILTERCTL,
+        ])
+        .arg("--pin-root")
+        .arg(&net.pin_root)
+        .args([
+            "load",
+            "--iface",
+            &net.victim_if,
+            "--rules",
+            ssh.to_str().unwrap(),
+        ])
+        .env("SSH_CONNECTION", "198.51.100.50 51234 192.0.2.1 22")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "loaded a rule dropping the session");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rule \"no-ssh\"") && err.contains("a parent of filterctl"),
+        "{err}"
+    );
 
     // Forced, it loads; a reload is guarded the same way.
     ok(run(

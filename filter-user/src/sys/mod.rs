@@ -25,5 +25,8 @@ pub use self::{
         NsId, enter_net_namespace, is_bpffs, mount_bpffs, mount_namespace, named_net_namespace,
         unshare_net,
     },
-    process::{euid, kernel_release, monotonic_coarse_ns, parent_pid, user_name},
+    process::{
+        euid, kernel_release, monotonic_coarse_ns, parent_pid, process_environ, process_parent,
+        user_name,
+    },
 };

@@ -57,3 +57,17 @@ pub fn kernel_release() -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// The environment process `pid` started with (/proc/PID/environ), if this
+/// process may read it (root may; a user, of its own processes).
+pub fn process_environ(pid: u32) -> Option<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/environ")).ok()
+}
+
+/// The parent of process `pid` (the field after the command's closing
+/// parenthesis and the state, in /proc/PID/stat).
+pub fn process_parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
