@@ -199,7 +199,10 @@ mod tests {
         );
         // The parent chain is read from /proc.
         let me = std::process::id();
-        assert_eq!(crate::sys::process_parent(me), Some(crate::sys::parent_pid()));
+        assert_eq!(
+            crate::sys::process_parent(me),
+            Some(crate::sys::parent_pid())
+        );
     }
 
     use super::*;

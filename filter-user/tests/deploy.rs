@@ -366,7 +366,7 @@ fn upstream_state_is_written_under_a_read_only_run() {
         assert!(out.status.success(), "filterctl upstream: {out:?}");
         let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(
-            shown[0]["routes"][0]["route"],
+            shown["interfaces"][0]["routes"][0]["route"],
             written.routes[0].route.as_str()
         );
     });

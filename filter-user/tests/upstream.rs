@@ -165,7 +165,12 @@ impl Lab {
             &["upstream", "--iface", &self.net.victim_if, "--json"],
         ));
         let v: Value = serde_json::from_str(&out).expect("upstream --json is JSON");
-        v.as_array().expect("an array").first().cloned()
+        assert_eq!(v["schema_version"], 1, "{v}");
+        v["interfaces"]
+            .as_array()
+            .expect("an array")
+            .first()
+            .cloned()
     }
 
     /// FlowSpec routes (their NLRI line) with their attributes, of a BIRD

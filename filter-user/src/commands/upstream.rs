@@ -30,7 +30,11 @@ pub fn run(root: &PinRoot, a: UpstreamArgs) -> anyhow::Result<u8> {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        let doc = serde_json::json!({
+            "schema_version": crate::JSON_SCHEMA_VERSION,
+            "interfaces": all,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print!("{}", render(&all));
     }

@@ -19,11 +19,13 @@ pub const MAX_LIST_FILE: u64 = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("cannot read {what} {path}: {source}")]
+    // The I/O error in the message only, not as a source, which anyhow's
+    // chain would print a second time.
+    #[error("cannot read {what} {path}: {error}")]
     Open {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{what} {path} is a {kind}, not a regular file")]
     NotRegular {
@@ -95,10 +97,10 @@ pub fn read_text(path: &Path, what: &'static str, max: u64) -> Result<String, Fi
 
 /// At most `max` bytes of a regular file; never waits for a writer.
 fn read_bytes(path: &Path, what: &'static str, max: u64) -> Result<Vec<u8>, FileError> {
-    let open_err = |source| FileError::Open {
+    let open_err = |error| FileError::Open {
         what,
         path: path.to_path_buf(),
-        source,
+        error,
     };
     // Non-blocking: opening a FIFO for reading would otherwise wait for a
     // writer. The type is checked on the open file, not on the name.

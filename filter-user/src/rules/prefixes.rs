@@ -141,16 +141,35 @@ pub fn parse_list(text: &str) -> Result<Vec<Prefix>, ListError> {
     Ok(out)
 }
 
-/// Text made only of what IP prefixes are written with: a mistyped prefix,
-/// safe to quote back, rather than a line of some other kind of file.
+/// Text made only of what IP prefixes are written with, with a dot or a
+/// colon, and no longer than the longest prefix: a mistyped prefix, safe to
+/// quote back, rather than a line of some other kind of file (a hex secret
+/// such as /etc/machine-id's line, a megabyte of one line).
 fn looks_like_prefix(word: &str) -> bool {
-    word.bytes()
-        .all(|b| b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'/'))
+    word.len() <= "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255/128".len()
+        && word.contains(['.', ':'])
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'/'))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hex secret (a line of /etc/machine-id) and a megabyte of one line
+    /// are not quoted back; a mistyped address is.
+    #[test]
+    fn list_errors_quote_only_what_looks_like_a_prefix() {
+        let e = parse_list("0123456789abcdef0123456789abcdef\n").unwrap_err();
+        assert_eq!(e.error, ListLineError::NoPrefix(1));
+        let long = format!("1.2.3.4{}\n", "5".repeat(1 << 20));
+        let e = parse_list(&long).unwrap_err();
+        assert_eq!(e.error, ListLineError::NoPrefix(1));
+        assert!(e.to_string().len() < 300, "{} bytes", e.to_string().len());
+        let e = parse_list("198.51.100.300\n").unwrap_err();
+        assert!(e.to_string().contains("198.51.100.300"), "{e}");
+    }
 
     #[test]
     fn prefixes() {
