@@ -28,5 +28,15 @@ pub fn unload(root: &PinRoot, iface: &str) -> anyhow::Result<()> {
         }
     }
     recorder::detach_all(iface, &dir)?;
-    pins::remove_dir(&dir)
+    pins::remove_dir(&dir)?;
+    // A namespace's root (`--netns`) goes with its last filter: nothing
+    // else ever removes it. A load racing in keeps it (not empty then).
+    let ns_root = root.path();
+    if ns_root
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("netns:"))
+    {
+        let _ = std::fs::remove_dir(ns_root);
+    }
+    Ok(())
 }
