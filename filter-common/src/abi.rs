@@ -252,6 +252,16 @@ pub const MAX_PREFIXES: u32 = 262_144;
 /// Default size of the per-source limiter LRU; the rule file can change it.
 pub const DEFAULT_SOURCES: u32 = 65_536;
 pub const MAX_BANS: u32 = 65_536;
+/// The peers this host sent a request to (by the key a ban of them would
+/// have: [`crate::limiter::peer_key`]) -> until when that protects them
+/// from bans ([`PEER_MEMORY_NS`] after the last request). Written by the
+/// egress recorder; read only when a ban is about to be set. A state map.
+pub const MAP_PEERS: &str = "PEERS";
+pub const MAX_PEERS: u32 = 16_384;
+/// How long a request protects its peer from bans: past the longest NTP
+/// poll interval (1024 s, chrony's maxpoll 10) twice, so that a forged
+/// stream of a time server's address cannot get it banned between polls.
+pub const PEER_MEMORY_NS: u64 = 2048 * 1_000_000_000;
 /// Prefix bans the operator may set.
 pub const MAX_PREFIX_BANS: u32 = 16_384;
 pub const MAX_FRAGS: u32 = 16_384;
@@ -775,7 +785,7 @@ impl Default for Meta {
 /// Maps whose contents outlive a reload: counters, limiter and ban state,
 /// fragment memory. A new program generation reuses their pins; every other
 /// map belongs to one generation and is built anew with each rule set.
-pub const STATE_MAPS: [&str; 17] = [
+pub const STATE_MAPS: [&str; 18] = [
     MAP_COUNTERS,
     MAP_RULE_STATS,
     MAP_REPLIES,
@@ -790,6 +800,7 @@ pub const STATE_MAPS: [&str; 17] = [
     MAP_BAN_V4,
     MAP_BAN_V6,
     MAP_FRAGS,
+    MAP_PEERS,
     // A capture runs on, across reloads, until its controller stops it.
     MAP_CAPTURE,
     MAP_CAPTURE_WINDOW,

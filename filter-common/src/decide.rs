@@ -76,6 +76,11 @@ pub trait Env {
     fn connecting(&self, p: &Packet) -> bool;
     /// Whether the source must never be banned.
     fn never_ban(&self, key: &SrcKey) -> bool;
+    /// Whether this host sent a request to a peer of this ban key recently
+    /// enough ([`crate::PEER_MEMORY_NS`]) that it must not be banned: a
+    /// forged stream of its address is dropped over the limit, but cannot
+    /// cut the host off a peer it uses.
+    fn asked(&self, key: &SrcKey, now: u64) -> bool;
 }
 
 /// ICMPv6 router and neighbour solicitations and advertisements, and
@@ -339,8 +344,11 @@ fn admit_source<E: Env>(
         },
     };
     let (ok, ban) = verdict;
-    if ban && !env.never_ban(&src_key(p, cfg, 0)) {
-        env.set_ban(&src_key(p, cfg, 0), now.saturating_add(cfg.ban_for_ns));
+    if ban {
+        let key = src_key(p, cfg, 0);
+        if !env.never_ban(&key) && !env.asked(&key, now) {
+            env.set_ban(&key, now.saturating_add(cfg.ban_for_ns));
+        }
     }
     ok
 }

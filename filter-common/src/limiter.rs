@@ -179,6 +179,18 @@ pub fn src_key(p: &Packet, cfg: &Config, limit: u8) -> SrcKey {
     source(p, cfg, limit).key()
 }
 
+/// The ban key of the peer an outgoing packet goes to: its destination,
+/// masked as a source would be ([`crate::MAP_PEERS`]).
+#[inline(always)]
+pub fn peer_key(p: &Packet, cfg: &Config) -> SrcKey {
+    Source {
+        addr: mask_words(&p.dst, cfg.src_prefix(p.family)),
+        family: p.family,
+        limit: 0,
+    }
+    .key()
+}
+
 /// `addr` with every bit past `prefix` cleared.
 pub fn mask(addr: &[u8; 16], prefix: u8) -> [u8; 16] {
     addr_bytes(&mask_words(&addr_words(addr), prefix))

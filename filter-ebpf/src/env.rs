@@ -353,6 +353,11 @@ impl Env for KernelEnv<'_> {
         // Looked up only when a ban is about to be set: rare, no flag needed.
         in_tries(key.family, &key.addr, &NEVER_BAN_V4, &NEVER_BAN_V6)
     }
+
+    fn asked(&self, key: &SrcKey, now: u64) -> bool {
+        // SAFETY: the value is copied out at once. Rare, as never_ban.
+        unsafe { PEERS.get(key) }.is_some_and(|until| *until > now)
+    }
 }
 
 /// Whether the reply guard is on and guards `port` (in host order).

@@ -99,6 +99,10 @@ pub fn listed(family: u8, src: &filter_common::packet::Addr) -> bool {
     filter_common::hints::hinted(|w| SRC_HINTS.get(w).copied(), family, src)
 }
 
+#[map(name = "PEERS")]
+pub static PEERS: LruHashMap<SrcKey, u64> =
+    LruHashMap::with_max_entries(filter_common::MAX_PEERS, 0);
+
 #[map(name = "BAN_V4")]
 pub static BAN_V4: LpmTrie<[u8; 4], u64> = LpmTrie::with_max_entries(MAX_PREFIX_BANS, 0);
 

@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use filter_common::{
-    CONFIG_REPLY_GUARD, IPPROTO_UDP, MATCH_MAX, OPEN_SEED_CHUNK, UDP_PORTS,
+    CONFIG_REPLY_GUARD, IPPROTO_UDP, MATCH_MAX, OPEN_SEED_CHUNK, PEER_MEMORY_NS, UDP_PORTS,
     guard::{is_group, request_entry},
     packet::{Frag, Parsed},
     shapes::is_request,
@@ -59,6 +59,9 @@ fn record(ctx: &TcContext) {
     let (key, state) = request_entry(p, &port, now);
     // A repeated request renews the entry and its budget.
     let _ = maps::REPLIES.insert(key, state, 0);
+    // The peer is one this host uses: never banned for a while.
+    let peer = filter_common::limiter::peer_key(p, crate::globals::config());
+    let _ = maps::PEERS.insert(peer, now.saturating_add(PEER_MEMORY_NS), 0);
     // The early verdict's copy first: a reload that finds a port open in
     // LOCAL_PORTS may then take it to be in this generation's copy too.
     crate::globals::extend_open(p.src_port, state.expires);

@@ -225,6 +225,8 @@ pub struct Model {
     replies: HashMap<ReplyKey, ReplyCell<AtomicU64>>,
     local_ports: HashMap<u16, LocalPort>,
     never_ban: Vec<Prefix>,
+    /// Peers asked (their ban keys) -> until when they are never banned.
+    peers: HashMap<SrcKey, u64>,
     /// Destination ports where a server listens (the kernel asks its
     /// socket table; the model is told).
     pub listening: HashSet<u16>,
@@ -262,6 +264,7 @@ impl Model {
             replies: HashMap::new(),
             local_ports: HashMap::new(),
             never_ban: set.never_ban.clone(),
+            peers: HashMap::new(),
             listening: HashSet::new(),
             rule_hits: vec![0; rules.len()],
             frame: Vec::new(),
@@ -315,6 +318,9 @@ impl Model {
                     bytes_left: AtomicU64::new(s.bytes_left),
                 },
             );
+            let peer = filter_common::limiter::peer_key(&p, &self.config);
+            self.peers
+                .insert(peer, self.now + filter_common::PEER_MEMORY_NS);
         }
     }
 }
@@ -427,5 +433,9 @@ impl Env for Model {
         self.never_ban
             .iter()
             .any(|x| x.contains(key.family, &key.addr))
+    }
+
+    fn asked(&self, key: &SrcKey, now: u64) -> bool {
+        self.peers.get(key).is_some_and(|until| *until > now)
     }
 }
