@@ -208,19 +208,20 @@ fn lockout_guard_refuses_rules_that_cut_off_the_host_or_the_operator() {
         format!("{rule}[[rule]]\nname = \"no-ssh\"\nprotocol = \"tcp\"\ndst_port = 22\naction = \"drop\"\n"),
     )
     .unwrap();
-    let out = TestNet::command_in(&net.victim_ns, FILTERCTL)
-        .arg("--pin-root")
-        .arg(&net.pin_root)
-        .args([
-            "load",
-            "--iface",
-            &net.victim_if,
-            "--rules",
-            ssh.to_str().unwrap(),
-        ])
-        .env("SSH_CONNECTION", "198.51.100.50 51234 192.0.2.1 22")
-        .output()
-        .unwrap();
+    // `load` of the rule dropping the session, from an SSH session: run by
+    // `program` with `args` before filterctl's own.
+    let load_ssh = |program: &str, args: &[&str]| {
+        TestNet::command_in(&net.victim_ns, program)
+            .args(args)
+            .arg("--pin-root")
+            .arg(&net.pin_root)
+            .args(["load", "--iface", &net.victim_if, "--rules"])
+            .arg(&ssh)
+            .env("SSH_CONNECTION", "198.51.100.50 51234 192.0.2.1 22")
+            .output()
+            .unwrap()
+    };
+    let out = load_ssh(FILTERCTL, &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -228,25 +229,13 @@ fn lockout_guard_refuses_rules_that_cut_off_the_host_or_the_operator() {
         "{err}"
     );
     // Under sudo, whose env_reset drops SSH_CONNECTION: its parents hold it.
-    let out = TestNet::command_in(&net.victim_ns, "sh")
-        .args([
-            "-c",
-            "env -u SSH_CONNECTION \"$@\"; exit $?",
-            "sh",
-            FILTERCTL,
-        ])
-        .arg("--pin-root")
-        .arg(&net.pin_root)
-        .args([
-            "load",
-            "--iface",
-            &net.victim_if,
-            "--rules",
-            ssh.to_str().unwrap(),
-        ])
-        .env("SSH_CONNECTION", "198.51.100.50 51234 192.0.2.1 22")
-        .output()
-        .unwrap();
+    let sudo = [
+        "-c",
+        "env -u SSH_CONNECTION \"$@\"; exit $?",
+        "sh",
+        FILTERCTL,
+    ];
+    let out = load_ssh("sh", &sudo);
     assert!(!out.status.success(), "loaded a rule dropping the session");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
