@@ -49,12 +49,18 @@ pub fn state(word: u64, slash24: u32) -> u64 {
     (word >> ((slash24 & 31) * 2)) & 3
 }
 
+/// A word's /24s in [`STATE_FINE`], one bit each at its state's low place
+/// (state 1 is the low bit alone).
+#[inline(always)]
+pub fn fine_bits(word: u64) -> u64 {
+    word & !(word >> 1) & 0x5555_5555_5555_5555
+}
+
 /// How many /24s of `word` before `slash24`'s are in [`STATE_FINE`]: its
 /// rank among them, past those of the earlier words.
 #[inline(always)]
 pub fn rank_in_word(word: u64, slash24: u32) -> u32 {
-    // State 1 is the low bit alone: one bit per fine /24, at even places.
-    let fine = word & !(word >> 1) & 0x5555_5555_5555_5555;
+    let fine = fine_bits(word);
     let below = fine & ((1u64 << ((slash24 & 31) * 2)) - 1);
     // Pairs, then nibbles, then bytes summed by the multiply (no popcount
     // instruction in BPF).

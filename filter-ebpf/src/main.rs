@@ -82,11 +82,11 @@ pub fn filter(ctx: XdpContext) -> u32 {
     // Replies from a guarded port, by length: what an upstream route may
     // drop without the host's own answers.
     let kind = match reason {
-        Reason::UnsolicitedReply | Reason::ReflectedToService => GUARD_UNSOLICITED,
-        Reason::SolicitedReply => GUARD_SOLICITED,
-        _ => 2,
+        Reason::UnsolicitedReply | Reason::ReflectedToService => Some(GUARD_UNSOLICITED),
+        Reason::SolicitedReply => Some(GUARD_SOLICITED),
+        _ => None,
     };
-    if kind < 2 {
+    if let Some(kind) = kind {
         let slot = globals::guard_slot_wire(packet.src_port.to_be());
         counters.guard_length(slot, kind, frame_len);
     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use filter_common::{
     FAMILY_V4, V4_PREFIX_ALLOW, V4_PREFIX_DENY,
-    v4lists::{FineV4, STATE_ALLOWED, STATE_DENIED, STATE_FINE, V4_LIST_WORDS},
+    v4lists::{FineV4, STATE_ALLOWED, STATE_DENIED, STATE_FINE, V4_LIST_WORDS, fine_bits},
 };
 
 use super::prefixes::Prefix;
@@ -107,7 +107,7 @@ pub fn build(allow: &[Prefix], deny: &[Prefix]) -> V4Lists {
     let mut before = 0u32;
     for w in &words {
         ranks.push(before);
-        before += (w & !(w >> 1) & 0x5555_5555_5555_5555).count_ones();
+        before += fine_bits(*w).count_ones();
     }
     debug_assert_eq!(before as usize, fine.len());
     V4Lists {

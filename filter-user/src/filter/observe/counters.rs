@@ -70,8 +70,13 @@ pub fn possible_cpus() -> anyhow::Result<u32> {
 /// Packets that arrived from each UDP source port since the filter was
 /// loaded on `iface` (or since its counters were made anew), by port.
 pub fn packets(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<u64>> {
+    Ok(pinned_blocks(root, iface)?.packets())
+}
+
+/// The counter array of the filter on `iface`, mapped.
+fn pinned_blocks(root: &PinRoot, iface: &str) -> anyhow::Result<Blocks> {
     let dir = root.iface_dir(iface);
-    read_packets(&open_map_data(&dir, MAP_COUNTERS)?)
+    Blocks::map(&open_map_data(&dir, MAP_COUNTERS)?)
         .with_context(|| format!("cannot read {}", dir.join(MAP_COUNTERS).display()))
 }
 
@@ -120,10 +125,7 @@ pub type GuardLengths = [[Totals; GUARD_LEN_BUCKETS]; 2];
 
 /// The guard length counters of the filter on `iface`, by slot.
 pub fn guard_lengths(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<GuardLengths>> {
-    let dir = root.iface_dir(iface);
-    Ok(Blocks::map(&open_map_data(&dir, MAP_COUNTERS)?)
-        .with_context(|| format!("cannot read {}", dir.join(MAP_COUNTERS).display()))?
-        .guard_lengths())
+    Ok(pinned_blocks(root, iface)?.guard_lengths())
 }
 
 /// Packets and bytes by reason slot ([`STATS_SLOTS`] of them: the reasons,
