@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz`: filter-user's tests/fuzz.rs, optimised, with its
+//! `cargo xtask fuzz`: filter-user's tests/integration/fuzz.rs, optimised, with its
 //! budget and seed in the environment.
 
 use crate::{
@@ -6,7 +6,7 @@ use crate::{
     setup::setup,
 };
 
-/// Runs tests/fuzz.rs with its budget in the environment, optimised.
+/// Runs tests/integration/fuzz.rs with its budget in the environment, optimised.
 pub fn fuzz(
     rules: Option<u64>,
     captures: Option<u64>,
@@ -20,9 +20,16 @@ pub fn fuzz(
             .map_or(1, |d| d.as_secs())
     });
     println!("fuzz seed {seed} (--seed {seed} repeats this run)");
-    let args = ["test", "-p", "filter-user", "--release", "--test", "fuzz"];
+    let args = [
+        "test",
+        "-p",
+        "filter-user",
+        "--release",
+        "--test",
+        "integration",
+    ];
     let mut c = cmd("cargo", args);
-    c.args(["--", "--nocapture"])
+    c.args(["--", "--nocapture", "fuzz::"])
         .env(
             "FILTERCTL_FUZZ_RULES",
             rules.unwrap_or(u64::MAX).to_string(),

@@ -351,7 +351,7 @@ mod tests {
             )
         );
 
-        // What tests/reply_guard.rs floods: name, port and reply size.
+        // What tests/integration/reply_guard.rs floods: name, port and reply size.
         let floods: Vec<_> = guarded(&scratch)
             .map(|v| (v.name, v.port, v.reply_bytes))
             .collect();

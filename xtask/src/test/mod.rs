@@ -57,9 +57,10 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
                 "-p",
                 "filter-user",
                 "--test",
-                "reply_guard",
-                "--test",
-                "reload",
+                "integration",
+                "--",
+                "reply_guard::",
+                "reload::",
             ],
         );
         clsact.env("FILTERCTL_FAKE", "tcx");

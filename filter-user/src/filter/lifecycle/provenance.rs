@@ -22,7 +22,7 @@ pub fn git_state(file: &Path) -> Option<(String, bool)> {
 
 /// `git_state` with extra environment variables for git (for the tests).
 /// [`git_state`] with extra variables in git's environment (the tests'
-/// HOME, tests/hardening.rs).
+/// HOME, tests/integration/hardening.rs).
 #[doc(hidden)]
 pub fn git_state_in(file: &Path, env: &[(&str, &str)]) -> Option<(String, bool)> {
     let dir = file.parent()?;

@@ -6,7 +6,7 @@
 //! it fell live when the replay runs on the capture's clock.
 //! Needs root, BPF, tcpdump, dnsmasq, dig and chronyd (`cargo xtask setup`).
 
-mod common;
+use crate::common;
 
 use std::{
     collections::{BTreeMap, HashMap},

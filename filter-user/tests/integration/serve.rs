@@ -5,7 +5,7 @@
 //! when broken), SIGTERM ending the daemon with status 0 and the filter
 //! still attached. Needs root.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::BTreeMap,

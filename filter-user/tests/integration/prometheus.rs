@@ -7,7 +7,7 @@
 //! checked on the way, and a rule file broken then restored raises then
 //! clears FilterctlReloadFailed. Needs root.
 
-mod common;
+use crate::common;
 
 use std::{
     fs::File,

@@ -2,7 +2,7 @@
 //! sources and prefixes, see who is limited or banned, switch to monitor mode
 //! and back without a reload. Needs root.
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

@@ -7,7 +7,7 @@
 //! without an allowed community are refused with their reason in the log.
 //! Needs root.
 
-mod common;
+use crate::common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},

@@ -3,7 +3,7 @@
 //! moved and the rule that matched. Needs root and BPF; fails (never skips)
 //! without them.
 
-mod common;
+use crate::common;
 
 use common::{
     cases::{Case, case, cases, ntp7, table_rules},

@@ -7,7 +7,7 @@
 // For TempDir only: this test needs no root, so common's re-export of
 // require_bpf goes unused here.
 #[allow(unused_imports)]
-mod common;
+use crate::common;
 
 use std::{
     path::{Path, PathBuf},

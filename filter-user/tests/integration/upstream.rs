@@ -8,7 +8,7 @@
 //! flood from many banned sources; nothing in dry-run mode; a dead speaker
 //! reported while the filter keeps dropping. Needs root.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{Read as _, Write as _},

@@ -7,7 +7,7 @@
 //! service on the victim lose nothing.
 //! Needs root, BPF, dnsmasq, dig and chronyd (`cargo xtask setup`).
 
-mod common;
+use crate::common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},

@@ -1,4 +1,4 @@
-//! Small pieces of the BGP labs (tests/upstream.rs, tests/import.rs).
+//! Small pieces of the BGP labs (tests/integration/upstream.rs, tests/integration/import.rs).
 
 use std::{
     net::TcpListener,

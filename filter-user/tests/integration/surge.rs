@@ -9,7 +9,7 @@
 //! flood has stopped for the hold time. In monitor mode the surge is
 //! reported and nothing is blocked. Needs root.
 
-mod common;
+use crate::common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},

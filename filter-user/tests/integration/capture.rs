@@ -11,7 +11,7 @@
 //! stats, /metrics and capture comments name every rule, the blocks' and
 //! the file's. Needs root.
 
-mod common;
+use crate::common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},

@@ -7,7 +7,7 @@
 //! reloaded; with a FIFO there again, SIGHUP is handled and SIGTERM stops
 //! the daemon within 2 s. Needs root.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{Read as _, Write as _},

@@ -2,7 +2,7 @@
 //! without a benign drop or a reflection pass, failed reloads that change
 //! nothing, and a controller killed in the middle of a reload. Needs root.
 
-mod common;
+use crate::common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},

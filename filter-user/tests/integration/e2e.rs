@@ -2,7 +2,7 @@
 //! filter loaded by the filterctl binary on the victim side, traffic sent
 //! with ordinary sockets from the attacker side. Needs root; never skips.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{Read as _, Write as _},

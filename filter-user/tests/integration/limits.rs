@@ -2,7 +2,7 @@
 //! BPF_PROG_TEST_RUN: allow and deny lists, per-source and aggregate rate
 //! limits, bans that start and expire by themselves. Needs root and BPF.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

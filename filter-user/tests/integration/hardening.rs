@@ -3,7 +3,7 @@
 //! silently, bans behind the lockout guard, pin folders nobody else can
 //! plant, no bpffs mounted where it would vanish. Needs root.
 
-mod common;
+use crate::common;
 
 use std::{
     fs::Permissions,

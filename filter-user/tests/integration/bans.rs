@@ -3,7 +3,7 @@
 //! host's resolver can neither ban it nor spend its answers' budget.
 //! Needs root, BPF, dnsmasq and dig (`cargo xtask setup`).
 
-mod common;
+use crate::common;
 
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},

@@ -8,7 +8,7 @@
 //! host's DNS answers. Replay loads the program: needs root and BPF; fails
 //! (never skips) without them.
 
-mod common;
+use crate::common;
 
 use std::{
     path::{Path, PathBuf},

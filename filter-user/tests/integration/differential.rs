@@ -2,12 +2,12 @@
 //! mutations: VLAN stacks, IPv4 options, IPv6 extension chains up to and
 //! across the 1024-byte L4 bound, fragments, truncations, lying length
 //! fields, random bytes) through the real XDP program with BPF_PROG_TEST_RUN
-//! and through the reference model (tests/common/model.rs: etherparse and
+//! and through the reference model (tests/integration/common/model.rs: etherparse and
 //! the spec, feeding the same decision functions). Verdict and reason must
 //! agree for every frame. Seeded and reproducible: DIFF_SEED and DIFF_FRAMES
 //! override the defaults; a divergence prints the frame in hex.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::HashSet,

@@ -7,7 +7,7 @@
 //! files are back; and, on the accept loop itself with small limits, the
 //! connection cap, the lifetime cap and the bounded drain. Needs root.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{ErrorKind, Read as _, Write as _},

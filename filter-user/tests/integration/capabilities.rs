@@ -7,7 +7,7 @@
 //! to the service user, who keeps working. Needs root (to hand the
 //! capabilities out).
 
-mod common;
+use crate::common;
 
 use std::{
     os::unix::fs::MetadataExt as _,
@@ -92,7 +92,7 @@ fn pin_root_for_nobody(net: &TestNet) {
 /// Rule files readable by nobody.
 fn rule_files(tag: &str) -> (TempDir, String, String, String) {
     let dir = TempDir::new(tag);
-    let base = include_str!("../../rules/default.toml");
+    let base = include_str!("../../../rules/default.toml");
     let a = dir.write("a.toml", base);
     let b = dir.write("b.toml", &base.replace("enforce", "monitor"));
     let broken = dir.write("broken.toml", "mode = \"sometimes\"\n");

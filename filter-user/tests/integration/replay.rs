@@ -3,7 +3,7 @@
 //! too-short frames; and the errors for files it cannot replay. Needs root
 //! and BPF; fails (never skips) without them.
 
-mod common;
+use crate::common;
 
 use std::{
     process::{Output, Stdio},

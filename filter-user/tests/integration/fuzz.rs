@@ -12,11 +12,7 @@
 //! FILTERCTL_FUZZ_SECONDS, FILTERCTL_FUZZ_SEED). A crashing input is kept
 //! under the test target folder; make it a regression case in tests/broken/.
 
-// For TempDir only: in-process, no BPF, so common's re-export of
-// require_bpf goes unused here.
-#[allow(unused_imports)]
-mod common;
-#[path = "fuzz/mutate.rs"]
+use crate::common;
 mod mutate;
 
 use std::{
