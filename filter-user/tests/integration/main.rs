@@ -29,5 +29,6 @@ mod serve;
 mod serve_files;
 mod serve_limits;
 mod surge;
+mod syn_ack;
 mod upstream;
 mod verdicts;
