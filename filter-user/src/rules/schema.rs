@@ -88,6 +88,10 @@ pub struct AdaptiveSchema {
     #[serde(default)]
     pub min_share: Option<Spanned<f64>>,
     #[serde(default)]
+    pub min_rise: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub learn: Option<Spanned<String>>,
+    #[serde(default)]
     pub action: Option<Spanned<String>>,
     #[serde(default)]
     pub limit: Option<Spanned<String>>,
@@ -198,6 +202,11 @@ pub struct ReplyGuardSchema {
     pub expiry: Option<Spanned<String>>,
     #[serde(default)]
     pub multicast_expiry: Option<Spanned<String>>,
+    /// Budget of a request that subscribes to notifications (CoAP Observe).
+    #[serde(default)]
+    pub observe_packets: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub observe_expiry: Option<Spanned<String>>,
     /// Per-port budgets: `[reply_guard.port.1900]`; the port is guarded too.
     #[serde(default)]
     pub port: BTreeMap<Spanned<String>, ReplyGuardSchema>,
