@@ -3,10 +3,7 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 use filterctl::{
-    commands::{
-        self,
-        args::{Cli, Command},
-    },
+    commands::{self, args::Cli},
     sys,
 };
 
@@ -14,14 +11,14 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // `filterctl check FILE | head -1`: a closed pipe ends a one-shot
     // command as it ends any other command-line tool, instead of a panic
-    // in println!. Not the daemon, whose sockets must never kill it.
-    if !matches!(cli.command, Command::Serve(_)) {
+    // in println!. Not a daemon, whose sockets must never kill it.
+    if !cli.command.is_daemon() {
         // SAFETY: restoring a signal's default disposition has no
         // preconditions.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     // The daemon says what it does; one-shot commands print their results.
-    let level = if matches!(cli.command, Command::Serve(_)) {
+    let level = if cli.command.is_daemon() {
         "info"
     } else {
         "warn"

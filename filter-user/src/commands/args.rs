@@ -41,6 +41,18 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Command {
+    /// Whether it runs as a daemon (serve, and the keeper it starts): logs
+    /// at info, and a closed pipe does not end it.
+    pub fn is_daemon(&self) -> bool {
+        match self {
+            Command::Serve(_) => true,
+            Command::Upstream(a) => a.is_keeper(),
+            _ => false,
+        }
+    }
+}
+
 impl Cli {
     /// The pin root this command works under: the one given, or the
     /// default (a namespace's own folder in it with --netns).
@@ -77,6 +89,12 @@ pub enum Command {
     /// without reloading; the next load or reload uses the file's mode.
     Mode(ModeArgs),
     /// Detach the filter from an interface (or all) and remove its pins.
+    ///
+    /// A marker stays beside the pins (`unloaded:IF` under the pin root)
+    /// that says it was on purpose: a `serve` watching the interface leaves
+    /// it off, where it would load a filter that went missing (bpffs
+    /// emptied, pins removed by hand) again. `load` and `apply` remove it;
+    /// a reboot clears it with the pins.
     Unload(UnloadArgs),
     /// Show which interfaces carry the filter and which rules they run.
     Status(StatusArgs),

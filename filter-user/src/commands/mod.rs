@@ -49,7 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Capture(a) => capture::run(root, a).await,
         Command::Replay(a) => replay::run(a),
         Command::Serve(a) => serve::run(root, a).await,
-        Command::Upstream(a) => upstream::run(&root, a),
+        Command::Upstream(a) => upstream::run(&root, a).await,
         Command::Check(a) => check::run(a),
     }
 }

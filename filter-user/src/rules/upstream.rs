@@ -14,7 +14,10 @@ use super::{
     units::{parse_bitrate, parse_duration},
 };
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serializable for the upstream state file: what holds the routes a
+/// killed serve left is what withdraws them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SpeakerConfig {
     /// gobgpd, driven through its CLI.
     Gobgp {

@@ -120,7 +120,7 @@ fn host(root: &PinRoot, iface: &str, set: &RuleSet) -> Host {
         .map_or_else(Vec::new, |s| {
             s.applied
                 .into_iter()
-                .filter_map(|r| match r {
+                .filter_map(|h| match h.route {
                     Route::FlowSpec(f) => Some(f),
                     Route::Blackhole { .. } => None,
                 })

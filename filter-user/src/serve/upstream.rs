@@ -1,11 +1,15 @@
 //! The upstream task of `serve`: one `upstream::Worker` per watched
 //! interface, stepped on a blocking thread at its `[upstream].interval`,
-//! its state file and metrics refreshed after each step, and every route
-//! withdrawn when serve stops (a route nobody maintains would outlive the
-//! attack). Its failures are logged and counted; the filter never waits
-//! on it.
+//! its state file and metrics refreshed after each step, a keeper process
+//! started with the first route (it withdraws them on time if serve is
+//! killed), and every route withdrawn when serve stops (a route nobody
+//! maintains would outlive the attack). Its failures are logged and
+//! counted; the filter never waits on it.
 
-use std::time::Duration;
+use std::{
+    process::Child,
+    time::{Duration, Instant},
+};
 
 use log::{error, warn};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
@@ -17,8 +21,9 @@ use super::{
 };
 use crate::{
     state::PinRoot,
+    sys,
     upstream::{
-        Worker,
+        Worker, keeper,
         state::{self, UpstreamState},
     },
 };
@@ -76,8 +81,59 @@ pub async fn run_upstream(
     }
 }
 
+/// The keeper this serve started for one interface (`upstream::keeper`).
+#[derive(Default)]
+struct Keeper {
+    child: Option<Child>,
+    started: Option<Instant>,
+    said: bool,
+}
+
+/// A keeper that exited (it should not while serve runs) is started again,
+/// no sooner than this after the last one.
+const KEEPER_RESTART: Duration = Duration::from_secs(1);
+
+impl Keeper {
+    /// Starts one unless it runs.
+    fn ensure(&mut self, root: &PinRoot, iface: &str) {
+        if let Some(c) = self.child.as_mut()
+            && matches!(c.try_wait(), Ok(None))
+        {
+            return;
+        }
+        if self.started.is_some_and(|t| t.elapsed() < KEEPER_RESTART) {
+            return;
+        }
+        self.started = Some(Instant::now());
+        match keeper::spawn(root, iface) {
+            Ok(c) => {
+                self.child = Some(c);
+                self.said = false;
+            }
+            Err(e) => {
+                self.child = None;
+                if !self.said {
+                    warn!(
+                        "upstream {iface}: cannot start the keeper of its routes: {e}: if serve is killed, they stay announced until a serve starts again"
+                    );
+                }
+                self.said = true;
+            }
+        }
+    }
+
+    /// Tells it to go, nothing being left to keep, and reaps it.
+    fn dismiss(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = sys::terminate(c.id());
+            let _ = c.wait();
+        }
+    }
+}
+
 async fn drive(root: PinRoot, w: Watch, metrics: UpstreamMetrics, mut stop: Receiver<bool>) {
     let mut worker = Worker::new(&w.iface, w.rules.clone());
+    let mut keeper = Keeper::default();
     let mut counted = 0;
     let mut write_failed = false;
     loop {
@@ -95,7 +151,7 @@ async fn drive(root: PinRoot, w: Watch, metrics: UpstreamMetrics, mut stop: Rece
         };
         worker = back;
         match result {
-            Ok(s) if worker.config().is_some() => {
+            Ok(Some(s)) if worker.config().is_some() => {
                 metrics.update(&s, worker.errors() - counted);
                 counted = worker.errors();
                 match state::write(&root, &s) {
@@ -106,8 +162,15 @@ async fn drive(root: PinRoot, w: Watch, metrics: UpstreamMetrics, mut stop: Rece
                     r => write_failed &= r.is_err(),
                 }
             }
-            Ok(_) => state::remove(&root, &w.iface),
+            Ok(Some(_)) => state::remove(&root, &w.iface),
+            // Another process acts on the routes, or there are none.
+            Ok(None) => {}
             Err(e) => warn!("upstream {}: cannot read the filter: {e:#}", w.iface),
+        }
+        // After the state file is written: the keeper reads it. Started
+        // with the first route, it stays until serve stops.
+        if worker.needs_keeper() {
+            keeper.ensure(&root, &w.iface);
         }
         tokio::select! {
             _ = tokio::time::sleep(worker.interval()) => {}
@@ -115,8 +178,10 @@ async fn drive(root: PinRoot, w: Watch, metrics: UpstreamMetrics, mut stop: Rece
         }
     }
     let _ = tokio::task::spawn_blocking(move || {
-        worker.stop();
-        state::remove(&root, &w.iface);
+        // Routes the speaker would not withdraw stay the keeper's.
+        if worker.finish(&root) == 0 {
+            keeper.dismiss();
+        }
     })
     .await;
 }

@@ -1,6 +1,7 @@
 //! The few calls into libc that filterctl makes, each wrapped once in a safe
 //! function: interface indexes, the kernel's coarse clock, filesystem
-//! types and mounts, this host's addresses, the names of users, and the
+//! types and mounts, this host's addresses, the names of users, processes
+//! (their start times, SIGTERM, a session of their own), and the
 //! open-file limit (with the errors that say a process is out of
 //! resources), and map values read whole where aya's by-value reads would
 //! put them on the stack.
@@ -26,7 +27,7 @@ pub use self::{
         unshare_net,
     },
     process::{
-        euid, kernel_release, monotonic_coarse_ns, parent_pid, process_environ, process_parent,
-        user_name,
+        euid, kernel_release, monotonic_coarse_ns, own_session, parent_pid, process_environ,
+        process_parent, process_started, terminate, user_name,
     },
 };

@@ -1,5 +1,6 @@
 //! This process and the host it runs on: its ids, the names of users, the
-//! kernel's coarse clock, the kernel's release.
+//! kernel's coarse clock, the kernel's release; and other processes: when
+//! one started, SIGTERM, a session of its own for a child.
 
 use std::ffi::CStr;
 
@@ -70,4 +71,67 @@ pub fn process_parent(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// When process `pid` started, in clock ticks after boot (field 22 of
+/// /proc/PID/stat): with the pid, what tells a process from a later one
+/// given the same pid. None when there is no such process, or only its
+/// zombie.
+pub fn process_started(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut after = stat[stat.rfind(')')? + 1..].split_whitespace();
+    // Field 3, the state: Z a zombie, X dead.
+    if matches!(after.next()?, "Z" | "X") {
+        return None;
+    }
+    after.nth(18)?.parse().ok()
+}
+
+/// Sends SIGTERM to process `pid`.
+pub fn terminate(pid: u32) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
+    // SAFETY: kill has no memory preconditions; a positive pid names one
+    // process.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes `cmd` start its process in a session of its own (setsid): a
+/// signal to the caller's process group or terminal does not reach it.
+pub fn own_session(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe calls are allowed: setsid is one, and it
+    // touches no memory of the parent's.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_process_has_a_start_time_and_a_reaped_one_none() {
+        let me = std::process::id();
+        assert!(process_started(me).is_some());
+        assert_eq!(process_started(me), process_started(me));
+        // Exited and not reaped yet: a zombie, which runs no more.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let zombie = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            process_started(pid).is_none()
+        });
+        child.wait().unwrap();
+        assert!(zombie, "pid {pid} still runs after 2 s");
+    }
 }

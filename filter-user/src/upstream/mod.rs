@@ -3,11 +3,16 @@
 //! counters, selects the drop decisions worth a route (`select`), turns
 //! them into FlowSpec or blackhole routes (`sources`, `routes`) and has an
 //! existing BGP speaker announce or withdraw them (`speaker`); `state`
-//! records what is announced and why. The XDP filter never depends on any
-//! of it: a broken speaker is an error here and nothing more.
+//! records what is announced, why and until when. One process at a time
+//! acts on an interface's routes (`handover`): serve, or the keeper it
+//! leaves to withdraw them on time if it is killed (`keeper`). The XDP
+//! filter never depends on any of it: a broken speaker is an error here and
+//! nothing more.
 
 pub mod guard_routes;
+pub mod handover;
 pub mod import;
+pub mod keeper;
 pub mod routes;
 pub mod select;
 pub mod sources;
@@ -23,11 +28,12 @@ use std::{
 use log::{error, info, warn};
 
 use self::{
+    handover::{Adoption, Lock, TakeOver},
     routes::Route,
     select::{Observation, Plan, Policy, Selector},
     sources::Inputs,
     speaker::Speaker,
-    state::{RouteState, UpstreamState},
+    state::{Held, Owner, Role, RouteState, UpstreamState},
 };
 use filter_common::GUARD_SLOTS;
 
@@ -36,10 +42,7 @@ use crate::{
         counters::{self, GuardLengths},
         stats, status, top,
     },
-    rules::{
-        self, RuleSet,
-        upstream::{SpeakerConfig, UpstreamConfig},
-    },
+    rules::{self, RuleSet, upstream::UpstreamConfig},
     state::PinRoot,
     sys::monotonic_coarse_ns,
 };
@@ -63,10 +66,23 @@ pub struct Worker {
     last_error: Option<String>,
     /// What the last over-cap warning said, to say it once per change.
     over_cap: usize,
-    /// The state a previous serve left, read at the first step.
-    leftover: Option<UpstreamState>,
-    started: bool,
+    /// Whether this worker acts on the interface's routes.
+    hold: Hold,
+    /// This serve, as the state file names its owner.
+    me: Owner,
     guard: GuardRates,
+}
+
+/// Whether a worker acts on its interface's routes (see `handover`).
+enum Hold {
+    /// Not yet: it has not tried, or another process holds the lock (what
+    /// was said about it, to say it once).
+    Waiting(Option<String>),
+    Locked(Lock),
+    /// The lock could not be made (no writable /run/filterctl): it acts
+    /// anyway, as serve did before the lock, and nothing keeps its routes
+    /// if it is killed.
+    Unlocked,
 }
 
 /// What the reply guard's routes need from one step to the next.
@@ -75,13 +91,6 @@ struct GuardRates {
     last: Option<(u64, Vec<GuardLengths>)>,
     /// Per guard slot, the highest solicited rate seen (bytes/s).
     peak_solicited: Vec<u64>,
-}
-
-fn speaker_name(c: &SpeakerConfig) -> String {
-    match c {
-        SpeakerConfig::Gobgp { host, port, .. } => format!("gobgp {host}:{port}"),
-        SpeakerConfig::Exabgp { pipe } => format!("exabgp {pipe}"),
-    }
 }
 
 fn flow_policy(c: &UpstreamConfig) -> Policy {
@@ -170,8 +179,8 @@ impl Worker {
             errors: 0,
             last_error: None,
             over_cap: 0,
-            leftover: None,
-            started: false,
+            hold: Hold::Waiting(None),
+            me: Owner::me(Role::Serve),
             guard: GuardRates {
                 last: None,
                 peak_solicited: vec![0; GUARD_SLOTS],
@@ -193,19 +202,26 @@ impl Worker {
         self.errors
     }
 
-    /// One step: counters read, selection, speaker brought in line.
-    pub fn step(&mut self, root: &PinRoot) -> anyhow::Result<UpstreamState> {
-        if !self.started {
-            self.started = true;
-            self.leftover = state::read(root, &self.iface).ok().flatten();
-        }
+    /// Whether this worker's serve should have a keeper running: it holds
+    /// the lock and routes are announced.
+    pub fn needs_keeper(&self) -> bool {
+        matches!(self.hold, Hold::Locked(_)) && !self.applied.is_empty()
+    }
+
+    /// One step: counters read, selection, speaker brought in line. None
+    /// while another process acts on the interface's routes, or nothing
+    /// upstream is configured or left to act on.
+    pub fn step(&mut self, root: &PinRoot) -> anyhow::Result<Option<UpstreamState>> {
         let stats = stats::read_interface(root, &self.iface)?;
         if stats.rules_digest != self.digest {
             self.reconfigure(&stats.rules_digest);
         }
+        if matches!(self.hold, Hold::Waiting(_)) && !self.take_over(root) {
+            return Ok(None);
+        }
         let Some(config) = self.config().cloned() else {
             self.apply(&BTreeSet::new());
-            return Ok(self.state(None, &Plan::default()));
+            return Ok(Some(self.state(None, &Plan::default())));
         };
         let bans = top::active_bans(root, &self.iface)?;
         let hosts = sources::host_prefixes(&self.iface);
@@ -268,12 +284,87 @@ impl Worker {
             self.selected().map(|s| s.route.clone()).collect()
         };
         self.apply(&desired);
-        Ok(self.state(Some(&config), &plan))
+        Ok(Some(self.state(Some(&config), &plan)))
     }
 
-    /// Withdraws everything announced (serve stopping).
-    pub fn stop(&mut self) {
+    /// Serve stopping: withdraws everything announced and lets go of the
+    /// lock. What the speaker would not withdraw stays in the state file,
+    /// due at once, for the keeper or the next serve; otherwise the file
+    /// goes. Returns how many routes stay.
+    pub fn finish(mut self, root: &PinRoot) -> usize {
+        if matches!(self.hold, Hold::Waiting(_)) {
+            // Another process's routes and file.
+            return 0;
+        }
         self.apply(&BTreeSet::new());
+        let left = self.applied.len();
+        if left == 0 {
+            state::remove(root, &self.iface);
+            if let Hold::Locked(lock) = self.hold {
+                lock.release(true);
+            }
+            return left;
+        }
+        let config = self.config().cloned();
+        let mut s = self.state(config.as_ref(), &Plan::default());
+        let now = monotonic_coarse_ns();
+        for h in &mut s.applied {
+            h.deadline_ns = now;
+        }
+        if let Err(e) = state::write(root, &s) {
+            error!(
+                "upstream {}: {left} routes not withdrawn, and the state file that would say so cannot be written: {e}",
+                self.iface
+            );
+        }
+        left
+    }
+
+    /// Takes the lock of the interface's routes, and the routes a serve
+    /// before this one left; false while another process holds it, or
+    /// while there is nothing to act on.
+    fn take_over(&mut self, root: &PinRoot) -> bool {
+        // What becomes of leftovers is the running rule set's to say: wait
+        // until it is read.
+        if self.rules.is_none() {
+            return false;
+        }
+        let left = state::read(root, &self.iface).ok().flatten();
+        if self.config().is_none() && left.is_none() {
+            return false;
+        }
+        let path = state::lock_path(root, &self.iface);
+        match handover::take_over(&path, left.and_then(|s| s.owner)) {
+            Ok(TakeOver::Taken(lock)) => self.hold = Hold::Locked(lock),
+            Ok(TakeOver::Busy(who)) => {
+                if !matches!(&self.hold, Hold::Waiting(Some(said)) if *said == who) {
+                    info!(
+                        "upstream {}: {who} holds {}: this serve acts on the routes once it lets go",
+                        self.iface,
+                        path.display()
+                    );
+                }
+                self.hold = Hold::Waiting(Some(who));
+                return false;
+            }
+            Err(e) => {
+                warn!(
+                    "upstream {}: cannot take {}: {e}: nothing withdraws the routes if this serve is killed",
+                    self.iface,
+                    path.display()
+                );
+                self.hold = Hold::Unlocked;
+            }
+        }
+        // Read again: a keeper may have withdrawn some since.
+        match state::read(root, &self.iface) {
+            Ok(left) => self.adopt(left),
+            Err(e) => warn!(
+                "upstream {}: {e:#}: routes a serve before this one left, if any, stay announced",
+                self.iface
+            ),
+        }
+        true
     }
 
     fn selected(&self) -> impl Iterator<Item = &select::Selected> {
@@ -300,13 +391,12 @@ impl Worker {
             // one (or none) takes over.
             self.apply(&BTreeSet::new());
             self.speaker = new.as_ref().map(|c| speaker::connect(&c.speaker));
-            self.adopt_leftover(new.as_ref());
         }
         match &new {
             Some(c) => info!(
                 "upstream {}: speaker {}{}, peers {:?}",
                 self.iface,
-                speaker_name(&c.speaker),
+                speaker::name(&c.speaker),
                 if c.dry_run {
                     " (dry run: nothing is announced)"
                 } else {
@@ -322,19 +412,62 @@ impl Worker {
         self.rules = Some(set);
     }
 
-    /// Routes a previous serve left on this same speaker become ours, so
-    /// that the next `apply` withdraws those no longer selected.
-    fn adopt_leftover(&mut self, config: Option<&UpstreamConfig>) {
-        let (Some(old), Some(c)) = (self.leftover.take(), config) else {
+    /// The routes a serve before this one left (see `handover::adoption`):
+    /// kept on this speaker, each selected until its deadline, so that the
+    /// router sees no withdrawal while their floods go on; or withdrawn
+    /// through the speaker that holds them.
+    fn adopt(&mut self, left: Option<UpstreamState>) {
+        let Some(left) = left else {
             return;
         };
-        if old.speaker == speaker_name(&c.speaker) && !old.applied.is_empty() {
-            warn!(
-                "upstream {}: {} routes left announced by a serve that stopped without withdrawing them: taking them over",
+        match handover::adoption(&left, self.config()) {
+            Adoption::Nothing => {}
+            Adoption::Keep(held) => {
+                warn!(
+                    "upstream {}: {} routes left announced by a serve that stopped without withdrawing them: taking them over, each withdrawn at its deadline unless its flood goes on",
+                    self.iface,
+                    held.len()
+                );
+                let now = monotonic_coarse_ns();
+                for h in held {
+                    let text = h.route.to_string();
+                    let why = left.routes.iter().find(|r| r.route == text).map_or_else(
+                        || "announced by a serve before".to_string(),
+                        |r| r.why.clone(),
+                    );
+                    let selector = match h.route {
+                        Route::FlowSpec(_) => self.flow.as_mut(),
+                        Route::Blackhole { .. } => self.hole.as_mut(),
+                    };
+                    // Without a selector for its kind any more (the rule
+                    // file dropped [upstream.blackhole]), the next `apply`
+                    // withdraws it.
+                    if let Some(s) = selector {
+                        s.adopt(h.route.clone(), why, h.deadline_ns, now);
+                    }
+                    self.applied.insert(h.route);
+                }
+            }
+            Adoption::Withdraw(old, routes) => {
+                warn!(
+                    "upstream {}: {} routes left announced through {} by a serve that stopped without withdrawing them: withdrawing them, the rule file no longer announces through it",
+                    self.iface,
+                    routes.len(),
+                    speaker::name(&old)
+                );
+                let mut sp = speaker::connect(&old);
+                for r in routes {
+                    if let Err(e) = sp.withdraw(&r) {
+                        self.errors += 1;
+                        error!("upstream {}: cannot withdraw {r}: {e}", self.iface);
+                    }
+                }
+            }
+            Adoption::Unknown(name, routes) => warn!(
+                "upstream {}: {} routes left announced through {name} by a serve that stopped without withdrawing them: this serve does not drive that speaker, withdraw them there",
                 self.iface,
-                old.applied.len()
-            );
-            self.applied.extend(old.applied);
+                routes.len()
+            ),
         }
     }
 
@@ -436,7 +569,7 @@ impl Worker {
             .collect();
         UpstreamState {
             interface: self.iface.clone(),
-            speaker: config.map_or("none".into(), |c| speaker_name(&c.speaker)),
+            speaker: config.map_or("none".into(), |c| speaker::name(&c.speaker)),
             peers: config.map_or_else(Vec::new, |c| c.peers.clone()),
             dry_run: config.is_some_and(|c| c.dry_run),
             updated_unix_ms: SystemTime::now()
@@ -447,7 +580,26 @@ impl Worker {
             deferred: plan.deferred,
             speaker_errors: self.errors,
             last_error: self.last_error.clone(),
-            applied: self.applied.iter().cloned().collect(),
+            applied: self.held(now),
+            speaker_config: config.map(|c| c.speaker.clone()),
+            owner: Some(self.me),
         }
+    }
+
+    /// What the speaker holds, each route due at its selection's deadline;
+    /// one no longer selected (its withdrawal failed) at once.
+    fn held(&self, now: u64) -> Vec<Held> {
+        self.applied
+            .iter()
+            .map(|r| Held {
+                route: r.clone(),
+                deadline_ns: self
+                    .flow
+                    .iter()
+                    .chain(self.hole.iter())
+                    .find_map(|s| s.deadline(r))
+                    .unwrap_or(now),
+            })
+            .collect()
     }
 }

@@ -74,6 +74,10 @@ pub struct Selector {
     policy: Policy,
     tracks: HashMap<Route, Track>,
     selected: BTreeMap<Route, Selected>,
+    /// Adopted routes, with the steps left before they may expire: a rate
+    /// takes two snapshots, and a serve that started late must not
+    /// withdraw a route whose flood goes on before it could see it.
+    unmeasured: HashMap<Route, u8>,
     /// When the changes of the last minute were made.
     changes: VecDeque<u64>,
 }
@@ -84,6 +88,7 @@ impl Selector {
             policy,
             tracks: HashMap::new(),
             selected: BTreeMap::new(),
+            unmeasured: HashMap::new(),
             changes: VecDeque::new(),
         }
     }
@@ -110,10 +115,41 @@ impl Selector {
         self.selected.values()
     }
 
+    /// When `route`, if selected, is to be withdrawn should its traffic
+    /// stop now: the last time it was above the thresholds plus the hold.
+    pub fn deadline(&self, route: &Route) -> Option<u64> {
+        self.selected
+            .get(route)
+            .map(|s| s.last_above_ns.saturating_add(self.policy.hold_ns))
+    }
+
+    /// Takes over `route`, which a serve before this one announced, as if
+    /// this selector had: no sustain time (it is announced already), and
+    /// withdrawn at `deadline_ns` unless its traffic is above the
+    /// thresholds again by then, when its hold starts anew as any other's.
+    /// The deadline stays the one it had even if the hold changed since;
+    /// but it is never withdrawn before the step that measured its traffic
+    /// (the second), however late this serve started.
+    pub fn adopt(&mut self, route: Route, why: String, deadline_ns: u64, now_ns: u64) {
+        self.unmeasured.insert(route.clone(), 2);
+        let s = Selected {
+            route: route.clone(),
+            why,
+            since_ns: now_ns,
+            last_above_ns: deadline_ns.saturating_sub(self.policy.hold_ns),
+            rate: Rate::default(),
+        };
+        self.selected.insert(route, s);
+    }
+
     /// Takes a snapshot of every candidate at `now_ns` (monotonic) and
     /// returns what changed in the selection.
     pub fn step(&mut self, now_ns: u64, observations: Vec<Observation>) -> Plan {
         self.observe(now_ns, observations);
+        self.unmeasured.retain(|_, steps| {
+            *steps -= 1;
+            *steps > 0
+        });
         while self
             .changes
             .front()
@@ -217,6 +253,7 @@ impl Selector {
         self.selected
             .values()
             .filter(|s| now_ns.saturating_sub(s.last_above_ns) >= self.policy.hold_ns)
+            .filter(|s| !self.unmeasured.contains_key(&s.route))
             .map(|s| s.route.clone())
             .collect()
     }
@@ -411,6 +448,59 @@ mod tests {
         let plans = run(&mut sel, 5, 8, 100_000, |i| 1000 + u64::from(i % 5000));
         assert!(plans.iter().all(|p| p.announce.is_empty()));
         assert_eq!(sel.selected().count(), 100);
+    }
+
+    /// Steps seconds `from..to` with candidate 0's counter at `pps` * t;
+    /// the seconds at which it was withdrawn.
+    fn withdrawals(sel: &mut Selector, from: u64, to: u64, pps: u64) -> Vec<u64> {
+        (from..to)
+            .filter(|&t| !sel.step(t * S, vec![obs(0, t, pps)]).withdraw.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn an_adopted_route_stays_selected_until_its_own_deadline() {
+        let mut sel = Selector::new(policy());
+        // Announced by a serve before; due at second 13 (hold 5 s).
+        sel.adopt(route(0), "rule x".into(), 13 * S, 10 * S);
+        assert_eq!(sel.deadline(&route(0)), Some(13 * S));
+        // No traffic: no sustain time to wait, no withdrawal before 13.
+        let plans: Vec<Plan> = (10..16).map(|t| sel.step(t * S, Vec::new())).collect();
+        let at: Vec<usize> = plans.iter().map(|p| p.withdraw.len()).collect();
+        assert_eq!(at, vec![0, 0, 0, 1, 0, 0]);
+        assert!(plans.iter().all(|p| p.announce.is_empty()));
+    }
+
+    #[test]
+    fn an_adopted_route_whose_flood_goes_on_is_never_withdrawn_nor_announced_again() {
+        let mut sel = Selector::new(policy());
+        sel.adopt(route(0), "rule x".into(), 12 * S, 10 * S);
+        // Its flood goes on: the first step has no rate yet, the second
+        // sees it above the thresholds and its hold starts anew.
+        let mut announced = 0;
+        for t in 10..30 {
+            let p = sel.step(t * S, vec![obs(0, t, 5000)]);
+            assert!(p.withdraw.is_empty(), "withdrawn at second {t}");
+            announced += p.announce.len();
+        }
+        assert_eq!(announced, 0, "announced anew");
+        assert_eq!(sel.deadline(&route(0)), Some(29 * S + 5 * S));
+        // It stops: withdrawn a hold after the last second above.
+        assert_eq!(withdrawals(&mut sel, 30, 40, 0), vec![34]);
+    }
+
+    /// Past its deadline when this serve started: withdrawn at the first
+    /// step that could see its flood (the second) if it stopped, kept if
+    /// it goes on.
+    #[test]
+    fn an_adopted_route_past_its_deadline_waits_for_one_measure_of_its_flood() {
+        let mut sel = Selector::new(policy());
+        sel.adopt(route(0), "rule x".into(), 8 * S, 10 * S);
+        assert_eq!(withdrawals(&mut sel, 10, 13, 0), vec![11]);
+        let mut sel = Selector::new(policy());
+        sel.adopt(route(0), "rule x".into(), 8 * S, 10 * S);
+        assert_eq!(withdrawals(&mut sel, 10, 13, 5000), Vec::<u64>::new());
+        assert_eq!(sel.deadline(&route(0)), Some(12 * S + 5 * S));
     }
 
     #[test]

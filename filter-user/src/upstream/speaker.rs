@@ -31,6 +31,15 @@ pub trait Speaker: Send {
     fn withdraw(&mut self, route: &Route) -> Result<(), SpeakerError>;
 }
 
+/// The speaker in a few words: "gobgp 127.0.0.1:50051", "exabgp
+/// /run/filterctl/exabgp.fifo".
+pub fn name(c: &SpeakerConfig) -> String {
+    match c {
+        SpeakerConfig::Gobgp { host, port, .. } => format!("gobgp {host}:{port}"),
+        SpeakerConfig::Exabgp { pipe } => format!("exabgp {pipe}"),
+    }
+}
+
 pub fn connect(config: &SpeakerConfig) -> Box<dyn Speaker> {
     match config {
         SpeakerConfig::Gobgp {

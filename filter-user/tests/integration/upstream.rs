@@ -6,11 +6,15 @@
 //! the hold time once the flood stops; a blackhole route with community
 //! 65535:666 only past its threshold; no more routes than max_routes for a
 //! flood from many banned sources; nothing in dry-run mode; a dead speaker
-//! reported while the filter keeps dropping. Needs root.
+//! reported while the filter keeps dropping; a killed serve's routes
+//! withdrawn each at its own deadline by the keeper it left, or taken over
+//! by a serve started in time without the router seeing a withdrawal.
+//! Needs root.
 
 use crate::common;
 
 use std::{
+    collections::BTreeMap,
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
     sync::{
@@ -33,9 +37,22 @@ use filter_testkit::{
 use serde_json::Value;
 
 impl Drop for Lab {
-    /// Serve removes its state file when it stops; a test that failed
-    /// killed it first.
+    /// Serve removes its state file when it stops, and its keeper exits;
+    /// a test that failed killed serve first, and the keeper may still
+    /// wait for the routes' deadlines.
     fn drop(&mut self) {
+        for pid in self.keepers() {
+            // SAFETY: a signal to a keeper of this lab's serve, found by
+            // its command line.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            self.keepers().is_empty()
+        });
+        if !gone && !std::thread::panicking() {
+            panic!("keepers {:?} outlived SIGKILL", self.keepers());
+        }
         let root = filterctl::state::PinRoot::new(&self.net.pin_root);
         let _ = std::fs::remove_dir_all(filterctl::upstream::state::state_dir(&root));
     }
@@ -190,6 +207,67 @@ impl Lab {
         out
     }
 
+    /// The keepers serve started for this lab, by their command line
+    /// (`upstream keep` under its pin root); a zombie has none.
+    fn keepers(&self) -> Vec<u32> {
+        let root = self.net.pin_root.display().to_string();
+        let entries = std::fs::read_dir("/proc").expect("list /proc");
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+                let has = |s: &str| args.contains(&s.as_bytes());
+                (has("upstream") && has("keep") && has(&root)).then_some(pid)
+            })
+            .collect()
+    }
+
+    /// Every route BIRD holds from the victim: FlowSpec by its NLRI, the
+    /// blackhole as `blackhole PREFIX`; each with its first line, which
+    /// has the time BIRD learned it (a withdrawal and a new announcement
+    /// change it).
+    fn router_routes(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for table in ["flowtab4", "flowtab6", "master4"] {
+            // A birdc that did not get through says nothing, which is not
+            // an empty table: its answers start with BIRD's banner.
+            let mut text = String::new();
+            let answered = (0..20).any(|_| {
+                text = self.bird.table(table);
+                let ok = text.starts_with("BIRD");
+                if !ok {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                ok
+            });
+            assert!(answered, "birdc show route table {table}: {text:?}");
+            let mut blocks: Vec<(String, String)> = Vec::new();
+            for line in text.lines() {
+                let head = !line.starts_with(char::is_whitespace)
+                    && !line.starts_with("BIRD")
+                    && !line.starts_with("Table")
+                    && !line.trim().is_empty();
+                if head {
+                    blocks.push((line.to_string(), String::new()));
+                } else if let Some((_, attrs)) = blocks.last_mut() {
+                    attrs.push_str(line);
+                    attrs.push('\n');
+                }
+            }
+            for (head, attrs) in blocks {
+                let nlri = head.split("  ").next().unwrap_or(&head).trim().to_string();
+                if table != "master4" {
+                    out.insert(nlri, head);
+                } else if attrs.contains(BLACKHOLE) {
+                    out.insert(format!("blackhole {nlri}"), head);
+                }
+            }
+        }
+        out
+    }
+
     fn gobgp_rib(&self, family: &str) -> String {
         let out = TestNet::command_in(&self.net.victim_ns, "gobgp")
             .args(["-u", "127.0.0.1", "-p", &self.api_port.to_string()])
@@ -240,6 +318,25 @@ impl Serve {
     fn log(&self) -> String {
         self.daemon.log()
     }
+
+    /// SIGKILL: no chance to withdraw anything.
+    fn kill(&mut self) {
+        let d = &mut self.daemon;
+        // SAFETY: a signal to our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) }, 0);
+        d.wait();
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of the deadlines in serve's state file.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Reflected replies from `sources` to the victim until dropped: SSDP
@@ -662,17 +759,15 @@ fn a_flood_from_many_banned_sources_stays_under_max_routes() {
     );
     flood.stop();
 
-    // Killed without a chance to withdraw: the routes stay announced, and
-    // the next serve takes them over from the state file and withdraws them.
+    // Killed without a chance to withdraw: the routes stay announced for
+    // their hold (3 s), then the keeper serve left withdraws them.
     drop(serve);
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(lab.flows("flowtab4").len(), 3, "nobody withdrew them");
-    let serve = lab.serve("caps.toml", "max_routes = 3\n");
+    assert_eq!(lab.flows("flowtab4").len(), 3, "withdrawn before the hold");
     poll("leftover routes withdrawn", 30, || {
         lab.flows("flowtab4").is_empty()
     });
-    let log = serve.log();
-    assert!(log.contains("3 routes left announced by a serve"), "{log}");
+    let serve = lab.serve("caps.toml", "max_routes = 3\n");
     // Flooded again, then stopped with SIGTERM: withdrawn on the way out.
     let flood = Flood::start(&lab.net, banned_sources(), 3);
     poll("capped routes again", 60, || {
@@ -742,4 +837,255 @@ fn dry_run_announces_nothing_and_a_dead_speaker_leaves_the_filter_dropping() {
     assert!(lab.flows("flowtab4").is_empty());
     flood.stop();
     lab.stop(serve);
+}
+
+/// FlowSpec routes held 6 s, a blackhole (the flood passes 10% of 1 Mbit/s)
+/// held 12 s: each route with a deadline of its own.
+const FLOW_HOLD: Duration = Duration::from_secs(6);
+const HOLE_HOLD: Duration = Duration::from_secs(12);
+
+fn held_rules(api_port: u16) -> String {
+    rules(
+        api_port,
+        "[upstream.blackhole]\nlink_capacity = \"1Mbit\"\nshare = 10\nsustain = \"1s\"\nhold = \"12s\"\n",
+    )
+    .replace("hold = \"3s\"", "hold = \"6s\"")
+}
+
+/// The route of a state file's `applied` entry as `short_key` names it
+/// (families and source ports tell this test's FlowSpec routes apart).
+fn router_key(route: &Value) -> String {
+    if let Some(dst) = route["blackhole"]["dst"].as_str() {
+        return format!("blackhole {dst}");
+    }
+    let f = &route["flow-spec"];
+    let dst = f["dst"].as_str().expect("a FlowSpec destination");
+    let sport = f["src_ports"][0].as_u64().expect("a source port");
+    let family = if dst.contains(':') { "flow6" } else { "flow4" };
+    format!("{family} sport {sport}")
+}
+
+/// A key of `router_routes`, shortened as `router_key` says it.
+fn short_key(key: &str) -> String {
+    if key.starts_with("blackhole") {
+        return key.to_string();
+    }
+    let family = &key[..5];
+    let sport = key
+        .split("sport ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .unwrap_or_else(|| panic!("no sport in {key}"));
+    format!("{family} sport {sport}")
+}
+
+/// The flood's five routes in BIRD (FlowSpec for SSDP and NTP in both
+/// families, the IPv4 blackhole) and in serve's state file: BIRD's routes.
+fn all_routes_announced(lab: &Lab, serve: &Serve) -> BTreeMap<String, String> {
+    poll("FlowSpec routes and a blackhole in BIRD", 60, || {
+        lab.router_routes().len() == 5
+    });
+    // The blackhole reaches BIRD while serve's step is still announcing:
+    // its state file follows when the step ends. Both blackholes (IPv6
+    // too, which BIRD does not import) and the four FlowSpec routes.
+    poll("the routes in serve's state file", 10, || {
+        lab.upstream()
+            .is_some_and(|s| s["applied"].as_array().is_some_and(|a| a.len() == 6))
+    });
+    let routes = lab.router_routes();
+    assert!(
+        routes.contains_key("blackhole 192.0.2.1/32"),
+        "{routes:#?}\n{}",
+        serve.log()
+    );
+    routes
+}
+
+/// When BIRD learned a route, from its line (`[victim 01:51:10.754 ...]`),
+/// in ms of the day.
+fn learned_ms(line: &str) -> u64 {
+    let time = line
+        .split("[victim ")
+        .nth(1)
+        .and_then(|r| r.split([' ', ']']).next())
+        .unwrap_or_else(|| panic!("no time in {line:?}"));
+    let (hms, ms) = time.split_once('.').unwrap_or((time, "0"));
+    let n: Vec<u64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    ((n[0] * 60 + n[1]) * 60 + n[2]) * 1000 + ms.parse::<u64>().unwrap()
+}
+
+/// The same routes, learned at the same time: BIRD prints a route's time
+/// from its monotonic clock through the wall clock's offset now, which
+/// moves by a millisecond now and then; a withdrawal and a new
+/// announcement would be a second or more later (the sustain time).
+fn same_routes(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ka, la), (kb, lb))| ka == kb && learned_ms(la).abs_diff(learned_ms(lb)) <= 250)
+}
+
+/// The deadline of each route in the state file, by `router_key`.
+fn deadlines(state: &Value) -> BTreeMap<String, u64> {
+    state["applied"]
+        .as_array()
+        .expect("applied routes")
+        .iter()
+        .map(|h| {
+            let deadline = h["deadline_ns"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no deadline in {h}"));
+            (router_key(&h["route"]), deadline)
+        })
+        .collect()
+}
+
+/// Serve killed (SIGKILL) while its routes are announced: the keeper it
+/// left withdraws each at its own deadline (the last time serve saw its
+/// flood, plus its hold), not before, not long after, and exits.
+#[test]
+fn a_killed_serve_leaves_each_route_until_its_own_deadline() {
+    let lab = Lab::new("upk");
+    let mut serve = lab.serve_text("held.toml", &held_rules(lab.api_port));
+    let flood = Flood::start(&lab.net, vec![Ipv4Addr::new(198, 51, 100, 10)], 30);
+    let announced = all_routes_announced(&lab, &serve);
+    serve.kill();
+    let killed = monotonic_ns();
+    flood.stop();
+    let state = lab.upstream().expect("the state file a killed serve left");
+
+    // Polled every ~200 ms until the last hold has passed, with room.
+    let until = killed + (HOLE_HOLD + Duration::from_secs(8)).as_nanos() as u64;
+    let mut gone: BTreeMap<String, u64> = BTreeMap::new();
+    while monotonic_ns() < until && gone.len() < announced.len() {
+        let now = lab.router_routes();
+        let seen = monotonic_ns();
+        for key in announced.keys() {
+            match (now.contains_key(key), gone.contains_key(key)) {
+                (false, false) => {
+                    gone.insert(key.clone(), seen);
+                }
+                (true, true) => panic!("{key} came back:\n{}", serve.log()),
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The measure: each gone at serve's death plus its hold, give
+    // or take 5 s (the flood ran until serve was killed).
+    for key in announced.keys() {
+        let hold = if key.starts_with("blackhole") {
+            HOLE_HOLD
+        } else {
+            FLOW_HOLD
+        };
+        let Some(at) = gone.get(key) else {
+            panic!(
+                "{key} still announced {:?} after serve was killed, its hold is {hold:?}:\n{}",
+                Duration::from_nanos(monotonic_ns() - killed),
+                serve.log()
+            );
+        };
+        let after = Duration::from_nanos(at - killed);
+        assert!(
+            after + Duration::from_secs(5) >= hold && after <= hold + Duration::from_secs(5),
+            "{key} withdrawn {after:?} after serve was killed, its hold is {hold:?}"
+        );
+    }
+    // And each at the deadline serve wrote for it: never before, within
+    // 5 s after (the keeper wakes at the deadline; BIRD hears at once).
+    let deadlines = deadlines(&state);
+    for (key, at) in &gone {
+        let deadline = deadlines[&short_key(key)];
+        assert!(
+            *at >= deadline && *at - deadline <= 5_000_000_000,
+            "{key} withdrawn {} ms after its deadline",
+            (*at as i64 - deadline as i64) / 1_000_000
+        );
+    }
+    let log = serve.log();
+    assert!(
+        log.contains("stopped without withdrawing 6 routes: withdrawing each at its deadline"),
+        "{log}"
+    );
+    assert!(
+        log.contains("withdrew blackhole 192.0.2.1/32 community 65535:666 at its deadline"),
+        "{log}"
+    );
+    // Nothing left: the IPv6 blackhole went too, then the file and the
+    // keeper.
+    poll("the keeper's exit", 10, || lab.keepers().is_empty());
+    assert!(lab.upstream().is_none(), "the keeper left the state file");
+    let rib = lab.gobgp_rib("ipv6");
+    assert!(rib.contains("Network not in table"), "{rib}");
+}
+
+/// Serve killed, its keeper holding the routes; a new serve started
+/// before their deadlines while the flood goes on takes them over: BIRD's
+/// routes, polled every ~200 ms until well past the old deadlines, are the
+/// same ones learned at the same time (no withdrawal, no new announcement),
+/// and the new serve owns them.
+#[test]
+fn a_serve_restarted_in_time_takes_the_routes_over_unseen_by_the_router() {
+    let lab = Lab::new("upr");
+    let text = held_rules(lab.api_port);
+    let mut first = lab.serve_text("first.toml", &text);
+    let flood = Flood::start(&lab.net, vec![Ipv4Addr::new(198, 51, 100, 10)], 30);
+    let announced = all_routes_announced(&lab, &first);
+    first.kill();
+    let killed = monotonic_ns();
+    let deadlines = deadlines(&lab.upstream().expect("the state file a killed serve left"));
+    poll("the keeper holding the routes", 10, || {
+        lab.upstream()
+            .is_some_and(|s| s["owner"]["role"] == "keeper")
+    });
+    let keeper = lab.upstream().expect("state")["owner"]["pid"]
+        .as_u64()
+        .expect("the keeper's pid") as u32;
+
+    let second = lab.serve_text("second.toml", &text);
+    let last = *deadlines.values().max().expect("deadlines");
+    let until = last + 8_000_000_000;
+    while monotonic_ns() < until {
+        let now = lab.router_routes();
+        assert!(
+            same_routes(&now, &announced),
+            "BIRD's routes changed {} ms after the first serve was killed: {now:#?}, were {announced:#?}\n{}",
+            (monotonic_ns() - killed) / 1_000_000,
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let state = lab.upstream().expect("the new serve's state");
+    assert_eq!(state["owner"]["role"], "serve", "{state:#}");
+    assert_eq!(state["owner"]["pid"], second.daemon.pid(), "{state:#}");
+    assert_eq!(
+        state["applied"].as_array().map(Vec::len),
+        Some(6),
+        "{state:#}"
+    );
+    assert!(
+        !lab.keepers().contains(&keeper),
+        "the old keeper (pid {keeper}) still runs"
+    );
+    let log = second.log();
+    assert!(
+        log.contains("6 routes left announced by a serve that stopped without withdrawing them: taking them over"),
+        "{log}"
+    );
+    // The keeper writes where the serve that started it did.
+    let kept = first.log();
+    assert!(
+        kept.contains("leaving its 6 routes to the next serve"),
+        "{kept}"
+    );
+
+    // Stopped cleanly: everything withdrawn, its keeper gone.
+    flood.stop();
+    lab.stop(second);
+    poll("withdrawal on SIGTERM", 30, || {
+        lab.router_routes().is_empty()
+    });
+    poll("the keeper's exit", 10, || lab.keepers().is_empty());
+    assert!(lab.upstream().is_none(), "serve left its state file");
 }
