@@ -15,13 +15,13 @@
 
 /// The version of every JSON document filterctl prints or serves (the
 /// `schema_version` field; the shapes are in docs/json.md).
-pub const JSON_SCHEMA_VERSION: u32 = 1;
+const JSON_SCHEMA_VERSION: u32 = 1;
 
 pub mod commands;
 pub mod filter;
-pub mod lockout;
-pub mod privilege;
-pub mod probe;
+mod lockout;
+mod privilege;
+mod probe;
 pub mod replay;
 pub mod rules;
 pub mod serve;

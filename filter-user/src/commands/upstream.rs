@@ -17,7 +17,7 @@ pub struct UpstreamArgs {
     json: bool,
 }
 
-pub fn run(root: &PinRoot, a: UpstreamArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(root: &PinRoot, a: UpstreamArgs) -> anyhow::Result<u8> {
     let json = a.json;
     let mut all = Vec::new();
     for i in interfaces(root, a.iface)? {

@@ -42,7 +42,7 @@ impl Simulator {
 
     /// A copy whose time is what [`Simulator::set_clock`] says, not the
     /// kernel's: frames run on their capture's clock.
-    pub fn with_virtual_clock(set: &RuleSet) -> anyhow::Result<Self> {
+    pub(crate) fn with_virtual_clock(set: &RuleSet) -> anyhow::Result<Self> {
         Ok(Simulator::of(program::prepare_object(
             crate::EBPF_OBJECT,
             set,
@@ -84,7 +84,7 @@ impl Simulator {
 
     /// Sets the program's time (ns) for the runs that follow; only a copy
     /// made [`Simulator::with_virtual_clock`] reads it.
-    pub fn set_clock(&mut self, ns: u64) -> anyhow::Result<()> {
+    pub(crate) fn set_clock(&mut self, ns: u64) -> anyhow::Result<()> {
         let section = filter_common::VIRTUAL_CLOCK_SECTION;
         let map = self
             .ebpf
@@ -97,7 +97,7 @@ impl Simulator {
 
     /// Packets counted per UDP source port since the load (what the surge
     /// detector reads).
-    pub fn udp_port_packets(&self) -> anyhow::Result<Vec<u64>> {
+    pub(crate) fn udp_port_packets(&self) -> anyhow::Result<Vec<u64>> {
         Ok(self.counter_blocks()?.packets())
     }
 
@@ -146,7 +146,7 @@ impl Simulator {
 
     /// Runs `frame` `repeat` times; returns the action and the kernel's
     /// own mean time per run.
-    pub fn run_repeat(&self, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, Duration)> {
+    fn run_repeat(&self, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, Duration)> {
         let opts = TestRunOptions {
             data_in: Some(frame),
             repeat,

@@ -3,21 +3,21 @@
 //! values the XDP program's maps hold.
 
 pub mod adaptive;
-pub mod compile;
-pub mod error;
+pub(crate) mod compile;
+pub(crate) mod error;
 pub mod files;
-pub mod guard;
-pub mod imports;
+pub(crate) mod guard;
+pub(crate) mod imports;
 mod limits;
 pub mod lint;
 pub mod parse;
-pub mod prefixes;
+pub(crate) mod prefixes;
 mod rule;
-pub mod schema;
-pub mod set;
-pub mod units;
-pub mod upstream;
-pub mod v4lists;
+pub(crate) mod schema;
+pub(crate) mod set;
+pub(crate) mod units;
+pub(crate) mod upstream;
+pub(crate) mod v4lists;
 mod values;
 pub mod vectors;
 
@@ -27,16 +27,20 @@ pub mod vectors;
 pub use self::{
     compile::Compiled,
     error::RuleError,
-    parse::{RulesError, load_file, parse},
+    parse::parse,
     prefixes::Prefix,
-    set::{FragmentPolicy, Mode, RuleSet, RuleSpec, hex},
+    set::{RuleSet, hex},
+};
+pub(crate) use self::{
+    parse::{RulesError, load_file},
+    set::{Mode, RuleSpec},
 };
 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
-    use super::*;
+    use super::{set::FragmentPolicy, *};
     use filter_common::{CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, MAX_CHAIN};
 
     fn err(text: &str) -> RuleError {

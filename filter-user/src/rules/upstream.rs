@@ -15,7 +15,7 @@ use super::{
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SpeakerConfig {
+pub(crate) enum SpeakerConfig {
     /// gobgpd, driven through its CLI.
     Gobgp {
         command: String,
@@ -28,73 +28,73 @@ pub enum SpeakerConfig {
 
 /// When traffic counts as an attack worth a route.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Thresholds {
+pub(crate) struct Thresholds {
     /// 0: packets/s alone never qualify.
-    pub min_pps: u64,
+    pub(crate) min_pps: u64,
     /// 0: bits/s alone never qualify.
-    pub min_bps: u64,
+    pub(crate) min_bps: u64,
     /// Above a threshold for this long before a route is announced.
-    pub sustain_ns: u64,
+    pub(crate) sustain_ns: u64,
     /// Withdrawn once below both thresholds for this long.
-    pub hold_ns: u64,
+    pub(crate) hold_ns: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BlackholeConfig {
-    pub link_bps: u64,
-    pub share_percent: u8,
-    pub sustain_ns: u64,
-    pub hold_ns: u64,
+pub(crate) struct BlackholeConfig {
+    link_bps: u64,
+    share_percent: u8,
+    pub(crate) sustain_ns: u64,
+    pub(crate) hold_ns: u64,
     /// The ladder: the blackhole's sustain time counts only while FlowSpec
     /// routes are announced (or none could be), so that it comes only when
     /// FlowSpec did not bring the drops under the threshold.
-    pub after_flowspec: bool,
+    pub(crate) after_flowspec: bool,
 }
 
 impl BlackholeConfig {
     /// Dropped bits/s from which the host's addresses are blackholed.
-    pub fn threshold_bps(&self) -> u64 {
+    pub(crate) fn threshold_bps(&self) -> u64 {
         (self.link_bps as u128 * self.share_percent as u128 / 100) as u64
     }
 }
 
 /// A validated `[upstream]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamConfig {
-    pub speaker: SpeakerConfig,
-    pub peers: Vec<String>,
-    pub dry_run: bool,
-    pub interval_ns: u64,
-    pub flowspec: Thresholds,
-    pub max_routes: usize,
-    pub max_changes_per_minute: usize,
+pub(crate) struct UpstreamConfig {
+    pub(crate) speaker: SpeakerConfig,
+    pub(crate) peers: Vec<String>,
+    pub(crate) dry_run: bool,
+    pub(crate) interval_ns: u64,
+    pub(crate) flowspec: Thresholds,
+    pub(crate) max_routes: usize,
+    pub(crate) max_changes_per_minute: usize,
     /// None: off (the default).
-    pub blackhole: Option<BlackholeConfig>,
+    pub(crate) blackhole: Option<BlackholeConfig>,
     /// None: nothing is imported (the default).
-    pub import: Option<ImportConfig>,
+    pub(crate) import: Option<ImportConfig>,
 }
 
 /// A validated `[upstream.import]`: which FlowSpec routes of the speaker's
 /// RIB become rules here.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImportConfig {
+pub(crate) struct ImportConfig {
     /// A route's destination must lie inside one of these.
-    pub destinations: Vec<Prefix>,
+    pub(crate) destinations: Vec<Prefix>,
     /// And be at least this long: a short prefix is a fleet's traffic.
-    pub min_prefix_v4: u8,
-    pub min_prefix_v6: u8,
+    pub(crate) min_prefix_v4: u8,
+    pub(crate) min_prefix_v6: u8,
     /// Routes are taken from these peers (GoBGP's neighbor-ip or
     /// source-id) or with one of these communities (ASN << 16 | value).
-    pub peers: Vec<IpAddr>,
-    pub communities: Vec<u32>,
-    pub max_routes: usize,
-    pub interval_ns: u64,
+    pub(crate) peers: Vec<IpAddr>,
+    pub(crate) communities: Vec<u32>,
+    pub(crate) max_routes: usize,
+    pub(crate) interval_ns: u64,
 }
 
 const DEFAULT_API: &str = "127.0.0.1:50051";
 
 /// Validates `[upstream]`; every error goes to `errors`.
-pub fn parse(
+pub(crate) fn parse(
     cx: &Ctx<'_>,
     s: &Spanned<UpstreamSchema>,
     errors: &mut Vec<RuleError>,
@@ -267,7 +267,7 @@ fn list<T>(
 }
 
 /// "ASN:VALUE" as BGP carries it: ASN << 16 | VALUE.
-pub fn community(text: &str) -> Option<u32> {
+pub(crate) fn community(text: &str) -> Option<u32> {
     let (asn, value) = text.split_once(':')?;
     let asn: u16 = asn.trim().parse().ok()?;
     let value: u16 = value.trim().parse().ok()?;

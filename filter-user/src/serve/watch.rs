@@ -42,10 +42,10 @@ use crate::{
 /// for the surge detector to add its blocks to. Held for the whole of every
 /// reload `serve` makes, so that two never run at once.
 #[derive(Clone, Default)]
-pub struct FileSets(Arc<Mutex<HashMap<String, RuleSet>>>);
+pub(crate) struct FileSets(Arc<Mutex<HashMap<String, RuleSet>>>);
 
 impl FileSets {
-    pub fn lock(&self) -> MutexGuard<'_, HashMap<String, RuleSet>> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<String, RuleSet>> {
         // A panic in another reload leaves the map as it was: usable.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -59,18 +59,18 @@ const NEVER_BAN_POLLS: u64 = 30;
 
 /// An interface whose rules follow a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Watch {
-    pub iface: String,
-    pub rules: PathBuf,
+pub(crate) struct Watch {
+    pub(crate) iface: String,
+    pub(crate) rules: PathBuf,
 }
 
 /// A `--watch` value that is not `IF=PATH`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?}: write IFACE=RULES_FILE, e.g. eth0=/etc/filterctl/rules.toml")]
-pub struct WatchSyntax(String);
+pub(crate) struct WatchSyntax(String);
 
 /// Parses `IF=PATH` (the `--watch` form).
-pub fn parse_watch(s: &str) -> Result<Watch, WatchSyntax> {
+pub(crate) fn parse_watch(s: &str) -> Result<Watch, WatchSyntax> {
     match s.split_once('=') {
         Some((iface, path)) if !iface.is_empty() && !path.is_empty() => Ok(Watch {
             iface: iface.to_string(),
@@ -82,7 +82,7 @@ pub fn parse_watch(s: &str) -> Result<Watch, WatchSyntax> {
 
 /// The watched pairs from `--iface IF --rules PATH` pairs (in the order
 /// given) and `--watch IF=PATH`; each interface at most once.
-pub fn watches(
+pub(crate) fn watches(
     ifaces: Vec<String>,
     rules: Vec<PathBuf>,
     more: Vec<Watch>,
@@ -112,7 +112,7 @@ pub fn watches(
 /// `metrics::METRICS`): how many by result, and when the last one ran and
 /// whether it enforces.
 #[derive(Clone, Debug)]
-pub struct ReloadMetrics {
+pub(crate) struct ReloadMetrics {
     /// By interface and result: ok, invalid (the file did not parse or the
     /// lockout guard refused it) or failed (the kernel or the pins refused
     /// it).
@@ -122,7 +122,7 @@ pub struct ReloadMetrics {
 }
 
 impl ReloadMetrics {
-    pub fn new(kept: &Kept) -> ReloadMetrics {
+    pub(crate) fn new(kept: &Kept) -> ReloadMetrics {
         ReloadMetrics {
             count: kept.counter("reloads"),
             last_time: kept.gauge("last_reload_timestamp_seconds"),
@@ -255,7 +255,7 @@ struct Watched {
 
 /// Checks the watched files every second and reloads on change, and all
 /// of them on SIGHUP. Runs until aborted.
-pub async fn watch_rules(
+pub(crate) async fn watch_rules(
     root: PinRoot,
     watches: Vec<Watch>,
     mut hup: Signal,

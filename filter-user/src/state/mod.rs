@@ -24,15 +24,16 @@
 //! `owner` says who may act on a folder and hands what root makes in the
 //! service user's folders to that user.
 
-pub mod bpffs;
-pub mod generation;
+pub(crate) mod bpffs;
+pub(crate) mod generation;
 pub mod layout;
-pub mod lock;
-pub mod owner;
-pub mod pins;
-pub mod record;
+pub(crate) mod lock;
+pub(crate) mod owner;
+pub(crate) mod pins;
+pub(crate) mod record;
 
-pub use self::{
-    generation::{CurrentGeneration, current_generation, read_config, read_meta},
-    layout::{DEFAULT_ROOT, PinRoot},
+pub use self::{generation::current_generation, layout::PinRoot};
+pub(crate) use self::{
+    generation::{read_config, read_meta},
+    layout::DEFAULT_ROOT,
 };

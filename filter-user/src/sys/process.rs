@@ -4,7 +4,7 @@
 use std::ffi::CStr;
 
 /// CLOCK_MONOTONIC_COARSE in ns: the clock the program's deadlines use.
-pub fn monotonic_coarse_ns() -> u64 {
+pub(crate) fn monotonic_coarse_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -15,19 +15,19 @@ pub fn monotonic_coarse_ns() -> u64 {
 }
 
 /// The parent process's id.
-pub fn parent_pid() -> u32 {
+pub(crate) fn parent_pid() -> u32 {
     // SAFETY: getppid has no preconditions.
     unsafe { libc::getppid() as u32 }
 }
 
 /// The effective user id.
-pub fn euid() -> u32 {
+pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
 }
 
 /// The name of user `uid` (getpwuid_r), if the user database has one.
-pub fn user_name(uid: u32) -> Option<String> {
+pub(crate) fn user_name(uid: u32) -> Option<String> {
     // SAFETY: a zeroed passwd is a valid place for getpwuid_r to fill.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 4096];
@@ -45,7 +45,7 @@ pub fn user_name(uid: u32) -> Option<String> {
 }
 
 /// The running kernel's release (uname -r).
-pub fn kernel_release() -> String {
+pub(crate) fn kernel_release() -> String {
     // SAFETY: a zeroed utsname is valid for uname to fill.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: u is writable.
@@ -60,13 +60,13 @@ pub fn kernel_release() -> String {
 
 /// The environment process `pid` started with (/proc/PID/environ), if this
 /// process may read it (root may; a user, of its own processes).
-pub fn process_environ(pid: u32) -> Option<Vec<u8>> {
+pub(crate) fn process_environ(pid: u32) -> Option<Vec<u8>> {
     std::fs::read(format!("/proc/{pid}/environ")).ok()
 }
 
 /// The parent of process `pid` (the field after the command's closing
 /// parenthesis and the state, in /proc/PID/stat).
-pub fn process_parent(pid: u32) -> Option<u32> {
+pub(crate) fn process_parent(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(1)?.parse().ok()

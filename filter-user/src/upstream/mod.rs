@@ -6,12 +6,12 @@
 //! records what is announced and why. The XDP filter never depends on any
 //! of it: a broken speaker is an error here and nothing more.
 
-pub mod guard_routes;
-pub mod import;
-pub mod routes;
-pub mod select;
-pub mod sources;
-pub mod speaker;
+mod guard_routes;
+pub(crate) mod import;
+pub(crate) mod routes;
+pub(crate) mod select;
+pub(crate) mod sources;
+pub(crate) mod speaker;
 pub mod state;
 
 use std::{
@@ -48,7 +48,7 @@ use crate::{
 const MAX_BLACKHOLES: usize = 16;
 
 /// The upstream side of one watched interface, stepped by `serve`.
-pub struct Worker {
+pub(crate) struct Worker {
     iface: String,
     rules_path: PathBuf,
     /// Digest of the rule set `rules` was read for.
@@ -157,7 +157,7 @@ impl GuardRates {
 }
 
 impl Worker {
-    pub fn new(iface: &str, rules_path: PathBuf) -> Worker {
+    pub(crate) fn new(iface: &str, rules_path: PathBuf) -> Worker {
         Worker {
             iface: iface.to_string(),
             rules_path,
@@ -179,22 +179,22 @@ impl Worker {
         }
     }
 
-    pub fn config(&self) -> Option<&UpstreamConfig> {
+    pub(crate) fn config(&self) -> Option<&UpstreamConfig> {
         self.rules.as_ref()?.upstream.as_ref()
     }
 
     /// How long until the next step.
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         Duration::from_nanos(self.config().map_or(1_000_000_000, |c| c.interval_ns))
     }
 
     /// Speaker errors since start.
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.errors
     }
 
     /// One step: counters read, selection, speaker brought in line.
-    pub fn step(&mut self, root: &PinRoot) -> anyhow::Result<UpstreamState> {
+    pub(crate) fn step(&mut self, root: &PinRoot) -> anyhow::Result<UpstreamState> {
         if !self.started {
             self.started = true;
             self.leftover = state::read(root, &self.iface).ok().flatten();
@@ -272,7 +272,7 @@ impl Worker {
     }
 
     /// Withdraws everything announced (serve stopping).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.apply(&BTreeSet::new());
     }
 

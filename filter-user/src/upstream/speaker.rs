@@ -9,7 +9,7 @@ use super::routes::{Action, BLACKHOLE_COMMUNITY, Route};
 use crate::rules::upstream::SpeakerConfig;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SpeakerError {
+pub(crate) enum SpeakerError {
     #[error("cannot run {program}: {source} (install gobgpd: cargo xtask setup)")]
     Spawn {
         program: String,
@@ -26,12 +26,12 @@ pub enum SpeakerError {
     },
 }
 
-pub trait Speaker: Send {
+pub(crate) trait Speaker: Send {
     fn announce(&mut self, route: &Route) -> Result<(), SpeakerError>;
     fn withdraw(&mut self, route: &Route) -> Result<(), SpeakerError>;
 }
 
-pub fn connect(config: &SpeakerConfig) -> Box<dyn Speaker> {
+pub(crate) fn connect(config: &SpeakerConfig) -> Box<dyn Speaker> {
     match config {
         SpeakerConfig::Gobgp {
             command,
@@ -46,14 +46,14 @@ pub fn connect(config: &SpeakerConfig) -> Box<dyn Speaker> {
     }
 }
 
-pub struct GoBgp {
+struct GoBgp {
     program: String,
     host: String,
     port: u16,
 }
 
 /// `gobgp global rib` arguments that add or delete `route`.
-pub fn gobgp_args(route: &Route, add: bool) -> Vec<String> {
+fn gobgp_args(route: &Route, add: bool) -> Vec<String> {
     let verb = if add { "add" } else { "del" };
     let family = match (route, route.is_v4()) {
         (Route::FlowSpec(_), true) => "ipv4-flowspec",
@@ -118,12 +118,12 @@ impl Speaker for GoBgp {
     }
 }
 
-pub struct ExaBgp {
+struct ExaBgp {
     pipe: String,
 }
 
 /// ExaBGP's API command that announces or withdraws `route`.
-pub fn exabgp_line(route: &Route, add: bool) -> String {
+fn exabgp_line(route: &Route, add: bool) -> String {
     let verb = if add { "announce" } else { "withdraw" };
     match route {
         Route::FlowSpec(f) => {

@@ -47,7 +47,7 @@ pub struct UpstreamState {
 }
 
 impl UpstreamState {
-    pub fn count(&self, kind: &str, announced: bool) -> usize {
+    pub(crate) fn count(&self, kind: &str, announced: bool) -> usize {
         self.routes
             .iter()
             .filter(|r| r.kind == kind && (r.announced || !announced))
@@ -94,7 +94,7 @@ pub fn read(root: &PinRoot, iface: &str) -> anyhow::Result<Option<UpstreamState>
 }
 
 /// Removes the file (serve stopping); a missing one is fine.
-pub fn remove(root: &PinRoot, iface: &str) {
+pub(crate) fn remove(root: &PinRoot, iface: &str) {
     let _ = std::fs::remove_file(state_path(root, iface));
     let _ = std::fs::remove_dir(state_dir(root));
 }

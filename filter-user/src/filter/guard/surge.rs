@@ -9,7 +9,7 @@ use crate::rules::adaptive::{Adaptive, AdaptiveBlock};
 
 /// What changed at one observation.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Change {
+pub(crate) enum Change {
     Started(AdaptiveBlock),
     /// The block, and how long (ns) it lasted.
     Ended(AdaptiveBlock, u64),
@@ -25,7 +25,7 @@ struct Active {
 
 /// The surges of one interface.
 #[derive(Default)]
-pub struct Detector {
+pub(crate) struct Detector {
     /// Monotonic ns and packet counters of the previous observation.
     prev: Option<(u64, Vec<u64>)>,
     active: BTreeMap<u16, Active>,
@@ -34,7 +34,7 @@ pub struct Detector {
 impl Detector {
     /// Takes over blocks that already run (a restarted daemon): each is
     /// held as if its surge had just been seen.
-    pub fn adopt(&mut self, blocks: &[AdaptiveBlock], now_ns: u64) {
+    pub(crate) fn adopt(&mut self, blocks: &[AdaptiveBlock], now_ns: u64) {
         for b in blocks {
             self.active.insert(
                 b.port,
@@ -50,19 +50,19 @@ impl Detector {
     /// Takes `packets` (read at monotonic `now_ns`) as the baseline of the
     /// next observation without judging them: before the thresholds are
     /// known, so that the first judged interval is a whole one.
-    pub fn rebase(&mut self, now_ns: u64, packets: Vec<u64>) {
+    pub(crate) fn rebase(&mut self, now_ns: u64, packets: Vec<u64>) {
         self.prev = Some((now_ns, packets));
     }
 
     /// The surges in progress or held, by port.
-    pub fn active(&self) -> Vec<AdaptiveBlock> {
+    pub(crate) fn active(&self) -> Vec<AdaptiveBlock> {
         self.active.values().map(|a| a.block).collect()
     }
 
     /// Feeds the packet counters (one per source port, totals since the
     /// filter was loaded) read at monotonic `now_ns` and wall-clock
     /// `now_unix`; returns the surges that started and ended.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         cfg: &Adaptive,
         now_ns: u64,
