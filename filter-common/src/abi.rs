@@ -59,8 +59,14 @@ pub const MAP_DENY_V6: &str = "DENY_V6";
 /// [`crate::hints`]): a clear bit means no listed prefix covers the source.
 /// One word when both lists are empty.
 pub const MAP_SRC_HINTS: &str = "SRC_HINTS";
-/// [`SrcKey`] -> ban deadline (ns, CLOCK_MONOTONIC coarse).
+/// [`SrcKey`] -> ban deadline (ns, CLOCK_MONOTONIC coarse), its low bit
+/// [`BAN_UDP_ONLY`].
 pub const MAP_BANS: &str = "BANS";
+/// The low bit of a ban's deadline: set, the ban was earned by UDP and
+/// drops only UDP (and its fragments); clear, it drops everything (other
+/// floods, and every operator ban). A bit of the deadline rather than a
+/// field: a reader that ignores it is off by one nanosecond, no more.
+pub const BAN_UDP_ONLY: u64 = 1;
 /// One u32, [`BAN_ANY`] from the first time anything is banned (by the
 /// limiter or the operator): until then the ban maps are not looked up at
 /// all. [`BAN_WIDE`] once a ban was too wide for [`MAP_BAN_HINTS`].
@@ -162,7 +168,17 @@ pub const BAN_FLAG_COPY: FlagGlobal = FlagGlobal {
     symbol: "BAN_BITS",
     section: ".data.bans",
 };
-pub const FLAG_GLOBALS: [FlagGlobal; 3] = [MODE_FLAG, CAPTURE_FLAG, BAN_FLAG_COPY];
+/// Nonzero while another interface under the same pin root shares this
+/// one's request maps ([`REQUEST_MAPS`]): its recorder writes LOCAL_PORTS
+/// but not this generation's copy ([`OPEN_UNTIL_SECTION`]), so a port the
+/// copy finds closed is looked up in LOCAL_PORTS before the early verdict
+/// drops the reply. Set at the load of the second interface, on it and on
+/// the generations its siblings run, and by each reload while it holds.
+pub const SHARED_FLAG: FlagGlobal = FlagGlobal {
+    symbol: "REQUESTS_SHARED",
+    section: ".data.shared",
+};
+pub const FLAG_GLOBALS: [FlagGlobal; 4] = [MODE_FLAG, CAPTURE_FLAG, BAN_FLAG_COPY, SHARED_FLAG];
 /// Guarded port (u32) -> [`GuardPort`]: what a request to it may receive.
 pub const MAP_GUARD_BUDGETS: &str = "GUARD_BUDGETS";
 /// Sources never banned (gateways, resolvers, time servers, the
@@ -186,10 +202,11 @@ pub const UDP_PORTS: usize = 65536;
 pub struct CpuCounters {
     /// `{packets, bytes}` by [`Reason`], then [`STATS_MONITOR_SLOT`].
     pub reasons: [Counter; STATS_SLOTS as usize],
-    /// Packets by UDP source port of every UDP frame that arrives (later
-    /// fragments, which carry no port, excepted), counted before any
-    /// decision so that `serve`'s surge detector sees a flood even while
-    /// rules drop it.
+    /// Frames by UDP source port of every UDP datagram that arrives,
+    /// counted before any decision so that `serve`'s surge detector sees a
+    /// flood even while rules drop it. Later fragments carry no port: a
+    /// first fragment counts for the frames of its whole datagram
+    /// ([`crate::frags::datagram_frames`]), the later ones for none.
     pub udp_ports: [u64; UDP_PORTS],
     /// `{packets, bytes}` of the replies from each of the first
     /// [`GUARD_SLOTS`] guarded ports, unsolicited ([`GUARD_UNSOLICITED`])
@@ -720,8 +737,13 @@ pub struct GuardPort {
     pub expiry_ms: u32,
     /// Expiry of a request sent to a multicast or broadcast group.
     pub multicast_expiry_ms: u32,
+    /// Replies to a request that subscribes to notifications (CoAP
+    /// Observe: [`crate::shapes::subscribes`]), counted without a byte
+    /// budget; 0 = such requests get the plain budget.
+    pub observe_packets: u32,
+    pub observe_expiry_ms: u32,
 }
-const _: () = assert!(size_of::<GuardPort>() == 16);
+const _: () = assert!(size_of::<GuardPort>() == 24);
 
 pub const META_SOURCE_LEN: usize = 256;
 
@@ -806,6 +828,13 @@ pub const STATE_MAPS: [&str; 18] = [
     MAP_CAPTURE_WINDOW,
     MAP_CAPTURE_RING,
 ];
+
+/// The state maps of the host's own requests, one table per host (per pin
+/// root): an interface loaded beside a running one adopts its maps of these
+/// names when they have this build's shape, so that an answer may return by
+/// another interface than its request left by (ECMP, a bond filtered on its
+/// members). Each interface pins them in its own folder too.
+pub const REQUEST_MAPS: [&str; 3] = [MAP_LOCAL_PORTS, MAP_REPLIES, MAP_PEERS];
 
 #[cfg(feature = "user")]
 mod pod {

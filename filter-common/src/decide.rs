@@ -4,13 +4,13 @@
 //! collections).
 
 use crate::abi::{
-    ACTION_DROP, ACTION_LIMIT, CONFIG_MONITOR, CONFIG_REPLY_GUARD, Chain, Config, DoorSlot,
-    IPPROTO_TCP, IPPROTO_UDP, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN,
+    ACTION_DROP, ACTION_LIMIT, BAN_UDP_ONLY, CONFIG_MONITOR, CONFIG_REPLY_GUARD, Chain, Config,
+    DoorSlot, IPPROTO_TCP, IPPROTO_UDP, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, MAX_CHAIN,
     RULE_SPARES_GUARDED, Reason, ReplyKey, Rule, SrcKey,
 };
-use crate::frags::{Datagram, datagram, later_fragment_reason};
+use crate::frags::{Datagram, Seen, datagram, frag_value, later_fragment_reason};
 use crate::guard::{ReplyCell, Spend, reply_key, spend};
-use crate::limiter::{Source, SourceCell, gcra, over_limit, source, src_key};
+use crate::limiter::{Source, SourceCell, admitted, gcra, over_limit, refused, source, src_key};
 // Prefix masking lives with the limiter, which keys sources by it; the
 // controller's prefix and never-ban lists and the hints' tests name it
 // through `decide`.
@@ -18,7 +18,7 @@ pub use crate::limiter::mask;
 // The decision's input, re-exported: the controller's tests and reference
 // model name it through `decide`.
 pub use crate::packet::{Addr, Frag, Packet, Parsed, addr_bytes, addr_v4, addr_words};
-use crate::shapes::served_request;
+use crate::shapes::{is_pair, served_request};
 use crate::shared::Shared64;
 
 /// What the decision needs from its surroundings.
@@ -56,8 +56,12 @@ pub trait Env {
     fn door(&mut self, hash: u64) -> Option<&mut DoorSlot>;
     /// Runs `f` on a rule's aggregate theoretical arrival time.
     fn with_aggregate<R>(&mut self, rule: u32, f: impl FnOnce(&Self::Cell) -> R) -> Option<R>;
-    fn frag_dropped(&self, d: &Datagram, now: u64) -> bool;
-    fn remember_frag_drop(&mut self, d: &Datagram, until: u64);
+    /// What the fragment memory holds for the datagram at `now`.
+    fn frag_seen(&self, d: &Datagram, now: u64) -> Seen;
+    /// Remembers the datagram's first fragment's verdict
+    /// ([`crate::frags::frag_value`]), where [`crate::frags::frag_replaces`]
+    /// lets it.
+    fn remember_frag(&mut self, d: &Datagram, value: u64, now: u64);
     /// Whether the reply guard is on and `src_port` is a guarded port.
     fn guarded(&self, src_port: u16) -> bool;
     /// Until when requests sent from `local_port` may be answered.
@@ -74,6 +78,11 @@ pub trait Env {
     /// Whether a TCP connection of this host to the packet's source is
     /// being opened or open (a SYN_SENT or ESTABLISHED socket).
     fn connecting(&self, p: &Packet) -> bool;
+    /// Whether a TCP socket of this host holds the connection a segment
+    /// belongs to (a full socket or a request socket for its four-tuple;
+    /// a listener found instead is no connection). Asked only of a
+    /// segment over its source's limit.
+    fn established(&self, p: &Packet) -> bool;
     /// Whether the source must never be banned.
     fn never_ban(&self, key: &SrcKey) -> bool;
     /// Whether this host sent a request to a peer of this ban key recently
@@ -114,12 +123,14 @@ pub fn decide<E: Env>(env: &mut E, cfg: &Config, parsed: Parsed, p: &Packet) -> 
     }
     let mut clock = Clock(0);
     let reason = decide_ip(env, p, cfg, &mut clock);
-    if reason.drops() && p.frag == Frag::First {
-        // Its later fragments carry no ports: remember the datagram so
-        // they follow it, instead of reaching a reassembly that can never
-        // complete.
-        let until = clock.now(env).saturating_add(cfg.frag_track_ns);
-        env.remember_frag_drop(&datagram(p), until);
+    if p.frag == Frag::First {
+        // Its later fragments carry no ports: remember the datagram's
+        // verdict so they follow it, instead of reaching a reassembly that
+        // can never complete. A pass is remembered too: it overrides what
+        // a forged first fragment of the same key left.
+        let now = clock.now(env);
+        let value = frag_value(!reason.drops(), now.saturating_add(cfg.frag_track_ns));
+        env.remember_frag(&datagram(p), value, now);
     }
     reason
 }
@@ -148,17 +159,20 @@ fn decide_ip<E: Env>(env: &mut E, p: &Packet, cfg: &Config, clock: &mut Clock) -
     if env.may_ban()
         && let Some(until) = env.ban_deadline(&src_key(p, cfg, 0))
         && clock.now(env) < until
+        && (until & BAN_UDP_ONLY == 0 || is_udp(p))
     {
         return Reason::BanDrop;
     }
     if p.frag == Frag::Later {
-        if env.frag_dropped(&datagram(p), clock.now(env)) {
+        let now = clock.now(env);
+        let seen = env.frag_seen(&datagram(p), now);
+        if seen == Seen::Dropped {
             return Reason::FragmentFollowDrop;
         }
         if !admit_source(env, p, cfg, cfg.default_limit, clock) {
             return Reason::RateLimitDrop;
         }
-        return later_fragment_reason(cfg.flags);
+        return later_fragment_reason(cfg.flags, seen, || env.asked(&src_key(p, cfg, 0), now));
     }
     if is_unasked_syn_ack(env, p, cfg) {
         return Reason::UnsolicitedReply;
@@ -217,6 +231,8 @@ fn is_unasked_syn_ack<E: Env>(env: &E, p: &Packet, cfg: &Config) -> bool {
 
 /// The SYN and ACK bits of [`Packet::tcp_flags`].
 pub const TCP_SYN_ACK: u8 = 0x12;
+/// The SYN bit of [`Packet::tcp_flags`].
+pub const TCP_SYN: u8 = 0x02;
 
 /// What the reply guard makes of a packet.
 enum Guard {
@@ -231,7 +247,9 @@ enum Guard {
 }
 
 /// UDP from a guarded source port must answer a request this host sent
-/// (to that peer, or to a group), or reach a server on a guarded port. Later fragments have no ports: they follow their first.
+/// (to that peer, or to a group), or reach a server on a guarded port or
+/// on the other port of a pair ([`crate::shapes::PAIRS`]). Later fragments
+/// have no ports: they follow their first.
 #[inline(always)]
 fn reply_guard<E: Env>(env: &mut E, p: &Packet, clock: &mut Clock) -> Guard {
     if p.proto != IPPROTO_UDP || !env.guarded(p.src_port) {
@@ -255,10 +273,12 @@ fn reply_guard<E: Env>(env: &mut E, p: &Packet, clock: &mut Clock) -> Guard {
     // To a server on a guarded port: a request of its protocol (NTP
     // symmetric peers and clients using port 123, DNS servers asking from
     // port 53) if it comes from the same port and has a request's shape;
-    // a reflection aimed at the service otherwise. Other bound sockets,
-    // which may be a client's, don't count: a reflection aimed at one is
-    // still a reflection.
-    if env.guarded(p.dst_port) && env.listening(p) {
+    // a reflection aimed at the service otherwise. So too at the other
+    // port of a pair (an SNMP manager's 162, from an agent's 161), with
+    // the pair's shape. Other bound sockets, which may be a client's,
+    // don't count: a reflection aimed at one is still a reflection.
+    let served = env.guarded(p.dst_port) || is_pair(p.src_port, p.dst_port);
+    if served && env.listening(p) {
         let head = |offset: u16| env.payload_head(p, offset, MATCH_MAX as u8);
         return match served_request(p.src_port, p.dst_port, head) {
             Some(true) => Guard::Served,
@@ -312,7 +332,15 @@ fn match_rule<E: Env>(env: &E, p: &Packet, spared: bool) -> Option<Hit> {
 }
 
 /// Charges the packet to its source under `limit`; false if over. A source
-/// that stays over for `ban_after_ns` is banned for `ban_for_ns`.
+/// that stays over for `ban_after_ns` is banned for `ban_for_ns`: from UDP
+/// only if UDP earned the ban ([`BAN_UDP_ONLY`]), else from everything
+/// (the source's other traffic, over its limit for another `ban_after_ns`,
+/// then turns it into a ban of everything).
+/// A TCP segment over the limit that belongs to a connection the host
+/// holds passes, and its refusal is not recorded: a load balancer or CDN
+/// carrying the site's traffic is neither limited nor banned by it, even
+/// while its address is forged in a flood. The socket table is asked only
+/// then, so packets under their limit pay nothing for it.
 #[inline(always)]
 fn admit_source<E: Env>(
     env: &mut E,
@@ -330,7 +358,9 @@ fn admit_source<E: Env>(
     let now = clock.now(env);
     let src = source(p, cfg, limit as u8);
     let (len, ban_after) = (p.frame_len, cfg.ban_after_ns);
-    let verdict = match env.with_source(&src, |cell| over_limit(cell, &l, now, len, ban_after)) {
+    let segment = is_segment(p);
+    let verdict = match env.with_source(&src, |cell| charge(cell, &l, now, len, ban_after, segment))
+    {
         Some(v) => v,
         None => match first_sighting(env, &src, now, len) {
             // A fresh state admits any first packet, banning nothing.
@@ -339,18 +369,64 @@ fn admit_source<E: Env>(
             // this one, as if the source had been entered at once.
             Some((then, then_len)) => env.insert_source(&src, |cell| {
                 over_limit(cell, &l, then, then_len, ban_after);
-                over_limit(cell, &l, now, len, ban_after)
+                charge(cell, &l, now, len, ban_after, segment)
             }),
         },
     };
-    let (ok, ban) = verdict;
+    let (ok, mut ban) = verdict;
+    if !ok && segment {
+        if env.established(p) {
+            return true;
+        }
+        ban = env.with_source(&src, |cell| refused(cell, now, ban_after)) == Some(true);
+    }
     if ban {
         let key = src_key(p, cfg, 0);
         if !env.never_ban(&key) && !env.asked(&key, now) {
-            env.set_ban(&key, now.saturating_add(cfg.ban_for_ns));
+            let scope = if is_udp(p) { BAN_UDP_ONLY } else { 0 };
+            let until = now.saturating_add(cfg.ban_for_ns) & !BAN_UDP_ONLY;
+            env.set_ban(&key, until | scope);
+            if scope != 0 {
+                // Its time over the limit starts again: the UDP flood that
+                // earned the ban (forged, maybe) must not turn the next
+                // refused segment or SYN of the real source into a ban of
+                // everything. Only `after` over the limit without UDP can.
+                env.with_source(&src, |cell| cell.over_since.store(0));
+            }
         }
     }
     ok
+}
+
+/// [`over_limit`], except that a segment's refusal is left for the caller
+/// to record (or not: it may belong to a connection).
+#[inline(always)]
+fn charge<C: Shared64>(
+    cell: &SourceCell<C>,
+    l: &Limit,
+    now: u64,
+    len: u64,
+    ban_after: u64,
+    segment: bool,
+) -> (bool, bool) {
+    if segment {
+        (admitted(cell, l, now, len), false)
+    } else {
+        over_limit(cell, l, now, len, ban_after)
+    }
+}
+
+/// A TCP segment that may belong to a connection: unfragmented, no SYN (a
+/// SYN opens a connection, it cannot belong to one).
+#[inline(always)]
+pub fn is_segment(p: &Packet) -> bool {
+    p.proto == IPPROTO_TCP && p.frag == Frag::None && p.tcp_flags & TCP_SYN == 0
+}
+
+/// UDP, or a fragment of a UDP datagram: what a UDP-earned ban drops.
+#[inline(always)]
+pub fn is_udp(p: &Packet) -> bool {
+    p.proto == IPPROTO_UDP || (p.frag != Frag::None && p.frag_proto == IPPROTO_UDP)
 }
 
 /// The limiter's doorkeeper: a source enters the limiter on its second

@@ -93,24 +93,40 @@ pub fn over_limit<C: Shared64>(
     frame_len: u64,
     ban_after: u64,
 ) -> (bool, bool) {
-    let since = cell.over_since.load();
-    let broke = now.saturating_sub(cell.last_over.load()) >= OVER_BREAK_NS;
-    if admit(cell, l, now, frame_len) {
-        if since != 0 && broke {
-            cell.over_since.store(0);
-        }
+    if admitted(cell, l, now, frame_len) {
         return (true, false);
     }
+    (false, refused(cell, now, ban_after))
+}
+
+/// The admitting half of [`over_limit`]: charges the packet if the limit
+/// admits it; a refusal is not recorded (the caller may still exempt the
+/// packet, then calls [`refused`] if not).
+#[inline(always)]
+pub fn admitted<C: Shared64>(cell: &SourceCell<C>, l: &Limit, now: u64, frame_len: u64) -> bool {
+    if !admit(cell, l, now, frame_len) {
+        return false;
+    }
+    let broke = now.saturating_sub(cell.last_over.load()) >= OVER_BREAK_NS;
+    if cell.over_since.load() != 0 && broke {
+        cell.over_since.store(0);
+    }
+    true
+}
+
+/// The refusing half of [`over_limit`]: records a refusal; whether the
+/// source has now stayed over its limit for `ban_after`.
+#[inline(always)]
+pub fn refused<C: Shared64>(cell: &SourceCell<C>, now: u64, ban_after: u64) -> bool {
+    let since = cell.over_since.load();
+    let broke = now.saturating_sub(cell.last_over.load()) >= OVER_BREAK_NS;
     cell.dropped.add(1);
     cell.last_over.store(now);
     if since == 0 || broke {
         cell.over_since.store(now);
-        return (false, false);
+        return false;
     }
-    (
-        false,
-        ban_after != 0 && now.saturating_sub(since) >= ban_after,
-    )
+    ban_after != 0 && now.saturating_sub(since) >= ban_after
 }
 
 /// Packet and bit rate of one source, both GCRA. A packet is charged to

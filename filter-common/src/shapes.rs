@@ -10,6 +10,12 @@
 //! reads four bytes at an offset the table gives (or, for BER, one a short
 //! walk finds), within the first [`crate::MATCH_OFFSET_MAX`] bytes, so the
 //! program's cost is a few loads per check.
+//!
+//! Beside it, [`PAIRS`]: ports a protocol pairs, where a datagram from its
+//! port goes to another port of the same protocol (SNMP traps from an
+//! agent's 161 to a manager's 162), with the shape such a datagram has; and
+//! [`subscribes`], which tells a request whose answers keep coming (CoAP
+//! Observe) from a plain one.
 
 use crate::MATCH_OFFSET_MAX;
 
@@ -212,6 +218,66 @@ pub fn shape_of(port: u16) -> Option<&'static Shape> {
     SHAPES.iter().find(|s| s.port == port)
 }
 
+/// Two ports a protocol pairs: a datagram from guarded port `from` to a
+/// server on port `to` is a request of the protocol when it has `test`'s
+/// shape (and a reflection aimed at the service when it has not).
+#[derive(Clone, Copy, Debug)]
+pub struct Pair {
+    pub from: u16,
+    pub to: u16,
+    pub test: Test,
+}
+
+/// The pairs the guard knows. An agent sends its notifications to the
+/// manager's 162, often from the socket it serves 161 with; the reply an
+/// SNMP reflection sends (GetResponse) has no business there.
+pub const PAIRS: [Pair; 1] = [Pair {
+    from: 161,
+    to: 162,
+    // Trap v1, Inform, Trap v2.
+    test: Test::Ber {
+        community: true,
+        n: 3,
+        requests: tags([0xa4, 0xa6, 0xa7]),
+    },
+}];
+
+/// What a pair of `from` tells apart, for the docs: its other port,
+/// what passes there and what does not.
+pub fn describe_pair(from: u16) -> Option<(u16, &'static str, &'static str)> {
+    let pair = PAIRS.iter().find(|p| p.from == from)?;
+    Some(match pair.from {
+        161 => (
+            pair.to,
+            "Trap, SNMPv2-Trap and InformRequest PDUs",
+            "the rest (GetResponse)",
+        ),
+        _ => return None,
+    })
+}
+
+/// Whether ports `src` and `dst`, each as its two bytes read from the
+/// packet as a native u16, are a pair of [`PAIRS`]: the early verdict's
+/// test, which must leave a pair's datagrams to the full decision.
+#[inline(always)]
+pub fn is_pair_wire(src: u16, dst: u16) -> bool {
+    let mut found = false;
+    let mut i = 0;
+    while i < PAIRS.len() {
+        if PAIRS[i].from.to_be() == src && PAIRS[i].to.to_be() == dst {
+            found = true;
+        }
+        i += 1;
+    }
+    found
+}
+
+/// Whether `src` and `dst` (host order) are a pair of [`PAIRS`].
+#[inline(always)]
+pub fn is_pair(src: u16, dst: u16) -> bool {
+    is_pair_wire(src.to_be(), dst.to_be())
+}
+
 /// Whether a datagram to a server on `port` has the shape of a request,
 /// reading four payload bytes at a time with `head` (zeros past the
 /// payload's end); `None` when `port`'s protocol has no shape. Unrolled
@@ -266,18 +332,82 @@ fn test_matches(test: &Test, head: &impl Fn(u16) -> [u8; 4]) -> bool {
     }
 }
 
-/// Whether a datagram from guarded port `src_port` to a server on guarded
-/// port `dst_port` is a request of that server's protocol: from the same
-/// port, with a request's shape (`None`: the protocol has none, so it
-/// cannot be told). From another guarded port it is a reflection aimed at
-/// the service (a memcached reply at a DNS server reads as a query with
-/// QR=0, yet no DNS client asks from 11211).
+/// Whether a datagram from guarded port `src_port` to a server on port
+/// `dst_port` (guarded, or the other port of a pair) is a request of that
+/// server's protocol: from the same port, with a request's shape (`None`:
+/// the protocol has none, so it cannot be told), or from the port a pair
+/// names, with the pair's shape. From another guarded port it is a
+/// reflection aimed at the service (a memcached reply at a DNS server
+/// reads as a query with QR=0, yet no DNS client asks from 11211).
 #[inline(always)]
 pub fn served_request(src_port: u16, dst_port: u16, head: impl Fn(u16) -> [u8; 4]) -> Option<bool> {
-    if src_port != dst_port {
-        return Some(false);
+    if src_port == dst_port {
+        return is_request(dst_port, head);
     }
-    is_request(dst_port, head)
+    let mut i = 0;
+    while i < PAIRS.len() {
+        if PAIRS[i].from == src_port && PAIRS[i].to == dst_port {
+            return Some(test_matches(&PAIRS[i].test, &head));
+        }
+        i += 1;
+    }
+    Some(false)
+}
+
+/// CoAP's port, where [`subscribes`] looks for the Observe option.
+pub const COAP_PORT: u16 = 5683;
+/// The Observe option's number (RFC 7641).
+const COAP_OBSERVE: u16 = 6;
+/// Options walked before Observe at most: If-Match, Uri-Host, ETag and
+/// If-None-Match (1, 3, 4, 5) come before it in a message's order.
+const COAP_OPTIONS_BEFORE: usize = 4;
+
+/// Whether a request to `port` subscribes to answers that keep coming: a
+/// CoAP request that registers with the Observe option (value 0, RFC
+/// 7641), after which the server notifies at will. Walks the token and
+/// the options before Observe within the bytes the program reads; an
+/// option past them, or one with an extended number, is no registration.
+#[inline(always)]
+pub fn subscribes(port: u16, head: impl Fn(u16) -> [u8; 4]) -> bool {
+    if port != COAP_PORT {
+        return false;
+    }
+    let h = head(0);
+    // Version 1, a request (code class 0, not the empty 0.00), a token of
+    // up to 8 bytes.
+    let tkl = (h[0] & 0x0f) as u16;
+    if h[0] & 0xc0 != 0x40 || h[1] & 0xe0 != 0 || h[1] == 0 || tkl > 8 {
+        return false;
+    }
+    let mut at = 4 + tkl;
+    let mut number = 0u16;
+    for _ in 0..=COAP_OPTIONS_BEFORE {
+        if at > MATCH_OFFSET_MAX {
+            return false;
+        }
+        let o = head(at);
+        let (delta, len) = ((o[0] >> 4) as u16, (o[0] & 0x0f) as u16);
+        // 15: the payload marker or reserved; 13 and 14: a number past 12.
+        if delta >= 13 || len >= 14 {
+            return false;
+        }
+        number += delta;
+        // A one-byte extended length (13 to 268 bytes: a long Uri-Host).
+        let (len, ext) = if len == 13 {
+            (o[1] as u16 + 13, 1)
+        } else {
+            (len, 0)
+        };
+        if number == COAP_OBSERVE {
+            // 0 registers; it may be sent as no byte or as one zero byte.
+            return len == 0 || (len == 1 && ext == 0 && o[1] == 0);
+        }
+        if number > COAP_OBSERVE {
+            return false;
+        }
+        at += 1 + ext + len;
+    }
+    false
 }
 
 #[inline(always)]
@@ -468,5 +598,64 @@ mod tests {
         // No shape: it cannot be told.
         assert_eq!(served_request(19, 19, read(b"x")), None);
         assert_eq!(served_request(1900, 19, read(b"x")), Some(false));
+    }
+
+    /// SNMP's pair: a trap or inform from 161 to a manager's 162 is a
+    /// request there; a GetResponse from 161 is a reflection, and so is a
+    /// trap from another guarded port.
+    #[test]
+    fn snmp_notifications_to_the_managers_port() {
+        let pdu = |tag: u8| {
+            let mut m = b"\x30\x26\x02\x01\x01\x04\x06public".to_vec();
+            m.extend([tag, 0x19]);
+            m
+        };
+        for tag in [0xa4, 0xa6, 0xa7] {
+            assert_eq!(served_request(161, 162, read(&pdu(tag))), Some(true));
+        }
+        for tag in [0xa2, 0xa0, 0xa8] {
+            assert_eq!(served_request(161, 162, read(&pdu(tag))), Some(false));
+        }
+        assert_eq!(served_request(53, 162, read(&pdu(0xa7))), Some(false));
+        assert!(is_pair(161, 162) && !is_pair(162, 161) && !is_pair(161, 161));
+        assert!(is_pair_wire(
+            u16::from_ne_bytes([0, 161]),
+            u16::from_ne_bytes([0, 162])
+        ));
+        for p in PAIRS {
+            assert!(describe_pair(p.from).is_some_and(|(to, _, _)| to == p.to));
+            assert!(shape_of(p.from).is_some(), "a pair's port has a shape");
+        }
+    }
+
+    #[test]
+    fn coap_observe_registrations() {
+        // CON GET, token aa bb, Observe (empty: 0), Uri-Path "temp".
+        let observe = [0x42, 0x01, 0x12, 0x34, 0xaa, 0xbb, 0x60, 0x54, b't'];
+        assert!(subscribes(5683, read(&observe)));
+        // Observe as one zero byte; after a Uri-Host of 20 bytes (the
+        // extended length), then Observe at delta 3.
+        let mut hosted = vec![0x40, 0x01, 0, 1, 0x3d, 20 - 13];
+        hosted.extend([b'h'; 20]);
+        hosted.extend([0x31, 0x00]);
+        assert!(subscribes(5683, read(&hosted)));
+        // Observe 1 deregisters; a GET without it; a response with it; the
+        // same message to another port; an empty message (0.00).
+        let deregister = [0x40, 0x01, 0, 1, 0x61, 0x01];
+        assert!(!subscribes(5683, read(&deregister)));
+        let plain = [0x42, 0x01, 0x12, 0x34, 0xaa, 0xbb, 0xb4, b't'];
+        assert!(!subscribes(5683, read(&plain)));
+        let notification = [0x52, 0x45, 0x40, 1, 0xaa, 0xbb, 0x61, 1];
+        assert!(!subscribes(5683, read(&notification)));
+        assert!(!subscribes(5684, read(&observe)));
+        assert!(!subscribes(5683, read(&[0x60, 0x00, 0, 1])));
+        // Payload marker, an unknown token length, options past the bytes
+        // read.
+        assert!(!subscribes(5683, read(&[0x40, 0x01, 0, 1, 0xff, 0x60])));
+        assert!(!subscribes(5683, read(&[0x49, 0x01, 0, 1, 0x60])));
+        let mut far = vec![0x40, 0x01, 0, 1, 0x3d, 100];
+        far.extend([b'h'; 113]);
+        far.push(0x30);
+        assert!(!subscribes(5683, read(&far)));
     }
 }

@@ -21,14 +21,16 @@ impl Counters {
         map.get_ptr_mut(cpu).map(Counters)
     }
 
-    /// Counts a UDP frame from `port` for the surge detector.
+    /// Counts `frames` UDP frames from `port` for the surge detector: 1,
+    /// or for a first fragment its datagram's (see
+    /// [`filter_common::frags::datagram_frames`]).
     #[inline(always)]
-    pub fn udp_port(self, port: u16) {
+    pub fn udp_port(self, port: u16, frames: u64) {
         // SAFETY: a live, aligned map value that only this CPU writes (an
         // XDP program is not preempted by another run on its CPU): plain
         // adds, where a slot shared by all CPUs needed atomic ones, dearest
         // when two CPUs count the same port (the bench's section 1c).
-        unsafe { (*self.0).udp_ports[port as usize] += 1 }
+        unsafe { (*self.0).udp_ports[port as usize] += frames }
     }
 
     /// Counts a reply of `bytes` from the guarded port of `slot` (the guard

@@ -4,7 +4,7 @@
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
-    bindings::{BPF_TCP_ESTABLISHED, BPF_TCP_SYN_SENT},
+    bindings::{BPF_TCP_ESTABLISHED, BPF_TCP_LISTEN, BPF_TCP_SYN_SENT},
     helpers::{bpf_sk_lookup_udp, bpf_skc_lookup_tcp},
     maps::lpm_trie::Key,
     programs::XdpContext,
@@ -14,7 +14,7 @@ use filter_common::{
     DoorSlot, FAMILY_V4, Limit, LocalPort, MATCH_MAX, MATCH_OFFSET_MAX, ReplyKey, Rule, SourceSlot,
     SourceState, SrcKey,
     decide::Env,
-    frags::Datagram,
+    frags::{Datagram, Seen},
     guard::ReplyCell,
     hints::prefix_bit,
     limiter::{Source, SourceCell},
@@ -25,7 +25,7 @@ use filter_common::{
 };
 
 use crate::{
-    frags::{frag_dropped, remember_frag_drop},
+    frags::{frag_memory, remember_frag},
     maps::*,
     parse::{self, Frame, Hdr},
     shared::BpfU64,
@@ -297,13 +297,13 @@ impl Env for KernelEnv<'_> {
     }
 
     #[inline(always)]
-    fn frag_dropped(&self, d: &Datagram, now: u64) -> bool {
-        frag_dropped(d, now)
+    fn frag_seen(&self, d: &Datagram, now: u64) -> Seen {
+        frag_memory(d, now)
     }
 
     #[inline(always)]
-    fn remember_frag_drop(&mut self, d: &Datagram, until: u64) {
-        remember_frag_drop(d, until)
+    fn remember_frag(&mut self, d: &Datagram, value: u64, now: u64) {
+        remember_frag(d, value, now)
     }
 
     #[inline(always)]
@@ -345,6 +345,17 @@ impl Env for KernelEnv<'_> {
         // connection: a SYN-ACK never answers one).
         sockets::found(self.ctx, p, bpf_skc_lookup_tcp, |state| {
             state == BPF_TCP_SYN_SENT || state == BPF_TCP_ESTABLISHED
+        })
+    }
+
+    #[inline(always)]
+    fn established(&self, p: &Packet) -> bool {
+        // Asked only for a segment over its source's limit: the socket of
+        // its connection, or the request socket of one being accepted
+        // (skc lookups return both). The listener a lookup falls back to
+        // is no connection: a forged ACK to a server port finds it.
+        sockets::found(self.ctx, p, bpf_skc_lookup_tcp, |state| {
+            state != BPF_TCP_LISTEN
         })
     }
 

@@ -4,11 +4,14 @@
 //! - a UDP datagram over IPv4 or IPv6 (up to two VLAN tags; of the IPv6
 //!   extension headers, options and routing only), or the first fragment
 //!   of one over IPv4, from a guarded source port, to a port that is not
-//!   guarded itself and at which no request of this host is open: the full
-//!   decision would come to `unsolicited_reply` at its reply-guard step
-//!   (and remember a first fragment's datagram for its later fragments);
-//! - a later IPv4 fragment of a datagram whose first fragment was dropped:
-//!   the full decision's `fragment_follow_drop`.
+//!   guarded itself and at which no request of this host is open (in this
+//!   generation's copy, and in LOCAL_PORTS when another interface shares
+//!   it): the full decision would come to `unsolicited_reply` at its
+//!   reply-guard step (and remember a first fragment's datagram for its
+//!   later fragments);
+//! - a later IPv4 fragment of a datagram whose first fragment was dropped
+//!   (and no first fragment that passed was seen since): the full
+//!   decision's `fragment_follow_drop`.
 //!
 //! Each comes to its verdict in a handful of loads. Anything else,
 //! malformed frames included, returns None and takes the full path, which
@@ -17,14 +20,16 @@
 use aya_ebpf::programs::XdpContext;
 use filter_common::{
     BAN_WIDE, CONFIG_HAS_ALLOW, CONFIG_HAS_DENY, CONFIG_REPLY_GUARD, FAMILY_V4, FAMILY_V6,
-    IPPROTO_UDP, frags::Datagram, packet::Addr,
+    IPPROTO_UDP,
+    frags::{Datagram, datagram_frames},
+    packet::Addr,
 };
 
 use crate::{
     clock,
-    frags::{frag_dropped, remember_frag_drop},
+    frags::{frag_dropped, frag_entry, remember_frag},
     globals,
-    maps::{listed, maybe_banned, v4_listed},
+    maps::{LOCAL_PORTS, listed, maybe_banned, v4_listed},
     parse::{
         self, ETH_P_IPV4, ETH_P_IPV6, Hdr, MAX_EXT_HEADERS, MAX_L4_OFFSET, NEXTHDR_DEST,
         NEXTHDR_HOP, NEXTHDR_ROUTING,
@@ -33,10 +38,10 @@ use crate::{
 
 /// What the early verdict decided.
 pub enum Early {
-    /// Dropped as `unsolicited_reply`; the UDP source port, for the surge
-    /// counters.
-    /// The source port, and its guard slot (see `globals::guard_slot_wire`).
-    Unsolicited(u16, u8),
+    /// Dropped as `unsolicited_reply`: the UDP source port and its guard
+    /// slot (see `globals::guard_slot_wire`), and the frames the surge
+    /// counters count for it (a first fragment's datagram's, else 1).
+    Unsolicited(u16, u8, u64),
     /// Dropped as `fragment_follow_drop`.
     FollowsDrop,
 }
@@ -103,12 +108,24 @@ fn ipv4(ctx: &XdpContext, bans: u32, off: usize, frame_len: usize) -> Option<Ear
     if listed() {
         return None;
     }
+    let mut frames = 1;
     if first {
         // Its later fragments carry no ports: they follow it.
         let now = clock::now();
-        remember_frag_drop(&datagram(), now.saturating_add(globals::frag_track_ns()));
+        remember_frag(&datagram(), frag_entry(false, now), now);
+        frames = first_fragment_frames(ctx, off + hdr_len, total_len.saturating_sub(hdr_len));
     }
-    Some(Early::Unsolicited(src_port, slot))
+    Some(Early::Unsolicited(src_port, slot, frames))
+}
+
+/// The frames of the datagram whose first fragment carries `here` UDP
+/// bytes at `l4`: its UDP length (read again here, off the path of whole
+/// datagrams) over `here`.
+#[inline(always)]
+fn first_fragment_frames(ctx: &XdpContext, l4: usize, here: usize) -> u64 {
+    Hdr::<8>::at(ctx, l4).map_or(1, |udp| {
+        datagram_frames(udp.be16::<4>() as u32, here as u32)
+    })
 }
 
 /// An IPv6 packet carrying UDP, after up to the full parser's number of
@@ -143,7 +160,7 @@ fn ipv6(ctx: &XdpContext, bans: u32, off: usize, frame_len: usize) -> Option<Ear
     if maybe_listed(bans, FAMILY_V6, &[ip.raw64::<8>(), 0]) {
         return None;
     }
-    Some(Early::Unsolicited(src_port, slot))
+    Some(Early::Unsolicited(src_port, slot, 1))
 }
 
 /// The UDP source port (and its guard slot) of a datagram at `l4` (up to
@@ -163,18 +180,36 @@ fn unsolicited(ctx: &XdpContext, l4: usize, ip_end: usize, first: bool) -> Optio
     }
     // The ports as they lie in the packet: the guard table is indexed so.
     let (src_wire, dst_wire) = (udp.raw16::<0>(), udp.raw16::<2>());
-    // A guarded destination port may be a server's: the full path asks the
-    // socket table.
+    // A guarded destination port, or the other port of a pair (an SNMP
+    // manager's 162), may be a server's: the full path asks the socket
+    // table.
     let slot = globals::guard_slot_wire(src_wire);
-    if slot == 0 || globals::guarded_wire(dst_wire) {
+    if slot == 0
+        || globals::guarded_wire(dst_wire)
+        || filter_common::shapes::is_pair_wire(src_wire, dst_wire)
+    {
         return None;
     }
+    let port = u16::from_be(dst_wire);
     // LOCAL_PORTS' `until`, which covers group requests too (see
     // LocalPort), as this generation's copy holds it.
-    let until = globals::open_until(u16::from_be(dst_wire));
+    let mut until = globals::open_until(port);
+    // Requests that left by another interface of the host are in
+    // LOCAL_PORTS only: its recorder writes its own generation's copy.
+    if globals::requests_shared() {
+        until = until.max(shared_until(port));
+    }
     // A request left from this port once: still open?
     if until != 0 && clock::now() < until {
         return None;
     }
     Some((u16::from_be(src_wire), slot))
+}
+
+/// LOCAL_PORTS' `until` of `port`, which every interface that shares the
+/// map records into.
+#[inline(always)]
+fn shared_until(port: u16) -> u64 {
+    // An array of every port: the lookup fails only past its end.
+    LOCAL_PORTS.get(port as u32).map_or(0, |open| open.until)
 }

@@ -68,7 +68,7 @@ pub fn count_sharded(ctx: XdpContext) -> u32 {
     if let Some(port) = udp_src_port(&ctx)
         && let Some(counters) = Counters::of_this_cpu(&COUNT_SHARDED)
     {
-        counters.udp_port(port);
+        counters.udp_port(port, 1);
     }
     xdp_action::XDP_DROP
 }

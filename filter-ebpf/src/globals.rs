@@ -44,6 +44,11 @@ static mut CAPTURING: u32 = 0;
 #[unsafe(link_section = ".data.bans")]
 static mut BAN_BITS: u32 = 0;
 
+// filter_common::SHARED_FLAG.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.shared")]
+static mut REQUESTS_SHARED: u32 = 0;
+
 // filter_common::VIRTUAL_CLOCK_SECTION.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".data.clock")]
@@ -96,6 +101,15 @@ pub fn monitor_flag() -> u32 {
     // SAFETY: an aligned u32 that the controller may rewrite at any time;
     // one load sees either value.
     unsafe { core::ptr::read_volatile(&raw const MODE) }
+}
+
+/// Whether another interface's recorder writes the LOCAL_PORTS this
+/// program reads ([`filter_common::SHARED_FLAG`]): then a port that
+/// [`open_until`] finds closed may still be open there.
+#[inline(always)]
+pub fn requests_shared() -> bool {
+    // SAFETY: as in monitor_flag.
+    unsafe { core::ptr::read_volatile(&raw const REQUESTS_SHARED) != 0 }
 }
 
 /// The time a test run was given ([`filter_common::CONFIG_VIRTUAL_CLOCK`]).

@@ -25,6 +25,7 @@ use counters::Counters;
 use filter_common::{
     GUARD_SOLICITED, GUARD_UNSOLICITED, IPPROTO_UDP, Reason,
     decide::{Outcome, decide, outcome},
+    frags::udp_frames,
     packet::{Frag, Parsed},
 };
 
@@ -41,8 +42,8 @@ pub fn filter(ctx: XdpContext) -> u32 {
             return xdp_action::XDP_PASS;
         };
         let reason = match early {
-            fast::Early::Unsolicited(src_port, slot) => {
-                counters.udp_port(src_port);
+            fast::Early::Unsolicited(src_port, slot, frames) => {
+                counters.udp_port(src_port, frames);
                 counters.guard_length(slot, GUARD_UNSOLICITED, frame_len);
                 Reason::UnsolicitedReply
             }
@@ -73,8 +74,10 @@ pub fn filter(ctx: XdpContext) -> u32 {
     let parsed = parse::parse(&ctx, packet);
     // Counted as it arrives, whatever the decision: the surge detector must
     // see a flood that rules already drop, or it would lift its own block.
+    // A first fragment counts for its datagram's frames: the later ones
+    // carry no port.
     if parsed == Parsed::Ip && packet.proto == IPPROTO_UDP && packet.frag != Frag::Later {
-        counters.udp_port(packet.src_port);
+        counters.udp_port(packet.src_port, udp_frames(packet));
     }
     let mut env = env::KernelEnv::new(&ctx, config);
     let reason = decide(&mut env, config, parsed, packet);

@@ -164,6 +164,16 @@ pub struct FragSlot {
 pub static FRAG_CACHE: PerCpuArray<FragSlot> =
     PerCpuArray::with_max_entries(filter_common::FRAG_CACHE_SLOTS, 0);
 
+/// Until when the last pass written into FRAGS of any datagram of each
+/// cache hash lasts (its value, low bit cleared): a CPU's cached drop that
+/// a later pass may have overridden is older than this. Shared by all CPUs
+/// and written only by passes, so read from cache; per generation, as
+/// FRAG_CACHE.
+#[map(name = "FRAG_PASSES")]
+pub static FRAG_PASSES: Array<u64> = Array::with_max_entries(FRAG_PASS_SLOTS, 0);
+/// FRAG_PASSES' slots: a power of two.
+pub const FRAG_PASS_SLOTS: u32 = 1 << 12;
+
 #[map(name = "REPLIES")]
 pub static REPLIES: LruHashMap<ReplyKey, ReplyState> = LruHashMap::with_max_entries(MAX_REPLIES, 0);
 

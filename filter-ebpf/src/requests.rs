@@ -10,12 +10,15 @@ use aya_ebpf::{
 };
 use filter_common::{
     CONFIG_REPLY_GUARD, IPPROTO_UDP, MATCH_MAX, OPEN_SEED_CHUNK, PEER_MEMORY_NS, UDP_PORTS,
-    guard::{is_group, request_entry},
+    guard::{Request, is_group_mac, renew, request_entry},
     packet::{Frag, Parsed},
-    shapes::is_request,
+    shapes::{is_request, subscribes},
 };
 
-use crate::{maps, parse};
+use crate::{
+    maps,
+    parse::{self, Hdr},
+};
 
 #[classifier]
 pub fn requests(ctx: TcContext) -> i32 {
@@ -55,9 +58,21 @@ fn record(ctx: &TcContext) {
     let Some(port) = (unsafe { maps::GUARD_BUDGETS.get(p.dst_port as u32).copied() }) else {
         return;
     };
+    // At egress the frame starts with its Ethernet header: a broadcast or
+    // multicast destination MAC marks a request to a group, a subnet's
+    // broadcast address (192.0.2.255) included.
+    let group_mac = Hdr::<2>::at(ctx, 0).is_some_and(|eth| is_group_mac(eth.u8::<0>()));
+    let off = p.payload_off;
+    let observe = port.observe_packets != 0 && subscribes(p.dst_port, |o| skb_head(ctx, off, o));
+    let kind = Request::of(p, &port, group_mac, observe);
     let now = crate::clock::coarse();
-    let (key, state) = request_entry(p, &port, now);
-    // A repeated request renews the entry and its budget.
+    let (key, mut state) = request_entry(p, &port, now, kind);
+    // A repeated request renews the entry, never cutting what is left of
+    // it (a CoAP client's acknowledgements leave its subscription alone).
+    // SAFETY: the value is copied out at once.
+    if let Some(old) = unsafe { maps::REPLIES.get(key) } {
+        state = renew(old, state);
+    }
     let _ = maps::REPLIES.insert(key, state, 0);
     // The peer is one this host uses: never banned for a while.
     let peer = filter_common::limiter::peer_key(p, crate::globals::config());
@@ -70,10 +85,32 @@ fn record(ctx: &TcContext) {
         // of their own request, and the later one wins within an instant.
         let open = unsafe { &mut *open };
         open.until = open.until.max(state.expires);
-        if is_group(p) {
+        if kind == Request::Group {
             open.group_until = open.group_until.max(state.expires);
         }
     }
+}
+
+/// Four payload bytes at `offset`, zeros past the frame's end, as the
+/// shape tests read them. Through the skb helper rather than packet
+/// pointers: a walk over options at offsets of its own finding is more
+/// than the verifier follows (LLVM folds `payload_head`'s read at the
+/// frame's end into a pointer it refuses), and a request costs a few
+/// helper calls once, not per received frame.
+#[inline(always)]
+fn skb_head(ctx: &TcContext, payload_off: usize, offset: u16) -> [u8; MATCH_MAX] {
+    let at = payload_off + offset as usize;
+    if let Ok(w) = ctx.load::<[u8; MATCH_MAX]>(at) {
+        return w;
+    }
+    let mut w = [0u8; MATCH_MAX];
+    for (i, b) in w.iter_mut().enumerate() {
+        match ctx.load::<u8>(at + i) {
+            Ok(v) => *b = v,
+            Err(_) => break,
+        }
+    }
+    w
 }
 
 /// Raises this generation's copy of the open requests to LOCAL_PORTS'

@@ -153,6 +153,44 @@ pub fn dns_query() -> Vec<u8> {
     ]
 }
 
+/// An SNMP message, v2c (`version` 1) or v1 (0), community "public",
+/// whose PDU has tag `pdu` (0xa0 Get, 0xa2 GetResponse, 0xa4 Trap, 0xa6
+/// InformRequest, 0xa7 SNMPv2-Trap): a request id, no error, no variable.
+pub fn snmp(version: u8, pdu: u8) -> Vec<u8> {
+    let body = [
+        0x02, 0x04, 0, 0, 0, 7, 0x02, 0x01, 0, 0x02, 0x01, 0, 0x30, 0,
+    ];
+    let mut inner = vec![0x02, 0x01, version, 0x04, 0x06];
+    inner.extend(b"public");
+    inner.extend([pdu, body.len() as u8]);
+    inner.extend(body);
+    let mut m = vec![0x30, inner.len() as u8];
+    m.extend(inner);
+    m
+}
+
+/// A CoAP GET (confirmable, token aa bb) of `temp`, registering for
+/// notifications with the Observe option (6, value 0) when `observe`.
+pub fn coap_get(observe: bool) -> Vec<u8> {
+    let mut m = vec![0x42, 0x01, 0x12, 0x34, 0xaa, 0xbb];
+    if observe {
+        // Option 6, empty (the value 0), then Uri-Path (11) at delta 5.
+        m.extend([0x60, 0x54]);
+    } else {
+        m.push(0xb4);
+    }
+    m.extend(b"temp");
+    m
+}
+
+/// A CoAP notification: non-confirmable 2.05 Content, token aa bb,
+/// Observe = `seq`.
+pub fn coap_notification(seq: u8) -> Vec<u8> {
+    vec![
+        0x52, 0x45, 0x40, seq, 0xaa, 0xbb, 0x61, seq, 0xff, b'2', b'1',
+    ]
+}
+
 pub fn arp() -> Vec<u8> {
     let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 2];
     a.extend_from_slice(&SRC4);

@@ -10,7 +10,9 @@
 //!    off, against the XDP_DROP floor. Then (1c) the surge counters (UDP by source
 //!    port): their cost per frame, as floor programs that only count and
 //!    drop (a shared mmapable array with atomic adds, as the filter does,
-//!    and per-CPU arrays), and the cost of reading all 65536 each way.
+//!    and per-CPU arrays), and the cost of reading all 65536 each way. Then
+//!    (1e) a server's port: requests and reflections aimed at a bound
+//!    port 53, where the request shape check decides.
 //! 2. A spoofed flood: frames from a million distinct sources through the
 //!    limiter, against the same number from one source.
 //! 3. Rules at scale: 100,000 deny and 10,000 allow prefixes, scattered
@@ -471,6 +473,99 @@ fn reply_guard_cost(report: &mut Report, o: &Opts, drop_floor: f64) -> anyhow::R
         json!({"drop_floor_ns": drop_floor, "frames": rows}),
     );
     Ok(())
+}
+
+/// What the request shape check costs where the host serves: frames from
+/// a guarded port to port 53, with a DNS server's socket bound there (in a
+/// network namespace of the bench's own, where nothing else is), against
+/// the same frames to a port where nothing serves (the early verdict's
+/// reflection drop). The reflection fast path never sees a served port:
+/// its figure is section 1's.
+fn served_port_cost(report: &mut Report, o: &Opts, drop_floor: f64) -> anyhow::Result<()> {
+    let (repeat, runs) = o.repeat_runs();
+    let mut answer = dns_query();
+    answer[2] |= 0x80; // QR: an answer
+    answer[7] = 1; // ANCOUNT
+    let mut memcached = b"VALUE a 0 1400\r\n".to_vec();
+    memcached.resize(1400, b'x');
+    let v4 = |sport, dport, payload: &[u8]| {
+        ether(
+            &[],
+            ETH_IPV4,
+            &ipv4(UDP, &[], Frag::default(), &udp(sport, dport, payload)),
+        )
+    };
+    let frames = [
+        ("query_53_to_53", v4(53, 53, &dns_query())),
+        ("answer_53_to_53", v4(53, 53, &answer)),
+        ("memcached_to_53", v4(11211, 53, &memcached)),
+        ("answer_to_unserved", v4(53, 40000, &answer)),
+    ];
+    let set = rules::parse("bench.toml", &bench_rules()).map_err(|e| anyhow!("{e}"))?;
+    let rows = std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<Vec<(&str, f64, String)>> {
+            // SAFETY: unshare of this thread's network namespace only.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                anyhow::bail!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+            }
+            let server = std::net::UdpSocket::bind("0.0.0.0:53")
+                .context("cannot bind a DNS server's socket in the bench's namespace")?;
+            let sim = Simulator::new(&set)?;
+            let prog = filter_prog(&sim)?;
+            let row = |name, frame: &[u8]| -> anyhow::Result<(&str, f64, String)> {
+                let verdict = verdict(&sim, frame)?;
+                let (ns, _, _) = measure(prog, frame, repeat, runs)?;
+                Ok((name, ns - drop_floor, verdict))
+            };
+            let mut rows = frames
+                .iter()
+                .map(|(name, frame)| row(name, frame))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            // The same answer once nothing serves 53: the socket lookup
+            // without the shape check.
+            drop(server);
+            rows.push(row("answer_53, no server", &frames[1].1)?);
+            Ok(rows)
+        })
+        .join()
+        .map_err(|_| anyhow!("the served-port thread panicked"))?
+    })?;
+    let _ = writeln!(
+        report.text,
+        "\n1e. a server's port (DNS on 53; ns per frame over the XDP_DROP floor {drop_floor:.1} ns)\n   {:<20} {:>10}  verdict",
+        "frame", "ns"
+    );
+    let mut json_rows = Vec::new();
+    for (name, ns, what) in rows {
+        let _ = writeln!(report.text, "   {name:<20} {ns:>+10.1}  {what}");
+        json_rows.push(json!({"frame": name, "above_drop_floor_ns": ns, "verdict": what}));
+    }
+    report.json.insert(
+        "served_port".into(),
+        json!({"drop_floor_ns": drop_floor, "frames": json_rows}),
+    );
+    Ok(())
+}
+
+/// What the filter does with `frame`, as its counters tell: the action and
+/// the reason whose count one run moved.
+fn verdict(sim: &Simulator, frame: &[u8]) -> anyhow::Result<String> {
+    let before = sim.reasons()?;
+    let action = match sim.run(frame)? {
+        1 => "drop",
+        2 => "pass",
+        other => return Ok(format!("action {other}")),
+    };
+    let moved = sim
+        .reasons()?
+        .iter()
+        .zip(&before)
+        .position(|(after, before)| after.packets > before.packets)
+        .and_then(|i| filter_common::Reason::ALL.get(i));
+    Ok(match moved {
+        Some(reason) if reason.name() != action => format!("{action} ({})", reason.name()),
+        _ => action.to_string(),
+    })
 }
 
 /// NTP reflection once something is banned: from another source (the ban
@@ -1457,6 +1552,7 @@ fn sections(report: &mut Report, o: &Opts) {
         report.section("1d. NTP reflection while a source is banned", |r| {
             with_a_ban(r, o, floor()?)
         });
+        report.section("1e. a server's port", |r| served_port_cost(r, o, floor()?));
         report.section("1c. surge counting", |r| {
             surge_counting(r, o, &frame_kinds()[0].1)
         });

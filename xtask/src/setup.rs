@@ -1,6 +1,7 @@
 //! `cargo xtask setup`, which every other task runs first: the Debian
-//! packages, the Rust components and bpf-linker, each installed only when
-//! missing (a second run is a no-op).
+//! packages, the Python tools Debian lacks (from PyPI), the Rust components,
+//! bpf-linker and cargo-fuzz, each installed only when missing (a second
+//! run is a no-op).
 
 use anyhow::{Context as _, bail};
 
@@ -25,8 +26,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "tshark",
     // The replay test records live traffic the way README says to.
     "tcpdump",
-    // `cargo xtask dist` checks the Debian package with lintian.
+    // `cargo xtask dist` checks the Debian package with lintian; its test
+    // loads the package's zsh and fish completions in those shells.
     "lintian",
+    "zsh",
+    "fish",
     // Real peers for the reply guard's tests: a resolver, a DNS client, an
     // NTP server and client, an SNMP agent and poller.
     "dnsmasq-base",
@@ -37,10 +41,20 @@ const DEBIAN_PACKAGES: &[&str] = &[
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
+/// Tools from PyPI that Debian does not package: (package, version, the
+/// command it installs, which prints the version with `--version`).
+const PYTHON_TOOLS: &[(&str, &str, &str)] = &[
+    // The deploy test validates the Kubernetes manifests against the API's
+    // schemas, which it bundles (kubeconform is not in Debian).
+    ("kubernetes-validate", "1.37.0", "kubernetes-validate"),
+];
+
 pub fn setup() -> anyhow::Result<()> {
     debian_packages().context("setup: Debian packages")?;
+    python_tools().context("setup: Python tools")?;
     rust_components().context("setup: Rust toolchains")?;
     bpf_linker().context("setup: bpf-linker")?;
+    cargo_fuzz();
     Ok(())
 }
 
@@ -69,6 +83,32 @@ fn debian_packages() -> anyhow::Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(&missing);
     run(install)
+}
+
+fn python_tools() -> anyhow::Result<()> {
+    for (package, version, command) in PYTHON_TOOLS {
+        let installed = probe(command, &["--version"]);
+        if installed.as_deref().map(str::trim) == Some(*version) {
+            println!("setup: {package} {version} installed");
+            continue;
+        }
+        println!("setup: installing {package} {version} from PyPI");
+        run(cmd(
+            "python3",
+            [
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--root-user-action=ignore",
+                &format!("{package}=={version}"),
+            ],
+        ))?;
+        if probe(command, &["--version"]).is_none() {
+            bail!("{package} installed, but `{command}` is not on PATH");
+        }
+    }
+    Ok(())
 }
 
 fn rust_components() -> anyhow::Result<()> {
@@ -119,6 +159,19 @@ fn rust_components() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz`. Best effort: only that task needs
+/// it, and it says so when it is missing.
+fn cargo_fuzz() {
+    if let Some(version) = probe("cargo", &["fuzz", "--version"]) {
+        println!("setup: {} installed", version.trim());
+        return;
+    }
+    println!("setup: building cargo-fuzz (a few minutes)");
+    if let Err(e) = run(cmd("cargo", ["install", "cargo-fuzz", "--locked"])) {
+        eprintln!("setup: warning: {e:#} (only `cargo xtask fuzz` needs it)");
+    }
 }
 
 fn bpf_linker() -> anyhow::Result<()> {

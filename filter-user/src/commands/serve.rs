@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use crate::{
     serve::{
         self,
+        listen::parse_listen,
         watch::{Watch, parse_watch, watches},
     },
     state::PinRoot,
@@ -12,8 +13,10 @@ use crate::{
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on (loopback only by default).
-    #[arg(long, default_value = serve::DEFAULT_LISTEN)]
+    /// Address to listen on (loopback only by default): IP:PORT,
+    /// [IPV6]:PORT, or an address alone for port 19419 (as Kubernetes'
+    /// $(NODE_IP) gives it, IPv4 or IPv6).
+    #[arg(long, default_value = serve::DEFAULT_LISTEN, value_parser = parse_listen)]
     listen: SocketAddr,
     /// Interface whose rules follow the --rules file given with it
     /// (repeatable: --iface IF --rules FILE ...).

@@ -89,6 +89,9 @@ fn render(root: &PinRoot, all: &[Status]) -> String {
         if s.request_recorder == Some("clsact") {
             let _ = writeln!(o, "  request recorder on clsact (this kernel has no TCX)");
         }
+        if let Some(line) = requests_line(s) {
+            let _ = writeln!(o, "  {line}");
+        }
         if !s.interface_present {
             let _ = writeln!(
                 o,
@@ -126,6 +129,32 @@ fn render(root: &PinRoot, all: &[Status]) -> String {
         }
     }
     o
+}
+
+/// Which interfaces share the host's requests with this one, and what is
+/// amiss with that; none for an interface alone under its root.
+fn requests_line(s: &Status) -> Option<String> {
+    let mut parts = Vec::new();
+    if !s.requests_shared_with.is_empty() {
+        let mut line = format!(
+            "requests shared with {} (one table of the host's requests)",
+            s.requests_shared_with.join(", ")
+        );
+        if s.requests_shared_flag != Some(true) {
+            line += &format!(
+                ", but generation {} drops the answers to theirs that return here (`filterctl reload --iface {}` mends it)",
+                s.generation, s.interface
+            );
+        }
+        parts.push(line);
+    }
+    if !s.requests_apart_from.is_empty() {
+        parts.push(format!(
+            "requests apart from {} (another build's table): an answer that returns by another interface than its request left by is dropped (unload and load them with one build to share it)",
+            s.requests_apart_from.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// One interface's maps, or those `load` would make.

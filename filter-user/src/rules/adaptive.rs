@@ -18,11 +18,21 @@ use super::{
 };
 
 /// Defaults of the `[adaptive]` keys (those of `rules/default.toml`).
-/// Conservative: one source port must bring 20,000 packets/s and half of
-/// the interface's UDP.
-const DEFAULT_MIN_PPS: u64 = 20_000;
-const DEFAULT_MIN_SHARE: f64 = 0.5;
-const DEFAULT_HOLD_NS: u64 = 120_000_000_000;
+/// Conservative: one source port must bring 20,000 frames/s, and either
+/// 8 times its normal rate (each vector of a multi-vector flood) or half
+/// of the interface's UDP and 20,000 frames/s over its normal.
+pub const DEFAULT_MIN_PPS: u64 = 20_000;
+pub const DEFAULT_MIN_SHARE: f64 = 0.5;
+/// A reflected port's normal is near 0 and a flood brings thousands of
+/// times that; a busy port's own traffic drifts by far less than 8 times
+/// within `learn`.
+pub const DEFAULT_MIN_RISE: u64 = 8;
+/// Long enough that a flood ramped up over a few minutes is not learned
+/// as normal, short enough to follow a day's ups and downs.
+pub const DEFAULT_LEARN_NS: u64 = 600_000_000_000;
+/// The bounds of `learn`: serve observes once a second.
+const LEARN_RANGE_NS: std::ops::RangeInclusive<u64> = 1_000_000_000..=86_400_000_000_000;
+pub const DEFAULT_HOLD_NS: u64 = 120_000_000_000;
 /// Source ports never blocked unless the file says otherwise: 53 carries the
 /// answers to this host's own lookups (unsolicited ones are the reply
 /// guard's job), 443 carries QUIC (HTTP/3) downloads, which are legitimately
@@ -52,6 +62,26 @@ pub(crate) fn parse(
         Some(v) => *v.get_ref(),
         None => DEFAULT_MIN_SHARE,
     };
+    let min_rise = match &s.min_rise {
+        Some(v) => int_in(cx, v, "min_rise", 2, 10_000)? as u64,
+        None => DEFAULT_MIN_RISE,
+    };
+    let learn_ns = match &s.learn {
+        Some(l) => {
+            let ns = duration(cx, l)?;
+            if !LEARN_RANGE_NS.contains(&ns) {
+                return Err(cx.err(
+                    l.span(),
+                    format!(
+                        "learn {:?} out of range: the time constant of each port's normal rate, 1s to 1d (serve looks once a second)",
+                        l.get_ref()
+                    ),
+                ));
+            }
+            ns
+        }
+        None => DEFAULT_LEARN_NS,
+    };
     let hold_ns = match &s.hold {
         Some(h) => duration(cx, h)?,
         None => DEFAULT_HOLD_NS,
@@ -68,6 +98,8 @@ pub(crate) fn parse(
         enabled: s.enabled.unwrap_or(true),
         min_pps,
         min_share,
+        min_rise,
+        learn_ns,
         action,
         limit,
         agg_interval_ns,
@@ -206,6 +238,8 @@ pps = 100
 [adaptive]
 min_pps = 5000
 min_share = 0.5
+min_rise = 20
+learn = "5m"
 hold = "30s"
 never_block = [53]
 
@@ -246,6 +280,7 @@ action = "drop"
         assert_eq!((a.enabled, a.min_pps, a.min_share), (true, 5000, 0.5));
         assert_eq!((a.action, a.hold_ns), (ACTION_DROP, 30_000_000_000));
         assert_eq!(a.never_block, vec![53]);
+        assert_eq!((a.min_rise, a.learn_ns), (20, 300_000_000_000));
         let plain = parse_rules(
             "t.toml",
             "[adaptive]\n[[rule]]\nname = \"x\"\nprotocol = \"udp\"\naction = \"drop\"\n",
@@ -257,6 +292,10 @@ action = "drop"
             (DEFAULT_MIN_PPS, DEFAULT_MIN_SHARE)
         );
         assert_eq!(d.never_block, DEFAULT_NEVER_BLOCK.to_vec());
+        assert_eq!(
+            (d.min_rise, d.learn_ns),
+            (DEFAULT_MIN_RISE, DEFAULT_LEARN_NS)
+        );
         let none = parse_rules(
             "t.toml",
             "[[rule]]\nname = \"x\"\nprotocol = \"udp\"\naction = \"drop\"\n",
@@ -270,6 +309,14 @@ action = "drop"
         let cases = [
             ("min_share = 1.5", "min_share 1.5 out of range"),
             ("min_pps = 0", "min_pps 0 out of range"),
+            (
+                "min_rise = 1",
+                "min_rise 1 out of range: allowed is 2 to 10000",
+            ),
+            ("min_rise = 2.5", "invalid type"),
+            ("learn = \"500ms\"", "learn \"500ms\" out of range"),
+            ("learn = \"2d\"", "learn \"2d\" out of range"),
+            ("learn = \"often\"", ""),
             ("action = \"reject\"", "unknown adaptive action"),
             ("action = \"limit\"", "needs limit = \"NAME\""),
             (

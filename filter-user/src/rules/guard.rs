@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use filter_common::{GuardPort, MAX_GUARDED_PORTS};
+use filter_common::{GuardPort, MAX_GUARDED_PORTS, shapes::COAP_PORT};
 use toml::Spanned;
 
 // The guard is a part of a `RuleSet`, so it lives beside it in `set.rs`
@@ -18,12 +18,15 @@ use super::{
 };
 
 /// Replies per request, and how long a request waits for them, when the
-/// rule file does not say.
-pub(crate) const DEFAULT_BUDGET: GuardPort = GuardPort {
+/// rule file does not say (nor the catalogue, for its vectors: see
+/// [`port_budget`]). Subscriptions get the plain budget.
+pub const DEFAULT_BUDGET: GuardPort = GuardPort {
     packets: 8,
     bytes: 0,
     expiry_ms: 10_000,
     multicast_expiry_ms: 5_000,
+    observe_packets: 0,
+    observe_expiry_ms: 0,
 };
 
 /// Where a key that only `[reply_guard]` takes appears in `s`, if one does
@@ -35,6 +38,24 @@ fn section_key(s: &ReplyGuardSchema) -> Option<std::ops::Range<usize>> {
     enabled.or(ports).or(nested)
 }
 
+/// Where an observe key appears in `s`, if one does: only CoAP's port
+/// takes them, the one protocol whose requests subscribe.
+fn observe_key(s: &ReplyGuardSchema) -> Option<std::ops::Range<usize>> {
+    let packets = s.observe_packets.as_ref().map(|v| v.span());
+    packets.or(s.observe_expiry.as_ref().map(|v| v.span()))
+}
+
+/// The error for an observe key anywhere but `[reply_guard.port.5683]`.
+fn observe_elsewhere(cx: &Ctx<'_>, span: std::ops::Range<usize>, section: &str) -> RuleError {
+    cx.err(
+        span,
+        format!(
+            "{section}: observe_packets and observe_expiry belong in \
+             [reply_guard.port.{COAP_PORT}] (CoAP's subscriptions, the only requests that subscribe)"
+        ),
+    )
+}
+
 /// The guard as the program needs it; None when it is absent or off.
 pub(crate) fn reply_guard(
     cx: &Ctx<'_>,
@@ -43,13 +64,17 @@ pub(crate) fn reply_guard(
     let Some(s) = s else {
         return Ok(None);
     };
+    if let Some(span) = observe_key(s) {
+        return Err(observe_elsewhere(cx, span, "[reply_guard]"));
+    }
     let base = budget(cx, s, DEFAULT_BUDGET)?;
     let mut ports = BTreeMap::new();
     match &s.ports {
         None => ports = default_ports(CATALOGUE, base),
         Some(list) => {
             for p in list.get_ref() {
-                ports.insert(port(cx, p.span(), *p.get_ref())?, base);
+                let n = port(cx, p.span(), *p.get_ref())?;
+                ports.insert(n, port_budget(CATALOGUE, n, base));
             }
         }
     }
@@ -64,12 +89,18 @@ pub(crate) fn reply_guard(
             return Err(cx.err(
                 span,
                 format!(
-                    "[reply_guard.port.{}] takes packets, bytes, expiry and multicast_expiry only",
+                    "[reply_guard.port.{}] takes packets, bytes, expiry, multicast_expiry, \
+                     observe_packets and observe_expiry only",
                     name.get_ref()
                 ),
             ));
         }
-        ports.insert(port(cx, name.span(), n)?, budget(cx, b, base)?);
+        let n = port(cx, name.span(), n)?;
+        if let Some(span) = observe_key(b).filter(|_| n != COAP_PORT) {
+            let section = format!("[reply_guard.port.{n}]");
+            return Err(observe_elsewhere(cx, span, &section));
+        }
+        ports.insert(n, budget(cx, b, port_budget(CATALOGUE, n, base))?);
     }
     if ports.len() > MAX_GUARDED_PORTS as usize {
         return Err(cx.err(
@@ -82,9 +113,23 @@ pub(crate) fn reply_guard(
 }
 
 /// The guard of a `[reply_guard]` that lists no ports: every port of
-/// `catalogue` the guard holds (streams are left out), each with `base`.
-pub(crate) fn default_ports(catalogue: &[Vector], base: GuardPort) -> BTreeMap<u16, GuardPort> {
-    guarded(catalogue).map(|v| (v.port, base)).collect()
+/// `catalogue` the guard holds (streams are left out), each with `base`
+/// and its vector's own budget over it.
+pub fn default_ports(catalogue: &[Vector], base: GuardPort) -> BTreeMap<u16, GuardPort> {
+    guarded(catalogue)
+        .map(|v| (v.port, v.budget.over(base)))
+        .collect()
+}
+
+/// The budget of guarded `port`: `base` (the rule file's `[reply_guard]`
+/// keys over [`DEFAULT_BUDGET`]), with what the catalogue's vector of the
+/// port asks for its own over it (256 replies to discovery, SSDP's window
+/// of MX seconds, a game server's bursts, CoAP's subscriptions).
+pub fn port_budget(catalogue: &[Vector], port: u16, base: GuardPort) -> GuardPort {
+    catalogue
+        .iter()
+        .find(|v| v.port == port)
+        .map_or(base, |v| v.budget.over(base))
 }
 
 fn port(cx: &Ctx<'_>, span: std::ops::Range<usize>, n: i64) -> Result<u16, RuleError> {
@@ -129,6 +174,19 @@ fn budget(cx: &Ctx<'_>, s: &ReplyGuardSchema, base: GuardPort) -> Result<GuardPo
     if let Some(v) = &s.multicast_expiry {
         out.multicast_expiry_ms = ms(v)?;
     }
+    if let Some(v) = &s.observe_packets {
+        out.observe_packets = count(v, "observe_packets", 0)?;
+    }
+    if let Some(v) = &s.observe_expiry {
+        out.observe_expiry_ms = ms(v)?;
+    }
+    if out.observe_packets != 0 && out.observe_expiry_ms == 0 {
+        let at = s.observe_packets.as_ref().map_or(0..0, |v| v.span());
+        return Err(cx.err(
+            at,
+            "observe_packets needs observe_expiry: how long a subscription is answered",
+        ));
+    }
     Ok(out)
 }
 
@@ -170,8 +228,11 @@ mod tests {
     fn defaults_guard_the_catalogue() {
         let set = parse("t.toml", &format!("[reply_guard]\n{RULE}")).unwrap();
         let g = set.reply_guard.expect("on");
-        for p in [53, 123, 389, 1900, 11211] {
+        for p in [53, 123, 389, 11211] {
             assert_eq!(g.ports[&p], super::DEFAULT_BUDGET, "port {p}");
+        }
+        for v in guarded(CATALOGUE) {
+            assert_eq!(g.ports[&v.port], v.budget.over(super::DEFAULT_BUDGET));
         }
         assert!(!g.ports.contains_key(&443));
         for v in CATALOGUE {
@@ -196,6 +257,53 @@ mod tests {
         );
     }
 
+    /// A vector's own budget (the catalogue's) beats the section-wide
+    /// keys, wherever its port is guarded from; a per-port section beats
+    /// both.
+    #[test]
+    fn the_catalogues_budgets_sit_between_the_section_and_the_port() {
+        let text = format!(
+            "{RULE}[reply_guard]\npackets = 4\nmulticast_expiry = \"2s\"\n\
+             [reply_guard.port.5353]\npackets = 16\n\
+             [reply_guard.port.5683]\nobserve_packets = 10\n"
+        );
+        let g = parse("t.toml", &text).unwrap().reply_guard.unwrap();
+        assert_eq!((g.ports[&53].packets, g.ports[&53].observe_packets), (4, 0));
+        let ssdp = g.ports[&1900];
+        assert_eq!((ssdp.packets, ssdp.multicast_expiry_ms), (256, 125_000));
+        let mdns = g.ports[&5353];
+        assert_eq!((mdns.packets, mdns.multicast_expiry_ms), (16, 2000));
+        let coap = g.ports[&5683];
+        assert_eq!(
+            (coap.observe_packets, coap.observe_expiry_ms),
+            (10, 3_600_000)
+        );
+        let listed = "[reply_guard]\nports = [27015, 9999]\n";
+        let g = parse("t.toml", &format!("{RULE}{listed}"))
+            .unwrap()
+            .reply_guard
+            .unwrap();
+        assert_eq!((g.ports[&27015].packets, g.ports[&9999].packets), (1024, 8));
+    }
+
+    #[test]
+    fn observe_keys_belong_to_coaps_port() {
+        for (text, line) in [
+            ("[reply_guard]\nobserve_packets = 5\n", 2),
+            (
+                "[reply_guard]\n[reply_guard.port.53]\nobserve_expiry = \"1h\"\n",
+                3,
+            ),
+        ] {
+            let e = parse("t.toml", &format!("{text}{RULE}")).expect_err(text);
+            assert_eq!(e.line, line, "{text}: {e}");
+            assert!(e.message.contains("[reply_guard.port.5683]"), "{e}");
+        }
+        let off = "[reply_guard]\n[reply_guard.port.5683]\nobserve_packets = 0\n";
+        let g = parse("t.toml", &format!("{off}{RULE}")).unwrap();
+        assert_eq!(g.reply_guard.unwrap().ports[&5683].observe_packets, 0);
+    }
+
     #[test]
     fn off_means_absent() {
         let text = format!("{RULE}[reply_guard]\nenabled = false\n");
@@ -212,6 +320,16 @@ mod tests {
             ("[reply_guard.port.dns]\npackets = 1\n", 1, "not a port"),
             ("[reply_guard]\ncolour = 1\n", 2, "unknown field"),
             ("[reply_guard.port.53]\nports = [1]\n", 2, "takes packets"),
+            (
+                "[reply_guard.port.5683]\nobserve_packets = -1\n",
+                2,
+                "out of range",
+            ),
+            (
+                "[reply_guard.port.5683]\nobserve_expiry = \"0s\"\n",
+                2,
+                "out of range",
+            ),
         ] {
             let e = parse("t.toml", &format!("{text}{RULE}")).expect_err(text);
             assert_eq!(e.line, line, "{text}: {e}");

@@ -88,7 +88,11 @@ pub(crate) struct AdaptiveSchema {
     #[serde(default)]
     pub(crate) min_share: Option<Spanned<f64>>,
     #[serde(default)]
-    pub(crate) action: Option<Spanned<String>>,
+    pub min_rise: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub learn: Option<Spanned<String>>,
+    #[serde(default)]
+    pub action: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) limit: Option<Spanned<String>>,
     #[serde(default)]
@@ -197,7 +201,12 @@ pub(crate) struct ReplyGuardSchema {
     #[serde(default)]
     pub(crate) expiry: Option<Spanned<String>>,
     #[serde(default)]
-    pub(crate) multicast_expiry: Option<Spanned<String>>,
+    pub multicast_expiry: Option<Spanned<String>>,
+    /// Budget of a request that subscribes to notifications (CoAP Observe).
+    #[serde(default)]
+    pub observe_packets: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub observe_expiry: Option<Spanned<String>>,
     /// Per-port budgets: `[reply_guard.port.1900]`; the port is guarded too.
     #[serde(default)]
     pub(crate) port: BTreeMap<Spanned<String>, ReplyGuardSchema>,

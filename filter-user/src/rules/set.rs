@@ -103,11 +103,17 @@ pub(crate) const ADAPTIVE_PREFIX: &str = "adaptive-";
 
 /// Validated `[adaptive]` settings (read in `rules/adaptive.rs`).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Adaptive {
-    pub(crate) enabled: bool,
-    pub(crate) min_pps: u64,
-    /// Fraction (0, 1] of the interface's UDP packets.
-    pub(crate) min_share: f64,
+pub struct Adaptive {
+    pub enabled: bool,
+    /// Frames/s from one source port (a first fragment counts for its
+    /// datagram's frames).
+    pub min_pps: u64,
+    /// Fraction (0, 1] of the interface's UDP frames.
+    pub min_share: f64,
+    /// How many times its normal rate a port must bring (the rise rule).
+    pub min_rise: u64,
+    /// The time constant (ns) of each port's normal rate.
+    pub learn_ns: u64,
     /// `ACTION_DROP` or `ACTION_LIMIT`.
     pub(crate) action: u8,
     /// For `ACTION_LIMIT`: limit id (0 = none) and aggregate GCRA.
@@ -124,9 +130,10 @@ pub(crate) struct Adaptive {
 pub struct AdaptiveBlock {
     pub port: u16,
     pub since_unix: u64,
-    /// Packets/s from the port when the block started.
+    /// Frames/s from the port when the block started (a first fragment
+    /// counts for its datagram's frames).
     pub trigger_pps: u64,
-    /// Its share of the interface's UDP packets then, in percent.
+    /// Its share of the interface's UDP frames then, in percent.
     pub trigger_share_percent: u32,
 }
 

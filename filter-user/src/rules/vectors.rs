@@ -1,15 +1,20 @@
 //! The reflection vectors filterctl knows, in one table, [`CATALOGUE`]: the
-//! reply guard's default ports, the reply-guard tests' floods and the table
-//! in docs/operations.md come from it, and tests here fail when the presets
+//! reply guard's default ports and each vector's own budget, the
+//! reply-guard tests' floods and the table in docs/operations.md come from
+//! it (with the request shapes and port pairs of
+//! `filter_common::shapes`), and tests here fail when the presets
 //! (rules/vectors.toml, rules/default.toml) or the docs drift from it.
+
+use filter_common::GuardPort;
 
 /// How the reply guard treats a vector's source port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Guard {
-    /// Request and reply: guarded, with the rule file's budget.
+pub enum Guard {
+    /// Request and reply: guarded, with the rule file's budget (or the
+    /// vector's own, [`Budget`]).
     Replies,
     /// Discovery asked of a multicast group, which many devices answer:
-    /// guarded; rules/default.toml gives each a budget of its own.
+    /// guarded, with [`DISCOVERY_PACKETS`] replies a request.
     Discovery,
     /// A stream: one request is followed by far more replies than any
     /// budget allows, so the guard leaves it out; only its preset names it.
@@ -36,6 +41,74 @@ pub struct Vector {
     /// UDP payload of a typical amplified reply, in bytes (what the tests
     /// flood with; above the MTU, the reply arrives fragmented).
     pub reply_bytes: usize,
+    /// What its protocol asks of a request's budget.
+    pub budget: Budget,
+}
+
+/// Replies a discovery request may draw: a whole network answers it.
+pub const DISCOVERY_PACKETS: u32 = 256;
+
+/// What a vector's protocol asks of its requests' budget, over the rule
+/// file's `[reply_guard]` keys, which give the rest; a
+/// `[reply_guard.port.N]` section overrides both. `None`: the rule file's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Replies a request may draw (a game server's bursts per client
+    /// packet; a network's answers to discovery).
+    pub packets: Option<u32>,
+    /// How long a request to a group is answered, in ms (SSDP: devices
+    /// wait up to the search's MX, 120 s at most).
+    pub group_window_ms: Option<u32>,
+    /// Notifications and window (ms) of a request that subscribes to them
+    /// (CoAP Observe; see `filter_common::shapes::subscribes`).
+    pub observe: Option<(u32, u32)>,
+}
+
+impl Budget {
+    const NONE: Budget = Budget {
+        packets: None,
+        group_window_ms: None,
+        observe: None,
+    };
+
+    /// `base` with this protocol's own values.
+    pub fn over(&self, base: GuardPort) -> GuardPort {
+        let (observe_packets, observe_expiry_ms) = self
+            .observe
+            .unwrap_or((base.observe_packets, base.observe_expiry_ms));
+        GuardPort {
+            packets: self.packets.unwrap_or(base.packets),
+            multicast_expiry_ms: self.group_window_ms.unwrap_or(base.multicast_expiry_ms),
+            observe_packets,
+            observe_expiry_ms,
+            ..base
+        }
+    }
+
+    /// The docs' words for it; empty when the rule file's keys decide.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.packets {
+            parts.push(format!("{n} replies a request"));
+        }
+        if let Some(ms) = self.group_window_ms {
+            parts.push(format!("group requests answered for {}", span(ms)));
+        }
+        if let Some((n, ms)) = self.observe {
+            parts.push(format!("a subscription (Observe): {n} in {}", span(ms)));
+        }
+        parts.join("; ")
+    }
+}
+
+/// A window in the docs' words: whole hours, minutes or seconds.
+fn span(ms: u32) -> String {
+    let s = ms / 1000;
+    match s {
+        _ if s.is_multiple_of(3600) => format!("{} h", s / 3600),
+        _ if s.is_multiple_of(60) => format!("{} min", s / 60),
+        _ => format!("{s} s"),
+    }
 }
 
 impl Vector {
@@ -52,15 +125,38 @@ impl Vector {
             port,
             guard: Guard::Replies,
             reply_bytes,
+            budget: Budget::NONE,
         }
     }
 
-    /// Marks a multicast discovery protocol.
-    const fn discovery(self) -> Self {
+    /// Marks a multicast discovery protocol, with its budget.
+    pub const fn discovery(self) -> Self {
         Self {
             guard: Guard::Discovery,
             ..self
         }
+        .packets(DISCOVERY_PACKETS)
+    }
+
+    /// Replies a request may draw, whatever the rule file's `packets`.
+    pub const fn packets(self, n: u32) -> Self {
+        let mut v = self;
+        v.budget.packets = Some(n);
+        v
+    }
+
+    /// How long a request to a group is answered, in seconds.
+    pub const fn group_window(self, seconds: u32) -> Self {
+        let mut v = self;
+        v.budget.group_window_ms = Some(seconds * 1000);
+        v
+    }
+
+    /// The budget of a request that subscribes to notifications.
+    pub const fn observe(self, packets: u32, seconds: u32) -> Self {
+        let mut v = self;
+        v.budget.observe = Some((packets, seconds * 1000));
+        v
     }
 
     /// Marks a stream, which the guard leaves out.
@@ -97,17 +193,24 @@ pub const CATALOGUE: &[Vector] = &[
     Vector::new("openvpn", "OpenVPN", 1194, 100).stream(),
     Vector::new("mssql-ssrp", "MS-SQL Server Resolution (SSRP)", 1434, 600),
     Vector::new("citrix-ima", "Citrix ICA Browser / IMA", 1604, 400),
-    Vector::new("ssdp", "SSDP", 1900, 300).discovery(),
+    // Devices answer an M-SEARCH within its MX: up to 120 s (UPnP 1.0).
+    Vector::new("ssdp", "SSDP", 1900, 300)
+        .discovery()
+        .group_window(125),
     Vector::new("arms", "ARMS (Apple Remote Desktop)", 3283, 1000),
     Vector::new("rdp-udp", "RDP over UDP", 3389, 1232).stream(),
     Vector::new("wsd", "WS-Discovery", 3702, 1000).discovery(),
     Vector::new("mdns", "mDNS", 5353, 400).discovery(),
-    Vector::new("coap", "CoAP", 5683, 500),
+    // A server notifies an observer at will (RFC 7641), for as long as
+    // the observer keeps its interest; a re-registration renews this.
+    Vector::new("coap", "CoAP", 5683, 500).observe(4096, 3600),
     Vector::new("ubiquiti", "Ubiquiti discovery", 10001, 150),
     Vector::new("tp240", "Mitel TP-240", 10074, 1000),
     Vector::new("memcached", "memcached", 11211, 1400),
-    Vector::new("steam-a2s", "Steam server queries (A2S)", 27015, 200),
-    Vector::new("quake3", "Quake 3", 27960, 1000),
+    // Game servers on these ports: a client's packets renew its flow, and
+    // the server sends bursts between them (snapshots, downloads).
+    Vector::new("steam-a2s", "Steam server queries (A2S)", 27015, 200).packets(1024),
+    Vector::new("quake3", "Quake 3", 27960, 1000).packets(1024),
     Vector::new("plex-gdm", "Plex GDM discovery", 32414, 260),
     Vector::new("jenkins", "Jenkins auto-discovery", 33848, 250),
     Vector::new("dhdiscover", "DHDiscover (Dahua)", 37810, 800),
@@ -131,25 +234,36 @@ pub(crate) const DOCS_END: &str = "<!-- end of vectors -->";
 #[cfg(test)]
 fn docs_table(catalogue: &[Vector]) -> String {
     let mut out = String::from(
-        "| Source port | Vector | Reply guard | To a server on the port (request shape) |\n| ---: | --- | --- | --- |\n",
+        "| Source port | Vector | Reply guard | Its own budget | To a server on the port (request shape) |\n\
+         | ---: | --- | --- | --- | --- |\n",
     );
     for v in catalogue {
         let guard = match v.guard {
             Guard::Replies => "guarded",
-            Guard::Discovery => "guarded; discovery, its own budget in rules/default.toml",
+            Guard::Discovery => "guarded; discovery (asked of a group)",
             Guard::Stream => "left out: a stream",
         };
         // From filter-common's one table of request shapes, which the
         // program and the reference model read too.
-        let served = match filter_common::shapes::describe(v.port) {
+        let mut served = match filter_common::shapes::describe(v.port) {
             Some((_, requests, replies)) => format!("passes {requests}; drops {replies}"),
             None if v.guarded() => {
                 "cannot be told apart in a few bytes: passes from the same port".to_string()
             }
             None => String::new(),
         };
+        if let Some((to, passes, drops)) = filter_common::shapes::describe_pair(v.port) {
+            served.push_str(&format!(
+                "; to a server on {to} (a pair): passes {passes}; drops {drops}"
+            ));
+        }
+        let budget = match v.budget.describe() {
+            _ if !v.guarded() => String::new(),
+            own if own.is_empty() => "`[reply_guard]`'s".to_string(),
+            own => own,
+        };
         out.push_str(&format!(
-            "| {} | {} | {guard} | {served} |\n",
+            "| {} | {} | {guard} | {budget} | {served} |\n",
             v.port, v.protocol
         ));
     }
@@ -275,8 +389,10 @@ mod tests {
         );
     }
 
-    /// rules/default.toml guards the catalogue's ports (it lists none of
-    /// its own) and gives exactly the discovery ports a budget of their own.
+    /// rules/default.toml guards the catalogue's ports with the
+    /// catalogue's budgets: it lists neither ports nor per-port budgets of
+    /// its own, and its section-wide keys reach only the vectors that
+    /// have no budget of their own.
     #[test]
     fn the_shipped_profile_follows_the_catalogue() {
         let (path, text) = repo_file("rules/default.toml");
@@ -292,20 +408,36 @@ mod tests {
             section.ports.is_none(),
             "rules/default.toml lists its guarded ports: they come from the catalogue"
         );
-        let own: BTreeSet<u16> = section
-            .port
-            .keys()
-            .map(|k| k.get_ref().parse().unwrap())
-            .collect();
-        let discovery: BTreeSet<u16> = CATALOGUE
-            .iter()
-            .filter(|v| v.guard == Guard::Discovery)
-            .map(|v| v.port)
-            .collect();
-        assert_eq!(
-            own, discovery,
-            "rules/default.toml's [reply_guard.port.N] sections are the discovery ports of CATALOGUE"
+        assert!(
+            section.port.is_empty(),
+            "rules/default.toml has [reply_guard.port.N] sections: a protocol's own budget \
+             belongs to its vector in CATALOGUE"
         );
+        let plain = guard.ports[&53];
+        for v in guarded(CATALOGUE) {
+            assert_eq!(guard.ports[&v.port], v.budget.over(plain), "{}", v.name);
+        }
+        for v in CATALOGUE.iter().filter(|v| v.guard == Guard::Discovery) {
+            assert_eq!(
+                guard.ports[&v.port].packets, DISCOVERY_PACKETS,
+                "{}",
+                v.name
+            );
+        }
+    }
+
+    /// The budgets the issue's false positives needed: SSDP's group window
+    /// covers MX's largest value (120 s), the game ports take a server's
+    /// bursts, CoAP's subscriptions have a budget.
+    #[test]
+    fn protocols_that_ask_for_more_have_their_own_budget() {
+        let of = |port: u16| CATALOGUE.iter().find(|v| v.port == port).unwrap().budget;
+        assert!(of(1900).group_window_ms.unwrap() > 120_000);
+        for game in [27015, 27960] {
+            assert!(of(game).packets.unwrap() >= 256, "{game}");
+        }
+        assert!(of(5683).observe.is_some_and(|(n, ms)| n > 0 && ms > 0));
+        assert_eq!(of(53), Budget::default());
     }
 
     #[test]
@@ -350,10 +482,19 @@ mod tests {
         assert!(docs.starts_with(&docs_table(CATALOGUE)));
         assert!(
             docs.ends_with(
-                "| 7 | Echo | guarded | cannot be told apart in a few bytes: passes from the same port |\n\
-                 | 9 | Some stream | left out: a stream |  |\n"
-            )
+                "| 7 | Echo | guarded | `[reply_guard]`'s | cannot be told apart in a few bytes: passes from the same port |\n\
+                 | 9 | Some stream | left out: a stream |  |  |\n"
+            ),
+            "{docs}"
         );
+        // A budget of its own reaches the guard and the docs too.
+        scratch.push(Vector::new("test-game", "Some game", 11, 90).packets(64));
+        assert_eq!(default_ports(&scratch, DEFAULT_BUDGET)[&11].packets, 64);
+        assert!(docs_table(&scratch).ends_with(
+            "| 11 | Some game | guarded | 64 replies a request | \
+             cannot be told apart in a few bytes: passes from the same port |\n"
+        ));
+        scratch.pop();
 
         // What tests/integration/reply_guard.rs floods: name, port and reply size.
         let floods: Vec<_> = guarded(&scratch)

@@ -207,17 +207,21 @@ impl Surges {
         match change {
             Change::Started(b) if monitor => {
                 info!(
-                    "{iface}: surge from UDP source port {}: {} packets/s, {}% of UDP; monitor mode: reported, not blocked",
-                    b.port, b.trigger_pps, b.trigger_share_percent
+                    "{iface}: surge from UDP source port {}: {} frames/s (normal {}), {}% of UDP; monitor mode: reported, not blocked",
+                    b.port,
+                    b.trigger_pps,
+                    self.detector.normal_pps(b.port),
+                    b.trigger_share_percent
                 );
                 metrics.event(&iface, "reported");
                 self.show(metrics, b, "monitor");
             }
             Change::Started(b) => {
                 info!(
-                    "{iface}: surge from UDP source port {}: {} packets/s, {}% of UDP; blocking it ({}) until {hold:?} after it ends",
+                    "{iface}: surge from UDP source port {}: {} frames/s (normal {}), {}% of UDP; blocking it ({}) until {hold:?} after it ends",
                     b.port,
                     b.trigger_pps,
+                    self.detector.normal_pps(b.port),
                     b.trigger_share_percent,
                     b.rule_name()
                 );

@@ -1,6 +1,9 @@
 //! `serve`'s probe and JSON endpoints: GET /healthz (200 when every loaded
-//! or watched interface runs the filter, 503 otherwise: a readiness probe)
-//! and GET /top (the `top --json` document, `?n=N` sources per interface).
+//! or watched interface runs the filter, attached to an interface that
+//! exists, 503 otherwise: a readiness probe), GET /livez (200 while the
+//! daemon answers: a liveness probe, which restarting serve cannot make
+//! fail less) and GET /top (the `top --json` document, `?n=N` sources per
+//! interface).
 
 use std::sync::Arc;
 
@@ -17,7 +20,7 @@ use serde::Serialize;
 use super::metrics::interfaces;
 use crate::{
     filter::observe::{status, top},
-    state::PinRoot,
+    state::{PinRoot, unloaded},
 };
 
 /// Sources per interface /top lists unless `?n=` says else.
@@ -32,6 +35,7 @@ struct Probe {
 pub(crate) fn router(root: PinRoot, watched: Vec<String>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
         .route("/top", get(top))
         .with_state(Arc::new(Probe { root, watched }))
 }
@@ -41,6 +45,9 @@ struct InterfaceHealth {
     interface: String,
     running: bool,
     generation: Option<u32>,
+    /// No filter because an operator's `unload` left it off on purpose:
+    /// `serve` does not load it again.
+    unloaded_on_purpose: bool,
     error: Option<String>,
 }
 
@@ -58,20 +65,7 @@ async fn healthz(State(p): State<Arc<Probe>>) -> Response {
     };
     let checks: Vec<InterfaceHealth> = names
         .into_iter()
-        .map(|interface| match status::status(&p.root, &interface) {
-            Ok(s) => InterfaceHealth {
-                interface,
-                running: true,
-                generation: Some(s.generation),
-                error: None,
-            },
-            Err(e) => InterfaceHealth {
-                interface,
-                running: false,
-                generation: None,
-                error: Some(format!("{e:#}")),
-            },
-        })
+        .map(|interface| check(&p.root, interface))
         .collect();
     // No filter anywhere is not healthy: the service exists to run one.
     let healthy = !checks.is_empty() && checks.iter().all(|c| c.running);
@@ -86,6 +80,42 @@ async fn healthz(State(p): State<Arc<Probe>>) -> Response {
         interfaces: checks,
     };
     (code, Json(doc)).into_response()
+}
+
+/// Whether `interface` runs the filter, attached to it.
+fn check(root: &PinRoot, interface: String) -> InterfaceHealth {
+    let (running, generation, error) = match status::status(root, &interface) {
+        // The link outlives the interface it was attached to.
+        Ok(s) if !s.interface_present => (
+            false,
+            Some(s.generation),
+            Some(format!(
+                "{interface} no longer exists: its filter is attached to nothing"
+            )),
+        ),
+        Ok(s) => (true, Some(s.generation), None),
+        Err(e) => (false, None, Some(format!("{e:#}"))),
+    };
+    let on_purpose = !running && unloaded::is_marked(root, &interface);
+    let error = if on_purpose {
+        Some(format!(
+            "unloaded on purpose by an operator ({}): serve leaves it off until `filterctl load` or `filterctl apply`",
+            root.unloaded_marker(&interface).display()
+        ))
+    } else {
+        error
+    };
+    InterfaceHealth {
+        interface,
+        running,
+        generation,
+        unloaded_on_purpose: on_purpose,
+        error,
+    }
+}
+
+async fn livez() -> &'static str {
+    "ok\n"
 }
 
 /// `n` from a query string `n=N`, else the default.

@@ -3,7 +3,7 @@
 //! - serves Prometheus metrics (OpenMetrics text, encoded by
 //!   prometheus-client) on GET /metrics and the `stats --json` document on
 //!   GET /stats, both read fresh from the pinned maps at every request;
-//!   /healthz and /top (see `endpoints`);
+//!   /healthz, /livez and /top (see `endpoints`);
 //! - keeps each watched interface's rules in step with a rule file: the file
 //!   is checked every second (its bytes, and the size and times of the list
 //!   files it names) and reloaded when its content digest differs from what
@@ -39,7 +39,8 @@ pub(crate) mod adaptive;
 pub mod catalogue;
 mod endpoints;
 pub mod http;
-pub(crate) mod import;
+pub mod import;
+pub mod listen;
 pub mod metrics;
 pub mod upstream;
 pub(crate) mod watch;
@@ -111,7 +112,7 @@ async fn stats_json(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn index() -> &'static str {
-    "filterctl serve: GET /metrics (OpenMetrics), GET /stats (the `filterctl stats --json` document), GET /top (`top --json`), GET /healthz (200 when every loaded or watched interface runs the filter)\n"
+    "filterctl serve: GET /metrics (OpenMetrics), GET /stats (the `filterctl stats --json` document), GET /top (`top --json`), GET /healthz (200 when every loaded or watched interface runs the filter), GET /livez (200 while serve answers)\n"
 }
 
 /// SIGTERM or SIGINT, whichever comes first.
@@ -173,6 +174,13 @@ fn router(root: &PinRoot, watches: &[Watch]) -> (Router, DaemonMetrics) {
             adaptive: AdaptiveMetrics::new(&kept),
         },
     )
+}
+
+/// The routes as `serve` builds them, called without a socket: for the
+/// cargo-fuzz target of serve's request handling (filter-user/fuzz/).
+#[cfg(feature = "fuzzing")]
+pub fn fuzzing_router(root: &PinRoot, watches: &[Watch]) -> Router {
+    router(root, watches).0
 }
 
 /// `filterctl serve`: runs until SIGTERM or SIGINT, then returns Ok.
@@ -425,6 +433,21 @@ mod tests {
             "{doc}"
         );
         assert!(iface["error"].is_string(), "{doc}");
+        assert_eq!(iface["unloaded_on_purpose"], false, "{doc}");
+
+        // An operator's `unload` left it off: still not healthy, and why.
+        crate::state::unloaded::mark(&pins.root(), "flt-gone0").unwrap();
+        let h = call(&app, Method::GET, "/healthz").await;
+        assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE, "{}", h.body);
+        let iface = &h.json()["interfaces"][0];
+        assert_eq!(iface["unloaded_on_purpose"], true, "{}", h.body);
+        assert!(
+            iface["error"].as_str().unwrap().contains("on purpose"),
+            "{}",
+            h.body
+        );
+        let live = call(&app, Method::GET, "/livez").await;
+        assert_eq!(live.status, StatusCode::OK, "serve itself is alive");
     }
 
     #[tokio::test]
@@ -478,7 +501,7 @@ mod tests {
         let (app, _) = router(&pins.root(), &[]);
         let index = call(&app, Method::GET, "/").await;
         assert_eq!(index.status, StatusCode::OK);
-        for path in ["/metrics", "/stats", "/top", "/healthz"] {
+        for path in ["/metrics", "/stats", "/top", "/healthz", "/livez"] {
             assert!(index.body.contains(path), "{path} in {}", index.body);
         }
         assert_eq!(
@@ -489,7 +512,7 @@ mod tests {
             call(&app, Method::GET, "/metrics/").await.status,
             StatusCode::NOT_FOUND
         );
-        for path in ["/", "/metrics", "/stats", "/top", "/healthz"] {
+        for path in ["/", "/metrics", "/stats", "/top", "/healthz", "/livez"] {
             for method in [Method::POST, Method::PUT, Method::DELETE] {
                 let r = call(&app, method.clone(), path).await;
                 assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");

@@ -5,14 +5,16 @@
 //! what runs; every watched file is reloaded on SIGHUP. Reloads go through
 //! the same `apply_rules` as `filterctl reload`, which reads the file as
 //! `check` does: a FIFO, a device or a huge file at the path is refused,
-//! logged once and counted as an invalid reload.
+//! logged once and counted as an invalid reload. An interface whose
+//! filter is gone gets its file loaded again, unless an operator's `unload`
+//! left it off on purpose (`restore`).
 
 mod fingerprint;
+mod restore;
+mod sets;
 
 use std::{
-    collections::HashMap,
     path::PathBuf,
-    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -21,7 +23,11 @@ use log::{debug, error, info, warn};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use tokio::signal::unix::Signal;
 
-use self::fingerprint::Fingerprint;
+pub use self::sets::{FileSets, Watch};
+use self::{
+    fingerprint::Fingerprint,
+    restore::{Gone, Step},
+};
 use super::catalogue::{Kept, Series};
 use crate::{
     filter::{
@@ -33,36 +39,15 @@ use crate::{
         },
         observe::status,
     },
-    rules::RuleSet,
     state::PinRoot,
     sys,
 };
-
-/// The rule set each watched interface's file gave at its last good read,
-/// for the surge detector to add its blocks to. Held for the whole of every
-/// reload `serve` makes, so that two never run at once.
-#[derive(Clone, Default)]
-pub(crate) struct FileSets(Arc<Mutex<HashMap<String, RuleSet>>>);
-
-impl FileSets {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<String, RuleSet>> {
-        // A panic in another reload leaves the map as it was: usable.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// How often the watched rule files are checked.
 const POLL: Duration = Duration::from_secs(1);
 /// How often the never-ban set is rebuilt from the host's facts (gateways,
 /// resolvers, time servers, the SSH client), in polls.
 const NEVER_BAN_POLLS: u64 = 30;
-
-/// An interface whose rules follow a file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Watch {
-    pub(crate) iface: String,
-    pub(crate) rules: PathBuf,
-}
 
 /// A `--watch` value that is not `IF=PATH`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -251,6 +236,8 @@ struct Watched {
     /// Whether a reload was recorded: before that, the reload gauges stay
     /// absent, even when the first check finds the file running.
     recorded: bool,
+    /// Whether its filter was gone at the last look, and why.
+    gone: Gone,
 }
 
 /// Checks the watched files every second and reloads on change, and all
@@ -265,7 +252,9 @@ pub(crate) async fn watch_rules(
     let mut watched: Vec<Watched> = watches
         .into_iter()
         .map(|watch| {
-            if let Err(e) = status::status(&root, &watch.iface) {
+            // Without pins the first check loads the file (`restore`).
+            let pinned = root.iface_dir(&watch.iface).is_dir();
+            if pinned && let Err(e) = status::status(&root, &watch.iface) {
                 warn!(
                     "{}: cannot read which rules run ({e:#}): the first check reloads {}",
                     watch.iface,
@@ -277,6 +266,7 @@ pub(crate) async fn watch_rules(
                 watch,
                 seen: Fingerprint::default(),
                 recorded: false,
+                gone: Gone::default(),
             }
         })
         .collect();
@@ -294,6 +284,13 @@ pub(crate) async fn watch_rules(
             refresh_never_ban(&root, &watched).await;
         }
         for w in &mut watched {
+            if let Step::Absent(tried) = restore::step(&root, &w.watch, &mut w.gone, &files).await {
+                if let Some(result) = tried {
+                    reloads.record(&w.watch.iface, result);
+                    w.recorded = true;
+                }
+                continue;
+            }
             let first = w.seen.is_new();
             if !look(w).await && !force {
                 continue;

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use aya::maps::Array;
-use filter_common::{ATTACH_GENERIC, ATTACH_NATIVE, Config, MAP_CONFIG, MAP_META, Meta};
+use filter_common::{
+    ATTACH_GENERIC, ATTACH_NATIVE, Config, FlagGlobal, MAP_CONFIG, MAP_META, Meta,
+};
 
 use super::{
     layout::{EGRESS_LINK, EGRESS_TC, LINK, PROG, generation_dir, generations},
@@ -67,6 +69,15 @@ pub(crate) fn read_meta(gen_dir: &Path) -> anyhow::Result<Meta> {
 pub(crate) fn read_config(gen_dir: &Path) -> anyhow::Result<Config> {
     let array: Array<_, Config> = Array::try_from(open_map(gen_dir, MAP_CONFIG)?)?;
     Ok(array.get(&0, 0)?)
+}
+
+/// The value of `flag` in a generation; none for one of a build without it.
+pub fn read_flag(gen_dir: &Path, flag: FlagGlobal) -> anyhow::Result<Option<u32>> {
+    if !gen_dir.join(flag.symbol).exists() {
+        return Ok(None);
+    }
+    let array: Array<_, u32> = Array::try_from(open_map(gen_dir, flag.symbol)?)?;
+    Ok(Some(array.get(&0, 0)?))
 }
 
 /// The name of a [`Meta::attach_mode`].

@@ -17,7 +17,10 @@ pub(crate) const EGRESS_LINK: &str = "egress-link";
 pub(crate) const EGRESS_PROG: &str = "egress-prog";
 /// A generation's egress program pinned again where its recorder runs as a
 /// clsact filter (kernels without TCX): see filter::lifecycle::recorder.
-pub(crate) const EGRESS_TC: &str = "egress-tc";
+pub const EGRESS_TC: &str = "egress-tc";
+/// Prefix of the folder an operator's `unload` leaves beside the interface
+/// folders (see `state::unloaded`). No interface name holds a colon.
+pub const UNLOADED_PREFIX: &str = "unloaded:";
 
 #[derive(Clone, Debug)]
 pub struct PinRoot(PathBuf);
@@ -57,6 +60,11 @@ impl PinRoot {
 
     pub fn iface_dir(&self, iface: &str) -> PathBuf {
         self.0.join(iface)
+    }
+
+    /// The marker of `iface` unloaded on purpose (see `state::unloaded`).
+    pub fn unloaded_marker(&self, iface: &str) -> PathBuf {
+        self.0.join(format!("{UNLOADED_PREFIX}{iface}"))
     }
 }
 

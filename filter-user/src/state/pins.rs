@@ -46,6 +46,15 @@ pub(crate) fn pin_map(map: &Map, path: &Path) -> anyhow::Result<()> {
     hand_over(path)
 }
 
+/// Pins the map pinned at `from` at `to` as well: one map, two pins, either
+/// of which may go without the other.
+pub fn pin_again(from: &Path, to: &Path) -> anyhow::Result<()> {
+    open_map_at(from)?
+        .pin(to)
+        .with_context(|| format!("cannot pin {} again at {}", from.display(), to.display()))?;
+    hand_over(to)
+}
+
 /// Pins `link` at `path`: what it attached stays attached after this
 /// process exits, until the pin is removed.
 pub(crate) fn pin_link(link: FdLink, path: &Path) -> anyhow::Result<()> {

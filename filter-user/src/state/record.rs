@@ -79,16 +79,23 @@ fn describe_limit(l: &filter_common::Limit) -> String {
 fn guard_settings(set: &RuleSet, settings: &mut BTreeMap<String, String>) {
     if let Some(g) = &set.reply_guard {
         for (port, b) in &g.ports {
-            settings.insert(
-                format!("reply_guard port {port}"),
-                format!(
-                    "packets {} bytes {} expiry_s {} multicast_expiry_s {}",
-                    b.packets,
-                    b.bytes,
-                    seconds(u64::from(b.expiry_ms) * 1_000_000),
-                    seconds(u64::from(b.multicast_expiry_ms) * 1_000_000)
-                ),
+            let mut budget = format!(
+                "packets {} bytes {} expiry_s {} multicast_expiry_s {}",
+                b.packets,
+                b.bytes,
+                seconds(u64::from(b.expiry_ms) * 1_000_000),
+                seconds(u64::from(b.multicast_expiry_ms) * 1_000_000)
             );
+            // Only where subscriptions get a budget: the other ports' lines
+            // stay as they were.
+            if b.observe_packets != 0 {
+                budget.push_str(&format!(
+                    " observe_packets {} observe_expiry_s {}",
+                    b.observe_packets,
+                    seconds(u64::from(b.observe_expiry_ms) * 1_000_000)
+                ));
+            }
+            settings.insert(format!("reply_guard port {port}"), budget);
         }
     }
     let never_ban: Vec<String> = set.never_ban.iter().map(ToString::to_string).collect();
@@ -232,10 +239,12 @@ fn action_name(action: u8) -> &'static str {
 fn describe_adaptive(a: &crate::rules::adaptive::Adaptive) -> String {
     let ports: Vec<String> = a.never_block.iter().map(ToString::to_string).collect();
     format!(
-        "enabled {} min_pps {} min_share {} action {} limit {} aggregate_interval_s {} hold_s {} never_block [{}]",
+        "enabled {} min_pps {} min_share {} min_rise {} learn_s {} action {} limit {} aggregate_interval_s {} hold_s {} never_block [{}]",
         a.enabled,
         a.min_pps,
         a.min_share,
+        a.min_rise,
+        seconds(a.learn_ns),
         action_name(a.action),
         a.limit,
         seconds(a.agg_interval_ns),

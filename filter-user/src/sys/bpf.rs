@@ -66,6 +66,14 @@ impl Drop for SharedMapping {
 /// The pointers in `attr` must point at live buffers of the sizes the
 /// command writes through them.
 unsafe fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<()> {
+    #[cfg(test)]
+    if let Some(rc) = fake::call(cmd, (attr as *mut T).cast(), size_of::<T>()) {
+        return if rc < 0 {
+            Err(std::io::Error::from_raw_os_error(-rc))
+        } else {
+            Ok(())
+        };
+    }
     // SAFETY: attr is a live, writable struct of the size passed; the
     // caller vouches for the pointers inside it.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>()) };
@@ -73,6 +81,40 @@ unsafe fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The seam at `bpf(2)` (aya's `sys/fake.rs` is the model): a test puts
+/// a function of (command, attributes) in the kernel's place for its own
+/// thread, so that what this file builds around the call runs without
+/// root or a kernel that has the command.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::cell::RefCell;
+
+    type Kernel = Box<dyn FnMut(libc::c_long, *mut u8, usize) -> i32>;
+
+    thread_local! {
+        static KERNEL: RefCell<Option<Kernel>> = const { RefCell::new(None) };
+    }
+
+    /// Answers this thread's `bpf(2)` calls with `kernel` (0 or a negated
+    /// errno) until the guard drops.
+    pub(crate) fn kernel(
+        kernel: impl FnMut(libc::c_long, *mut u8, usize) -> i32 + 'static,
+    ) -> impl Drop {
+        struct Restore;
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                KERNEL.with(|k| k.borrow_mut().take());
+            }
+        }
+        KERNEL.with(|k| *k.borrow_mut() = Some(Box::new(kernel)));
+        Restore
+    }
+
+    pub(super) fn call(cmd: libc::c_long, attr: *mut u8, size: usize) -> Option<i32> {
+        KERNEL.with(|k| k.borrow_mut().as_mut().map(|f| f(cmd, attr, size)))
+    }
 }
 
 /// The `bpf(2)` attributes of the batch commands.
@@ -198,4 +240,108 @@ pub(crate) fn map_update_batch<V: Copy>(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd as _, FromRawFd as _, OwnedFd};
+
+    use super::*;
+
+    /// Any descriptor: the fake kernel never looks at it.
+    fn some_fd() -> std::fs::File {
+        std::fs::File::open("/dev/null").unwrap()
+    }
+
+    /// The batch attributes the fake kernel was handed.
+    fn batch<'a>(
+        cmd: libc::c_long,
+        attr: *mut u8,
+        size: usize,
+        want: libc::c_long,
+    ) -> &'a mut BatchAttr {
+        assert_eq!(cmd, want, "bpf command");
+        assert_eq!(size, size_of::<BatchAttr>());
+        // SAFETY: the caller's BatchAttr, live for the call.
+        unsafe { &mut *attr.cast::<BatchAttr>() }
+    }
+
+    #[test]
+    fn a_read_to_the_end_of_the_map_returns_what_the_kernel_copied() {
+        let _k = fake::kernel(|cmd, attr, size| {
+            let a = batch(cmd, attr, size, BPF_MAP_LOOKUP_BATCH);
+            assert_eq!(a.count, 4, "asks for every entry");
+            let values = a.values as *mut u64;
+            for i in 0..3 {
+                // SAFETY: the caller's buffer of 4 values.
+                unsafe { values.add(i).write(10 + i as u64) };
+            }
+            a.count = 3;
+            // The end of the map reached: ENOENT, with what was copied.
+            -libc::ENOENT
+        });
+        let mut values = [0u64; 4];
+        // SAFETY: room for 4 one-word values.
+        let got = unsafe { map_read_all(some_fd().as_fd(), &mut values, 4) }.unwrap();
+        assert_eq!(got, 3);
+        assert_eq!(values, [10, 11, 12, 0]);
+    }
+
+    #[test]
+    fn a_refused_read_is_an_error() {
+        let _k = fake::kernel(|_, _, _| -libc::EPERM);
+        let mut values = [0u64; 2];
+        // SAFETY: room for 2 one-word values.
+        let e = unsafe { map_read_all(some_fd().as_fd(), &mut values, 2) }.unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+    }
+
+    #[test]
+    fn a_batch_write_hands_every_key_and_value_and_fails_when_cut_short() {
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let record = seen.clone();
+        let _k = fake::kernel(move |cmd, attr, size| {
+            let a = batch(cmd, attr, size, BPF_MAP_UPDATE_BATCH);
+            let n = a.count as usize;
+            // SAFETY: the caller's key and value arrays of `count`.
+            let (keys, values) = unsafe {
+                (
+                    std::slice::from_raw_parts(a.keys as *const u32, n),
+                    std::slice::from_raw_parts(a.values as *const u16, n),
+                )
+            };
+            record.borrow_mut().push((keys.to_vec(), values.to_vec()));
+            // Takes all but the last of a batch of three.
+            if n == 3 {
+                a.count = 2;
+            }
+            0
+        });
+        map_update_batch(some_fd().as_fd(), &[7, 9], &[70u16, 90]).unwrap();
+        let e = map_update_batch(some_fd().as_fd(), &[1, 2, 3], &[1u16, 2, 3]).unwrap_err();
+        assert_eq!(e.to_string(), "the kernel took 2 of 3 entries");
+        // Nothing to write: no call at all.
+        map_update_batch::<u16>(some_fd().as_fd(), &[], &[]).unwrap();
+        assert_eq!(
+            *seen.borrow(),
+            [(vec![7, 9], vec![70, 90]), (vec![1, 2, 3], vec![1, 2, 3])]
+        );
+    }
+
+    #[test]
+    fn what_is_written_through_a_mapping_reads_back() {
+        // A memfd stands in for an mmapable array: the same mmap calls,
+        // no BPF.
+        // SAFETY: a fresh fd, owned below.
+        let fd = unsafe { libc::memfd_create(c"mapped".as_ptr(), 0) };
+        assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+        // SAFETY: a fresh fd of ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        std::fs::File::from(fd.try_clone().unwrap())
+            .set_len(4096)
+            .unwrap();
+        write_mapped(fd.as_fd(), &[1u64, 2, 3]).unwrap();
+        let m = SharedMapping::new(fd.as_fd(), 4096).unwrap();
+        assert_eq!([m.u64_at(0), m.u64_at(2), m.u64_at(3)], [1, 3, 0]);
+    }
 }

@@ -225,7 +225,14 @@ fn with_its_capabilities_a_plain_user_loads_reloads_and_applies() {
     assert_eq!(report["action"], "unchanged", "{report}");
     let unload = as_nobody(&net, "", &["unload", "--iface", iface]);
     assert_eq!(code(&unload), 0, "{}", text(&unload));
-    assert_eq!(std::fs::read_dir(&net.pin_root).unwrap().count(), 0);
+    // Nothing but the marker that the unload was on purpose, the user's.
+    let left: Vec<_> = std::fs::read_dir(&net.pin_root)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].file_name(), format!("unloaded:{iface}").as_str());
+    assert_eq!(left[0].metadata().unwrap().uid(), NOBODY);
 }
 
 /// The first interface of `status --json` from `out`.
@@ -349,9 +356,13 @@ fn root_and_the_service_user_share_the_services_filter() {
         !shown.contains("xdp"),
         "an XDP program is still attached: {shown}"
     );
+    // Nothing but the marker that the unload was on purpose, handed to
+    // the service user, whose next `load` or `apply` removes it.
     let left: Vec<_> = std::fs::read_dir(&net.pin_root)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert!(left.is_empty(), "unload left pins: {left:?}");
+    let marker = net.pin_root.join(format!("unloaded:{iface}"));
+    assert_eq!(left, std::slice::from_ref(&marker), "unload left pins");
+    assert_eq!(std::fs::metadata(&marker).unwrap().uid(), NOBODY);
 }

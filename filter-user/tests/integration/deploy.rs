@@ -2,11 +2,16 @@
 //! unit verified by `systemd-analyze`, every filterctl command line in the
 //! unit, the DaemonSet and the Containerfile parsed by filterctl's own
 //! command-line parser and each of its flags found in `--help`, every path
-//! they name found in the image or a volume, the ConfigMap's rules valid,
-//! and the alerts checked and unit-tested by promtool; the unit's runtime
-//! folder holding serve's upstream state file, written there under a
-//! read-only /run as the unit sets it up, and its stop timeout covering
-//! serve's own. Only that write needs root (for a mount namespace).
+//! they name found in the image or a volume, serve's address in the
+//! DaemonSet whole for an IPv4 and an IPv6 node, its probes on the port it
+//! listens on, the ConfigMap's rules equal to rules/default.toml byte for
+//! byte, every Kubernetes manifest valid against the API's schema
+//! (`kubernetes-validate --strict`), the memory limit covering serve and the
+//! maps it may load, and the alerts checked and unit-tested by promtool;
+//! the unit's runtime folder holding serve's upstream state file, written
+//! there under a read-only /run as the unit sets it up, and its stop
+//! timeout covering serve's own. Only that write needs root (for a mount
+//! namespace).
 
 use std::{
     collections::BTreeMap,
@@ -18,8 +23,14 @@ use std::{
 
 use clap::Parser as _;
 use filterctl::{
+    EBPF_OBJECT,
     commands::args::Cli,
-    serve::{http::Limits, upstream::WITHDRAW_TIMEOUT},
+    filter::{
+        lifecycle::program,
+        observe::memory::{self, CPU_COLUMNS},
+    },
+    rules,
+    serve::{http::Limits, listen::parse_listen, upstream::WITHDRAW_TIMEOUT},
     state::PinRoot,
     upstream::state::{self, RouteState, STATE_DIR, UpstreamState},
 };
@@ -387,11 +398,17 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A container's filterctl command line, its environment expanded.
-fn container_argv(c: &Value) -> Vec<String> {
+/// Addresses a node may have: the DaemonSet's command lines are checked
+/// with each as the value of every variable Kubernetes fills in
+/// (`valueFrom`), as `$(NODE_IP)`.
+const NODE_IPS: [&str; 2] = ["192.0.2.1", "2001:db8::5"];
+
+/// A container's filterctl command line, its environment expanded, with
+/// `node_ip` for what Kubernetes fills in.
+fn container_argv(c: &Value, node_ip: &str) -> Vec<String> {
     let mut env = BTreeMap::new();
     for e in c["env"].as_sequence().unwrap() {
-        let value = e["value"].as_str().unwrap_or("192.0.2.1");
+        let value = e["value"].as_str().unwrap_or(node_ip);
         env.insert(e["name"].as_str().unwrap().to_string(), value.to_string());
     }
     strings(&c["command"])
@@ -402,11 +419,15 @@ fn container_argv(c: &Value) -> Vec<String> {
 }
 
 /// A DaemonSet container: its command line, capabilities, the volume of
-/// every path it names, its readiness probe on the port it listens on.
+/// every path it names, its probes on the address it listens on.
 fn check_container(c: &Value, volumes: &[Value], config_map: &Value) {
     let name = c["name"].as_str().unwrap();
-    let argv = container_argv(c);
-    check_command_line(&format!("DaemonSet container {name}"), &argv);
+    for ip in NODE_IPS {
+        let argv = container_argv(c, ip);
+        check_command_line(&format!("DaemonSet container {name}"), &argv);
+        check_probes(c, &argv, ip);
+    }
+    let argv = container_argv(c, NODE_IPS[0]);
     let caps = strings(&c["securityContext"]["capabilities"]["add"]);
     assert_eq!(caps, ["BPF", "NET_ADMIN", "PERFMON"], "{name}");
     let mounts = c["volumeMounts"].as_sequence().unwrap();
@@ -427,14 +448,57 @@ fn check_container(c: &Value, volumes: &[Value], config_map: &Value) {
             );
         }
     }
-    if let Some(probe) = c.get("readinessProbe") {
-        assert_eq!(probe["httpGet"]["path"], "/healthz");
-        let port = probe["httpGet"]["port"].as_u64().unwrap();
-        let listen = argv.iter().position(|a| a == "--listen").unwrap();
-        assert!(argv[listen + 1].ends_with(&format!(":{port}")), "{argv:?}");
-        let ports = c["ports"].as_sequence().unwrap();
-        assert_eq!(ports[0]["containerPort"].as_u64(), Some(port));
+}
+
+/// serve's probes: readiness on /healthz (the filter attached), liveness
+/// on /livez (serve answers), both on the port serve listens on, at the
+/// node's address (`node_ip`), which serve reads whole, IPv6 too.
+fn check_probes(c: &Value, argv: &[String], node_ip: &str) {
+    let Some(listen) = argv.iter().position(|a| a == "--listen") else {
+        assert!(c.get("readinessProbe").is_none(), "a probe of no server");
+        return;
+    };
+    let addr = parse_listen(&argv[listen + 1]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        addr.ip(),
+        node_ip.parse::<std::net::IpAddr>().unwrap(),
+        "serve listens elsewhere than on the node's address: {argv:?}"
+    );
+    for (probe, path) in [("readinessProbe", "/healthz"), ("livenessProbe", "/livez")] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        // No host: the kubelet asks the pod's address, the node's.
+        assert!(get.get("host").is_none(), "{probe}: {get:?}");
+        assert_eq!(
+            get["port"].as_u64(),
+            Some(u64::from(addr.port())),
+            "{probe}"
+        );
     }
+    let ports = c["ports"].as_sequence().unwrap();
+    assert_eq!(
+        ports[0]["containerPort"].as_u64(),
+        Some(u64::from(addr.port()))
+    );
+}
+
+/// Where the Kubernetes manifests are (`kubectl apply -f` of the folder).
+const KUBERNETES: &str = "deploy/kubernetes";
+/// The Prometheus configuration that scrapes the DaemonSet's pods (no
+/// manifest: it lies apart, so that `kubectl apply -f` takes the folder).
+const KUBERNETES_SCRAPE: &str = "deploy/prometheus/kubernetes.yml";
+
+/// Every file of the Kubernetes folder, as paths from the repository.
+fn kubernetes_manifests() -> Vec<String> {
+    let mut paths: Vec<String> = std::fs::read_dir(format!("{REPO}/{KUBERNETES}"))
+        .unwrap()
+        .map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            format!("{KUBERNETES}/{name}")
+        })
+        .collect();
+    paths.sort();
+    paths
 }
 
 #[test]
@@ -450,10 +514,12 @@ fn kubernetes_and_container_name_what_exists() {
     );
 
     let mut manifests = BTreeMap::new();
-    for entry in std::fs::read_dir(format!("{REPO}/deploy/kubernetes")).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        for doc in yaml_docs(&format!("deploy/kubernetes/{name}")) {
-            let kind = doc["kind"].as_str().unwrap_or("config").to_string();
+    for path in kubernetes_manifests() {
+        for doc in yaml_docs(&path) {
+            let kind = doc["kind"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{path}: a document without a kind"))
+                .to_string();
             manifests.insert(kind, doc);
         }
     }
@@ -468,9 +534,20 @@ fn kubernetes_and_container_name_what_exists() {
         .iter()
         .chain(spec["containers"].as_sequence().unwrap())
         .collect();
-    for c in containers {
+    for c in &containers {
         check_container(c, volumes, config_map);
     }
+    // serve's state file (STATE_DIR) on a volume of the host's, kept for
+    // the next pod: the container's own file system is read-only.
+    let serve = containers.iter().find(|c| c["name"] == "serve").unwrap();
+    let mounts = serve["volumeMounts"].as_sequence().unwrap();
+    let run = mounts
+        .iter()
+        .find(|m| Path::new(STATE_DIR).starts_with(m["mountPath"].as_str().unwrap()))
+        .unwrap_or_else(|| panic!("serve writes {STATE_DIR}, on no volume"));
+    assert_ne!(run["readOnly"], Value::Bool(true), "{run:?}");
+    let volume = volumes.iter().find(|v| v["name"] == run["name"]).unwrap();
+    assert!(volume["hostPath"]["path"].is_string(), "{volume:?}");
 
     // The ConfigMap's rules are valid.
     let dir = std::env::temp_dir().join(format!("flt-cm-{}", std::process::id()));
@@ -481,8 +558,16 @@ fn kubernetes_and_container_name_what_exists() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(check.status.success(), "the ConfigMap's rules: {check:?}");
 
+    // A stop waits for serve's drain and withdrawals, as the unit's does.
+    let grace = spec["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let needed = Limits::DEFAULT.drain + WITHDRAW_TIMEOUT + STOP_ROOM;
+    assert!(
+        Duration::from_secs(grace) >= needed,
+        "terminationGracePeriodSeconds: {grace} kills serve before its drain and withdrawals end ({needed:?} with room)"
+    );
+
     // The scrape config keeps the DaemonSet's pods and its metrics port.
-    let scrape = &manifests["config"]["scrape_configs"][0];
+    let scrape = &yaml_docs(KUBERNETES_SCRAPE)[0]["scrape_configs"][0];
     let keeps: Vec<&Value> = scrape["relabel_configs"]
         .as_sequence()
         .unwrap()
@@ -495,6 +580,251 @@ fn kubernetes_and_container_name_what_exists() {
         keeps[1]["regex"], spec["containers"][0]["ports"][0]["name"],
         "the scrape config keeps another port"
     );
+}
+
+/// The ConfigMap holding the rules every node enforces.
+const CONFIG_MAP: &str = "deploy/kubernetes/configmap.yaml";
+/// The line of the ConfigMap after which the rules follow, indented.
+const RULES_KEY: &str = "  rules.toml: |";
+/// Set to rewrite the ConfigMap from rules/default.toml.
+const REGENERATE: &str = "FILTERCTL_REGENERATE";
+
+/// The ConfigMap `current` with `rules` as its rule file: everything up to
+/// the `rules.toml` key kept, the rules after it indented as a YAML block.
+fn config_map_with(current: &str, rules: &str) -> String {
+    let key = current
+        .find(&format!("\n{RULES_KEY}\n"))
+        .unwrap_or_else(|| panic!("{CONFIG_MAP} has no line {RULES_KEY:?}"));
+    let mut out = current[..key + RULES_KEY.len() + 2].to_string();
+    for line in rules.lines() {
+        if !line.is_empty() {
+            out.push_str("    ");
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The ConfigMap's rules are rules/default.toml, byte for byte: the copy is
+/// checked rather than generated at build time, so that the manifest stays
+/// a plain file to `kubectl apply`, readable where it is; a change of the
+/// default rules fails here until the ConfigMap is rewritten (the message
+/// says how), and the YAML itself is read back to be sure it holds them.
+#[test]
+fn kubernetes_config_map_is_the_default_rules() {
+    let default = read("rules/default.toml");
+    let current = read(CONFIG_MAP);
+    let wanted = config_map_with(&current, &default);
+    if current != wanted {
+        if std::env::var_os(REGENERATE).is_some() {
+            std::fs::write(format!("{REPO}/{CONFIG_MAP}"), &wanted).unwrap();
+            eprintln!("{CONFIG_MAP} rewritten from rules/default.toml");
+        } else {
+            panic!(
+                "{CONFIG_MAP} does not hold rules/default.toml: rewrite it with `{REGENERATE}=1 cargo test -p filter-user --test integration -- deploy::kubernetes_config_map_is_the_default_rules`"
+            );
+        }
+    }
+    let doc = &yaml_docs(CONFIG_MAP)[0];
+    let held = doc["data"]["rules.toml"]
+        .as_str()
+        .expect("data: rules.toml");
+    if held != default {
+        let line = held
+            .lines()
+            .zip(default.lines())
+            .position(|(a, b)| a != b)
+            .map_or(held.lines().count().min(default.lines().count()), |i| i);
+        panic!(
+            "{CONFIG_MAP}: its rules.toml, as YAML reads it, differs from rules/default.toml from line {} on (a file YAML's `|` block cannot hold as it is: leading blanks on its first line, or blank lines at its end)",
+            line + 1
+        );
+    }
+}
+
+/// The Kubernetes versions the manifests are validated against: the oldest
+/// the deployment guide names and the newest the validator knows.
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.30.0", "1.37.0"];
+
+/// `kubernetes-validate --strict` (the API's OpenAPI schemas, bundled, so
+/// no cluster and no network; unknown fields refused) on `files`, at each
+/// of [`KUBERNETES_VERSIONS`]; the output of the runs that failed.
+fn validate(files: &[String]) -> Result<(), String> {
+    let mut failed = String::new();
+    for version in KUBERNETES_VERSIONS {
+        let out = output(
+            Command::new("kubernetes-validate")
+                .args(["--strict", "--kubernetes-version", version])
+                .args(files),
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // It skips nothing silently: one "passed" for each document.
+        let passed = text.matches(" passed for resource ").count();
+        let documents: usize = files
+            .iter()
+            .map(|f| {
+                serde_yaml::Deserializer::from_str(&std::fs::read_to_string(f).unwrap()).count()
+            })
+            .sum();
+        if !out.status.success() || passed != documents {
+            failed += &format!(
+                "kubernetes-validate at {version} ({}, {passed} of {documents} documents passed):\n{text}\n",
+                out.status
+            );
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed)
+    }
+}
+
+/// Every manifest is valid for the API server, strictly: a misspelled
+/// field (which `kubectl apply` drops with at most a warning) fails here,
+/// as the broken copy shows.
+#[test]
+fn kubernetes_manifests_validate_against_the_schema() {
+    let files: Vec<String> = kubernetes_manifests()
+        .iter()
+        .map(|p| format!("{REPO}/{p}"))
+        .collect();
+    assert!(files.len() >= 3, "{files:?}");
+    if let Err(e) = validate(&files) {
+        panic!("{e}(kubernetes-validate comes from PyPI: `cargo xtask setup` installs it)");
+    }
+
+    let dir = std::env::temp_dir().join(format!("flt-k8s-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("daemonset.yaml");
+    let daemonset = read("deploy/kubernetes/daemonset.yaml");
+    assert!(daemonset.contains("readinessProbe:"));
+    std::fs::write(
+        &broken,
+        daemonset.replace("readinessProbe:", "readinesProbe:"),
+    )
+    .unwrap();
+    let result = validate(&[broken.display().to_string()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let e = result.expect_err("a misspelled field passed the validator");
+    assert!(e.contains("'readinesProbe' was unexpected"), "{e}");
+}
+
+/// Bytes of a Kubernetes quantity of memory ("256Mi", "300M", "1Gi").
+fn quantity(q: &str) -> u64 {
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (n, unit) = q.split_at(split);
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("quantity {q:?}"));
+    let scale = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => panic!("quantity {q:?}: write it in Ki, Mi, Gi, k, M or G"),
+    };
+    n * scale
+}
+
+/// What serve's resident memory may peak at (VmHWM) on one interface:
+/// loads of the default rules, scrapes. Measured by
+/// `serve::serve_loads_a_gone_filter_again_unless_unloaded_on_purpose`
+/// (46 MB, 2026-12, the debug build the tests run), which fails when serve
+/// goes over it; the DaemonSet's memory is sized with it.
+pub const SERVE_PEAK_KB: u64 = 56 * 1024;
+/// The node size the DaemonSet's memory limit is written for: per-CPU maps
+/// grow with the CPUs (see docs/benchmarks.md, "Memory per interface").
+const SIZED_FOR_CPUS: u32 = 64;
+
+/// Kernel memory of the maps of one filter loaded with the ConfigMap's
+/// rules (rules/default.toml, checked equal above) at `cpus`: all of them,
+/// with the state tries full (bans fill them in a flood; the other tries,
+/// allocated entry by entry, hold the file's lists, none here); and those a
+/// reload makes anew (the generation's, besides the state maps that carry
+/// over).
+fn map_bytes(cpus: u32) -> (u64, u64) {
+    let path = Path::new(REPO).join("rules/default.toml");
+    let set = rules::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let defs = memory::definitions(EBPF_OBJECT).unwrap();
+    let sizes = program::load_sizes(&set, &set.compile());
+    let f = memory::footprint(&defs, &sizes, cpus);
+    let column = CPU_COLUMNS.iter().position(|c| *c == cpus);
+    let bytes = |r: &memory::Row| column.map_or(r.bytes_here, |i| r.bytes_at[i]);
+    let state = |r: &memory::Row| filter_common::STATE_MAPS.contains(&r.map.as_str());
+    let all = f
+        .maps
+        .iter()
+        .filter(|r| !r.when_full || state(r))
+        .map(bytes)
+        .sum();
+    let generation = f
+        .maps
+        .iter()
+        .filter(|r| !r.when_full && !state(r))
+        .map(bytes)
+        .sum();
+    (all, generation)
+}
+
+/// The memory the DaemonSet gives each container covers, on a node of
+/// [`SIZED_FOR_CPUS`], what is charged to the pod: the maps of a filter it
+/// loads (the kernel charges a map to whoever made it, and the charges of
+/// the init container's maps stay with the pod), a reload's new generation
+/// beside the old one, and serve's peak; the request covers serve on the
+/// smallest node of [`CPU_COLUMNS`].
+#[test]
+fn kubernetes_memory_covers_serve_and_the_maps() {
+    let docs = yaml_docs("deploy/kubernetes/daemonset.yaml");
+    let spec = &docs[0]["spec"]["template"]["spec"];
+    let (all, generation) = map_bytes(SIZED_FOR_CPUS);
+    let (small, small_generation) = map_bytes(CPU_COLUMNS[0]);
+    let limit_needed = all + generation + SERVE_PEAK_KB * 1024;
+    let request_needed = small + small_generation + SERVE_PEAK_KB * 1024;
+    let mb = |b: u64| b as f64 / 1e6;
+    eprintln!(
+        "maps at {SIZED_FOR_CPUS} CPUs {:.1} MB (a generation {:.1} MB), at {} CPUs {:.1} MB ({:.1} MB), serve {:.1} MB: limit at least {:.1} MB, request {:.1} MB",
+        mb(all),
+        mb(generation),
+        CPU_COLUMNS[0],
+        mb(small),
+        mb(small_generation),
+        mb(SERVE_PEAK_KB * 1024),
+        mb(limit_needed),
+        mb(request_needed)
+    );
+    let containers = spec["initContainers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .chain(spec["containers"].as_sequence().unwrap());
+    for c in containers {
+        let name = c["name"].as_str().unwrap();
+        let resources = &c["resources"];
+        let memory = |kind: &str| {
+            let q = resources[kind]["memory"].as_str();
+            quantity(q.unwrap_or_else(|| panic!("{name}: no memory in resources.{kind}")))
+        };
+        let (limit, request) = (memory("limits"), memory("requests"));
+        assert!(
+            limit >= limit_needed,
+            "{name}: memory limit {:.1} MB, under the {:.1} MB a load of the filter and serve's peak take on a node of {SIZED_FOR_CPUS} CPUs",
+            mb(limit),
+            mb(limit_needed)
+        );
+        assert!(
+            request >= request_needed && request <= limit,
+            "{name}: memory request {:.1} MB: at least {:.1} MB, at most the limit",
+            mb(request),
+            mb(request_needed)
+        );
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@
 use crate::common;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     net::{Ipv6Addr, SocketAddr, UdpSocket},
 };
 
@@ -83,28 +83,38 @@ src_port = 53
 action = "pass"
 
 [reply_guard]
-ports = [19, 161, 1900, 5005, 40000]
+ports = [19, 161, 1900, 5005, 5683, 40000]
 packets = 3
 expiry = "40d"
 multicast_expiry = "40d"
 
 [reply_guard.port.5005]
 packets = 1000000
+
+# Over the catalogue's own (256, 125 s): no entry may expire during a run.
+[reply_guard.port.1900]
+packets = 3
+multicast_expiry = "40d"
+
+[reply_guard.port.5683]
+observe_packets = 6
+observe_expiry = "40d"
 "#;
 
 /// Guarded ports where the run's namespace has a server (a UDP socket on
 /// the wildcard address), as the model is told: datagrams from guarded
 /// ports to them take the served-port decisions (a request from the same
 /// port, by its shape where the protocol has one; a reflection aimed at
-/// the service otherwise).
-const SERVED: [u16; 3] = [19, 1900, 5005];
+/// the service otherwise). And SNMP's manager port, 162, the other port of
+/// a pair: from 161 a trap's shape passes there.
+const SERVED: [u16; 4] = [19, 162, 1900, 5005];
 
 /// The kernel asks its socket table whether a reply from a guarded port to
 /// a guarded port reaches a server; the model knows only of [`SERVED`]. Any
 /// other UDP socket bound on one of these ports in the run's namespace
 /// would make them differ: say so instead of reporting a divergence.
 fn assert_no_udp_server_on_guarded_ports() {
-    let guarded = [161u16, 40000];
+    let guarded = [161u16, 5683, 40000];
     for table in ["udp", "udp6"] {
         let path = format!("/proc/thread-self/net/{table}");
         let text = std::fs::read_to_string(&path).unwrap();
@@ -124,19 +134,36 @@ fn assert_no_udp_server_on_guarded_ports() {
 }
 
 /// Requests the host sent before the run (victim 192.0.2.1, local port
-/// 40000): to a unicast peer on ports 19 and 5005, and to the SSDP group.
+/// 40000): to a unicast peer on ports 19 and 5005, to the SSDP group, to
+/// the subnet's broadcast address on 161 (a group request by its frame's
+/// broadcast MAC), to 198.51.100.255 on 19 in a frame to a router's MAC
+/// (a host of a wider prefix), and a CoAP Observe registration to 5683
+/// followed by its acknowledgement (a plain request that leaves the
+/// subscription's budget).
 fn requests() -> Vec<Vec<u8>> {
     use filter_testkit::frames::{Frag, ether, ipv4, udp};
+    let observe = [
+        0x42, 0x01, 0x12, 0x34, 0xaa, 0xbb, 0x60, 0x54, b't', b'e', b'm', b'p',
+    ];
+    let ack = [0x60, 0x00, 0x40, 0x01];
     [
-        ([192, 0, 2, 77], 19u16),
-        ([198, 51, 100, 67], 5005),
-        ([239, 255, 255, 250], 1900),
+        ([192, 0, 2, 77], 19u16, &b"request"[..], false),
+        ([198, 51, 100, 67], 5005, b"request", false),
+        ([239, 255, 255, 250], 1900, b"request", false),
+        ([192, 0, 2, 255], 161, b"request", true),
+        ([198, 51, 100, 255], 19, b"request", false),
+        ([198, 51, 100, 67], 5683, &observe, false),
+        ([198, 51, 100, 67], 5683, &ack, false),
     ]
     .iter()
-    .map(|(dst, port)| {
-        let mut ip = ipv4(17, &[], Frag::default(), &udp(40000, *port, b"request"));
+    .map(|(dst, port, payload, broadcast)| {
+        let mut ip = ipv4(17, &[], Frag::default(), &udp(40000, *port, payload));
         ip[16..20].copy_from_slice(dst);
-        ether(&[], 0x0800, &ip)
+        let mut f = ether(&[], 0x0800, &ip);
+        if *broadcast {
+            f[..6].copy_from_slice(&[0xff; 6]);
+        }
+        f
     })
     .collect()
 }
@@ -216,6 +243,16 @@ fn l4_payload(r: &mut Rng) -> Vec<u8> {
     if p.len() >= 8 && r.chance(10) {
         p[..8].copy_from_slice(r.pick(&[b"M-SEARCH", b"NOTIFY *", b"HTTP/1.1"]));
     }
+    // SNMP messages: traps and informs, which pass from 161 to a manager
+    // on 162 (see SERVED), and the rest, which don't.
+    if p.len() >= 16 && r.chance(5) {
+        let pdu = r.pick(&[0xa4u8, 0xa6, 0xa7, 0xa2, 0xa0]);
+        let len = (p.len() - 2).min(0x7f) as u8;
+        p[..16].copy_from_slice(&[
+            0x30, len, 0x02, 0x01, 0x01, 0x04, 0x06, b'p', b'u', b'b', b'l', b'i', b'c', pdu, 0x19,
+            0x02,
+        ]);
+    }
     p
 }
 
@@ -224,7 +261,7 @@ fn l4_payload(r: &mut Rng) -> Vec<u8> {
 fn l4(r: &mut Rng, proto: u8, first: bool) -> Vec<u8> {
     let port = |r: &mut Rng| {
         r.pick(&[
-            123u16, 1900, 53, 19, 5000, 5005, 5010, 5011, 40000, 1024, 0, 65535,
+            123u16, 1900, 53, 19, 161, 162, 5000, 5005, 5010, 5011, 5683, 40000, 1024, 0, 65535,
         ])
         .wrapping_add(if r.chance(20) { r.below(3) as u16 } else { 0 })
     };
@@ -570,13 +607,16 @@ fn expected_action(reason: Reason, monitor: bool) -> u32 {
 struct Coverage {
     /// Reasons the model gave, indexed like [`Reason::ALL`].
     counts: Vec<u64>,
-    /// Datagrams whose dropped first fragment the kernel must remember: far
-    /// fewer than FRAGS holds (16384), or LRU eviction would tell kernel
-    /// and model apart (the model forgets nothing).
+    /// Datagrams whose first fragment (dropped or passed) the kernel must
+    /// remember: far fewer than FRAGS holds (16384), or LRU eviction would
+    /// tell kernel and model apart (the model forgets nothing).
     frag_keys: HashSet<FragKey>,
     /// IP packets whose L4 payload starts past MAX_L4_OFFSET (1024): the
     /// L4 header sat right at the bound.
     deep: u64,
+    /// Later fragments passed after first fragments of their datagram were
+    /// both dropped and passed: a remembered pass beats a drop.
+    overridden: u64,
 }
 
 /// Runs `frames` frames of `seed` through kernel and model; panics at the
@@ -612,7 +652,10 @@ fn run_here(set: &RuleSet, seed: u64, frames: usize, monitor: bool) -> (Simulato
         counts: vec![0u64; Reason::ALL.len()],
         frag_keys: HashSet::new(),
         deep: 0,
+        overridden: 0,
     };
+    // Per datagram: whether a first fragment of it was dropped, passed.
+    let mut firsts: HashMap<FragKey, (bool, bool)> = HashMap::new();
     let mut batch: Vec<(Vec<u8>, Reason)> = Vec::new();
     let mut kernel_before = runner.reasons().unwrap();
     for i in 0..frames {
@@ -621,8 +664,14 @@ fn run_here(set: &RuleSet, seed: u64, frames: usize, monitor: bool) -> (Simulato
         cov.counts[want as usize] += 1;
         let (parsed, p) = common::model::parse(&f);
         if parsed == Parsed::Ip {
-            if want.drops() && p.frag == Frag::First {
-                cov.frag_keys.insert(datagram(&p).key());
+            let key = datagram(&p).key();
+            if p.frag == Frag::First {
+                cov.frag_keys.insert(key);
+                let seen = firsts.entry(key).or_default();
+                *seen = (seen.0 || want.drops(), seen.1 || !want.drops());
+            }
+            if p.frag == Frag::Later && want == Reason::FragmentPass {
+                cov.overridden += (firsts.get(&key) == Some(&(true, true))) as u64;
             }
             cov.deep += (p.frag != Frag::Later && p.payload_off > 1024) as u64;
         }
@@ -667,10 +716,14 @@ fn run_here(set: &RuleSet, seed: u64, frames: usize, monitor: bool) -> (Simulato
 }
 
 /// Finds the frame of a batch whose reason differs: replays the run up to
-/// the batch on a fresh program (the fragment memory depends on history),
+/// the batch on a fresh program that recorded the same requests (the
+/// fragment memory and the budgets depend on history),
 /// then reads the counters after each frame of the batch.
 fn report_batch(set: &RuleSet, seed: u64, first: usize, batch: &[(Vec<u8>, Reason)]) -> ! {
     let runner = Simulator::new(set).unwrap();
+    for r in requests() {
+        runner.record_request(&r).unwrap();
+    }
     let mut rng = Rng(seed);
     for _ in 0..first {
         runner.run(&frame(&mut rng)).unwrap();
@@ -743,13 +796,14 @@ fn a_million_frames_agree_with_the_reference_model() {
     let counts = cov.counts;
     assert_counters(&runner, &counts, n);
     // The run must have exercised every reason that does not need time
-    // (FragmentDrop needs `fragments = "drop"`: the monitor run covers it).
+    // (FragmentDrop: under "pass", a later fragment whose first was not
+    // seen, from a source the host did not ask).
     for r in Reason::ALL {
         let timed = matches!(
             r,
             Reason::BanDrop | Reason::RateLimitDrop | Reason::AggregateDrop
         );
-        if !timed && r != Reason::FragmentDrop {
+        if !timed {
             assert!(
                 counts[r as usize] > 0,
                 "no frame got {}: the generator misses a case",
@@ -761,10 +815,16 @@ fn a_million_frames_agree_with_the_reference_model() {
         cov.deep > 0,
         "no L4 header right at the 1024-byte bound: the generator misses a case"
     );
+    assert!(
+        cov.overridden > 0,
+        "no later fragment followed a pass written over a drop: the generator misses a case"
+    );
     println!(
-        "{} remembered datagrams, {} L4 headers at the bound",
+        "{} remembered datagrams, {} L4 headers at the bound, {} later fragments \
+         passed where a first was dropped and one passed",
         cov.frag_keys.len(),
-        cov.deep
+        cov.deep,
+        cov.overridden
     );
     println!(
         "{}",
@@ -823,8 +883,8 @@ fn the_early_verdict_agrees_with_the_full_decision() {
             r#"deny = ["2001:db8:dead::/48", "198.51.100.66"]"#,
         )
         .replace(
-            "ports = [19, 161, 1900, 5005, 40000]",
-            "ports = [19, 161, 1900, 5005]",
+            "ports = [19, 161, 1900, 5005, 5683, 40000]",
+            "ports = [19, 161, 1900, 5005, 5683]",
         );
     let set = rules::parse("differential.toml", &text).expect("valid rules");
     let (seed, n) = (seed() ^ 2, frames(1_000_000) / 5);

@@ -3,7 +3,8 @@
 //! `stats --json`, /stats equal to it too, the watched rule file reloaded
 //! when its content changes and on SIGHUP (and not when only touched, nor
 //! when broken), SIGTERM ending the daemon with status 0 and the filter
-//! still attached. Needs root.
+//! still attached; a watched filter that is gone loaded again, unless an
+//! operator's `unload` left it off on purpose. Needs root.
 
 use crate::common;
 
@@ -408,4 +409,139 @@ fn serve_exposes_the_counters_and_follows_the_rule_file() {
         );
     }
     ok(run(&net, &["unload", "--iface", &net.victim_if]));
+}
+
+/// NTP monlist replies from a reflector reaching the victim: how many
+/// of `n` got through (none while a filter runs: unsolicited replies).
+fn reflection_through(net: &TestNet, n: usize) -> u64 {
+    let sink_addr = SocketAddr::new(IpAddr::V4(VICTIM_V4), 40010);
+    let sink = TestNet::in_ns(&net.victim_ns, || Sink::bind(&[sink_addr]))
+        .unwrap()
+        .unwrap();
+    let reflector = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9)), 123);
+    TestNet::in_ns(&net.attacker_ns, || {
+        send_udp(reflector, sink_addr, &ntp_monlist_reply(), n)
+    })
+    .unwrap()
+    .unwrap();
+    sink.drain()[&sink_addr]
+}
+
+/// /healthz of the daemon: its status and its one interface.
+fn health(net: &TestNet, port: u16) -> (u16, Value) {
+    let h = get(net, port, "/healthz").expect("/healthz answers");
+    let doc: Value = serde_json::from_str(&h.body).unwrap_or_else(|e| panic!("{e}: {}", h.body));
+    (h.status, doc["interfaces"][0].clone())
+}
+
+/// The peak resident memory of process `pid` (VmHWM), in kB.
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"));
+    line.trim().trim_end_matches("kB").trim().parse().unwrap()
+}
+
+/// The path back: a watched interface whose pins are removed by hand (as a
+/// new bpffs after a reboot would) gets its file loaded again by serve
+/// within a few polls and filters again; after an operator's `unload`,
+/// which leaves its marker, serve leaves it off and /healthz says why; an
+/// `apply` removes the marker, and serve restores the filter again after
+/// that. The daemon's peak memory over all this is what the DaemonSet's
+/// memory limit is sized from.
+#[test]
+fn serve_loads_a_gone_filter_again_unless_unloaded_on_purpose() {
+    common::require_bpf();
+    let net = TestNet::new("srr").expect("create test namespaces");
+    let files = TempDir::new("serve-restore");
+    let (rules, _) = load_default(&net, &files);
+    let iface = net.victim_if.clone();
+    let (mut daemon, port) = Daemon::start(
+        &net,
+        files.path().join("serve.log"),
+        &["--iface", &iface, "--rules", &rules],
+    );
+    assert_eq!(health(&net, port).0, 200);
+    assert_eq!(reflection_through(&net, 20), 0, "the filter drops them");
+    let digest = status(&net)["rules_digest"].as_str().unwrap().to_string();
+    let pins = net.pin_root.join(&iface);
+    let marker = net.pin_root.join(format!("unloaded:{iface}"));
+
+    // 1: the pins removed by hand: the filter detaches with its link pin,
+    // and nothing says it was on purpose. serve loads the file again.
+    std::fs::remove_dir_all(&pins).unwrap();
+    wait_until("serve to load the gone filter again", 15, || {
+        pins.is_dir() && run(&net, &["status", "--json"]).status.success() && {
+            let s = status(&net);
+            s["generation"] == 1 && s["rules_digest"] == digest.as_str()
+        }
+    });
+    assert_eq!(reflection_through(&net, 20), 0, "filtering again");
+    wait_until("/healthz to say so", 10, || health(&net, port).0 == 200);
+    assert_eq!(
+        reloads(&net, port),
+        [1, 0, 0],
+        "the load counts as a reload"
+    );
+    assert!(
+        daemon.log().contains("loaded") && daemon.log().contains("again"),
+        "{}",
+        daemon.log()
+    );
+
+    // 2: the operator's `unload`: the marker stays, serve leaves it off.
+    ok(run(&net, &["unload", "--iface", &iface]));
+    assert!(
+        marker.is_dir(),
+        "unload left no marker at {}",
+        marker.display()
+    );
+    // Several polls of serve's.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!pins.exists(), "serve loaded it again despite the marker");
+    assert_eq!(reflection_through(&net, 20), 20, "no filter: all through");
+    let (code, doc) = health(&net, port);
+    assert_eq!(code, 503, "{doc}");
+    assert_eq!(
+        (&doc["running"], &doc["unloaded_on_purpose"]),
+        (&Value::from(false), &Value::from(true)),
+        "{doc}"
+    );
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("unloaded on purpose"),
+        "{doc}"
+    );
+    assert_eq!(reloads(&net, port), [1, 0, 0], "nothing tried");
+    assert!(
+        daemon.log().contains("unloaded on purpose"),
+        "{}",
+        daemon.log()
+    );
+
+    // 3: `apply` brings it back and removes the marker: a later loss is
+    // restored again.
+    let apply = run(&net, &["apply", "--iface", &iface, "--rules", &rules]);
+    assert_eq!(apply.status.code(), Some(10), "apply loads: {apply:?}");
+    assert!(!marker.exists(), "apply left the marker");
+    wait_until("/healthz after apply", 10, || health(&net, port).0 == 200);
+    std::fs::remove_dir_all(&pins).unwrap();
+    wait_until("serve to load it again after apply", 15, || {
+        pins.is_dir() && run(&net, &["status", "--json"]).status.success()
+    });
+    assert_eq!(reflection_through(&net, 20), 0, "filtering again");
+    daemon.assert_running();
+
+    let peak = peak_rss_kb(daemon.child.id());
+    eprintln!("serve's peak resident memory (VmHWM), three loads and scrapes: {peak} kB");
+    assert!(
+        peak < crate::deploy::SERVE_PEAK_KB,
+        "serve held {peak} kB at its peak, over the {} kB the DaemonSet's memory limit is sized with",
+        crate::deploy::SERVE_PEAK_KB
+    );
+    ok(run(&net, &["unload", "--iface", &iface]));
 }

@@ -9,7 +9,9 @@ use aya::maps::{
     HashMap,
     lpm_trie::{Key, LpmTrie},
 };
-use filter_common::{FAMILY_V4, MAP_BAN_V4, MAP_BAN_V6, MAP_BANS, SrcKey, limiter::mask};
+use filter_common::{
+    BAN_UDP_ONLY, FAMILY_V4, MAP_BAN_V4, MAP_BAN_V6, MAP_BANS, SrcKey, limiter::mask,
+};
 
 use crate::{
     filter::{lifecycle::flags, observe::status::source_prefix},
@@ -72,7 +74,8 @@ pub(crate) fn ban(
 ) -> anyhow::Result<Prefix> {
     let dir = root.iface_dir(iface);
     let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
-    let until = monotonic_coarse_ns() + duration.as_nanos() as u64;
+    // Low bit clear: an operator's ban drops everything, never only UDP.
+    let until = (monotonic_coarse_ns() + duration.as_nanos() as u64) & !BAN_UDP_ONLY;
     let place = place(target, source_prefix(root, iface, target.family)?);
     // The hints first, then the flag, as the program does: the program
     // skips ban lookups until something was ever banned, and its early

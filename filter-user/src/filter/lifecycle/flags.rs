@@ -1,6 +1,7 @@
 //! The u32 globals that the controller writes while a program runs
 //! ([`filter_common::FLAG_GLOBALS`]): monitor mode, whether a capture may
-//! run, and the generation's copy of the ban flag. The program reads each
+//! run, the generation's copy of the ban flag, and whether another
+//! interface shares its requests. The program reads each
 //! in one load where a map lookup cost it about a nanosecond.
 
 use std::path::Path;
@@ -12,7 +13,7 @@ use aya::{
 };
 use filter_common::{
     BAN_FLAG_COPY, CAPTURE_FLAG, CaptureConfig, FLAG_GLOBALS, FlagGlobal, MAP_BAN_FLAG,
-    MAP_CAPTURE, MODE_FLAG,
+    MAP_CAPTURE, MODE_FLAG, SHARED_FLAG,
 };
 
 use crate::state::pins::open_map;
@@ -26,10 +27,15 @@ pub(crate) fn set(ebpf: &mut Ebpf, flag: FlagGlobal, value: u32) -> anyhow::Resu
 }
 
 /// The flags of a freshly made object: the rule file's mode, and the state
-/// of the running filter (the ban flag `bans`, a capture that runs on).
-pub(crate) fn seed(ebpf: &mut Ebpf, mode: u32, bans: u32) -> anyhow::Result<()> {
+/// of the running filter (the ban flag `bans`, a capture that runs on,
+/// whether another interface shares its requests: `shared`).
+pub fn seed(ebpf: &mut Ebpf, mode: u32, bans: u32, shared: u32) -> anyhow::Result<()> {
     set(ebpf, MODE_FLAG, mode)?;
     set(ebpf, BAN_FLAG_COPY, bans)?;
+    // Only when set: an older build's object (`bench --against`) has none.
+    if shared != 0 {
+        set(ebpf, SHARED_FLAG, shared)?;
+    }
     let capture: Array<_, CaptureConfig> = Array::try_from(
         ebpf.map_mut(MAP_CAPTURE)
             .ok_or_else(|| anyhow!("map {MAP_CAPTURE} missing from the eBPF object"))?,

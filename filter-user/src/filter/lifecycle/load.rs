@@ -12,7 +12,7 @@ use filter_common::PROGRAM_NAME;
 use super::{
     generation,
     mode::{self, AttachMode},
-    program, recorder,
+    program, recorder, request_table,
 };
 use crate::{
     privilege,
@@ -24,6 +24,7 @@ use crate::{
         lock::{IfaceLock, LOCK_WAIT},
         owner::{check_owner, hand_over_files},
         pins::{self, Unfinished},
+        unloaded,
     },
     sys,
 };
@@ -61,9 +62,17 @@ pub fn load(
     // reload, ban or unload that started meanwhile wait for this one.
     let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
 
+    // The host's table of requests, if another interface has one: pinned
+    // here before the loader looks for the state maps.
+    let sharing = request_table::adopt(iface, &dir)?;
     let mut ebpf = program::prepare(set, Some(&dir), &[])?;
     // The loader pinned the state maps in `dir` itself.
     hand_over_files(&dir)?;
+    // Before this interface's recorder runs: the siblings then let in the
+    // answers to its requests from the first one on.
+    if sharing.is_some() {
+        request_table::tell_siblings(iface, &dir);
+    }
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .expect("prepare checked it")
@@ -85,5 +94,9 @@ pub fn load(
     // we exit, and everything it needs is already pinned beside it.
     pins::pin_link(link, &dir.join(LINK)).context("failed to pin the XDP link")?;
     unfinished.keep();
+    // The filter runs again: an earlier `unload` no longer keeps serve off.
+    if let Err(e) = unloaded::clear(root, iface) {
+        log::warn!("{e:#}: a `filterctl serve` watching {iface} will not load it again if it goes");
+    }
     Ok(attach_mode_name(meta_mode))
 }

@@ -4,7 +4,8 @@
 //! file (`apply`, `converge`), flipping its mode (`mode`), removing it
 //! (`unload`). `program` is the one way the object gets into the kernel,
 //! `generation` writes and pins what a generation is, `recorder` hooks the
-//! reply guard's request recorder to egress, `flags` are the globals the
+//! reply guard's request recorder to egress, `request_table` shares the
+//! host's requests between its interfaces, `flags` are the globals the
 //! controller writes while a program runs.
 
 pub(crate) mod apply;
@@ -18,7 +19,8 @@ pub mod program;
 pub mod provenance;
 pub(crate) mod recorder;
 pub mod reload;
-mod rule_slots;
-pub(crate) mod state_maps;
-pub(crate) mod switch;
+pub mod request_table;
+pub mod rule_slots;
+pub mod state_maps;
+pub mod switch;
 pub mod unload;

@@ -25,7 +25,7 @@ use filter_common::{
     PROGRAM_NAME, REQUESTS_PROGRAM_NAME, RULESET_CHUNK, STATE_MAPS, source_slots,
 };
 
-use super::{flags, rule_slots};
+use super::{flags, request_table, rule_slots};
 use crate::{
     EBPF_OBJECT,
     filter::observe::{counters, memory::Entries},
@@ -103,7 +103,14 @@ pub(crate) fn prepare_object(
         .load(object)
         .context("failed to load the eBPF object into the kernel")?;
     let bans = ban_flag_at_load(&mut ebpf, hints_missing)?;
-    flags::seed(&mut ebpf, compiled.config.flags & CONFIG_MONITOR, bans)?;
+    // Whether another interface records into the request table it shares.
+    let shared = state_dir.map_or(0, request_table::flag);
+    flags::seed(
+        &mut ebpf,
+        compiled.config.flags & CONFIG_MONITOR,
+        bans,
+        shared,
+    )?;
     write_rules(&mut ebpf, &compiled)?;
     rule_slots::prepare_counters(&mut ebpf, &compiled.rules, &fresh, running.as_ref())?;
     // IPv4 sources are looked up in the lists' own form (write_v4_lists);

@@ -4,8 +4,10 @@
 
 use std::path::Path;
 
+use filter_common::SHARED_FLAG;
+
 use super::{
-    failpoint, flags, recorder,
+    failpoint, flags, recorder, request_table,
     state_maps::{self, ReloadOptions},
     switch::switch,
 };
@@ -72,7 +74,15 @@ pub(crate) fn reload_with(
         recorder::retire_older(iface, &dir, generation)?;
         // Bans that the previous generation set after `prepare` copied the
         // flag: it no longer runs.
-        flags::copy_ban_flag(&dir, &generation_dir(&dir, generation))?;
+        let gen_dir = generation_dir(&dir, generation);
+        flags::copy_ban_flag(&dir, &gen_dir)?;
+        // An interface that came to share the requests after `prepare`
+        // looked wrote its flag into the previous generation. Set only:
+        // requests that a sibling unloaded meanwhile sent after the seed
+        // are in LOCAL_PORTS, not in the copy.
+        if request_table::flag(&dir) != 0 {
+            flags::write(&gen_dir, SHARED_FLAG, 1)?;
+        }
         // Older generations are no longer referenced by the link: their
         // pins are all that keep them (crashed reloads may have left some).
         // Nothing newer exists: this reload holds the lock.

@@ -2,7 +2,7 @@
 //! generation, attach mode, rule set and where it came from.
 
 use filter_common::{
-    CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, GIT_MODIFIED, GIT_NONE, META_SOURCE_LEN,
+    CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, GIT_MODIFIED, GIT_NONE, META_SOURCE_LEN, SHARED_FLAG,
 };
 
 use crate::{
@@ -13,9 +13,10 @@ use crate::{
     },
     state::{
         PinRoot, current_generation,
-        generation::{Hook, attach_mode_name, hook_of},
+        generation::{Hook, attach_mode_name, hook_of, read_flag},
         read_config, read_meta,
         record::read_record,
+        shared,
     },
     sys,
 };
@@ -53,7 +54,17 @@ pub(crate) struct Status {
     /// Blocks `serve`'s surge detection added to the file's rules.
     pub(crate) adaptive_blocks: Vec<AdaptiveBlock>,
     /// FlowSpec routes `serve` imported from its speaker (`[upstream.import]`).
-    pub(crate) flowspec_imports: Vec<FlowImport>,
+    pub flowspec_imports: Vec<FlowImport>,
+    /// The other interfaces under the pin root that share this one's table
+    /// of the host's requests: an answer may return by any of them.
+    pub requests_shared_with: Vec<String>,
+    /// The other interfaces with a table of their own (another build's):
+    /// an answer that returns by one of them to a request that left by this
+    /// one is dropped.
+    pub requests_apart_from: Vec<String>,
+    /// Whether the running generation asks the shared table before it drops
+    /// an answer its own copy does not know; null for an older build's.
+    pub requests_shared_flag: Option<bool>,
 }
 
 impl Status {
@@ -97,6 +108,13 @@ pub(crate) fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status>
     } else {
         (Vec::new(), Vec::new())
     };
+    // Of the other interfaces too: a folder of theirs that can't be read
+    // is theirs to report, not a reason this one's status fails.
+    let sharing = shared::sharing(&dir).unwrap_or_else(|e| {
+        log::debug!("cannot tell who shares {iface}'s requests: {e:#}");
+        shared::Sharing::default()
+    });
+    let shared_flag = read_flag(&current.dir, SHARED_FLAG)?.map(|f| f != 0);
     let source_len = meta
         .source
         .iter()
@@ -132,6 +150,9 @@ pub(crate) fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status>
         loaded_at_unix: meta.loaded_at_unix,
         adaptive_blocks,
         flowspec_imports,
+        requests_shared_with: sharing.with,
+        requests_apart_from: sharing.apart,
+        requests_shared_flag: shared_flag,
     })
 }
 

@@ -14,12 +14,13 @@ use etherparse::{
 };
 use filter_common::{
     Chain, Config, DOOR_SLOTS, DoorSlot, FAMILY_V4, FAMILY_V6, FragKey, GuardPort, Limit,
-    LocalPort, MATCH_MAX, ReplyKey, Rule, SrcKey,
+    LocalPort, MATCH_MAX, ReplyKey, ReplyState, Rule, SrcKey,
     decide::{Env, Frag, Packet, Parsed, addr_bytes, addr_v4, addr_words, decide},
-    frags::Datagram,
-    guard::{ReplyCell, is_group, request_entry},
+    frags::{Datagram, FRAG_PASSED, Seen},
+    guard::{ReplyCell, Request, is_group_mac, renew, request_entry},
     limiter::{Source, SourceCell},
     port_slot,
+    shapes::subscribes,
 };
 use filterctl::rules::{Compiled, Prefix, RuleSet};
 
@@ -220,7 +221,7 @@ pub struct Model {
     sources: HashMap<SrcKey, SourceCell<AtomicU64>>,
     door: HashMap<u64, DoorSlot>,
     aggregate: HashMap<u32, AtomicU64>,
-    frags: HashSet<FragKey>,
+    frags: HashMap<FragKey, bool>,
     guard: HashMap<u16, GuardPort>,
     replies: HashMap<ReplyKey, ReplyCell<AtomicU64>>,
     local_ports: HashMap<u16, LocalPort>,
@@ -230,6 +231,9 @@ pub struct Model {
     /// Destination ports where a server listens (the kernel asks its
     /// socket table; the model is told).
     pub listening: HashSet<u16>,
+    /// TCP connections the host holds, as (peer address, peer port, local
+    /// port): the kernel asks its socket table, the model is told.
+    pub connections: HashSet<([u8; 16], u16, u16)>,
     pub rule_hits: Vec<u64>,
     /// The frame being decided.
     frame: Vec<u8>,
@@ -259,17 +263,23 @@ impl Model {
             sources: HashMap::new(),
             door: HashMap::new(),
             aggregate: HashMap::new(),
-            frags: HashSet::new(),
+            frags: HashMap::new(),
             guard: guard_ports.into_iter().collect(),
             replies: HashMap::new(),
             local_ports: HashMap::new(),
             never_ban: set.never_ban.clone(),
             peers: HashMap::new(),
             listening: HashSet::new(),
+            connections: HashSet::new(),
             rule_hits: vec![0; rules.len()],
             frame: Vec::new(),
             now: 1_000_000_000,
         }
+    }
+
+    /// Sets the time (ns) the decisions that follow see.
+    pub fn set_now(&mut self, ns: u64) {
+        self.now = ns;
     }
 
     /// The reason the filter gives `frame`.
@@ -304,10 +314,19 @@ impl Model {
             return;
         }
         if let Some(port) = self.guard.get(&p.dst_port) {
-            let (key, s) = request_entry(&p, port, self.now);
+            // The frame's destination MAC (its first byte's I/G bit) marks
+            // a group request too: a subnet's broadcast address.
+            let group_mac = is_group_mac(frame[0]);
+            let observe = port.observe_packets != 0 && subscribes(p.dst_port, head);
+            let kind = Request::of(&p, port, group_mac, observe);
+            let (key, fresh) = request_entry(&p, port, self.now, kind);
+            let s = match self.replies.get(&key) {
+                Some(old) => renew(&state_of(old), fresh),
+                None => fresh,
+            };
             let open = self.local_ports.entry(p.src_port).or_default();
             open.until = open.until.max(s.expires);
-            if is_group(&p) {
+            if kind == Request::Group {
                 open.group_until = open.group_until.max(s.expires);
             }
             self.replies.insert(
@@ -322,6 +341,16 @@ impl Model {
             self.peers
                 .insert(peer, self.now + filter_common::PEER_MEMORY_NS);
         }
+    }
+}
+
+/// What is left of a tracked request.
+fn state_of(c: &ReplyCell<AtomicU64>) -> ReplyState {
+    use std::sync::atomic::Ordering::Relaxed;
+    ReplyState {
+        expires: c.expires.load(Relaxed),
+        packets_left: c.packets_left.load(Relaxed),
+        bytes_left: c.bytes_left.load(Relaxed),
     }
 }
 
@@ -400,11 +429,19 @@ impl Env for Model {
             .entry(rule)
             .or_insert_with(|| AtomicU64::new(0))))
     }
-    fn frag_dropped(&self, d: &Datagram, _now: u64) -> bool {
-        self.frags.contains(&d.key())
+    // Entries never expire here (runs are shorter than the memory): a
+    // datagram's first fragment passed (true) or was dropped (false).
+    fn frag_seen(&self, d: &Datagram, _now: u64) -> Seen {
+        match self.frags.get(&d.key()) {
+            Some(true) => Seen::Passed,
+            Some(false) => Seen::Dropped,
+            None => Seen::Unseen,
+        }
     }
-    fn remember_frag_drop(&mut self, d: &Datagram, _until: u64) {
-        self.frags.insert(d.key());
+    fn remember_frag(&mut self, d: &Datagram, value: u64, _now: u64) {
+        // A pass replaces a drop; a drop never replaces a pass.
+        let passed = self.frags.entry(d.key()).or_insert(false);
+        *passed |= value & FRAG_PASSED != 0;
     }
     fn guarded(&self, src_port: u16) -> bool {
         self.guard.contains_key(&src_port)
@@ -428,6 +465,10 @@ impl Env for Model {
     }
     fn listening(&self, p: &Packet) -> bool {
         self.listening.contains(&p.dst_port)
+    }
+    fn established(&self, p: &Packet) -> bool {
+        self.connections
+            .contains(&(addr_bytes(&p.src), p.src_port, p.dst_port))
     }
     fn never_ban(&self, key: &SrcKey) -> bool {
         self.never_ban
