@@ -42,7 +42,7 @@ impl Simulator {
 
     /// A copy whose time is what [`Simulator::set_clock`] says, not the
     /// kernel's: frames run on their capture's clock.
-    pub(crate) fn with_virtual_clock(set: &RuleSet) -> anyhow::Result<Self> {
+    pub fn with_virtual_clock(set: &RuleSet) -> anyhow::Result<Self> {
         Ok(Simulator::of(program::prepare_object(
             crate::EBPF_OBJECT,
             set,
@@ -84,7 +84,7 @@ impl Simulator {
 
     /// Sets the program's time (ns) for the runs that follow; only a copy
     /// made [`Simulator::with_virtual_clock`] reads it.
-    pub(crate) fn set_clock(&mut self, ns: u64) -> anyhow::Result<()> {
+    pub fn set_clock(&mut self, ns: u64) -> anyhow::Result<()> {
         let section = filter_common::VIRTUAL_CLOCK_SECTION;
         let map = self
             .ebpf
@@ -97,7 +97,7 @@ impl Simulator {
 
     /// Packets counted per UDP source port since the load (what the surge
     /// detector reads).
-    pub(crate) fn udp_port_packets(&self) -> anyhow::Result<Vec<u64>> {
+    pub fn udp_port_packets(&self) -> anyhow::Result<Vec<u64>> {
         Ok(self.counter_blocks()?.packets())
     }
 

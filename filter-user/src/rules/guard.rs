@@ -20,7 +20,7 @@ use super::{
 /// Replies per request, and how long a request waits for them, when the
 /// rule file does not say (nor the catalogue, for its vectors: see
 /// [`port_budget`]). Subscriptions get the plain budget.
-pub const DEFAULT_BUDGET: GuardPort = GuardPort {
+pub(crate) const DEFAULT_BUDGET: GuardPort = GuardPort {
     packets: 8,
     bytes: 0,
     expiry_ms: 10_000,
@@ -115,7 +115,7 @@ pub(crate) fn reply_guard(
 /// The guard of a `[reply_guard]` that lists no ports: every port of
 /// `catalogue` the guard holds (streams are left out), each with `base`
 /// and its vector's own budget over it.
-pub fn default_ports(catalogue: &[Vector], base: GuardPort) -> BTreeMap<u16, GuardPort> {
+pub(crate) fn default_ports(catalogue: &[Vector], base: GuardPort) -> BTreeMap<u16, GuardPort> {
     guarded(catalogue)
         .map(|v| (v.port, v.budget.over(base)))
         .collect()
@@ -125,7 +125,7 @@ pub fn default_ports(catalogue: &[Vector], base: GuardPort) -> BTreeMap<u16, Gua
 /// keys over [`DEFAULT_BUDGET`]), with what the catalogue's vector of the
 /// port asks for its own over it (256 replies to discovery, SSDP's window
 /// of MX seconds, a game server's bursts, CoAP's subscriptions).
-pub fn port_budget(catalogue: &[Vector], port: u16, base: GuardPort) -> GuardPort {
+pub(crate) fn port_budget(catalogue: &[Vector], port: u16, base: GuardPort) -> GuardPort {
     catalogue
         .iter()
         .find(|v| v.port == port)

@@ -24,16 +24,14 @@ pub mod vectors;
 // Declarations and re-exports only. The children never import this file
 // (they name each other: `super::set::RuleSet`), so these re-exports, kept
 // for the rest of the crate, cannot close an import circle.
+pub use self::parse::{RulesError, load_file};
+pub(crate) use self::set::{Mode, RuleSpec};
 pub use self::{
     compile::Compiled,
     error::RuleError,
     parse::parse,
     prefixes::Prefix,
     set::{RuleSet, hex},
-};
-pub(crate) use self::{
-    parse::{RulesError, load_file},
-    set::{Mode, RuleSpec},
 };
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use super::{
 
 /// A rule file that cannot be used: unreadable, or every problem in it.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RulesError {
+pub enum RulesError {
     #[error(transparent)]
     File(#[from] FileError),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
@@ -33,7 +33,7 @@ pub(crate) enum RulesError {
 }
 
 /// Reads and validates a rule file; list files are read relative to it.
-pub(crate) fn load_file(path: &Path) -> Result<RuleSet, RulesError> {
+pub fn load_file(path: &Path) -> Result<RuleSet, RulesError> {
     let text = files::read_rules(path)?;
     parse_in(
         &path.display().to_string(),

@@ -81,7 +81,7 @@ pub struct RuleSet {
     /// (none in a set read from a file: see `imports::with_imports`).
     pub(crate) imports: Vec<FlowImport>,
     /// `[reply_guard]`, when on.
-    pub(crate) reply_guard: Option<ReplyGuard>,
+    pub reply_guard: Option<ReplyGuard>,
     /// Sources never banned besides those the host's configuration names.
     pub never_ban: Vec<Prefix>,
     /// SHA-256 of the file's bytes and of every list file it reads.
@@ -103,7 +103,7 @@ pub(crate) const ADAPTIVE_PREFIX: &str = "adaptive-";
 
 /// Validated `[adaptive]` settings (read in `rules/adaptive.rs`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Adaptive {
+pub(crate) struct Adaptive {
     pub enabled: bool,
     /// Frames/s from one source port (a first fragment counts for its
     /// datagram's frames).
@@ -172,6 +172,6 @@ pub(crate) struct FlowImport {
 /// The guarded ports and what a request to each may receive (read in
 /// `rules/guard.rs`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ReplyGuard {
-    pub(crate) ports: BTreeMap<u16, GuardPort>,
+pub struct ReplyGuard {
+    pub ports: BTreeMap<u16, GuardPort>,
 }

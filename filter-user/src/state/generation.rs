@@ -72,7 +72,7 @@ pub(crate) fn read_config(gen_dir: &Path) -> anyhow::Result<Config> {
 }
 
 /// The value of `flag` in a generation; none for one of a build without it.
-pub fn read_flag(gen_dir: &Path, flag: FlagGlobal) -> anyhow::Result<Option<u32>> {
+pub(crate) fn read_flag(gen_dir: &Path, flag: FlagGlobal) -> anyhow::Result<Option<u32>> {
     if !gen_dir.join(flag.symbol).exists() {
         return Ok(None);
     }

@@ -21,7 +21,7 @@ use crate::rules::adaptive::{Adaptive, AdaptiveBlock};
 /// applies: until then every port's normal is 0, and a port that is heavy
 /// all along would be taken for a surge. Until then the share rule alone
 /// judges, as it did before normal rates were learned.
-pub const WARM_UP_NS: u64 = 60_000_000_000;
+pub(crate) const WARM_UP_NS: u64 = 60_000_000_000;
 
 /// What changed at one observation.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,7 +41,7 @@ struct Active {
 
 /// The surges of one interface.
 #[derive(Default)]
-pub struct Detector {
+pub(crate) struct Detector {
     /// Monotonic ns and frame counters of the previous observation.
     prev: Option<(u64, Vec<u64>)>,
     active: BTreeMap<u16, Active>,
@@ -54,7 +54,7 @@ pub struct Detector {
 
 /// Which rule says that a port's rate is a surge, if one does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Why {
+pub(crate) enum Why {
     /// `min_rise` times its normal rate.
     Rise,
     /// `min_share` of the UDP, `min_pps` over its normal rate.
@@ -64,7 +64,7 @@ pub enum Why {
 /// Judges one port's rate `pps` (frames/s), its `share` of the interface's
 /// UDP and its `normal` rate; `warm`: whether the normal rates have learned
 /// long enough for the rise rule.
-pub fn judge(cfg: &Adaptive, pps: u64, share: f64, normal: f64, warm: bool) -> Option<Why> {
+pub(crate) fn judge(cfg: &Adaptive, pps: u64, share: f64, normal: f64, warm: bool) -> Option<Why> {
     if pps < cfg.min_pps {
         return None;
     }
@@ -105,7 +105,7 @@ impl Detector {
 
     /// The normal rate (frames/s) learned for `port`; a port in surge keeps
     /// the one it had when the surge started.
-    pub fn normal_pps(&self, port: u16) -> u64 {
+    pub(crate) fn normal_pps(&self, port: u16) -> u64 {
         self.normal
             .get(port as usize)
             .map_or(0, |n| n.round() as u64)

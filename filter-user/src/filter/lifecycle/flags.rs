@@ -29,7 +29,7 @@ pub(crate) fn set(ebpf: &mut Ebpf, flag: FlagGlobal, value: u32) -> anyhow::Resu
 /// The flags of a freshly made object: the rule file's mode, and the state
 /// of the running filter (the ban flag `bans`, a capture that runs on,
 /// whether another interface shares its requests: `shared`).
-pub fn seed(ebpf: &mut Ebpf, mode: u32, bans: u32, shared: u32) -> anyhow::Result<()> {
+pub(crate) fn seed(ebpf: &mut Ebpf, mode: u32, bans: u32, shared: u32) -> anyhow::Result<()> {
     set(ebpf, MODE_FLAG, mode)?;
     set(ebpf, BAN_FLAG_COPY, bans)?;
     // Only when set: an older build's object (`bench --against`) has none.

@@ -11,5 +11,5 @@ mod table;
 pub(crate) use self::{maps::running_sizes, table::Footprint};
 pub use self::{
     maps::{Entries, definitions},
-    table::{footprint, render},
+    table::{CPU_COLUMNS, Row, footprint, render},
 };

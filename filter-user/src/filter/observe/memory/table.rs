@@ -11,7 +11,7 @@ use super::{
 };
 
 /// The CPU counts every table shows besides this host's.
-const CPU_COLUMNS: [u32; 3] = [2, 64, 192];
+pub const CPU_COLUMNS: [u32; 3] = [2, 64, 192];
 
 /// How a map's memory grows with the CPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -37,7 +37,7 @@ impl Layout {
 /// One map's line of the table.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
-    pub(crate) map: String,
+    pub map: String,
     pub(crate) kind: &'static str,
     pub(crate) layout: Layout,
     /// max_entries on this host.
@@ -47,7 +47,7 @@ pub struct Row {
     pub when_full: bool,
     pub bytes_here: u64,
     /// At each of `Footprint::cpus`.
-    bytes_at: Vec<u64>,
+    pub bytes_at: Vec<u64>,
 }
 
 /// The maps of one interface's filter and what they cost.
