@@ -14,7 +14,7 @@ use crate::{
     bench::bench,
     cmd::{cmd, run},
     demo::demo,
-    fuzz::fuzz,
+    fuzz::{FuzzArgs, fuzz},
     setup::setup,
     test::test,
 };
@@ -63,7 +63,8 @@ enum Task {
     /// Set up, then run the demo: two test hosts, a reflection flood, and what the filter did.
     Demo,
     /// Set up, then build a release tarball and a Debian package in
-    /// target/dist, list the package's contents and check it with lintian.
+    /// target/dist, list the package's contents, check it with lintian and
+    /// (as root) install, remove and purge it in a throwaway root.
     Dist,
     /// Set up, then measure: per-frame kernel cost against floor programs,
     /// a spoofed flood, rules at scale, veth rates, the control plane.
@@ -80,18 +81,27 @@ enum Task {
         #[arg(long)]
         against: Option<PathBuf>,
     },
-    /// Set up, then fuzz the rule-file parser and the capture reader with
-    /// seeded mutations (not coverage-guided) for a bounded time.
+    /// Set up, then run the cargo-fuzz targets (rule files, list files,
+    /// captures, serve's requests: coverage-guided, libFuzzer) one after the
+    /// other; fails on a crash or a hang. With --mutation, the seeded
+    /// mutation fuzzer of the tests instead.
     Fuzz {
-        /// Mutated rule files at most (default: as many as the time allows).
+        /// The seeded mutation fuzzer (tests/integration/fuzz.rs: rule files
+        /// and captures, side by side, not coverage-guided).
         #[arg(long)]
+        mutation: bool,
+        /// Only this cargo-fuzz target (rules, lists, capture, serve); repeatable.
+        #[arg(long = "target", value_name = "NAME", conflicts_with = "mutation")]
+        targets: Vec<String>,
+        /// Mutated rule files at most (default: as many as the time allows).
+        #[arg(long, requires = "mutation")]
         rules: Option<u64>,
         /// Mutated captures at most (default: as many as the time allows).
-        #[arg(long)]
+        #[arg(long, requires = "mutation")]
         captures: Option<u64>,
-        /// Time for each of the two targets, which run side by side.
-        #[arg(long, default_value_t = 60)]
-        seconds: u64,
+        /// Time for each target [default: 300; 60 with --mutation].
+        #[arg(long)]
+        seconds: Option<u64>,
         /// Seed of the mutations (default: from the clock, printed).
         #[arg(long)]
         seed: Option<u64>,
@@ -100,7 +110,7 @@ enum Task {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
-        Task::Setup => setup(),
+        Task::Setup => setup::setup_with_fuzzing(),
         Task::Build { release } => build(release),
         Task::Test { args } => test(&args),
         Task::Demo => demo(),
@@ -110,11 +120,20 @@ fn main() -> ExitCode {
             against,
         } => bench(quick, json, against),
         Task::Fuzz {
+            mutation,
+            targets,
             rules,
             captures,
             seconds,
             seed,
-        } => fuzz(rules, captures, seconds, seed),
+        } => fuzz(FuzzArgs {
+            mutation,
+            targets,
+            rules,
+            captures,
+            seconds,
+            seed,
+        }),
         Task::Dist => setup().and_then(|()| dist::dist()),
     };
     match result {

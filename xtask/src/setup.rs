@@ -54,6 +54,14 @@ pub fn setup() -> anyhow::Result<()> {
     python_tools().context("setup: Python tools")?;
     rust_components().context("setup: Rust toolchains")?;
     bpf_linker().context("setup: bpf-linker")?;
+    Ok(())
+}
+
+/// `cargo xtask setup` and `cargo xtask fuzz`: [`setup`], and cargo-fuzz,
+/// which only the fuzz task runs (the tests would spend two minutes of a
+/// fresh machine building it).
+pub fn setup_with_fuzzing() -> anyhow::Result<()> {
+    setup()?;
     cargo_fuzz();
     Ok(())
 }

@@ -315,12 +315,16 @@ fn next_pcapng(
         })?;
         let link =
             check_link(iface_info.linktype).map_err(|e| anyhow!("interface {iface}: {e}"))?;
-        let timestamp = units.map_or(Duration::ZERO, |u| {
-            let secs = u / iface_info.units + iface_info.offset;
-            let frac = u % iface_info.units;
-            let ns = (u128::from(frac) * 1_000_000_000 / u128::from(iface_info.units)) as u32;
-            Duration::new(secs, ns)
-        });
+        let timestamp = match units {
+            None => Duration::ZERO,
+            Some(u) => pcapng_time(u, iface_info).ok_or_else(|| {
+                anyhow!(
+                    "corrupt block: interface {iface}'s time offset (if_tsoffset) of {} s \
+                     puts the packet's time past the largest timestamp",
+                    iface_info.offset
+                )
+            })?,
+        };
         if data.len() > MAX_RECORD as usize {
             bail!("corrupt block: captured length {} bytes", data.len());
         }
@@ -342,6 +346,15 @@ fn next_pcapng(
             loopback,
         }));
     }
+}
+
+/// A pcapng timestamp, in its interface's units, as time since the epoch;
+/// None when the interface's offset carries it past what u64 seconds hold.
+fn pcapng_time(units: u64, iface: &Interface) -> Option<Duration> {
+    let secs = (units / iface.units).checked_add(iface.offset)?;
+    let frac = units % iface.units;
+    let ns = (u128::from(frac) * 1_000_000_000 / u128::from(iface.units)) as u32;
+    Some(Duration::new(secs, ns))
 }
 
 /// Units per second of a pcapng if_tsresol option.
@@ -458,6 +471,43 @@ mod tests {
     fn short_cooked_frames_stay_too_short_to_run() {
         let (eth, _) = Link::Sll2.to_ethernet(Cow::Borrowed(&[1u8; 19][..]), 19);
         assert!(eth.len() < ETH_HEADER);
+    }
+
+    /// Found by the `capture` fuzz target: an if_tsoffset near u64::MAX
+    /// overflowed the seconds (a panic in debug builds, a wrong time in
+    /// release ones).
+    #[test]
+    fn a_time_offset_past_the_largest_timestamp_is_an_error() {
+        use pcap_file::pcapng::{
+            PcapNgWriter,
+            blocks::{
+                enhanced_packet::EnhancedPacketBlock,
+                interface_description::InterfaceDescriptionBlock,
+            },
+        };
+        let mut idb = InterfaceDescriptionBlock::new(DataLink::ETHERNET, 65535);
+        idb.options = vec![InterfaceDescriptionOption::IfTsOffset(u64::MAX)];
+        let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+        w.write_pcapng_block(idb).unwrap();
+        let frame = expected();
+        w.write_pcapng_block(EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: Duration::from_secs(1_795_000_000),
+            original_len: frame.len() as u32,
+            data: Cow::Borrowed(&frame),
+            options: vec![],
+        })
+        .unwrap();
+        let path = std::env::temp_dir().join(format!("flt-tsoffset-{}.pcapng", std::process::id()));
+        std::fs::write(&path, w.into_inner()).unwrap();
+        let mut capture = Capture::open(&path).unwrap();
+        // Read from the open file: none is left behind, even on a panic.
+        std::fs::remove_file(&path).unwrap();
+        let e = capture.next_frame().err().expect("refused").to_string();
+        assert!(
+            e.contains("interface 0's time offset (if_tsoffset) of 18446744073709551615 s"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,16 +3,19 @@
 //! `parse::parse_in` on the text, `lint` and `compile` on what passes) and
 //! mutated captures through the capture reader, in-process (no BPF).
 //!
-//! Deterministic mutation, not coverage-guided (see `fuzz/mutate.rs`):
+//! Deterministic mutation, not coverage-guided (see `fuzz/mutate.rs`;
+//! the coverage-guided targets of `filter-user/fuzz/` share `fuzz/cases.rs`):
 //! seeded from `rules/*.toml`, `tests/broken/*.toml` and captures written
 //! here with pcap-file. Asserted, and printed: no panic, no run over 10 s,
 //! every rule error placed at FILE:LINE:COL with a non-empty explanation,
-//! every capture error with one. `cargo xtask fuzz` runs the same with its
-//! own budget (environment: FILTERCTL_FUZZ_RULES, FILTERCTL_FUZZ_CAPTURES,
-//! FILTERCTL_FUZZ_SECONDS, FILTERCTL_FUZZ_SEED). A crashing input is kept
-//! under the test target folder; make it a regression case in tests/broken/.
+//! every capture error with one. `cargo xtask fuzz --mutation` runs the
+//! same with its own budget (environment: FILTERCTL_FUZZ_RULES,
+//! FILTERCTL_FUZZ_CAPTURES, FILTERCTL_FUZZ_SECONDS, FILTERCTL_FUZZ_SEED). A
+//! crashing input is kept under the test target folder; make it a
+//! regression case in tests/broken/.
 
 use crate::common;
+mod cases;
 mod mutate;
 
 use std::{
@@ -21,11 +24,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use cases::{capture_case, rule_case};
 use common::cli::TempDir;
-use filterctl::{
-    replay::capture::Capture,
-    rules::{RuleError, files, lint, parse},
-};
 use mutate::{Rng, mutate_bytes, mutate_toml};
 
 /// A run longer than this counts as a hang.
@@ -254,53 +254,6 @@ fn campaign(
     figures
 }
 
-/// A rule error's place and explanation, as a person reads them.
-fn check_rule_error(e: &RuleError, name: &str, text: &str) -> Result<(), String> {
-    let lines = text.lines().count() + 1;
-    let placed =
-        !e.file.is_empty() && e.line >= 1 && e.column >= 1 && (e.file != name || e.line <= lines);
-    if !placed || e.message.trim().is_empty() {
-        return Err(format!("badly placed or empty: {e:?}"));
-    }
-    Ok(())
-}
-
-/// One rule file: read as bytes, validated, linted and compiled. Ok(true)
-/// when accepted, Ok(false) when refused with good messages.
-fn rule_case(path: &Path, base: &Path, input: &[u8]) -> Result<bool, String> {
-    std::fs::write(path, input).unwrap();
-    let name = path.display().to_string();
-    match files::read_rules(path) {
-        Ok(text) => text_case(&name, &text, base),
-        Err(files::FileError::NotUtf8 { line, column, .. }) if line >= 1 && column >= 1 => {
-            // The reader stops there; the parser still gets the text with
-            // replacement characters, which is non-ASCII text all the same.
-            text_case(&name, &String::from_utf8_lossy(input), base).map(|_| false)
-        }
-        Err(e) => Err(format!("file error without a place: {e}")),
-    }
-}
-
-/// Rule-file text validated, and when valid linted and compiled.
-fn text_case(name: &str, text: &str, base: &Path) -> Result<bool, String> {
-    match parse::parse_in(name, text, base) {
-        Err(errors) if errors.is_empty() => Err("refused without an error".to_string()),
-        Err(errors) => {
-            for e in &errors {
-                check_rule_error(e, name, text)?;
-            }
-            Ok(false)
-        }
-        Ok(set) => {
-            for w in lint::lint(name, text, base, &set) {
-                check_rule_error(&w.0, name, text)?;
-            }
-            set.compile();
-            Ok(true)
-        }
-    }
-}
-
 #[test]
 fn mutated_rule_files_get_placed_messages_and_never_panic() {
     let b = budget();
@@ -408,43 +361,6 @@ fn capture_seeds() -> Vec<Vec<u8>> {
         seeds.push(w.into_inner());
     }
     seeds
-}
-
-/// An error and every cause under it say something.
-fn check_capture_error(e: &anyhow::Error) -> Result<(), String> {
-    if e.chain().any(|c| c.to_string().trim().is_empty()) {
-        return Err(format!("empty explanation in {e:?}"));
-    }
-    Ok(())
-}
-
-/// One capture: opened and read to its end or its first error.
-fn capture_case(path: &Path, input: &[u8]) -> Result<bool, String> {
-    std::fs::write(path, input).unwrap();
-    let mut capture = match Capture::open(path) {
-        Ok(c) => c,
-        Err(e) => return check_capture_error(&e).map(|()| false),
-    };
-    // Every record takes at least 16 bytes of the file: more frames than
-    // that is a reader going round in circles.
-    let most = input.len() / 16 + 1;
-    let mut frames = 0;
-    loop {
-        match capture.next_frame() {
-            Ok(Some(f)) => {
-                frames += 1;
-                if frames > most || f.data.len() > input.len() {
-                    return Err(format!(
-                        "{frames} frames or one of {} bytes from {} bytes",
-                        f.data.len(),
-                        input.len()
-                    ));
-                }
-            }
-            Ok(None) => return Ok(true),
-            Err(e) => return check_capture_error(&e).map(|()| false),
-        }
-    }
 }
 
 #[test]
