@@ -43,7 +43,7 @@ pub mod import;
 pub mod listen;
 pub mod metrics;
 pub mod upstream;
-pub(crate) mod watch;
+pub mod watch;
 
 use std::{net::SocketAddr, sync::Arc};
 

@@ -23,7 +23,8 @@ use log::{debug, error, info, warn};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use tokio::signal::unix::Signal;
 
-pub(crate) use self::sets::{FileSets, Watch};
+pub(crate) use self::sets::FileSets;
+pub use self::sets::Watch;
 use self::{
     fingerprint::Fingerprint,
     restore::{Gone, Step},

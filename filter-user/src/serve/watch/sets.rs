@@ -12,7 +12,7 @@ use crate::rules::RuleSet;
 
 /// An interface whose rules follow a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Watch {
+pub struct Watch {
     pub iface: String,
     pub rules: PathBuf,
 }
