@@ -13,15 +13,21 @@
 //! - `serve`: the daemon;
 //! - `commands`: the command line, one function per command.
 
+// The library is public only for the binary, the integration tests and the
+// examples; the rest is `pub(crate)`. This lint flags a `pub` that nothing
+// outside the crate can reach (in a private module): an error under
+// clippy's `-D warnings`.
+#![warn(unreachable_pub)]
+
 /// The version of every JSON document filterctl prints or serves (the
 /// `schema_version` field; the shapes are in docs/json.md).
-pub const JSON_SCHEMA_VERSION: u32 = 1;
+const JSON_SCHEMA_VERSION: u32 = 1;
 
 pub mod commands;
 pub mod filter;
-pub mod lockout;
-pub mod privilege;
-pub mod probe;
+mod lockout;
+mod privilege;
+mod probe;
 pub mod replay;
 pub mod rules;
 pub mod serve;

@@ -14,11 +14,11 @@ use crate::{
 
 /// An address to protect and why.
 #[derive(Clone, Debug)]
-pub struct Protected {
-    pub addr: IpAddr,
-    pub why: String,
+pub(crate) struct Protected {
+    pub(crate) addr: IpAddr,
+    pub(crate) why: String,
     /// For an SSH session: (client port, server port).
-    pub ssh_ports: Option<(u16, u16)>,
+    pub(crate) ssh_ports: Option<(u16, u16)>,
 }
 
 fn as_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
@@ -34,7 +34,7 @@ fn as_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
 
 /// Addresses of this host's interfaces (in the current network namespace),
 /// loopback and link-local excluded, and the SSH session's client.
-pub fn protected_addresses() -> Vec<Protected> {
+pub(crate) fn protected_addresses() -> Vec<Protected> {
     let mut out: Vec<Protected> = sys::interface_addresses()
         .into_iter()
         .filter(|(_, addr)| {
@@ -55,7 +55,7 @@ pub fn protected_addresses() -> Vec<Protected> {
 /// ("client port server port") or SSH_CLIENT ("client port serverport"):
 /// in its own environment, or else in its parents' (sudo's env_reset drops
 /// both, but sudo and the shell that ran it still hold them).
-pub fn ssh_client() -> Option<Protected> {
+pub(crate) fn ssh_client() -> Option<Protected> {
     let own = |name: &str| std::env::var(name).ok();
     if let Some((addr, ports)) = from_environment(own) {
         return Some(client(
@@ -121,12 +121,12 @@ fn environ_var(environ: &[u8], name: &str) -> Option<String> {
     "refusing a rule set that would lock you out: {}. Add the address to `allow`, or use --force if you mean it",
     .problems.join("; ")
 )]
-pub struct Lockout {
-    pub problems: Vec<String>,
+pub(crate) struct Lockout {
+    problems: Vec<String>,
 }
 
 /// Why `set` would cut off one of `protected`, if it would.
-pub fn check(set: &RuleSet, protected: &[Protected]) -> Result<(), Lockout> {
+pub(crate) fn check(set: &RuleSet, protected: &[Protected]) -> Result<(), Lockout> {
     let mut problems = Vec::new();
     for p in protected {
         let (family, bytes) = as_bytes(p.addr);
@@ -161,7 +161,7 @@ pub fn check(set: &RuleSet, protected: &[Protected]) -> Result<(), Lockout> {
 
 /// Why a ban of `target` would cut off everyone, this host or the
 /// operator, if it would.
-pub fn check_ban(target: &Prefix, protected: &[Protected]) -> Result<(), Lockout> {
+pub(crate) fn check_ban(target: &Prefix, protected: &[Protected]) -> Result<(), Lockout> {
     let mut problems = Vec::new();
     if target.len == 0 {
         problems.push(format!("a ban of {target} covers every source"));

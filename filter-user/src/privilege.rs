@@ -13,7 +13,7 @@ use caps::{CapSet, Capability};
 /// serve with watched files, which reloads them): it is a networking program type, so CAP_BPF and
 /// CAP_NET_ADMIN; and CAP_PERFMON, without which the verifier refuses the
 /// parser's pointer subtraction ("pointer -= pointer prohibited").
-pub const LOAD: &[Capability] = &[
+pub(crate) const LOAD: &[Capability] = &[
     Capability::CAP_BPF,
     Capability::CAP_NET_ADMIN,
     Capability::CAP_PERFMON,
@@ -25,10 +25,10 @@ pub const LOAD: &[Capability] = &[
     "filterctl {what} needs {} (missing: {}): run it as root, or give its user these capabilities (systemd: AmbientCapabilities={})",
     names(needed), names(missing), needed.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
 )]
-pub struct MissingCapabilities {
-    pub what: String,
-    pub needed: Vec<Capability>,
-    pub missing: Vec<Capability>,
+pub(crate) struct MissingCapabilities {
+    pub(crate) what: String,
+    pub(crate) needed: Vec<Capability>,
+    pub(crate) missing: Vec<Capability>,
 }
 
 fn names(caps: &[Capability]) -> String {
@@ -40,7 +40,7 @@ fn names(caps: &[Capability]) -> String {
 
 /// Fails, naming what is missing, unless the effective set holds `needed`;
 /// `what` names the command in the message.
-pub fn require(what: &str, needed: &[Capability]) -> Result<(), MissingCapabilities> {
+pub(crate) fn require(what: &str, needed: &[Capability]) -> Result<(), MissingCapabilities> {
     // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON (kernels before
     // 5.8 knew only it, and newer ones still accept it).
     let has = |c: Capability| {

@@ -25,31 +25,31 @@ use crate::{
 /// One feature: whether it runs here (`None`: could not be told), why,
 /// and the kernel it needs.
 #[derive(Debug, serde::Serialize)]
-pub struct Feature {
-    pub name: &'static str,
-    pub runs: Option<bool>,
-    pub why: String,
-    pub needs: &'static str,
+pub(crate) struct Feature {
+    pub(crate) name: &'static str,
+    pub(crate) runs: Option<bool>,
+    pub(crate) why: String,
+    pub(crate) needs: &'static str,
 }
 
 /// One interface: its driver and whether that driver runs XDP natively
 /// (otherwise `auto` attaches in generic mode, slower but complete).
 #[derive(Debug, serde::Serialize)]
-pub struct Interface {
-    pub name: String,
-    pub driver: Option<String>,
-    pub native_xdp: Option<bool>,
+pub(crate) struct Interface {
+    pub(crate) name: String,
+    pub(crate) driver: Option<String>,
+    pub(crate) native_xdp: Option<bool>,
 }
 
 #[derive(Debug, serde::Serialize)]
-pub struct Report {
-    pub kernel: String,
-    pub features: Vec<Feature>,
-    pub interfaces: Vec<Interface>,
+pub(crate) struct Report {
+    pub(crate) kernel: String,
+    pub(crate) features: Vec<Feature>,
+    pub(crate) interfaces: Vec<Interface>,
 }
 
 impl Report {
-    pub fn runs(&self, name: &str) -> Option<bool> {
+    pub(crate) fn runs(&self, name: &str) -> Option<bool> {
         self.features.iter().find(|f| f.name == name)?.runs
     }
 }
@@ -86,7 +86,7 @@ const NATIVE_XDP_DRIVERS: &[&str] = &[
     "netdevsim",
 ];
 
-pub fn probe(root: &PinRoot, default_rules: &RuleSet) -> Report {
+pub(crate) fn probe(root: &PinRoot, default_rules: &RuleSet) -> Report {
     let mut features = vec![bpffs(root), btf()];
     let caps = privilege::require("load", privilege::LOAD);
     features.push(Feature {

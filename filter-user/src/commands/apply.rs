@@ -10,11 +10,11 @@ use crate::{
 };
 
 /// Exit status of `apply` when the file's rules already ran.
-pub const EXIT_UNCHANGED: u8 = 0;
+const EXIT_UNCHANGED: u8 = 0;
 /// Exit status of `apply` after a first load.
-pub const EXIT_LOADED: u8 = 10;
+const EXIT_LOADED: u8 = 10;
 /// Exit status of `apply` after an atomic reload.
-pub const EXIT_RELOADED: u8 = 11;
+const EXIT_RELOADED: u8 = 11;
 
 /// What `apply --json` prints.
 #[derive(Debug, serde::Serialize)]
@@ -51,7 +51,7 @@ pub struct ApplyArgs {
     exit_zero: bool,
 }
 
-pub fn run(root: &PinRoot, a: ApplyArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(root: &PinRoot, a: ApplyArgs) -> anyhow::Result<u8> {
     let (iface, rules) = (a.iface.as_str(), &a.rules);
     let (set, done) = converge(root, iface, rules, guard_of(a.force), a.mode.into())?;
     let (action, generation, attach_mode, code) = match done {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub use super::{
+pub(crate) use super::{
     apply::ApplyArgs,
     bans::{BanArgs, TopArgs, UnbanArgs},
     capture::CaptureArgs,
@@ -30,7 +30,7 @@ pub struct Cli {
     /// [default: /sys/fs/bpf/filterctl; with --netns NAME, its subfolder
     /// netns:NAME].
     #[arg(long, global = true, env = "FILTERCTL_PIN_ROOT")]
-    pub pin_root: Option<PathBuf>,
+    pub(crate) pin_root: Option<PathBuf>,
     /// Act on the interfaces of the named network namespace (as `ip -n
     /// NAME`; see `ip netns list`): filterctl enters only that network
     /// namespace and keeps the host's mounts, bpffs included, which `ip
@@ -56,7 +56,7 @@ impl Command {
 impl Cli {
     /// The pin root this command works under: the one given, or the
     /// default (a namespace's own folder in it with --netns).
-    pub fn pin_root(&self) -> PinRoot {
+    pub(crate) fn pin_root(&self) -> PinRoot {
         match (&self.pin_root, &self.netns) {
             (Some(root), _) => PinRoot::new(root),
             (None, Some(ns)) => PinRoot::new(DEFAULT_ROOT).for_netns(ns),

@@ -26,7 +26,7 @@ pub struct BanArgs {
     force: bool,
 }
 
-pub fn ban(root: &PinRoot, a: BanArgs) -> anyhow::Result<u8> {
+pub(crate) fn ban(root: &PinRoot, a: BanArgs) -> anyhow::Result<u8> {
     let target = bans::parse_target(&a.target)?;
     let ifaces = interfaces(root, a.iface)?;
     if !a.force {
@@ -53,7 +53,7 @@ pub struct UnbanArgs {
     iface: Option<String>,
 }
 
-pub fn unban(root: &PinRoot, a: UnbanArgs) -> anyhow::Result<u8> {
+pub(crate) fn unban(root: &PinRoot, a: UnbanArgs) -> anyhow::Result<u8> {
     let target = bans::parse_target(&a.target)?;
     for iface in interfaces(root, a.iface)? {
         let lifted = bans::unban(root, &iface, target)?;
@@ -72,7 +72,7 @@ pub struct TopArgs {
     json: bool,
 }
 
-pub fn top(root: &PinRoot, a: TopArgs) -> anyhow::Result<u8> {
+pub(crate) fn top(root: &PinRoot, a: TopArgs) -> anyhow::Result<u8> {
     let report = top_of::top_report(root, interfaces(root, a.iface)?, a.n)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

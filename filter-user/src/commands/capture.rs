@@ -85,7 +85,7 @@ struct Written {
     over_bound: u64,
 }
 
-pub async fn run(root: PinRoot, a: CaptureArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(root: PinRoot, a: CaptureArgs) -> anyhow::Result<u8> {
     let sel = selection(&a)?;
     let stop = Stop {
         duration: a.duration,

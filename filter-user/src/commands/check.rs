@@ -14,7 +14,7 @@ pub struct CheckArgs {
     strict: bool,
 }
 
-pub fn run(a: CheckArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(a: CheckArgs) -> anyhow::Result<u8> {
     let (paths, strict) = (&a.paths, a.strict);
     let (mut bad, mut warned) = (0, 0);
     for p in paths {

@@ -53,7 +53,7 @@ pub(super) fn guard_of(force: bool) -> Guard {
 /// `--mode` of `load` and `apply`: the library's [`AttachMode`] on the
 /// command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum AttachModeArg {
+pub(crate) enum AttachModeArg {
     Auto,
     Native,
     Generic,

@@ -14,7 +14,7 @@ pub struct DiffArgs {
     json: bool,
 }
 
-pub fn run(root: &PinRoot, a: DiffArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(root: &PinRoot, a: DiffArgs) -> anyhow::Result<u8> {
     let (iface, rules) = (&a.iface, &a.rules);
     let set = rules::load_file(rules)?;
     let plan = diff::plan(root, iface, &set)?;

@@ -10,7 +10,7 @@ pub struct DoctorArgs {
 }
 
 /// Exit status 1 when the filter itself cannot load here.
-pub fn run(root: &PinRoot, a: DoctorArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(root: &PinRoot, a: DoctorArgs) -> anyhow::Result<u8> {
     let report = probe::probe(root, &default_rule_set()?);
     if a.json {
         let doc = serde_json::json!({

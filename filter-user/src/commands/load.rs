@@ -39,7 +39,7 @@ pub struct LoadArgs {
     force: bool,
 }
 
-pub fn load(root: &PinRoot, a: LoadArgs) -> anyhow::Result<u8> {
+pub(crate) fn load(root: &PinRoot, a: LoadArgs) -> anyhow::Result<u8> {
     let iface = &a.iface;
     let (set, source) = rules_for(a.rules.as_deref())?;
     apply::guard(&set, guard_of(a.force))?;
@@ -69,7 +69,7 @@ pub struct ReloadArgs {
     reset_state: bool,
 }
 
-pub fn reload(root: &PinRoot, a: ReloadArgs) -> anyhow::Result<u8> {
+pub(crate) fn reload(root: &PinRoot, a: ReloadArgs) -> anyhow::Result<u8> {
     let (iface, rules) = (&a.iface, &a.rules);
     let opts = ReloadOptions {
         reset_state: a.reset_state,
@@ -96,7 +96,7 @@ pub fn reload(root: &PinRoot, a: ReloadArgs) -> anyhow::Result<u8> {
 
 /// The positional argument of `mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum EnforceOrMonitor {
+enum EnforceOrMonitor {
     Enforce,
     Monitor,
 }
@@ -109,7 +109,7 @@ pub struct ModeArgs {
     mode: EnforceOrMonitor,
 }
 
-pub fn mode(root: &PinRoot, a: ModeArgs) -> anyhow::Result<u8> {
+pub(crate) fn mode(root: &PinRoot, a: ModeArgs) -> anyhow::Result<u8> {
     let monitor = a.mode == EnforceOrMonitor::Monitor;
     set_mode(root, &a.iface, monitor)?;
     println!(
@@ -128,7 +128,7 @@ pub struct UnloadArgs {
     all: bool,
 }
 
-pub fn unload(root: &PinRoot, a: UnloadArgs) -> anyhow::Result<u8> {
+pub(crate) fn unload(root: &PinRoot, a: UnloadArgs) -> anyhow::Result<u8> {
     let targets = match a.iface {
         Some(i) => vec![i],
         None => root.interfaces()?,

@@ -31,7 +31,7 @@ pub struct ServeArgs {
 }
 
 /// Runs until SIGTERM or SIGINT.
-pub async fn run(root: PinRoot, a: ServeArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(root: PinRoot, a: ServeArgs) -> anyhow::Result<u8> {
     let watches = watches(a.iface, a.rules, a.watch)?;
     serve::serve(root, a.listen, watches).await?;
     Ok(0)

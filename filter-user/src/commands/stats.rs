@@ -19,7 +19,7 @@ pub struct StatsArgs {
     watch: Option<u64>,
 }
 
-pub fn run(root: &PinRoot, a: StatsArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(root: &PinRoot, a: StatsArgs) -> anyhow::Result<u8> {
     let iface = a.iface.as_deref();
     if let Some(secs) = a.watch {
         return watch(root, iface, secs.max(1), a.json).map(|()| 0);

@@ -28,7 +28,7 @@ pub struct StatusArgs {
     memory: bool,
 }
 
-pub fn run(root: &PinRoot, a: StatusArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(root: &PinRoot, a: StatusArgs) -> anyhow::Result<u8> {
     if a.memory {
         let all = memory_of(root)?;
         if a.json {

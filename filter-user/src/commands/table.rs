@@ -7,7 +7,7 @@ use crate::filter::observe::stats::Totals;
 
 /// Rows of `(reason, drops, totals)`, counted in `unit` ("packets",
 /// "frames"); `of` is the whole the percentage is of, when there is one.
-pub fn reasons<'a>(
+pub(crate) fn reasons<'a>(
     rows: impl IntoIterator<Item = (&'a str, bool, Totals)>,
     unit: &str,
     of: Option<u64>,
@@ -39,7 +39,7 @@ pub fn reasons<'a>(
 }
 
 /// Rows of `(rule, action, packets, bytes)`, counted in `unit`.
-pub fn rules<'a>(
+pub(crate) fn rules<'a>(
     rows: impl IntoIterator<Item = (&'a str, &'a str, u64, u64)>,
     unit: &str,
     indent: &str,

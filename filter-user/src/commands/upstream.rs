@@ -58,7 +58,7 @@ impl UpstreamArgs {
     }
 }
 
-pub async fn run(root: &PinRoot, a: UpstreamArgs) -> anyhow::Result<u8> {
+pub(super) async fn run(root: &PinRoot, a: UpstreamArgs) -> anyhow::Result<u8> {
     if let Some(Keep::Keep(k)) = a.keep {
         keeper::run(root.clone(), k.iface, k.serve).await?;
         return Ok(0);

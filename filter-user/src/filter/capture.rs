@@ -48,34 +48,34 @@ const LEASE: Duration = Duration::from_secs(3);
 /// ends: a reload removes the old generation's pins within milliseconds
 /// (reads meanwhile are retried on the new one), while an unloaded filter
 /// or a pin removed by hand stays so.
-pub const PERSISTENT: Duration = Duration::from_secs(5);
+const PERSISTENT: Duration = Duration::from_secs(5);
 
 /// Which dropped frames to copy, and how many.
 #[derive(Debug, Clone)]
-pub struct Selection {
+pub(crate) struct Selection {
     /// Empty: every reason that drops.
-    pub reasons: Vec<Reason>,
-    pub rule: Option<String>,
+    pub(crate) reasons: Vec<Reason>,
+    pub(crate) rule: Option<String>,
     /// One frame in `sample`.
-    pub sample: u32,
+    pub(crate) sample: u32,
     /// Frames per second, in all.
-    pub max_pps: u32,
-    pub snaplen: u32,
+    pub(crate) max_pps: u32,
+    pub(crate) snaplen: u32,
 }
 
 /// One copied frame.
 #[derive(Debug, Clone)]
-pub struct Frame {
-    pub reason: Reason,
+pub(crate) struct Frame {
+    pub(crate) reason: Reason,
     /// The rule that matched it, if any.
-    pub rule: Option<String>,
-    pub frame_len: u32,
-    pub data: Vec<u8>,
+    pub(crate) rule: Option<String>,
+    frame_len: u32,
+    pub(crate) data: Vec<u8>,
 }
 
 impl Frame {
     /// The pcapng comment: what `replay` and a person read back.
-    pub fn comment(&self) -> String {
+    pub(crate) fn comment(&self) -> String {
         match &self.rule {
             Some(rule) => format!("reason={} rule={rule}", self.reason.name()),
             None => format!("reason={}", self.reason.name()),
@@ -86,7 +86,7 @@ impl Frame {
 /// A running capture; dropping it stops the program's copy. The settings
 /// and the ring are state maps, which reloads keep; the switch and the rule
 /// names belong to one generation, and are taken again after a reload.
-pub struct Capture {
+pub(crate) struct Capture {
     root: PinRoot,
     iface: String,
     /// The interface's pin folder: each generation has its own switch.
@@ -140,7 +140,7 @@ fn running_rules(root: &PinRoot, iface: &str) -> anyhow::Result<(u32, Vec<String
 }
 
 /// The reason named `name` (as in stats), with the allowed names if none.
-pub fn parse_reason(name: &str) -> anyhow::Result<Reason> {
+pub(crate) fn parse_reason(name: &str) -> anyhow::Result<Reason> {
     match Reason::ALL.iter().find(|r| r.name() == name && r.drops()) {
         Some(r) => Ok(*r),
         None => {
@@ -159,7 +159,7 @@ pub fn parse_reason(name: &str) -> anyhow::Result<Reason> {
 
 impl Capture {
     /// Turns the copy on in the filter running on `iface`.
-    pub fn start(root: &PinRoot, iface: &str, sel: &Selection) -> anyhow::Result<Capture> {
+    pub(crate) fn start(root: &PinRoot, iface: &str, sel: &Selection) -> anyhow::Result<Capture> {
         let dir = root.iface_dir(iface);
         if !dir.is_dir() {
             bail!("no filter loaded on {iface}");
@@ -213,7 +213,7 @@ impl Capture {
     /// Pushes the deadline forward; call it at least every second. Fails
     /// only when the settings cannot be written, or the running generation
     /// stayed unreadable for [`PERSISTENT`].
-    pub fn keep_alive(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn keep_alive(&mut self) -> anyhow::Result<()> {
         let c = CaptureConfig {
             until_ns: sys::monotonic_coarse_ns() + LEASE.as_nanos() as u64,
             ..self.template
@@ -250,13 +250,13 @@ impl Capture {
     }
 
     /// Waits until copies are ready or `timeout` passed.
-    pub fn wait(&self, timeout: Duration) -> anyhow::Result<()> {
+    pub(crate) fn wait(&self, timeout: Duration) -> anyhow::Result<()> {
         sys::wait_readable(self.ring.as_fd(), timeout)?;
         Ok(())
     }
 
     /// Every copy ready now.
-    pub fn drain(&mut self) -> Vec<Frame> {
+    pub(crate) fn drain(&mut self) -> Vec<Frame> {
         let mut out = std::mem::take(&mut self.pending);
         out.extend(self.read_ring());
         out
@@ -303,7 +303,7 @@ impl Drop for Capture {
 /// symbolic link to another user's file, is refused rather than written
 /// through; readable by its owner only (mode 0600: it holds other hosts'
 /// packets).
-pub fn create_file(path: &Path) -> anyhow::Result<File> {
+pub(crate) fn create_file(path: &Path) -> anyhow::Result<File> {
     let opened = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -329,7 +329,7 @@ pub fn create_file(path: &Path) -> anyhow::Result<File> {
 /// Removes the file a failed capture wrote at `path`, if `path` still
 /// names `file` (and not something put in its place since); returns
 /// whether it did.
-pub fn remove_partial(path: &Path, file: &File) -> std::io::Result<bool> {
+pub(crate) fn remove_partial(path: &Path, file: &File) -> std::io::Result<bool> {
     let (ours, there) = (file.metadata()?, std::fs::symlink_metadata(path)?);
     if (ours.dev(), ours.ino()) != (there.dev(), there.ino()) {
         return Ok(false);
@@ -339,12 +339,12 @@ pub fn remove_partial(path: &Path, file: &File) -> std::io::Result<bool> {
 }
 
 /// A pcapng file of copied frames, Ethernet, one comment per frame.
-pub struct PcapngSink<W: Write> {
+pub(crate) struct PcapngSink<W: Write> {
     writer: PcapNgWriter<W>,
 }
 
 impl<W: Write> PcapngSink<W> {
-    pub fn new(out: W, snaplen: u32) -> anyhow::Result<Self> {
+    pub(crate) fn new(out: W, snaplen: u32) -> anyhow::Result<Self> {
         let mut writer = PcapNgWriter::new(out).context("cannot write the pcapng header")?;
         writer
             .write_pcapng_block(InterfaceDescriptionBlock {
@@ -359,7 +359,7 @@ impl<W: Write> PcapngSink<W> {
         Ok(PcapngSink { writer })
     }
 
-    pub fn write(&mut self, frame: &Frame) -> anyhow::Result<()> {
+    pub(crate) fn write(&mut self, frame: &Frame) -> anyhow::Result<()> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -380,7 +380,7 @@ impl<W: Write> PcapngSink<W> {
         Ok(())
     }
 
-    pub fn finish(self) -> anyhow::Result<W> {
+    pub(crate) fn finish(self) -> anyhow::Result<W> {
         let mut out = self.writer.into_inner();
         out.flush().context("cannot write the capture file")?;
         Ok(out)

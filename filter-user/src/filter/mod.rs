@@ -6,8 +6,8 @@
 //! (copies of dropped frames) and the `simulator` (frames run through an
 //! unattached copy).
 
-pub mod capture;
-pub mod guard;
+pub(crate) mod capture;
+pub(crate) mod guard;
 pub mod lifecycle;
 pub mod observe;
 pub mod simulator;

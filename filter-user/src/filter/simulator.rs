@@ -146,7 +146,7 @@ impl Simulator {
 
     /// Runs `frame` `repeat` times; returns the action and the kernel's
     /// own mean time per run.
-    pub fn run_repeat(&self, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, Duration)> {
+    fn run_repeat(&self, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, Duration)> {
         let opts = TestRunOptions {
             data_in: Some(frame),
             repeat,

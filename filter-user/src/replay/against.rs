@@ -13,10 +13,10 @@ use super::result::FrameResult;
 const MAX_LISTED: usize = 10_000;
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct Verdict {
-    pub action: &'static str,
-    pub reason: &'static str,
-    pub rule: Option<String>,
+pub(crate) struct Verdict {
+    pub(crate) action: &'static str,
+    pub(crate) reason: &'static str,
+    pub(crate) rule: Option<String>,
 }
 
 impl Verdict {
@@ -30,39 +30,39 @@ impl Verdict {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Changed {
-    pub index: u64,
-    pub time_s: f64,
-    pub old: Verdict,
-    pub new: Verdict,
+pub(crate) struct Changed {
+    pub(crate) index: u64,
+    pub(crate) time_s: f64,
+    pub(crate) old: Verdict,
+    pub(crate) new: Verdict,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct Pair {
-    pub old: u64,
-    pub new: u64,
+pub(crate) struct Pair {
+    pub(crate) old: u64,
+    pub(crate) new: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Changes {
-    pub old_rules: String,
+pub(crate) struct Changes {
+    pub(crate) old_rules: String,
     /// Passed by the old rules, dropped by the new.
-    pub newly_dropped: u64,
+    pub(crate) newly_dropped: u64,
     /// Dropped by the old rules, passed by the new.
-    pub newly_passed: u64,
+    pub(crate) newly_passed: u64,
     /// Same action, another reason or rule.
-    pub reason_changed: u64,
+    pub(crate) reason_changed: u64,
     /// Every received frame whose verdict changes, in capture order (the
     /// first [`MAX_LISTED`]).
-    pub frames: Vec<Changed>,
-    pub frames_not_listed: u64,
+    pub(crate) frames: Vec<Changed>,
+    pub(crate) frames_not_listed: u64,
     /// Frames per reason and per rule where the two differ.
-    pub reasons: BTreeMap<&'static str, Pair>,
-    pub rules: BTreeMap<String, Pair>,
+    pub(crate) reasons: BTreeMap<&'static str, Pair>,
+    pub(crate) rules: BTreeMap<String, Pair>,
 }
 
 impl Changes {
-    pub fn new(old_rules: String) -> Self {
+    pub(crate) fn new(old_rules: String) -> Self {
         Changes {
             old_rules,
             ..Changes::default()
@@ -70,7 +70,7 @@ impl Changes {
     }
 
     /// One received frame as the old and the new rules judged it.
-    pub fn add(&mut self, old: &FrameResult, new: &FrameResult) {
+    pub(crate) fn add(&mut self, old: &FrameResult, new: &FrameResult) {
         if !new.judged() {
             return;
         }
@@ -104,7 +104,7 @@ impl Changes {
     }
 
     /// Keeps only the reasons and rules whose counts differ.
-    pub fn finish(mut self) -> Self {
+    pub(crate) fn finish(mut self) -> Self {
         self.reasons.retain(|_, p| p.old != p.new);
         self.rules.retain(|_, p| p.old != p.new);
         self

@@ -22,21 +22,21 @@ const MAX_RECORD: u32 = 256 * 1024;
 
 /// One frame read from a capture, borrowing the reader's buffer.
 pub struct RawFrame<'a> {
-    pub timestamp: Duration,
-    pub len: u32,
+    pub(crate) timestamp: Duration,
+    pub(crate) len: u32,
     pub data: Cow<'a, [u8]>,
     /// The direction the capture recorded (a cooked header's packet type,
     /// pcapng's `epb_flags`), if it did.
-    pub direction: Option<Direction>,
+    pub(crate) direction: Option<Direction>,
     /// A frame of the loopback interface (in a `tcpdump -i any` capture),
     /// which XDP on a network interface never sees.
-    pub loopback: bool,
+    pub(crate) loopback: bool,
 }
 
 /// Which way a frame went, seen from the filtered host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Direction {
+pub(crate) enum Direction {
     /// Received: what XDP judges.
     In,
     /// Sent by the host: what the egress recorder sees.
@@ -70,7 +70,7 @@ impl Link {
     /// with the sender's link address as source (when it has six bytes),
     /// a zero destination and the cooked header's protocol as EtherType.
     /// Returns the frame and its length on the wire.
-    pub fn to_ethernet<'a>(self, data: Cow<'a, [u8]>, len: u32) -> (Cow<'a, [u8]>, u32) {
+    fn to_ethernet<'a>(self, data: Cow<'a, [u8]>, len: u32) -> (Cow<'a, [u8]>, u32) {
         // Offsets of the EtherType, the address length byte and the address.
         let (header, protocol, addr_len, addr) = match self {
             Link::Ethernet => return (data, len),
@@ -100,7 +100,7 @@ impl Link {
 
     /// What a cooked header says of the frame: its direction, and whether
     /// it is the loopback interface's. Nothing for Ethernet frames.
-    pub fn cooked_facts(self, data: &[u8]) -> (Option<Direction>, bool) {
+    fn cooked_facts(self, data: &[u8]) -> (Option<Direction>, bool) {
         let be16 = |at: usize| {
             data.get(at..at + 2)
                 .map(|b| u16::from_be_bytes([b[0], b[1]]))
@@ -118,14 +118,6 @@ impl Link {
             }
         });
         (direction, hatype == Some(ARPHRD_LOOPBACK))
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Link::Ethernet => "ethernet",
-            Link::Sll => "linux_sll",
-            Link::Sll2 => "linux_sll2",
-        }
     }
 }
 
@@ -197,7 +189,7 @@ impl Capture {
         }
     }
 
-    pub fn format(&self) -> &'static str {
+    pub(crate) fn format(&self) -> &'static str {
         match self {
             Capture::Pcap { .. } => "pcap",
             Capture::PcapNg { .. } => "pcapng",
@@ -206,7 +198,7 @@ impl Capture {
 
     /// Whether the capture can mark each frame's direction: cooked headers
     /// always do, pcapng may (`epb_flags`).
-    pub fn marks_direction(&self) -> bool {
+    pub(crate) fn marks_direction(&self) -> bool {
         match self {
             Capture::Pcap { link, .. } => *link != Link::Ethernet,
             Capture::PcapNg { .. } => true,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Timing {
+pub(crate) enum Timing {
     /// The program's time is each frame's timestamp: limits, bans, the
     /// reply window and fragment memory behave as they did live.
     #[default]
@@ -27,14 +27,14 @@ const START_NS: u64 = 1_000 * 1_000_000_000;
 /// runs back: a frame stamped before the previous one (captures merged
 /// from several interfaces) runs at the previous one's time.
 #[derive(Default)]
-pub struct VirtualClock {
+pub(crate) struct VirtualClock {
     first: Option<Duration>,
     last_ns: u64,
 }
 
 impl VirtualClock {
     /// The program's time (ns) for a frame stamped `ts`.
-    pub fn at(&mut self, ts: Duration) -> u64 {
+    pub(crate) fn at(&mut self, ts: Duration) -> u64 {
         let first = *self.first.get_or_insert(ts);
         let since = ts
             .saturating_sub(first)
@@ -45,7 +45,7 @@ impl VirtualClock {
     }
 
     /// Seconds since the first frame at program time `ns`.
-    pub fn seconds(ns: u64) -> f64 {
+    pub(crate) fn seconds(ns: u64) -> f64 {
         ns.saturating_sub(START_NS) as f64 / 1e9
     }
 }

@@ -24,7 +24,7 @@ const MAX_PER_KIND: usize = 1_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A source's first frame dropped over its per-source limit.
     Limit,
     /// A source's first frame dropped because it was banned.
@@ -36,19 +36,19 @@ pub enum Kind {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Event {
+pub(crate) struct Event {
     /// Seconds since the capture's first frame.
-    pub time_s: f64,
+    pub(crate) time_s: f64,
     /// The frame it happened at (surges: the last frame before the
     /// observation).
-    pub frame: u64,
-    pub kind: Kind,
-    pub source: Option<IpAddr>,
-    pub port: Option<u16>,
+    pub(crate) frame: u64,
+    pub(crate) kind: Kind,
+    pub(crate) source: Option<IpAddr>,
+    pub(crate) port: Option<u16>,
 }
 
 /// Events as frames stream past.
-pub struct Events {
+pub(crate) struct Events {
     seen: HashSet<(Kind, IpAddr)>,
     named: [usize; 2],
     list: Vec<Event>,
@@ -67,7 +67,7 @@ const SECOND: u64 = 1_000_000_000;
 impl Events {
     /// `adaptive`: the rule file's settings, when surges are to be
     /// simulated (on the capture's clock only).
-    pub fn new(adaptive: Option<&Adaptive>) -> Self {
+    pub(crate) fn new(adaptive: Option<&Adaptive>) -> Self {
         Events {
             seen: HashSet::new(),
             named: [0; 2],
@@ -81,7 +81,7 @@ impl Events {
     }
 
     /// Looks at one received frame's verdict.
-    pub fn frame(&mut self, f: &FrameResult, facts: &FrameFacts) {
+    pub(crate) fn frame(&mut self, f: &FrameResult, facts: &FrameFacts) {
         let kind = if f.reason == Reason::RateLimitDrop.name() {
             Kind::Limit
         } else if f.reason == Reason::BanDrop.name() {
@@ -107,7 +107,12 @@ impl Events {
     /// Before a frame runs at program time `now_ns`: the surge detector's
     /// observations of every whole second that passed since the last one
     /// (`last_frame` is the last frame that ran before them).
-    pub fn before(&mut self, sim: &Simulator, now_ns: u64, last_frame: u64) -> anyhow::Result<()> {
+    pub(crate) fn before(
+        &mut self,
+        sim: &Simulator,
+        now_ns: u64,
+        last_frame: u64,
+    ) -> anyhow::Result<()> {
         let Some(s) = &mut self.surges else {
             return Ok(());
         };
@@ -144,7 +149,7 @@ impl Events {
         Ok(())
     }
 
-    pub fn finish(self) -> Vec<Event> {
+    pub(crate) fn finish(self) -> Vec<Event> {
         self.list
     }
 }

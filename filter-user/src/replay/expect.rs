@@ -27,25 +27,25 @@ const MAX_EXPECT_FILE: u64 = 1 << 20;
 
 /// An expect file, its paths resolved against its folder.
 #[derive(Debug, Clone)]
-pub struct Expect {
+pub(crate) struct Expect {
     /// The expect file itself, as given.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The rules to judge (`--rules` overrides).
-    pub rules: Option<PathBuf>,
+    pub(crate) rules: Option<PathBuf>,
     /// The rules to compare with (`--against` overrides).
-    pub against: Option<PathBuf>,
-    pub gate: Gate,
-    pub captures: Vec<CaptureSpec>,
+    pub(crate) against: Option<PathBuf>,
+    pub(crate) gate: Gate,
+    pub(crate) captures: Vec<CaptureSpec>,
 }
 
 /// What the rules must achieve.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Gate {
+pub(crate) struct Gate {
     /// Benign frames that may be dropped, over all captures.
-    pub max_benign_drop: u64,
+    pub(crate) max_benign_drop: u64,
     /// Share (0.0 to 1.0) of each capture's attack frames that must be
     /// dropped.
-    pub min_attack_drop: f64,
+    pub(crate) min_attack_drop: f64,
 }
 
 impl Default for Gate {
@@ -59,21 +59,21 @@ impl Default for Gate {
 
 /// One `[[capture]]`.
 #[derive(Debug, Clone)]
-pub struct CaptureSpec {
-    pub file: PathBuf,
-    pub label: Label,
+pub(crate) struct CaptureSpec {
+    pub(crate) file: PathBuf,
+    pub(crate) label: Label,
     /// The host's addresses, telling the direction of plain Ethernet
     /// frames (as `--host`).
-    pub hosts: Vec<IpAddr>,
-    pub timing: Option<Timing>,
+    pub(crate) hosts: Vec<IpAddr>,
+    pub(crate) timing: Option<Timing>,
     /// For `Label::Mixed` (and only for it): which frames are attack.
-    pub attack: Option<Matcher>,
+    pub(crate) attack: Option<Matcher>,
 }
 
 impl CaptureSpec {
     /// Whether an incoming frame of this capture counts as attack (else
     /// benign). Outgoing frames are neither; the caller leaves them out.
-    pub fn is_attack(&self, f: &FrameFacts) -> bool {
+    pub(crate) fn is_attack(&self, f: &FrameFacts) -> bool {
         match self.label {
             Label::Attack => true,
             Label::Baseline => false,
@@ -85,7 +85,7 @@ impl CaptureSpec {
 /// What a capture holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Label {
+pub(crate) enum Label {
     /// Every incoming frame is attack.
     Attack,
     /// Every incoming frame is benign.
@@ -101,7 +101,7 @@ impl Label {
         (Label::Mixed, "mixed"),
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         Self::ALL
             .iter()
             .find(|(l, _)| *l == self)
@@ -114,16 +114,16 @@ impl Label {
 /// or a later fragment) does not match. An empty list is never stored:
 /// empty means not asked for.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Matcher {
+pub(crate) struct Matcher {
     /// IP protocol number (UDP 17, TCP 6, ICMP 1).
-    pub proto: Option<u8>,
-    pub src_ports: Vec<u16>,
-    pub dst_ports: Vec<u16>,
-    pub sources: Vec<Prefix>,
+    pub(crate) proto: Option<u8>,
+    pub(crate) src_ports: Vec<u16>,
+    pub(crate) dst_ports: Vec<u16>,
+    pub(crate) sources: Vec<Prefix>,
 }
 
 impl Matcher {
-    pub fn matches(&self, f: &FrameFacts) -> bool {
+    pub(crate) fn matches(&self, f: &FrameFacts) -> bool {
         let port = |want: &[u16], got: Option<u16>| {
             want.is_empty() || got.is_some_and(|p| want.contains(&p))
         };
@@ -155,7 +155,7 @@ fn family_bytes(a: IpAddr) -> (u8, [u8; 16]) {
 
 /// Reads and validates an expect file; its paths are taken relative to
 /// its folder. Every error of the file, one a line.
-pub fn load(path: &Path) -> anyhow::Result<Expect> {
+pub(crate) fn load(path: &Path) -> anyhow::Result<Expect> {
     let text = files::read_text(path, "expect file", MAX_EXPECT_FILE)?;
     let base = path.parent().unwrap_or(Path::new(""));
     let mut expect = parse(&path.display().to_string(), &text, base).map_err(|errors| {
@@ -168,7 +168,7 @@ pub fn load(path: &Path) -> anyhow::Result<Expect> {
 
 /// Validates expect-file text (named `file` in errors), paths relative to
 /// `base`. Every error found, in file order, or the expect file.
-pub fn parse(file: &str, text: &str, base: &Path) -> Result<Expect, Vec<RuleError>> {
+pub(crate) fn parse(file: &str, text: &str, base: &Path) -> Result<Expect, Vec<RuleError>> {
     let cx = Ctx { file, text };
     let schema: ExpectSchema = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
@@ -485,13 +485,13 @@ fn port_list(
 /// Frames of one kind (attack or benign) in a capture, and how many of
 /// them the rules dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Tally {
-    pub frames: u64,
-    pub dropped: u64,
+pub(crate) struct Tally {
+    pub(crate) frames: u64,
+    pub(crate) dropped: u64,
 }
 
 impl Tally {
-    pub fn add(&mut self, dropped: bool) {
+    pub(crate) fn add(&mut self, dropped: bool) {
         self.frames += 1;
         self.dropped += u64::from(dropped);
     }
@@ -500,14 +500,14 @@ impl Tally {
 /// One line of the verdict: what was checked, against what limit, what
 /// the replay found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     /// "min_attack_drop", "max_benign_drop" or "captures_empty".
-    pub check: &'static str,
-    pub limit: serde_json::Value,
-    pub value: serde_json::Value,
-    pub passed: bool,
+    pub(crate) check: &'static str,
+    pub(crate) limit: serde_json::Value,
+    pub(crate) value: serde_json::Value,
+    pub(crate) passed: bool,
     /// The capture the check is about, when it is about one.
-    pub capture: Option<String>,
+    pub(crate) capture: Option<String>,
 }
 
 /// Floating-point slack for shares: "99.3%" is 99.3 / 100, which may lie
@@ -520,7 +520,7 @@ const SHARE_SLACK: f64 = 1e-9;
 /// frames (dropped against `max_benign_drop`) when there are any. Captures
 /// that hold no frame to judge at all are a failing `captures_empty`: a
 /// gate that judged nothing must not pass.
-pub fn judge(gate: &Gate, captures: &[(String, Tally, Tally)]) -> Vec<Check> {
+pub(crate) fn judge(gate: &Gate, captures: &[(String, Tally, Tally)]) -> Vec<Check> {
     let frames: u64 = captures.iter().map(|(_, a, b)| a.frames + b.frames).sum();
     if frames == 0 {
         return vec![Check {

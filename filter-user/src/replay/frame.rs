@@ -14,12 +14,12 @@ const ETH_P_8021AD: u16 = 0x88a8;
 /// them: `None` where the frame is not IP, is cut short, or is a later
 /// fragment (no ports).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FrameFacts {
-    pub src: Option<IpAddr>,
-    pub dst: Option<IpAddr>,
-    pub proto: Option<u8>,
-    pub src_port: Option<u16>,
-    pub dst_port: Option<u16>,
+pub(crate) struct FrameFacts {
+    pub(crate) src: Option<IpAddr>,
+    pub(crate) dst: Option<IpAddr>,
+    pub(crate) proto: Option<u8>,
+    pub(crate) src_port: Option<u16>,
+    pub(crate) dst_port: Option<u16>,
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
@@ -28,7 +28,7 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 
 /// Reads an Ethernet frame (up to two VLAN tags, IPv4 with options, IPv6
 /// with its extension headers).
-pub fn facts(frame: &[u8]) -> FrameFacts {
+pub(crate) fn facts(frame: &[u8]) -> FrameFacts {
     let mut off = 12;
     let mut ether_type = be16(frame, off).unwrap_or(0);
     for _ in 0..2 {

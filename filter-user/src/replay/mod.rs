@@ -121,15 +121,15 @@
 //!   reason and rule the frames under each set where they differ.
 //! - New fields may be added; existing ones keep their names and meaning.
 
-pub mod against;
+pub(crate) mod against;
 pub mod capture;
-pub mod clock;
-pub mod events;
-pub mod expect;
-pub mod frame;
-pub mod report;
-pub mod result;
-pub mod tracker;
+pub(crate) mod clock;
+pub(crate) mod events;
+pub(crate) mod expect;
+pub(crate) mod frame;
+pub(crate) mod report;
+pub(crate) mod result;
+mod tracker;
 
 use std::{net::IpAddr, path::Path, time::Instant};
 
@@ -158,13 +158,13 @@ const MAX_HARNESS_FRAME: usize = 3520;
 
 /// How to replay, beyond the rules and the capture.
 #[derive(Default)]
-pub struct Options<'a> {
-    pub timing: Timing,
+pub(crate) struct Options<'a> {
+    pub(crate) timing: Timing,
     /// The host's addresses, for telling the direction of frames the
     /// capture does not mark.
-    pub hosts: Vec<IpAddr>,
+    pub(crate) hosts: Vec<IpAddr>,
     /// The old rules and their file's name, to compare against.
-    pub against: Option<(&'a RuleSet, String)>,
+    pub(crate) against: Option<(&'a RuleSet, String)>,
 }
 
 /// One rule set's copy of the program, and what it counted.
@@ -192,8 +192,8 @@ impl<'a> Side<'a> {
 }
 
 /// A capture opened and a copy of the program loaded, ready to replay.
-pub struct Replay<'a> {
-    pub header: Header,
+pub(crate) struct Replay<'a> {
+    pub(crate) header: Header,
     reader: Capture,
     timing: Timing,
     hosts: Vec<IpAddr>,
@@ -202,7 +202,7 @@ pub struct Replay<'a> {
 }
 
 impl<'a> Replay<'a> {
-    pub fn open(
+    pub(crate) fn open(
         set: &'a RuleSet,
         rules_file: &str,
         capture: &Path,
@@ -245,7 +245,7 @@ impl<'a> Replay<'a> {
     /// Runs every frame, hands each result (and what its headers say) to
     /// `each` as it comes (memory does not grow with the capture), and
     /// returns the totals.
-    pub fn run(
+    pub(crate) fn run(
         mut self,
         mut each: impl FnMut(&FrameResult, &FrameFacts) -> anyhow::Result<()>,
     ) -> anyhow::Result<Totalled> {

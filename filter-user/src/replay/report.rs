@@ -18,66 +18,66 @@ use crate::{
 };
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RuleTotals {
-    pub name: String,
-    pub action: &'static str,
-    pub packets: u64,
-    pub bytes: u64,
+pub(crate) struct RuleTotals {
+    pub(crate) name: String,
+    pub(crate) action: &'static str,
+    pub(crate) packets: u64,
+    pub(crate) bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    pub frames: u64,
+pub(crate) struct Summary {
+    pub(crate) frames: u64,
     /// Received frames, XDP's: `dropped` and `passed` add up to these
     /// (frames of unknown direction among them).
-    pub incoming: u64,
+    pub(crate) incoming: u64,
     /// The host's own frames, run through the egress recorder.
-    pub outgoing: u64,
+    pub(crate) outgoing: u64,
     /// Frames whose direction neither the capture nor `--host` told: run
     /// as received.
-    pub direction_unknown: u64,
+    pub(crate) direction_unknown: u64,
     /// Loopback frames of a `tcpdump -i any` capture: not run.
-    pub loopback: u64,
-    pub dropped: Totals,
-    pub passed: Totals,
-    pub truncated: u64,
-    pub not_run: u64,
-    pub oversize: u64,
+    pub(crate) loopback: u64,
+    pub(crate) dropped: Totals,
+    pub(crate) passed: Totals,
+    pub(crate) truncated: u64,
+    pub(crate) not_run: u64,
+    pub(crate) oversize: u64,
     /// From the first frame's timestamp to the last's.
-    pub capture_span_s: f64,
-    pub elapsed_s: f64,
-    pub frames_per_s: f64,
+    capture_span_s: f64,
+    pub(crate) elapsed_s: f64,
+    pub(crate) frames_per_s: f64,
     /// What the replay's timing did to the capture's rates, in words.
-    pub timing_effect: String,
+    pub(crate) timing_effect: String,
 }
 
 /// What a replay is of: the JSON document's first fields.
 #[derive(Debug, Clone, Serialize)]
-pub struct Header {
-    pub capture: String,
-    pub format: &'static str,
-    pub rules_file: String,
-    pub rules_digest: String,
-    pub mode: Mode,
-    pub timing: Timing,
-    pub timing_note: &'static str,
+pub(crate) struct Header {
+    pub(crate) capture: String,
+    pub(crate) format: &'static str,
+    pub(crate) rules_file: String,
+    pub(crate) rules_digest: String,
+    pub(crate) mode: Mode,
+    pub(crate) timing: Timing,
+    pub(crate) timing_note: &'static str,
     /// How each frame's direction is told: "capture" (its own marks, then
     /// `--host` for frames it left unmarked), "hosts", or "none".
-    pub direction: &'static str,
+    pub(crate) direction: &'static str,
 }
 
 /// What the whole replay added up to: the JSON document's last fields.
 #[derive(Debug, Clone, Serialize)]
-pub struct Totalled {
-    pub totals: BTreeMap<&'static str, Totals>,
-    pub rules: Vec<RuleTotals>,
-    pub events: Vec<Event>,
+pub(crate) struct Totalled {
+    pub(crate) totals: BTreeMap<&'static str, Totals>,
+    pub(crate) rules: Vec<RuleTotals>,
+    pub(crate) events: Vec<Event>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub changes: Option<Changes>,
-    pub summary: Summary,
+    pub(crate) changes: Option<Changes>,
+    pub(crate) summary: Summary,
 }
 
-pub fn timing_note(t: Timing) -> &'static str {
+pub(crate) fn timing_note(t: Timing) -> &'static str {
     match t {
         Timing::Capture => {
             "capture: the program's clock is each frame's timestamp, so rate limits, bans, the reply window, fragment memory and surge detection run as during the capture"
@@ -89,15 +89,15 @@ pub fn timing_note(t: Timing) -> &'static str {
 }
 
 /// Totals kept while frames stream past.
-pub struct Counts {
+pub(crate) struct Counts {
     reasons: BTreeMap<&'static str, Totals>,
     rules: Vec<Totals>,
-    pub summary: Summary,
+    pub(crate) summary: Summary,
     first_ts: Option<f64>,
 }
 
 impl Counts {
-    pub fn new(rules: usize) -> Self {
+    pub(crate) fn new(rules: usize) -> Self {
         Counts {
             reasons: Reason::ALL
                 .iter()
@@ -109,7 +109,7 @@ impl Counts {
         }
     }
 
-    pub fn add(&mut self, f: &FrameResult) {
+    pub(crate) fn add(&mut self, f: &FrameResult) {
         let s = &mut self.summary;
         s.frames += 1;
         let first = *self.first_ts.get_or_insert(f.timestamp);
@@ -145,7 +145,7 @@ impl Counts {
         }
     }
 
-    pub fn finish(
+    pub(crate) fn finish(
         mut self,
         set: &RuleSet,
         timing: Timing,
@@ -195,12 +195,12 @@ fn timing_effect(timing: Timing, span_s: f64, elapsed_s: f64) -> String {
     }
 }
 
-pub fn add(t: &mut Totals, by: Totals) {
+pub(crate) fn add(t: &mut Totals, by: Totals) {
     t.packets += by.packets;
     t.bytes += by.bytes;
 }
 
-pub fn action_name(action: u32) -> &'static str {
+pub(crate) fn action_name(action: u32) -> &'static str {
     match action {
         XDP_DROP => "drop",
         XDP_PASS => "pass",

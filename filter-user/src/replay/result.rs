@@ -7,49 +7,49 @@ use super::capture::Direction;
 
 /// What one frame got.
 #[derive(Debug, Clone, Serialize)]
-pub struct FrameResult {
-    pub index: u64,
+pub(crate) struct FrameResult {
+    pub(crate) index: u64,
     /// Unix seconds, as in the capture.
-    pub timestamp: f64,
+    pub(crate) timestamp: f64,
     /// Seconds since the capture's first frame.
-    pub time_s: f64,
-    pub direction: Direction,
+    pub(crate) time_s: f64,
+    pub(crate) direction: Direction,
     /// Length on the wire.
-    pub len: u32,
+    pub(crate) len: u32,
     /// Bytes in the capture: what ran.
-    pub captured: u32,
-    pub truncated: bool,
+    pub(crate) captured: u32,
+    pub(crate) truncated: bool,
     /// False for frames the kernel's test harness does not take: shorter
     /// than an Ethernet header, or too long for it; and for loopback
     /// frames, which XDP never sees.
-    pub ran: bool,
+    pub(crate) ran: bool,
     /// The program saw only the first part of the frame, or none of it
     /// (see the JSON doc).
-    pub oversize: bool,
+    pub(crate) oversize: bool,
     /// "drop" or "pass" for received frames, "sent" for the host's own.
-    pub action: &'static str,
-    pub reason: &'static str,
-    pub rule: Option<String>,
+    pub(crate) action: &'static str,
+    pub(crate) reason: &'static str,
+    pub(crate) rule: Option<String>,
     /// Index of `rule` in the rule set.
     #[serde(skip)]
-    pub rule_index: Option<usize>,
+    pub(crate) rule_index: Option<usize>,
     /// A loopback frame: not run, not counted.
     #[serde(skip)]
-    pub loopback: bool,
+    pub(crate) loopback: bool,
 }
 
 /// The reason of the host's own frames, which get no verdict.
-pub const OUTGOING: &str = "outgoing";
+pub(crate) const OUTGOING: &str = "outgoing";
 /// The reason of loopback frames, which XDP never sees.
-pub const LOOPBACK: &str = "loopback";
+pub(crate) const LOOPBACK: &str = "loopback";
 
 impl FrameResult {
     /// A frame XDP judged (or the harness could not run).
-    pub fn judged(&self) -> bool {
+    pub(crate) fn judged(&self) -> bool {
         self.direction != Direction::Out && !self.loopback
     }
 
-    pub fn dropped(&self) -> bool {
+    pub(crate) fn dropped(&self) -> bool {
         self.judged() && self.action == "drop"
     }
 }

@@ -13,11 +13,11 @@ use crate::{
 };
 
 /// What one run of the program did, read from its counters.
-pub struct Verdict {
-    pub reason: Reason,
-    pub rule: Option<usize>,
+pub(crate) struct Verdict {
+    pub(crate) reason: Reason,
+    pub(crate) rule: Option<usize>,
     /// Bytes the program saw (its own `data_end - data`).
-    pub seen: u64,
+    pub(crate) seen: u64,
 }
 
 /// Finds which reason (and rule) counter one run moved, reading as few
@@ -27,7 +27,7 @@ pub struct Verdict {
 /// the first that moved. Rule counters are read only for reasons a rule
 /// can lead to, and only those of rules with a fitting action. `verify`
 /// checks every counter at the end.
-pub struct Tracker {
+pub(crate) struct Tracker {
     monitor: bool,
     /// Last value read of each reason counter.
     reasons: [Totals; REASON_COUNT as usize],
@@ -40,7 +40,7 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    pub fn new(runner: &Simulator, set: &RuleSet) -> anyhow::Result<Self> {
+    pub(crate) fn new(runner: &Simulator, set: &RuleSet) -> anyhow::Result<Self> {
         let mut by_action: [Vec<usize>; 3] = Default::default();
         for (i, spec) in set.rules.iter().enumerate() {
             if let Some(v) = by_action.get_mut(usize::from(spec.rule.action)) {
@@ -71,7 +71,7 @@ impl Tracker {
         Ok((now.packets != old.packets).then(|| now.bytes.wrapping_sub(old.bytes)))
     }
 
-    pub fn after_run(&mut self, runner: &Simulator, action: u32) -> anyhow::Result<Verdict> {
+    pub(crate) fn after_run(&mut self, runner: &Simulator, action: u32) -> anyhow::Result<Verdict> {
         // In enforce mode the action tells drop reasons from pass reasons;
         // in monitor mode every frame passes.
         let monitor = self.monitor;
@@ -136,7 +136,7 @@ impl Tracker {
 
     /// Every counter against what was read frame by frame: a frame that
     /// moved two counters, or one that was not looked at, shows here.
-    pub fn verify(&self, runner: &Simulator) -> anyhow::Result<()> {
+    pub(crate) fn verify(&self, runner: &Simulator) -> anyhow::Result<()> {
         for (r, t) in Reason::ALL.iter().zip(runner.reasons()?) {
             let seen = self.reasons[*r as usize];
             if t != seen {

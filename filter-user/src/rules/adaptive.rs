@@ -7,7 +7,8 @@ use filter_common::{ACTION_DROP, ACTION_LIMIT, IPPROTO_UDP, Limit, RULE_NAME_LEN
 
 // The settings and the block are parts of a `RuleSet`, so they live beside
 // it in `set.rs` (below this file, which builds sets with blocks).
-pub use super::set::{ADAPTIVE_PREFIX, Adaptive, AdaptiveBlock};
+pub use super::set::AdaptiveBlock;
+pub(crate) use super::set::{ADAPTIVE_PREFIX, Adaptive};
 use super::{
     compile::{compile_chains, gcra_packets},
     error::{Ctx, RuleError},
@@ -36,10 +37,10 @@ pub const DEFAULT_HOLD_NS: u64 = 120_000_000_000;
 /// answers to this host's own lookups (unsolicited ones are the reply
 /// guard's job), 443 carries QUIC (HTTP/3) downloads, which are legitimately
 /// large and concentrated on one source port.
-pub const DEFAULT_NEVER_BLOCK: [u16; 1] = [443];
+const DEFAULT_NEVER_BLOCK: [u16; 1] = [443];
 
 /// Validates `[adaptive]`; `limits` are the file's, by limit id - 1.
-pub fn parse(
+pub(crate) fn parse(
     cx: &Ctx<'_>,
     s: &AdaptiveSchema,
     limits: &[(String, Limit)],

@@ -18,7 +18,7 @@ use super::{
 
 /// GCRA spacing and tolerance (ns) of a packet rate with a burst (packets;
 /// by default a tenth of a second at the rate, at least one packet).
-pub fn gcra_packets(pps: u64, burst: Option<u64>) -> (u64, u64) {
+pub(crate) fn gcra_packets(pps: u64, burst: Option<u64>) -> (u64, u64) {
     let burst = burst.unwrap_or((pps / 10).max(1));
     let interval = 1_000_000_000 / pps;
     (interval, (burst - 1) * interval)
@@ -27,7 +27,7 @@ pub fn gcra_packets(pps: u64, burst: Option<u64>) -> (u64, u64) {
 /// GCRA cost of a byte (ps) and tolerance (ns) of a bit rate with a burst
 /// (bytes; by default a tenth of a second at the rate, at least one
 /// full-size frame). None when the tolerance does not fit the limiter.
-pub fn gcra_bytes(bps: u64, burst_bytes: Option<u64>) -> Option<(u64, u64)> {
+pub(crate) fn gcra_bytes(bps: u64, burst_bytes: Option<u64>) -> Option<(u64, u64)> {
     let burst = burst_bytes.unwrap_or((bps / 80).max(1514));
     let cost_ps = 8_000_000_000_000 / bps;
     Some((cost_ps, burst.checked_mul(cost_ps)? / 1000))
@@ -46,32 +46,32 @@ pub struct Compiled {
     pub limits: Vec<Limit>,
     /// The guarded-port table, a byte per port (empty when off; see
     /// [`filter_common::GLOBAL_GUARD_PORTS`]).
-    pub guard_table: Vec<u8>,
+    pub(crate) guard_table: Vec<u8>,
     /// Guarded port -> its budget.
     pub guard_ports: Vec<(u16, GuardPort)>,
     /// (index, word) of every non-zero word of the source hints in front
     /// of the allow and deny tries ([`filter_common::hints`]).
-    pub hint_words: Vec<(u32, u64)>,
+    pub(crate) hint_words: Vec<(u32, u64)>,
     /// The IPv4 lists in the program's form.
-    pub v4_lists: super::v4lists::V4Lists,
+    pub(crate) v4_lists: super::v4lists::V4Lists,
 }
 
-pub struct ChainOverflow {
+pub(crate) struct ChainOverflow {
     /// Index of the rule in the loaded rules.
-    pub rule: usize,
-    pub message: String,
+    pub(crate) rule: usize,
+    pub(crate) message: String,
 }
 
 /// Splits each protocol's source-port space at every rule boundary; each
 /// piece gets the list of rules covering it, in file order. Identical lists
 /// share one chain.
 /// Chains and the port slots that lead to them.
-pub struct Chains {
+pub(crate) struct Chains {
     chains: Vec<Chain>,
     port_chains: Vec<(u32, u32)>,
 }
 
-pub fn compile_chains(set: &RuleSet) -> Result<Chains, ChainOverflow> {
+pub(crate) fn compile_chains(set: &RuleSet) -> Result<Chains, ChainOverflow> {
     let mut chains = vec![Chain::default()];
     let mut ids: HashMap<Vec<u16>, u32> = HashMap::new();
     let mut port_chains = Vec::new();

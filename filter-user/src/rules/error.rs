@@ -25,7 +25,7 @@ impl fmt::Display for RuleError {
 impl std::error::Error for RuleError {}
 
 /// Line and column (1-based, columns in characters) of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
     // A span can end inside a multi-byte character; never slice there.
     while !text.is_char_boundary(offset) {
@@ -39,13 +39,13 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// The file being validated: errors found in it are placed by span.
-pub struct Ctx<'a> {
-    pub file: &'a str,
-    pub text: &'a str,
+pub(crate) struct Ctx<'a> {
+    pub(crate) file: &'a str,
+    pub(crate) text: &'a str,
 }
 
 impl Ctx<'_> {
-    pub fn err(&self, span: Range<usize>, message: impl Into<String>) -> RuleError {
+    pub(crate) fn err(&self, span: Range<usize>, message: impl Into<String>) -> RuleError {
         let (line, column) = line_col(self.text, span.start);
         RuleError {
             file: self.file.to_string(),
@@ -56,7 +56,7 @@ impl Ctx<'_> {
     }
 
     /// "unknown WHAT "GOT": allowed are "A", "B" and "C"".
-    pub fn unknown(
+    pub(crate) fn unknown(
         &self,
         span: Range<usize>,
         what: &str,
@@ -71,7 +71,7 @@ impl Ctx<'_> {
 }
 
 /// `"a"`, `"a" and "b"`, `"a", "b" and "c"`.
-pub fn one_of(words: &[&str]) -> String {
+pub(crate) fn one_of(words: &[&str]) -> String {
     let quoted: Vec<String> = words.iter().map(|w| format!("{w:?}")).collect();
     match quoted.split_last() {
         None => String::new(),

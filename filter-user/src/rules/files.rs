@@ -13,9 +13,9 @@ use std::{
 use super::error::line_col;
 
 /// Largest rule file read: far beyond any hand-written one.
-pub const MAX_RULE_FILE: u64 = 1 << 20;
+pub(crate) const MAX_RULE_FILE: u64 = 1 << 20;
 /// Largest list file read: 100,000 IPv6 prefixes with comments fit.
-pub const MAX_LIST_FILE: u64 = 32 << 20;
+const MAX_LIST_FILE: u64 = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -54,13 +54,13 @@ pub fn read_rules(path: &Path) -> Result<String, FileError> {
 }
 
 /// A list file's text.
-pub fn read_list(path: &Path) -> Result<String, FileError> {
+pub(crate) fn read_list(path: &Path) -> Result<String, FileError> {
     read_text(path, "list file", MAX_LIST_FILE)
 }
 
 /// A rule file's bytes, read with the same care as `read_rules` but not
 /// taken as text: for what only compares them (`serve`'s change check).
-pub fn read_rule_bytes(path: &Path) -> Result<Vec<u8>, FileError> {
+pub(crate) fn read_rule_bytes(path: &Path) -> Result<Vec<u8>, FileError> {
     read_bytes(path, "rule file", MAX_RULE_FILE)
 }
 
@@ -80,7 +80,7 @@ fn kind(t: std::fs::FileType) -> &'static str {
 
 /// The text of a file read as untrusted input; `what` names it in errors
 /// ("rule file"; replay's "expect file").
-pub fn read_text(path: &Path, what: &'static str, max: u64) -> Result<String, FileError> {
+pub(crate) fn read_text(path: &Path, what: &'static str, max: u64) -> Result<String, FileError> {
     let bytes = read_bytes(path, what, max)?;
     String::from_utf8(bytes).map_err(|e| {
         let good = e.utf8_error().valid_up_to();

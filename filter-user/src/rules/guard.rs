@@ -8,7 +8,7 @@ use toml::Spanned;
 
 // The guard is a part of a `RuleSet`, so it lives beside it in `set.rs`
 // (below this file, whose `ban_warning` reads a whole set).
-pub use super::set::ReplyGuard;
+pub(crate) use super::set::ReplyGuard;
 use super::{
     error::{Ctx, RuleError},
     schema::ReplyGuardSchema,
@@ -20,7 +20,7 @@ use super::{
 /// Replies per request, and how long a request waits for them, when the
 /// rule file does not say (nor the catalogue, for its vectors: see
 /// [`port_budget`]). Subscriptions get the plain budget.
-pub const DEFAULT_BUDGET: GuardPort = GuardPort {
+pub(crate) const DEFAULT_BUDGET: GuardPort = GuardPort {
     packets: 8,
     bytes: 0,
     expiry_ms: 10_000,
@@ -57,7 +57,7 @@ fn observe_elsewhere(cx: &Ctx<'_>, span: std::ops::Range<usize>, section: &str) 
 }
 
 /// The guard as the program needs it; None when it is absent or off.
-pub fn reply_guard(
+pub(crate) fn reply_guard(
     cx: &Ctx<'_>,
     s: Option<&ReplyGuardSchema>,
 ) -> Result<Option<ReplyGuard>, RuleError> {
@@ -115,7 +115,7 @@ pub fn reply_guard(
 /// The guard of a `[reply_guard]` that lists no ports: every port of
 /// `catalogue` the guard holds (streams are left out), each with `base`
 /// and its vector's own budget over it.
-pub fn default_ports(catalogue: &[Vector], base: GuardPort) -> BTreeMap<u16, GuardPort> {
+pub(crate) fn default_ports(catalogue: &[Vector], base: GuardPort) -> BTreeMap<u16, GuardPort> {
     guarded(catalogue)
         .map(|v| (v.port, v.budget.over(base)))
         .collect()
@@ -125,7 +125,7 @@ pub fn default_ports(catalogue: &[Vector], base: GuardPort) -> BTreeMap<u16, Gua
 /// keys over [`DEFAULT_BUDGET`]), with what the catalogue's vector of the
 /// port asks for its own over it (256 replies to discovery, SSDP's window
 /// of MX seconds, a game server's bursts, CoAP's subscriptions).
-pub fn port_budget(catalogue: &[Vector], port: u16, base: GuardPort) -> GuardPort {
+pub(crate) fn port_budget(catalogue: &[Vector], port: u16, base: GuardPort) -> GuardPort {
     catalogue
         .iter()
         .find(|v| v.port == port)
@@ -193,7 +193,7 @@ fn budget(cx: &Ctx<'_>, s: &ReplyGuardSchema, base: GuardPort) -> Result<GuardPo
 /// `check`'s warning for a rule set that bans without a `never_ban` list:
 /// only the peers filterctl finds on the host (default gateways, resolvers,
 /// time servers, the SSH client) would be safe from a forged flood.
-pub fn ban_warning(set: &RuleSet) -> Option<String> {
+pub(crate) fn ban_warning(set: &RuleSet) -> Option<String> {
     (set.ban_after_ns != 0 && set.never_ban.is_empty()).then(|| {
         "warning: [ban] is set but never_ban lists nobody: a flood forging a peer's address \
          can get it banned; list the peers this host must never lose (monitoring, load \

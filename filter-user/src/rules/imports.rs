@@ -7,7 +7,7 @@ use filter_common::{
     ACTION_DROP, ACTION_LIMIT, ACTION_PASS, RULE_NAME_LEN, RULE_SPARES_GUARDED, Rule,
 };
 
-pub use super::set::{FLOWSPEC_PREFIX, FlowImport};
+pub(crate) use super::set::{FLOWSPEC_PREFIX, FlowImport};
 use super::{
     adaptive::{AdaptiveBlock, with_blocks},
     compile::{compile_chains, gcra_packets},
@@ -17,13 +17,13 @@ use super::{
 /// What `serve` adds to a file's rules and keeps through every reload:
 /// adaptive blocks and imported FlowSpec routes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Added {
-    pub blocks: Vec<AdaptiveBlock>,
-    pub imports: Vec<FlowImport>,
+pub(crate) struct Added {
+    pub(crate) blocks: Vec<AdaptiveBlock>,
+    pub(crate) imports: Vec<FlowImport>,
 }
 
 impl Added {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.blocks.is_empty() && self.imports.is_empty()
     }
 }
@@ -31,7 +31,7 @@ impl Added {
 /// `set` with what `serve` added. A part that no longer fits (a file
 /// without `[adaptive]`, or whose rules leave no room) is left out: serve
 /// notices at its next step and logs it.
-pub fn with_added(set: &RuleSet, added: &Added) -> RuleSet {
+pub(crate) fn with_added(set: &RuleSet, added: &Added) -> RuleSet {
     let mut out = match with_blocks(set, &added.blocks) {
         Ok(with) if !added.blocks.is_empty() => with,
         _ => set.clone(),
@@ -47,16 +47,19 @@ pub fn with_added(set: &RuleSet, added: &Added) -> RuleSet {
 /// Why a rule set with imported routes could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("no room for the rule {name}: {message}")]
-pub struct ImportRuleError {
-    pub name: String,
-    pub message: String,
+pub(crate) struct ImportRuleError {
+    pub(crate) name: String,
+    pub(crate) message: String,
 }
 
 /// `set` with `imports` as synthetic rules, in place of those it had. Each
 /// goes right after the last file rule of action `pass` that can match its
 /// traffic (or first, when none does), as the adaptive blocks do: allow and
 /// deny still win, and so do the file's exceptions for that traffic.
-pub fn with_imports(set: &RuleSet, imports: &[FlowImport]) -> Result<RuleSet, ImportRuleError> {
+pub(crate) fn with_imports(
+    set: &RuleSet,
+    imports: &[FlowImport],
+) -> Result<RuleSet, ImportRuleError> {
     let mut out = set.clone();
     out.rules.retain(|r| !r.name.starts_with(FLOWSPEC_PREFIX));
     out.imports = Vec::new();
@@ -80,7 +83,7 @@ pub fn with_imports(set: &RuleSet, imports: &[FlowImport]) -> Result<RuleSet, Im
 }
 
 /// The rule of one imported route.
-pub fn import_rule(i: &FlowImport) -> RuleSpec {
+fn import_rule(i: &FlowImport) -> RuleSpec {
     let (action, (agg_interval_ns, agg_tolerance_ns)) = if i.limit_pps == 0 {
         (ACTION_DROP, (0, 0))
     } else {

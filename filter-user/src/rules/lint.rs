@@ -40,13 +40,13 @@ impl fmt::Display for Warning {
 }
 
 /// A valid rule file and what looks wrong in it.
-pub struct Checked {
-    pub set: RuleSet,
-    pub warnings: Vec<Warning>,
+pub(crate) struct Checked {
+    pub(crate) set: RuleSet,
+    pub(crate) warnings: Vec<Warning>,
 }
 
 /// Reads, validates and lints a rule file (list files relative to it).
-pub fn check_file(path: &Path) -> Result<Checked, RulesError> {
+pub(crate) fn check_file(path: &Path) -> Result<Checked, RulesError> {
     let text = files::read_rules(path)?;
     let file = path.display().to_string();
     let base = path.parent().unwrap_or(Path::new("."));
@@ -238,7 +238,7 @@ fn shadowed(cx: &Ctx<'_>, schema: &[&RuleSchema], rules: &[RuleSpec]) -> Vec<Rul
 }
 
 /// Whether every packet `later` matches is matched by `early`.
-pub fn covers(early: &RuleSpec, later: &RuleSpec) -> bool {
+pub(crate) fn covers(early: &RuleSpec, later: &RuleSpec) -> bool {
     let (e, l) = (&early.rule, &later.rule);
     let within = |a: (u16, u16), b: (u16, u16)| a.0 <= b.0 && b.1 <= a.1;
     let same_payload = e.match_len == l.match_len

@@ -3,40 +3,42 @@
 //! values the XDP program's maps hold.
 
 pub mod adaptive;
-pub mod compile;
-pub mod error;
+pub(crate) mod compile;
+pub(crate) mod error;
 pub mod files;
-pub mod guard;
-pub mod imports;
+pub(crate) mod guard;
+pub(crate) mod imports;
 mod limits;
 pub mod lint;
 pub mod parse;
-pub mod prefixes;
+pub(crate) mod prefixes;
 mod rule;
-pub mod schema;
-pub mod set;
-pub mod units;
-pub mod upstream;
-pub mod v4lists;
+pub(crate) mod schema;
+pub(crate) mod set;
+pub(crate) mod units;
+pub(crate) mod upstream;
+pub(crate) mod v4lists;
 mod values;
 pub mod vectors;
 
 // Declarations and re-exports only. The children never import this file
 // (they name each other: `super::set::RuleSet`), so these re-exports, kept
 // for the rest of the crate, cannot close an import circle.
+pub use self::parse::{RulesError, load_file};
+pub(crate) use self::set::{Mode, RuleSpec};
 pub use self::{
     compile::Compiled,
     error::RuleError,
-    parse::{RulesError, load_file, parse},
+    parse::parse,
     prefixes::Prefix,
-    set::{FragmentPolicy, Mode, RuleSet, RuleSpec, hex},
+    set::{RuleSet, hex},
 };
 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
-    use super::*;
+    use super::{set::FragmentPolicy, *};
     use filter_common::{CONFIG_FRAGMENT_DROP, CONFIG_MONITOR, MAX_CHAIN};
 
     fn err(text: &str) -> RuleError {

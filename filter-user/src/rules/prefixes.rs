@@ -8,7 +8,7 @@ use filter_common::{FAMILY_V4, FAMILY_V6};
 
 /// Text that is not a prefix, and what would be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PrefixError {
+pub(crate) enum PrefixError {
     #[error("{0:?} is not an IP prefix: write \"192.0.2.0/24\", \"2001:db8::/32\" or an address")]
     NotPrefix(String),
     #[error("prefix length in {text:?} must be 0 to {max}")]
@@ -20,17 +20,17 @@ pub enum PrefixError {
 /// A line of a list file that holds no prefix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {error}")]
-pub struct ListError {
+pub(crate) struct ListError {
     /// 1-based.
-    pub line: usize,
+    pub(crate) line: usize,
     /// 1-based, in characters: where the line's first word starts.
-    pub column: usize,
-    pub error: ListLineError,
+    pub(crate) column: usize,
+    pub(crate) error: ListLineError,
 }
 
 /// What is wrong with a line of a list file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ListLineError {
+pub(crate) enum ListLineError {
     /// Text that is not even an attempt at a prefix: the file may be
     /// something else than a list (a password file), so it is not quoted.
     #[error(
@@ -44,10 +44,10 @@ pub enum ListLineError {
 /// A prefix with its host bits cleared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Prefix {
-    pub family: u8,
+    pub(crate) family: u8,
     /// IPv4 in the first 4 bytes.
-    pub addr: [u8; 16],
-    pub len: u8,
+    pub(crate) addr: [u8; 16],
+    pub(crate) len: u8,
 }
 
 impl Prefix {
@@ -67,7 +67,7 @@ impl std::fmt::Display for Prefix {
     }
 }
 
-pub fn parse_prefix(text: &str) -> Result<Prefix, PrefixError> {
+pub(crate) fn parse_prefix(text: &str) -> Result<Prefix, PrefixError> {
     let t = text.trim();
     let (addr, len) = match t.split_once('/') {
         Some((a, l)) => (a, Some(l)),
@@ -116,7 +116,7 @@ pub fn parse_prefix(text: &str) -> Result<Prefix, PrefixError> {
 
 /// Prefixes of a list file: one per line; blank lines and text after '#'
 /// or ';' are ignored. Errors carry the 1-based line number.
-pub fn parse_list(text: &str) -> Result<Vec<Prefix>, ListError> {
+pub(crate) fn parse_list(text: &str) -> Result<Vec<Prefix>, ListError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let body = line.split(['#', ';']).next().unwrap_or("").trim();

@@ -12,14 +12,14 @@ use super::{prefixes::Prefix, upstream::UpstreamConfig};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Mode {
+pub(crate) enum Mode {
     Enforce,
     Monitor,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FragmentPolicy {
+pub(crate) enum FragmentPolicy {
     Pass,
     Drop,
 }
@@ -28,16 +28,16 @@ pub enum FragmentPolicy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleSpec {
     pub name: String,
-    pub proto: u8,
-    pub src_ports: (u16, u16),
-    pub rule: Rule,
+    pub(crate) proto: u8,
+    pub(crate) src_ports: (u16, u16),
+    pub(crate) rule: Rule,
 }
 
 impl RuleSpec {
     /// Whether one packet could match both: the same protocol and
     /// overlapping source ports, destination ports and payload lengths
     /// (payload matches aside).
-    pub fn overlaps(&self, other: &RuleSpec) -> bool {
+    pub(crate) fn overlaps(&self, other: &RuleSpec) -> bool {
         let meet = |a: (u16, u16), b: (u16, u16)| a.0 <= b.1 && b.0 <= a.1;
         let (r, o) = (&self.rule, &other.rule);
         self.proto == other.proto
@@ -53,43 +53,43 @@ impl RuleSpec {
 /// A validated rule file.
 #[derive(Clone, Debug)]
 pub struct RuleSet {
-    pub mode: Mode,
-    pub fragments: FragmentPolicy,
-    pub fragment_memory_ns: u64,
+    pub(crate) mode: Mode,
+    pub(crate) fragments: FragmentPolicy,
+    pub(crate) fragment_memory_ns: u64,
     pub allow: Vec<Prefix>,
     pub deny: Vec<Prefix>,
-    pub src_prefix_v4: u8,
-    pub src_prefix_v6: u8,
+    pub(crate) src_prefix_v4: u8,
+    pub(crate) src_prefix_v6: u8,
     /// Entries of the per-source limiter LRU.
-    pub table_size: u32,
+    pub(crate) table_size: u32,
     /// Named limits; limit id = index + 1. The `[per_source]` limit, when
     /// present, is first and named "per_source".
-    pub limits: Vec<(String, Limit)>,
+    pub(crate) limits: Vec<(String, Limit)>,
     /// Limit id every packet meets at the per-source step; 0 = none.
-    pub default_limit: u32,
-    pub ban_after_ns: u64,
-    pub ban_for_ns: u64,
+    pub(crate) default_limit: u32,
+    pub(crate) ban_after_ns: u64,
+    pub(crate) ban_for_ns: u64,
     pub rules: Vec<RuleSpec>,
     /// `[upstream]`: what `serve` announces to BGP peers; None: nothing.
-    pub upstream: Option<UpstreamConfig>,
+    pub(crate) upstream: Option<UpstreamConfig>,
     /// `[adaptive]`, when the file has it.
-    pub adaptive: Option<Adaptive>,
+    pub(crate) adaptive: Option<Adaptive>,
     /// Adaptive blocks among `rules` (none in a set read from a file: see
     /// `adaptive::with_blocks`).
-    pub blocks: Vec<AdaptiveBlock>,
+    pub(crate) blocks: Vec<AdaptiveBlock>,
     /// FlowSpec routes `serve` imported from its speaker, among `rules`
     /// (none in a set read from a file: see `imports::with_imports`).
-    pub imports: Vec<FlowImport>,
+    pub(crate) imports: Vec<FlowImport>,
     /// `[reply_guard]`, when on.
     pub reply_guard: Option<ReplyGuard>,
     /// Sources never banned besides those the host's configuration names.
     pub never_ban: Vec<Prefix>,
     /// SHA-256 of the file's bytes and of every list file it reads.
-    pub digest: [u8; 32],
+    pub(crate) digest: [u8; 32],
 }
 
 impl RuleSet {
-    pub fn digest_hex(&self) -> String {
+    pub(crate) fn digest_hex(&self) -> String {
         hex(&self.digest)
     }
 }
@@ -99,11 +99,11 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Names of the synthetic rules start with this; rule files may not use it.
-pub const ADAPTIVE_PREFIX: &str = "adaptive-";
+pub(crate) const ADAPTIVE_PREFIX: &str = "adaptive-";
 
 /// Validated `[adaptive]` settings (read in `rules/adaptive.rs`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Adaptive {
+pub(crate) struct Adaptive {
     pub enabled: bool,
     /// Frames/s from one source port (a first fragment counts for its
     /// datagram's frames).
@@ -115,14 +115,14 @@ pub struct Adaptive {
     /// The time constant (ns) of each port's normal rate.
     pub learn_ns: u64,
     /// `ACTION_DROP` or `ACTION_LIMIT`.
-    pub action: u8,
+    pub(crate) action: u8,
     /// For `ACTION_LIMIT`: limit id (0 = none) and aggregate GCRA.
-    pub limit: u8,
-    pub agg_interval_ns: u64,
-    pub agg_tolerance_ns: u64,
+    pub(crate) limit: u8,
+    pub(crate) agg_interval_ns: u64,
+    pub(crate) agg_tolerance_ns: u64,
     /// How long a block stays after the surge ends.
-    pub hold_ns: u64,
-    pub never_block: Vec<u16>,
+    pub(crate) hold_ns: u64,
+    pub(crate) never_block: Vec<u16>,
 }
 
 /// A block that runs: a UDP source port, since when, and what started it.
@@ -139,34 +139,34 @@ pub struct AdaptiveBlock {
 
 impl AdaptiveBlock {
     /// The synthetic rule's name.
-    pub fn rule_name(&self) -> String {
+    pub(crate) fn rule_name(&self) -> String {
         format!("{ADAPTIVE_PREFIX}udp-{}", self.port)
     }
 }
 
 /// Names of the rules that carry imported FlowSpec routes start with this;
 /// rule files may not use it.
-pub const FLOWSPEC_PREFIX: &str = "flowspec-";
+pub(crate) const FLOWSPEC_PREFIX: &str = "flowspec-";
 
 /// An imported FlowSpec route that runs, in the rule engine's terms: what
 /// its rule matches and does, and the route it came from (for `status`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct FlowImport {
+pub(crate) struct FlowImport {
     /// The rule's name, `flowspec-...`.
-    pub name: String,
+    pub(crate) name: String,
     /// The route as one line (`flowspec destination ... then discard`).
-    pub route: String,
+    pub(crate) route: String,
     /// The peer the speaker learned it from.
-    pub peer: String,
+    pub(crate) peer: String,
     /// `IPPROTO_UDP` or `IPPROTO_TCP`.
-    pub proto: u8,
-    pub src_ports: (u16, u16),
-    pub dst_ports: (u16, u16),
+    pub(crate) proto: u8,
+    pub(crate) src_ports: (u16, u16),
+    pub(crate) dst_ports: (u16, u16),
     /// L4 payload length, converted from FlowSpec's packet length.
-    pub payload_len: (u16, u16),
+    pub(crate) payload_len: (u16, u16),
     /// 0: drop; otherwise an aggregate limit of this many packets/s (the
     /// route's bytes/s at an assumed packet size).
-    pub limit_pps: u64,
+    pub(crate) limit_pps: u64,
 }
 
 /// The guarded ports and what a request to each may receive (read in

@@ -2,7 +2,7 @@
 
 /// A value that is not a bit rate or a duration, and what would be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UnitError {
+pub(crate) enum UnitError {
     #[error(
         "bit rate {text:?} {problem}: write e.g. \"64000bit\", \"800kbit\", \"50Mbit\" or \"1Gbit\""
     )]
@@ -25,7 +25,7 @@ pub enum UnitError {
 
 /// Bits per second from "50Mbit", "1.5Gbit", "800kbit", "64000bit" (SI
 /// multipliers: k = 1000).
-pub fn parse_bitrate(text: &str) -> Result<u64, UnitError> {
+pub(crate) fn parse_bitrate(text: &str) -> Result<u64, UnitError> {
     let t = text.trim();
     let lower = t.to_ascii_lowercase();
     let Some(num) = lower.strip_suffix("bit") else {
@@ -61,7 +61,7 @@ pub fn parse_bitrate(text: &str) -> Result<u64, UnitError> {
 }
 
 /// Nanoseconds from "500ms", "30s", "10m", "2h", "1d".
-pub fn parse_duration(text: &str) -> Result<u64, UnitError> {
+pub(crate) fn parse_duration(text: &str) -> Result<u64, UnitError> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

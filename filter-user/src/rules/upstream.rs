@@ -97,7 +97,7 @@ pub struct ImportConfig {
 const DEFAULT_API: &str = "127.0.0.1:50051";
 
 /// Validates `[upstream]`; every error goes to `errors`.
-pub fn parse(
+pub(crate) fn parse(
     cx: &Ctx<'_>,
     s: &Spanned<UpstreamSchema>,
     errors: &mut Vec<RuleError>,
@@ -270,7 +270,7 @@ fn list<T>(
 }
 
 /// "ASN:VALUE" as BGP carries it: ASN << 16 | VALUE.
-pub fn community(text: &str) -> Option<u32> {
+pub(crate) fn community(text: &str) -> Option<u32> {
     let (asn, value) = text.split_once(':')?;
     let asn: u16 = asn.trim().parse().ok()?;
     let value: u16 = value.trim().parse().ok()?;

@@ -13,17 +13,17 @@ use super::prefixes::Prefix;
 
 /// The lists as the program reads them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct V4Lists {
+pub(crate) struct V4Lists {
     /// [`V4_LIST_WORDS`] words of 2-bit states; empty while no IPv4 prefix
     /// is listed.
-    pub words: Vec<u64>,
+    pub(crate) words: Vec<u64>,
     /// The /24s in [`STATE_FINE`], in /24 order.
-    pub fine: Vec<(u32, FineV4)>,
+    pub(crate) fine: Vec<(u32, FineV4)>,
     /// Per word of `words`, how many /24s of the earlier words are in
     /// `fine`: where the word's own start in it (empty with `words`).
-    pub ranks: Vec<u32>,
+    pub(crate) ranks: Vec<u32>,
     /// The prefixes as listed ([`filter_common::MAP_V4_PREFIXES`]).
-    pub prefixes: Vec<u64>,
+    pub(crate) prefixes: Vec<u64>,
 }
 
 fn addr(p: &Prefix) -> u32 {
@@ -49,7 +49,7 @@ fn set_state(words: &mut [u64], s24: u32, state: u64) {
     words[w] = (words[w] & !(3 << shift)) | (state << shift);
 }
 
-pub fn state_of(words: &[u64], s24: u32) -> u64 {
+fn state_of(words: &[u64], s24: u32) -> u64 {
     words
         .get((s24 >> 5) as usize)
         .map_or(0, |w| filter_common::v4lists::state(*w, s24))
@@ -57,7 +57,7 @@ pub fn state_of(words: &[u64], s24: u32) -> u64 {
 
 /// Builds the lists' form. Allow is looked at first, so a /24 that an
 /// allow prefix covers whole is allowed whatever deny says.
-pub fn build(allow: &[Prefix], deny: &[Prefix]) -> V4Lists {
+pub(crate) fn build(allow: &[Prefix], deny: &[Prefix]) -> V4Lists {
     let v4 = |l: &'_ [Prefix]| -> Vec<Prefix> {
         l.iter()
             .filter(|p| p.family == FAMILY_V4)
@@ -120,7 +120,7 @@ pub fn build(allow: &[Prefix], deny: &[Prefix]) -> V4Lists {
 
 /// The prefixes of `list` (V4_PREFIX_ALLOW or V4_PREFIX_DENY) among packed
 /// ones, as [`Prefix`]es.
-pub fn unpack(packed: impl Iterator<Item = u64>, list: u64) -> Vec<Prefix> {
+pub(crate) fn unpack(packed: impl Iterator<Item = u64>, list: u64) -> Vec<Prefix> {
     packed
         .filter(|v| v & 0xff == list)
         .map(|v| {

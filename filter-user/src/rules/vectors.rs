@@ -34,10 +34,10 @@ pub struct Vector {
     /// `{name}-amplification`.
     pub name: &'static str,
     /// What the docs call the protocol.
-    pub protocol: &'static str,
+    pub(crate) protocol: &'static str,
     /// The UDP source port of its replies.
     pub port: u16,
-    pub guard: Guard,
+    pub(crate) guard: Guard,
     /// UDP payload of a typical amplified reply, in bytes (what the tests
     /// flood with; above the MTU, the reply arrives fragmented).
     pub reply_bytes: usize,
@@ -113,7 +113,7 @@ fn span(ms: u32) -> String {
 
 impl Vector {
     /// A request-reply vector, guarded with the rule file's budget.
-    pub const fn new(
+    pub(crate) const fn new(
         name: &'static str,
         protocol: &'static str,
         port: u16,
@@ -160,7 +160,7 @@ impl Vector {
     }
 
     /// Marks a stream, which the guard leaves out.
-    pub const fn stream(self) -> Self {
+    pub(crate) const fn stream(self) -> Self {
         Self {
             guard: Guard::Stream,
             ..self
@@ -168,7 +168,7 @@ impl Vector {
     }
 
     /// Whether the reply guard holds its port by default.
-    pub fn guarded(&self) -> bool {
+    pub(crate) fn guarded(&self) -> bool {
         self.guard != Guard::Stream
     }
 }
@@ -223,13 +223,16 @@ pub fn guarded(catalogue: &[Vector]) -> impl Iterator<Item = &Vector> {
 }
 
 /// The lines around the generated table in docs/operations.md.
-pub const DOCS_BEGIN: &str =
+#[cfg(test)]
+pub(crate) const DOCS_BEGIN: &str =
     "<!-- vectors: generated from CATALOGUE in filter-user/src/rules/vectors.rs -->";
-pub const DOCS_END: &str = "<!-- end of vectors -->";
+#[cfg(test)]
+pub(crate) const DOCS_END: &str = "<!-- end of vectors -->";
 
 /// The Markdown table docs/operations.md holds between [`DOCS_BEGIN`] and
 /// [`DOCS_END`]: one row per vector of `catalogue`, in its order.
-pub fn docs_table(catalogue: &[Vector]) -> String {
+#[cfg(test)]
+fn docs_table(catalogue: &[Vector]) -> String {
     let mut out = String::from(
         "| Source port | Vector | Reply guard | Its own budget | To a server on the port (request shape) |\n\
          | ---: | --- | --- | --- | --- |\n",
@@ -269,7 +272,8 @@ pub fn docs_table(catalogue: &[Vector]) -> String {
 
 /// The text between [`DOCS_BEGIN`] and [`DOCS_END`] of a document, if it
 /// has both.
-pub fn docs_section(doc: &str) -> Option<&str> {
+#[cfg(test)]
+pub(crate) fn docs_section(doc: &str) -> Option<&str> {
     let start = doc.find(DOCS_BEGIN)? + DOCS_BEGIN.len();
     let len = doc[start..].find(DOCS_END)?;
     Some(doc[start..start + len].trim_start_matches('\n'))

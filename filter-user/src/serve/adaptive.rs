@@ -42,7 +42,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// What surge detection shows on /metrics (declared in
 /// `metrics::METRICS`).
 #[derive(Clone)]
-pub struct AdaptiveMetrics {
+pub(crate) struct AdaptiveMetrics {
     /// By interface, port and state: enforced (a rule drops or limits the
     /// port) or monitor (reported only: the filter runs in monitor mode).
     blocks: Series<Gauge>,
@@ -53,7 +53,7 @@ pub struct AdaptiveMetrics {
 }
 
 impl AdaptiveMetrics {
-    pub fn new(kept: &Kept) -> AdaptiveMetrics {
+    pub(crate) fn new(kept: &Kept) -> AdaptiveMetrics {
         AdaptiveMetrics {
             blocks: kept.gauge("adaptive_blocks"),
             since: kept.gauge("adaptive_block_since_seconds"),
@@ -86,7 +86,7 @@ struct Surges {
 }
 
 /// Runs until aborted.
-pub async fn watch_surges(
+pub(crate) async fn watch_surges(
     root: PinRoot,
     watches: Vec<Watch>,
     files: FileSets,

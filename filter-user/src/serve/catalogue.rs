@@ -46,7 +46,7 @@ impl Kind {
     }
 
     /// What OpenMetrics adds to the family's name in its samples.
-    pub fn suffix(self) -> &'static str {
+    pub(crate) fn suffix(self) -> &'static str {
         match self {
             Kind::Counter => "_total",
             Kind::Gauge => "",
@@ -74,8 +74,8 @@ pub struct MetricDef<S: 'static> {
     pub name: &'static str,
     pub kind: Kind,
     /// As `# HELP` shows it: a sentence, ending with a period.
-    pub help: &'static str,
-    pub labels: &'static [&'static str],
+    pub(crate) help: &'static str,
+    pub(crate) labels: &'static [&'static str],
     pub source: Source<S>,
 }
 
@@ -114,12 +114,12 @@ impl<S> MetricDef<S> {
 /// times and flags: never negative. An info family's value is ignored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sample {
-    pub labels: Vec<String>,
-    pub value: u64,
+    pub(crate) labels: Vec<String>,
+    pub(crate) value: u64,
 }
 
 impl Sample {
-    pub fn new<const N: usize>(labels: [&str; N], value: u64) -> Sample {
+    pub(crate) fn new<const N: usize>(labels: [&str; N], value: u64) -> Sample {
         Sample {
             labels: labels.map(str::to_string).into(),
             value,
@@ -132,7 +132,7 @@ type LabelSet = Vec<(&'static str, String)>;
 
 /// A family one of serve's tasks keeps, its label names from the table.
 #[derive(Clone, Debug)]
-pub struct Series<M> {
+pub(crate) struct Series<M> {
     name: &'static str,
     labels: &'static [&'static str],
     family: Family<LabelSet, M>,
@@ -164,19 +164,19 @@ impl<M: Default> Series<M> {
 
     /// The series of these label values (in the table's order), made at 0
     /// when new.
-    pub fn get<'a>(&'a self, values: &[&str]) -> impl Deref<Target = M> + use<'a, M> {
+    pub(crate) fn get<'a>(&'a self, values: &[&str]) -> impl Deref<Target = M> + use<'a, M> {
         self.family.get_or_create(&self.label_set(values))
     }
 
     /// Takes the series out of the scrapes; false if it was not there.
-    pub fn remove(&self, values: &[&str]) -> bool {
+    pub(crate) fn remove(&self, values: &[&str]) -> bool {
         self.family.remove(&self.label_set(values))
     }
 }
 
 /// The families serve's tasks keep, registered from a table.
 #[derive(Debug, Default)]
-pub struct Kept {
+pub(crate) struct Kept {
     counters: BTreeMap<&'static str, Series<Counter>>,
     gauges: BTreeMap<&'static str, Series<Gauge>>,
 }
@@ -185,7 +185,7 @@ impl Kept {
     /// Registers every kept family of `table`, in its order. Panics on an
     /// info family marked kept: a table mistake, which the tests meet
     /// before any daemon does.
-    pub fn register<S>(registry: &mut Registry, table: &[MetricDef<S>]) -> Kept {
+    pub(crate) fn register<S>(registry: &mut Registry, table: &[MetricDef<S>]) -> Kept {
         let mut kept = Kept::default();
         for def in table.iter().filter(|d| matches!(d.source, Source::Kept)) {
             // The registry ends every help text with a period of its own.
@@ -212,7 +212,7 @@ impl Kept {
 
     /// The kept counter `name` of the table; panics when the table has
     /// none (a mistake the router's tests meet first).
-    pub fn counter(&self, name: &str) -> Series<Counter> {
+    pub(crate) fn counter(&self, name: &str) -> Series<Counter> {
         self.counters
             .get(name)
             .cloned()
@@ -220,7 +220,7 @@ impl Kept {
     }
 
     /// The kept gauge `name` of the table; panics like [`Kept::counter`].
-    pub fn gauge(&self, name: &str) -> Series<Gauge> {
+    pub(crate) fn gauge(&self, name: &str) -> Series<Gauge> {
         self.gauges
             .get(name)
             .cloned()
@@ -230,7 +230,11 @@ impl Kept {
 
 /// Writes every scrape family of `table`, in its order, with the samples
 /// it reads from `scrape`.
-pub fn encode<S>(enc: &mut DescriptorEncoder, table: &[MetricDef<S>], scrape: &S) -> fmt::Result {
+pub(crate) fn encode<S>(
+    enc: &mut DescriptorEncoder,
+    table: &[MetricDef<S>],
+    scrape: &S,
+) -> fmt::Result {
     for def in table {
         let Source::Scrape(read) = def.source else {
             continue;
@@ -264,17 +268,21 @@ pub fn encode<S>(enc: &mut DescriptorEncoder, table: &[MetricDef<S>], scrape: &S
 }
 
 /// The lines around the generated list in docs/operations.md.
-pub const DOCS_BEGIN: &str =
+#[cfg(test)]
+pub(crate) const DOCS_BEGIN: &str =
     "<!-- metrics: generated from METRICS in filter-user/src/serve/metrics.rs -->";
-pub const DOCS_END: &str = "<!-- end of metrics -->";
+#[cfg(test)]
+pub(crate) const DOCS_END: &str = "<!-- end of metrics -->";
 
 /// Where docs wrap their lines.
+#[cfg(test)]
 const DOCS_WIDTH: usize = 76;
 
 /// The Markdown list docs/operations.md holds between [`DOCS_BEGIN`] and
 /// [`DOCS_END`]: one item per family of `table`, in its order, with its
 /// samples' name and labels, its type and its help.
-pub fn docs_list<S>(table: &[MetricDef<S>]) -> String {
+#[cfg(test)]
+pub(crate) fn docs_list<S>(table: &[MetricDef<S>]) -> String {
     let mut out = String::new();
     for def in table {
         let labels = if def.labels.is_empty() {
@@ -295,6 +303,7 @@ pub fn docs_list<S>(table: &[MetricDef<S>]) -> String {
 
 /// Appends `item` wrapped at [`DOCS_WIDTH`], its continuation lines
 /// indented under the item's text.
+#[cfg(test)]
 fn wrap(item: &str, out: &mut String) {
     let mut line = String::new();
     for word in item.split(' ') {
@@ -315,7 +324,8 @@ fn wrap(item: &str, out: &mut String) {
 
 /// The text between [`DOCS_BEGIN`] and [`DOCS_END`] of a document, if it
 /// has both.
-pub fn docs_section(doc: &str) -> Option<&str> {
+#[cfg(test)]
+pub(crate) fn docs_section(doc: &str) -> Option<&str> {
     let start = doc.find(DOCS_BEGIN)? + DOCS_BEGIN.len();
     let len = doc[start..].find(DOCS_END)?;
     Some(doc[start..start + len].trim_start_matches('\n'))
@@ -325,7 +335,7 @@ pub fn docs_section(doc: &str) -> Option<&str> {
 /// its type and help, and every sample carries its label names; with
 /// `every`, every family of the table is there. Panics with what differs.
 #[cfg(test)]
-pub fn check_exposition<S>(table: &[MetricDef<S>], text: &str, every: bool) {
+pub(crate) fn check_exposition<S>(table: &[MetricDef<S>], text: &str, every: bool) {
     use std::collections::BTreeSet;
 
     let body = text

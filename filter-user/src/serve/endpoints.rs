@@ -32,7 +32,7 @@ struct Probe {
 }
 
 /// The routes, with their own state: merged into serve's router.
-pub fn router(root: PinRoot, watched: Vec<String>) -> Router {
+pub(crate) fn router(root: PinRoot, watched: Vec<String>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/livez", get(livez))

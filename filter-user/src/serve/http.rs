@@ -47,7 +47,7 @@ impl Limits {
 
     /// These limits with the connection cap lowered, when it must be, to
     /// leave `FD_RESERVE` of the `nofile` open files to everything else.
-    pub fn within_files(self, nofile: u64) -> Limits {
+    pub(crate) fn within_files(self, nofile: u64) -> Limits {
         let room = nofile.saturating_sub(FD_RESERVE).max(1);
         Limits {
             max_connections: self
@@ -61,7 +61,7 @@ impl Limits {
 /// Open files kept for what is not a connection: the runtime, the pinned
 /// maps a scrape opens, and above all a reload (a new program generation
 /// with its maps, the rule and list files).
-pub const FD_RESERVE: u64 = 256;
+const FD_RESERVE: u64 = 256;
 
 /// How long the accept loop pauses after an error that is not about one
 /// connection (out of file descriptors or memory), rather than spin: the

@@ -43,7 +43,7 @@ struct Imports {
 }
 
 /// Runs until aborted.
-pub async fn watch_imports(root: PinRoot, watches: Vec<Watch>, files: FileSets) {
+pub(crate) async fn watch_imports(root: PinRoot, watches: Vec<Watch>, files: FileSets) {
     let tasks: Vec<_> = watches
         .into_iter()
         .map(|watch| {

@@ -238,22 +238,22 @@ pub const METRICS: &[MetricDef<Scrape>] = &[
 
 /// What the metrics show of one interface, read at one scrape.
 #[derive(Debug)]
-pub struct Reading {
-    pub stats: stats::InterfaceStats,
-    pub generation: u32,
-    pub digest: String,
+struct Reading {
+    pub(crate) stats: stats::InterfaceStats,
+    pub(crate) generation: u32,
+    pub(crate) digest: String,
     /// native or generic.
-    pub attach_mode: &'static str,
-    pub loaded_at_unix: u64,
-    pub bans: usize,
-    pub limiter: Occupancy,
+    pub(crate) attach_mode: &'static str,
+    pub(crate) loaded_at_unix: u64,
+    pub(crate) bans: usize,
+    pub(crate) limiter: Occupancy,
     /// The sources that dropped most, at most [`TOP_SOURCES`].
-    pub top: Vec<top::Entry>,
+    pub(crate) top: Vec<top::Entry>,
 }
 
 /// How many sources per interface the top-sources gauge shows: a bound on
 /// its series, whatever the attack.
-pub const TOP_SOURCES: usize = 10;
+const TOP_SOURCES: usize = 10;
 
 /// Reads an interface's counters and the generation that runs. A reload
 /// landing in the middle removes the generation being read: read again.
@@ -275,7 +275,7 @@ fn read_interface(root: &PinRoot, iface: &str) -> anyhow::Result<Reading> {
 
 /// The interfaces a scrape reports: every one with pins, and every watched
 /// one (which is down when it has none).
-pub fn interfaces(root: &PinRoot, watched: &[String]) -> anyhow::Result<Vec<String>> {
+pub(crate) fn interfaces(root: &PinRoot, watched: &[String]) -> anyhow::Result<Vec<String>> {
     let mut all = root.interfaces()?;
     for w in watched {
         if !all.contains(w) {
@@ -289,10 +289,10 @@ pub fn interfaces(root: &PinRoot, watched: &[String]) -> anyhow::Result<Vec<Stri
 /// show.
 #[derive(Debug)]
 pub struct Scrape {
-    pub readings: Vec<Reading>,
+    readings: Vec<Reading>,
     /// Interfaces with pins, or watched, whose filter could not be read.
-    pub down: Vec<String>,
-    pub scrape_errors: u64,
+    down: Vec<String>,
+    pub(crate) scrape_errors: u64,
 }
 
 impl Scrape {
@@ -335,11 +335,11 @@ impl Scrape {
 /// Reads the pinned maps at every scrape: the values are the kernel's own
 /// counters, exposed as they are, never accumulated here.
 #[derive(Debug)]
-pub struct FilterCollector {
-    pub root: PinRoot,
-    pub scrape_errors: Counter,
+pub(crate) struct FilterCollector {
+    pub(crate) root: PinRoot,
+    pub(crate) scrape_errors: Counter,
     /// Interfaces `serve` watches: reported down when they have no pins.
-    pub watched: Vec<String>,
+    pub(crate) watched: Vec<String>,
 }
 
 impl Collector for FilterCollector {

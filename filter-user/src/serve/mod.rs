@@ -35,7 +35,7 @@
 //! burst; a reload that fails for want of files is retried at the next
 //! check.
 
-pub mod adaptive;
+pub(crate) mod adaptive;
 pub mod catalogue;
 mod endpoints;
 pub mod http;
@@ -72,12 +72,12 @@ use crate::{filter::observe::stats, state::PinRoot, sys};
 /// Port 19419: the exporter range Prometheus allocates (9100-9999) is full
 /// (9419 is the RabbitMQ exporter's), and the allocations that go on above
 /// it start at 10000; see README.md.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:19419";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:19419";
 
 /// The Content-Type of what /metrics returns: prometheus-client's text
 /// encoder writes OpenMetrics 1.0 (counters as `NAME_total`, a closing
 /// `# EOF`).
-pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 struct App {
     root: PinRoot,
@@ -184,7 +184,11 @@ pub fn fuzzing_router(root: &PinRoot, watches: &[Watch]) -> Router {
 }
 
 /// `filterctl serve`: runs until SIGTERM or SIGINT, then returns Ok.
-pub async fn serve(root: PinRoot, listen: SocketAddr, watches: Vec<Watch>) -> anyhow::Result<()> {
+pub(crate) async fn serve(
+    root: PinRoot,
+    listen: SocketAddr,
+    watches: Vec<Watch>,
+) -> anyhow::Result<()> {
     // Reloading watched files loads programs; serving metrics alone needs
     // only read access to the pins.
     if !watches.is_empty() {

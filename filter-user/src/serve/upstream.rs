@@ -31,7 +31,7 @@ use crate::{
 /// What the upstream task shows on /metrics (declared in
 /// `metrics::METRICS`).
 #[derive(Clone)]
-pub struct UpstreamMetrics {
+pub(crate) struct UpstreamMetrics {
     routes: Series<Gauge>,
     selected: Series<Gauge>,
     errors: Series<Counter>,
@@ -39,7 +39,7 @@ pub struct UpstreamMetrics {
 }
 
 impl UpstreamMetrics {
-    pub fn new(kept: &Kept) -> UpstreamMetrics {
+    pub(crate) fn new(kept: &Kept) -> UpstreamMetrics {
         UpstreamMetrics {
             routes: kept.gauge("upstream_routes"),
             selected: kept.gauge("upstream_selected_routes"),
@@ -66,7 +66,7 @@ impl UpstreamMetrics {
 }
 
 /// Runs every watched interface's worker until `stop` turns true.
-pub async fn run_upstream(
+pub(crate) async fn run_upstream(
     root: PinRoot,
     watches: Vec<Watch>,
     metrics: UpstreamMetrics,

@@ -23,7 +23,8 @@ use log::{debug, error, info, warn};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use tokio::signal::unix::Signal;
 
-pub use self::sets::{FileSets, Watch};
+pub(crate) use self::sets::FileSets;
+pub use self::sets::Watch;
 use self::{
     fingerprint::Fingerprint,
     restore::{Gone, Step},
@@ -52,10 +53,10 @@ const NEVER_BAN_POLLS: u64 = 30;
 /// A `--watch` value that is not `IF=PATH`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?}: write IFACE=RULES_FILE, e.g. eth0=/etc/filterctl/rules.toml")]
-pub struct WatchSyntax(String);
+pub(crate) struct WatchSyntax(String);
 
 /// Parses `IF=PATH` (the `--watch` form).
-pub fn parse_watch(s: &str) -> Result<Watch, WatchSyntax> {
+pub(crate) fn parse_watch(s: &str) -> Result<Watch, WatchSyntax> {
     match s.split_once('=') {
         Some((iface, path)) if !iface.is_empty() && !path.is_empty() => Ok(Watch {
             iface: iface.to_string(),
@@ -67,7 +68,7 @@ pub fn parse_watch(s: &str) -> Result<Watch, WatchSyntax> {
 
 /// The watched pairs from `--iface IF --rules PATH` pairs (in the order
 /// given) and `--watch IF=PATH`; each interface at most once.
-pub fn watches(
+pub(crate) fn watches(
     ifaces: Vec<String>,
     rules: Vec<PathBuf>,
     more: Vec<Watch>,
@@ -97,7 +98,7 @@ pub fn watches(
 /// `metrics::METRICS`): how many by result, and when the last one ran and
 /// whether it enforces.
 #[derive(Clone, Debug)]
-pub struct ReloadMetrics {
+pub(crate) struct ReloadMetrics {
     /// By interface and result: ok, invalid (the file did not parse or the
     /// lockout guard refused it) or failed (the kernel or the pins refused
     /// it).
@@ -107,7 +108,7 @@ pub struct ReloadMetrics {
 }
 
 impl ReloadMetrics {
-    pub fn new(kept: &Kept) -> ReloadMetrics {
+    pub(crate) fn new(kept: &Kept) -> ReloadMetrics {
         ReloadMetrics {
             count: kept.counter("reloads"),
             last_time: kept.gauge("last_reload_timestamp_seconds"),
@@ -242,7 +243,7 @@ struct Watched {
 
 /// Checks the watched files every second and reloads on change, and all
 /// of them on SIGHUP. Runs until aborted.
-pub async fn watch_rules(
+pub(crate) async fn watch_rules(
     root: PinRoot,
     watches: Vec<Watch>,
     mut hup: Signal,

@@ -21,7 +21,7 @@ impl PinRoot {
     /// and that the root is a folder this user trusts (see `owner`). A pin
     /// root that root makes in another user's folder (`--netns`'s folder in
     /// the service's default root) goes to that user.
-    pub fn ensure_bpffs(&self) -> anyhow::Result<()> {
+    pub(crate) fn ensure_bpffs(&self) -> anyhow::Result<()> {
         let root = self.path();
         let mount_point = bpffs_mount_point(root);
         if !sys::is_bpffs(&mount_point) {
@@ -75,7 +75,7 @@ impl PinRoot {
     /// Why no filter can be seen from this mount namespace, when the root
     /// would lie on a bpffs at /sys/fs/bpf that is not mounted here and
     /// mounting one here would be refused (`ip netns exec`, a container).
-    pub fn hidden_bpffs(&self) -> Option<String> {
+    fn hidden_bpffs(&self) -> Option<String> {
         let mount_point = bpffs_mount_point(self.path());
         if mount_point != Path::new("/sys/fs/bpf") || sys::is_bpffs(&mount_point) {
             return None;
@@ -93,7 +93,7 @@ impl PinRoot {
     /// folders in it that this user does not trust are not filterctl's (a
     /// decoy someone made on a shared bpffs): they are left out, with a
     /// warning. See `owner` for whom each user trusts.
-    pub fn interfaces(&self) -> anyhow::Result<Vec<String>> {
+    pub(crate) fn interfaces(&self) -> anyhow::Result<Vec<String>> {
         let root = self.path();
         let root_meta = match std::fs::symlink_metadata(root) {
             Ok(m) => m,
@@ -141,21 +141,21 @@ impl PinRoot {
 /// What can be known, without help, of the mount namespace a command runs
 /// in: whether a bpffs mounted in it would outlive the command.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MountFacts {
+pub(crate) struct MountFacts {
     /// Same as PID 1's (the host's, outside containers); `None`: PID 1's
     /// cannot be read (a VM's custom init may refuse even root).
-    pub same_as_init: Option<bool>,
+    same_as_init: Option<bool>,
     /// Same as the parent process's; `None`: it cannot be read.
-    pub same_as_parent: Option<bool>,
+    same_as_parent: Option<bool>,
     /// The name of this process's network namespace under /run/netns.
-    pub named_netns: Option<String>,
+    named_netns: Option<String>,
     /// Something that says this runs in a container: an environment
     /// variable that container runtimes, Kubernetes or our image set.
-    pub container: Option<String>,
+    container: Option<String>,
 }
 
 impl MountFacts {
-    pub fn of_this_process() -> Self {
+    pub(crate) fn of_this_process() -> Self {
         let me = sys::mount_namespace("self");
         let same = |other: Option<sys::NsId>| Some(me? == other?);
         let parent = sys::parent_pid().to_string();
@@ -186,7 +186,7 @@ fn container_marker(is_set: impl Fn(&str) -> bool) -> Option<String> {
 /// Mount a bpffs at /sys/fs/bpf (with why that is safe), or refuse (with
 /// why it would vanish).
 #[derive(Debug, PartialEq, Eq)]
-pub enum MountDecision {
+pub(crate) enum MountDecision {
     Mount(String),
     Refuse(String),
 }
@@ -197,7 +197,7 @@ pub enum MountDecision {
 /// it was (`unshare -m`, `ip netns exec`, a service's private mounts) or
 /// where a container runs, since the filter's pins, and the filter with
 /// them, would die with it.
-pub fn mount_decision(f: &MountFacts) -> MountDecision {
+pub(crate) fn mount_decision(f: &MountFacts) -> MountDecision {
     let host = "give it the host's bpffs (bind-mount /sys/fs/bpf) or mount one yourself with \
                 `mount -t bpf bpf /sys/fs/bpf` if that is really what you want";
     if let (Some(false), Some(name)) = (f.same_as_parent, &f.named_netns) {

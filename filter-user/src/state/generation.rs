@@ -20,13 +20,13 @@ use super::{
 
 /// The generation the interface's link runs.
 pub struct CurrentGeneration {
-    pub dir: PathBuf,
-    pub generation: u32,
+    pub(crate) dir: PathBuf,
+    pub(crate) generation: u32,
     pub program_id: u32,
-    pub link_id: u32,
+    pub(crate) link_id: u32,
     /// Generations with pins that the link does not run (left by a reload
     /// that was interrupted); the next reload removes the older ones.
-    pub stale: Vec<u32>,
+    pub(crate) stale: Vec<u32>,
 }
 
 pub fn current_generation(iface_dir: &Path) -> anyhow::Result<CurrentGeneration> {
@@ -61,18 +61,18 @@ pub fn current_generation(iface_dir: &Path) -> anyhow::Result<CurrentGeneration>
     })
 }
 
-pub fn read_meta(gen_dir: &Path) -> anyhow::Result<Meta> {
+pub(crate) fn read_meta(gen_dir: &Path) -> anyhow::Result<Meta> {
     let array: Array<_, Meta> = Array::try_from(open_map(gen_dir, MAP_META)?)?;
     Ok(array.get(&0, 0)?)
 }
 
-pub fn read_config(gen_dir: &Path) -> anyhow::Result<Config> {
+pub(crate) fn read_config(gen_dir: &Path) -> anyhow::Result<Config> {
     let array: Array<_, Config> = Array::try_from(open_map(gen_dir, MAP_CONFIG)?)?;
     Ok(array.get(&0, 0)?)
 }
 
 /// The value of `flag` in a generation; none for one of a build without it.
-pub fn read_flag(gen_dir: &Path, flag: FlagGlobal) -> anyhow::Result<Option<u32>> {
+pub(crate) fn read_flag(gen_dir: &Path, flag: FlagGlobal) -> anyhow::Result<Option<u32>> {
     if !gen_dir.join(flag.symbol).exists() {
         return Ok(None);
     }
@@ -81,7 +81,7 @@ pub fn read_flag(gen_dir: &Path, flag: FlagGlobal) -> anyhow::Result<Option<u32>
 }
 
 /// The name of a [`Meta::attach_mode`].
-pub fn attach_mode_name(mode: u32) -> &'static str {
+pub(crate) fn attach_mode_name(mode: u32) -> &'static str {
     match mode {
         ATTACH_NATIVE => "native",
         ATTACH_GENERIC => "generic",
@@ -91,13 +91,13 @@ pub fn attach_mode_name(mode: u32) -> &'static str {
 
 /// How a generation's request recorder hooks egress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
+pub(crate) enum Hook {
     Tcx,
     Clsact,
 }
 
 impl Hook {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Hook::Tcx => "tcx",
             Hook::Clsact => "clsact",
@@ -107,7 +107,7 @@ impl Hook {
 
 /// How the recorder of the generation in `gen_dir` is attached, if it is
 /// (a TCX link in the generation's folder only during a reload).
-pub fn hook_of(iface_dir: &Path, gen_dir: &Path) -> Option<Hook> {
+pub(crate) fn hook_of(iface_dir: &Path, gen_dir: &Path) -> Option<Hook> {
     if gen_dir.join(EGRESS_TC).exists() {
         Some(Hook::Clsact)
     } else if gen_dir.join(EGRESS_LINK).exists() || iface_dir.join(EGRESS_LINK).exists() {

@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 /// Default root of filterctl's pins.
-pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/filterctl";
+pub(crate) const DEFAULT_ROOT: &str = "/sys/fs/bpf/filterctl";
 
 /// Pin file names inside an interface folder, besides the maps.
-pub const PROG: &str = "prog";
-pub const LINK: &str = "link";
-pub const EGRESS_LINK: &str = "egress-link";
+pub(crate) const PROG: &str = "prog";
+pub(crate) const LINK: &str = "link";
+pub(crate) const EGRESS_LINK: &str = "egress-link";
 /// A generation's egress program, beside its XDP program.
-pub const EGRESS_PROG: &str = "egress-prog";
+pub(crate) const EGRESS_PROG: &str = "egress-prog";
 /// A generation's egress program pinned again where its recorder runs as a
 /// clsact filter (kernels without TCX): see filter::lifecycle::recorder.
 pub const EGRESS_TC: &str = "egress-tc";
@@ -30,7 +30,7 @@ impl PinRoot {
         PinRoot(path.into())
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 
@@ -38,12 +38,12 @@ impl PinRoot {
     /// a folder of its own under the default root, since interfaces of
     /// one name (eth0) live in many namespaces. No interface name holds a
     /// colon, so the host's listing tells them apart.
-    pub fn for_netns(&self, name: &str) -> Self {
+    pub(crate) fn for_netns(&self, name: &str) -> Self {
         PinRoot(self.0.join(format!("netns:{name}")))
     }
 
     /// Network namespaces with filters under this root (see `for_netns`).
-    pub fn netns_roots(&self) -> Vec<String> {
+    pub(crate) fn netns_roots(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(&self.0) else {
             return Vec::new();
         };
@@ -74,7 +74,7 @@ pub fn generation_dir(iface_dir: &Path, n: u32) -> PathBuf {
 }
 
 /// Generations that have pins in an interface folder, sorted.
-pub fn generations(iface_dir: &Path) -> anyhow::Result<Vec<u32>> {
+pub(crate) fn generations(iface_dir: &Path) -> anyhow::Result<Vec<u32>> {
     let mut out = Vec::new();
     let entries = std::fs::read_dir(iface_dir)
         .with_context(|| format!("cannot list {}", iface_dir.display()))?;

@@ -13,10 +13,10 @@ use std::{
 use super::owner::whose;
 
 /// How long a writer waits for another one before giving up.
-pub const LOCK_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error("no filter loaded on {iface} (no pins in {dir})")]
     NotLoaded { iface: String, dir: PathBuf },
     #[error("cannot lock {dir}: {why}")]
@@ -38,13 +38,13 @@ pub enum LockError {
 
 /// An exclusive lock on an interface's pin folder, released on drop.
 #[derive(Debug)]
-pub struct IfaceLock {
+pub(crate) struct IfaceLock {
     _dir: File,
 }
 
 impl IfaceLock {
     /// Locks `dir` (the pin folder of `iface`), waiting at most `wait`.
-    pub fn acquire(iface: &str, dir: &Path, wait: Duration) -> Result<IfaceLock, LockError> {
+    pub(crate) fn acquire(iface: &str, dir: &Path, wait: Duration) -> Result<IfaceLock, LockError> {
         let file = File::open(dir).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => LockError::NotLoaded {
                 iface: iface.to_string(),

@@ -31,8 +31,8 @@
 //! share the host's request table, `unloaded` keeps the marker of a filter
 //! unloaded on purpose.
 
-pub mod bpffs;
-pub mod generation;
+pub(crate) mod bpffs;
+pub(crate) mod generation;
 pub mod layout;
 pub mod lock;
 pub mod owner;
@@ -41,7 +41,8 @@ pub mod record;
 pub mod shared;
 pub mod unloaded;
 
-pub use self::{
-    generation::{CurrentGeneration, current_generation, read_config, read_meta},
-    layout::{DEFAULT_ROOT, PinRoot},
+pub use self::{generation::current_generation, layout::PinRoot};
+pub(crate) use self::{
+    generation::{read_config, read_meta},
+    layout::DEFAULT_ROOT,
 };

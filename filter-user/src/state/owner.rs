@@ -18,7 +18,7 @@ use crate::sys;
 
 /// Why a pin folder is not trusted.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Distrust {
+pub(crate) enum Distrust {
     /// Group or others may write to it.
     Writable { mode: u32 },
     /// It belongs to `owner`, who is not this user (`euid`) and, for root,
@@ -32,7 +32,7 @@ pub enum Distrust {
 
 /// Whether user `euid` trusts a folder of `owner` with permission bits
 /// `mode`, under a pin root that belongs to `root_owner`.
-pub fn trust(owner: u32, root_owner: u32, euid: u32, mode: u32) -> Result<(), Distrust> {
+pub(crate) fn trust(owner: u32, root_owner: u32, euid: u32, mode: u32) -> Result<(), Distrust> {
     if mode & 0o022 != 0 {
         return Err(Distrust::Writable {
             mode: mode & 0o7777,
@@ -53,7 +53,7 @@ pub fn trust(owner: u32, root_owner: u32, euid: u32, mode: u32) -> Result<(), Di
 impl Distrust {
     /// What a person reads: the folder, its owner and what to do.
     /// `name` gives a user's name, if it has one.
-    pub fn explain(&self, dir: &Path, name: &dyn Fn(u32) -> Option<String>) -> String {
+    pub(crate) fn explain(&self, dir: &Path, name: &dyn Fn(u32) -> Option<String>) -> String {
         let dir = dir.display();
         match *self {
             Distrust::Writable { mode } => format!(
@@ -97,7 +97,7 @@ fn run_as(owner: u32, name: &dyn Fn(u32) -> Option<String>) -> String {
 
 /// Refuses a pin folder that this user does not trust (see [`trust`]);
 /// `pin_root` is the pin root it lies in (or `dir` itself).
-pub fn check_owner(dir: &Path, pin_root: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_owner(dir: &Path, pin_root: &Path) -> anyhow::Result<()> {
     let meta =
         std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     if !meta.is_dir() {
@@ -116,13 +116,13 @@ pub fn check_owner(dir: &Path, pin_root: &Path) -> anyhow::Result<()> {
 
 /// Who gets what user `euid` just made in a folder of `folder_owner`: that
 /// owner, when root made it in another user's folder; else it stays.
-pub fn heir(euid: u32, folder_owner: u32) -> Option<u32> {
+fn heir(euid: u32, folder_owner: u32) -> Option<u32> {
     (euid == 0 && folder_owner != 0).then_some(folder_owner)
 }
 
 /// Hands `path`, just made, to the owner of the folder it lies in (see
 /// [`heir`]).
-pub fn hand_over(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn hand_over(path: &Path) -> anyhow::Result<()> {
     let euid = sys::euid();
     if euid != 0 {
         return Ok(());
@@ -141,7 +141,7 @@ pub fn hand_over(path: &Path) -> anyhow::Result<()> {
 /// Hands the files in `dir` that are not its owner's to its owner, when
 /// root acts in another user's folder: pins made by aya's loader (state
 /// maps pinned by path), which filterctl does not make one by one.
-pub fn hand_over_files(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn hand_over_files(dir: &Path) -> anyhow::Result<()> {
     let euid = sys::euid();
     if euid != 0 {
         return Ok(());
@@ -174,7 +174,7 @@ fn give(path: &Path, uid: u32, gid: u32, folder: &Path) -> anyhow::Result<()> {
 }
 
 /// Whether `e` comes from a refused access (EACCES) to a file.
-pub fn is_denied(e: &anyhow::Error) -> bool {
+pub(crate) fn is_denied(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.raw_os_error() == Some(libc::EACCES))
@@ -184,7 +184,7 @@ pub fn is_denied(e: &anyhow::Error) -> bool {
 /// `e`, when it is a refused access to `path`, with who owns it and what
 /// to do; any other error as it is. A pin another user made (0600 on
 /// bpffs) is what this user cannot open, not a missing one.
-pub fn explain_denied(e: anyhow::Error, path: &Path) -> anyhow::Error {
+pub(crate) fn explain_denied(e: anyhow::Error, path: &Path) -> anyhow::Error {
     if !is_denied(&e) {
         return e;
     }
@@ -197,7 +197,7 @@ pub fn explain_denied(e: anyhow::Error, path: &Path) -> anyhow::Error {
 /// Why this user may not open `path`, when another user owns it or the
 /// nearest folder above it that this user can see (a pin in a folder it
 /// cannot enter is refused because of the folder).
-pub fn whose(path: &Path) -> Option<String> {
+pub(crate) fn whose(path: &Path) -> Option<String> {
     let euid = sys::euid();
     let (place, owner) = path
         .ancestors()

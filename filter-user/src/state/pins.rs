@@ -25,13 +25,13 @@ use super::{
 };
 
 /// Makes the folder `dir` (its parent must exist); fails if it exists.
-pub fn create_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn create_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     hand_over(dir)
 }
 
 /// Pins program `name` of a loaded object at `path`.
-pub fn pin_program(ebpf: &mut Ebpf, name: &str, path: &Path) -> anyhow::Result<()> {
+pub(crate) fn pin_program(ebpf: &mut Ebpf, name: &str, path: &Path) -> anyhow::Result<()> {
     ebpf.program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
         .pin(path)
@@ -40,7 +40,7 @@ pub fn pin_program(ebpf: &mut Ebpf, name: &str, path: &Path) -> anyhow::Result<(
 }
 
 /// Pins `map` at `path`.
-pub fn pin_map(map: &Map, path: &Path) -> anyhow::Result<()> {
+pub(crate) fn pin_map(map: &Map, path: &Path) -> anyhow::Result<()> {
     map.pin(path)
         .with_context(|| format!("cannot pin {}", path.display()))?;
     hand_over(path)
@@ -57,14 +57,14 @@ pub fn pin_again(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 /// Pins `link` at `path`: what it attached stays attached after this
 /// process exits, until the pin is removed.
-pub fn pin_link(link: FdLink, path: &Path) -> anyhow::Result<()> {
+pub(crate) fn pin_link(link: FdLink, path: &Path) -> anyhow::Result<()> {
     link.pin(path)
         .with_context(|| format!("cannot pin {}", path.display()))?;
     hand_over(path)
 }
 
 /// The link pinned at `path`.
-pub fn open_link(path: &Path) -> anyhow::Result<FdLink> {
+pub(crate) fn open_link(path: &Path) -> anyhow::Result<FdLink> {
     let link = PinnedLink::from_pin(path)
         .map_err(|e| explain_denied(e.into(), path))
         .with_context(|| format!("cannot open the pinned link {}", path.display()))?;
@@ -73,7 +73,7 @@ pub fn open_link(path: &Path) -> anyhow::Result<FdLink> {
 
 /// Removes the link pinned at `path`: once this last reference closes, the
 /// kernel detaches its program.
-pub fn unpin_link(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn unpin_link(path: &Path) -> anyhow::Result<()> {
     let link = PinnedLink::from_pin(path)
         .map_err(|e| explain_denied(e.into(), path))
         .with_context(|| format!("cannot open the pinned link {}", path.display()))?;
@@ -85,14 +85,14 @@ pub fn unpin_link(path: &Path) -> anyhow::Result<()> {
 }
 
 /// What the kernel says of the program pinned at `path`.
-pub fn program_info(path: &Path) -> anyhow::Result<ProgramInfo> {
+pub(crate) fn program_info(path: &Path) -> anyhow::Result<ProgramInfo> {
     ProgramInfo::from_pin(path)
         .map_err(|e| explain_denied(e.into(), path))
         .with_context(|| format!("cannot open the pinned program {}", path.display()))
 }
 
 /// The map pinned at `path`, untyped.
-pub fn open_map_at(path: &Path) -> anyhow::Result<MapData> {
+pub(crate) fn open_map_at(path: &Path) -> anyhow::Result<MapData> {
     MapData::from_pin(path)
         .map_err(|e| explain_denied(e.into(), path))
         .with_context(|| format!("cannot open pinned map {}", path.display()))
@@ -100,37 +100,37 @@ pub fn open_map_at(path: &Path) -> anyhow::Result<MapData> {
 
 /// The map pinned as `name` in `dir`, untyped: for readers that map its
 /// values rather than look them up.
-pub fn open_map_data(dir: &Path, name: &str) -> anyhow::Result<MapData> {
+pub(crate) fn open_map_data(dir: &Path, name: &str) -> anyhow::Result<MapData> {
     open_map_at(&dir.join(name))
 }
 
 /// The map pinned as `name` in `dir`, ready to be typed (`Array::try_from`).
-pub fn open_map(dir: &Path, name: &str) -> anyhow::Result<Map> {
+pub(crate) fn open_map(dir: &Path, name: &str) -> anyhow::Result<Map> {
     Ok(Map::from_map_data(open_map_data(dir, name)?)?)
 }
 
 /// Removes one pin (a program, map or link stays only while something
 /// else holds it).
-pub fn remove_pin(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn remove_pin(path: &Path) -> anyhow::Result<()> {
     std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))
 }
 
 /// Moves the pin at `from` to `to`, in one step: what was pinned at `to`
 /// loses that pin (a link pinned nowhere else detaches).
-pub fn move_pin(from: &Path, to: &Path) -> anyhow::Result<()> {
+pub(crate) fn move_pin(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::rename(from, to)
         .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
 }
 
 /// Removes a folder of pins and everything in it.
-pub fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn remove_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))
 }
 
 /// Removes the folders of the generations older than `generation` in an
 /// interface folder, as far as it can: nothing references them once the
 /// link runs a newer one, their pins are all that keep them.
-pub fn remove_older_generations(iface_dir: &Path, generation: u32) -> anyhow::Result<()> {
+pub(crate) fn remove_older_generations(iface_dir: &Path, generation: u32) -> anyhow::Result<()> {
     for g in generations(iface_dir)? {
         if g < generation {
             let _ = remove_dir(&generation_dir(iface_dir, g));
@@ -143,13 +143,13 @@ pub fn remove_older_generations(iface_dir: &Path, generation: u32) -> anyhow::Re
 /// what the folder's pins don't hold, a clsact filter), unless
 /// [`Unfinished::keep`] was called. A failed load or reload leaves nothing
 /// behind.
-pub struct Unfinished<F: FnOnce()> {
+pub(crate) struct Unfinished<F: FnOnce()> {
     dir: Option<PathBuf>,
     undo: Option<F>,
 }
 
 impl<F: FnOnce()> Unfinished<F> {
-    pub fn new(dir: PathBuf, undo: F) -> Self {
+    pub(crate) fn new(dir: PathBuf, undo: F) -> Self {
         Unfinished {
             dir: Some(dir),
             undo: Some(undo),
@@ -157,7 +157,7 @@ impl<F: FnOnce()> Unfinished<F> {
     }
 
     /// The folder is done: it stays.
-    pub fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.dir = None;
     }
 }

@@ -20,23 +20,23 @@ use crate::rules::{
 /// A rule set as `diff` compares it: every setting and every rule's fields
 /// as text, rules in file order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Canonical {
-    pub settings: BTreeMap<String, String>,
-    pub rules: Vec<(String, BTreeMap<String, String>)>,
+pub(crate) struct Canonical {
+    pub(crate) settings: BTreeMap<String, String>,
+    pub(crate) rules: Vec<(String, BTreeMap<String, String>)>,
     /// The adaptive blocks among `rules` (rules named `adaptive-...`):
     /// added by `serve`, never in the file.
     #[serde(default)]
-    pub adaptive_blocks: Vec<AdaptiveBlock>,
+    pub(crate) adaptive_blocks: Vec<AdaptiveBlock>,
     /// The imported FlowSpec routes among `rules` (rules named
     /// `flowspec-...`): added by `serve`, never in the file.
     #[serde(default)]
-    pub flowspec_imports: Vec<FlowImport>,
+    pub(crate) flowspec_imports: Vec<FlowImport>,
 }
 
 impl Canonical {
     /// The rules that came from the file (not the adaptive blocks nor the
     /// imported routes).
-    pub fn file_rules(&self) -> impl Iterator<Item = &(String, BTreeMap<String, String>)> {
+    pub(crate) fn file_rules(&self) -> impl Iterator<Item = &(String, BTreeMap<String, String>)> {
         self.rules
             .iter()
             .filter(|(n, _)| !n.starts_with(ADAPTIVE_PREFIX) && !n.starts_with(FLOWSPEC_PREFIX))
@@ -103,7 +103,7 @@ fn guard_settings(set: &RuleSet, settings: &mut BTreeMap<String, String>) {
 }
 
 impl Canonical {
-    pub fn of(set: &RuleSet) -> Canonical {
+    pub(crate) fn of(set: &RuleSet) -> Canonical {
         let mut settings = BTreeMap::new();
         settings.insert("mode".into(), format!("{:?}", set.mode).to_lowercase());
         settings.insert(
@@ -137,7 +137,7 @@ impl Canonical {
     }
 
     /// The chunks the RULESET map holds.
-    pub fn to_chunks(&self) -> anyhow::Result<Vec<[u8; RULESET_CHUNK]>> {
+    pub(crate) fn to_chunks(&self) -> anyhow::Result<Vec<[u8; RULESET_CHUNK]>> {
         let json = serde_json::to_vec(self)?;
         if json.len() > RULESET_CHUNK * RULESET_CHUNKS as usize {
             bail!("rule set too large to record ({} bytes)", json.len());
@@ -152,7 +152,7 @@ impl Canonical {
             .collect())
     }
 
-    pub fn from_chunks(chunks: &[[u8; RULESET_CHUNK]]) -> anyhow::Result<Canonical> {
+    fn from_chunks(chunks: &[[u8; RULESET_CHUNK]]) -> anyhow::Result<Canonical> {
         let mut bytes: Vec<u8> = chunks.iter().flatten().copied().collect();
         let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
         bytes.truncate(end);
@@ -161,7 +161,7 @@ impl Canonical {
 }
 
 /// The record a generation's RULESET map holds.
-pub fn read_record(gen_dir: &Path) -> anyhow::Result<Canonical> {
+pub(crate) fn read_record(gen_dir: &Path) -> anyhow::Result<Canonical> {
     let array: Array<_, [u8; RULESET_CHUNK]> = Array::try_from(open_map(gen_dir, MAP_RULESET)?)?;
     let chunks = (0..RULESET_CHUNKS)
         .map(|i| array.get(&i, 0))

@@ -3,7 +3,7 @@
 
 /// A read-only shared mapping of a file descriptor's memory (an mmapable
 /// BPF array's values), unmapped on drop.
-pub struct SharedMapping {
+pub(crate) struct SharedMapping {
     ptr: *const u64,
     len: usize,
 }
@@ -13,7 +13,10 @@ unsafe impl Send for SharedMapping {}
 
 impl SharedMapping {
     /// Maps the first `len` bytes (a multiple of 8) of `fd` read-only.
-    pub fn new(fd: std::os::fd::BorrowedFd<'_>, len: usize) -> std::io::Result<SharedMapping> {
+    pub(crate) fn new(
+        fd: std::os::fd::BorrowedFd<'_>,
+        len: usize,
+    ) -> std::io::Result<SharedMapping> {
         use std::os::fd::AsRawFd as _;
         // SAFETY: a fresh mapping at an address the kernel picks; the fd
         // is open for the duration of the call.
@@ -39,7 +42,7 @@ impl SharedMapping {
     /// The `i`th u64, as the kernel last wrote it (other CPUs keep
     /// writing: each aligned 8-byte load is whole, but two are not a
     /// snapshot).
-    pub fn u64_at(&self, i: usize) -> u64 {
+    pub(crate) fn u64_at(&self, i: usize) -> u64 {
         assert!(
             i < self.len / 8,
             "u64 {i} outside a {}-byte mapping",
@@ -137,7 +140,7 @@ const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// # Safety
 /// `values` must hold at least `entries` of the map's values: the kernel
 /// writes the map's value size for each entry it copies.
-pub unsafe fn map_read_all(
+pub(crate) unsafe fn map_read_all(
     fd: std::os::fd::BorrowedFd<'_>,
     values: &mut [u64],
     entries: usize,
@@ -168,7 +171,10 @@ pub unsafe fn map_read_all(
 /// Writes `values` (laid out as the map's values) at the start of the
 /// mmapable BPF array `fd`, in one copy where element by element takes a
 /// call each (a 4 MB array: half a million of them).
-pub fn write_mapped<T: Copy>(fd: std::os::fd::BorrowedFd<'_>, values: &[T]) -> std::io::Result<()> {
+pub(crate) fn write_mapped<T: Copy>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    values: &[T],
+) -> std::io::Result<()> {
     use std::os::fd::AsRawFd as _;
     let len = std::mem::size_of_val(values);
     if len == 0 {
@@ -203,7 +209,7 @@ const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 /// Writes `keys[i]` -> `values[i]` into the BPF map `fd` (a hash or an
 /// array, not per-CPU; u32 keys, values of the map's value size) in one
 /// call (kernel 5.6 and later), where one by one takes a call each.
-pub fn map_update_batch<V: Copy>(
+pub(crate) fn map_update_batch<V: Copy>(
     fd: std::os::fd::BorrowedFd<'_>,
     keys: &[u32],
     values: &[V],

@@ -4,13 +4,13 @@
 //! only with the `failpoints` feature, as fault injection is.
 
 #[cfg(feature = "failpoints")]
-pub fn on(what: &str) -> bool {
+pub(crate) fn on(what: &str) -> bool {
     std::env::var("FILTERCTL_FAKE").is_ok_and(|v| v.split(',').any(|w| w.trim() == what))
 }
 
 /// Product builds: nothing is faked.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-pub fn on(_what: &str) -> bool {
+pub(crate) fn on(_what: &str) -> bool {
     false
 }

@@ -7,7 +7,7 @@ use super::error::SysError;
 /// Raises the soft limit on open files to the hard limit (or to the
 /// kernel's `fs.nr_open` when the hard limit is unlimited); returns the soft
 /// limit now in force.
-pub fn raise_nofile_limit() -> Result<u64, SysError> {
+pub(crate) fn raise_nofile_limit() -> Result<u64, SysError> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -51,7 +51,7 @@ pub fn raise_nofile_limit() -> Result<u64, SysError> {
 /// True for the errors that say this process (EMFILE) or the host
 /// (ENFILE) has no file descriptor left: what closing others cures, not a
 /// bad input.
-pub fn is_out_of_files(e: &std::io::Error) -> bool {
+pub(crate) fn is_out_of_files(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
@@ -59,7 +59,7 @@ pub fn is_out_of_files(e: &std::io::Error) -> bool {
 /// before it was accepted, refused by a firewall rule, or a network error
 /// the kernel passes on, see accept(2)), after which the next accept may
 /// work at once.
-pub fn is_connection_error(e: &std::io::Error) -> bool {
+pub(crate) fn is_connection_error(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(
@@ -81,7 +81,7 @@ pub fn is_connection_error(e: &std::io::Error) -> bool {
 }
 
 /// Waits until `fd` is readable or `timeout` passed; true if readable.
-pub fn wait_readable(
+pub(crate) fn wait_readable(
     fd: std::os::fd::BorrowedFd<'_>,
     timeout: std::time::Duration,
 ) -> std::io::Result<bool> {

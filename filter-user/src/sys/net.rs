@@ -21,7 +21,7 @@ pub fn ifindex(iface: &str) -> Result<u32, SysError> {
 
 /// Addresses of this host's interfaces (in the current network namespace),
 /// with the name of the interface that holds each.
-pub fn interface_addresses() -> Vec<(String, IpAddr)> {
+pub(crate) fn interface_addresses() -> Vec<(String, IpAddr)> {
     let mut out = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills a list we free with freeifaddrs below.
@@ -61,7 +61,7 @@ pub fn interface_addresses() -> Vec<(String, IpAddr)> {
 
 /// The driver of a network interface, as `ethtool -i` names it (veth,
 /// virtio_net, mlx5_core...).
-pub fn driver_of(iface: &str) -> std::io::Result<String> {
+pub(crate) fn driver_of(iface: &str) -> std::io::Result<String> {
     const ETHTOOL_GDRVINFO: u32 = 0x3;
     // struct ethtool_drvinfo: cmd, driver[32], version[32], fw_version[32],
     // bus_info[32], erom_version[32], reserved2[12], five u32 counts.

@@ -14,7 +14,7 @@ fn c_path(path: &Path) -> Result<CString, SysError> {
 }
 
 /// Whether `path` lies on a bpffs.
-pub fn is_bpffs(path: &Path) -> bool {
+pub(crate) fn is_bpffs(path: &Path) -> bool {
     let Ok(c) = c_path(path) else {
         return false;
     };
@@ -27,7 +27,7 @@ pub fn is_bpffs(path: &Path) -> bool {
 }
 
 /// Mounts a bpffs at `at`.
-pub fn mount_bpffs(at: &Path) -> Result<(), SysError> {
+pub(crate) fn mount_bpffs(at: &Path) -> Result<(), SysError> {
     let target = c_path(at)?;
     let bpf = c"bpf";
     // SAFETY: all pointers are valid NUL-terminated strings; data may be null.
@@ -51,7 +51,7 @@ pub fn mount_bpffs(at: &Path) -> Result<(), SysError> {
 
 /// A namespace's identity: the device and inode of its file under /proc.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NsId {
+pub(crate) struct NsId {
     dev: u64,
     ino: u64,
 }
@@ -68,7 +68,7 @@ fn ns_id(path: impl AsRef<Path>) -> Option<NsId> {
 /// The mount namespace of process `pid` ("self" or a number); `None` when
 /// it cannot be read (a VM's custom init may refuse even root, and a test
 /// can fake that with `FILTERCTL_FAKE=init-ns-unreadable`).
-pub fn mount_namespace(pid: &str) -> Option<NsId> {
+pub(crate) fn mount_namespace(pid: &str) -> Option<NsId> {
     if pid == "1" && fake::on("init-ns-unreadable") {
         return None;
     }
@@ -77,7 +77,7 @@ pub fn mount_namespace(pid: &str) -> Option<NsId> {
 
 /// The name under /run/netns (as `ip netns add` makes them) of this
 /// process's network namespace, if it has one.
-pub fn named_net_namespace() -> Option<String> {
+pub(crate) fn named_net_namespace() -> Option<String> {
     let me = ns_id("/proc/self/ns/net")?;
     std::fs::read_dir("/run/netns")
         .ok()?
@@ -122,7 +122,7 @@ pub fn enter_net_namespace(name: &str) -> std::io::Result<()> {
 /// Moves the calling thread into a new, empty network namespace of its
 /// own (CAP_SYS_ADMIN): probes that must attach something do it there,
 /// and it vanishes with the thread.
-pub fn unshare_net() -> std::io::Result<()> {
+pub(crate) fn unshare_net() -> std::io::Result<()> {
     // SAFETY: unshare has no memory preconditions; CLONE_NEWNET affects
     // only the calling thread.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {

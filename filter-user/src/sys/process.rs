@@ -5,7 +5,7 @@
 use std::ffi::CStr;
 
 /// CLOCK_MONOTONIC_COARSE in ns: the clock the program's deadlines use.
-pub fn monotonic_coarse_ns() -> u64 {
+pub(crate) fn monotonic_coarse_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -16,19 +16,19 @@ pub fn monotonic_coarse_ns() -> u64 {
 }
 
 /// The parent process's id.
-pub fn parent_pid() -> u32 {
+pub(crate) fn parent_pid() -> u32 {
     // SAFETY: getppid has no preconditions.
     unsafe { libc::getppid() as u32 }
 }
 
 /// The effective user id.
-pub fn euid() -> u32 {
+pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
 }
 
 /// The name of user `uid` (getpwuid_r), if the user database has one.
-pub fn user_name(uid: u32) -> Option<String> {
+pub(crate) fn user_name(uid: u32) -> Option<String> {
     // SAFETY: a zeroed passwd is a valid place for getpwuid_r to fill.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 4096];
@@ -46,7 +46,7 @@ pub fn user_name(uid: u32) -> Option<String> {
 }
 
 /// The running kernel's release (uname -r).
-pub fn kernel_release() -> String {
+pub(crate) fn kernel_release() -> String {
     // SAFETY: a zeroed utsname is valid for uname to fill.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: u is writable.
@@ -61,13 +61,13 @@ pub fn kernel_release() -> String {
 
 /// The environment process `pid` started with (/proc/PID/environ), if this
 /// process may read it (root may; a user, of its own processes).
-pub fn process_environ(pid: u32) -> Option<Vec<u8>> {
+pub(crate) fn process_environ(pid: u32) -> Option<Vec<u8>> {
     std::fs::read(format!("/proc/{pid}/environ")).ok()
 }
 
 /// The parent of process `pid` (the field after the command's closing
 /// parenthesis and the state, in /proc/PID/stat).
-pub fn process_parent(pid: u32) -> Option<u32> {
+pub(crate) fn process_parent(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(1)?.parse().ok()
@@ -77,7 +77,7 @@ pub fn process_parent(pid: u32) -> Option<u32> {
 /// /proc/PID/stat): with the pid, what tells a process from a later one
 /// given the same pid. None when there is no such process, or only its
 /// zombie.
-pub fn process_started(pid: u32) -> Option<u64> {
+pub(crate) fn process_started(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let mut after = stat[stat.rfind(')')? + 1..].split_whitespace();
     // Field 3, the state: Z a zombie, X dead.
@@ -88,7 +88,7 @@ pub fn process_started(pid: u32) -> Option<u64> {
 }
 
 /// Sends SIGTERM to process `pid`.
-pub fn terminate(pid: u32) -> std::io::Result<()> {
+pub(crate) fn terminate(pid: u32) -> std::io::Result<()> {
     let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
     // SAFETY: kill has no memory preconditions; a positive pid names one
     // process.
@@ -100,7 +100,7 @@ pub fn terminate(pid: u32) -> std::io::Result<()> {
 
 /// Makes `cmd` start its process in a session of its own (setsid): a
 /// signal to the caller's process group or terminal does not reach it.
-pub fn own_session(cmd: &mut std::process::Command) {
+pub(crate) fn own_session(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt as _;
     // SAFETY: the closure runs in the child between fork and exec, where
     // only async-signal-safe calls are allowed: setsid is one, and it

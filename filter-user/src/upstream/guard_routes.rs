@@ -42,13 +42,13 @@ const SOLICITED: usize = 1;
 
 /// What the route for one port does, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shape {
-    pub action: Action,
+pub(crate) struct Shape {
+    pub(crate) action: Action,
     /// Frames of at least this many bytes, when the route cuts by length.
-    pub min_frame: Option<u32>,
-    pub why: String,
+    min_frame: Option<u32>,
+    pub(crate) why: String,
     /// The unsolicited traffic the route covers (cumulative).
-    pub covered: Totals,
+    pub(crate) covered: Totals,
 }
 
 fn sum(buckets: &[Totals]) -> Totals {
@@ -60,7 +60,7 @@ fn sum(buckets: &[Totals]) -> Totals {
 
 /// The route's shape for `port` from its length counters; `peak_solicited_bps`
 /// is the highest solicited rate (bytes/s) seen from it.
-pub fn shape(port: u16, lengths: &GuardLengths, peak_solicited_bps: u64) -> Shape {
+pub(crate) fn shape(port: u16, lengths: &GuardLengths, peak_solicited_bps: u64) -> Shape {
     let unsolicited = &lengths[UNSOLICITED];
     let all = sum(unsolicited);
     let Some(top) = lengths[SOLICITED].iter().rposition(|t| t.packets > 0) else {
@@ -111,7 +111,7 @@ fn packet_length(min_frame: u32, dst: &Prefix) -> Span {
 }
 
 /// The routes of one port's shape, one per host address.
-pub fn observations(port: u16, shape: &Shape, hosts: &[Prefix]) -> Vec<Observation> {
+pub(crate) fn observations(port: u16, shape: &Shape, hosts: &[Prefix]) -> Vec<Observation> {
     hosts
         .iter()
         .map(|dst| Observation {

@@ -27,50 +27,50 @@ use crate::{
 /// the route allows are never exceeded (smaller packets are held to fewer
 /// bytes/s than the route says). A route with a smaller packet-length
 /// bound is converted at that bound.
-pub const ASSUMED_PACKET_BYTES: u64 = 1500;
+const ASSUMED_PACKET_BYTES: u64 = 1500;
 
 /// One path of the RIB: its NLRI as GoBGP prints it, what it converts to
 /// (or why it can't), and who it came from.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RibPath {
+pub(crate) struct RibPath {
     /// GoBGP's key, e.g. `[destination: 192.0.2.1/32][protocol: ==udp]`.
-    pub text: String,
-    pub flow: Result<FlowSpec, String>,
+    pub(crate) text: String,
+    pub(crate) flow: Result<FlowSpec, String>,
     /// None: originated by this speaker (`gobgp global rib add`).
-    pub neighbor: Option<IpAddr>,
-    pub source_id: Option<IpAddr>,
+    neighbor: Option<IpAddr>,
+    source_id: Option<IpAddr>,
     /// Standard communities, ASN << 16 | value.
-    pub communities: Vec<u32>,
+    pub(crate) communities: Vec<u32>,
 }
 
 /// A refused path and why.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Refused {
-    pub route: String,
-    pub reason: String,
+pub(crate) struct Refused {
+    pub(crate) route: String,
+    pub(crate) reason: String,
 }
 
 /// What this host is, for the checks: its addresses on the interface, the
 /// sources it must never cut off, and the routes it announces itself.
 #[derive(Clone, Debug, Default)]
-pub struct Host {
+pub(crate) struct Host {
     /// As /32 and /128.
-    pub addresses: Vec<Prefix>,
-    pub protected: Vec<Protected>,
-    pub never_ban: Vec<Prefix>,
-    pub own: Vec<FlowSpec>,
+    pub(crate) addresses: Vec<Prefix>,
+    pub(crate) protected: Vec<Protected>,
+    pub(crate) never_ban: Vec<Prefix>,
+    pub(crate) own: Vec<FlowSpec>,
 }
 
 /// The outcome of one read of the RIB.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// By rule name; at most `max_routes`.
-    pub accepted: Vec<FlowImport>,
-    pub refused: Vec<Refused>,
+    pub(crate) accepted: Vec<FlowImport>,
+    pub(crate) refused: Vec<Refused>,
 }
 
 /// The paths of one `gobgp global rib -a ipvX-flowspec -j` document.
-pub fn parse_rib(json: &str) -> Result<Vec<RibPath>, String> {
+pub(crate) fn parse_rib(json: &str) -> Result<Vec<RibPath>, String> {
     let text = json.trim();
     if text.is_empty() || text == "null" {
         return Ok(Vec::new());
@@ -484,7 +484,7 @@ fn cuts_ssh(i: &FlowImport, host: &Host) -> Result<(), String> {
 /// Every path judged: the rules to run (one per match: discard before a
 /// rate limit, the lower limit first; at most `max_routes`) and the rest
 /// with their reasons.
-pub fn plan(paths: &[RibPath], cfg: &ImportConfig, host: &Host) -> Plan {
+pub(crate) fn plan(paths: &[RibPath], cfg: &ImportConfig, host: &Host) -> Plan {
     let mut plan = Plan::default();
     let mut ok: Vec<FlowImport> = Vec::new();
     for p in paths {

@@ -10,7 +10,7 @@ use filter_common::{FAMILY_V4, IPPROTO_TCP, IPPROTO_UDP};
 use crate::rules::Prefix;
 
 /// RFC 7999's well-known BLACKHOLE community.
-pub const BLACKHOLE_COMMUNITY: &str = "65535:666";
+pub(crate) const BLACKHOLE_COMMUNITY: &str = "65535:666";
 
 /// What the router does with matching traffic: the traffic-rate extended
 /// community (rate 0 is discard).
@@ -18,28 +18,28 @@ pub const BLACKHOLE_COMMUNITY: &str = "65535:666";
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "kebab-case")]
-pub enum Action {
+pub(crate) enum Action {
     Discard,
     RateLimit { bytes_per_s: u64 },
 }
 
 /// An inclusive range of a numeric component; `lo == hi` is one value.
-pub type Span = (u16, u16);
+pub(crate) type Span = (u16, u16);
 
 #[derive(
     Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 pub struct FlowSpec {
     #[serde(with = "prefix_text")]
-    pub dst: Prefix,
+    pub(crate) dst: Prefix,
     #[serde(with = "prefix_text::option")]
-    pub src: Option<Prefix>,
-    pub proto: Option<u8>,
-    pub src_ports: Option<Span>,
-    pub dst_ports: Option<Span>,
+    pub(crate) src: Option<Prefix>,
+    pub(crate) proto: Option<u8>,
+    pub(crate) src_ports: Option<Span>,
+    pub(crate) dst_ports: Option<Span>,
     /// RFC 8955: the IPv4 total length; RFC 8956: the IPv6 payload length.
-    pub pkt_len: Option<Span>,
-    pub action: Action,
+    pub(crate) pkt_len: Option<Span>,
+    pub(crate) action: Action,
 }
 
 /// Serializable for the state file, which keeps what the speaker holds
@@ -63,25 +63,30 @@ mod prefix_text {
 
     use crate::rules::{Prefix, prefixes::parse_prefix};
 
-    pub fn serialize<S: Serializer>(p: &Prefix, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(p: &Prefix, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(p)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Prefix, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Prefix, D::Error> {
         parse_prefix(&String::deserialize(d)?).map_err(D::Error::custom)
     }
 
-    pub mod option {
+    pub(crate) mod option {
         use super::*;
 
-        pub fn serialize<S: Serializer>(p: &Option<Prefix>, s: S) -> Result<S::Ok, S::Error> {
+        pub(crate) fn serialize<S: Serializer>(
+            p: &Option<Prefix>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             match p {
                 Some(p) => s.collect_str(p),
                 None => s.serialize_none(),
             }
         }
 
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Prefix>, D::Error> {
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Prefix>, D::Error> {
             Option::<String>::deserialize(d)?
                 .map(|t| parse_prefix(&t).map_err(D::Error::custom))
                 .transpose()
@@ -90,14 +95,14 @@ mod prefix_text {
 }
 
 impl Route {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Route::FlowSpec(_) => "flowspec",
             Route::Blackhole { .. } => "blackhole",
         }
     }
 
-    pub fn is_v4(&self) -> bool {
+    pub(crate) fn is_v4(&self) -> bool {
         let dst = match self {
             Route::FlowSpec(f) => &f.dst,
             Route::Blackhole { dst } => dst,
@@ -126,7 +131,7 @@ fn numeric((lo, hi): Span) -> String {
 
 impl FlowSpec {
     /// Match components as (GoBGP keyword, value), in RFC type order.
-    pub fn components(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn components(&self) -> Vec<(&'static str, String)> {
         let mut out = vec![("destination", self.dst.to_string())];
         out.extend(self.src.map(|s| ("source", s.to_string())));
         out.extend(self.proto.map(|p| ("protocol", proto_name(p))));

@@ -13,28 +13,28 @@ use crate::filter::observe::stats::Totals;
 const MINUTE_NS: u64 = 60_000_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Policy {
-    pub min_pps: u64,
-    pub min_bps: u64,
-    pub sustain_ns: u64,
-    pub hold_ns: u64,
-    pub max_routes: usize,
-    pub max_changes_per_minute: usize,
+pub(crate) struct Policy {
+    pub(crate) min_pps: u64,
+    pub(crate) min_bps: u64,
+    pub(crate) sustain_ns: u64,
+    pub(crate) hold_ns: u64,
+    pub(crate) max_routes: usize,
+    pub(crate) max_changes_per_minute: usize,
 }
 
 /// A route that could be announced, with the counters (totals since they
 /// started) of the drops that would justify it and why they are its own.
 #[derive(Clone, Debug)]
-pub struct Observation {
-    pub route: Route,
-    pub why: String,
-    pub totals: Totals,
+pub(crate) struct Observation {
+    pub(crate) route: Route,
+    pub(crate) why: String,
+    pub(crate) totals: Totals,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct Rate {
-    pub pps: u64,
-    pub bps: u64,
+pub(crate) struct Rate {
+    pub(crate) pps: u64,
+    pub(crate) bps: u64,
 }
 
 #[derive(Debug)]
@@ -51,26 +51,26 @@ struct Track {
 
 /// A route the selector wants announced.
 #[derive(Clone, Debug)]
-pub struct Selected {
-    pub route: Route,
-    pub why: String,
-    pub since_ns: u64,
-    pub last_above_ns: u64,
-    pub rate: Rate,
+pub(crate) struct Selected {
+    pub(crate) route: Route,
+    pub(crate) why: String,
+    pub(crate) since_ns: u64,
+    last_above_ns: u64,
+    pub(crate) rate: Rate,
 }
 
 /// What one step changed.
 #[derive(Debug, Default)]
-pub struct Plan {
-    pub announce: Vec<Route>,
-    pub withdraw: Vec<Route>,
+pub(crate) struct Plan {
+    pub(crate) announce: Vec<Route>,
+    pub(crate) withdraw: Vec<Route>,
     /// Routes that qualified but found no room under `max_routes`.
-    pub over_cap: usize,
+    pub(crate) over_cap: usize,
     /// Changes postponed by `max_changes_per_minute`.
-    pub deferred: usize,
+    pub(crate) deferred: usize,
 }
 
-pub struct Selector {
+pub(crate) struct Selector {
     policy: Policy,
     tracks: HashMap<Route, Track>,
     selected: BTreeMap<Route, Selected>,
@@ -83,7 +83,7 @@ pub struct Selector {
 }
 
 impl Selector {
-    pub fn new(policy: Policy) -> Selector {
+    pub(crate) fn new(policy: Policy) -> Selector {
         Selector {
             policy,
             tracks: HashMap::new(),
@@ -93,7 +93,7 @@ impl Selector {
         }
     }
 
-    pub fn policy(&self) -> &Policy {
+    pub(crate) fn policy(&self) -> &Policy {
         &self.policy
     }
 
@@ -106,18 +106,18 @@ impl Selector {
 
     /// Whether anything is selected or on its way to be (above the
     /// thresholds now).
-    pub fn active(&self) -> bool {
+    pub(crate) fn active(&self) -> bool {
         !self.selected.is_empty() || self.tracks.values().any(|t| t.above_since.is_some())
     }
 
     /// Routes selected now, in route order.
-    pub fn selected(&self) -> impl Iterator<Item = &Selected> {
+    pub(crate) fn selected(&self) -> impl Iterator<Item = &Selected> {
         self.selected.values()
     }
 
     /// When `route`, if selected, is to be withdrawn should its traffic
     /// stop now: the last time it was above the thresholds plus the hold.
-    pub fn deadline(&self, route: &Route) -> Option<u64> {
+    pub(crate) fn deadline(&self, route: &Route) -> Option<u64> {
         self.selected
             .get(route)
             .map(|s| s.last_above_ns.saturating_add(self.policy.hold_ns))
@@ -130,7 +130,7 @@ impl Selector {
     /// The deadline stays the one it had even if the hold changed since;
     /// but it is never withdrawn before the step that measured its traffic
     /// (the second), however late this serve started.
-    pub fn adopt(&mut self, route: Route, why: String, deadline_ns: u64, now_ns: u64) {
+    pub(crate) fn adopt(&mut self, route: Route, why: String, deadline_ns: u64, now_ns: u64) {
         self.unmeasured.insert(route.clone(), 2);
         let s = Selected {
             route: route.clone(),
@@ -144,7 +144,7 @@ impl Selector {
 
     /// Takes a snapshot of every candidate at `now_ns` (monotonic) and
     /// returns what changed in the selection.
-    pub fn step(&mut self, now_ns: u64, observations: Vec<Observation>) -> Plan {
+    pub(crate) fn step(&mut self, now_ns: u64, observations: Vec<Observation>) -> Plan {
         self.observe(now_ns, observations);
         self.unmeasured.retain(|_, steps| {
             *steps -= 1;

@@ -17,21 +17,21 @@ use crate::{
 };
 
 /// Rules whose names start with this were added by the adaptive blocker.
-pub const ADAPTIVE_PREFIX: &str = "adaptive-";
+pub(crate) const ADAPTIVE_PREFIX: &str = "adaptive-";
 
 /// What a step sees of one interface.
-pub struct Inputs<'a> {
-    pub rules: &'a RuleSet,
-    pub stats: &'a InterfaceStats,
-    pub bans: &'a [Prefix],
+pub(crate) struct Inputs<'a> {
+    pub(crate) rules: &'a RuleSet,
+    pub(crate) stats: &'a InterfaceStats,
+    pub(crate) bans: &'a [Prefix],
     /// This host's addresses on the interface, as /32 and /128.
-    pub hosts: &'a [Prefix],
+    pub(crate) hosts: &'a [Prefix],
 }
 
 /// FlowSpec candidates; deny and ban prefixes at most `group_cap` each
 /// (they share one counter, so any `group_cap` of them are as justified
 /// as the others, and a 100,000-source ban list stays cheap to track).
-pub fn flowspec(inp: &Inputs<'_>, group_cap: usize) -> Vec<Observation> {
+pub(crate) fn flowspec(inp: &Inputs<'_>, group_cap: usize) -> Vec<Observation> {
     let mut out = Vec::new();
     for (i, spec) in inp.rules.rules.iter().enumerate() {
         let Some(totals) = rule_totals(inp.stats, &spec.name) else {
@@ -68,7 +68,7 @@ pub fn flowspec(inp: &Inputs<'_>, group_cap: usize) -> Vec<Observation> {
 }
 
 /// Blackhole candidates: every host address, measured by all drops.
-pub fn blackhole(inp: &Inputs<'_>, threshold_bps: u64) -> Vec<Observation> {
+pub(crate) fn blackhole(inp: &Inputs<'_>, threshold_bps: u64) -> Vec<Observation> {
     inp.hosts
         .iter()
         .map(|&dst| Observation {
@@ -101,11 +101,7 @@ fn reason_totals(stats: &InterfaceStats, reason: &str) -> Totals {
 
 /// The action a rule's route carries and why it is announced, or why
 /// FlowSpec cannot carry it without dropping more upstream than here.
-pub fn exportable(
-    set: &RuleSet,
-    i: usize,
-    totals: Totals,
-) -> Result<(Action, String), &'static str> {
+fn exportable(set: &RuleSet, i: usize, totals: Totals) -> Result<(Action, String), &'static str> {
     let spec = &set.rules[i];
     let r = &spec.rule;
     let kind = if spec.name.starts_with(ADAPTIVE_PREFIX) {
@@ -169,7 +165,7 @@ fn packet_length(spec: &RuleSpec, v4: bool) -> Option<Span> {
     Some((add(lo, l4_min), add(hi, l4_max)))
 }
 
-pub fn rule_flow(spec: &RuleSpec, dst: Prefix, action: Action) -> FlowSpec {
+fn rule_flow(spec: &RuleSpec, dst: Prefix, action: Action) -> FlowSpec {
     FlowSpec {
         dst,
         src: None,
@@ -195,7 +191,7 @@ fn source_flow(src: Prefix, dst: Prefix) -> FlowSpec {
 
 /// This host's addresses on `iface` as host prefixes; link-local ones are
 /// no use to a router upstream.
-pub fn host_prefixes(iface: &str) -> Vec<Prefix> {
+pub(crate) fn host_prefixes(iface: &str) -> Vec<Prefix> {
     let mut out: Vec<Prefix> = crate::sys::interface_addresses()
         .into_iter()
         .filter(|(name, _)| name == iface)

@@ -23,15 +23,15 @@ use crate::{
 };
 
 /// The exit status of a gate that judged and failed.
-pub const GATE_FAILED: u8 = 3;
+const GATE_FAILED: u8 = 3;
 
 /// What the command line adds to the file.
-pub struct GateArgs<'a> {
-    pub expect: &'a Path,
-    pub rules: Option<&'a Path>,
-    pub against: Option<&'a Path>,
-    pub timing: Option<Timing>,
-    pub json: bool,
+pub(crate) struct GateArgs<'a> {
+    pub(crate) expect: &'a Path,
+    pub(crate) rules: Option<&'a Path>,
+    pub(crate) against: Option<&'a Path>,
+    pub(crate) timing: Option<Timing>,
+    pub(crate) json: bool,
 }
 
 #[derive(Serialize)]
@@ -59,7 +59,7 @@ struct GateReport {
     captures: Vec<CaptureReport>,
 }
 
-pub fn run(a: GateArgs<'_>) -> anyhow::Result<u8> {
+pub(crate) fn run(a: GateArgs<'_>) -> anyhow::Result<u8> {
     let file = expect::load(a.expect)?;
     let rules_path = a
         .rules

@@ -55,7 +55,7 @@ pub struct ReplayArgs {
     verbose: bool,
 }
 
-pub fn run(a: ReplayArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(a: ReplayArgs) -> anyhow::Result<u8> {
     if let Some(expect) = &a.expect {
         return gate::run(gate::GateArgs {
             expect,

@@ -14,7 +14,7 @@ use crate::{
     rules::Mode,
 };
 
-pub fn header(h: &Header, verbose: bool) -> String {
+pub(crate) fn header(h: &Header, verbose: bool) -> String {
     let mut out = String::new();
     let mode = match h.mode {
         Mode::Enforce => "enforce",
@@ -50,7 +50,7 @@ pub fn header(h: &Header, verbose: bool) -> String {
     out
 }
 
-pub fn frame(f: &FrameResult) -> String {
+pub(crate) fn frame(f: &FrameResult) -> String {
     let mut note = String::new();
     if f.truncated {
         let _ = write!(note, " (truncated: {} of {} bytes ran)", f.captured, f.len);
@@ -78,7 +78,7 @@ pub fn frame(f: &FrameResult) -> String {
     )
 }
 
-pub fn totals(t: &Totalled, verbose: bool) -> String {
+pub(crate) fn totals(t: &Totalled, verbose: bool) -> String {
     let mut out = String::from("\n");
     let s = &t.summary;
     out.push_str(&table::reasons(
@@ -183,7 +183,7 @@ fn events(list: &[Event]) -> String {
     out
 }
 
-pub fn changes(c: &Changes, verbose: bool) -> String {
+pub(crate) fn changes(c: &Changes, verbose: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

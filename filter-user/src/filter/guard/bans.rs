@@ -55,7 +55,7 @@ fn place(target: Prefix, keyed_by: u8) -> Place {
 /// the prefix length they are keyed by (`filterctl ban fd99::2` bans
 /// fd99::/64 where sources are keyed by /64), which is what the lockout
 /// guard must check.
-pub fn banned_prefix(root: &PinRoot, iface: &str, target: Prefix) -> anyhow::Result<Prefix> {
+pub(crate) fn banned_prefix(root: &PinRoot, iface: &str, target: Prefix) -> anyhow::Result<Prefix> {
     Ok(
         match place(target, source_prefix(root, iface, target.family)?) {
             Place::Source(_, widened) => widened,
@@ -66,7 +66,7 @@ pub fn banned_prefix(root: &PinRoot, iface: &str, target: Prefix) -> anyhow::Res
 
 /// Bans `target` on `iface` for `duration`; returns the prefix really
 /// banned (sources are banned by the prefix length they are keyed by).
-pub fn ban(
+pub(crate) fn ban(
     root: &PinRoot,
     iface: &str,
     target: Prefix,
@@ -110,7 +110,7 @@ pub fn ban(
 }
 
 /// Lifts a ban; fails if there was none.
-pub fn unban(root: &PinRoot, iface: &str, target: Prefix) -> anyhow::Result<Prefix> {
+pub(crate) fn unban(root: &PinRoot, iface: &str, target: Prefix) -> anyhow::Result<Prefix> {
     let dir = root.iface_dir(iface);
     let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
     match place(target, source_prefix(root, iface, target.family)?) {
@@ -166,6 +166,6 @@ fn write_prefix_ban(dir: &Path, p: Prefix, until: Option<u64>) -> anyhow::Result
 }
 
 /// Parses "198.51.100.7", "2001:db8::/48" as a ban target.
-pub fn parse_target(text: &str) -> anyhow::Result<Prefix> {
+pub(crate) fn parse_target(text: &str) -> anyhow::Result<Prefix> {
     Ok(parse_prefix(text)?)
 }

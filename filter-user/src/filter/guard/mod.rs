@@ -3,7 +3,7 @@
 //! guard's copy of the host's open requests (`open_ports`), and the surge
 //! detection behind `serve`'s adaptive blocks (`surge`).
 
-pub mod bans;
-pub mod neverban;
-pub mod open_ports;
-pub mod surge;
+pub(crate) mod bans;
+pub(crate) mod neverban;
+pub(crate) mod open_ports;
+pub(crate) mod surge;

@@ -20,14 +20,14 @@ use crate::{
 };
 
 /// Where the host's facts are read from (tests point it elsewhere).
-pub struct HostFiles<'a> {
-    pub route: &'a str,
-    pub ipv6_route: &'a str,
-    pub resolv_conf: &'a str,
-    pub ntp_configs: &'a [&'a str],
+pub(crate) struct HostFiles<'a> {
+    pub(crate) route: &'a str,
+    ipv6_route: &'a str,
+    resolv_conf: &'a str,
+    ntp_configs: &'a [&'a str],
 }
 
-pub const HOST: HostFiles<'static> = HostFiles {
+pub(crate) const HOST: HostFiles<'static> = HostFiles {
     route: "/proc/net/route",
     ipv6_route: "/proc/net/ipv6_route",
     resolv_conf: "/etc/resolv.conf",
@@ -42,7 +42,7 @@ pub const HOST: HostFiles<'static> = HostFiles {
 /// The whole set: the rule file's entries and the host's, as /32 and /128
 /// prefixes, widened to the keys the kernel bans (see [`widen`]). Files
 /// that don't exist add nothing.
-pub fn never_ban_set(set: &RuleSet, files: &HostFiles<'_>) -> BTreeSet<Prefix> {
+pub(crate) fn never_ban_set(set: &RuleSet, files: &HostFiles<'_>) -> BTreeSet<Prefix> {
     widen(
         with_host(&set.never_ban, files),
         set.src_prefix_v4,
@@ -57,7 +57,7 @@ pub fn never_ban_set(set: &RuleSet, files: &HostFiles<'_>) -> BTreeSet<Prefix> {
 /// /64 that holds it. Each entry longer than the ban prefix stands in the
 /// set widened to it too: no ban covers a member. (Its prefix is still
 /// rate-limited as ever, only never banned.)
-pub fn widen(set: BTreeSet<Prefix>, v4: u8, v6: u8) -> BTreeSet<Prefix> {
+fn widen(set: BTreeSet<Prefix>, v4: u8, v6: u8) -> BTreeSet<Prefix> {
     let wide: Vec<Prefix> = set
         .iter()
         .filter_map(|p| {
@@ -77,7 +77,7 @@ pub fn widen(set: BTreeSet<Prefix>, v4: u8, v6: u8) -> BTreeSet<Prefix> {
 /// Re-reads the host's facts and brings the never-ban set of the filter on
 /// `iface` up to date, keeping the running rule set's own entries (from
 /// its record). Returns the set's size.
-pub fn refresh(root: &PinRoot, iface: &str) -> anyhow::Result<usize> {
+pub(crate) fn refresh(root: &PinRoot, iface: &str) -> anyhow::Result<usize> {
     let dir = root.iface_dir(iface);
     let current = current_generation(&dir)?;
     let record = read_record(&current.dir)?;
@@ -121,7 +121,7 @@ fn with_host(listed: &[Prefix], files: &HostFiles<'_>) -> BTreeSet<Prefix> {
 
 /// Default gateways of /proc/net/route: the gateway (third column, a
 /// little-endian hex u32) of routes to 0.0.0.0/0.
-pub fn gateways_v4(text: &str) -> Vec<IpAddr> {
+fn gateways_v4(text: &str) -> Vec<IpAddr> {
     text.lines()
         .skip(1)
         .filter_map(|l| {
@@ -136,7 +136,7 @@ pub fn gateways_v4(text: &str) -> Vec<IpAddr> {
 
 /// Default gateways of /proc/net/ipv6_route: the next hop (fifth column)
 /// of routes to ::/0.
-pub fn gateways_v6(text: &str) -> Vec<IpAddr> {
+fn gateways_v6(text: &str) -> Vec<IpAddr> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -148,14 +148,14 @@ pub fn gateways_v6(text: &str) -> Vec<IpAddr> {
 }
 
 /// `nameserver ADDR` lines (a zone index, `%eth0`, is dropped).
-pub fn resolvers(text: &str) -> Vec<IpAddr> {
+pub(crate) fn resolvers(text: &str) -> Vec<IpAddr> {
     directives(text, &["nameserver"])
 }
 
 /// `server`, `peer` and `pool` lines of chrony.conf or ntp.conf with an
 /// address literal. Names are not resolved: at load time, under attack,
 /// resolution may be what is failing.
-pub fn ntp_servers(text: &str) -> Vec<IpAddr> {
+fn ntp_servers(text: &str) -> Vec<IpAddr> {
     directives(text, &["server", "peer", "pool"])
 }
 
@@ -171,7 +171,7 @@ fn directives(text: &str, keys: &[&str]) -> Vec<IpAddr> {
 }
 
 /// Makes the pinned never-ban tries of `dir` hold exactly `want`.
-pub fn sync_pinned(dir: &Path, want: &BTreeSet<Prefix>) -> anyhow::Result<()> {
+fn sync_pinned(dir: &Path, want: &BTreeSet<Prefix>) -> anyhow::Result<()> {
     sync(
         open_map(dir, MAP_NEVER_BAN_V4)?,
         open_map(dir, MAP_NEVER_BAN_V6)?,
@@ -189,7 +189,7 @@ const OPERATOR: u8 = 2;
 /// recorded before: additions first, so that an address in both sets is
 /// never briefly missing. This session's SSH client is recorded as an
 /// operator entry.
-pub fn sync(v4: Map, v6: Map, want: &BTreeSet<Prefix>) -> anyhow::Result<()> {
+pub(crate) fn sync(v4: Map, v6: Map, want: &BTreeSet<Prefix>) -> anyhow::Result<()> {
     let mut t4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(v4)?;
     let mut t6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(v6)?;
     let operator = ssh_entries(want);

@@ -35,7 +35,7 @@ const ROUNDS: usize = 4;
 
 /// Fills the copy of a loaded generation in `ebpf` from the LOCAL_PORTS
 /// state map it shares, with its recorder already attached.
-pub fn seed(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+pub(crate) fn seed(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     program::verify(ebpf, OPEN_SEED_PROGRAM_NAME, "the open requests' seeder")?;
     let seeder: &Xdp = ebpf
         .program(OPEN_SEED_PROGRAM_NAME)

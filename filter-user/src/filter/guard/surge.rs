@@ -21,11 +21,11 @@ use crate::rules::adaptive::{Adaptive, AdaptiveBlock};
 /// applies: until then every port's normal is 0, and a port that is heavy
 /// all along would be taken for a surge. Until then the share rule alone
 /// judges, as it did before normal rates were learned.
-pub const WARM_UP_NS: u64 = 60_000_000_000;
+pub(crate) const WARM_UP_NS: u64 = 60_000_000_000;
 
 /// What changed at one observation.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Change {
+pub(crate) enum Change {
     Started(AdaptiveBlock),
     /// The block, and how long (ns) it lasted.
     Ended(AdaptiveBlock, u64),
@@ -41,7 +41,7 @@ struct Active {
 
 /// The surges of one interface.
 #[derive(Default)]
-pub struct Detector {
+pub(crate) struct Detector {
     /// Monotonic ns and frame counters of the previous observation.
     prev: Option<(u64, Vec<u64>)>,
     active: BTreeMap<u16, Active>,
@@ -54,7 +54,7 @@ pub struct Detector {
 
 /// Which rule says that a port's rate is a surge, if one does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Why {
+pub(crate) enum Why {
     /// `min_rise` times its normal rate.
     Rise,
     /// `min_share` of the UDP, `min_pps` over its normal rate.
@@ -64,7 +64,7 @@ pub enum Why {
 /// Judges one port's rate `pps` (frames/s), its `share` of the interface's
 /// UDP and its `normal` rate; `warm`: whether the normal rates have learned
 /// long enough for the rise rule.
-pub fn judge(cfg: &Adaptive, pps: u64, share: f64, normal: f64, warm: bool) -> Option<Why> {
+pub(crate) fn judge(cfg: &Adaptive, pps: u64, share: f64, normal: f64, warm: bool) -> Option<Why> {
     if pps < cfg.min_pps {
         return None;
     }
@@ -78,7 +78,7 @@ pub fn judge(cfg: &Adaptive, pps: u64, share: f64, normal: f64, warm: bool) -> O
 impl Detector {
     /// Takes over blocks that already run (a restarted daemon): each is
     /// held as if its surge had just been seen.
-    pub fn adopt(&mut self, blocks: &[AdaptiveBlock], now_ns: u64) {
+    pub(crate) fn adopt(&mut self, blocks: &[AdaptiveBlock], now_ns: u64) {
         for b in blocks {
             self.active.insert(
                 b.port,
@@ -94,18 +94,18 @@ impl Detector {
     /// Takes `packets` (read at monotonic `now_ns`) as the baseline of the
     /// next observation without judging them: before the thresholds are
     /// known, so that the first judged interval is a whole one.
-    pub fn rebase(&mut self, now_ns: u64, packets: Vec<u64>) {
+    pub(crate) fn rebase(&mut self, now_ns: u64, packets: Vec<u64>) {
         self.prev = Some((now_ns, packets));
     }
 
     /// The surges in progress or held, by port.
-    pub fn active(&self) -> Vec<AdaptiveBlock> {
+    pub(crate) fn active(&self) -> Vec<AdaptiveBlock> {
         self.active.values().map(|a| a.block).collect()
     }
 
     /// The normal rate (frames/s) learned for `port`; a port in surge keeps
     /// the one it had when the surge started.
-    pub fn normal_pps(&self, port: u16) -> u64 {
+    pub(crate) fn normal_pps(&self, port: u16) -> u64 {
         self.normal
             .get(port as usize)
             .map_or(0, |n| n.round() as u64)
@@ -114,7 +114,7 @@ impl Detector {
     /// Feeds the frame counters (one per source port, totals since the
     /// filter was loaded) read at monotonic `now_ns` and wall-clock
     /// `now_unix`; returns the surges that started and ended.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         cfg: &Adaptive,
         now_ns: u64,

@@ -19,7 +19,7 @@ use crate::{
 
 /// Whether the lockout guard applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Guard {
+pub(crate) enum Guard {
     Check,
     /// The operator said --force.
     Force,
@@ -27,7 +27,7 @@ pub enum Guard {
 
 /// What `apply_rules` did.
 #[derive(Debug)]
-pub enum Applied {
+pub(crate) enum Applied {
     /// The file's digest is what runs already: nothing done.
     Unchanged,
     /// A new generation enforces the file.
@@ -35,7 +35,7 @@ pub enum Applied {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
+pub(crate) enum ApplyError {
     /// The file is unreadable or invalid: nothing was loaded.
     #[error(transparent)]
     Rules(#[from] RulesError),
@@ -49,13 +49,13 @@ pub enum ApplyError {
 
 impl ApplyError {
     /// True when the file itself was refused (not the kernel or the pins).
-    pub fn is_invalid(&self) -> bool {
+    pub(crate) fn is_invalid(&self) -> bool {
         matches!(self, ApplyError::Rules(_) | ApplyError::Lockout(_))
     }
 }
 
 /// The lockout guard, unless forced.
-pub fn guard(set: &RuleSet, guard: Guard) -> Result<(), Lockout> {
+pub(crate) fn guard(set: &RuleSet, guard: Guard) -> Result<(), Lockout> {
     match guard {
         Guard::Force => Ok(()),
         Guard::Check => lockout::check(set, &lockout::protected_addresses()),
@@ -67,7 +67,7 @@ pub fn guard(set: &RuleSet, guard: Guard) -> Result<(), Lockout> {
 /// one whose rules leave no room for them, drops them), unless `running` is already
 /// the file's digest. Returns the rule set read from the file and what was
 /// done. `opts` say how the reload treats the state maps.
-pub fn apply_rules(
+pub(crate) fn apply_rules(
     root: &PinRoot,
     iface: &str,
     path: &Path,

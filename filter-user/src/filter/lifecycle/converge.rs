@@ -16,7 +16,7 @@ use crate::{filter::observe::status, rules::RuleSet, state::PinRoot};
 
 /// What `converge` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Converged {
+pub(crate) enum Converged {
     /// The file's rule set already ran.
     Unchanged { generation: u32 },
     /// Nothing ran: the filter was loaded, attached in this mode.
@@ -27,7 +27,7 @@ pub enum Converged {
 
 /// Loads `path` on `iface`, reloads it, or leaves it: whichever makes the
 /// interface run the file's rules. `mode` is used only for a first load.
-pub fn converge(
+pub(crate) fn converge(
     root: &PinRoot,
     iface: &str,
     path: &Path,

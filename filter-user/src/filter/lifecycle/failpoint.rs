@@ -5,7 +5,7 @@
 
 /// Fails or pauses at step `name` when the test suite asks for it.
 #[cfg(feature = "failpoints")]
-pub fn hit(name: &str) -> anyhow::Result<()> {
+pub(crate) fn hit(name: &str) -> anyhow::Result<()> {
     let Ok(spec) = std::env::var("FILTERCTL_FAILPOINT") else {
         return Ok(());
     };
@@ -23,6 +23,6 @@ pub fn hit(name: &str) -> anyhow::Result<()> {
 /// Product builds: no fault injection.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-pub fn hit(_name: &str) -> anyhow::Result<()> {
+pub(crate) fn hit(_name: &str) -> anyhow::Result<()> {
     Ok(())
 }

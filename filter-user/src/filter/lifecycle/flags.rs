@@ -19,7 +19,7 @@ use filter_common::{
 use crate::state::pins::open_map;
 
 /// Sets `flag` in a loaded object (before or after its programs load).
-pub fn set(ebpf: &mut Ebpf, flag: FlagGlobal, value: u32) -> anyhow::Result<()> {
+pub(crate) fn set(ebpf: &mut Ebpf, flag: FlagGlobal, value: u32) -> anyhow::Result<()> {
     let map = ebpf
         .map_mut(flag.section)
         .ok_or_else(|| anyhow!("section {} missing from the eBPF object", flag.section))?;
@@ -29,7 +29,7 @@ pub fn set(ebpf: &mut Ebpf, flag: FlagGlobal, value: u32) -> anyhow::Result<()> 
 /// The flags of a freshly made object: the rule file's mode, and the state
 /// of the running filter (the ban flag `bans`, a capture that runs on,
 /// whether another interface shares its requests: `shared`).
-pub fn seed(ebpf: &mut Ebpf, mode: u32, bans: u32, shared: u32) -> anyhow::Result<()> {
+pub(crate) fn seed(ebpf: &mut Ebpf, mode: u32, bans: u32, shared: u32) -> anyhow::Result<()> {
     set(ebpf, MODE_FLAG, mode)?;
     set(ebpf, BAN_FLAG_COPY, bans)?;
     // Only when set: an older build's object (`bench --against`) has none.
@@ -52,7 +52,7 @@ pub fn seed(ebpf: &mut Ebpf, mode: u32, bans: u32, shared: u32) -> anyhow::Resul
 /// older build has none of these pins and reads the maps themselves:
 /// nothing to do then. One pin missing beside the others was removed by
 /// hand, and the program would not see the change: an error.
-pub fn write(gen_dir: &Path, flag: FlagGlobal, value: u32) -> anyhow::Result<()> {
+pub(crate) fn write(gen_dir: &Path, flag: FlagGlobal, value: u32) -> anyhow::Result<()> {
     let path = gen_dir.join(flag.symbol);
     if !path.exists() {
         if FLAG_GLOBALS.iter().any(|f| gen_dir.join(f.symbol).exists()) {
@@ -75,7 +75,7 @@ fn write_map(map: &mut Map, flag: FlagGlobal, value: u32) -> anyhow::Result<()> 
 
 /// Copies the ban flag state map of the filter in `iface_dir`, as it
 /// stands, into the copy of the generation in `gen_dir`.
-pub fn copy_ban_flag(iface_dir: &Path, gen_dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn copy_ban_flag(iface_dir: &Path, gen_dir: &Path) -> anyhow::Result<()> {
     let bans = Array::<_, u32>::try_from(open_map(iface_dir, MAP_BAN_FLAG)?)?
         .get(&0, 0)
         .context("failed to read BAN_FLAG")?;

@@ -28,7 +28,7 @@ use crate::{
 /// Writes what generation `generation` of `set` (read from `source`,
 /// attached in `attach_mode`) enforces into `ebpf`, and pins it in
 /// `gen_dir`, which must not exist yet.
-pub fn write(
+pub(crate) fn write(
     ebpf: &mut Ebpf,
     set: &RuleSet,
     source: &Path,

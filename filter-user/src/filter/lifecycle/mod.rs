@@ -8,16 +8,16 @@
 //! host's requests between its interfaces, `flags` are the globals the
 //! controller writes while a program runs.
 
-pub mod apply;
-pub mod converge;
-pub mod failpoint;
-pub mod flags;
-pub mod generation;
+pub(crate) mod apply;
+pub(crate) mod converge;
+mod failpoint;
+pub(crate) mod flags;
+pub(crate) mod generation;
 pub mod load;
 pub mod mode;
 pub mod program;
 pub mod provenance;
-pub mod recorder;
+pub(crate) mod recorder;
 pub mod reload;
 pub mod request_table;
 pub mod rule_slots;

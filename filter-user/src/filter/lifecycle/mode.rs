@@ -27,7 +27,7 @@ pub enum AttachMode {
 
 /// Attaches `program` to interface `iface` (index `index`) in `mode`;
 /// returns the link and the mode used, as META records it.
-pub fn attach(
+pub(crate) fn attach(
     program: &mut Xdp,
     iface: &str,
     index: u32,
@@ -60,7 +60,7 @@ pub fn attach(
 
 /// Flips monitor mode in the running generation: the program reads it per
 /// packet, so it applies at once. The config record says so too.
-pub fn set_mode(root: &PinRoot, iface: &str, monitor: bool) -> anyhow::Result<()> {
+pub(crate) fn set_mode(root: &PinRoot, iface: &str, monitor: bool) -> anyhow::Result<()> {
     let dir = root.iface_dir(iface);
     let _lock = IfaceLock::acquire(iface, &dir, LOCK_WAIT)?;
     let current =

@@ -45,7 +45,7 @@ pub fn prepare(set: &RuleSet, state_dir: Option<&Path>, remade: &[&str]) -> anyh
 /// measures one against the other); its maps and globals must be this
 /// build's. `test_flags` are settings for test runs only, such as
 /// [`filter_common::CONFIG_VIRTUAL_CLOCK`].
-pub fn prepare_object(
+pub(crate) fn prepare_object(
     object: &[u8],
     set: &RuleSet,
     state_dir: Option<&Path>,
@@ -125,14 +125,14 @@ pub fn prepare_object(
 }
 
 /// DOOR's slots per CPU.
-pub const DOOR_ENTRIES: Entries = Entries::PerCpuSlots {
+const DOOR_ENTRIES: Entries = Entries::PerCpuSlots {
     value_size: size_of::<DoorSlot>() as u32,
     budget: DOOR_BUDGET,
     min: DOOR_MIN_SLOTS,
     max: DOOR_SLOTS,
 };
 /// FRAG_CACHE's (48-byte slots).
-pub const FRAG_CACHE_ENTRIES: Entries = Entries::PerCpuSlots {
+const FRAG_CACHE_ENTRIES: Entries = Entries::PerCpuSlots {
     value_size: 48,
     budget: FRAG_CACHE_BUDGET,
     min: FRAG_CACHE_MIN_SLOTS,
@@ -173,7 +173,7 @@ pub fn load_sizes(set: &RuleSet, compiled: &Compiled) -> Vec<(&'static str, Entr
 /// Loads program `name` of `ebpf` (`what` it is, for the message) into
 /// the kernel: the verifier's turn. Every program filterctl runs is loaded
 /// here, the reload's seeder too.
-pub fn verify(ebpf: &mut Ebpf, name: &str, what: &str) -> anyhow::Result<()> {
+pub(crate) fn verify(ebpf: &mut Ebpf, name: &str, what: &str) -> anyhow::Result<()> {
     let program = ebpf
         .program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;

@@ -41,7 +41,7 @@ const PRIORITY: u16 = 0xfe17;
 /// whatever runs there (TCX where the kernel has it, else clsact), and
 /// makes it outlive this process: a TCX link pinned at `link_path`, a
 /// clsact filter marked in `gen_dir`.
-pub fn attach(
+pub(crate) fn attach(
     ebpf: &mut Ebpf,
     iface: &str,
     generation: u32,
@@ -134,7 +134,7 @@ impl Recorder {
 /// Detaches generation `generation`'s clsact recorder, if it has one (the
 /// caller removes its folder, and with it the marker). One already gone
 /// (the qdisc deleted by hand, the interface gone) is no error.
-pub fn detach_clsact(iface: &str, gen_dir: &Path, generation: u32) -> anyhow::Result<()> {
+pub(crate) fn detach_clsact(iface: &str, gen_dir: &Path, generation: u32) -> anyhow::Result<()> {
     if !gen_dir.join(EGRESS_TC).exists() {
         return Ok(());
     }
@@ -165,7 +165,7 @@ pub fn detach_clsact(iface: &str, gen_dir: &Path, generation: u32) -> anyhow::Re
 /// After a switch to `generation`: its recorder takes the place of the
 /// older ones, which are detached (TCX: by replacing or removing the
 /// interface's link pin; clsact: by handle).
-pub fn retire_older(iface: &str, iface_dir: &Path, generation: u32) -> anyhow::Result<()> {
+pub(crate) fn retire_older(iface: &str, iface_dir: &Path, generation: u32) -> anyhow::Result<()> {
     let next = generation_dir(iface_dir, generation).join(EGRESS_LINK);
     let current = iface_dir.join(EGRESS_LINK);
     if next.exists() {
@@ -186,7 +186,7 @@ pub fn retire_older(iface: &str, iface_dir: &Path, generation: u32) -> anyhow::R
 }
 
 /// Detaches every recorder of the filter in `iface_dir` (unload).
-pub fn detach_all(iface: &str, iface_dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn detach_all(iface: &str, iface_dir: &Path) -> anyhow::Result<()> {
     for g in generations(iface_dir)? {
         detach_clsact(iface, &generation_dir(iface_dir, g), g)?;
     }

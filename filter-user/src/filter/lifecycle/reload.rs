@@ -51,7 +51,7 @@ pub fn reload(
     reload_with(root, iface, set, source, ReloadOptions::default())
 }
 
-pub fn reload_with(
+pub(crate) fn reload_with(
     root: &PinRoot,
     iface: &str,
     set: &RuleSet,

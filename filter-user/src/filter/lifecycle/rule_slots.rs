@@ -22,7 +22,7 @@ use filter_common::{
 use crate::state::{current_generation, pins::open_map_data};
 
 /// What a rule of the running generation counted, by name.
-pub struct Running {
+pub(crate) struct Running {
     /// Its slot in the shared map; `None` for a build that counted each
     /// generation in a map of its own (then `counts` holds its totals).
     slots: HashMap<[u8; RULE_NAME_LEN], u16>,
@@ -32,7 +32,7 @@ pub struct Running {
 
 /// The rules of the generation running in `state_dir`, if any. `shared`:
 /// whether the shared counter map exists there (this build's layout).
-pub fn running(state_dir: Option<&Path>) -> anyhow::Result<Option<Running>> {
+pub(crate) fn running(state_dir: Option<&Path>) -> anyhow::Result<Option<Running>> {
     let Some(dir) = state_dir else {
         return Ok(None);
     };
@@ -110,7 +110,7 @@ fn read_rules(rules: &MapData) -> anyhow::Result<Vec<Rule>> {
 /// Gives each of `rules` its counter slot: its name's slot in `running`,
 /// else the lowest slot that neither generation counts in. Returns the
 /// slots given anew, which [`prepare_counters`] zeroes.
-pub fn assign(rules: &mut [Rule], running: Option<&Running>) -> Vec<u16> {
+pub(crate) fn assign(rules: &mut [Rule], running: Option<&Running>) -> Vec<u16> {
     let Some(r) = running.filter(|r| !r.slots.is_empty()) else {
         // A fresh load (or an older build's, whose totals are carried):
         // slot i for rule i, as compiled.
@@ -136,7 +136,7 @@ pub fn assign(rules: &mut [Rule], running: Option<&Running>) -> Vec<u16> {
 /// Zeroes the slots given anew (a name lifted long ago may have left its
 /// totals there) and writes an older build's totals into their rules'
 /// slots, in the loaded object's shared counter map, before the switch.
-pub fn prepare_counters(
+pub(crate) fn prepare_counters(
     ebpf: &mut Ebpf,
     rules: &[Rule],
     fresh: &[u16],

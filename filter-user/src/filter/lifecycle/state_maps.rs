@@ -27,16 +27,20 @@ use crate::{
 
 /// How a reload treats the state maps.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ReloadOptions {
+pub(crate) struct ReloadOptions {
     /// Accept state maps whose pins are missing: they start empty (counters
     /// at zero, no bans). Without it such a reload fails.
-    pub reset_state: bool,
+    pub(crate) reset_state: bool,
 }
 
 /// Checks the state pins of a running filter before a reload: a missing
 /// one would silently start empty. Returns the state maps whose pins can't
 /// carry over and are made anew (see [`remade_state_maps`]).
-pub fn plan(dir: &Path, set: &RuleSet, opts: ReloadOptions) -> anyhow::Result<Vec<&'static str>> {
+pub(crate) fn plan(
+    dir: &Path,
+    set: &RuleSet,
+    opts: ReloadOptions,
+) -> anyhow::Result<Vec<&'static str>> {
     let remade = remade_state_maps(dir, set)?;
     // BAN_HINTS came later than the rest: a generation of an older build
     // has none, and it is made then (see program::prepare); so did
@@ -111,7 +115,7 @@ fn pin_fits(dir: &Path, name: &str, value_size: usize, max_entries: u32) -> anyh
 /// After the switch: the state maps made anew (`remade`, from [`plan`])
 /// take the place of the old ones' pins, and the counters' totals of an
 /// older array or an older build's maps carry over into the new array.
-pub fn after_switch(ebpf: &Ebpf, dir: &Path, remade: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn after_switch(ebpf: &Ebpf, dir: &Path, remade: &[&str]) -> anyhow::Result<()> {
     repin_remade(ebpf, dir, remade)?;
     adopt_older(dir)
 }

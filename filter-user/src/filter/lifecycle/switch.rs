@@ -34,7 +34,7 @@ use crate::{
 /// Builds, pins and switches to a new generation of `set` on `iface`
 /// (pins in `dir`); returns its number, the loaded object (its maps are
 /// needed after the switch) and the state maps it made anew.
-pub fn switch(
+pub(crate) fn switch(
     dir: &Path,
     iface: &str,
     set: &RuleSet,

@@ -26,14 +26,14 @@ pub struct Totals {
 }
 
 impl Totals {
-    pub fn add(&mut self, c: Totals) {
+    pub(crate) fn add(&mut self, c: Totals) {
         self.packets += c.packets;
         self.bytes += c.bytes;
     }
 }
 
 /// One counter of a per-CPU array, summed over CPUs.
-pub fn sum_per_cpu<T: std::borrow::Borrow<aya::maps::MapData>>(
+pub(crate) fn sum_per_cpu<T: std::borrow::Borrow<aya::maps::MapData>>(
     array: &PerCpuArray<T, Counter>,
     index: u32,
 ) -> anyhow::Result<Totals> {
@@ -50,7 +50,7 @@ pub fn sum_per_cpu<T: std::borrow::Borrow<aya::maps::MapData>>(
 /// Blocks of the counter array: one per possible CPU (the kernel's CPU
 /// numbers run below that count), and one after them that no CPU writes,
 /// for the totals carried over from an older build's maps.
-pub const BLOCKS: Entries = Entries::CpusPlus(1);
+pub(crate) const BLOCKS: Entries = Entries::CpusPlus(1);
 
 /// [`BLOCKS`] on this machine.
 pub fn blocks() -> anyhow::Result<u32> {
@@ -69,7 +69,7 @@ pub fn possible_cpus() -> anyhow::Result<u32> {
 
 /// Packets that arrived from each UDP source port since the filter was
 /// loaded on `iface` (or since its counters were made anew), by port.
-pub fn packets(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<u64>> {
+pub(crate) fn packets(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<u64>> {
     Ok(pinned_blocks(root, iface)?.packets())
 }
 
@@ -83,13 +83,13 @@ fn pinned_blocks(root: &PinRoot, iface: &str) -> anyhow::Result<Blocks> {
 /// The blocks of a counter array, mapped: kept by a reader that reads
 /// often (replay reads after every frame), mapped anew by one that reads
 /// once.
-pub struct Blocks {
+pub(crate) struct Blocks {
     mapping: SharedMapping,
     count: usize,
 }
 
 impl Blocks {
-    pub fn map(map: &MapData) -> anyhow::Result<Blocks> {
+    pub(crate) fn map(map: &MapData) -> anyhow::Result<Blocks> {
         let info = map.info()?;
         let count = info.max_entries() as usize;
         if info.value_size() as usize != size_of::<CpuCounters>() || count == 0 {
@@ -121,36 +121,36 @@ pub fn read_packets(map: &MapData) -> anyhow::Result<Vec<u64>> {
 /// Replies by length of one guarded port's slot: `[unsolicited, solicited]`,
 /// each `{packets, bytes}` per length bucket (see
 /// [`filter_common::CpuCounters::guard_lengths`]).
-pub type GuardLengths = [[Totals; GUARD_LEN_BUCKETS]; 2];
+pub(crate) type GuardLengths = [[Totals; GUARD_LEN_BUCKETS]; 2];
 
 /// The guard length counters of the filter on `iface`, by slot.
-pub fn guard_lengths(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<GuardLengths>> {
+pub(crate) fn guard_lengths(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<GuardLengths>> {
     Ok(pinned_blocks(root, iface)?.guard_lengths())
 }
 
 /// Packets and bytes by reason slot ([`STATS_SLOTS`] of them: the reasons,
 /// then the monitor slot), summed over the blocks.
-pub fn read_reasons(map: &MapData) -> anyhow::Result<Vec<Totals>> {
+pub(crate) fn read_reasons(map: &MapData) -> anyhow::Result<Vec<Totals>> {
     Ok(Blocks::map(map)?.reasons())
 }
 
 impl Blocks {
     /// Packets by UDP source port.
-    pub fn packets(&self) -> Vec<u64> {
+    pub(crate) fn packets(&self) -> Vec<u64> {
         (0..UDP_PORTS)
             .map(|port| self.sum(CpuCounters::UDP_PORTS_AT + port))
             .collect()
     }
 
     /// Packets and bytes by reason slot.
-    pub fn reasons(&self) -> Vec<Totals> {
+    pub(crate) fn reasons(&self) -> Vec<Totals> {
         (0..STATS_SLOTS as usize)
             .map(|slot| self.reason(slot))
             .collect()
     }
 
     /// The guard length counters, by slot.
-    pub fn guard_lengths(&self) -> Vec<GuardLengths> {
+    pub(crate) fn guard_lengths(&self) -> Vec<GuardLengths> {
         let mut at = CpuCounters::GUARD_LENGTHS_AT;
         let mut next = || {
             let t = Totals {
@@ -166,7 +166,7 @@ impl Blocks {
     }
 
     /// Packets and bytes of one reason slot.
-    pub fn reason(&self, slot: usize) -> Totals {
+    pub(crate) fn reason(&self, slot: usize) -> Totals {
         let at = CpuCounters::REASONS_AT + 2 * slot;
         Totals {
             packets: self.sum(at),

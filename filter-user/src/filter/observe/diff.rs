@@ -26,17 +26,17 @@ use crate::{
 
 /// A field that changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Change {
-    pub name: String,
-    pub old: String,
-    pub new: String,
+pub(crate) struct Change {
+    pub(crate) name: String,
+    pub(crate) old: String,
+    pub(crate) new: String,
 }
 
 /// A rule present before and after whose fields change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RuleChange {
-    pub rule: String,
-    pub fields: Vec<Change>,
+pub(crate) struct RuleChange {
+    pub(crate) rule: String,
+    fields: Vec<Change>,
 }
 
 fn change(name: &str, old: Option<&String>, new: Option<&String>) -> Change {
@@ -50,25 +50,25 @@ fn change(name: &str, old: Option<&String>, new: Option<&String>) -> Change {
 
 /// What a reload would change.
 #[derive(Debug, Default, Serialize)]
-pub struct Plan {
-    pub settings: Vec<Change>,
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    pub changed: Vec<RuleChange>,
+pub(crate) struct Plan {
+    pub(crate) settings: Vec<Change>,
+    pub(crate) added: Vec<String>,
+    pub(crate) removed: Vec<String>,
+    pub(crate) changed: Vec<RuleChange>,
     /// Rules present in both whose relative order changed (first match
     /// decides, so order is behaviour).
-    pub reordered: bool,
-    pub allow_added: Vec<String>,
-    pub allow_removed: Vec<String>,
-    pub deny_added: Vec<String>,
-    pub deny_removed: Vec<String>,
+    reordered: bool,
+    allow_added: Vec<String>,
+    allow_removed: Vec<String>,
+    deny_added: Vec<String>,
+    deny_removed: Vec<String>,
     /// Adaptive blocks that run: `serve` keeps them through its reloads
     /// (they are not in any file, so they are neither added nor removed).
-    pub adaptive: Vec<AdaptiveBlock>,
+    pub(crate) adaptive: Vec<AdaptiveBlock>,
 }
 
 impl Plan {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.settings.is_empty()
             && self.added.is_empty()
             && self.removed.is_empty()
@@ -80,7 +80,7 @@ impl Plan {
             && self.deny_removed.is_empty()
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut o = String::new();
         for c in &self.settings {
@@ -129,7 +129,7 @@ impl Plan {
     }
 }
 
-pub fn compare(old: &Canonical, new: &Canonical) -> Plan {
+pub(crate) fn compare(old: &Canonical, new: &Canonical) -> Plan {
     let mut plan = Plan::default();
     let keys: BTreeSet<&String> = old.settings.keys().chain(new.settings.keys()).collect();
     for k in keys {
@@ -240,7 +240,7 @@ fn list_diff(old: &BTreeSet<Prefix>, new: &[Prefix]) -> (Vec<String>, Vec<String
 }
 
 /// The plan for reloading `iface` with `set`.
-pub fn plan(root: &PinRoot, iface: &str, set: &RuleSet) -> anyhow::Result<Plan> {
+pub(crate) fn plan(root: &PinRoot, iface: &str, set: &RuleSet) -> anyhow::Result<Plan> {
     let current = current_generation(&root.iface_dir(iface))
         .with_context(|| format!("no filter running on {iface}"))?;
     let old = read_record(&current.dir)?;

@@ -13,7 +13,7 @@ use crate::sys::SharedMapping;
 const SLOT_WORDS: usize = 8;
 
 /// Every source the table holds, with its state, and the table's slots.
-pub fn sources(map: &MapData) -> anyhow::Result<(Vec<(SrcKey, SourceState)>, u32)> {
+pub(crate) fn sources(map: &MapData) -> anyhow::Result<(Vec<(SrcKey, SourceState)>, u32)> {
     let slots = map
         .info()
         .context("cannot read the limiter table")?
@@ -24,7 +24,7 @@ pub fn sources(map: &MapData) -> anyhow::Result<(Vec<(SrcKey, SourceState)>, u32
 
 /// The occupied slots of an mmapable array of `slots` `SourceSlot`s. Other
 /// CPUs keep writing: each word is read whole, a slot is not a snapshot.
-pub fn read(fd: BorrowedFd<'_>, slots: u32) -> std::io::Result<Vec<(SrcKey, SourceState)>> {
+pub(crate) fn read(fd: BorrowedFd<'_>, slots: u32) -> std::io::Result<Vec<(SrcKey, SourceState)>> {
     let mapping = SharedMapping::new(fd, slots as usize * SLOT_WORDS * 8)?;
     let mut out = Vec::new();
     for i in 0..slots as usize {

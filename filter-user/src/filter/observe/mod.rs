@@ -5,10 +5,10 @@
 //! in kernel memory (`memory`).
 
 pub mod counters;
-pub mod diff;
-pub mod gauges;
-pub mod limiter;
+pub(crate) mod diff;
+pub(crate) mod gauges;
+pub(crate) mod limiter;
 pub mod memory;
 pub mod stats;
-pub mod status;
-pub mod top;
+pub(crate) mod status;
+pub(crate) mod top;

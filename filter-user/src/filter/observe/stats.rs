@@ -17,7 +17,7 @@ use serde::Serialize;
 
 // Down in `counters`, which sums them; re-exported because the readers of
 // the statistics (replay, upstream, the commands) name them here.
-pub use super::counters::{Totals, sum_per_cpu};
+pub(crate) use super::counters::{Totals, sum_per_cpu};
 use super::{
     counters,
     status::{self, Status},
@@ -29,41 +29,41 @@ use crate::state::{
 };
 
 #[derive(Debug, Serialize)]
-pub struct ReasonStats {
-    pub verdict: &'static str,
-    pub packets: u64,
-    pub bytes: u64,
+pub(crate) struct ReasonStats {
+    pub(crate) verdict: &'static str,
+    pub(crate) packets: u64,
+    pub(crate) bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
-pub struct RuleStats {
-    pub name: String,
-    pub action: &'static str,
-    pub packets: u64,
-    pub bytes: u64,
+pub(crate) struct RuleStats {
+    pub(crate) name: String,
+    pub(crate) action: &'static str,
+    pub(crate) packets: u64,
+    pub(crate) bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
 pub struct InterfaceStats {
-    pub interface: String,
-    pub mode: &'static str,
-    pub rules_digest: String,
+    pub(crate) interface: String,
+    pub(crate) mode: &'static str,
+    pub(crate) rules_digest: String,
     /// Every frame the program saw: the sum over all reasons.
-    pub seen: Totals,
+    pub(crate) seen: Totals,
     pub dropped: Totals,
-    pub passed: Totals,
+    pub(crate) passed: Totals,
     /// Frames a reason would have dropped, passed because of monitor mode
     /// (included in `passed`).
-    pub monitor_passed: Totals,
-    pub reasons: BTreeMap<&'static str, ReasonStats>,
-    pub rules: Vec<RuleStats>,
+    pub(crate) monitor_passed: Totals,
+    pub(crate) reasons: BTreeMap<&'static str, ReasonStats>,
+    pub(crate) rules: Vec<RuleStats>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Snapshot {
-    pub schema_version: u32,
-    pub timestamp_unix_ms: u64,
-    pub interfaces: Vec<InterfaceStats>,
+pub(crate) struct Snapshot {
+    pub(crate) schema_version: u32,
+    pub(crate) timestamp_unix_ms: u64,
+    pub(crate) interfaces: Vec<InterfaceStats>,
 }
 
 pub fn read_interface(root: &PinRoot, iface: &str) -> anyhow::Result<InterfaceStats> {
@@ -71,7 +71,7 @@ pub fn read_interface(root: &PinRoot, iface: &str) -> anyhow::Result<InterfaceSt
 }
 
 /// The counters of the generation `status` names.
-pub fn counters(root: &PinRoot, status: &Status) -> anyhow::Result<InterfaceStats> {
+pub(crate) fn counters(root: &PinRoot, status: &Status) -> anyhow::Result<InterfaceStats> {
     let dir = root.iface_dir(&status.interface);
     let gen_dir = generation_dir(&dir, status.generation);
     read_counters(
@@ -160,7 +160,7 @@ fn read_counters(
 }
 
 /// A rule's action as rule files spell it.
-pub fn action_name(action: u8) -> &'static str {
+pub(crate) fn action_name(action: u8) -> &'static str {
     match action {
         ACTION_DROP => "drop",
         ACTION_LIMIT => "limit",
@@ -168,7 +168,7 @@ pub fn action_name(action: u8) -> &'static str {
     }
 }
 
-pub fn snapshot(root: &PinRoot, iface: Option<&str>) -> anyhow::Result<Snapshot> {
+pub(crate) fn snapshot(root: &PinRoot, iface: Option<&str>) -> anyhow::Result<Snapshot> {
     let names = match iface {
         Some(i) => {
             if !root.iface_dir(i).is_dir() {

@@ -23,36 +23,36 @@ use crate::{
 
 /// What `status` reports for one interface.
 #[derive(Debug, serde::Serialize)]
-pub struct Status {
-    pub interface: String,
+pub(crate) struct Status {
+    pub(crate) interface: String,
     /// False when the interface no longer exists: the filter is attached to
     /// nothing, whatever its mode says.
-    pub interface_present: bool,
-    pub program_id: u32,
-    pub link_id: u32,
-    pub generation: u32,
-    pub stale_generations: Vec<u32>,
-    pub attach_mode: &'static str,
+    pub(crate) interface_present: bool,
+    pub(crate) program_id: u32,
+    pub(crate) link_id: u32,
+    pub(crate) generation: u32,
+    pub(crate) stale_generations: Vec<u32>,
+    pub(crate) attach_mode: &'static str,
     /// How the reply guard's request recorder hooks egress: "tcx", or
     /// "clsact" on kernels without TCX; null when none runs.
-    pub request_recorder: Option<&'static str>,
-    pub rules_digest: String,
-    pub rules_source: String,
+    pub(crate) request_recorder: Option<&'static str>,
+    pub(crate) rules_digest: String,
+    pub(crate) rules_source: String,
     /// Commit of the git work tree holding the rule file, if any.
-    pub git_commit: Option<String>,
+    pub(crate) git_commit: Option<String>,
     /// Whether the file differed from that commit when it was loaded.
-    pub git_modified: bool,
+    pub(crate) git_modified: bool,
     /// The file's rules (adaptive blocks are listed apart).
-    pub rule_count: u32,
+    pub(crate) rule_count: u32,
     /// Every rule the program runs, the file's and the adaptive blocks':
     /// rule indexes (stats, /metrics, capture comments) go up to this.
     #[serde(skip)]
-    pub running_rules: u32,
-    pub mode: &'static str,
-    pub fragments: &'static str,
-    pub loaded_at_unix: u64,
+    pub(crate) running_rules: u32,
+    pub(crate) mode: &'static str,
+    pub(crate) fragments: &'static str,
+    pub(crate) loaded_at_unix: u64,
     /// Blocks `serve`'s surge detection added to the file's rules.
-    pub adaptive_blocks: Vec<AdaptiveBlock>,
+    pub(crate) adaptive_blocks: Vec<AdaptiveBlock>,
     /// FlowSpec routes `serve` imported from its speaker (`[upstream.import]`).
     pub flowspec_imports: Vec<FlowImport>,
     /// The other interfaces under the pin root that share this one's table
@@ -69,7 +69,7 @@ pub struct Status {
 
 impl Status {
     /// What `serve` added to the file's rules, to keep through a reload.
-    pub fn added(&self) -> Added {
+    pub(crate) fn added(&self) -> Added {
         Added {
             blocks: self.adaptive_blocks.clone(),
             imports: self.flowspec_imports.clone(),
@@ -77,14 +77,14 @@ impl Status {
     }
 }
 
-pub fn status(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
+pub(crate) fn status(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
     retry(|| status_once(root, iface))
 }
 
 /// Runs `read` again when it fails, at most twice more: a reload that lands
 /// between reading the link and reading the generation's maps removes the
 /// generation being read, and the link then names the new one.
-pub fn retry<T>(mut read: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+pub(crate) fn retry<T>(mut read: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
     let mut tries = 0;
     loop {
         match read() {
@@ -95,7 +95,7 @@ pub fn retry<T>(mut read: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T
 }
 
 /// One read of an interface's status, without retrying.
-pub fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
+pub(crate) fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
     let dir = root.iface_dir(iface);
     let current = current_generation(&dir)?;
     let meta = read_meta(&current.dir)?;
@@ -157,7 +157,7 @@ pub fn status_once(root: &PinRoot, iface: &str) -> anyhow::Result<Status> {
 }
 
 /// Prefix length by which the running filter keys sources of `family`.
-pub fn source_prefix(root: &PinRoot, iface: &str, family: u8) -> anyhow::Result<u8> {
+pub(crate) fn source_prefix(root: &PinRoot, iface: &str, family: u8) -> anyhow::Result<u8> {
     let current = current_generation(&root.iface_dir(iface))?;
     Ok(read_config(&current.dir)?.src_prefix(family))
 }

@@ -20,22 +20,22 @@ use crate::{
 
 /// One line of `top`.
 #[derive(Debug, serde::Serialize)]
-pub struct Entry {
-    pub source: String,
+pub(crate) struct Entry {
+    pub(crate) source: String,
     /// Limit id the source is counted against (0 for bans).
-    pub limit: u8,
-    pub dropped: u64,
+    pub(crate) limit: u8,
+    pub(crate) dropped: u64,
     /// Seconds the source has been over its limit without a break.
-    pub over_for_s: Option<f64>,
+    pub(crate) over_for_s: Option<f64>,
     /// Seconds left of a ban.
-    pub banned_for_s: Option<f64>,
+    pub(crate) banned_for_s: Option<f64>,
 }
 
 /// How long after its allowance ran out a source still counts as over.
 const OVER_GRACE_NS: u64 = 1_000_000_000;
 
 /// Sources over their limit or banned now, most dropped first; `n` at most.
-pub fn top(root: &PinRoot, iface: &str, n: usize) -> anyhow::Result<Vec<Entry>> {
+pub(crate) fn top(root: &PinRoot, iface: &str, n: usize) -> anyhow::Result<Vec<Entry>> {
     let dir = root.iface_dir(iface);
     if !dir.is_dir() {
         bail!("no filter loaded on {iface}");
@@ -83,7 +83,7 @@ pub fn top(root: &PinRoot, iface: &str, n: usize) -> anyhow::Result<Vec<Entry>> 
 
 /// Prefixes banned right now on `iface`, by the limiter, by key or by
 /// prefix, in address order.
-pub fn active_bans(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<Prefix>> {
+pub(crate) fn active_bans(root: &PinRoot, iface: &str) -> anyhow::Result<Vec<Prefix>> {
     let dir = root.iface_dir(iface);
     let now = monotonic_coarse_ns();
     let mut out: Vec<Prefix> = bans(&dir, keyed_prefix(root, iface)?)?
@@ -109,20 +109,24 @@ fn keyed_prefix(root: &PinRoot, iface: &str) -> anyhow::Result<impl Fn(&SrcKey) 
 
 /// One interface's `top`.
 #[derive(Debug, serde::Serialize)]
-pub struct InterfaceTop {
-    pub interface: String,
-    pub sources: Vec<Entry>,
+pub(crate) struct InterfaceTop {
+    pub(crate) interface: String,
+    pub(crate) sources: Vec<Entry>,
 }
 
 /// The `top --json` and /top document.
 #[derive(Debug, serde::Serialize)]
-pub struct TopReport {
-    pub schema_version: u32,
-    pub interfaces: Vec<InterfaceTop>,
+pub(crate) struct TopReport {
+    pub(crate) schema_version: u32,
+    pub(crate) interfaces: Vec<InterfaceTop>,
 }
 
 /// `top` of each of `ifaces`, `n` sources each.
-pub fn top_report(root: &PinRoot, ifaces: Vec<String>, n: usize) -> anyhow::Result<TopReport> {
+pub(crate) fn top_report(
+    root: &PinRoot,
+    ifaces: Vec<String>,
+    n: usize,
+) -> anyhow::Result<TopReport> {
     let mut interfaces = Vec::new();
     for interface in ifaces {
         let sources = top(root, &interface, n)?;

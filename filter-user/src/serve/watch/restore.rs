@@ -23,7 +23,7 @@ const RETRY_POLLS: u32 = 10;
 
 /// What the last look found of a watched interface's filter.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub enum Gone {
+pub(super) enum Gone {
     /// Its pins are there.
     #[default]
     No,
@@ -34,7 +34,7 @@ pub enum Gone {
 }
 
 /// What a look at a watched interface did.
-pub enum Step {
+pub(super) enum Step {
     /// Its pins are there: the file is followed as usual.
     Present,
     /// No pins: left off, loaded again, or failed to. With the result a
@@ -53,7 +53,7 @@ enum Found {
 
 /// Looks whether `w`'s filter is there and, when it is gone and not on
 /// purpose, loads `w`'s file; logs what changed since `gone`.
-pub async fn step(root: &PinRoot, w: &Watch, gone: &mut Gone, files: &FileSets) -> Step {
+pub(super) async fn step(root: &PinRoot, w: &Watch, gone: &mut Gone, files: &FileSets) -> Step {
     let attempt = match gone {
         Gone::Failed { wait, .. } if *wait > 0 => {
             *wait -= 1;

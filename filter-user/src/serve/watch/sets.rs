@@ -21,10 +21,10 @@ pub struct Watch {
 /// for the surge detector to add its blocks to. Held for the whole of every
 /// reload `serve` makes, so that two never run at once.
 #[derive(Clone, Default)]
-pub struct FileSets(Arc<Mutex<HashMap<String, RuleSet>>>);
+pub(crate) struct FileSets(Arc<Mutex<HashMap<String, RuleSet>>>);
 
 impl FileSets {
-    pub fn lock(&self) -> MutexGuard<'_, HashMap<String, RuleSet>> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<String, RuleSet>> {
         // A panic in another reload leaves the map as it was: usable.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -20,7 +20,7 @@ pub enum Kind {
 
 impl Kind {
     /// The kind of a `bpf_map_type`; None for one not sized here.
-    pub fn of(map_type: u32) -> Option<Kind> {
+    pub(crate) fn of(map_type: u32) -> Option<Kind> {
         use bpf_map_type::*;
         let kinds = [
             (BPF_MAP_TYPE_ARRAY, Kind::Array),
@@ -39,7 +39,7 @@ impl Kind {
     }
 
     /// As bpftool names it.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Array => "array",
             Kind::PerCpuArray => "percpu_array",
@@ -53,7 +53,7 @@ impl Kind {
     }
 
     /// Whether every CPU has a value of its own in each entry.
-    pub fn per_cpu(self) -> bool {
+    pub(crate) fn per_cpu(self) -> bool {
         matches!(
             self,
             Kind::PerCpuArray | Kind::PerCpuHash | Kind::LruPerCpuHash

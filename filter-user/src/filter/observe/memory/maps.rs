@@ -81,7 +81,7 @@ pub fn definitions(object: &[u8]) -> anyhow::Result<Vec<MapDef>> {
 /// hints a list needs), but for those that follow the CPUs: what the
 /// running filter takes, whichever rule file it was loaded with. A map the
 /// running generation lacks keeps its size.
-pub fn running_sizes<'a>(
+pub(crate) fn running_sizes<'a>(
     root: &PinRoot,
     iface: &str,
     defs: &'a [MapDef],

@@ -8,7 +8,8 @@ pub mod kernel;
 mod maps;
 mod table;
 
+pub(crate) use self::{maps::running_sizes, table::Footprint};
 pub use self::{
-    maps::{Entries, MapDef, definitions, running_sizes},
-    table::{CPU_COLUMNS, Footprint, Layout, Row, footprint, render},
+    maps::{Entries, definitions},
+    table::{CPU_COLUMNS, Row, footprint, render},
 };

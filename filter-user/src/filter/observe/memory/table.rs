@@ -16,7 +16,7 @@ pub const CPU_COLUMNS: [u32; 3] = [2, 64, 192];
 /// How a map's memory grows with the CPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Layout {
+pub(crate) enum Layout {
     /// A per-CPU map type: a value per CPU in every entry.
     PerCpu,
     /// A shared array with an entry per CPU (COUNTERS).
@@ -25,7 +25,7 @@ pub enum Layout {
 }
 
 impl Layout {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Layout::PerCpu => "per-CPU",
             Layout::CpuBlocks => "block per CPU",
@@ -38,10 +38,10 @@ impl Layout {
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
     pub map: String,
-    pub kind: &'static str,
-    pub layout: Layout,
+    pub(crate) kind: &'static str,
+    pub(crate) layout: Layout,
     /// max_entries on this host.
-    pub max_entries: u32,
+    pub(crate) max_entries: u32,
     /// Allocated entry by entry (tries): the figures are the map full, where
     /// the kernel counts only what it holds.
     pub when_full: bool,
@@ -53,8 +53,8 @@ pub struct Row {
 /// The maps of one interface's filter and what they cost.
 #[derive(Clone, Debug, Serialize)]
 pub struct Footprint {
-    pub host_cpus: u32,
-    pub cpus: Vec<u32>,
+    host_cpus: u32,
+    pub(crate) cpus: Vec<u32>,
     /// Largest at the most CPUs first.
     pub maps: Vec<Row>,
     /// What the maps take once loaded, before they hold anything: all but
@@ -62,11 +62,11 @@ pub struct Footprint {
     pub total_here: u64,
     pub total_at: Vec<u64>,
     /// Of those totals, what per-CPU maps and blocks take.
-    pub per_cpu_here: u64,
-    pub per_cpu_at: Vec<u64>,
+    per_cpu_here: u64,
+    per_cpu_at: Vec<u64>,
     /// The totals with the maps allocated entry by entry full.
-    pub full_here: u64,
-    pub full_at: Vec<u64>,
+    full_here: u64,
+    full_at: Vec<u64>,
 }
 
 /// The table for maps `defs` sized by `sizes` (the loader's, by map name)
