@@ -10,7 +10,6 @@ use crate::common;
 
 use std::{
     net::{SocketAddr, UdpSocket},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -18,6 +17,7 @@ use std::{
 use common::{
     cli::{ok, reason, run as filterctl},
     frames::{ETH_IPV4, Frag, ether, ipv4, udp},
+    raw::RawSocket,
 };
 use filter_testkit::net::{ATTACKER_V4, TestNet, VICTIM_V4};
 
@@ -63,39 +63,10 @@ fn frame(src: [u8; 4], frag: Frag, body: &[u8]) -> Vec<u8> {
 fn send_frames(net: &TestNet, frames: &[Vec<u8>], stop: &AtomicBool) -> usize {
     let attacker_if = net.attacker_if.clone();
     TestNet::in_ns(&net.attacker_ns, move || {
-        // SAFETY: plain socket creation; the fd is owned below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: a fresh fd of ours.
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: a zeroed sockaddr_ll is valid; its fields are set below.
-        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        to.sll_family = libc::AF_PACKET as u16;
-        to.sll_ifindex = filterctl::sys::ifindex(&attacker_if).unwrap() as i32;
-        to.sll_halen = 6;
-        to.sll_addr[..6].copy_from_slice(&frames[0][..6]);
+        let sock = RawSocket::open(&attacker_if, frames[0][..6].try_into().unwrap());
         let mut sent = 0;
-        while sent < frames.len() && !stop.load(Ordering::Relaxed) {
-            let f = &frames[sent];
-            // SAFETY: a valid socket, frame and address of its size.
-            let rc = unsafe {
-                libc::sendto(
-                    sock.as_raw_fd(),
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    (&to as *const libc::sockaddr_ll).cast(),
-                    size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            if rc <= 0 {
-                std::thread::sleep(Duration::from_micros(50));
-                continue;
-            }
+        for f in frames.iter().take_while(|_| !stop.load(Ordering::Relaxed)) {
+            sock.send(f);
             sent += 1;
         }
         sent

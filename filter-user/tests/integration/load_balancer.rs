@@ -9,7 +9,6 @@ use crate::common;
 use std::{
     io::{ErrorKind, Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -17,7 +16,10 @@ use std::{
 use filter_common::{BAN_UDP_ONLY, SrcKey};
 use filter_testkit::net::{ATTACKER_V4, TestNet, VICTIM_V4};
 
-use common::cli::{ok, reason, run as filterctl};
+use common::{
+    cli::{ok, reason, run as filterctl},
+    raw::{Paced, RawSocket},
+};
 
 /// The sizes: 64 connections carrying 30k segments a second, the
 /// balancer's address forged in 50k UDP packets a second for 15 s.
@@ -172,15 +174,7 @@ fn watch_bans(net: &TestNet, stop: &AtomicBool, full: &AtomicBool, udp: &AtomicB
     }
 }
 
-struct Sent {
-    frames: u64,
-    seconds: f64,
-}
-
-/// UDP from the balancer's address to ports of the victim, as raw frames
-/// out of the attacker's interface (AF_PACKET), paced at `rate` a second in
-/// 1 ms bursts for `length`.
-fn forge_udp(net: &TestNet, rate: u64, length: Duration) -> Sent {
+fn forge_udp(net: &TestNet, rate: u64, length: Duration) -> Paced {
     let frames: Vec<Vec<u8>> = (0..256u16)
         .map(|i| {
             let builder = etherparse::PacketBuilder::ethernet2(ATTACKER_MAC, VICTIM_MAC)
@@ -193,51 +187,7 @@ fn forge_udp(net: &TestNet, rate: u64, length: Duration) -> Sent {
         .collect();
     let attacker_if = net.attacker_if.clone();
     TestNet::in_ns(&net.attacker_ns, move || {
-        // SAFETY: plain socket creation; the fd is owned below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: a fresh fd of ours.
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: a zeroed sockaddr_ll is valid; its fields are set below.
-        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        to.sll_family = libc::AF_PACKET as u16;
-        to.sll_ifindex = filterctl::sys::ifindex(&attacker_if).unwrap() as i32;
-        to.sll_halen = 6;
-        to.sll_addr[..6].copy_from_slice(&VICTIM_MAC);
-        let start = Instant::now();
-        let mut sent = 0u64;
-        while start.elapsed() < length {
-            let due = start.elapsed().as_micros() as u64 * rate / 1_000_000 + 1;
-            while sent < due {
-                let frame = &frames[sent as usize % frames.len()];
-                // SAFETY: a valid socket, frame and address of its size.
-                let rc = unsafe {
-                    libc::sendto(
-                        sock.as_raw_fd(),
-                        frame.as_ptr().cast(),
-                        frame.len(),
-                        0,
-                        (&to as *const libc::sockaddr_ll).cast(),
-                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                    )
-                };
-                if rc <= 0 {
-                    // The veth ring is full: let it drain.
-                    std::thread::sleep(Duration::from_micros(50));
-                    continue;
-                }
-                sent += 1;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Sent {
-            frames: sent,
-            seconds: start.elapsed().as_secs_f64(),
-        }
+        RawSocket::open(&attacker_if, VICTIM_MAC).send_paced(&frames, rate, |_, t| t < length)
     })
     .unwrap()
 }

@@ -11,15 +11,17 @@ use crate::common;
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use filter_testkit::net::{ATTACKER_V4, TestNet, VICTIM_V4};
 
-use common::cli::{ok, reason, run as filterctl};
+use common::{
+    cli::{ok, reason, run as filterctl},
+    raw::{Paced, RawSocket},
+};
 
 /// The sizes: 50k SYN-ACKs a second from 300 reflectors.
 const RATE: u64 = 50_000;
@@ -126,65 +128,17 @@ fn serve_http(listener: &TcpListener, stop: &AtomicBool) {
     }
 }
 
-struct Sent {
-    frames: u64,
-    seconds: f64,
-}
-
 /// SYN-ACKs from `reflectors` spoofed servers (ports 443 and 80) to
 /// random ports of the victim, as raw frames with valid checksums out of
-/// the attacker's interface (AF_PACKET), paced at `rate` a second in 1 ms
-/// bursts, until `stop` or `most` frames.
-fn flood(net: &TestNet, reflectors: u16, rate: u64, stop: &AtomicBool, most: u64) -> Sent {
+/// the attacker's interface, paced at `rate` a second until `stop` or
+/// `most` frames.
+fn flood(net: &TestNet, reflectors: u16, rate: u64, stop: &AtomicBool, most: u64) -> Paced {
     let frames = syn_acks(reflectors);
     let attacker_if = net.attacker_if.clone();
     TestNet::in_ns(&net.attacker_ns, move || {
-        // SAFETY: plain socket creation; the fd is owned below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: a fresh fd of ours.
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: a zeroed sockaddr_ll is valid; its fields are set below.
-        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        to.sll_family = libc::AF_PACKET as u16;
-        to.sll_ifindex = filterctl::sys::ifindex(&attacker_if).unwrap() as i32;
-        to.sll_halen = 6;
-        to.sll_addr[..6].copy_from_slice(&VICTIM_MAC);
-        let start = Instant::now();
-        let mut sent = 0u64;
-        while sent < most && !stop.load(Ordering::Relaxed) {
-            // Frames due by now at `rate`, sent at once: the 1 ms bursts.
-            let due = (start.elapsed().as_micros() as u64 * rate / 1_000_000 + 1).min(most);
-            while sent < due {
-                let frame = &frames[sent as usize % frames.len()];
-                // SAFETY: a valid socket, frame and address of its size.
-                let rc = unsafe {
-                    libc::sendto(
-                        sock.as_raw_fd(),
-                        frame.as_ptr().cast(),
-                        frame.len(),
-                        0,
-                        (&to as *const libc::sockaddr_ll).cast(),
-                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                    )
-                };
-                if rc <= 0 {
-                    // The veth ring (256 frames) is full: let it drain.
-                    std::thread::sleep(Duration::from_micros(50));
-                    continue;
-                }
-                sent += 1;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Sent {
-            frames: sent,
-            seconds: start.elapsed().as_secs_f64(),
-        }
+        RawSocket::open(&attacker_if, VICTIM_MAC).send_paced(&frames, rate, |sent, _| {
+            sent < most && !stop.load(Ordering::Relaxed)
+        })
     })
     .unwrap()
 }

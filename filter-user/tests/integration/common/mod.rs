@@ -8,6 +8,7 @@ pub mod lab;
 pub mod model;
 pub mod pcap;
 pub mod peers;
+pub mod raw;
 pub mod tcpdump;
 
 pub use filter_testkit::{frames, require_bpf};
