@@ -23,8 +23,12 @@ use super::{
     select::Observation,
 };
 use crate::{
-    filter::observe::{counters::GuardLengths, stats::Totals},
-    rules::Prefix,
+    filter::observe::{
+        counters::{self, GuardLengths},
+        stats::Totals,
+    },
+    rules::{Prefix, RuleSet},
+    state::PinRoot,
 };
 
 /// Share of the flood's bytes a length cut must keep in the route.
@@ -128,6 +132,54 @@ pub(crate) fn observations(port: u16, shape: &Shape, hosts: &[Prefix]) -> Vec<Ob
             totals: shape.covered,
         })
         .collect()
+}
+
+/// What the reply guard's routes need from one step to the next.
+pub(super) struct GuardRates {
+    /// The guard's length counters at the last step, and when read.
+    pub(super) last: Option<(u64, Vec<GuardLengths>)>,
+    /// Per guard slot, the highest solicited rate seen (bytes/s).
+    pub(super) peak_solicited: Vec<u64>,
+}
+
+impl GuardRates {
+    /// The reply guard's routes, one shape per guarded port with length
+    /// counters (see `guard_routes`). An older program without them
+    /// offers none.
+    pub(super) fn observations(
+        &mut self,
+        root: &PinRoot,
+        iface: &str,
+        rules: &RuleSet,
+        hosts: &[Prefix],
+        now: u64,
+    ) -> Vec<Observation> {
+        let Some(guard) = &rules.reply_guard else {
+            return Vec::new();
+        };
+        let Ok(lengths) = counters::guard_lengths(root, iface) else {
+            return Vec::new();
+        };
+        if let Some((then, old)) = &self.last {
+            let dt = now.saturating_sub(*then).max(1) as u128;
+            for ((peak, new), old) in self.peak_solicited.iter_mut().zip(&lengths).zip(old) {
+                let bytes = |l: &GuardLengths| l[1].iter().map(|t| t.bytes).sum::<u64>();
+                let rate =
+                    (bytes(new).saturating_sub(bytes(old)) as u128 * 1_000_000_000 / dt) as u64;
+                *peak = (*peak).max(rate);
+            }
+        }
+        let mut out = Vec::new();
+        // Slots follow the guarded ports in port order (rules::compile).
+        for ((port, l), peak) in guard.ports.keys().zip(&lengths).zip(&self.peak_solicited) {
+            let shape = shape(*port, l, *peak);
+            if shape.covered.packets > 0 {
+                out.extend(observations(*port, &shape, hosts));
+            }
+        }
+        self.last = Some((now, lengths));
+        out
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod guard_routes;
 pub mod handover;
 pub mod import;
 pub mod keeper;
+mod policies;
 pub mod routes;
 pub mod select;
 pub mod sources;
@@ -28,9 +29,11 @@ use std::{
 use log::{error, info, warn};
 
 use self::{
+    guard_routes::GuardRates,
     handover::{Adoption, Lock, TakeOver},
+    policies::{flow_policy, hole_policy, keep_or_new},
     routes::Route,
-    select::{Observation, Plan, Policy, Selector},
+    select::{Plan, Selector},
     sources::Inputs,
     speaker::Speaker,
     state::{Held, Owner, Role, RouteState, UpstreamState},
@@ -38,17 +41,11 @@ use self::{
 use filter_common::GUARD_SLOTS;
 
 use crate::{
-    filter::observe::{
-        counters::{self, GuardLengths},
-        stats, status, top,
-    },
+    filter::observe::{stats, status, top},
     rules::{self, RuleSet, upstream::UpstreamConfig},
     state::PinRoot,
     sys::monotonic_coarse_ns,
 };
-
-/// Blackhole routes per interface: one per host address is plenty.
-const MAX_BLACKHOLES: usize = 16;
 
 /// The upstream side of one watched interface, stepped by `serve`.
 pub struct Worker {
@@ -83,86 +80,6 @@ enum Hold {
     /// anyway, as serve did before the lock, and nothing keeps its routes
     /// if it is killed.
     Unlocked,
-}
-
-/// What the reply guard's routes need from one step to the next.
-struct GuardRates {
-    /// The guard's length counters at the last step, and when read.
-    last: Option<(u64, Vec<GuardLengths>)>,
-    /// Per guard slot, the highest solicited rate seen (bytes/s).
-    peak_solicited: Vec<u64>,
-}
-
-fn flow_policy(c: &UpstreamConfig) -> Policy {
-    Policy {
-        min_pps: c.flowspec.min_pps,
-        min_bps: c.flowspec.min_bps,
-        sustain_ns: c.flowspec.sustain_ns,
-        hold_ns: c.flowspec.hold_ns,
-        max_routes: c.max_routes,
-        max_changes_per_minute: c.max_changes_per_minute,
-    }
-}
-
-fn hole_policy(c: &UpstreamConfig) -> Option<Policy> {
-    let b = c.blackhole.as_ref()?;
-    Some(Policy {
-        min_pps: 0,
-        min_bps: b.threshold_bps().max(1),
-        sustain_ns: b.sustain_ns,
-        hold_ns: b.hold_ns,
-        max_routes: MAX_BLACKHOLES,
-        max_changes_per_minute: c.max_changes_per_minute,
-    })
-}
-
-/// The selector for `policy`, kept (with what it tracks) when unchanged.
-fn keep_or_new(old: Option<Selector>, policy: Option<Policy>) -> Option<Selector> {
-    let policy = policy?;
-    match old {
-        Some(s) if *s.policy() == policy => Some(s),
-        _ => Some(Selector::new(policy)),
-    }
-}
-
-impl GuardRates {
-    /// The reply guard's routes, one shape per guarded port with length
-    /// counters (see `guard_routes`). An older program without them
-    /// offers none.
-    fn observations(
-        &mut self,
-        root: &PinRoot,
-        iface: &str,
-        rules: &RuleSet,
-        hosts: &[rules::Prefix],
-        now: u64,
-    ) -> Vec<Observation> {
-        let Some(guard) = &rules.reply_guard else {
-            return Vec::new();
-        };
-        let Ok(lengths) = counters::guard_lengths(root, iface) else {
-            return Vec::new();
-        };
-        if let Some((then, old)) = &self.last {
-            let dt = now.saturating_sub(*then).max(1) as u128;
-            for ((peak, new), old) in self.peak_solicited.iter_mut().zip(&lengths).zip(old) {
-                let bytes = |l: &GuardLengths| l[1].iter().map(|t| t.bytes).sum::<u64>();
-                let rate =
-                    (bytes(new).saturating_sub(bytes(old)) as u128 * 1_000_000_000 / dt) as u64;
-                *peak = (*peak).max(rate);
-            }
-        }
-        let mut out = Vec::new();
-        // Slots follow the guarded ports in port order (rules::compile).
-        for ((port, l), peak) in guard.ports.keys().zip(&lengths).zip(&self.peak_solicited) {
-            let shape = guard_routes::shape(*port, l, *peak);
-            if shape.covered.packets > 0 {
-                out.extend(guard_routes::observations(*port, &shape, hosts));
-            }
-        }
-        self.last = Some((now, lengths));
-        out
-    }
 }
 
 impl Worker {

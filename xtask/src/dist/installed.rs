@@ -9,19 +9,19 @@
 //! (`scripts.rs`): the root needs no shell or systemd of its own, and the
 //! host's users, unit state and bpffs are checked untouched afterwards.
 
-use std::{
-    collections::BTreeSet,
-    ffi::OsStr,
-    os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{collections::BTreeSet, os::unix::fs::MetadataExt as _, path::Path};
 
 use anyhow::{Context as _, bail, ensure};
 
 /// dpkg wants the sbin folders on PATH; nothing else of the caller's
 /// environment reaches the maintainer scripts or the shells.
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+mod reads;
+mod root;
+
+use self::{
+    reads::{bash, fish, man_pages, zsh},
+    root::{Root, output},
+};
 
 /// Every file the package installs, with its mode, but the per-command man
 /// pages and the docs (`other_file`). All are root's.
@@ -199,120 +199,6 @@ fn host_state() -> Vec<Option<(bool, Vec<u8>)>> {
         .collect()
 }
 
-/// The throwaway root, with dpkg's log and the shells' home beside it:
-/// removed when dropped, whichever way the check ends.
-struct Root {
-    /// Holds the three.
-    base: PathBuf,
-    dir: PathBuf,
-    log: PathBuf,
-    home: PathBuf,
-}
-
-impl Root {
-    /// An empty root with the admin folder dpkg needs.
-    fn new(base: &Path) -> anyhow::Result<Root> {
-        let _ = std::fs::remove_dir_all(base);
-        let root = Root {
-            base: base.to_path_buf(),
-            dir: base.join("root"),
-            log: base.join("dpkg.log"),
-            home: base.join("home"),
-        };
-        let admin = root.dir.join("var/lib/dpkg");
-        for dir in [admin.join("info"), admin.join("updates"), root.home.clone()] {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        std::fs::write(admin.join("status"), "")?;
-        std::fs::write(admin.join("available"), "")?;
-        Ok(root)
-    }
-
-    /// `dpkg` on the root, its log beside it (not the host's); stdout.
-    fn dpkg<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> anyhow::Result<String> {
-        let mut c = Command::new("dpkg");
-        c.arg(format!("--root={}", self.dir.display()))
-            .arg(format!("--log={}", self.log.display()))
-            .arg("--force-script-chrootless")
-            .args(args);
-        output(c.env_clear().env("PATH", PATH))
-    }
-
-    /// `${field}` of the package in the root's database, None when it is
-    /// not there.
-    fn query(&self, format: &str) -> Option<String> {
-        let mut c = Command::new("dpkg-query");
-        c.arg(format!(
-            "--admindir={}",
-            self.dir.join("var/lib/dpkg").display()
-        ))
-        .args(["-W", &format!("-f={format}"), "filterctl"]);
-        output(&mut c).ok()
-    }
-
-    fn expect_status(&self, expected: Option<&str>) -> anyhow::Result<()> {
-        let status = self.query("${Status}");
-        ensure!(
-            status.as_deref() == expected,
-            "dpkg says {status:?}, expected {expected:?}"
-        );
-        Ok(())
-    }
-
-    /// A command of the root's shell tools, with the root's home.
-    fn shell(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.env_clear().env("PATH", PATH).env("HOME", &self.home);
-        c
-    }
-
-    /// Every path in the root but dpkg's database, relative, folders with a
-    /// trailing slash.
-    fn tree(&self) -> anyhow::Result<BTreeSet<String>> {
-        fn walk(dir: &Path, rel: &str, out: &mut BTreeSet<String>) -> anyhow::Result<()> {
-            for entry in std::fs::read_dir(dir)? {
-                let entry = entry?;
-                let name = format!("{rel}{}", entry.file_name().to_string_lossy());
-                if name == "var/lib/dpkg" {
-                    continue;
-                }
-                if entry.file_type()?.is_dir() {
-                    out.insert(format!("{name}/"));
-                    walk(&entry.path(), &format!("{name}/"), out)?;
-                } else {
-                    out.insert(name);
-                }
-            }
-            Ok(())
-        }
-        let mut out = BTreeSet::new();
-        walk(&self.dir, "", &mut out).with_context(|| format!("listing {}", self.dir.display()))?;
-        Ok(out)
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.base);
-    }
-}
-
-/// Runs `c`: its stdout, or an error with what it printed.
-fn output(c: &mut Command) -> anyhow::Result<String> {
-    let line = format!("{c:?}");
-    let out = c.output().with_context(|| format!("cannot run {line}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!(
-            "{line} failed ({}): {}{stdout}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(stdout)
-}
-
 /// The root holds `empty`'s paths and `left`, nothing else.
 fn expect_tree(
     tree: &BTreeSet<String>,
@@ -438,128 +324,6 @@ fn account(root: &Root) -> anyhow::Result<()> {
         shadow[1].starts_with('!'),
         "the password is not locked: {}",
         shadow[1]
-    );
-    Ok(())
-}
-
-/// Every man page renders without a warning and names itself; `man` finds
-/// the main page by name in the root's man tree.
-fn man_pages(root: &Root) -> anyhow::Result<()> {
-    let tree = root.dir.join("usr/share/man");
-    let mut pages: Vec<PathBuf> = std::fs::read_dir(tree.join("man1"))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    pages.sort();
-    ensure!(pages.len() > 1, "only {pages:?}");
-    for page in &pages {
-        let name = page
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".1.gz"))
-            .with_context(|| format!("{} is no section 1 page", page.display()))?;
-        let mut man = root.shell("man");
-        man.args(["--warnings", "-l"]).arg(page);
-        let out = man.env("MANWIDTH", "80").output()?;
-        let (text, errors) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        ensure!(
-            out.status.success() && errors.trim().is_empty(),
-            "man -l {name}: {} {errors}",
-            out.status
-        );
-        ensure!(
-            text.contains("NAME") && text.contains(name),
-            "man -l {name} printed no NAME section of {name}: {text}"
-        );
-    }
-    let mut find = root.shell("man");
-    find.arg(format!("--manpath={}", tree.display()))
-        .args(["-w", "filterctl"]);
-    let found = output(&mut find)?;
-    let expected = tree.join("man1/filterctl.1.gz");
-    ensure!(
-        Path::new(found.trim()) == expected,
-        "man -w filterctl: {found}"
-    );
-    Ok(())
-}
-
-/// Parses, registers `_filterctl` for filterctl, and completes `filterctl
-/// lo` to `load`.
-fn bash(root: &Root) -> anyhow::Result<()> {
-    let file = root
-        .dir
-        .join("usr/share/bash-completion/completions/filterctl");
-    output(root.shell("bash").arg("-n").arg(&file))?;
-    let script = r#"source "$1" && complete -p filterctl &&
-        COMP_WORDS=(filterctl lo) && COMP_CWORD=1 && _filterctl filterctl lo filterctl &&
-        printf '%s\n' "${COMPREPLY[@]}""#;
-    let out = output(
-        root.shell("bash")
-            .args(["--norc", "--noprofile", "-c", script, "bash"])
-            .arg(&file),
-    )?;
-    ensure!(
-        out.contains("-F _filterctl") && out.lines().any(|l| l == "load"),
-        "bash: {out}"
-    );
-    Ok(())
-}
-
-/// Parses; zsh looks in the package's folder, and compinit finds
-/// `_filterctl` there for filterctl.
-fn zsh(root: &Root) -> anyhow::Result<()> {
-    let dir = root.dir.join("usr/share/zsh/vendor-completions");
-    output(root.shell("zsh").arg("-n").arg(dir.join("_filterctl")))?;
-    let fpath = output(root.shell("zsh").args(["-f", "-c", "print -rl -- $fpath"]))?;
-    ensure!(
-        fpath
-            .lines()
-            .any(|l| l == "/usr/share/zsh/vendor-completions"),
-        "zsh does not look in /usr/share/zsh/vendor-completions: {fpath}"
-    );
-    let script = r#"fpath=("$1" $fpath); autoload -Uz compinit; compinit -u -D;
-        print -r -- "${_comps[filterctl]}""#;
-    let out = output(
-        root.shell("zsh")
-            .args(["-f", "-c", script, "zsh"])
-            .arg(&dir),
-    )?;
-    ensure!(
-        out.trim() == "_filterctl",
-        "zsh's completion of filterctl: {out:?}"
-    );
-    Ok(())
-}
-
-/// Parses; fish looks in the package's folder, loads the file by the
-/// command's name from there and completes `filterctl lo` to `load`.
-fn fish(root: &Root) -> anyhow::Result<()> {
-    let dir = root.dir.join("usr/share/fish/vendor_completions.d");
-    output(root.shell("fish").arg("-n").arg(dir.join("filterctl.fish")))?;
-    let path = output(
-        root.shell("fish")
-            .args(["-c", "string join \\n $fish_complete_path"]),
-    )?;
-    ensure!(
-        path.lines()
-            .any(|l| l == "/usr/share/fish/vendor_completions.d"),
-        "fish does not look in /usr/share/fish/vendor_completions.d: {path}"
-    );
-    // fish loads a command's completions only when the command is on PATH.
-    let bin = root.dir.join("usr/bin");
-    let script = "set -p fish_complete_path $argv[1]; complete -C 'filterctl lo'";
-    let out = output(
-        root.shell("fish")
-            .env("PATH", format!("{}:{PATH}", bin.display()))
-            .args(["-c", script])
-            .arg(&dir),
-    )?;
-    ensure!(
-        out.lines().any(|l| l.starts_with("load\t")),
-        "fish completes `filterctl lo` with: {out}"
     );
     Ok(())
 }
