@@ -349,7 +349,7 @@ pub struct Sink {
 
 /// Room for bursts: the tests count every datagram, and a reader that a
 /// busy machine schedules late must not lose any to a full socket buffer.
-fn big_receive_buffer(s: &std::net::UdpSocket) -> anyhow::Result<()> {
+pub fn big_receive_buffer(s: &std::net::UdpSocket) -> anyhow::Result<()> {
     use std::os::fd::AsRawFd as _;
     let size: libc::c_int = 16 << 20;
     // SAFETY: a valid socket and a c_int option value of the right size.

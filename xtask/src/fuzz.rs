@@ -51,12 +51,26 @@ const TARGETS: &[(&str, &[&str])] = &[
 const HANG_SECONDS: u64 = 10;
 
 /// What `cargo xtask fuzz` was asked.
+#[derive(clap::Args)]
 pub struct FuzzArgs {
+    /// The seeded mutation fuzzer (tests/integration/fuzz.rs: rule files
+    /// and captures, side by side, not coverage-guided).
+    #[arg(long)]
     pub mutation: bool,
+    /// Only this cargo-fuzz target (rules, lists, capture, serve); repeatable.
+    #[arg(long = "target", value_name = "NAME", conflicts_with = "mutation")]
     pub targets: Vec<String>,
+    /// Mutated rule files at most (default: as many as the time allows).
+    #[arg(long, requires = "mutation")]
     pub rules: Option<u64>,
+    /// Mutated captures at most (default: as many as the time allows).
+    #[arg(long, requires = "mutation")]
     pub captures: Option<u64>,
+    /// Time for each target [default: 300; 60 with --mutation].
+    #[arg(long)]
     pub seconds: Option<u64>,
+    /// Seed of the mutations (default: from the clock, printed).
+    #[arg(long)]
     pub seed: Option<u64>,
 }
 

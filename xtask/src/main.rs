@@ -85,27 +85,7 @@ enum Task {
     /// captures, serve's requests: coverage-guided, libFuzzer) one after the
     /// other; fails on a crash or a hang. With --mutation, the seeded
     /// mutation fuzzer of the tests instead.
-    Fuzz {
-        /// The seeded mutation fuzzer (tests/integration/fuzz.rs: rule files
-        /// and captures, side by side, not coverage-guided).
-        #[arg(long)]
-        mutation: bool,
-        /// Only this cargo-fuzz target (rules, lists, capture, serve); repeatable.
-        #[arg(long = "target", value_name = "NAME", conflicts_with = "mutation")]
-        targets: Vec<String>,
-        /// Mutated rule files at most (default: as many as the time allows).
-        #[arg(long, requires = "mutation")]
-        rules: Option<u64>,
-        /// Mutated captures at most (default: as many as the time allows).
-        #[arg(long, requires = "mutation")]
-        captures: Option<u64>,
-        /// Time for each target [default: 300; 60 with --mutation].
-        #[arg(long)]
-        seconds: Option<u64>,
-        /// Seed of the mutations (default: from the clock, printed).
-        #[arg(long)]
-        seed: Option<u64>,
-    },
+    Fuzz(FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -119,21 +99,7 @@ fn main() -> ExitCode {
             json,
             against,
         } => bench(quick, json, against),
-        Task::Fuzz {
-            mutation,
-            targets,
-            rules,
-            captures,
-            seconds,
-            seed,
-        } => fuzz(FuzzArgs {
-            mutation,
-            targets,
-            rules,
-            captures,
-            seconds,
-            seed,
-        }),
+        Task::Fuzz(args) => fuzz(args),
         Task::Dist => setup().and_then(|()| dist::dist()),
     };
     match result {

@@ -65,12 +65,17 @@ pub(crate) fn process_environ(pid: u32) -> Option<Vec<u8>> {
     std::fs::read(format!("/proc/{pid}/environ")).ok()
 }
 
-/// The parent of process `pid` (the field after the command's closing
-/// parenthesis and the state, in /proc/PID/stat).
-pub(crate) fn process_parent(pid: u32) -> Option<u32> {
+/// The fields of /proc/PID/stat from the third (the state) on: those after
+/// the command's closing parenthesis, which the command itself may hold.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
+    Some(after.split_whitespace().map(str::to_string).collect())
+}
+
+/// The parent of process `pid` (field 4 of /proc/PID/stat).
+pub(crate) fn process_parent(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
 }
 
 /// When process `pid` started, in clock ticks after boot (field 22 of
@@ -78,13 +83,12 @@ pub(crate) fn process_parent(pid: u32) -> Option<u32> {
 /// given the same pid. None when there is no such process, or only its
 /// zombie.
 pub(crate) fn process_started(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut after = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let fields = stat_fields(pid)?;
     // Field 3, the state: Z a zombie, X dead.
-    if matches!(after.next()?, "Z" | "X") {
+    if matches!(fields.first()?.as_str(), "Z" | "X") {
         return None;
     }
-    after.nth(18)?.parse().ok()
+    fields.get(19)?.parse().ok()
 }
 
 /// Sends SIGTERM to process `pid`.

@@ -12,13 +12,12 @@ use crate::common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
-    os::fd::AsRawFd as _,
     time::Duration,
 };
 
 use filter_testkit::{
     frames::{coap_get, coap_notification, dns_query, snmp, ssdp_reply},
-    net::{ATTACKER_V4, TestNet, VICTIM_V4, send_udp},
+    net::{ATTACKER_V4, TestNet, VICTIM_V4, big_receive_buffer, send_udp},
 };
 
 use common::cli::{TempDir, load_default, ok, reason, run as filterctl};
@@ -46,18 +45,7 @@ impl Lab {
             let s = UdpSocket::bind(victim(port)).unwrap();
             s.set_read_timeout(Some(Duration::from_millis(300)))
                 .unwrap();
-            let size: libc::c_int = 8 << 20;
-            // SAFETY: a valid socket and a c_int option value of its size.
-            let rc = unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    (&size as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+            big_receive_buffer(&s).unwrap();
             s
         })
         .unwrap()
